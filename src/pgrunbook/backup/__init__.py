@@ -1,0 +1,1 @@
+"""Backups: the dump pipeline, manifests, storage, retention and verification."""

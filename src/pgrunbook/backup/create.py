@@ -1,0 +1,213 @@
+"""``backup create``: one streaming pass pg_dump -> zstd -> sha256 -> storage, manifest last.
+
+Row counts and the migration head are read in the very snapshot pg_dump dumps (pg_export_snapshot +
+pg_dump --snapshot), while the dump runs, so the manifest describes exactly the bytes in the file
+even while the application writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+import zstandard
+
+from pgrunbook import __version__
+from pgrunbook.backup.manifest import (
+    Manifest,
+    MigrationHead,
+    TableCount,
+    backup_id,
+    restore_command,
+    validate_label,
+)
+from pgrunbook.backup.storage import AtomicWriter
+from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.errors import PgRunbookError, StorageError, ToolError
+from pgrunbook.postgres.catalog import Head, exact_row_counts, prisma_head, try_session_lock
+from pgrunbook.postgres.connect import connect, server_version
+from pgrunbook.postgres.tools import ClientTools, find_client_tools
+from pgrunbook.postgres.url import DatabaseTarget, redact
+
+CHUNK = 1 << 20
+
+
+class _HashingSink:
+    """What the compressor writes to: hashes and counts the stored bytes on their way out."""
+
+    def __init__(self, writer: AtomicWriter):
+        self.writer = writer
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.writer.write(data)
+        self.size += len(data)
+        return len(data)
+
+
+@dataclass
+class _Snapshot:
+    counts: dict[tuple[str, str], int]
+    head: Head | None
+    error: BaseException | None = None
+
+
+def dump_command(tools: ClientTools, target: DatabaseTarget, compression: str, snapshot: str | None) -> list[str]:
+    """argv for pg_dump: a conninfo without the password (it travels in PGPASSWORD)."""
+    cmd = [str(tools.pg_dump), "--format=custom", "--no-password"]
+    if compression == "zstd":
+        cmd.append("--compress=0")
+    if snapshot:
+        cmd.append(f"--snapshot={snapshot}")
+    cmd.append(f"--dbname={target.conninfo()}")
+    return cmd
+
+
+def child_env(target: DatabaseTarget) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGPASSWORD")}
+    env.update(target.child_env())
+    return env
+
+
+def _drain(stream: object, lines: deque[str]) -> None:
+    for raw in stream:  # type: ignore[attr-defined]
+        lines.append(raw.decode(errors="replace").rstrip())
+
+
+def create_backup(env: Environment, *, label: str = "manual", progress: ProgressFn = no_progress) -> Manifest:
+    """Take a backup of ``env`` and return its manifest; nothing is listed unless all of it succeeded."""
+    validate_label(label)
+    cfg = env.config.backup
+    target = env.target(direct=True)
+    conn = connect(target, autocommit=True, purpose=f"backup {env.name}", var=env.url_var(),
+                   connect_timeout=env.config.postgres.connect_timeout)
+    try:
+        major, _minor, version_text = server_version(conn)
+        tools = find_client_tools(major, version_text, env.config.postgres.bin_dir)
+        try_session_lock(conn, f"backup:{env.name}", f"backup of environment {env.name!r}")
+        return _run(env, conn, target, tools, version_text, label, progress)
+    finally:
+        conn.close()
+
+
+def _new_id(env: Environment, started: datetime, label: str) -> str:
+    base = backup_id(started, label)
+    candidate, n = base, 1
+    while env.repository.exists(candidate):
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+def _run(env: Environment, conn: psycopg.Connection, target: DatabaseTarget, tools: ClientTools,
+         version_text: str, label: str, progress: ProgressFn) -> Manifest:
+    cfg = env.config.backup
+    repo = env.repository
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    bid = _new_id(env, started, label)
+    file = "db.dump.zst" if cfg.compression == "zstd" else "db.dump"
+
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+
+    repo.mark_in_progress(bid, started)
+    writer = env.storage.writer(repo.key(bid, file))
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        proc = subprocess.Popen(
+            dump_command(tools, target, cfg.compression, snapshot_id),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            env=child_env(target),
+        )
+        errors: deque[str] = deque(maxlen=20)
+        err_thread = threading.Thread(target=_drain, args=(proc.stderr, errors), daemon=True)
+        err_thread.start()
+        snap = _Snapshot({}, None)
+        snap_thread = threading.Thread(target=_read_snapshot, args=(conn, target.schema, snap), daemon=True)
+        snap_thread.start()
+        sink = _HashingSink(writer)
+        raw = _pump(proc, sink, cfg.compression, cfg.zstd_level, cfg.zstd_threads, progress)
+        rc = proc.wait()
+        err_thread.join(5)
+        snap_thread.join()
+        if rc != 0:
+            detail = redact(next((e for e in reversed(errors) if e), f"exit code {rc}"), target.secrets())
+            raise ToolError(f"pg_dump failed: {detail}", hint="nothing of this backup was kept")
+        if snap.error is not None:
+            raise PgRunbookError(f"reading row counts failed: {redact(str(snap.error), target.secrets())}")
+        writer.commit()
+        conn.execute("COMMIT")
+    except BaseException:
+        writer.abort()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        try:
+            repo.delete_backup(bid)
+        except StorageError:
+            pass  # prune cleans what could not be removed now
+        raise
+    finished = datetime.now(UTC)
+    manifest = Manifest(
+        id=bid,
+        environment=env.name,
+        database=target.dbname,
+        server_version=version_text,
+        pg_dump_version=tools.version.text,
+        compression=cfg.compression,
+        file=file,
+        size=sink.size,
+        sha256=sink.sha.hexdigest(),
+        started_at=started,
+        finished_at=finished,
+        duration_s=round(time.monotonic() - t0, 3),
+        label=label,
+        migration_head=MigrationHead(name=snap.head.name, count=snap.head.count) if snap.head else None,
+        tables=[TableCount(schema=s, name=n, rows=c) for (s, n), c in sorted(snap.counts.items())],
+        tool_version=__version__,
+        restore_command=restore_command(cfg.compression, file),
+    )
+    del raw
+    repo.write_manifest(manifest)
+    repo.clear_in_progress(bid)
+    return manifest
+
+
+def _read_snapshot(conn: psycopg.Connection, schema: str, out: _Snapshot) -> None:
+    try:
+        out.counts = exact_row_counts(conn)
+        out.head = prisma_head(conn, schema)
+    except BaseException as exc:  # reported by the main thread
+        out.error = exc
+
+
+def _pump(proc: subprocess.Popen[bytes], sink: _HashingSink, compression: str, level: int, threads: int,
+          progress: ProgressFn) -> int:
+    """Move pg_dump's output to storage, compressing on the way; returns the raw byte count."""
+    assert proc.stdout is not None
+    src = proc.stdout
+    raw = 0
+    if compression == "zstd":
+        cctx = zstandard.ZstdCompressor(level=level, threads=threads or (os.cpu_count() or 1),
+                                        write_checksum=True)
+        with cctx.stream_writer(sink, closefd=False, write_size=CHUNK) as zw:  # type: ignore[arg-type]
+            while chunk := src.read(CHUNK):
+                zw.write(chunk)
+                raw += len(chunk)
+                progress("dump", raw, None)
+    else:
+        while chunk := src.read(CHUNK):
+            sink.write(chunk)
+            raw += len(chunk)
+            progress("dump", raw, None)
+    return raw

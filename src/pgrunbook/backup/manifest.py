@@ -1,0 +1,130 @@
+"""The manifest: the only proof that a backup is complete, and the recipe to restore it by hand.
+
+It is written last, atomically, and rewritten atomically when a verification is recorded; a folder
+without a readable manifest is a leftover, never a backup.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pgrunbook.errors import ConfigError, VerificationFailed
+
+MANIFEST_NAME = "manifest.json"
+IN_PROGRESS_NAME = ".in-progress.json"
+FORMAT_VERSION = 1
+LABEL_PATTERN = r"[a-z0-9][a-z0-9._-]{0,39}"
+STANDARD_LABELS = ("scheduled", "pre-deploy", "manual", "pre-restore")
+
+
+class TableCount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_: str = Field(alias="schema")
+    name: str
+    rows: int
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema_}.{self.name}"
+
+
+class MigrationHead(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None
+    count: int
+
+
+class Check(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+class Verification(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    at: datetime
+    kind: Literal["checksum", "drill"]
+    ok: bool
+    checks: list[Check]
+    tool_version: str
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    format_version: int = FORMAT_VERSION
+    id: str
+    environment: str
+    database: str
+    server_version: str
+    pg_dump_version: str
+    format: Literal["custom"] = "custom"
+    compression: Literal["zstd", "gzip"]
+    file: str
+    size: int
+    sha256: str
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float
+    label: str
+    migration_head: MigrationHead | None
+    tables: list[TableCount]
+    tool_version: str
+    restore_command: str
+    verifications: list[Verification] = Field(default_factory=list)
+
+    @property
+    def created_at(self) -> datetime:
+        return self.started_at
+
+    @property
+    def verified(self) -> bool:
+        """Verified when the latest verification passed: a later failure revokes trust."""
+        return bool(self.verifications) and self.verifications[-1].ok
+
+    @property
+    def drilled(self) -> bool:
+        return any(v.ok and v.kind == "drill" for v in self.verifications)
+
+    def row_counts(self) -> dict[tuple[str, str], int]:
+        return {(t.schema_, t.name): t.rows for t in self.tables}
+
+    def to_json(self) -> bytes:
+        return (self.model_dump_json(by_alias=True, indent=2) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> Manifest:
+        try:
+            return cls.model_validate(json.loads(data))
+        except (json.JSONDecodeError, UnicodeDecodeError, ValidationError) as exc:
+            first = str(exc).splitlines()[0]
+            raise VerificationFailed(
+                f"manifest {where} is unreadable: {first}",
+                hint="the backup cannot be trusted; take a new one (prune removes unreadable ones)",
+            ) from None
+
+
+def validate_label(label: str) -> str:
+    if not re.fullmatch(LABEL_PATTERN, label):
+        raise ConfigError(
+            f"invalid label {label!r}",
+            hint="a label is 1-40 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return label
+
+
+def backup_id(started: datetime, label: str) -> str:
+    return f"{started.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}-{label}"
+
+
+def restore_command(compression: str, file: str) -> str:
+    """The by-hand path (SPEC principle 2): standard tools only, URL from the environment."""
+    if compression == "zstd":
+        return f'zstd -dc {file} | pg_restore --no-owner --dbname "$TARGET_DATABASE_URL"'
+    return f'pg_restore --no-owner --dbname "$TARGET_DATABASE_URL" {file}'

@@ -1,0 +1,58 @@
+"""``backup prune``: execute retention's decisions and clear what killed runs left behind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pgrunbook.backup.manifest import Manifest
+from pgrunbook.backup.repository import Leftover
+from pgrunbook.backup.retention import BackupInfo, Decision, Policy, plan_retention
+from pgrunbook.environment import Environment
+from pgrunbook.errors import PgRunbookError
+
+
+@dataclass
+class PruneReport:
+    decisions: list[Decision]
+    leftovers: list[Leftover] = field(default_factory=list)
+    dry_run: bool = False
+
+    def to_list(self) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = [
+            {"id": d.id, "action": d.action, "reasons": list(d.reasons)} for d in self.decisions
+        ]
+        for lo in self.leftovers:
+            rows.append({"id": lo.backup_id, "action": "keep" if lo.active else "remove",
+                         "reasons": [f"leftover: {lo.reason}"], "leftover": True, "size": lo.size})
+        return rows
+
+
+def backup_infos(manifests: list[Manifest]) -> list[BackupInfo]:
+    return [BackupInfo(m.id, m.started_at, m.label, m.verified) for m in manifests]
+
+
+def policy_of(env: Environment) -> Policy:
+    r = env.config.backup.retention
+    return Policy(daily=r.daily, weekly=r.weekly, monthly=r.monthly)
+
+
+def prune(env: Environment, *, dry_run: bool = False) -> PruneReport:
+    """Decide first, then delete (manifest first, so an interrupted prune only leaves leftovers)."""
+    repo = env.repository
+    manifests = repo.list_backups()
+    try:
+        decisions = plan_retention(backup_infos(manifests), policy_of(env), env.config.tz)
+    except ValueError as exc:
+        raise PgRunbookError(f"prune refused: {exc}", hint="check [backup] retention") from None
+    leftovers = repo.leftovers()
+    report = PruneReport(decisions, leftovers, dry_run)
+    if dry_run:
+        return report
+    for d in decisions:
+        if d.action == "remove":
+            repo.delete_backup(d.id)
+    for lo in leftovers:
+        if not lo.active:
+            for key in lo.keys:
+                env.storage.delete(key)
+    return report

@@ -1,0 +1,191 @@
+"""Local folder or NAS mount: temp name, fsync, rename, fsync the folder. Files 0600, folders 0700."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pgrunbook.backup.storage import AtomicWriter, ObjectInfo, Storage
+from pgrunbook.errors import StorageError
+
+CHUNK = 1 << 20
+
+
+def _storage_error(exc: OSError, what: str, where: Path, written: int = 0) -> StorageError:
+    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+        return StorageError(
+            f"storage full: no space left on the device of {where} after writing {written / 1e6:.1f} MB",
+            hint="free space there or point [backup] storage at a larger volume; nothing of this "
+            "backup was kept",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(
+            f"storage not writable: cannot {what} {where} ({exc.strerror})",
+            hint="check the folder's permissions and mount, or point [backup] storage elsewhere",
+        )
+    return StorageError(f"storage error: cannot {what} {where}: {exc.strerror or exc}")
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalWriter(AtomicWriter):
+    def __init__(self, storage: LocalStorage, key: str):
+        self.key = key
+        self.final = storage.path_of(key)
+        self.temp = self.final.with_name(f".{self.final.name}{Storage.TEMP_MARK}{uuid.uuid4().hex[:12]}")
+        self.written = 0
+        self._done = False
+        try:
+            storage.make_dirs(self.final.parent)
+            self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+        except OSError as exc:
+            raise _storage_error(exc, "create a file in", self.final.parent) from None
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+                self.written += n
+        except OSError as exc:
+            self.abort()
+            raise _storage_error(exc, "write", self.final, self.written) from None
+
+    def commit(self) -> None:
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._done = True
+            os.replace(self.temp, self.final)
+            _fsync_dir(self.final.parent)
+        except OSError as exc:
+            self.abort()
+            raise _storage_error(exc, "finish", self.final, self.written) from None
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        try:
+            self.temp.unlink()
+        except OSError:
+            pass
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: Path):
+        self.root = root
+        self.display = str(root)
+
+    def path_of(self, key: str) -> Path:
+        parts = [p for p in key.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise StorageError(f"invalid storage key {key!r}")
+        return self.root.joinpath(*parts)
+
+    def make_dirs(self, folder: Path) -> None:
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            os.chmod(d, 0o700)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Objects whose key starts with ``prefix``, as an object store lists them."""
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self.path_of(folder) if folder else self.root
+        if not base.is_dir():
+            return []
+        out = []
+        try:
+            for dirpath, _dirs, files in os.walk(base):
+                for name in files:
+                    path = Path(dirpath) / name
+                    key = path.relative_to(self.root).as_posix()
+                    if not key.startswith(prefix):
+                        continue
+                    try:
+                        st = path.stat()
+                    except FileNotFoundError:
+                        continue
+                    out.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
+        except OSError as exc:
+            raise _storage_error(exc, "list", base) from None
+        return sorted(out, key=lambda o: o.key)
+
+    def writer(self, key: str) -> LocalWriter:
+        return LocalWriter(self, key)
+
+    def read(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        path = self.path_of(key)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError:
+            raise StorageError(f"{key} is missing from storage {self.display}") from None
+        except OSError as exc:
+            raise _storage_error(exc, "read", path) from None
+        return self._chunks(f, start, length)
+
+    @staticmethod
+    def _chunks(f: object, start: int, length: int | None) -> Iterator[bytes]:
+        import io
+
+        assert isinstance(f, io.BufferedReader)
+        with f:
+            f.seek(start)
+            remaining = length
+            while remaining is None or remaining > 0:
+                chunk = f.read(CHUNK if remaining is None else min(CHUNK, remaining))
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    def delete(self, key: str) -> None:
+        path = self.path_of(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _storage_error(exc, "delete", path) from None
+        # empty folders left by a removed backup go too, up to the storage root
+        folder = path.parent
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+            folder = folder.parent
+
+    def free_bytes(self) -> int | None:
+        folder = self.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            return shutil.disk_usage(folder).free
+        except OSError:
+            return None

@@ -1,0 +1,233 @@
+"""Configuration: ``pgrunbook.toml`` found by walking up, ``PGRUNBOOK_*`` overrides, validated by pydantic.
+
+Database URLs never live in the file: it names the environment variable holding each one, so the file
+can be committed and reviewed. Without a file there is one environment, ``default``, on ``DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pgrunbook.errors import ConfigError
+from pgrunbook.postgres.url import DatabaseTarget, parse_database_url
+
+CONFIG_NAME = "pgrunbook.toml"
+ENV_PREFIX = "PGRUNBOOK_"
+ENV_SEPARATOR = "__"
+DEFAULT_ENVIRONMENT = "default"
+ENV_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ProjectConfig(_Model):
+    migrations: str = "prisma/migrations"
+    owner: str | None = None
+
+
+class RetentionPolicy(_Model):
+    """How many periods of each kind keep a backup; -1 keeps every period (restic's convention)."""
+
+    daily: int = Field(7, ge=-1)
+    weekly: int = Field(4, ge=-1)
+    monthly: int = Field(6, ge=-1)
+
+
+class BackupConfig(_Model):
+    storage: str = "backups"
+    compression: Literal["zstd", "gzip"] = "zstd"
+    zstd_level: int = Field(3, ge=1, le=19)
+    zstd_threads: int = Field(0, ge=0, description="0 = one per CPU core")
+    retention: RetentionPolicy = RetentionPolicy()
+    timezone: str = "UTC"
+    drill_database_url_env: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (expected an IANA name such as UTC)") from exc
+        return value
+
+
+class PostgresConfig(_Model):
+    bin_dir: str | None = Field(None, description="where pg_dump/pg_restore live; only there if set")
+    connect_timeout: int = Field(10, ge=1)
+
+
+class MigrateConfig(_Model):
+    engine: Literal["native", "prisma"] = "native"
+    prisma_command: str = "pnpm prisma migrate deploy"
+
+
+class EnvironmentConfig(_Model):
+    database_url_env: str = "DATABASE_URL"
+    direct_url_env: str | None = None
+    health_url: str | None = None
+    protected: bool = False
+    quiet_window: str | None = None
+    read_query: str = "SELECT 1"
+    hooks: dict[str, str] = Field(default_factory=dict)
+
+
+class Config(_Model):
+    project: ProjectConfig = ProjectConfig()
+    backup: BackupConfig = BackupConfig()
+    postgres: PostgresConfig = PostgresConfig()
+    migrate: MigrateConfig = MigrateConfig()
+    environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
+
+    # Where the file was found; relative paths in it are taken from its folder.
+    source: Path | None = Field(None, exclude=True)
+    root: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("environments")
+    @classmethod
+    def _environment_names(cls, value: dict[str, EnvironmentConfig]) -> dict[str, EnvironmentConfig]:
+        import re
+
+        for name in value:
+            if not re.match(ENV_NAME_PATTERN, name):
+                raise ValueError(
+                    f"environment name {name!r} must be letters, digits, '.', '_' or '-' (at most 63)"
+                )
+        return value
+
+    def environment_names(self) -> list[str]:
+        return sorted(self.environments) or [DEFAULT_ENVIRONMENT]
+
+    def environment(self, name: str | None) -> tuple[str, EnvironmentConfig]:
+        """Resolve ``--env``: may be left out when only one environment is defined."""
+        envs = self.environments or {DEFAULT_ENVIRONMENT: EnvironmentConfig()}
+        if name is None:
+            if len(envs) == 1:
+                return next(iter(envs.items()))
+            raise ConfigError(
+                f"several environments are defined ({', '.join(sorted(envs))})",
+                hint="pass --env NAME",
+            )
+        if name not in envs:
+            raise ConfigError(
+                f"unknown environment {name!r}",
+                hint=f"defined: {', '.join(sorted(envs))}" + (f" in {self.source}" if self.source else ""),
+            )
+        return name, envs[name]
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(os.path.expanduser(value))
+        return path if path.is_absolute() else self.root / path
+
+    @property
+    def migrations_dir(self) -> Path:
+        return self.resolve_path(self.project.migrations)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.backup.timezone)
+
+
+def database_target(
+    env_name: str, env: EnvironmentConfig, *, direct: bool = True, environ: Mapping[str, str] | None = None
+) -> DatabaseTarget:
+    """The URL an environment uses; the direct (pooler-bypassing) one for migrations and backups."""
+    environ = os.environ if environ is None else environ
+    var = env.database_url_env
+    if direct and env.direct_url_env and environ.get(env.direct_url_env):
+        var = env.direct_url_env
+    url = environ.get(var)
+    if not url:
+        raise ConfigError(
+            f"{var} is not set (environment {env_name!r} reads its database URL from it)",
+            hint=f"export {var}=postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
+        )
+    return parse_database_url(url, source=var)
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    """Walk up from ``start`` like git does, so the tool works from any sub-folder of the project."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(
+    path: Path | str | None = None, *, cwd: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read, override and validate the configuration; every problem becomes one ConfigError line."""
+    environ = os.environ if environ is None else environ
+    explicit = path or environ.get("PGRUNBOOK_CONFIG")
+    if explicit:
+        source: Path | None = Path(explicit).expanduser()
+        if not source.is_file():
+            raise ConfigError(f"config file {source} does not exist", hint="check --config / PGRUNBOOK_CONFIG")
+    else:
+        source = find_config_file(cwd)
+    data: dict[str, Any] = {}
+    label = str(source) if source else "configuration"
+    if source is not None:
+        try:
+            data = tomllib.loads(source.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}", hint="fix the file's syntax") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: cannot read: {exc}") from None
+    _apply_env_overrides(data, environ)
+    root = source.parent.resolve() if source else (cwd or Path.cwd()).resolve()
+    try:
+        return Config(**data, source=source, root=root)
+    except ValidationError as exc:
+        raise ConfigError(f"{label}: {_describe(exc)}", hint="see docs/configuration.md") from None
+    except TypeError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+
+
+def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """``PGRUNBOOK_BACKUP__STORAGE=s3://...`` sets ``[backup] storage``; ``__`` separates levels."""
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or ENV_SEPARATOR not in var:
+            continue
+        parts = var[len(ENV_PREFIX) :].split(ENV_SEPARATOR)
+        keys = [p if i == 1 and parts[0].lower() == "environments" else p.lower() for i, p in enumerate(parts)]
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{var}: {'.'.join(keys[:-1])} is not a table in the configuration")
+            node = child
+        node[keys[-1]] = _env_value(environ[var])
+
+
+def _env_value(raw: str) -> Any:
+    """Lists and tables may be given as JSON; everything else stays a string for pydantic to coerce."""
+    if raw[:1] in "[{":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)

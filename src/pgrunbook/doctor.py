@@ -1,0 +1,150 @@
+"""``pgrunbook doctor``: every precondition of a safe run, one line each, before 2 a.m. finds them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import psycopg
+from psycopg import sql
+
+from pgrunbook.environment import Environment
+from pgrunbook.errors import PgRunbookError
+from pgrunbook.postgres.connect import connect, server_version
+from pgrunbook.postgres.tools import find_client_tools
+from pgrunbook.postgres.url import redact
+
+Status = Literal["ok", "warning", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class DoctorCheck:
+    name: str
+    status: Status
+    detail: str
+    hint: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "detail": self.detail, "hint": self.hint}
+
+
+def exit_code(checks: list[DoctorCheck]) -> int:
+    if any(c.status == "failed" for c in checks):
+        return 2
+    return 1 if any(c.status == "warning" for c in checks) else 0
+
+
+def run_doctor(env: Environment) -> list[DoctorCheck]:
+    """Checks in dependency order; a failed connection skips what needs it instead of stopping."""
+    checks: list[DoctorCheck] = []
+    cfg = env.config
+    checks.append(DoctorCheck("config", "ok", f"{cfg.source or 'no pgrunbook.toml: built-in defaults'}; "
+                              f"environment {env.name!r}"))
+    conn = _check_connection(env, checks)
+    if conn is not None:
+        with conn:
+            _check_tools(env, conn, checks)
+            _check_history(env, conn, checks)
+            _check_invalid_indexes(conn, checks)
+    else:
+        for name in ("client tools", "prisma history", "invalid indexes"):
+            checks.append(DoctorCheck(name, "skipped", "needs a database connection"))
+    _guard(checks, "storage", lambda: _storage(env))
+    _guard(checks, "free space", lambda: _free_space(env))
+    return checks
+
+
+def _guard(checks: list[DoctorCheck], name: str, fn: Callable[[], DoctorCheck]) -> None:
+    try:
+        checks.append(fn())
+    except PgRunbookError as exc:
+        checks.append(DoctorCheck(name, "failed", exc.message, exc.hint or ""))
+
+
+def _check_connection(env: Environment, checks: list[DoctorCheck]) -> psycopg.Connection | None:
+    try:
+        target = env.target(direct=True)
+        conn = connect(target, purpose="doctor", var=env.url_var(), connect_timeout=env.config.postgres.connect_timeout)
+    except PgRunbookError as exc:
+        checks.append(DoctorCheck("connection", "failed", exc.message, exc.hint or ""))
+        return None
+    _, _, version = server_version(conn)
+    checks.append(DoctorCheck("connection", "ok", f"{target.display}: PostgreSQL {version}"))
+    if target.pooler_suspected and not env.settings.direct_url_env:
+        checks.append(DoctorCheck(
+            "pooler", "warning", "the URL looks like a transaction-mode pooler (pgbouncer, Neon, Supabase)",
+            "set direct_url_env to a URL that bypasses the pooler for migrations and backups"))
+    return conn
+
+
+def _check_tools(env: Environment, conn: psycopg.Connection, checks: list[DoctorCheck]) -> None:
+    major, _, version = server_version(conn)
+    try:
+        tools = find_client_tools(major, version, env.config.postgres.bin_dir)
+    except PgRunbookError as exc:
+        checks.append(DoctorCheck("client tools", "failed", exc.message, exc.hint or ""))
+        return
+    checks.append(DoctorCheck("client tools", "ok", f"pg_dump {tools.version} at {tools.pg_dump} "
+                              f"(server {version})"))
+
+
+def _check_history(env: Environment, conn: psycopg.Connection, checks: list[DoctorCheck]) -> None:
+    schema = env.target().schema
+    table = sql.Identifier(schema, "_prisma_migrations")
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table.as_string(conn),)).fetchone()
+    if not exists or not exists[0]:
+        checks.append(DoctorCheck("prisma history", "ok", f"no {schema}._prisma_migrations table (not a Prisma "
+                                  "database yet)"))
+        return
+    rows = conn.execute(sql.SQL(
+        "SELECT migration_name, started_at FROM {} WHERE finished_at IS NULL AND rolled_back_at IS NULL "
+        "ORDER BY started_at").format(table)).fetchall()
+    applied = conn.execute(sql.SQL(
+        "SELECT count(*) FROM {} WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL").format(table)).fetchone()
+    if rows:
+        names = ", ".join(r[0] for r in rows)
+        checks.append(DoctorCheck("prisma history", "failed", f"unresolved failed migration(s): {names}",
+                                  f"fix the cause, then: pgrunbook migrate resolve --rolled-back {rows[0][0]}"))
+    else:
+        checks.append(DoctorCheck("prisma history", "ok", f"{applied[0] if applied else 0} migrations applied, "
+                                  "none failed"))
+
+
+def _check_invalid_indexes(conn: psycopg.Connection, checks: list[DoctorCheck]) -> None:
+    """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index that slows writes and blocks a retry."""
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid ORDER BY 1, 2").fetchall()
+    if not rows:
+        checks.append(DoctorCheck("invalid indexes", "ok", "none"))
+        return
+    stmts = "; ".join(sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(s, n)).as_string(conn)
+                      for s, n in rows)
+    checks.append(DoctorCheck("invalid indexes", "warning",
+                              f"{len(rows)} invalid index(es): {', '.join(f'{s}.{n}' for s, n in rows)}",
+                              f"clean up with: {stmts}"))
+
+
+def _storage(env: Environment) -> DoctorCheck:
+    env.storage.probe()
+    return DoctorCheck("storage", "ok", f"{env.storage.display} is writable")
+
+
+def _free_space(env: Environment) -> DoctorCheck:
+    free = env.storage.free_bytes()
+    if free is None:
+        return DoctorCheck("free space", "skipped", "not measurable for this storage")
+    newest = next(iter(env.repository.list_backups()), None)
+    if newest is None:
+        return DoctorCheck("free space", "ok", f"{free / 1e9:.1f} GB free; no backup yet to compare with")
+    need = newest.size
+    detail = f"{free / 1e9:.2f} GB free; last backup {need / 1e9:.2f} GB"
+    if free < need:
+        return DoctorCheck("free space", "failed", detail, "the next backup will not fit: free space or move storage")
+    if free < need * 2:
+        return DoctorCheck("free space", "warning", detail, "room for less than two more backups")
+    return DoctorCheck("free space", "ok", detail)
+
+
+__all__ = ["DoctorCheck", "exit_code", "redact", "run_doctor"]

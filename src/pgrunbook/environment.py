@@ -1,0 +1,52 @@
+"""One environment resolved from the configuration: its database, storage and backup repository."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from pgrunbook.backup.repository import BackupRepository
+from pgrunbook.backup.storage import Storage, open_storage
+from pgrunbook.config import Config, EnvironmentConfig, database_target
+from pgrunbook.postgres.url import DatabaseTarget
+
+#: progress callbacks get (stage, bytes done, bytes expected or None)
+ProgressFn = Callable[[str, int, int | None], None]
+
+
+def no_progress(stage: str, done: int, total: int | None) -> None:
+    """The default for library callers and non-TTY runs: silence."""
+
+
+@dataclass
+class Environment:
+    config: Config
+    name: str
+    settings: EnvironmentConfig
+    _storage: Storage | None = field(default=None, repr=False)
+
+    @classmethod
+    def resolve(cls, config: Config, name: str | None = None) -> Environment:
+        env_name, settings = config.environment(name)
+        return cls(config, env_name, settings)
+
+    def url_var(self, direct: bool = True) -> str:
+        import os
+
+        if direct and self.settings.direct_url_env and os.environ.get(self.settings.direct_url_env):
+            return self.settings.direct_url_env
+        return self.settings.database_url_env
+
+    def target(self, direct: bool = True) -> DatabaseTarget:
+        return database_target(self.name, self.settings, direct=direct)
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            self._storage = open_storage(self.config.backup.storage, self.config.root)
+        return self._storage
+
+    @cached_property
+    def repository(self) -> BackupRepository:
+        return BackupRepository(self.storage, self.name)

@@ -1,0 +1,58 @@
+"""One exception family for everything the operator can act on.
+
+The CLI turns these into ``error: ...`` / ``hint: ...`` lines and the exit code they carry; anything
+else is a bug and shows a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_NEGATIVE = 1
+EXIT_FAILURE = 2
+EXIT_USAGE = 3
+
+
+class PgRunbookError(Exception):
+    """An expected failure: says what is wrong and what to do next."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(PgRunbookError):
+    """The configuration is malformed or names something that does not exist."""
+
+    exit_code = EXIT_USAGE
+
+
+class DatabaseError(PgRunbookError):
+    """The database could not be reached or refused what was asked."""
+
+
+class ToolError(PgRunbookError):
+    """A PostgreSQL client tool is missing, too old, or failed."""
+
+
+class StorageError(PgRunbookError):
+    """Backup storage cannot be read or written."""
+
+
+class BackupNotFound(PgRunbookError):
+    """No complete backup carries the requested id."""
+
+
+class VerificationFailed(PgRunbookError):
+    """A backup exists but failed one of its integrity checks."""
+
+
+class LockBusy(PgRunbookError):
+    """Another pgrunbook run holds the lock this operation needs."""

@@ -1,0 +1,44 @@
+"""``pgrunbook init``: a commented configuration a newcomer can read top to bottom."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pgrunbook.config import CONFIG_NAME
+from pgrunbook.errors import ConfigError
+
+TEMPLATE = """\
+# pgrunbook configuration. Database URLs never go in this file: each environment names the
+# environment variable that holds its URL. Every value can be overridden with PGRUNBOOK_SECTION__KEY,
+# e.g. PGRUNBOOK_BACKUP__STORAGE=/mnt/nas/pg.
+
+[project]
+migrations = "{migrations}"
+# owner = "ops@example.com"          # who owns the backup schedule; shown in alerts
+
+[backup]
+storage = "backups"                  # a folder (relative to this file), file:///path
+compression = "zstd"                 # zstd (fast, default) | gzip (plain pg_dump -Fc, runbook-identical)
+retention = {{ daily = 7, weekly = 4, monthly = 6 }}
+timezone = "UTC"                     # calendar days/weeks/months of retention are taken here
+
+[environments.default]
+database_url_env = "DATABASE_URL"
+# direct_url_env = "DIRECT_DATABASE_URL"   # bypasses a transaction-mode pooler for migrations/backups
+# protected = true
+"""
+
+
+def detect_migrations(root: Path) -> str:
+    for candidate in (root / "prisma" / "migrations", *sorted(root.glob("*/prisma/migrations"))):
+        if candidate.is_dir():
+            return candidate.relative_to(root).as_posix()
+    return "prisma/migrations"
+
+
+def write_config(root: Path, *, force: bool = False) -> Path:
+    path = root / CONFIG_NAME
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists", hint="edit it, or pass --force to overwrite it")
+    path.write_text(TEMPLATE.format(migrations=detect_migrations(root)), encoding="utf-8")
+    return path

@@ -1,0 +1,1 @@
+"""Everything that talks to PostgreSQL: URLs, connections, client tools, catalogs, local clusters."""

@@ -1,0 +1,120 @@
+"""Catalog queries: which tables hold data, their exact row counts, the Prisma migration head."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from pgrunbook.errors import LockBusy
+
+USER_TABLES = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def user_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """Tables whose data pg_dump writes (leaf tables, not extension members)."""
+    return [(r[0], r[1]) for r in conn.execute(USER_TABLES).fetchall()]
+
+
+def exact_row_counts(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
+    """count(*) of every table in one statement: exact, and in the caller's snapshot."""
+    tables = user_tables(conn)
+    if not tables:
+        return {}
+    parts = [
+        sql.SQL("SELECT {i}, count(*) FROM {s}.{t}").format(
+            i=sql.Literal(i), s=sql.Identifier(s), t=sql.Identifier(t)
+        )
+        for i, (s, t) in enumerate(tables)
+    ]
+    rows = conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()
+    return {tables[i]: int(n) for i, n in rows}
+
+
+@dataclass(frozen=True)
+class Head:
+    name: str | None
+    count: int
+
+
+def prisma_head(conn: psycopg.Connection, schema: str = "public") -> Head | None:
+    """Last applied migration and how many are applied; None without a history table."""
+    qualified = sql.Identifier(schema, "_prisma_migrations").as_string(conn)
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "SELECT (SELECT migration_name FROM {t} WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL"
+            " ORDER BY started_at DESC, migration_name DESC LIMIT 1),"
+            " (SELECT count(*) FROM {t} WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL)"
+        ).format(t=sql.Identifier(schema, "_prisma_migrations"))
+    ).fetchone()
+    assert row is not None
+    return Head(row[0], int(row[1]))
+
+
+# Advisory locks of pgrunbook use the two-key form with this class id ("pgrb"), so they can never
+# collide with Prisma's single-key lock 72707369.
+LOCK_CLASS = 0x70677262
+
+
+def lock_key(name: str) -> int:
+    return zlib.crc32(name.encode()) - (1 << 31)
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    pid: int
+    application_name: str
+    client: str
+    since: datetime | None
+    query: str
+
+    def describe(self) -> str:
+        since = self.since.strftime("%Y-%m-%d %H:%M:%S %Z") if self.since else "unknown time"
+        return (f"pid {self.pid} ({self.application_name or 'no application_name'}) "
+                f"from {self.client or 'local socket'} since {since}")
+
+
+def advisory_lock_holder(conn: psycopg.Connection, classid: int, objid: int) -> LockHolder | None:
+    row = conn.execute(
+        """SELECT a.pid, a.application_name, coalesce(host(a.client_addr), ''), a.backend_start,
+                  coalesce(a.query, '')
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             AND l.classid::bigint = (%s::bigint & 4294967295) AND l.objid::bigint = (%s::bigint & 4294967295) AND l.objsubid = 2
+           LIMIT 1""",
+        (classid, objid),
+    ).fetchone()
+    if row is None:
+        return None
+    return LockHolder(row[0], row[1], row[2], row[3], row[4][:200])
+
+
+def try_session_lock(conn: psycopg.Connection, name: str, what: str) -> None:
+    """Take a session-level advisory lock or say who holds it; released when the connection closes,
+    so a killed run never leaves it behind."""
+    key = lock_key(name)
+    got = conn.execute("SELECT pg_try_advisory_lock(%s::int, %s::int)", (LOCK_CLASS, key)).fetchone()
+    if got and got[0]:
+        return
+    holder = advisory_lock_holder(conn, LOCK_CLASS, key)
+    who = holder.describe() if holder else "another session"
+    raise LockBusy(
+        f"another {what} is running: {who}",
+        hint="wait for it to finish; if it is dead, its lock goes when its connection closes "
+        + (f"(SELECT pg_terminate_backend({holder.pid}))" if holder else ""),
+    )
