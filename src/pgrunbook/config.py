@@ -100,9 +100,7 @@ class Config(_Model):
 
         for name in value:
             if not re.match(ENV_NAME_PATTERN, name):
-                raise ValueError(
-                    f"environment name {name!r} must be letters, digits, '.', '_' or '-' (at most 63)"
-                )
+                raise ValueError(f"environment name {name!r} must be letters, digits, '.', '_' or '-' (at most 63)")
         return value
 
     def environment_names(self) -> list[str]:
@@ -172,9 +170,10 @@ def load_config(
     environ = os.environ if environ is None else environ
     explicit = path or environ.get("PGRUNBOOK_CONFIG")
     if explicit:
-        source: Path | None = Path(explicit).expanduser()
-        if not source.is_file():
-            raise ConfigError(f"config file {source} does not exist", hint="check --config / PGRUNBOOK_CONFIG")
+        given = Path(explicit).expanduser()
+        if not given.is_file():
+            raise ConfigError(f"config file {given} does not exist", hint="check --config / PGRUNBOOK_CONFIG")
+        source: Path | None = given
     else:
         source = find_config_file(cwd)
     data: dict[str, Any] = {}

@@ -78,27 +78,35 @@ def run_demo(out: Output, rows: int = 20000) -> dict[str, Any]:
         with LocalCluster(name="pgrunbook-demo") as cluster:
             out.info(f"   listening on 127.0.0.1:{cluster.port}, data in {cluster.base}")
             _sample_app(cluster, rows)
-            out.info(f"[bold]2. A sample app database[/] 'shop': customers, products, {rows} orders, an enum, "
-                     "and Prisma's history table")
+            out.info(
+                f"[bold]2. A sample app database[/] 'shop': customers, products, {rows} orders, an enum, "
+                "and Prisma's history table"
+            )
             (project / "pgrunbook.toml").write_text(
-                '[backup]\nstorage = "backups"\nretention = { daily = 7, weekly = 4, monthly = 6 }\n')
+                '[backup]\nstorage = "backups"\nretention = { daily = 7, weekly = 4, monthly = 6 }\n'
+            )
             os.environ["DATABASE_URL"] = cluster.url("shop")
             env = Environment.resolve(load_config(cwd=project))
             summary["steps"].append(_step(out, "3. pgrunbook doctor", lambda: _doctor(out, env)))
-            first = _step(out, "4. pgrunbook backup create --label pre-deploy",
-                          lambda: _backup(out, env, "pre-deploy"))
+            first = _step(out, "4. pgrunbook backup create --label pre-deploy", lambda: _backup(out, env, "pre-deploy"))
             with psycopg.connect(cluster.url("shop"), autocommit=True) as conn:
                 conn.execute("INSERT INTO customer (email, name) VALUES ('late@example.com', 'Late Arrival')")
-            second = _step(out, "5. a write, then pgrunbook backup create (label manual)",
-                           lambda: _backup(out, env, "manual"))
+            second = _step(
+                out, "5. a write, then pgrunbook backup create (label manual)", lambda: _backup(out, env, "manual")
+            )
             summary["steps"].append(first)
             summary["steps"].append(second)
             summary["steps"].append(_step(out, "6. pgrunbook backup list", lambda: _list(out, env)))
-            summary["steps"].append(_step(out, f"7. pgrunbook backup verify {second['id']} --drill",
-                                          lambda: _verify(out, env, second["id"])))
+            summary["steps"].append(
+                _step(
+                    out, f"7. pgrunbook backup verify {second['id']} --drill", lambda: _verify(out, env, second["id"])
+                )
+            )
             summary["steps"].append(_step(out, "8. pgrunbook backup prune --dry-run", lambda: _prune(out, env)))
-        out.info("[bold green]demo complete[/]: cluster stopped, temp folders removed. Next: "
-                 "`pgrunbook init` in your project, then `pgrunbook doctor` with DATABASE_URL set.")
+        out.info(
+            "[bold green]demo complete[/]: cluster stopped, temp folders removed. Next: "
+            "`pgrunbook init` in your project, then `pgrunbook doctor` with DATABASE_URL set."
+        )
         summary["ok"] = all(s.get("ok", True) for s in summary["steps"])
         return summary
     finally:
@@ -138,9 +146,11 @@ def _backup(out: Output, env: Environment, label: str) -> dict[str, Any]:
     with out.progress("backup") as progress:
         m = create_backup(env, label=label, progress=progress)
     rows = sum(t.rows for t in m.tables)
-    out.info(f"   {m.id}: {m.size / 1e6:.2f} MB zstd, sha256 {m.sha256[:12]}…, {len(m.tables)} tables, "
-             f"{rows} rows counted in the dump's own snapshot, migration head "
-             f"{m.migration_head.name if m.migration_head else '-'}")
+    out.info(
+        f"   {m.id}: {m.size / 1e6:.2f} MB zstd, sha256 {m.sha256[:12]}…, {len(m.tables)} tables, "
+        f"{rows} rows counted in the dump's own snapshot, migration head "
+        f"{m.migration_head.name if m.migration_head else '-'}"
+    )
     out.info(f"   restore by hand: {m.restore_command}")
     return {"ok": True, "id": m.id, "size": m.size}
 

@@ -39,8 +39,9 @@ def run_doctor(env: Environment) -> list[DoctorCheck]:
     """Checks in dependency order; a failed connection skips what needs it instead of stopping."""
     checks: list[DoctorCheck] = []
     cfg = env.config
-    checks.append(DoctorCheck("config", "ok", f"{cfg.source or 'no pgrunbook.toml: built-in defaults'}; "
-                              f"environment {env.name!r}"))
+    checks.append(
+        DoctorCheck("config", "ok", f"{cfg.source or 'no pgrunbook.toml: built-in defaults'}; environment {env.name!r}")
+    )
     conn = _check_connection(env, checks)
     if conn is not None:
         with conn:
@@ -72,9 +73,14 @@ def _check_connection(env: Environment, checks: list[DoctorCheck]) -> psycopg.Co
     _, _, version = server_version(conn)
     checks.append(DoctorCheck("connection", "ok", f"{target.display}: PostgreSQL {version}"))
     if target.pooler_suspected and not env.settings.direct_url_env:
-        checks.append(DoctorCheck(
-            "pooler", "warning", "the URL looks like a transaction-mode pooler (pgbouncer, Neon, Supabase)",
-            "set direct_url_env to a URL that bypasses the pooler for migrations and backups"))
+        checks.append(
+            DoctorCheck(
+                "pooler",
+                "warning",
+                "the URL looks like a transaction-mode pooler (pgbouncer, Neon, Supabase)",
+                "set direct_url_env to a URL that bypasses the pooler for migrations and backups",
+            )
+        )
     return conn
 
 
@@ -85,8 +91,7 @@ def _check_tools(env: Environment, conn: psycopg.Connection, checks: list[Doctor
     except PgRunbookError as exc:
         checks.append(DoctorCheck("client tools", "failed", exc.message, exc.hint or ""))
         return
-    checks.append(DoctorCheck("client tools", "ok", f"pg_dump {tools.version} at {tools.pg_dump} "
-                              f"(server {version})"))
+    checks.append(DoctorCheck("client tools", "ok", f"pg_dump {tools.version} at {tools.pg_dump} (server {version})"))
 
 
 def _check_history(env: Environment, conn: psycopg.Connection, checks: list[DoctorCheck]) -> None:
@@ -94,36 +99,55 @@ def _check_history(env: Environment, conn: psycopg.Connection, checks: list[Doct
     table = sql.Identifier(schema, "_prisma_migrations")
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table.as_string(conn),)).fetchone()
     if not exists or not exists[0]:
-        checks.append(DoctorCheck("prisma history", "ok", f"no {schema}._prisma_migrations table (not a Prisma "
-                                  "database yet)"))
+        checks.append(
+            DoctorCheck("prisma history", "ok", f"no {schema}._prisma_migrations table (not a Prisma database yet)")
+        )
         return
-    rows = conn.execute(sql.SQL(
-        "SELECT migration_name, started_at FROM {} WHERE finished_at IS NULL AND rolled_back_at IS NULL "
-        "ORDER BY started_at").format(table)).fetchall()
-    applied = conn.execute(sql.SQL(
-        "SELECT count(*) FROM {} WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL").format(table)).fetchone()
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT migration_name, started_at FROM {} WHERE finished_at IS NULL AND rolled_back_at IS NULL "
+            "ORDER BY started_at"
+        ).format(table)
+    ).fetchall()
+    applied = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL").format(table)
+    ).fetchone()
     if rows:
         names = ", ".join(r[0] for r in rows)
-        checks.append(DoctorCheck("prisma history", "failed", f"unresolved failed migration(s): {names}",
-                                  f"fix the cause, then: pgrunbook migrate resolve --rolled-back {rows[0][0]}"))
+        checks.append(
+            DoctorCheck(
+                "prisma history",
+                "failed",
+                f"unresolved failed migration(s): {names}",
+                f"fix the cause, then: pgrunbook migrate resolve --rolled-back {rows[0][0]}",
+            )
+        )
     else:
-        checks.append(DoctorCheck("prisma history", "ok", f"{applied[0] if applied else 0} migrations applied, "
-                                  "none failed"))
+        checks.append(
+            DoctorCheck("prisma history", "ok", f"{applied[0] if applied else 0} migrations applied, none failed")
+        )
 
 
 def _check_invalid_indexes(conn: psycopg.Connection, checks: list[DoctorCheck]) -> None:
     """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index that slows writes and blocks a retry."""
     rows = conn.execute(
         "SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid ORDER BY 1, 2").fetchall()
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid ORDER BY 1, 2"
+    ).fetchall()
     if not rows:
         checks.append(DoctorCheck("invalid indexes", "ok", "none"))
         return
-    stmts = "; ".join(sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(s, n)).as_string(conn)
-                      for s, n in rows)
-    checks.append(DoctorCheck("invalid indexes", "warning",
-                              f"{len(rows)} invalid index(es): {', '.join(f'{s}.{n}' for s, n in rows)}",
-                              f"clean up with: {stmts}"))
+    stmts = "; ".join(
+        sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(s, n)).as_string(conn) for s, n in rows
+    )
+    checks.append(
+        DoctorCheck(
+            "invalid indexes",
+            "warning",
+            f"{len(rows)} invalid index(es): {', '.join(f'{s}.{n}' for s, n in rows)}",
+            f"clean up with: {stmts}",
+        )
+    )
 
 
 def _storage(env: Environment) -> DoctorCheck:

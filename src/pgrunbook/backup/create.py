@@ -7,6 +7,7 @@ even while the application writes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -86,10 +87,14 @@ def _drain(stream: object, lines: deque[str]) -> None:
 def create_backup(env: Environment, *, label: str = "manual", progress: ProgressFn = no_progress) -> Manifest:
     """Take a backup of ``env`` and return its manifest; nothing is listed unless all of it succeeded."""
     validate_label(label)
-    cfg = env.config.backup
     target = env.target(direct=True)
-    conn = connect(target, autocommit=True, purpose=f"backup {env.name}", var=env.url_var(),
-                   connect_timeout=env.config.postgres.connect_timeout)
+    conn = connect(
+        target,
+        autocommit=True,
+        purpose=f"backup {env.name}",
+        var=env.url_var(),
+        connect_timeout=env.config.postgres.connect_timeout,
+    )
     try:
         major, _minor, version_text = server_version(conn)
         tools = find_client_tools(major, version_text, env.config.postgres.bin_dir)
@@ -108,8 +113,15 @@ def _new_id(env: Environment, started: datetime, label: str) -> str:
     return candidate
 
 
-def _run(env: Environment, conn: psycopg.Connection, target: DatabaseTarget, tools: ClientTools,
-         version_text: str, label: str, progress: ProgressFn) -> Manifest:
+def _run(
+    env: Environment,
+    conn: psycopg.Connection,
+    target: DatabaseTarget,
+    tools: ClientTools,
+    version_text: str,
+    label: str,
+    progress: ProgressFn,
+) -> Manifest:
     cfg = env.config.backup
     repo = env.repository
     started = datetime.now(UTC)
@@ -126,7 +138,9 @@ def _run(env: Environment, conn: psycopg.Connection, target: DatabaseTarget, too
     try:
         proc = subprocess.Popen(
             dump_command(tools, target, cfg.compression, snapshot_id),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
             env=child_env(target),
         )
         errors: deque[str] = deque(maxlen=20)
@@ -152,10 +166,8 @@ def _run(env: Environment, conn: psycopg.Connection, target: DatabaseTarget, too
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
-        try:
+        with contextlib.suppress(StorageError):  # what cannot be removed now, prune cleans later
             repo.delete_backup(bid)
-        except StorageError:
-            pass  # prune cleans what could not be removed now
         raise
     finished = datetime.now(UTC)
     manifest = Manifest(
@@ -191,15 +203,15 @@ def _read_snapshot(conn: psycopg.Connection, schema: str, out: _Snapshot) -> Non
         out.error = exc
 
 
-def _pump(proc: subprocess.Popen[bytes], sink: _HashingSink, compression: str, level: int, threads: int,
-          progress: ProgressFn) -> int:
+def _pump(
+    proc: subprocess.Popen[bytes], sink: _HashingSink, compression: str, level: int, threads: int, progress: ProgressFn
+) -> int:
     """Move pg_dump's output to storage, compressing on the way; returns the raw byte count."""
     assert proc.stdout is not None
     src = proc.stdout
     raw = 0
     if compression == "zstd":
-        cctx = zstandard.ZstdCompressor(level=level, threads=threads or (os.cpu_count() or 1),
-                                        write_checksum=True)
+        cctx = zstandard.ZstdCompressor(level=level, threads=threads or (os.cpu_count() or 1), write_checksum=True)
         with cctx.stream_writer(sink, closefd=False, write_size=CHUNK) as zw:  # type: ignore[arg-type]
             while chunk := src.read(CHUNK):
                 zw.write(chunk)

@@ -22,8 +22,15 @@ class PruneReport:
             {"id": d.id, "action": d.action, "reasons": list(d.reasons)} for d in self.decisions
         ]
         for lo in self.leftovers:
-            rows.append({"id": lo.backup_id, "action": "keep" if lo.active else "remove",
-                         "reasons": [f"leftover: {lo.reason}"], "leftover": True, "size": lo.size})
+            rows.append(
+                {
+                    "id": lo.backup_id,
+                    "action": "keep" if lo.active else "remove",
+                    "reasons": [f"leftover: {lo.reason}"],
+                    "leftover": True,
+                    "size": lo.size,
+                }
+            )
         return rows
 
 

@@ -85,8 +85,10 @@ def apply_policy(backups: Sequence[BackupInfo], policy: Policy, tz: tzinfo) -> l
                 last[name] = period
                 if counts[name] > 0:
                     counts[name] -= 1
-                reasons.append(f"{name} {_label(name, local)}"
-                               + ("" if new_period else " (oldest backup, the rule still had count left)"))
+                reasons.append(
+                    f"{name} {_label(name, local)}"
+                    + ("" if new_period else " (oldest backup, the rule still had count left)")
+                )
         out.append(Decision(b.id, "keep" if reasons else "remove", tuple(reasons) or ("not needed by any rule",)))
     return out
 
@@ -112,7 +114,8 @@ def plan_retention(backups: Sequence[BackupInfo], policy: Policy, tz: tzinfo) ->
     if newest_verified:
         protected.setdefault(newest_verified.id, "")
         protected[newest_verified.id] = "; ".join(
-            r for r in (protected[newest_verified.id], "newest verified backup (never removed)") if r)
+            r for r in (protected[newest_verified.id], "newest verified backup (never removed)") if r
+        )
     out = []
     for d in decisions:
         if d.id in protected:

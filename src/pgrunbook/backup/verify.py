@@ -7,6 +7,7 @@ dropped, then compares row counts with the manifest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
@@ -41,8 +42,12 @@ class VerifyResult:
     duration_s: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
-        return {"id": self.id, "ok": self.ok, "checks": [c.model_dump() for c in self.checks],
-                "duration_s": self.duration_s}
+        return {
+            "id": self.id,
+            "ok": self.ok,
+            "checks": [c.model_dump() for c in self.checks],
+            "duration_s": self.duration_s,
+        }
 
 
 def decompressed(manifest: Manifest, chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -88,27 +93,29 @@ def _feed(proc: subprocess.Popen[bytes], data: Iterator[bytes]) -> None:
             except (BrokenPipeError, OSError):
                 open_ = False
     if open_:
-        try:
+        with contextlib.suppress(BrokenPipeError, OSError):
             proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
 
 
 def _collect(stream: object, out: list[bytes]) -> None:
     out.append(stream.read())  # type: ignore[attr-defined]
 
 
-def check_stored(env: Environment, manifest: Manifest, tools: ClientTools,
-                 progress: ProgressFn = no_progress) -> list[Check]:
+def check_stored(
+    env: Environment, manifest: Manifest, tools: ClientTools, progress: ProgressFn = no_progress
+) -> list[Check]:
     """Checksum, size, compression frame and pg_restore --list, in one pass over storage."""
     repo = env.repository
     tap = _HashTap(env.storage.read(repo.dump_key(manifest)), progress, manifest.size)
-    proc = subprocess.Popen([str(tools.pg_restore), "--list"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(tools.pg_restore), "--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     out: list[bytes] = []
     err: list[bytes] = []
-    readers = [threading.Thread(target=_collect, args=(proc.stdout, out), daemon=True),
-               threading.Thread(target=_collect, args=(proc.stderr, err), daemon=True)]
+    readers = [
+        threading.Thread(target=_collect, args=(proc.stdout, out), daemon=True),
+        threading.Thread(target=_collect, args=(proc.stderr, err), daemon=True),
+    ]
     for t in readers:
         t.start()
     frame_error = ""
@@ -117,27 +124,34 @@ def check_stored(env: Environment, manifest: Manifest, tools: ClientTools,
     except zstandard.ZstdError as exc:
         frame_error = str(exc)
         if proc.stdin:
-            try:
+            with contextlib.suppress(OSError):
                 proc.stdin.close()
-            except OSError:
-                pass
         for _ in tap:  # finish hashing for an exact report
             pass
     rc = proc.wait()
     for t in readers:
         t.join()
     checks = [
-        Check(name="size", ok=tap.size == manifest.size,
-              detail=f"{tap.size} bytes stored, manifest says {manifest.size}"),
-        Check(name="checksum", ok=tap.sha.hexdigest() == manifest.sha256,
-              detail="sha256 matches the manifest" if tap.sha.hexdigest() == manifest.sha256
-              else f"sha256 {tap.sha.hexdigest()[:16]}… differs from the manifest's {manifest.sha256[:16]}…"),
+        Check(
+            name="size", ok=tap.size == manifest.size, detail=f"{tap.size} bytes stored, manifest says {manifest.size}"
+        ),
+        Check(
+            name="checksum",
+            ok=tap.sha.hexdigest() == manifest.sha256,
+            detail="sha256 matches the manifest"
+            if tap.sha.hexdigest() == manifest.sha256
+            else f"sha256 {tap.sha.hexdigest()[:16]}… differs from the manifest's {manifest.sha256[:16]}…",
+        ),
     ]
     if manifest.compression == "zstd":
-        checks.append(Check(name="compression", ok=not frame_error,
-                            detail=frame_error or "zstd frame complete, content checksum ok"))
-    checks.append(_toc_check(manifest, rc, b"".join(out).decode(errors="replace"),
-                             b"".join(err).decode(errors="replace")))
+        checks.append(
+            Check(
+                name="compression", ok=not frame_error, detail=frame_error or "zstd frame complete, content checksum ok"
+            )
+        )
+    checks.append(
+        _toc_check(manifest, rc, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace"))
+    )
     return checks
 
 
@@ -146,31 +160,33 @@ def _toc_check(manifest: Manifest, rc: int, listing: str, stderr: str) -> Check:
         last = next((ln for ln in reversed(stderr.splitlines()) if ln.strip()), f"exit code {rc}")
         return Check(name="archive", ok=False, detail=f"pg_restore --list failed: {last.strip()}")
     data = [ln for ln in listing.splitlines() if re.match(r"^\d+; \d+ \d+ TABLE DATA ", ln)]
-    missing = [t.qualified for t in manifest.tables
-               if not any(f" TABLE DATA {t.schema_} {t.name} " in ln for ln in data)]
+    missing = [
+        t.qualified for t in manifest.tables if not any(f" TABLE DATA {t.schema_} {t.name} " in ln for ln in data)
+    ]
     entries = sum(1 for ln in listing.splitlines() if re.match(r"^\d+;", ln))
     if missing:
-        return Check(name="archive", ok=False,
-                     detail=f"table of contents lacks data for {', '.join(missing[:5])}")
-    return Check(name="archive", ok=True,
-                 detail=f"table of contents readable: {entries} entries, data for {len(data)} tables")
+        return Check(name="archive", ok=False, detail=f"table of contents lacks data for {', '.join(missing[:5])}")
+    return Check(
+        name="archive", ok=True, detail=f"table of contents readable: {entries} entries, data for {len(data)} tables"
+    )
 
 
 def drill_target(env: Environment) -> tuple[DatabaseTarget, str]:
     """Where drills restore: a dedicated server if configured, else the environment's own server."""
     var = env.config.backup.drill_database_url_env
     if var:
-        return database_target(env.name, env.settings.model_copy(update={"database_url_env": var,
-                                                                          "direct_url_env": None})), var
+        return database_target(
+            env.name, env.settings.model_copy(update={"database_url_env": var, "direct_url_env": None})
+        ), var
     return env.target(direct=True), env.url_var()
 
 
 def restore_stream(tools: ClientTools, target: DatabaseTarget, data: Iterator[bytes], jobs: int = 1) -> tuple[int, str]:
     """pg_restore --no-owner from a stream into ``target``; returns (exit code, last error line)."""
-    cmd = [str(tools.pg_restore), "--no-owner", "--exit-on-error", "--no-password",
-           f"--dbname={target.conninfo()}"]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=child_env(target))
+    cmd = [str(tools.pg_restore), "--no-owner", "--exit-on-error", "--no-password", f"--dbname={target.conninfo()}"]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(target)
+    )
     errors: deque[str] = deque(maxlen=20)
 
     def drain() -> None:
@@ -212,9 +228,13 @@ def drill(env: Environment, manifest: Manifest, tools: ClientTools, progress: Pr
             t0 = time.monotonic()
             stream = decompressed(manifest, env.storage.read(env.repository.dump_key(manifest)))
             rc, last = restore_stream(tools, scratch_target, stream)
-            checks.append(Check(name="drill restore", ok=rc == 0,
-                                detail=f"restored in {time.monotonic() - t0:.1f}s" if rc == 0
-                                else f"pg_restore failed: {last}"))
+            checks.append(
+                Check(
+                    name="drill restore",
+                    ok=rc == 0,
+                    detail=f"restored in {time.monotonic() - t0:.1f}s" if rc == 0 else f"pg_restore failed: {last}",
+                )
+            )
             if rc == 0:
                 checks.extend(_compare(env, manifest, scratch_target, var))
         finally:
@@ -228,24 +248,37 @@ def _compare(env: Environment, manifest: Manifest, target: DatabaseTarget, var: 
     with connect(target, purpose="drill", var=var) as conn:
         counts = exact_row_counts(conn)
         expected = manifest.row_counts()
-        diffs = [f"{s}.{n}: {counts.get((s, n), 'missing')} vs {rows}" for (s, n), rows in expected.items()
-                 if counts.get((s, n)) != rows]
+        diffs = [
+            f"{s}.{n}: {counts.get((s, n), 'missing')} vs {rows}"
+            for (s, n), rows in expected.items()
+            if counts.get((s, n)) != rows
+        ]
         extra = sorted(set(counts) - set(expected))
         ok = not diffs and not extra
-        detail = (f"{len(expected)} tables, {sum(expected.values())} rows, all equal to the manifest" if ok
-                  else "differ: " + "; ".join(diffs[:5] + [f"{s}.{n}: not in manifest" for s, n in extra[:5]]))
+        detail = (
+            f"{len(expected)} tables, {sum(expected.values())} rows, all equal to the manifest"
+            if ok
+            else "differ: " + "; ".join(diffs[:5] + [f"{s}.{n}: not in manifest" for s, n in extra[:5]])
+        )
         checks = [Check(name="row counts", ok=ok, detail=detail)]
         try:
             conn.execute(env.settings.read_query).fetchall()
             checks.append(Check(name="read query", ok=True, detail=env.settings.read_query))
         except Exception as exc:
-            checks.append(Check(name="read query", ok=False, detail=f"{env.settings.read_query}: "
-                                + str(exc).splitlines()[0]))
+            checks.append(
+                Check(name="read query", ok=False, detail=f"{env.settings.read_query}: " + str(exc).splitlines()[0])
+            )
     return checks
 
 
-def verify_backup(env: Environment, backup_id: str, *, drill_restore: bool = False,
-                  progress: ProgressFn = no_progress, record: bool = True) -> VerifyResult:
+def verify_backup(
+    env: Environment,
+    backup_id: str,
+    *,
+    drill_restore: bool = False,
+    progress: ProgressFn = no_progress,
+    record: bool = True,
+) -> VerifyResult:
     """All checks; the result is recorded in the manifest (rewritten atomically) unless ``record`` is off."""
     t0 = time.monotonic()
     manifest = env.repository.get(backup_id)
@@ -258,8 +291,15 @@ def verify_backup(env: Environment, backup_id: str, *, drill_restore: bool = Fal
             checks.append(Check(name="drill restore", ok=False, detail="skipped: the stored file failed its checks"))
     ok = all(c.ok for c in checks)
     if record:
-        manifest.verifications.append(Verification(at=datetime.now(UTC), kind="drill" if drill_restore else "checksum",
-                                                   ok=ok, checks=checks, tool_version=__version__))
+        manifest.verifications.append(
+            Verification(
+                at=datetime.now(UTC),
+                kind="drill" if drill_restore else "checksum",
+                ok=ok,
+                checks=checks,
+                tool_version=__version__,
+            )
+        )
         env.repository.write_manifest(manifest)
     return VerifyResult(manifest.id, ok, checks, round(time.monotonic() - t0, 3))
 

@@ -81,8 +81,9 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:
             if debug:
                 raise
-            click.echo(f"error: internal error: {type(exc).__name__}: {redact(str(exc), _secrets())}"
-                       .splitlines()[0], err=True)
+            click.echo(
+                f"error: internal error: {type(exc).__name__}: {redact(str(exc), _secrets())}".splitlines()[0], err=True
+            )
             click.echo("hint: rerun with --debug for the traceback and report it", err=True)
             sys.exit(EXIT_FAILURE)
 
@@ -90,8 +91,12 @@ def handle_errors(fn: F) -> F:
 
 
 def env_option(fn: F) -> F:
-    return click.option("--env", "env_name", metavar="NAME",
-                        help="environment from pgrunbook.toml (may be left out when only one is defined)")(fn)
+    return click.option(
+        "--env",
+        "env_name",
+        metavar="NAME",
+        help="environment from pgrunbook.toml (may be left out when only one is defined)",
+    )(fn)
 
 
 def json_option(fn: F) -> F:
@@ -105,14 +110,15 @@ def json_option(fn: F) -> F:
                 state.output = Output(True)
         return value
 
-    return click.option("--json", "json_flag", is_flag=True, expose_value=False, callback=set_json,
-                        help="one JSON document on stdout")(fn)
+    return click.option(
+        "--json", "json_flag", is_flag=True, expose_value=False, callback=set_json, help="one JSON document on stdout"
+    )(fn)
 
 
 class Group(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.UsageError as exc:
             click.echo(f"error: {exc.format_message()}", err=True)
             if exc.ctx:
@@ -130,8 +136,13 @@ class Group(click.Group):
 
 @click.group(cls=Group)
 @click.version_option(__version__, prog_name="pgrunbook")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="PGRUNBOOK_CONFIG",
-              help="pgrunbook.toml to use (default: found by walking up from here)")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="PGRUNBOOK_CONFIG",
+    help="pgrunbook.toml to use (default: found by walking up from here)",
+)
 @click.option("--json", "json_mode", is_flag=True, help="one JSON document on stdout, nothing else there")
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.pass_context
@@ -145,6 +156,7 @@ def _state() -> State:
 
 
 # --- init, doctor ------------------------------------------------------------------------------------
+
 
 @cli.command()
 @click.option("--force", is_flag=True, help="overwrite an existing pgrunbook.toml")
@@ -175,8 +187,12 @@ def doctor(env_name: str | None) -> None:
     if st.json_mode:
         st.output.emit_json({"ok": exit_code(checks) == 0, "checks": [c.to_dict() for c in checks]})
     else:
-        marks = {"ok": "[green]ok[/]", "warning": "[yellow]warn[/]", "failed": "[red]FAIL[/]",
-                 "skipped": "[dim]skip[/]"}
+        marks = {
+            "ok": "[green]ok[/]",
+            "warning": "[yellow]warn[/]",
+            "failed": "[red]FAIL[/]",
+            "skipped": "[dim]skip[/]",
+        }
         for c in checks:
             st.output.out.print(f"{marks[c.status]:>16}  {c.name}: {c.detail}", highlight=False)
             if c.hint and c.status in ("warning", "failed"):
@@ -186,6 +202,7 @@ def doctor(env_name: str | None) -> None:
 
 # --- backup ------------------------------------------------------------------------------------------
 
+
 @cli.group()
 def backup() -> None:
     """Create, list, verify and prune backups."""
@@ -193,8 +210,12 @@ def backup() -> None:
 
 @backup.command("create")
 @env_option
-@click.option("--label", default="manual", show_default=True,
-              help="scheduled, pre-deploy, manual, pre-restore, or your own (a-z0-9._-)")
+@click.option(
+    "--label",
+    default="manual",
+    show_default=True,
+    help="scheduled, pre-deploy, manual, pre-restore, or your own (a-z0-9._-)",
+)
 @json_option
 @handle_errors
 def backup_create(env_name: str | None, label: str) -> None:
@@ -207,13 +228,25 @@ def backup_create(env_name: str | None, label: str) -> None:
         m = create_backup(env, label=label, progress=progress)
     location = f"{env.storage.display}/{env.repository.key(m.id, m.file)}"
     if st.json_mode:
-        st.output.emit_json({"id": m.id, "environment": m.environment, "location": location, "size": m.size,
-                             "sha256": m.sha256, "duration_s": m.duration_s, "label": m.label,
-                             "migration_head": m.migration_head.model_dump() if m.migration_head else None,
-                             "tables": len(m.tables), "rows": sum(t.rows for t in m.tables)})
+        st.output.emit_json(
+            {
+                "id": m.id,
+                "environment": m.environment,
+                "location": location,
+                "size": m.size,
+                "sha256": m.sha256,
+                "duration_s": m.duration_s,
+                "label": m.label,
+                "migration_head": m.migration_head.model_dump() if m.migration_head else None,
+                "tables": len(m.tables),
+                "rows": sum(t.rows for t in m.tables),
+            }
+        )
     else:
-        st.output.info(f"backup of {m.database} ({m.environment}): {human_size(m.size)} in {m.duration_s:.1f}s, "
-                       f"{len(m.tables)} tables, {sum(t.rows for t in m.tables)} rows -> {location}")
+        st.output.info(
+            f"backup of {m.database} ({m.environment}): {human_size(m.size)} in {m.duration_s:.1f}s, "
+            f"{len(m.tables)} tables, {sum(t.rows for t in m.tables)} rows -> {location}"
+        )
         click.echo(m.id)
 
 
@@ -227,10 +260,21 @@ def backup_list(env_name: str | None) -> None:
     env = st.env(env_name)
     manifests = env.repository.list_backups()
     if st.json_mode:
-        st.output.emit_json([{"id": m.id, "label": m.label, "created_at": m.created_at, "size": m.size,
-                              "verified": m.verified, "drilled": m.drilled, "compression": m.compression,
-                              "migration_head": m.migration_head.model_dump() if m.migration_head else None}
-                             for m in manifests])
+        st.output.emit_json(
+            [
+                {
+                    "id": m.id,
+                    "label": m.label,
+                    "created_at": m.created_at,
+                    "size": m.size,
+                    "verified": m.verified,
+                    "drilled": m.drilled,
+                    "compression": m.compression,
+                    "migration_head": m.migration_head.model_dump() if m.migration_head else None,
+                }
+                for m in manifests
+            ]
+        )
         return
     if not manifests:
         st.output.info(f"no backups of environment {env.name!r} in {env.storage.display}")
@@ -240,8 +284,11 @@ def backup_list(env_name: str | None) -> None:
         table.add_column(col)
     for m in manifests:
         head = f"{m.migration_head.name} ({m.migration_head.count})" if m.migration_head else "-"
-        verified = "drill ok" if m.drilled and m.verified else ("ok" if m.verified else
-                                                                ("FAILED" if m.verifications else "no"))
+        verified = (
+            "drill ok"
+            if m.drilled and m.verified
+            else ("ok" if m.verified else ("FAILED" if m.verifications else "no"))
+        )
         table.add_row(m.id, m.label, human_age(m.created_at), human_size(m.size), head, verified)
     st.output.out.print(table)
 
@@ -270,8 +317,7 @@ def backup_verify(backup_id: str, env_name: str | None, drill: bool) -> None:
     if not result.ok:
         if not st.json_mode:
             click.echo(f"error: backup {backup_id} failed verification; do not rely on it", err=True)
-            click.echo("hint: take a new backup (pgrunbook backup create) and find out what damaged this one",
-                       err=True)
+            click.echo("hint: take a new backup (pgrunbook backup create) and find out what damaged this one", err=True)
         sys.exit(EXIT_FAILURE)
 
 
@@ -293,8 +339,10 @@ def backup_prune(env_name: str | None, dry_run: bool) -> None:
         return
     verb = {"keep": "keep", "remove": "would remove" if dry_run else "removed"}
     r = env.config.backup.retention
-    st.output.info(f"retention: daily {r.daily}, weekly {r.weekly}, monthly {r.monthly} "
-                   f"({env.config.backup.timezone}){' — dry run, nothing deleted' if dry_run else ''}")
+    st.output.info(
+        f"retention: daily {r.daily}, weekly {r.weekly}, monthly {r.monthly} "
+        f"({env.config.backup.timezone}){' — dry run, nothing deleted' if dry_run else ''}"
+    )
     for row in rows:
         colour = "green" if row["action"] == "keep" else "red"
         reasons = "; ".join(row["reasons"])  # type: ignore[arg-type]
@@ -304,6 +352,7 @@ def backup_prune(env_name: str | None, dry_run: bool) -> None:
 
 
 # --- demo --------------------------------------------------------------------------------------------
+
 
 @cli.command()
 @click.option("--rows", default=20000, show_default=True, help="orders in the sample database")

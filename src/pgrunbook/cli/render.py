@@ -19,7 +19,8 @@ from pgrunbook.environment import ProgressFn, no_progress
 class Output:
     def __init__(self, json_mode: bool = False):
         self.json_mode = json_mode
-        self.out = Console(soft_wrap=True)
+        # piped output is read by scripts and grep: never wrap a backup id across lines there
+        self.out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
         self.err = Console(stderr=True, soft_wrap=True)
 
     @property
@@ -41,8 +42,15 @@ class Output:
         if not self.interactive:
             yield no_progress
             return
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), TimeElapsedColumn(), console=self.err, transient=True) as bar:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=self.err,
+            transient=True,
+        ) as bar:
             tasks: dict[str, Any] = {}
             last = [0.0]
 

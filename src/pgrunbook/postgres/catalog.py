@@ -34,9 +34,7 @@ def exact_row_counts(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
     if not tables:
         return {}
     parts = [
-        sql.SQL("SELECT {i}, count(*) FROM {s}.{t}").format(
-            i=sql.Literal(i), s=sql.Identifier(s), t=sql.Identifier(t)
-        )
+        sql.SQL("SELECT {i}, count(*) FROM {s}.{t}").format(i=sql.Literal(i), s=sql.Identifier(s), t=sql.Identifier(t))
         for i, (s, t) in enumerate(tables)
     ]
     rows = conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()
@@ -85,8 +83,10 @@ class LockHolder:
 
     def describe(self) -> str:
         since = self.since.strftime("%Y-%m-%d %H:%M:%S %Z") if self.since else "unknown time"
-        return (f"pid {self.pid} ({self.application_name or 'no application_name'}) "
-                f"from {self.client or 'local socket'} since {since}")
+        return (
+            f"pid {self.pid} ({self.application_name or 'no application_name'}) "
+            f"from {self.client or 'local socket'} since {since}"
+        )
 
 
 def advisory_lock_holder(conn: psycopg.Connection, classid: int, objid: int) -> LockHolder | None:
@@ -94,8 +94,10 @@ def advisory_lock_holder(conn: psycopg.Connection, classid: int, objid: int) -> 
         """SELECT a.pid, a.application_name, coalesce(host(a.client_addr), ''), a.backend_start,
                   coalesce(a.query, '')
            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-           WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-             AND l.classid::bigint = (%s::bigint & 4294967295) AND l.objid::bigint = (%s::bigint & 4294967295) AND l.objsubid = 2
+           WHERE l.locktype = 'advisory' AND l.granted
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             AND l.classid::bigint = (%s::bigint & 4294967295)
+             AND l.objid::bigint = (%s::bigint & 4294967295) AND l.objsubid = 2
            LIMIT 1""",
         (classid, objid),
     ).fetchone()

@@ -33,8 +33,15 @@ def _running_as_root() -> bool:
 class LocalCluster:
     """initdb + pg_ctl on a free port in a temp dir; password auth over TCP, like a real server."""
 
-    def __init__(self, *, bin_dir: str | None = None, password: str | None = None, fast: bool = True,
-                 settings: dict[str, str] | None = None, name: str = "pgrunbook-cluster"):
+    def __init__(
+        self,
+        *,
+        bin_dir: str | None = None,
+        password: str | None = None,
+        fast: bool = True,
+        settings: dict[str, str] | None = None,
+        name: str = "pgrunbook-cluster",
+    ):
         self.bin = find_server_bin(bin_dir)
         self.password = password or secrets.token_urlsafe(12)
         self.fast = fast
@@ -71,9 +78,21 @@ class LocalCluster:
             shutil.chown(self.base, self._user, self._user)
             shutil.chown(pwfile, self._user, self._user)
         os.chmod(pwfile, 0o600)
-        r = self._run([str(self.bin / f"initdb{EXE}"), "-D", str(self.data), "-U", "postgres",
-                       "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
-                       "--encoding=UTF8", "--locale=C", "--no-sync"])
+        r = self._run(
+            [
+                str(self.bin / f"initdb{EXE}"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
+        )
         if r.returncode != 0:
             self.cleanup()
             raise ToolError(f"initdb failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
@@ -92,8 +111,21 @@ class LocalCluster:
                 f.write(f"{k} = {v}\n")
         for _attempt in range(5):
             self.port = free_port()
-            r = self._run([str(self.bin / f"pg_ctl{EXE}"), "-D", str(self.data), "-l", str(self.base / "log"),
-                           "-o", f"-p {self.port}", "-w", "-t", "60", "start"])
+            r = self._run(
+                [
+                    str(self.bin / f"pg_ctl{EXE}"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.base / "log"),
+                    "-o",
+                    f"-p {self.port}",
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            )
             if r.returncode == 0:
                 return self
         log = (self.base / "log").read_text(errors="replace")[-500:] if (self.base / "log").exists() else ""
@@ -106,8 +138,20 @@ class LocalCluster:
 
     def restart(self) -> None:
         self.stop()
-        self._run([str(self.bin / f"pg_ctl{EXE}"), "-D", str(self.data), "-l", str(self.base / "log"),  # type: ignore[operator]
-                   "-o", f"-p {self.port}", "-w", "start"], check=True)
+        self._run(
+            [
+                str(self.bin / f"pg_ctl{EXE}"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.base / "log"),  # type: ignore[operator]
+                "-o",
+                f"-p {self.port}",
+                "-w",
+                "start",
+            ],
+            check=True,
+        )
 
     def cleanup(self) -> None:
         self.stop()

@@ -15,20 +15,37 @@ from pgrunbook.postgres.url import DatabaseTarget, redact
 APPLICATION_NAME = "pgrunbook"
 
 _KNOWN_FAILURES: list[tuple[str, str, str]] = [
-    (r"password authentication failed|no password supplied", "authentication failed for {where}",
-     "check the password in {var}"),
-    (r'database "[^"]*" does not exist', "database {db!r} does not exist on {server}",
-     "check the database name in {var}, or create it"),
-    (r"role \"[^\"]*\" does not exist", "role {user!r} does not exist on {server}",
-     "check the user name in {var}"),
-    (r"Connection refused", "cannot connect to {server}: connection refused",
-     "is PostgreSQL running there and accepting TCP connections? check host and port in {var}"),
-    (r"could not translate host name|Name or service not known|nodename nor servname",
-     "cannot resolve the host of {server}", "check the host name in {var}"),
-    (r"timeout expired|timed out", "cannot connect to {server}: timed out",
-     "is the host reachable from here (firewall, VPN)? check host and port in {var}"),
-    (r"No such file or directory", "cannot connect to {server}: no server socket there",
-     "is PostgreSQL running? check host in {var}"),
+    (
+        r"password authentication failed|no password supplied",
+        "authentication failed for {where}",
+        "check the password in {var}",
+    ),
+    (
+        r'database "[^"]*" does not exist',
+        "database {db!r} does not exist on {server}",
+        "check the database name in {var}, or create it",
+    ),
+    (r"role \"[^\"]*\" does not exist", "role {user!r} does not exist on {server}", "check the user name in {var}"),
+    (
+        r"Connection refused",
+        "cannot connect to {server}: connection refused",
+        "is PostgreSQL running there and accepting TCP connections? check host and port in {var}",
+    ),
+    (
+        r"could not translate host name|Name or service not known|nodename nor servname",
+        "cannot resolve the host of {server}",
+        "check the host name in {var}",
+    ),
+    (
+        r"timeout expired|timed out",
+        "cannot connect to {server}: timed out",
+        "is the host reachable from here (firewall, VPN)? check host and port in {var}",
+    ),
+    (
+        r"No such file or directory",
+        "cannot connect to {server}: no server socket there",
+        "is PostgreSQL running? check host in {var}",
+    ),
 ]
 
 

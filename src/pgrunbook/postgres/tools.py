@@ -62,9 +62,7 @@ def parse_tool_version(output: str) -> ToolVersion:
 
 def tool_version(path: Path) -> ToolVersion:
     try:
-        out = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=20, check=True
-        ).stdout
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=20, check=True).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise ToolError(f"{path} does not run: {exc}") from None
     try:

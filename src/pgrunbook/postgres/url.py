@@ -16,16 +16,60 @@ from pgrunbook.errors import ConfigError
 # libpq connection keywords (PostgreSQL 17 docs, "Parameter Key Words"); anything else in a URL's query
 # string is Prisma's or a pooler's and must not reach libpq.
 LIBPQ_KEYWORDS = frozenset(
-    """host hostaddr port dbname user passfile require_auth channel_binding connect_timeout
-    client_encoding options application_name fallback_application_name keepalives keepalives_idle
-    keepalives_interval keepalives_count tcp_user_timeout replication gssencmode sslmode requiressl
-    sslnegotiation sslcompression sslcert sslkey sslcertmode sslrootcert sslcrl sslcrldir sslsni
-    requirepeer ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib gssdelegation
-    service target_session_attrs load_balance_hosts""".split()
+    [
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "passfile",
+        "require_auth",
+        "channel_binding",
+        "connect_timeout",
+        "client_encoding",
+        "options",
+        "application_name",
+        "fallback_application_name",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        "replication",
+        "gssencmode",
+        "sslmode",
+        "requiressl",
+        "sslnegotiation",
+        "sslcompression",
+        "sslcert",
+        "sslkey",
+        "sslcertmode",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "sslsni",
+        "requirepeer",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "krbsrvname",
+        "gsslib",
+        "gssdelegation",
+        "service",
+        "target_session_attrs",
+        "load_balance_hosts",
+    ]
 )
 PRISMA_ONLY = frozenset(
-    "schema connection_limit pool_timeout pgbouncer statement_cache_size socket_timeout sslaccept "
-    "sslidentity".split()
+    [
+        "schema",
+        "connection_limit",
+        "pool_timeout",
+        "pgbouncer",
+        "statement_cache_size",
+        "socket_timeout",
+        "sslaccept",
+        "sslidentity",
+    ]
 )
 SECRET_KEYWORDS = frozenset({"password", "sslpassword"})
 REDACTED = "***"

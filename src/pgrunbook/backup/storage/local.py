@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -20,8 +21,7 @@ def _storage_error(exc: OSError, what: str, where: Path, written: int = 0) -> St
     if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
         return StorageError(
             f"storage full: no space left on the device of {where} after writing {written / 1e6:.1f} MB",
-            hint="free space there or point [backup] storage at a larger volume; nothing of this "
-            "backup was kept",
+            hint="free space there or point [backup] storage at a larger volume; nothing of this backup was kept",
         )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StorageError(
@@ -79,14 +79,10 @@ class LocalWriter(AtomicWriter):
     def abort(self) -> None:
         if not self._done:
             self._done = True
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
-        try:
+        with contextlib.suppress(OSError):
             self.temp.unlink()
-        except OSError:
-            pass
 
 
 class LocalStorage(Storage):

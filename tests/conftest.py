@@ -1,0 +1,153 @@
+"""Fixtures: one real throwaway PostgreSQL cluster per session, a fresh database per test.
+
+Nothing here is mocked: pgrunbook talks to the cluster through psycopg and the real pg_dump/pg_restore.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgrunbook.config import load_config
+from pgrunbook.environment import Environment
+from pgrunbook.postgres.cluster import LocalCluster
+
+# A distinctive password: tests grep every output for it.
+PASSWORD = "Pw-s3cr3t-Zq9!"
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(password=PASSWORD, name="pgrunbook-test") as c:
+        yield c
+
+
+@pytest.fixture
+def db(cluster: LocalCluster) -> Iterator[str]:
+    """A fresh empty database; its URL (with the password) is returned."""
+    name = f"t_{secrets.token_hex(4)}"
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield cluster.url(name)
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+SEED = '''
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE SCHEMA billing;
+CREATE TABLE account (id bigserial PRIMARY KEY, email text UNIQUE NOT NULL, mood mood, profile jsonb,
+                      avatar bytea, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE billing.invoice (id serial PRIMARY KEY, account_id bigint REFERENCES account(id),
+                              amount numeric(12,2) NOT NULL, note text);
+CREATE TABLE "odd name ""quoted""" (id int PRIMARY KEY, "ünïcode" text);
+CREATE TABLE empty_table (id int);
+CREATE INDEX invoice_account_idx ON billing.invoice(account_id);
+INSERT INTO account (email, mood, profile, avatar)
+SELECT 'u' || g || '@example.com', (ARRAY['sad','ok','happy']::mood[])[1 + g % 3],
+       jsonb_build_object('n', g, 'tags', jsonb_build_array('a', md5(g::text))), decode(md5(g::text), 'hex')
+FROM generate_series(1, {accounts}) g;
+INSERT INTO billing.invoice (account_id, amount, note)
+SELECT 1 + g % {accounts}, (g * 1.37)::numeric(12,2), CASE WHEN g % 3 = 0 THEN 'ünï ' || md5(g::text) END
+FROM generate_series(1, {invoices}) g;
+INSERT INTO "odd name ""quoted""" VALUES (1, 'ä'), (2, '😀'), (3, NULL);
+'''
+
+
+def seed(url: str, accounts: int = 500, invoices: int = 2000) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SEED.format(accounts=accounts, invoices=invoices))  # type: ignore[arg-type]
+
+
+def fingerprint(url: str) -> dict[str, tuple[int, str]]:
+    """Per table: row count and md5 of all rows in a stable order — equal means identical contents."""
+    with psycopg.connect(url) as conn:
+        tables = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+        ).fetchall()
+        out = {}
+        for schema, name in tables:
+            q = sql.SQL("SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {} t")
+            row = conn.execute(q.format(sql.Identifier(schema, name))).fetchone()
+            assert row is not None
+            out[f"{schema}.{name}"] = (row[0], row[1])
+        return out
+
+
+@dataclass
+class Project:
+    """A project folder with pgrunbook.toml, its storage, and DATABASE_URL pointing at a test database."""
+
+    root: Path
+    url: str
+    environ: dict[str, str]
+
+    @property
+    def storage(self) -> Path:
+        return self.root / "backups"
+
+    def env(self) -> Environment:
+        return Environment.resolve(load_config(cwd=self.root, environ=self.environ))
+
+    def write_config(self, text: str) -> None:
+        (self.root / "pgrunbook.toml").write_text(text)
+
+    def cli(
+        self, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real command line in a child process, as a user would."""
+        env = {**self.environ, **(extra_env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "pgrunbook", *args],
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+BASE_CONFIG = """
+[backup]
+storage = "backups"
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch) -> Project:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PGRUNBOOK_", "PG"))}
+    environ["DATABASE_URL"] = db
+    (tmp_path / "pgrunbook.toml").write_text(BASE_CONFIG)
+    monkeypatch.setenv("DATABASE_URL", db)
+    monkeypatch.chdir(tmp_path)
+    return Project(tmp_path, db, environ)
+
+
+@pytest.fixture
+def seeded(project: Project) -> Project:
+    seed(project.url)
+    return project
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    """Bad input: the expected exit code, an ``error:`` first line, no traceback, no password."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert lines and lines[0].startswith("error: "), result.stderr
+    assert len([ln for ln in lines if ln.startswith("error: ")]) == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for secret in (PASSWORD, quote(PASSWORD, safe="")):
+        assert secret not in result.stderr + result.stdout
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import PASSWORD, Project
+
+pytestmark = pytest.mark.integration
+
+
+def test_doctor_all_green_then_names_each_problem(seeded: Project) -> None:
+    r = seeded.cli("doctor", "--json")
+    assert r.returncode == 0, r.stdout
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert set(checks) >= {
+        "config",
+        "connection",
+        "client tools",
+        "prisma history",
+        "invalid indexes",
+        "storage",
+        "free space",
+    }
+    assert all(c["status"] in ("ok", "skipped") for c in checks.values())
+    assert "PostgreSQL 15" in checks["connection"]["detail"]
+    assert PASSWORD not in r.stdout
+
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE _prisma_migrations (id VARCHAR(36) PRIMARY KEY NOT NULL, checksum VARCHAR(64) NOT NULL,"
+            " finished_at TIMESTAMPTZ, migration_name VARCHAR(255) NOT NULL, logs TEXT, rolled_back_at TIMESTAMPTZ,"
+            " started_at TIMESTAMPTZ NOT NULL DEFAULT now(), applied_steps_count INTEGER NOT NULL DEFAULT 0)"
+        )
+        conn.execute("INSERT INTO _prisma_migrations (id, checksum, migration_name) VALUES ('1', 'x', '03_broken')")
+        conn.execute("CREATE TABLE d (x int); INSERT INTO d VALUES (1), (1)")
+        with contextlib.suppress(psycopg.errors.UniqueViolation):  # leaves an INVALID index, as in production
+            conn.execute("CREATE UNIQUE INDEX CONCURRENTLY d_x_key ON d (x)")
+    r = seeded.cli("doctor")
+    assert r.returncode == 2
+    assert "unresolved failed migration(s): 03_broken" in r.stdout
+    assert "migrate resolve --rolled-back 03_broken" in r.stdout
+    assert "1 invalid index(es): public.d_x_key" in r.stdout
+    assert 'DROP INDEX CONCURRENTLY "public"."d_x_key"' in r.stdout
+
+
+def test_doctor_warns_when_free_space_is_short(seeded: Project, tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(small)]).returncode != 0:
+        pytest.skip("cannot mount tmpfs")
+    try:
+        seeded.write_config(f'[backup]\nstorage = "{small}"\n')
+        with psycopg.connect(seeded.url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE blob AS SELECT decode(md5(random()::text), 'hex') b FROM generate_series(1, 5000)"
+            )
+        assert seeded.cli("backup", "create").returncode == 0
+        r = seeded.cli("--json", "doctor")
+        free = {c["name"]: c for c in json.loads(r.stdout)["checks"]}["free space"]
+        assert free["status"] in ("warning", "failed") and "last backup" in free["detail"]
+        assert r.returncode in (1, 2)
+    finally:
+        subprocess.run(["umount", "-l", str(small)])
+
+
+def test_demo_runs_the_runbook_and_cleans_up(tmp_path: Path) -> None:
+    import subprocess
+
+    before = set(glob.glob(f"{tempfile.gettempdir()}/pgrunbook-demo-*")) | set(glob.glob("/tmp/pgrunbook-demo-*"))
+    r = subprocess.run(
+        [sys.executable, "-m", "pgrunbook", "--json", "demo", "--rows", "3000"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["ok"] is True
+    titles = [s["step"] for s in summary["steps"]]
+    assert any("doctor" in t for t in titles) and any("verify" in t and "--drill" in t for t in titles)
+    assert any("prune --dry-run" in t for t in titles)
+    after = set(glob.glob(f"{tempfile.gettempdir()}/pgrunbook-demo-*")) | set(glob.glob("/tmp/pgrunbook-demo-*"))
+    assert after == before
+
+
+def test_init_writes_a_config_that_loads(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "app" / "prisma" / "migrations").mkdir(parents=True)
+    r = subprocess.run([sys.executable, "-m", "pgrunbook", "init"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "pgrunbook.toml").read_text()
+    assert 'migrations = "app/prisma/migrations"' in text
+    again = subprocess.run([sys.executable, "-m", "pgrunbook", "init"], cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 3 and again.stderr.startswith("error: ") and "already exists" in again.stderr
+    from pgrunbook.config import load_config
+
+    cfg = load_config(cwd=tmp_path, environ={})
+    assert cfg.environment(None)[0] == "default"

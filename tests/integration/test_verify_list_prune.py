@@ -1,0 +1,137 @@
+"""list, verify (checksum, table of contents, drill) and prune against real backups."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from pgrunbook.backup.create import create_backup
+from pgrunbook.backup.manifest import Manifest
+from tests.conftest import Project, assert_clean_error
+
+pytestmark = pytest.mark.integration
+
+
+def test_list_shows_every_backup_with_the_spec_fields(seeded: Project) -> None:
+    a = create_backup(seeded.env(), label="scheduled")
+    b = create_backup(seeded.env(), label="pre-deploy")
+    result = seeded.cli("backup", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["id"] for r in rows] == [b.id, a.id]  # newest first
+    for r in rows:
+        assert {"id", "label", "created_at", "size", "verified", "migration_head"} <= set(r)
+        assert r["verified"] is False
+    table = seeded.cli("backup", "list")
+    assert a.id in table.stdout and b.id in table.stdout and "pre-deploy" in table.stdout
+
+
+def test_verify_passes_and_is_recorded_in_the_manifest(seeded: Project) -> None:
+    m = create_backup(seeded.env())
+    result = seeded.cli("--json", "backup", "verify", m.id)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["id"] == m.id
+    assert {c["name"] for c in report["checks"]} == {"size", "checksum", "compression", "archive"}
+    stored = Manifest.model_validate_json((seeded.storage / "default" / m.id / "manifest.json").read_text())
+    assert stored.verified and stored.verifications[-1].kind == "checksum"
+    listed = json.loads(seeded.cli("backup", "list", "--json").stdout)
+    assert listed[0]["verified"] is True
+
+
+def test_drill_restores_compares_counts_and_drops_the_scratch_database(seeded: Project) -> None:
+    m = create_backup(seeded.env())
+    result = seeded.cli("backup", "verify", m.id, "--drill", "--json")
+    assert result.returncode == 0, result.stderr
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["drill restore"]["ok"] and checks["row counts"]["ok"] and checks["read query"]["ok"]
+    with psycopg.connect(seeded.url) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'pgrunbook_drill_%'").fetchone()
+    assert left == (0,)
+    assert Manifest.model_validate_json((seeded.storage / "default" / m.id / "manifest.json").read_text()).drilled
+
+
+def test_drill_catches_row_counts_that_differ_from_the_manifest(seeded: Project) -> None:
+    m = create_backup(seeded.env())
+    path = seeded.storage / "default" / m.id / "manifest.json"
+    data = json.loads(path.read_text())
+    for t in data["tables"]:
+        if t["name"] == "account":
+            t["rows"] += 1
+    path.write_text(json.dumps(data))
+    result = seeded.cli("backup", "verify", m.id, "--drill", "--json")
+    assert result.returncode == 2
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert not checks["row counts"]["ok"] and "public.account: 500 vs 501" in checks["row counts"]["detail"]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+@pytest.mark.parametrize("compression", ["zstd", "gzip"])
+def test_verify_fails_on_a_flipped_byte_or_a_truncated_file(seeded: Project, damage: str, compression: str) -> None:
+    seeded.write_config(f'[backup]\nstorage = "backups"\ncompression = "{compression}"\n')
+    m = create_backup(seeded.env())
+    dump = seeded.storage / "default" / m.id / m.file
+    data = bytearray(dump.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        data = data[: len(data) * 2 // 3]
+    dump.write_bytes(bytes(data))
+    result = seeded.cli("backup", "verify", m.id, "--drill")
+    assert_clean_error(result, 2, "failed verification")
+    assert "checksum" in result.stdout and "FAIL" in result.stdout
+    assert "skipped: the stored file failed its checks" in result.stdout
+    listed = json.loads(seeded.cli("backup", "list", "--json").stdout)
+    assert listed[0]["verified"] is False
+
+
+def _age(project: Project, manifest: Manifest, when: datetime, label: str | None = None) -> str:
+    """A copy of a real backup that claims an older date: retention only looks at dates and labels."""
+    label = label or manifest.label
+    new_id = f"{when:%Y%m%dT%H%M%SZ}-{label}"
+    src = project.storage / "default" / manifest.id
+    dst = project.storage / "default" / new_id
+    shutil.copytree(src, dst)
+    data = json.loads((dst / "manifest.json").read_text())
+    data.update(id=new_id, started_at=when.isoformat(), finished_at=when.isoformat(), label=label)
+    (dst / "manifest.json").write_text(json.dumps(data))
+    return new_id
+
+
+def test_prune_applies_retention_and_says_why(seeded: Project) -> None:
+    seeded.write_config('[backup]\nstorage = "backups"\nretention = { daily = 2, weekly = 1, monthly = 1 }\n')
+    base = create_backup(seeded.env(), label="scheduled")
+    now = datetime.now(UTC)
+    ids = [_age(seeded, base, now - timedelta(days=d, hours=1)) for d in range(1, 6)]
+    dry = seeded.cli("backup", "prune", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    rows = {r["id"]: r for r in json.loads(dry.stdout)}
+    removed = [i for i, r in rows.items() if r["action"] == "remove"]
+    assert removed and all(rows[i]["reasons"] == ["not needed by any rule"] for i in removed)
+    assert rows[base.id]["action"] == "keep" and any(r.startswith("daily") for r in rows[base.id]["reasons"])
+    assert all((seeded.storage / "default" / i).exists() for i in ids)  # dry run deleted nothing
+    text = seeded.cli("backup", "prune")
+    assert text.returncode == 0
+    for i in removed:
+        assert f"removed  {i}" in text.stdout
+        assert not (seeded.storage / "default" / i).exists()
+    kept = [r["id"] for r in json.loads(seeded.cli("backup", "list", "--json").stdout)]
+    assert sorted(kept) == sorted(i for i, r in rows.items() if r["action"] == "keep")
+
+
+def test_prune_never_removes_newest_verified_or_pre_deploy(seeded: Project) -> None:
+    seeded.write_config('[backup]\nstorage = "backups"\nretention = { daily = 1, weekly = 0, monthly = 0 }\n')
+    base = create_backup(seeded.env(), label="scheduled")
+    now = datetime.now(UTC)
+    pre = _age(seeded, base, now - timedelta(days=3), "pre-deploy")
+    verified = _age(seeded, base, now - timedelta(days=5))
+    assert seeded.cli("backup", "verify", verified).returncode == 0
+    other = _age(seeded, base, now - timedelta(days=7))
+    rows = {r["id"]: r for r in json.loads(seeded.cli("backup", "prune", "--json").stdout)}
+    assert rows[pre]["action"] == "keep" and "newest pre-deploy backup (never removed)" in rows[pre]["reasons"]
+    assert rows[verified]["action"] == "keep"
+    assert rows[other]["action"] == "remove"

@@ -1,0 +1,156 @@
+"""Bad input: one clear line, the SPEC's exit code, no traceback, no password, and no data touched."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, Project, assert_clean_error
+
+pytestmark = pytest.mark.reliability
+
+
+def _no_backups(project: Project) -> None:
+    base = project.storage / "default"
+    assert not base.exists() or not any(base.rglob("*")), list(base.rglob("*"))
+
+
+def test_dead_port(project: Project) -> None:
+    url = project.url.replace(project.url.split("@")[1].split("/")[0], "127.0.0.1:1")
+    r = project.cli("backup", "create", extra_env={"DATABASE_URL": url})
+    assert_clean_error(r, 2, "connection refused", "127.0.0.1:1")
+    assert "hint: is PostgreSQL running" in r.stderr
+    _no_backups(project)
+
+
+def test_wrong_password(project: Project) -> None:
+    wrong = "Wr0ng-Pw-777"
+    from urllib.parse import quote
+
+    url = project.url.replace(quote(PASSWORD, safe=""), wrong)
+    assert url != project.url
+    r = project.cli("backup", "create", extra_env={"DATABASE_URL": url})
+    assert_clean_error(r, 2, "authentication failed for user 'postgres'")
+    assert wrong not in r.stdout + r.stderr
+    _no_backups(project)
+
+
+def test_unknown_database(project: Project) -> None:
+    url = project.url.rsplit("/", 1)[0] + "/no_such_db"
+    r = project.cli("doctor", extra_env={"DATABASE_URL": url})
+    assert r.returncode == 2
+    assert "database 'no_such_db' does not exist" in r.stdout
+    r = project.cli("backup", "create", extra_env={"DATABASE_URL": url})
+    assert_clean_error(r, 2, "database 'no_such_db' does not exist")
+
+
+def test_url_not_set_and_not_a_url(project: Project) -> None:
+    env = {k: v for k, v in project.environ.items() if k != "DATABASE_URL"}
+    r = subprocess.run(
+        [os.sys.executable, "-m", "pgrunbook", "backup", "create"],
+        cwd=project.root,
+        env=env,  # type: ignore[attr-defined]
+        capture_output=True,
+        text=True,
+    )
+    assert_clean_error(r, 3, "DATABASE_URL is not set")
+    r = project.cli("backup", "create", extra_env={"DATABASE_URL": "mysql://x:y@h/d"})
+    assert_clean_error(r, 3, "not a postgresql:// URL")
+
+
+def test_missing_pg_dump(project: Project, tmp_path: Path) -> None:
+    empty = tmp_path / "no-tools"
+    empty.mkdir()
+    project.write_config(f'[backup]\nstorage = "backups"\n[postgres]\nbin_dir = "{empty}"\n')
+    r = project.cli("backup", "create")
+    assert_clean_error(r, 2, "pg_dump and pg_restore not found in", str(empty))
+    assert "apt-get install postgresql-client-15" in r.stderr
+    _no_backups(project)
+
+
+def test_pg_dump_older_than_the_server(project: Project, tmp_path: Path) -> None:
+    # Stand-in: only PostgreSQL 15 can be installed here, so an older client is two scripts that answer
+    # --version like pg_dump 12 does. pgrunbook must refuse before running them for anything else.
+    old = tmp_path / "pg12"
+    old.mkdir()
+    for tool in ("pg_dump", "pg_restore"):
+        script = old / tool
+        script.write_text(
+            f'#!/bin/sh\n[ "$1" = "--version" ] && echo "{tool} (PostgreSQL) 12.22" && exit 0\n'
+            "echo should-not-run >&2; exit 99\n"
+        )
+        script.chmod(0o755)
+    project.write_config(f'[backup]\nstorage = "backups"\n[postgres]\nbin_dir = "{old}"\n')
+    r = project.cli("backup", "create")
+    assert_clean_error(r, 2, "pg_dump 12.22", "older than the server (PostgreSQL 15")
+    assert "should-not-run" not in r.stderr
+    _no_backups(project)
+
+
+def test_unknown_backup_id(seeded: Project) -> None:
+    for args in (["backup", "verify", "20990101T000000Z-nope"], ["backup", "verify", "../../etc", "--drill"]):
+        r = seeded.cli(*args)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith("error: "), r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_malformed_config(project: Project) -> None:
+    project.write_config("[backup\nstorage = 1\n")
+    r = project.cli("backup", "list")
+    assert_clean_error(r, 3, "pgrunbook.toml", "line 1")
+    project.write_config('[backup]\nretention = { daily = "lots" }\n')
+    assert_clean_error(project.cli("backup", "prune"), 3, "backup.retention.daily")
+    project.write_config('[backups]\nstorage = "x"\n')
+    assert_clean_error(project.cli("doctor"), 3, "backups: unknown key")
+
+
+def test_bad_label_and_unknown_environment(seeded: Project) -> None:
+    assert_clean_error(seeded.cli("backup", "create", "--label", "x'; drop table account; --"), 3, "invalid label")
+    assert_clean_error(seeded.cli("backup", "list", "--env", "prod"), 3, "unknown environment 'prod'")
+    _no_backups(seeded)
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, options: str) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {r.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_disk_full_leaves_nothing_behind(project: Project, tmp_path: Path) -> None:
+    import psycopg
+
+    with psycopg.connect(project.url, autocommit=True) as conn:  # ~3 MB that no compressor can shrink
+        conn.execute(
+            "CREATE TABLE blob AS SELECT g AS id, decode(md5(random()::text) || md5(random()::text), 'hex') "
+            "AS b FROM generate_series(1, 100000) g"
+        )
+    with _tmpfs(tmp_path / "small", "size=1m,mode=0700") as small:
+        project.write_config(f'[backup]\nstorage = "{small}"\n')
+        r = project.cli("backup", "create")
+        assert_clean_error(r, 2, "storage full: no space left")
+        assert "nothing of this backup was kept" in r.stderr
+        assert list(small.rglob("*.tmp-*")) == [] and not any(p.is_file() for p in small.rglob("*"))
+        assert project.cli("backup", "list", "--json").stdout.strip() == "[]"
+
+
+def test_unwritable_storage(project: Project, tmp_path: Path) -> None:
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
+        project.write_config(f'[backup]\nstorage = "{ro}/backups"\n')
+        r = project.cli("backup", "create")
+        assert_clean_error(r, 2, "storage not writable")
+        d = project.cli("doctor")
+        assert d.returncode == 2 and "storage not writable" in d.stdout

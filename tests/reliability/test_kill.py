@@ -1,0 +1,104 @@
+"""A backup killed with SIGKILL: nothing listed, nothing restorable, nothing counted; prune clears it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from pgrunbook.backup.prune import prune
+from tests.conftest import Project
+
+pytestmark = pytest.mark.reliability
+
+
+def _wait_for(cond, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def _start(project: Project) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "backup", "create"],
+        cwd=project.root,
+        env=project.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _temp_files(project: Project) -> list:
+    return list((project.storage / "default").glob("*/.db.dump.zst.tmp-*"))
+
+
+@pytest.mark.parametrize("moment", ["waiting for a table lock", "streaming data"])
+def test_sigkill_mid_dump_leaves_nothing_usable(seeded: Project, moment: str) -> None:
+    blocker = psycopg.connect(seeded.url, autocommit=True)
+    try:
+        if moment == "waiting for a table lock":
+            blocker.execute("BEGIN")
+            blocker.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")
+            proc = _start(seeded)
+            _wait_for(lambda: bool(_temp_files(seeded)))
+        else:
+            blocker.execute(
+                "CREATE TABLE bulk AS SELECT g, repeat(md5(random()::text), 8) AS t FROM generate_series(1, 400000) g"
+            )
+            proc = _start(seeded)
+            _wait_for(lambda: any(p.stat().st_size > 0 for p in _temp_files(seeded)))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if blocker.info.transaction_status.name != "IDLE":
+            blocker.execute("ROLLBACK")
+        blocker.close()
+
+    folders = list((seeded.storage / "default").iterdir())
+    assert folders, "the killed run left its folder (that is what prune must clean)"
+    backup_id = folders[0].name
+    assert json.loads(seeded.cli("backup", "list", "--json").stdout) == []
+    verify = seeded.cli("backup", "verify", backup_id)
+    assert verify.returncode == 2 and f"no backup '{backup_id}'" in verify.stderr
+    env = seeded.env()
+    assert prune(env, dry_run=True).decisions == []  # not counted by retention
+    leftovers = env.repository.leftovers()
+    assert [lo.backup_id for lo in leftovers] == [backup_id] and not leftovers[0].active
+    assert "is gone: killed or crashed" in leftovers[0].reason
+
+    # the next backup works, and the next prune clears the leftover
+    after = seeded.cli("--json", "backup", "create")
+    assert after.returncode == 0, after.stderr
+    new_id = json.loads(after.stdout)["id"]
+    pruned = seeded.cli("--json", "backup", "prune")
+    assert pruned.returncode == 0
+    rows = {r["id"]: r for r in json.loads(pruned.stdout)}
+    assert rows[backup_id]["action"] == "remove" and rows[backup_id]["leftover"] is True
+    assert sorted(p.name for p in (seeded.storage / "default").iterdir()) == [new_id]
+    assert seeded.cli("backup", "verify", new_id).returncode == 0
+
+
+def test_prune_leaves_a_running_backup_alone(seeded: Project) -> None:
+    with psycopg.connect(seeded.url, autocommit=True) as blocker:
+        blocker.execute("BEGIN")
+        blocker.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")
+        proc = _start(seeded)
+        try:
+            _wait_for(lambda: bool(_temp_files(seeded)))
+            rows = json.loads(seeded.cli("--json", "backup", "prune").stdout)
+            assert len(rows) == 1 and rows[0]["action"] == "keep" and "in progress" in rows[0]["reasons"][0]
+            assert _temp_files(seeded)
+        finally:
+            blocker.execute("ROLLBACK")
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert len(json.loads(seeded.cli("backup", "list", "--json").stdout)) == 1
