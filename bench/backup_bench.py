@@ -1,0 +1,214 @@
+"""Backup speed and size, side by side in one run, on a generated realistic database.
+
+    .venv/bin/python bench/backup_bench.py [--size-mb 1024] [--runs 3] [--url URL]
+
+Without --url it starts a throwaway local cluster. It prints median wall-clock times over --runs runs,
+ratios against raw ``pg_dump -Fc -Z0``, sizes against the runbook's ``pg_dump --format=custom``, and
+pgrunbook's peak memory. Targets (SPEC "Performance"): pgrunbook <= 1.5x raw time, size <= runbook's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+from pgrunbook.postgres.cluster import LocalCluster
+from pgrunbook.postgres.tools import find_client_tools
+from pgrunbook.postgres.url import parse_database_url
+
+# Realistic rows: words from a vocabulary (compressible like prose), hex tokens (not very), jsonb
+# documents, timestamps, numbers, inet; b-tree and GIN indexes. Not pgbench (compresses 60:1).
+SCHEMA = """
+CREATE TABLE vocab (i int PRIMARY KEY, w text NOT NULL);
+INSERT INTO vocab SELECT g, substr(md5(g::text), 1, 3 + g % 8) FROM generate_series(0, 4999) g;
+CREATE TABLE app_user (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE, name text NOT NULL, bio text,
+                       settings jsonb NOT NULL, created_at timestamptz NOT NULL);
+CREATE TABLE event (id bigserial PRIMARY KEY, user_id bigint NOT NULL, kind text NOT NULL, payload jsonb NOT NULL,
+                    ip inet, amount numeric(12,2), occurred_at timestamptz NOT NULL);
+CREATE TABLE document (id bigserial PRIMARY KEY, user_id bigint NOT NULL, title text NOT NULL, body text NOT NULL,
+                       token text NOT NULL, tags text[] NOT NULL);
+"""
+
+WORDS = (
+    "(SELECT string_agg(w, ' ') FROM vocab WHERE i IN (SELECT (random() * 4999)::int + 0 * {g} "
+    "FROM generate_series(1, {n})))"
+)
+
+FILL = """
+INSERT INTO app_user (email, name, bio, settings, created_at)
+SELECT 'user' || g || '@example.com', initcap({words_name}), {words_bio},
+       jsonb_build_object('theme', (ARRAY['dark','light'])[1 + g % 2], 'locale', 'en', 'n', g),
+       now() - g * interval '1 minute'
+FROM generate_series({lo}, {hi}) g;
+INSERT INTO event (user_id, kind, payload, ip, amount, occurred_at)
+SELECT 1 + (random() * {users})::int, (ARRAY['view','click','buy','signup'])[1 + g % 4],
+       jsonb_build_object('path', '/p/' || (g % 997), 'ref', md5(g::text), 'ua', 'Mozilla/5.0 ' || (g % 13),
+                          'items', jsonb_build_array(g % 7, g % 11, random())),
+       ('10.' || (g % 250) || '.' || (g % 200) || '.' || (g % 199))::inet, (random() * 1000)::numeric(12,2),
+       now() - g * interval '1 second'
+FROM generate_series({lo} * 4, {hi} * 4 + 3) g;
+INSERT INTO document (user_id, title, body, token, tags)
+SELECT 1 + (random() * {users})::int, {words_title}, {words_body}, md5(random()::text) || md5(random()::text),
+       ARRAY['t' || (g % 20), 't' || (g % 7)]
+FROM generate_series({lo}, {hi}) g;
+"""
+
+INDEXES = """
+CREATE INDEX event_user_idx ON event (user_id, occurred_at);
+CREATE INDEX event_payload_idx ON event USING gin (payload jsonb_path_ops);
+CREATE INDEX document_user_idx ON document (user_id);
+CREATE INDEX document_tags_idx ON document USING gin (tags);
+ANALYZE;
+"""
+
+
+def generate(url: str, size_mb: int) -> int:
+    """Fill in batches until the database reaches size_mb; returns its size in bytes."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SCHEMA)  # type: ignore[arg-type]
+        batch, lo = 20000, 1
+        while True:
+            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
+            if size >= size_mb * 1e6 * 0.8:  # indexes add the rest
+                break
+            hi = lo + batch - 1
+            sql = FILL.format(
+                lo=lo,
+                hi=hi,
+                users=hi,
+                words_name=WORDS.format(g="g", n=2),
+                words_bio=WORDS.format(g="g", n=25),
+                words_title=WORDS.format(g="g", n=6),
+                words_body=WORDS.format(g="g", n=180),
+            )
+            conn.execute(sql)  # type: ignore[arg-type]
+            lo = hi + 1
+            print(f"  generated {size / 1e6:.0f} MB", file=sys.stderr, end="\r")
+        conn.execute(INDEXES)  # type: ignore[arg-type]
+        return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
+
+
+def timed(cmd: list[str] | str, env: dict[str, str], shell: bool = False) -> tuple[float, int]:
+    """Wall time and the child's peak RSS (kB) of one command."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"benchmark command failed: {cmd}\n{err}")
+    return elapsed, usage.ru_maxrss
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mb", type=int, default=1024)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--url", help="an existing, already generated database (else a throwaway cluster)")
+    args = ap.parse_args()
+    cluster = None
+    work = Path(tempfile.mkdtemp(prefix="pgrunbook-bench-"))
+    try:
+        if args.url:
+            url = args.url
+            db_size = 0
+        else:
+            cluster = LocalCluster(name="pgrunbook-bench", settings={"shared_buffers": "'512MB'"}).start()
+            with psycopg.connect(cluster.url(), autocommit=True) as conn:
+                conn.execute("CREATE DATABASE bench")
+            url = cluster.url("bench")
+            print(f"generating ~{args.size_mb} MB ...", file=sys.stderr)
+            db_size = generate(url, args.size_mb)
+        target = parse_database_url(url)
+        with psycopg.connect(url) as conn:
+            version = conn.info.server_version
+            db_size = db_size or int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
+        tools = find_client_tools(version // 10000, str(version))
+        env = {**os.environ, **target.child_env(), "DATABASE_URL": url}
+        (work / "pgrunbook.toml").write_text(f'[backup]\nstorage = "{work / "store"}"\n')
+        raw_file, runbook_file = work / "raw.dump", work / "runbook.dump"
+        methods = {
+            "raw pg_dump -Fc -Z0": [str(tools.pg_dump), "-Fc", "-Z0", "-f", str(raw_file), target.conninfo()],
+            "runbook pg_dump --format=custom": [
+                str(tools.pg_dump),
+                "--format=custom",
+                f"--file={runbook_file}",
+                target.conninfo(),
+            ],
+            "pgrunbook backup create": [
+                str(Path(sys.executable).parent / "pgrunbook"),
+                "--config",
+                str(work / "pgrunbook.toml"),
+                "backup",
+                "create",
+            ],
+        }
+        if shutil.which("zstd"):
+            methods["pg_dump -Fc -Z0 | zstd -T2 -3"] = (
+                f'"{tools.pg_dump}" -Fc -Z0 "{target.conninfo()}" | zstd -q -T2 -3 -o "{work / "ref.zst"}" -f'
+            )
+        times: dict[str, list[float]] = {m: [] for m in methods}
+        rss: dict[str, int] = {}
+        for run in range(args.runs):
+            for name, cmd in methods.items():  # interleaved, so drift in the machine hits every method alike
+                shutil.rmtree(work / "store", ignore_errors=True)
+                elapsed, peak = timed(cmd, env, shell=isinstance(cmd, str))
+                if name == "pgrunbook backup create":
+                    ours_size = next((work / "store").rglob("db.dump.zst")).stat().st_size
+                times[name].append(elapsed)
+                rss[name] = max(rss.get(name, 0), peak)
+                print(f"  run {run + 1}: {name}: {elapsed:.2f}s", file=sys.stderr)
+        sizes = {
+            "raw pg_dump -Fc -Z0": raw_file.stat().st_size,
+            "runbook pg_dump --format=custom": runbook_file.stat().st_size,
+            "pgrunbook backup create": ours_size,
+        }
+        if (work / "ref.zst").exists():
+            sizes["pg_dump -Fc -Z0 | zstd -T2 -3"] = (work / "ref.zst").stat().st_size
+        report(times, sizes, rss, db_size, args)
+    finally:
+        if cluster:
+            cluster.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(
+    times: dict[str, list[float]], sizes: dict[str, int], rss: dict[str, int], db_size: int, args: argparse.Namespace
+) -> None:
+    raw = statistics.median(times["raw pg_dump -Fc -Z0"])
+    runbook_size = sizes["runbook pg_dump --format=custom"]
+    print(
+        f"\n## Backup benchmark ({platform.machine()}, {os.cpu_count()} cores, database {db_size / 1e6:.0f} MB, "
+        f"median of {args.runs})\n"
+    )
+    print("| method | median time | vs raw | size | vs runbook size | peak RSS |")
+    print("|---|---|---|---|---|---|")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(
+            f"| {name.replace('|', chr(92) + '|')} | {med:.2f} s | {med / raw:.2f}x | {sizes[name] / 1e6:.0f} MB | "
+            f"{sizes[name] / runbook_size:.2f}x | {rss[name] / 1024:.0f} MB |"
+        )
+    ours = statistics.median(times["pgrunbook backup create"])
+    ok_time = ours <= 1.5 * raw
+    ok_size = sizes["pgrunbook backup create"] <= runbook_size
+    print(
+        f"\ntarget time <= 1.5x raw: {'met' if ok_time else 'MISSED'} ({ours / raw:.2f}x); "
+        f"target size <= runbook's: {'met' if ok_size else 'MISSED'} "
+        f"({sizes['pgrunbook backup create'] / runbook_size:.2f}x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
