@@ -70,6 +70,9 @@ class PostgresConfig(_Model):
 class MigrateConfig(_Model):
     engine: Literal["native", "prisma"] = "native"
     prisma_command: str = "pnpm prisma migrate deploy"
+    lock_wait_s: float = Field(10.0, ge=0, description="how long to wait for the migration advisory lock")
+    lock_timeout: str = Field("10s", description="PostgreSQL lock_timeout while a migration runs")
+    statement_timeout: str = Field("0", description="PostgreSQL statement_timeout while a migration runs; 0 = none")
 
 
 class EnvironmentConfig(_Model):
@@ -148,7 +151,7 @@ def database_target(
     if not url:
         raise ConfigError(
             f"{var} is not set (environment {env_name!r} reads its database URL from it)",
-            hint=f"export {var}=postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
+            hint=f"set {var} to the database's postgresql:// URL (user, password, host, port, database)",
         )
     return parse_database_url(url, source=var)
 

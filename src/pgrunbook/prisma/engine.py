@@ -1,0 +1,354 @@
+"""Running Prisma Migrate's commands natively: status, deploy, resolve.
+
+Behaviour follows schema-engine/core/src/commands/ (apply_migrations.rs, mark_migration_applied.rs) and
+flavour/postgres.rs: the advisory lock 72707369 held for the whole command, the history table created
+only in an empty schema (else P3005), deploy refused while a failed migration is unresolved (P3009),
+each script sent as ONE string over the simple query protocol, so explicit BEGIN/COMMIT and a lone
+CREATE INDEX CONCURRENTLY behave exactly as under Prisma.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from pgrunbook.environment import Environment
+from pgrunbook.errors import ConfigError, DatabaseError, LockBusy, PgRunbookError
+from pgrunbook.postgres.catalog import LockHolder
+from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.url import redact
+from pgrunbook.prisma.history import PRISMA_LOCK_ID, History, HistoryRow
+from pgrunbook.prisma.migrations_dir import LocalMigration, read_migrations
+from pgrunbook.prisma.status import LocalScript, MigrationStatus, compute_status
+
+#: called as (event, migration name, seconds or None): "start", "ok", "failed"
+MigrationProgress = Callable[[str, str, float | None], None]
+
+
+def _quiet(event: str, name: str, seconds: float | None) -> None:
+    """Default: library callers get no output."""
+
+
+class MigrationFailed(PgRunbookError):
+    """A migration script failed; its history row holds the logs."""
+
+
+@dataclass
+class AppliedMigration:
+    name: str
+    duration_s: float
+
+
+@dataclass
+class DeployReport:
+    environment: str
+    pending: list[str]
+    applied: list[AppliedMigration] = field(default_factory=list)
+    dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)
+    engine: str = "native"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "environment": self.environment,
+            "engine": self.engine,
+            "dry_run": self.dry_run,
+            "pending": self.pending,
+            "applied": [{"name": a.name, "duration_s": a.duration_s} for a in self.applied],
+            "warnings": self.warnings,
+        }
+
+
+def _connect(env: Environment, purpose: str) -> psycopg.Connection:
+    return connect(
+        env.target(direct=True),
+        purpose=f"{purpose} {env.name}",
+        var=env.url_var(),
+        connect_timeout=env.config.postgres.connect_timeout,
+    )
+
+
+def local_scripts(migrations: list[LocalMigration]) -> list[LocalScript]:
+    return [LocalScript(m.name, m.script if m.has_script else None) for m in migrations]
+
+
+def migration_status(env: Environment) -> MigrationStatus:
+    migrations = read_migrations(env.config.migrations_dir)
+    with _connect(env, "status") as conn:
+        history = History(conn, env.target().schema)
+        exists = history.exists()
+        rows = history.rows() if exists else []
+    return compute_status(local_scripts(migrations), rows, history_table=exists)
+
+
+# --- the advisory lock -------------------------------------------------------------------------------
+
+
+def prisma_lock_holder(conn: psycopg.Connection) -> LockHolder | None:
+    row = conn.execute(
+        """SELECT a.pid, a.application_name, coalesce(host(a.client_addr), ''), a.xact_start, a.backend_start,
+                  coalesce(a.query, ''), a.state
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = %s AND l.objsubid = 1
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           LIMIT 1""",
+        (PRISMA_LOCK_ID,),
+    ).fetchone()
+    if row is None:
+        return None
+    return LockHolder(row[0], row[1], row[2], row[4], f"{row[6] or '?'}: {row[5][:160]}")
+
+
+def acquire_prisma_lock(conn: psycopg.Connection, wait_s: float) -> None:
+    """pg_advisory_lock(72707369) as Prisma takes it, but when it is held, say who holds it (P1002 is
+    the most common production complaint about prisma migrate deploy)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (PRISMA_LOCK_ID,)).fetchone()
+        if got and got[0]:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    holder = prisma_lock_holder(conn)
+    who = holder.describe() + f", last query {holder.query!r}" if holder else "a session that has since ended"
+    hint = (
+        "if that is a migrator that was killed or a pooler connection, end it: "
+        f"SELECT pg_terminate_backend({holder.pid}); if it is a running deploy, wait for it"
+        if holder
+        else "try again"
+    )
+    raise LockBusy(
+        f"P1002: timed out after {wait_s:g}s waiting for the migration advisory lock "
+        f"(pg_advisory_lock({PRISMA_LOCK_ID})), held by {who}",
+        hint=hint + "; a transaction-mode pooler URL can also cause this: set direct_url_env",
+    )
+
+
+# --- deploy ------------------------------------------------------------------------------------------
+
+
+def failed_migrations_error(failed: list[HistoryRow]) -> MigrationFailed:
+    details = []
+    for row in failed:
+        logs = (row.logs or "").strip()
+        details.append(
+            f"The `{row.migration_name}` migration started at {row.started_at} failed"
+            + (f" with the following logs:\n{logs}" if logs else "")
+        )
+    first = failed[0].migration_name
+    return MigrationFailed(
+        "P3009: migrate found failed migrations in the target database, new migrations will not be applied. "
+        + " ".join(d.splitlines()[0] for d in details),
+        hint=f"if {first} left nothing behind: pgrunbook migrate resolve --rolled-back {first}; if you finished "
+        f"it by hand: pgrunbook migrate resolve --applied {first} (https://pris.ly/d/migrate-resolve)",
+    )
+
+
+def format_logs(exc: psycopg.Error, script: str) -> str:
+    """What Prisma stores in ``logs``: error code, message, and the lines around the position."""
+    diag = exc.diag
+    parts = [f"Database error code: {diag.sqlstate or 'unknown'}", "", "Database error:"]
+    parts.append(f"{diag.severity or 'ERROR'}: {diag.message_primary or str(exc).strip()}")
+    if diag.message_detail:
+        parts.append(f"DETAIL: {diag.message_detail}")
+    if diag.message_hint:
+        parts.append(f"HINT: {diag.message_hint}")
+    if diag.statement_position:
+        pos = int(diag.statement_position)
+        line_no = script[:pos].count("\n")
+        lines = script.splitlines()
+        parts += ["", "Position:"]
+        for i in range(max(0, line_no - 5), min(len(lines), line_no + 1)):
+            parts.append(f"{i:>3} {lines[i]}")
+    return "\n".join(parts)
+
+
+def _require_safe_to_migrate(env: Environment, confirm: str | None, dbname: str) -> None:
+    """On a protected environment outside ``deploy``: a verified backup of the last hour, or --confirm."""
+    if not env.settings.protected or confirm == dbname:
+        return
+    recent = datetime.now(UTC) - timedelta(hours=1)
+    if any(m.verified and m.started_at >= recent for m in env.repository.list_backups()):
+        return
+    if confirm is not None:
+        raise ConfigError(f"--confirm {confirm!r} does not match the database name {dbname!r}")
+    raise ConfigError(
+        f"environment {env.name!r} is protected and has no verified backup from the last hour",
+        hint=f"run pgrunbook deploy (it backs up first), or pgrunbook backup create + backup verify, "
+        f"or pass --confirm {dbname}",
+    )
+
+
+def migrate_deploy(
+    env: Environment,
+    *,
+    dry_run: bool = False,
+    confirm: str | None = None,
+    within_procedure: bool = False,
+    progress: MigrationProgress = _quiet,
+) -> DeployReport:
+    """Apply pending migrations in order, Prisma-compatible; the first failure stops and is recorded."""
+    if env.config.migrate.engine == "prisma":
+        return _deploy_with_prisma(env, dry_run=dry_run, confirm=confirm, within_procedure=within_procedure)
+    migrations = read_migrations(env.config.migrations_dir)
+    target = env.target(direct=True)
+    report = DeployReport(env.name, [], dry_run=dry_run)
+    if target.pooler_suspected and not env.settings.direct_url_env:
+        report.warnings.append("the URL looks like a transaction-mode pooler: set direct_url_env for migrations")
+    with _connect(env, "migrate") as conn:
+        acquire_prisma_lock(conn, env.config.migrate.lock_wait_s)
+        history = History(conn, target.schema)
+        exists = history.exists()
+        if not exists:
+            others = history.schema_tables()
+            if others:
+                raise MigrationFailed(
+                    f"P3005: the database schema {target.schema!r} is not empty "
+                    f"({', '.join(others[:5])}{' …' if len(others) > 5 else ''}) and has no migration history",
+                    hint="baseline it: pgrunbook migrate resolve --applied <each migration already in the "
+                    "database> (https://pris.ly/d/migrate-baseline)",
+                )
+        rows = history.rows() if exists else []
+        failed = [r for r in rows if r.failed]
+        if failed:
+            raise failed_migrations_error(failed)
+        live = {r.migration_name for r in rows if r.rolled_back_at is None}
+        pending = [m for m in migrations if m.name not in live]
+        report.pending = [m.name for m in pending]
+        missing = [m.name for m in pending if not m.has_script]
+        if missing:
+            raise ConfigError(
+                f"pending migration {missing[0]!r} has no migration.sql", hint="add the file or remove the folder"
+            )
+        if dry_run or not pending:
+            return report
+        if not within_procedure:
+            _require_safe_to_migrate(env, confirm, target.dbname)
+        if not exists:
+            history.create()
+        _set_timeouts(conn, env)
+        for m in pending:
+            report.applied.append(_apply_one(conn, history, m, progress, target.secrets()))
+    return report
+
+
+def _set_timeouts(conn: psycopg.Connection, env: Environment) -> None:
+    cfg = env.config.migrate
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(cfg.lock_timeout)))
+    conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(cfg.statement_timeout)))
+
+
+def _apply_one(
+    conn: psycopg.Connection, history: History, m: LocalMigration, progress: MigrationProgress, secrets: list[str]
+) -> AppliedMigration:
+    try:
+        script = m.script.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{m.script_path} is not UTF-8 text") from None
+    progress("start", m.name, None)
+    row_id = history.record_started(m.name, m.checksum)
+    t0 = time.monotonic()
+    try:
+        conn.execute(script)  # type: ignore[call-overload]  # no parameters: the simple query protocol
+    except psycopg.Error as exc:
+        elapsed = time.monotonic() - t0
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")  # the script's own BEGIN left the session in a failed transaction
+        logs = redact(format_logs(exc, script), secrets)
+        history.record_failure(row_id, logs)
+        progress("failed", m.name, elapsed)
+        message = (exc.diag.message_primary or str(exc)).strip().splitlines()[0]
+        raise MigrationFailed(
+            f"migration {m.name} failed after {elapsed:.1f}s: {exc.diag.sqlstate or ''} {message}".replace("  ", " "),
+            hint=f"its history row keeps the logs; fix the cause, then pgrunbook migrate resolve --rolled-back "
+            f"{m.name} (nothing applied) or --applied {m.name} (completed by hand)",
+        ) from None
+    history.record_success(row_id)
+    elapsed = time.monotonic() - t0
+    progress("ok", m.name, elapsed)
+    return AppliedMigration(m.name, round(elapsed, 3))
+
+
+def _deploy_with_prisma(
+    env: Environment, *, dry_run: bool, confirm: str | None, within_procedure: bool
+) -> DeployReport:
+    """``[migrate] engine = "prisma"``: Prisma's own binary runs the step; the URL goes in its environment."""
+    status = migration_status(env)
+    report = DeployReport(env.name, list(status.pending), dry_run=dry_run, engine="prisma")
+    if dry_run or not status.pending:
+        return report
+    target = env.target(direct=True)
+    if not within_procedure:
+        _require_safe_to_migrate(env, confirm, target.dbname)
+    url = os.environ[env.url_var()]
+    child = {**os.environ, "DATABASE_URL": url}
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        env.config.migrate.prisma_command, shell=True, cwd=env.config.root, env=child, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        last = next((ln for ln in reversed((proc.stderr + proc.stdout).splitlines()) if ln.strip()), "")
+        raise MigrationFailed(
+            f"{env.config.migrate.prisma_command!r} failed (exit {proc.returncode}): {redact(last, target.secrets())}",
+            hint="pgrunbook status shows what was applied",
+        )
+    after = migration_status(env)
+    report.applied = [AppliedMigration(n, 0.0) for n in status.pending if n in after.applied]
+    if report.applied:
+        report.applied[-1].duration_s = round(time.monotonic() - t0, 3)
+    return report
+
+
+# --- resolve -----------------------------------------------------------------------------------------
+
+
+def resolve_applied(env: Environment, name: str) -> None:
+    """mark_migration_applied.rs: P3017 when no such folder, P3008 when already applied; failed rows of
+    that name are marked rolled back first, then a finished row is inserted."""
+    migrations = {m.name: m for m in read_migrations(env.config.migrations_dir)}
+    m = migrations.get(name)
+    if m is None or not m.has_script:
+        raise ConfigError(
+            f"P3017: the migration {name} could not be found in {env.config.migrations_dir}",
+            hint="give the whole folder name, e.g. 20201207184859_initial_migration",
+        )
+    with _connect(env, "resolve") as conn:
+        acquire_prisma_lock(conn, env.config.migrate.lock_wait_s)
+        history = History(conn, env.target().schema)
+        if not history.exists():
+            history.create()
+        relevant = [r for r in history.rows() if r.migration_name == name]
+        if any(r.finished_at is not None for r in relevant):
+            raise MigrationFailed(f"P3008: the migration `{name}` is already recorded as applied in the database.")
+        for r in relevant:
+            if r.failed:
+                history.mark_rolled_back(r.id)
+        history.mark_applied(name, m.checksum)
+
+
+def resolve_rolled_back(env: Environment, name: str) -> None:
+    """P3011 when never applied, P3012 when not in a failed state; else every failed row is rolled back."""
+    with _connect(env, "resolve") as conn:
+        acquire_prisma_lock(conn, env.config.migrate.lock_wait_s)
+        history = History(conn, env.target().schema)
+        relevant = [r for r in history.rows() if r.migration_name == name] if history.exists() else []
+        if not relevant:
+            raise MigrationFailed(
+                f"P3011: migration {name} cannot be rolled back because it was never applied to the database."
+            )
+        failed = [r for r in relevant if r.failed]
+        if not failed:
+            raise MigrationFailed(f"P3012: migration {name} cannot be rolled back because it is not in a failed state.")
+        for r in failed:
+            history.mark_rolled_back(r.id)
+
+
+__all__ = ["DatabaseError", "DeployReport", "migrate_deploy", "migration_status", "resolve_applied"]

@@ -1,0 +1,410 @@
+"""``migrate lint``: dangerous operations in migration files, found with PostgreSQL's own parser (pglast).
+
+Rules follow squawk and strong_migrations: what lock a statement takes, whether it rewrites the table,
+whether it loses data, and the safe way to do it. Statements on a table created earlier in the same set
+of migrations being linted (still empty when they run) are not flagged. A comment
+``-- pgrunbook-lint-ignore: rule-a, rule-b`` before a statement silences those rules for it;
+``-- pgrunbook-lint-ignore-file: rule`` for the whole file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pglast
+from pglast import ast
+from pglast.enums import AlterTableType, ConstrType, ObjectType
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    severity: Severity
+    what: str
+    why: str
+    instead: str
+
+
+RULES: dict[str, Rule] = {
+    r.id: r
+    for r in [
+        Rule(
+            "adding-not-null-column-without-default",
+            "error",
+            "adds a NOT NULL column without a default",
+            "fails on a table with rows; with PostgreSQL < 11 any default rewrites the table",
+            "add the column nullable (or with a constant default), backfill in batches, then SET NOT NULL",
+        ),
+        Rule(
+            "require-concurrent-index-creation",
+            "error",
+            "creates an index without CONCURRENTLY",
+            "CREATE INDEX takes a SHARE lock: every write to the table waits until the index is built",
+            "CREATE INDEX CONCURRENTLY, alone in its own migration (Prisma sends a file as one script)",
+        ),
+        Rule(
+            "require-concurrent-index-deletion",
+            "warning",
+            "drops an index without CONCURRENTLY",
+            "DROP INDEX takes an ACCESS EXCLUSIVE lock on the table",
+            "DROP INDEX CONCURRENTLY, alone in its migration",
+        ),
+        Rule(
+            "concurrently-in-multi-statement-script",
+            "error",
+            "uses CONCURRENTLY in a file with other statements",
+            "Prisma sends the file as one script, an implicit transaction: CONCURRENTLY fails there",
+            "put the CONCURRENTLY statement alone in its own migration",
+        ),
+        Rule(
+            "changing-column-type",
+            "error",
+            "changes a column's type",
+            "most type changes rewrite the table under an ACCESS EXCLUSIVE lock, blocking reads and writes",
+            "add a new column, backfill, switch the app, drop the old one (varchar -> text and widening varchar "
+            "are safe: ignore the rule for those)",
+        ),
+        Rule(
+            "constraint-missing-not-valid",
+            "error",
+            "adds a foreign key or check constraint that is validated at once",
+            "validation scans the whole table while holding a lock that blocks writes",
+            "ADD CONSTRAINT ... NOT VALID, then VALIDATE CONSTRAINT in a later migration",
+        ),
+        Rule(
+            "disallowed-unique-constraint",
+            "error",
+            "adds a UNIQUE or PRIMARY KEY constraint that builds its index",
+            "the index is built under an ACCESS EXCLUSIVE lock",
+            "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... USING INDEX",
+        ),
+        Rule(
+            "setting-not-null",
+            "warning",
+            "sets an existing column NOT NULL",
+            "scans the whole table under an ACCESS EXCLUSIVE lock",
+            "ADD CONSTRAINT ... CHECK (col IS NOT NULL) NOT VALID, VALIDATE it, then SET NOT NULL (PostgreSQL 12+)",
+        ),
+        Rule(
+            "adding-volatile-default",
+            "error",
+            "adds a column whose default is volatile",
+            "a volatile default (random(), gen_random_uuid(), clock_timestamp()) rewrites the whole table",
+            "add the column without default, set the default, backfill in batches",
+        ),
+        Rule(
+            "ban-drop-table",
+            "error",
+            "drops a table",
+            "data loss; running app instances still query it",
+            "stop using the table in the app first; back it up; drop in a later release",
+        ),
+        Rule(
+            "ban-drop-column",
+            "error",
+            "drops a column",
+            "data loss; running app instances may still read it",
+            "stop using the column in the app (Prisma: remove it from the schema) and deploy, then drop it",
+        ),
+        Rule("ban-truncate", "error", "truncates a table", "data loss", "delete the rows you mean to, in batches"),
+        Rule(
+            "renaming-table",
+            "error",
+            "renames a table",
+            "running app instances still use the old name",
+            "create the new table or a view, migrate readers and writers, drop the old name later",
+        ),
+        Rule(
+            "renaming-column",
+            "error",
+            "renames a column",
+            "running app instances still use the old name",
+            "add the new column, write both, backfill, switch reads, drop the old column later",
+        ),
+        Rule(
+            "enum-value-removal-or-rename",
+            "error",
+            "renames or replaces enum values",
+            "old app instances write values that no longer exist; recreating the type rewrites tables",
+            "add new values only; stop writing an old value before removing it",
+        ),
+        Rule(
+            "adding-enum-value",
+            "warning",
+            "adds an enum value",
+            "the new value cannot be used in the same transaction, and old app instances may not handle it",
+            "add the value in its own migration and deploy code that handles it before writing it",
+        ),
+        Rule(
+            "require-timeout-settings",
+            "warning",
+            "runs DDL without a lock_timeout",
+            "a DDL statement queued behind a long query blocks every later query on the table",
+            "SET lock_timeout = '5s'; at the top of the migration (pgrunbook's native engine sets it for you)",
+        ),
+    ]
+}
+
+VOLATILE = {
+    "random",
+    "gen_random_uuid",
+    "uuid_generate_v4",
+    "uuid_generate_v1",
+    "clock_timestamp",
+    "timeofday",
+    "nextval",
+    "txid_current",
+    "statement_timestamp",
+}
+IGNORE = re.compile(r"--\s*pgrunbook-lint-ignore(-file)?\s*:\s*([a-z0-9, -]+)")
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    line: int
+    rule: str
+    severity: Severity
+    what: str
+    why: str
+    instead: str
+    statement: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "rule": self.rule,
+            "severity": self.severity,
+            "what": self.what,
+            "why": self.why,
+            "instead": self.instead,
+            "statement": self.statement,
+        }
+
+
+@dataclass
+class _Context:
+    new_tables: set[str] = field(default_factory=set)
+    engine: str = "native"
+
+
+def _name(rv: ast.RangeVar | None) -> str:
+    if rv is None:
+        return ""
+    return f"{rv.schemaname or 'public'}.{rv.relname}"
+
+
+def _locate(text: str, start: int) -> tuple[int, str]:
+    """Line of the statement's first token, and the comments just before it (for ignore markers)."""
+    i = start
+    comments = []
+    while i < len(text):
+        if text[i].isspace() or text[i] == ";":
+            i += 1
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            end = len(text) if end == -1 else end
+            comments.append(text[i:end])
+            i = end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i)
+            end = len(text) if end == -1 else end + 2
+            comments.append(text[i:end])
+            i = end
+        else:
+            break
+    return text[:i].count("\n") + 1, "\n".join(comments)
+
+
+def _ignored(comments: str) -> set[str]:
+    out: set[str] = set()
+    for m in IGNORE.finditer(comments):
+        if not m.group(1):
+            out |= {r.strip() for r in m.group(2).split(",") if r.strip()}
+    return out
+
+
+def lint_text(text: str, file: str, ctx: _Context | None = None) -> list[Finding]:
+    """All findings of one migration file, in order."""
+    ctx = ctx or _Context()
+    file_ignores = {r.strip() for m in IGNORE.finditer(text) if m.group(1) for r in m.group(2).split(",")}
+    try:
+        stmts = pglast.parse_sql(text)
+    except pglast.parser.ParseError as exc:
+        return [
+            Finding(
+                file,
+                1,
+                "syntax-error",
+                "error",
+                f"does not parse: {exc}",
+                "PostgreSQL will reject it",
+                "fix the SQL",
+                "",
+            )
+        ]
+    created_here: set[str] = set()
+    for raw in stmts:
+        if isinstance(raw.stmt, ast.CreateStmt):
+            created_here.add(_name(raw.stmt.relation))
+    new = ctx.new_tables | created_here
+    findings: list[Finding] = []
+    has_timeout = bool(re.search(r"set\s+(local\s+)?lock_timeout", text, re.IGNORECASE))
+    ddl_seen = False
+    prev_end = 0
+    for raw in stmts:
+        # comments between the previous statement and this one belong to this one (ignore markers)
+        line, comments = _locate(text, prev_end)
+        prev_end = (raw.stmt_location or 0) + (raw.stmt_len or len(text))
+        stmt_text = text[raw.stmt_location or 0 : (raw.stmt_location or 0) + (raw.stmt_len or len(text))].strip()
+        skip = _ignored(comments) | file_ignores
+        for rule_id in _check(raw.stmt, new, len(stmts)) if raw.stmt is not None else ():
+            ddl_seen = True
+            if rule_id not in skip:
+                r = RULES[rule_id]
+                findings.append(Finding(file, line, r.id, r.severity, r.what, r.why, r.instead, stmt_text[:200]))
+        if isinstance(raw.stmt, (ast.AlterTableStmt, ast.IndexStmt, ast.DropStmt, ast.RenameStmt)):
+            ddl_seen = True
+    if ctx.engine == "prisma" and ddl_seen and not has_timeout and "require-timeout-settings" not in file_ignores:
+        r = RULES["require-timeout-settings"]
+        findings.append(Finding(file, 1, r.id, r.severity, r.what, r.why, r.instead, ""))
+    ctx.new_tables |= created_here
+    return findings
+
+
+def _check(stmt: ast.Node, new: set[str], count: int) -> Iterator[str]:
+    if isinstance(stmt, ast.IndexStmt):
+        if stmt.concurrent and count > 1:
+            yield "concurrently-in-multi-statement-script"
+        elif not stmt.concurrent and _name(stmt.relation) not in new:
+            yield "require-concurrent-index-creation"
+    elif isinstance(stmt, ast.DropStmt):
+        yield from _check_drop(stmt, count, new)
+    elif isinstance(stmt, ast.TruncateStmt):
+        yield "ban-truncate"
+    elif isinstance(stmt, ast.RenameStmt):
+        if stmt.relation is not None and _name(stmt.relation) in new:
+            return
+        if stmt.renameType == ObjectType.OBJECT_TABLE:
+            yield "renaming-table"
+        elif stmt.renameType == ObjectType.OBJECT_COLUMN:
+            yield "renaming-column"
+        elif stmt.renameType == ObjectType.OBJECT_TYPE:
+            yield "enum-value-removal-or-rename"
+    elif isinstance(stmt, ast.AlterEnumStmt):
+        yield "enum-value-removal-or-rename" if stmt.oldVal else "adding-enum-value"
+    elif isinstance(stmt, ast.AlterTableStmt) and stmt.objtype == ObjectType.OBJECT_TABLE:
+        if _name(stmt.relation) in new:
+            return
+        for cmd in stmt.cmds or ():
+            yield from _check_alter(cmd)
+
+
+def _check_drop(stmt: ast.DropStmt, count: int, new: set[str]) -> Iterator[str]:
+    if stmt.removeType == ObjectType.OBJECT_TABLE:
+        names = [[str(n.sval) for n in obj if isinstance(n, ast.String)] for obj in stmt.objects or ()]
+        qualified = {".".join(n) if len(n) > 1 else f"public.{n[0]}" for n in names if n}
+        if not qualified <= new:
+            yield "ban-drop-table"
+    elif stmt.removeType == ObjectType.OBJECT_INDEX:
+        if stmt.concurrent and count > 1:
+            yield "concurrently-in-multi-statement-script"
+        elif not stmt.concurrent:
+            yield "require-concurrent-index-deletion"
+
+
+def _check_alter(cmd: ast.AlterTableCmd) -> Iterator[str]:
+    sub = cmd.subtype
+    if sub == AlterTableType.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
+        constraints = cmd.def_.constraints or ()
+        not_null = any(c.contype in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_PRIMARY) for c in constraints)
+        default = next((c for c in constraints if c.contype == ConstrType.CONSTR_DEFAULT), None)
+        identity = any(c.contype in (ConstrType.CONSTR_IDENTITY, ConstrType.CONSTR_GENERATED) for c in constraints)
+        if not_null and default is None and not identity and not _is_serial(cmd.def_):
+            yield "adding-not-null-column-without-default"
+        if default is not None and _volatile(default.raw_expr):
+            yield "adding-volatile-default"
+        if _is_serial(cmd.def_) or identity:
+            yield "adding-volatile-default"
+    elif sub == AlterTableType.AT_AlterColumnType:
+        yield "changing-column-type"
+    elif sub == AlterTableType.AT_DropColumn:
+        yield "ban-drop-column"
+    elif sub == AlterTableType.AT_SetNotNull:
+        yield "setting-not-null"
+    elif sub == AlterTableType.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint):
+        c = cmd.def_
+        if c.contype in (ConstrType.CONSTR_FOREIGN, ConstrType.CONSTR_CHECK) and not c.skip_validation:
+            yield "constraint-missing-not-valid"
+        elif c.contype in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY) and not c.indexname:
+            yield "disallowed-unique-constraint"
+
+
+def _is_serial(col: ast.ColumnDef) -> bool:
+    names = [str(n.sval) for n in ((col.typeName.names or ()) if col.typeName else ()) if isinstance(n, ast.String)]
+    return bool(names) and names[-1].lower() in ("serial", "bigserial", "smallserial", "serial4", "serial8")
+
+
+def _volatile(expr: ast.Node | None) -> bool:
+    if expr is None:
+        return False
+    found = False
+
+    def visit(node: object) -> None:
+        nonlocal found
+        if isinstance(node, ast.FuncCall):
+            names = [str(n.sval) for n in node.funcname or () if isinstance(n, ast.String)]
+            if names and names[-1].lower() in VOLATILE:
+                found = True
+        if isinstance(node, ast.Node):
+            for attr in node:
+                visit(getattr(node, attr))
+        elif isinstance(node, tuple):
+            for item in node:
+                visit(item)
+
+    visit(expr)
+    return found
+
+
+def lint_files(paths: Sequence[Path], engine: str = "native", root: Path | None = None) -> list[Finding]:
+    """Lint files in the order given; tables created by an earlier file count as new for later ones."""
+    ctx = _Context(engine=engine)
+    out: list[Finding] = []
+    for path in paths:
+        shown = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
+        out.extend(lint_text(path.read_text(encoding="utf-8", errors="replace"), shown, ctx))
+    return out
+
+
+def migration_files(config: object, paths: list[Path], env_name: str | None, all_: bool) -> tuple[list[Path], str]:
+    """Which files to lint: given paths, else the environment's pending migrations (or all of them)."""
+    from pgrunbook.config import Config
+    from pgrunbook.environment import Environment
+    from pgrunbook.errors import PgRunbookError
+    from pgrunbook.prisma.engine import migration_status
+    from pgrunbook.prisma.migrations_dir import read_migrations
+
+    assert isinstance(config, Config)
+    if paths:
+        files: list[Path] = []
+        for p in paths:
+            files.extend(sorted(p.glob("*/migration.sql"), key=lambda f: f.parent.name.encode()) if p.is_dir() else [p])
+        return files, "given paths"
+    migrations = [m for m in read_migrations(config.migrations_dir) if m.has_script]
+    if all_:
+        return [m.script_path for m in migrations], "all migrations"
+    try:
+        pending = set(migration_status(Environment.resolve(config, env_name)).pending)
+    except PgRunbookError as exc:
+        if exc.exit_code == 3:
+            raise
+        return [m.script_path for m in migrations], f"all migrations (database unreachable: {exc.message})"
+    return [m.script_path for m in migrations if m.name in pending], "pending migrations"
