@@ -79,10 +79,32 @@ class EnvironmentConfig(_Model):
     database_url_env: str = "DATABASE_URL"
     direct_url_env: str | None = None
     health_url: str | None = None
+    health_deadline_s: float = Field(60.0, gt=0, description="keep retrying the health check this long")
+    health_timeout_s: float = Field(5.0, gt=0, description="one try's timeout")
+    health_interval_s: float = Field(2.0, ge=0, description="pause between tries")
     protected: bool = False
     quiet_window: str | None = None
     read_query: str = "SELECT 1"
     hooks: dict[str, str] = Field(default_factory=dict)
+    hook_timeout_s: float = Field(600.0, gt=0)
+
+    @field_validator("hooks")
+    @classmethod
+    def _known_hooks(cls, value: dict[str, str]) -> dict[str, str]:
+        known = ("maintenance_on", "maintenance_off", "app_rollback", "point_app")
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown hook {unknown[0]!r} (known: {', '.join(known)})")
+        return value
+
+
+class JournalConfig(_Model):
+    path: str = ".pgrunbook/journal.db"
+
+
+class RestoreConfig(_Model):
+    method: Literal["auto", "stream", "parallel"] = "auto"
+    jobs: int = Field(0, ge=0, description="pg_restore -j; 0 = one per CPU core")
 
 
 class Config(_Model):
@@ -90,6 +112,8 @@ class Config(_Model):
     backup: BackupConfig = BackupConfig()
     postgres: PostgresConfig = PostgresConfig()
     migrate: MigrateConfig = MigrateConfig()
+    journal: JournalConfig = JournalConfig()
+    restore: RestoreConfig = RestoreConfig()
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
 
     # Where the file was found; relative paths in it are taken from its folder.

@@ -179,6 +179,7 @@ def _run(
         compression=cfg.compression,
         file=file,
         size=sink.size,
+        archive_size=raw,
         sha256=sink.sha.hexdigest(),
         started_at=started,
         finished_at=finished,
@@ -189,7 +190,6 @@ def _run(
         tool_version=__version__,
         restore_command=restore_command(cfg.compression, file),
     )
-    del raw
     repo.write_manifest(manifest)
     repo.clear_in_progress(bid)
     return manifest

@@ -68,6 +68,7 @@ class Manifest(BaseModel):
     compression: Literal["zstd", "gzip"]
     file: str
     size: int
+    archive_size: int | None = None  # the pg_dump archive's size before compression (restore planning)
     sha256: str
     started_at: datetime
     finished_at: datetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -499,6 +500,228 @@ def migrate_lint_cmd(paths: tuple[Path, ...], env_name: str | None, all_: bool) 
         st.output.out.print(f"    why: {f.why}\n    instead: {f.instead}", highlight=False)
     st.output.info(f"{len(files)} file(s) linted ({scope}): {len(findings)} finding(s)")
     sys.exit(code)
+
+
+# --- restore, health, rollback, runs -----------------------------------------------------------------
+
+
+def _journal(env: Environment):  # type: ignore[no-untyped-def]
+    from pgrunbook.procedures.journal import Journal, journal_path
+
+    secrets: list[str] = []
+    with contextlib.suppress(PgRunbookError):
+        secrets = env.target().secrets()
+    return Journal(journal_path(env.config), secrets)
+
+
+def _print_steps(st: State, steps: list[dict[str, Any]]) -> None:
+    marks = {
+        "succeeded": "[green]ok[/]",
+        "failed": "[red]FAIL[/]",
+        "skipped": "[dim]skip[/]",
+        "running": "[yellow]…[/]",
+    }
+    for step in steps:
+        st.output.out.print(
+            f"{marks.get(str(step['status']), step['status']):>16}  {escape(str(step['name']))}"
+            f" ({step.get('duration_s') or 0:.1f}s) {escape(str(step.get('detail') or ''))}",
+            highlight=False,
+        )
+
+
+@cli.command()
+@click.argument("backup_id")
+@env_option
+@click.option("--into", "into", metavar="NEWDB", help="restore into this new (or empty) database: the preferred path")
+@click.option("--in-place", is_flag=True, help="replace the environment's database: the risky path")
+@click.option("--confirm", metavar="DBNAME", help="with --in-place: the exact name of the database replaced")
+@click.option("--point-app", is_flag=True, help="with --into: run the point_app hook, then health")
+@click.option("--keep-maintenance-on-failure", is_flag=True, help="with --in-place: stay in maintenance if it fails")
+@json_option
+@handle_errors
+def restore(
+    backup_id: str,
+    env_name: str | None,
+    into: str | None,
+    in_place: bool,
+    confirm: str | None,
+    point_app: bool,
+    keep_maintenance_on_failure: bool,
+) -> None:
+    """Restore a backup into a new database (checked first, verified after), or in place."""
+    from pgrunbook.health import check_health
+    from pgrunbook.restore import point_app as run_point_app
+    from pgrunbook.restore import restore_in_place, restore_into_new_database
+
+    if bool(into) == in_place:
+        raise PgRunbookError("give exactly one of --into NEWDB or --in-place --confirm DBNAME", exit_code=EXIT_USAGE)
+    st = _state()
+    env = st.env(env_name)
+    journal = _journal(env)
+    run = journal.start("restore", env.name, {"backup": backup_id, "into": into, "in_place": in_place})
+    try:
+        with st.output.progress(f"restore {backup_id}") as progress:
+            if in_place:
+                report = restore_in_place(
+                    env,
+                    backup_id,
+                    confirm=confirm,
+                    run=run,
+                    progress=progress,
+                    keep_maintenance_on_failure=keep_maintenance_on_failure,
+                )
+            else:
+                assert into is not None
+                report = restore_into_new_database(env, backup_id, into, progress=progress, run=run)
+                if point_app:
+                    with run.step("point app"):
+                        run_point_app(env, report, run.id)
+                    with run.step("health") as info:
+                        result = check_health(env, target=env.target(direct=False).with_dbname(into))
+                        info["detail"] = result.summary
+                        if not result.ok:
+                            raise PgRunbookError(f"health check failed after pointing the app: {result.summary}")
+        run.finish("succeeded")
+    except BaseException as exc:
+        run.finish("failed", str(getattr(exc, "message", exc)))
+        rec = journal.get(run.id)
+        if rec and rec.recovery and not st.json_mode:
+            click.echo(f"recovery: {rec.recovery}", err=True)
+        raise
+    if st.json_mode:
+        st.output.emit_json({**report.to_dict(), "run_id": run.id})
+        return
+    st.output.info(
+        f"restored {report.backup_id} into {report.database} in {report.duration_s:.1f}s "
+        f"({report.method}); row counts equal the manifest"
+    )
+    if report.replaced_database:
+        st.output.info(
+            f"the previous database is kept as {report.replaced_database}; "
+            f"pre-restore backup {report.pre_restore_backup}"
+        )
+    click.echo(report.database)
+
+
+@cli.command()
+@env_option
+@click.option("--deadline", type=float, help="seconds to keep retrying (default: health_deadline_s)")
+@click.option("--url", help="health URL (default: the environment's health_url)")
+@json_option
+@handle_errors
+def health(env_name: str | None, deadline: float | None, url: str | None) -> None:
+    """GET the health URL (JSON status: ok) and run the read query; retries until the deadline."""
+    from pgrunbook.health import check_health
+
+    st = _state()
+    env = st.env(env_name)
+    result = check_health(env, url=url, deadline_s=deadline)
+    if st.json_mode:
+        st.output.emit_json(result.to_dict())
+    else:
+        for c in result.checks:
+            mark = "[green]ok[/]" if c.ok else f"[red]FAIL[/] ({c.kind})"
+            st.output.out.print(f"{mark}  {c.name}: {escape(c.detail)}", highlight=False)
+    if not result.ok:
+        if not st.json_mode:
+            click.echo(
+                f"error: unhealthy after {result.attempts} tries in {result.duration_s:.0f}s: {result.summary}",
+                err=True,
+            )
+        sys.exit(EXIT_FAILURE)
+    if not env.settings.health_url and not url:
+        st.output.info("note: no health_url configured for this environment: only the read query was checked")
+
+
+@cli.command()
+@env_option
+@click.option("--app-only", "mode", flag_value="app-only", help="app_rollback hook, then health")
+@click.option(
+    "--with-db",
+    "mode",
+    flag_value="with-db",
+    help="restore the last known-good backup into a new database, point the app, app_rollback, health",
+)
+@click.option(
+    "--backup", "backup_id", metavar="ID", help="with --with-db: the backup (default: newest verified pre-deploy)"
+)
+@json_option
+@handle_errors
+def rollback(env_name: str | None, mode: str | None, backup_id: str | None) -> None:
+    """The runbook's decision tree: restore backup + roll the app back, or roll the app back only."""
+    from pgrunbook.procedures.rollback import commands, decide
+    from pgrunbook.procedures.rollback import rollback as do_rollback
+
+    st = _state()
+    env = st.env(env_name)
+    if mode is None:
+        if st.json_mode or not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise PgRunbookError(
+                "rollback needs --with-db or --app-only when not on a terminal",
+                hint=" | ".join(commands(env.name)),
+                exit_code=EXIT_USAGE,
+            )
+        wrong = click.confirm("Did the migration fail, or does the data look wrong?", default=False, err=True)
+        app_only = (
+            False
+            if wrong
+            else click.confirm("Is it an app-only regression, with no schema change?", default=False, err=True)
+        )
+        decision = decide(migration_failed_or_data_wrong=wrong, app_only_regression=app_only)
+        st.output.info(decision.reason)
+        if decision.mode is None:
+            for c in commands(env.name):
+                st.output.info(f"  {c}")
+            sys.exit(1)
+        mode = decision.mode
+    journal = _journal(env)
+    try:
+        report = do_rollback(env, journal, mode, backup_id=backup_id)  # type: ignore[arg-type]
+    except PgRunbookError:
+        if not st.json_mode:
+            last = journal.runs(limit=1)
+            if last:
+                _print_steps(st, [s.to_dict() for s in last[0].steps])
+                if last[0].recovery:
+                    click.echo(f"recovery: {last[0].recovery}", err=True)
+        raise
+    if st.json_mode:
+        st.output.emit_json(report.to_dict())
+        return
+    _print_steps(st, report.steps)
+    if report.database:
+        st.output.out.print(
+            f"app now on {report.database} (backup {report.backup_id}); {report.replaced_database} kept untouched",
+            highlight=False,
+        )
+    st.output.out.print(f"rollback {report.run_id}: {report.outcome}", highlight=False)
+
+
+@cli.command()
+@env_option
+@click.option("--limit", default=20, show_default=True)
+@json_option
+@handle_errors
+def runs(env_name: str | None, limit: int) -> None:
+    """The journal: every operation, its steps, timings, outcome, who ran it. Newest first."""
+    from pgrunbook.procedures.journal import Journal, journal_path
+
+    st = _state()
+    path = journal_path(st.config)
+    records = Journal(path).runs(limit=limit, environment=env_name) if path.exists() else []
+    if st.json_mode:
+        st.output.emit_json([r.to_dict() for r in records])
+        return
+    if not records:
+        st.output.info(f"no runs recorded in {path}")
+    for r in records:
+        st.output.out.print(
+            f"[bold]{r.id}[/]  {r.kind} {r.environment}  {r.outcome}  by {r.user}@{r.host}  {r.started_at}",
+            highlight=False,
+        )
+        _print_steps(st, [s.to_dict() for s in r.steps])
+        if r.outcome not in ("succeeded", "rolled_back") and r.recovery:
+            st.output.out.print(f"      recovery: {escape(r.recovery)}", highlight=False)
 
 
 # --- demo --------------------------------------------------------------------------------------------

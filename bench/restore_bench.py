@@ -1,0 +1,140 @@
+"""Restore speed, side by side in one run: pgrunbook restore vs pg_restore -j N on the same dump.
+
+    .venv/bin/python bench/restore_bench.py [--size-mb 1024] [--runs 2] [--jobs 2]
+
+Generates the same realistic database as backup_bench.py, takes one pgrunbook backup, and times
+restoring it into a fresh database: pgrunbook (parallel from a temp file, and streaming), against
+plain `pg_restore -j N` on that same archive already decompressed (its decompression not timed), and
+on the runbook's own `pg_dump --format=custom` file. pgrunbook's times include what it does on top:
+the checksum check before, decompression, and the exact row-count verification after.
+Target (SPEC "Performance"): pgrunbook <= 1.1x pg_restore -j N on the same dump.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).parent))
+from backup_bench import generate
+from pgrunbook.postgres.cluster import LocalCluster
+from pgrunbook.postgres.tools import find_client_tools
+from pgrunbook.postgres.url import parse_database_url
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mb", type=int, default=1024)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="pgrunbook-bench-restore-"))
+    cluster = LocalCluster(name="pgrunbook-bench", settings={"shared_buffers": "'512MB'"}).start()
+    try:
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        url = cluster.url("bench")
+        print(f"generating ~{args.size_mb} MB ...", file=sys.stderr)
+        db_size = generate(url, args.size_mb)
+        target = parse_database_url(url)
+        tools = find_client_tools(15, "15")
+        env = {**os.environ, **target.child_env(), "DATABASE_URL": url}
+        cfg = work / "pgrunbook.toml"
+        cli = [str(Path(sys.executable).parent / "pgrunbook"), "--config", str(cfg)]
+
+        def configure(method: str) -> None:
+            cfg.write_text(
+                f'[backup]\nstorage = "{work / "store"}"\n[restore]\nmethod = "{method}"\njobs = {args.jobs}\n'
+            )
+
+        configure("auto")
+        backup_id = subprocess.run(
+            [*cli, "backup", "create"], env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        archive = work / "archive.dump"
+        zst = next((work / "store").rglob("db.dump.zst"))
+        subprocess.run(["zstd", "-q", "-d", "-f", str(zst), "-o", str(archive)], check=True)
+        runbook = work / "runbook.dump"
+        subprocess.run(
+            [str(tools.pg_dump), "--format=custom", f"--file={runbook}", target.conninfo()], env=env, check=True
+        )
+        counter = [0]
+
+        def fresh() -> str:
+            counter[0] += 1
+            name = f"r{counter[0]}"
+            with psycopg.connect(cluster.url(), autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+            return name
+
+        def drop(name: str) -> None:
+            with psycopg.connect(cluster.url(), autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+        def plain(path: Path) -> float:
+            name = fresh()
+            t0 = time.perf_counter()
+            subprocess.run(
+                [
+                    str(tools.pg_restore),
+                    "--no-owner",
+                    f"-j{args.jobs}",
+                    "-d",
+                    target.with_dbname(name).conninfo(),
+                    str(path),
+                ],
+                env=env,
+                check=True,
+            )
+            t = time.perf_counter() - t0
+            drop(name)
+            return t
+
+        def ours(method: str) -> float:
+            configure(method)
+            counter[0] += 1
+            name = f"r{counter[0]}"
+            t0 = time.perf_counter()
+            subprocess.run([*cli, "restore", backup_id, "--into", name], env=env, check=True, capture_output=True)
+            t = time.perf_counter() - t0
+            drop(name)
+            return t
+
+        methods = {
+            f"pg_restore -j{args.jobs}, same archive (decompressed beforehand)": lambda: plain(archive),
+            f"pg_restore -j{args.jobs}, runbook's pg_dump --format=custom file": lambda: plain(runbook),
+            f"pgrunbook restore --into (parallel, -j{args.jobs})": lambda: ours("parallel"),
+            "pgrunbook restore --into (streaming)": lambda: ours("stream"),
+        }
+        times: dict[str, list[float]] = {m: [] for m in methods}
+        for run in range(args.runs):
+            for name, fn in methods.items():
+                times[name].append(fn())
+                print(f"  run {run + 1}: {name}: {times[name][-1]:.2f}s", file=sys.stderr)
+        base = statistics.median(next(iter(times.values())))
+        print(f"\n**Restore** ({os.cpu_count()} cores, database {db_size / 1e6:.0f} MB, median of {args.runs})\n")
+        print("| method | median time | vs pg_restore on the same archive |")
+        print("|---|---|---|")
+        for name, ts in times.items():
+            print(f"| {name} | {statistics.median(ts):.2f} s | {statistics.median(ts) / base:.2f}x |")
+        ours_t = statistics.median(times[f"pgrunbook restore --into (parallel, -j{args.jobs})"])
+        print(
+            f"\ntarget <= 1.1x: {'met' if ours_t <= 1.1 * base else 'MISSED'} ({ours_t / base:.2f}x, checksum "
+            "check and row-count verification included)"
+        )
+    finally:
+        cluster.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Procedures: multi-step operations (restore in place, rollback, deploy) with hooks and the journal."""

@@ -1,0 +1,221 @@
+"""The journal: every procedure and its steps, written before and after each step runs.
+
+SQLite (``.pgrunbook/journal.db`` beside pgrunbook.toml by default), so an interrupted run is visible
+afterwards with the step it was in, and `pgrunbook runs` can say who ran what, when, and how it ended.
+Each write commits at once; nothing secret is written (details pass through redact()).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pgrunbook.postgres.url import redact
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, environment TEXT NOT NULL, started_at TEXT NOT NULL,
+    finished_at TEXT, outcome TEXT NOT NULL DEFAULT 'running', user TEXT, host TEXT, pid INTEGER,
+    args TEXT NOT NULL DEFAULT '{}', detail TEXT NOT NULL DEFAULT '', recovery TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL REFERENCES runs(id), seq INTEGER NOT NULL, name TEXT NOT NULL,
+    status TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT, duration_s REAL,
+    detail TEXT NOT NULL DEFAULT '', PRIMARY KEY (run_id, seq)
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name on some containers
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+@dataclass
+class StepRecord:
+    name: str
+    status: str
+    started_at: str
+    finished_at: str | None
+    duration_s: float | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "started_at": self.started_at,
+            "duration_s": self.duration_s,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class RunRecord:
+    id: str
+    kind: str
+    environment: str
+    started_at: str
+    finished_at: str | None
+    outcome: str
+    user: str
+    host: str
+    pid: int
+    args: dict[str, Any]
+    detail: str
+    recovery: str
+    steps: list[StepRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.id,
+            "kind": self.kind,
+            "environment": self.environment,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "outcome": self.outcome,
+            "user": self.user,
+            "host": self.host,
+            "args": self.args,
+            "detail": self.detail,
+            "recovery": self.recovery,
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+
+class StepFailed(Exception):
+    """Raised inside a step to mark it failed with a detail, without a traceback."""
+
+
+class Journal:
+    def __init__(self, path: Path, secrets: list[str] | None = None):
+        self.path = path
+        self.secrets = secrets or []
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _clean(self, text: str) -> str:
+        return redact(text, self.secrets)
+
+    def start(self, kind: str, environment: str, args: dict[str, Any] | None = None) -> Run:
+        run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{kind}-{uuid.uuid4().hex[:6]}"
+        self.db.execute(
+            "INSERT INTO runs (id, kind, environment, started_at, user, host, pid, args) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                run_id,
+                kind,
+                environment,
+                _now(),
+                _user(),
+                socket.gethostname(),
+                os.getpid(),
+                self._clean(json.dumps(args or {}, default=str)),
+            ),
+        )
+        return Run(self, run_id)
+
+    def runs(self, limit: int = 20, environment: str | None = None) -> list[RunRecord]:
+        q = "SELECT * FROM runs" + (" WHERE environment = ?" if environment else "")
+        q += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
+        params: tuple[Any, ...] = (environment, limit) if environment else (limit,)
+        cur = self.db.execute(q, params)
+        cols = [d[0] for d in cur.description]
+        out = []
+        for row in cur.fetchall():
+            data = dict(zip(cols, row, strict=True))
+            data["args"] = json.loads(data["args"] or "{}")
+            rec = RunRecord(**data)
+            rec.steps = [
+                StepRecord(*s)
+                for s in self.db.execute(
+                    "SELECT name, status, started_at, finished_at, duration_s, detail FROM steps "
+                    "WHERE run_id = ? ORDER BY seq",
+                    (rec.id,),
+                )
+            ]
+            out.append(rec)
+        return out
+
+    def get(self, run_id: str) -> RunRecord | None:
+        return next((r for r in self.runs(limit=100000) if r.id == run_id), None)
+
+
+class Run:
+    def __init__(self, journal: Journal, run_id: str):
+        self.journal = journal
+        self.id = run_id
+        self.seq = 0
+        self.steps: list[dict[str, Any]] = []
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[dict[str, Any]]:
+        """Recorded as running before it starts; succeeded or failed (with the error) after."""
+        self.seq += 1
+        seq = self.seq
+        db = self.journal.db
+        started = _now()
+        db.execute(
+            "INSERT INTO steps (run_id, seq, name, status, started_at) VALUES (?,?,?,?,?)",
+            (self.id, seq, name, "running", started),
+        )
+        info: dict[str, Any] = {"name": name, "status": "running", "started_at": started, "detail": ""}
+        self.steps.append(info)
+        t0 = time.monotonic()
+        try:
+            yield info
+        except BaseException as exc:
+            info.update(status="failed", detail=info["detail"] or str(getattr(exc, "message", exc)))
+            raise
+        else:
+            info["status"] = "succeeded"
+        finally:
+            info["duration_s"] = round(time.monotonic() - t0, 3)
+            db.execute(
+                "UPDATE steps SET status = ?, finished_at = ?, duration_s = ?, detail = ? WHERE run_id = ? AND seq = ?",
+                (info["status"], _now(), info["duration_s"], self.journal._clean(str(info["detail"])), self.id, seq),
+            )
+
+    def skip(self, name: str, detail: str) -> None:
+        self.seq += 1
+        now = _now()
+        self.journal.db.execute(
+            "INSERT INTO steps (run_id, seq, name, status, started_at, finished_at, duration_s, detail) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (self.id, self.seq, name, "skipped", now, now, 0.0, detail),
+        )
+        self.steps.append({"name": name, "status": "skipped", "started_at": now, "duration_s": 0.0, "detail": detail})
+
+    def set_recovery(self, text: str) -> None:
+        """How to get back to where we started, kept current so an interruption leaves it behind."""
+        self.journal.db.execute("UPDATE runs SET recovery = ? WHERE id = ?", (self.journal._clean(text), self.id))
+
+    def finish(self, outcome: str, detail: str = "") -> None:
+        self.journal.db.execute(
+            "UPDATE runs SET outcome = ?, finished_at = ?, detail = ? WHERE id = ?",
+            (outcome, _now(), self.journal._clean(detail), self.id),
+        )
+
+
+def journal_path(config: Any) -> Path:
+    return config.resolve_path(config.journal.path)

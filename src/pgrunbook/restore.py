@@ -1,0 +1,383 @@
+"""Restores: into a new database (the preferred path), or in place (the risky one).
+
+A backup is checked (size, sha256, archive readable) before any database is created or changed, and
+a restore is verified (exact row counts equal to the manifest, the read query) before anyone is told
+it worked. In place never overwrites the live database: the backup goes into a new database, which
+then takes the live one's name; the replaced database is kept under another name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+from pgrunbook.backup.create import child_env, create_backup
+from pgrunbook.backup.manifest import Check, Manifest
+from pgrunbook.backup.verify import _compare, check_stored, decompressed, restore_stream, verify_backup
+from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, VerificationFailed
+from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.tools import ClientTools, find_client_tools, parse_tool_version
+from pgrunbook.postgres.url import DatabaseTarget, redact
+from pgrunbook.procedures.hooks import run_hook
+from pgrunbook.procedures.journal import Run
+
+DBNAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_$-]{0,62}"
+
+
+@dataclass
+class RestoreReport:
+    backup_id: str
+    database: str
+    duration_s: float = 0.0
+    verified: bool = False
+    method: str = ""
+    checks: list[Check] = field(default_factory=list)
+    replaced_database: str | None = None
+    pre_restore_backup: str | None = None
+    database_url: str | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "backup_id": self.backup_id,
+            "database": self.database,
+            "duration_s": self.duration_s,
+            "verified": self.verified,
+            "method": self.method,
+            "checks": [c.model_dump() for c in self.checks],
+            "replaced_database": self.replaced_database,
+            "pre_restore_backup": self.pre_restore_backup,
+        }
+
+
+def url_with_dbname(url: str, dbname: str) -> str:
+    """The same URL (user, password, host, parameters such as ?schema=) for another database."""
+    m = re.fullmatch(r"(postgres(?:ql)?://[^/?#]*)(/[^?#]*)?(\?[^#]*)?(#.*)?", url.strip())
+    if not m:
+        raise ConfigError("cannot derive the restored database's URL from a URL that is not postgresql://")
+    return f"{m.group(1)}/{quote(dbname, safe='')}{m.group(3) or ''}"
+
+
+def validate_dbname(name: str) -> str:
+    if not re.fullmatch(DBNAME_PATTERN, name):
+        raise ConfigError(
+            f"invalid database name {name!r}",
+            hint="use letters, digits, '_', '$' or '-', starting with a letter or '_' (at most 63)",
+        )
+    return name
+
+
+def _tools(env: Environment, manifest: Manifest) -> ClientTools:
+    v = parse_tool_version(f"(PostgreSQL) {manifest.pg_dump_version}")
+    return find_client_tools(v.major, manifest.pg_dump_version, env.config.postgres.bin_dir)
+
+
+def require_intact(env: Environment, manifest: Manifest, tools: ClientTools, progress: ProgressFn) -> list[Check]:
+    """The stored file must be the one written: checked before any database is created or changed."""
+    checks = check_stored(env, manifest, tools, progress)
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise VerificationFailed(
+            f"backup {manifest.id} failed its integrity check ({bad[0].name}: {bad[0].detail}); "
+            "no database was created or changed",
+            hint="choose another backup: pgrunbook backup list",
+        )
+    return checks
+
+
+def _database_state(admin: psycopg.Connection, target: DatabaseTarget, name: str, var: str) -> str:
+    """'missing', 'empty' or 'non-empty'."""
+    if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+        return "missing"
+    with connect(target.with_dbname(name), purpose="restore", var=var) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
+        ).fetchone()
+    return "empty" if row and row[0] == 0 else "non-empty"
+
+
+def choose_method(env: Environment, manifest: Manifest) -> tuple[str, int]:
+    """Parallel (-j) from a temporary file when there is room for it and more than one core; else streaming.
+    The choice is measured in bench/restore_bench.py."""
+    cfg = env.config.restore
+    jobs = cfg.jobs or (os.cpu_count() or 1)
+    if cfg.method != "auto":
+        return cfg.method, jobs
+    need = (manifest.archive_size or manifest.size * 5) * 1.1
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    return ("parallel", jobs) if jobs > 1 and free > need else ("stream", 1)
+
+
+def _restore_data(
+    env: Environment,
+    manifest: Manifest,
+    tools: ClientTools,
+    target: DatabaseTarget,
+    method: str,
+    jobs: int,
+    progress: ProgressFn,
+) -> None:
+    stream = decompressed(manifest, env.storage.read(env.repository.dump_key(manifest)))
+    if method == "stream":
+        rc, last = restore_stream(tools, target, stream)
+    else:
+        tmp = tempfile.mkdtemp(prefix="pgrunbook-restore-")
+        try:
+            path = os.path.join(tmp, "archive.dump")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            done = 0
+            with os.fdopen(fd, "wb") as f:
+                for chunk in stream:
+                    f.write(chunk)
+                    done += len(chunk)
+                    progress("decompress", done, manifest.archive_size)
+            proc = subprocess.run(
+                [
+                    str(tools.pg_restore),
+                    "--no-owner",
+                    "--exit-on-error",
+                    "--no-password",
+                    f"--jobs={jobs}",
+                    f"--dbname={target.conninfo()}",
+                    path,
+                ],
+                capture_output=True,
+                text=True,
+                env=child_env(target),
+            )
+            rc = proc.returncode
+            last = redact(next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), ""), target.secrets())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if rc != 0:
+        raise PgRunbookError(
+            f"pg_restore failed: {last or f'exit code {rc}'}",
+            hint="the target database holds a partial restore; it was not put into use",
+        )
+
+
+def restore_into_new_database(
+    env: Environment, backup_id: str, dbname: str, *, progress: ProgressFn = no_progress, run: Run | None = None
+) -> RestoreReport:
+    """Check the backup, create the database (refused if it exists and is not empty), restore, verify."""
+    t0 = time.monotonic()
+    validate_dbname(dbname)
+    manifest = env.repository.get(backup_id)
+    tools = _tools(env, manifest)
+    report = RestoreReport(manifest.id, dbname)
+    with _maybe_step(run, "check backup"):
+        report.checks.extend(require_intact(env, manifest, tools, progress))
+    target = env.target(direct=True)
+    var = env.url_var()
+    created = False
+    with connect(target, purpose=f"restore {env.name}", var=var) as admin:
+        state = _database_state(admin, target, dbname, var)
+        if state == "non-empty":
+            raise DatabaseError(
+                f"database {dbname!r} already exists and is not empty; nothing was changed",
+                hint="choose a new name for --into, or drop that database yourself",
+            )
+        if state == "missing":
+            with _maybe_step(run, "create database"):
+                _create_database(admin, dbname, target.params.get("user"))
+            created = True
+        new_target = target.with_dbname(dbname)
+        method, jobs = choose_method(env, manifest)
+        report.method = f"{method} (-j {jobs})" if method == "parallel" else method
+        try:
+            with _maybe_step(run, "restore") as info:
+                _restore_data(env, manifest, tools, new_target, method, jobs, progress)
+                if info is not None:
+                    info["detail"] = f"{report.method} into {dbname}"
+            with _maybe_step(run, "verify restore") as info:
+                checks = _compare(env, manifest, new_target, var)
+                report.checks.extend(checks)
+                bad = [c for c in checks if not c.ok]
+                if bad:
+                    raise VerificationFailed(
+                        f"restored database {dbname} differs from the backup: {bad[0].name}: {bad[0].detail}",
+                        hint="it was not put into use; inspect it, then drop it",
+                    )
+        except BaseException:
+            if created:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+            raise
+    report.verified = True
+    report.database_url = url_with_dbname(os.environ[env.url_var(direct=False)], dbname)
+    report.duration_s = round(time.monotonic() - t0, 3)
+    return report
+
+
+def _create_database(admin: psycopg.Connection, dbname: str, owner: str | None) -> None:
+    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname)))
+
+
+class _NullStep:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _maybe_step(run: Run | None, name: str):  # type: ignore[no-untyped-def]
+    return run.step(name) if run is not None else _NullStep()
+
+
+def point_app(env: Environment, report: RestoreReport, run_id: str) -> None:
+    """Run the point_app hook with the restored database's URL; refused when no hook is configured."""
+    if "point_app" not in env.settings.hooks:
+        raise ConfigError(
+            f"environment {env.name!r} has no point_app hook",
+            hint='add [environments.<name>.hooks] point_app = "..." to pgrunbook.toml',
+        )
+    assert report.database_url is not None
+    run_hook(
+        env.settings.hooks,
+        "point_app",
+        environment=env.name,
+        run_id=run_id,
+        timeout_s=env.settings.hook_timeout_s,
+        extra_env={"PGRUNBOOK_DATABASE_URL": report.database_url},
+        secrets=env.target().secrets(),
+    )
+
+
+# --- in place ----------------------------------------------------------------------------------------
+
+
+def restore_in_place(
+    env: Environment,
+    backup_id: str,
+    *,
+    confirm: str | None,
+    run: Run,
+    progress: ProgressFn = no_progress,
+    keep_maintenance_on_failure: bool = False,
+) -> RestoreReport:
+    """Maintenance on, verified pre-restore backup, restore into a fresh database, swap names, verify,
+    maintenance off. Until the swap the live database is untouched; after it, the replaced one is kept."""
+    target = env.target(direct=True)
+    live = target.dbname
+    if confirm != live:
+        raise ConfigError(
+            f"in-place restore replaces database {live!r}: pass --confirm {live}"
+            + (f" (you gave {confirm!r})" if confirm else ""),
+            hint=f"or restore into a new database: pgrunbook restore {backup_id} --into {live}_restored",
+        )
+    manifest = env.repository.get(backup_id)
+    tools = _tools(env, manifest)
+    with run.step("check backup"):
+        require_intact(env, manifest, tools, progress)
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    staging, replaced = f"{live[:40]}_restore_{stamp}", f"{live[:40]}_replaced_{stamp}"
+    run.set_recovery(f"database {live} is untouched; nothing to undo")
+    hooks = env.settings.hooks
+    secrets = target.secrets()
+    ok = False
+    report: RestoreReport | None = None
+    try:
+        with run.step("maintenance on"):
+            run_hook(
+                hooks,
+                "maintenance_on",
+                environment=env.name,
+                run_id=run.id,
+                secrets=secrets,
+                timeout_s=env.settings.hook_timeout_s,
+            )
+        with run.step("pre-restore backup") as info:
+            safety = create_backup(env, label="pre-restore", progress=progress)
+            result = verify_backup(env, safety.id)
+            if not result.ok:
+                raise VerificationFailed(f"the pre-restore backup {safety.id} failed verification; stopped")
+            info["detail"] = safety.id
+        run.set_recovery(f"database {live} is untouched; a pre-restore backup {safety.id} exists")
+        report = restore_into_new_database(env, backup_id, staging, progress=progress, run=run)
+        report.pre_restore_backup = safety.id
+        with run.step("swap databases") as info:
+            run.set_recovery(
+                f'if {live} is missing, rename it back: ALTER DATABASE "{replaced}" RENAME TO "{live}"; '
+                f"the pre-restore backup is {safety.id}"
+            )
+            _swap(target, env.url_var(), live, staging, replaced)
+            info["detail"] = f"{staging} -> {live}; the previous {live} is now {replaced}"
+        run.set_recovery(
+            f'to go back to the state before the restore: ALTER DATABASE "{live}" RENAME TO "{staging}"; '
+            f'ALTER DATABASE "{replaced}" RENAME TO "{live}" (or restore the pre-restore backup {safety.id})'
+        )
+        report.database, report.replaced_database = live, replaced
+        report.database_url = url_with_dbname(os.environ[env.url_var(direct=False)], live)
+        with run.step("verify live database"):
+            checks = _compare(env, manifest, target, env.url_var())
+            if not all(c.ok for c in checks):
+                raise VerificationFailed(f"database {live} after the swap differs from the backup")
+        ok = True
+        return report
+    finally:
+        if ok or not keep_maintenance_on_failure:
+            with run.step("maintenance off"):
+                run_hook(
+                    hooks,
+                    "maintenance_off",
+                    environment=env.name,
+                    run_id=run.id,
+                    secrets=secrets,
+                    timeout_s=env.settings.hook_timeout_s,
+                )
+        else:
+            run.skip("maintenance off", "kept on after a failure, as asked")
+
+
+def _swap(target: DatabaseTarget, var: str, live: str, staging: str, replaced: str) -> None:
+    """Rename live -> replaced and staging -> live from a connection to another database; clients of the
+    live database are disconnected (the app is in maintenance). Owner and database settings follow."""
+    maint = "postgres" if live != "postgres" else "template1"
+    with connect(target.with_dbname(maint), purpose="restore swap", var=var) as admin:
+        row = admin.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (live,)).fetchone()
+        if row:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(staging), sql.Identifier(row[0]))
+            )
+        for (setting,) in admin.execute(
+            "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+            "WHERE d.datname = %s AND s.setrole = 0",
+            (live,),
+        ).fetchall():
+            key, _, value = setting.partition("=")
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                    sql.Identifier(staging), sql.Identifier(key), sql.Literal(value)
+                )
+            )
+        last: Exception | None = None
+        for _ in range(10):
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (live,),
+            )
+            try:
+                admin.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(replaced))
+                )
+                break
+            except psycopg.errors.ObjectInUse as exc:
+                last = exc
+                time.sleep(0.3)
+        else:
+            raise DatabaseError(
+                f"could not take {live} out of use to swap it: {last}",
+                hint="is the app really in maintenance? nothing was swapped",
+            )
+        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(live)))

@@ -1,0 +1,224 @@
+"""health against a real HTTP server started by the test, one test per failure kind; rollback with the
+sample application, real hooks and a real journal."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgrunbook.backup.create import create_backup
+from pgrunbook.postgres.cluster import free_port
+from tests.conftest import Project, assert_clean_error, fingerprint
+
+pytestmark = pytest.mark.integration
+
+
+class Behaviour:
+    mode = "ok"
+
+
+def _server(behaviour: Behaviour) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            mode = behaviour.mode
+            if mode == "slow":
+                time.sleep(1.0)
+            code, body = {
+                "ok": (200, b'{"status": "ok"}'),
+                "slow": (200, b'{"status": "ok"}'),
+                "500": (500, b'{"status": "error"}'),
+                "html": (200, b"<html>hi</html>"),
+                "degraded": (200, b'{"status": "degraded"}'),
+            }[mode]
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/api/health"
+    srv.shutdown()
+
+
+@pytest.fixture
+def behaviour() -> Behaviour:
+    return Behaviour()
+
+
+@pytest.fixture
+def health_url(behaviour: Behaviour) -> Iterator[str]:
+    yield from _server(behaviour)
+
+
+def _configure(project: Project, url: str) -> None:
+    project.write_config(
+        f'[backup]\nstorage = "backups"\n[environments.default]\nhealth_url = "{url}"\n'
+        "health_deadline_s = 1.0\nhealth_timeout_s = 0.3\nhealth_interval_s = 0.1\n"
+    )
+
+
+def test_healthy(project: Project, health_url: str) -> None:
+    _configure(project, health_url)
+    r = project.cli("--json", "health")
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(r.stdout)
+    assert data["ok"] is True and [c["name"] for c in data["checks"]] == ["http", "database"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind", "text"),
+    [
+        ("500", "non-2xx", "HTTP 500"),
+        ("html", "not JSON", "body is not JSON"),
+        ("degraded", "status not ok", "status is 'degraded', not 'ok'"),
+        ("slow", "timeout", "no answer within 0.3s"),
+    ],
+)
+def test_each_http_failure_is_named(
+    project: Project, health_url: str, behaviour: Behaviour, mode: str, kind: str, text: str
+) -> None:
+    behaviour.mode = mode
+    _configure(project, health_url)
+    r = project.cli("--json", "health")
+    assert r.returncode == 2
+    data = json.loads(r.stdout)
+    http = data["checks"][0]
+    assert (http["ok"], http["kind"]) == (False, kind) and text in http["detail"]
+    assert data["attempts"] >= 2  # retried until the deadline
+    plain = project.cli("health")
+    assert_clean_error(plain, 2, "unhealthy after", text)
+
+
+def test_connection_refused(project: Project) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: refused
+        _configure(project, f"http://127.0.0.1:{port}/api/health")
+        data = json.loads(project.cli("--json", "health").stdout)
+    assert data["checks"][0]["kind"] == "connection refused"
+
+
+def test_database_unreachable_and_read_query_failing(project: Project, health_url: str) -> None:
+    _configure(project, health_url)
+    dead = project.url.replace(project.url.split("@")[1].split("/")[0], f"127.0.0.1:{free_port()}")
+    data = json.loads(project.cli("--json", "health", extra_env={"DATABASE_URL": dead}).stdout)
+    assert data["checks"][0]["ok"] is True
+    assert (data["checks"][1]["ok"], data["checks"][1]["kind"]) == (False, "database unreachable")
+    (project.root / "pgrunbook.toml").write_text(
+        (project.root / "pgrunbook.toml").read_text() + 'read_query = "SELECT * FROM no_such_table"\n'
+    )
+    data = json.loads(project.cli("--json", "health").stdout)
+    assert data["checks"][1]["kind"] == "read query failed"
+
+
+# --- rollback with the sample application ------------------------------------------------------------
+
+
+@pytest.fixture
+def app(project: Project) -> Iterator[tuple[str, Path]]:
+    """The sample app on a free port, reading its database URL from a file that point_app rewrites."""
+    url_file = project.root / "app.url"
+    url_file.write_text(project.url)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pgrunbook.sampleapp",
+            "--port",
+            str(port),
+            "--url-file",
+            str(url_file),
+            "--query",
+            "SELECT count(*) FROM account",
+        ]
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "sample app did not start"
+            time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/api/health", url_file
+    proc.terminate()
+    proc.wait()
+
+
+def _rollback_config(project: Project, health: str, url_file: Path) -> None:
+    marker = project.root / "app_rollback.log"
+    project.write_config(
+        f'[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+        f'health_url = "{health}"\nhealth_deadline_s = 5\nhealth_interval_s = 0.2\n'
+        'read_query = "SELECT count(*) FROM account"\n'
+        "[environments.production.hooks]\n"
+        f"point_app = 'printf %s \"$PGRUNBOOK_DATABASE_URL\" > {url_file}'\n"
+        f"app_rollback = 'echo \"rolled back by $PGRUNBOOK_RUN_ID\" >> {marker}'\n"
+    )
+
+
+def test_rollback_with_db_points_the_app_at_an_exact_copy(seeded: Project, app: tuple[str, Path]) -> None:
+    health, url_file = app
+    _rollback_config(seeded, health, url_file)
+    good = create_backup(seeded.env(), label="pre-deploy")
+    assert seeded.cli("backup", "verify", good.id).returncode == 0
+    good_state = fingerprint(seeded.url)
+    with psycopg.connect(seeded.url, autocommit=True) as conn:  # the deploy that went wrong
+        conn.execute(
+            "DELETE FROM billing.invoice WHERE account_id > 100; DELETE FROM account WHERE id > 100; "
+            "ALTER TABLE billing.invoice DROP COLUMN note"
+        )
+    broken_state = fingerprint(seeded.url)
+    r = seeded.cli("--json", "rollback", "--with-db")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["outcome"] == "rolled_back" and out["backup_id"] == good.id
+    new_url = url_file.read_text()
+    assert new_url.rsplit("/", 1)[1] == out["database"] != seeded.url.rsplit("/", 1)[1]
+    assert fingerprint(new_url) == good_state
+    assert fingerprint(seeded.url) == broken_state  # the replaced database is kept, untouched
+    assert f"rolled back by {out['run_id']}" in (seeded.root / "app_rollback.log").read_text()
+    assert [s["name"] for s in out["steps"]][-4:] == ["verify restore", "point app", "app rollback", "health"]
+    assert all(s["status"] == "succeeded" for s in out["steps"])
+    runs = json.loads(seeded.cli("--json", "runs").stdout)
+    assert runs[0]["run_id"] == out["run_id"] and runs[0]["kind"] == "rollback" and runs[0]["user"]
+    assert seeded.url.split(":")[2].split("@")[0] not in json.dumps(runs)  # no password in the journal
+
+
+def test_rollback_app_only_and_without_a_terminal(seeded: Project, app: tuple[str, Path]) -> None:
+    health, url_file = app
+    _rollback_config(seeded, health, url_file)
+    r = seeded.cli("rollback")
+    assert_clean_error(r, 3, "needs --with-db or --app-only")
+    assert "pgrunbook rollback --with-db --env production" in r.stderr
+    assert "pgrunbook rollback --app-only --env production" in r.stderr
+    r = seeded.cli("--json", "rollback", "--app-only")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [s["name"] for s in out["steps"]] == ["app rollback", "health"]
+    assert (seeded.root / "app_rollback.log").read_text().count("rolled back") == 1
+    assert url_file.read_text() == seeded.url  # the app's database was not touched
+
+
+def test_rollback_with_db_without_a_known_good_backup(seeded: Project, app: tuple[str, Path]) -> None:
+    health, url_file = app
+    _rollback_config(seeded, health, url_file)
+    r = seeded.cli("rollback", "--with-db")
+    assert_clean_error(r, 2, "no verified pre-deploy backup")
+    assert url_file.read_text() == seeded.url
