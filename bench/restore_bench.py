@@ -99,6 +99,28 @@ def main() -> None:
             drop(name)
             return t
 
+        def by_hand() -> float:
+            """What an operator types without pgrunbook for a parallel restore of this dump: both timed."""
+            name = fresh()
+            t0 = time.perf_counter()
+            subprocess.run(["zstd", "-q", "-d", "-f", str(zst), "-o", str(work / "hand.dump")], check=True)
+            subprocess.run(
+                [
+                    str(tools.pg_restore),
+                    "--no-owner",
+                    f"-j{args.jobs}",
+                    "-d",
+                    target.with_dbname(name).conninfo(),
+                    str(work / "hand.dump"),
+                ],
+                env=env,
+                check=True,
+            )
+            t = time.perf_counter() - t0
+            (work / "hand.dump").unlink()
+            drop(name)
+            return t
+
         def ours(method: str) -> float:
             configure(method)
             counter[0] += 1
@@ -112,6 +134,7 @@ def main() -> None:
         methods = {
             f"pg_restore -j{args.jobs}, same archive (decompressed beforehand)": lambda: plain(archive),
             f"pg_restore -j{args.jobs}, runbook's pg_dump --format=custom file": lambda: plain(runbook),
+            f"by hand: zstd -d to a file, then pg_restore -j{args.jobs} (both timed)": by_hand,
             f"pgrunbook restore --into (parallel, -j{args.jobs})": lambda: ours("parallel"),
             "pgrunbook restore --into (streaming)": lambda: ours("stream"),
         }

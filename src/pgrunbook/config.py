@@ -88,6 +88,15 @@ class EnvironmentConfig(_Model):
     hooks: dict[str, str] = Field(default_factory=dict)
     hook_timeout_s: float = Field(600.0, gt=0)
 
+    @field_validator("quiet_window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            from pgrunbook.procedures.window import parse_window
+
+            parse_window(value)
+        return value
+
     @field_validator("hooks")
     @classmethod
     def _known_hooks(cls, value: dict[str, str]) -> dict[str, str]:

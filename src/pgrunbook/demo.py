@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +25,10 @@ from pgrunbook.backup.verify import verify_backup
 from pgrunbook.config import load_config
 from pgrunbook.doctor import run_doctor
 from pgrunbook.environment import Environment
-from pgrunbook.postgres.cluster import LocalCluster
+from pgrunbook.postgres.cluster import LocalCluster, free_port
+from pgrunbook.prisma.engine import migrate_deploy, migration_status
+from pgrunbook.procedures.deploy import DeployFailed, DeployOptions, deploy
+from pgrunbook.procedures.journal import Journal, journal_path
 
 if TYPE_CHECKING:
     from pgrunbook.cli.render import Output
@@ -40,13 +46,6 @@ CREATE TABLE "order" (
     status order_status NOT NULL DEFAULT 'pending', total_cents int NOT NULL, note text,
     placed_at timestamptz NOT NULL DEFAULT now());
 CREATE INDEX order_customer_idx ON "order"(customer_id);
-CREATE TABLE _prisma_migrations (
-    id VARCHAR(36) PRIMARY KEY NOT NULL, checksum VARCHAR(64) NOT NULL, finished_at TIMESTAMPTZ,
-    migration_name VARCHAR(255) NOT NULL, logs TEXT, rolled_back_at TIMESTAMPTZ,
-    started_at TIMESTAMPTZ NOT NULL DEFAULT now(), applied_steps_count INTEGER NOT NULL DEFAULT 0);
-INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, applied_steps_count)
-VALUES (gen_random_uuid()::text, repeat('0', 64), now(), '20260101000000_init', 1),
-       (gen_random_uuid()::text, repeat('1', 64), now(), '20260201000000_add_orders', 1);
 """
 
 SAMPLE_DATA = """
@@ -68,48 +67,71 @@ def _terminate(_signum: int, _frame: Any) -> None:
 
 
 def run_demo(out: Output, rows: int = 20000) -> dict[str, Any]:
-    """Throwaway cluster -> sample app -> doctor -> backup -> list -> verify --drill -> prune --dry-run."""
+    """Throwaway cluster -> migrations -> doctor -> backups -> verify --drill -> prune -> deploy (a good one,
+    then a failing one that rolls back) -> the journal."""
     previous = signal.signal(signal.SIGTERM, _terminate)
     project = Path(tempfile.mkdtemp(prefix="pgrunbook-demo-"))
     saved_url = os.environ.get("DATABASE_URL")
     summary: dict[str, Any] = {"steps": []}
+    app: subprocess.Popen[bytes] | None = None
+    steps = summary["steps"]
     try:
         out.info("[bold]1. A throwaway PostgreSQL cluster[/] (initdb + pg_ctl on a free port)")
         with LocalCluster(name="pgrunbook-demo") as cluster:
             out.info(f"   listening on 127.0.0.1:{cluster.port}, data in {cluster.base}")
-            _sample_app(cluster, rows)
-            out.info(
-                f"[bold]2. A sample app database[/] 'shop': customers, products, {rows} orders, an enum, "
-                "and Prisma's history table"
-            )
-            (project / "pgrunbook.toml").write_text(
-                '[backup]\nstorage = "backups"\nretention = { daily = 7, weekly = 4, monthly = 6 }\n'
-            )
-            os.environ["DATABASE_URL"] = cluster.url("shop")
+            with psycopg.connect(cluster.url(), autocommit=True) as conn:
+                conn.execute("CREATE DATABASE shop")
+            url = cluster.url("shop")
+            os.environ["DATABASE_URL"] = url
+            app, health_url = _start_app(project, url)
+            _write_project(project, health_url)
             env = Environment.resolve(load_config(cwd=project))
-            summary["steps"].append(_step(out, "3. pgrunbook doctor", lambda: _doctor(out, env)))
-            first = _step(out, "4. pgrunbook backup create --label pre-deploy", lambda: _backup(out, env, "pre-deploy"))
-            with psycopg.connect(cluster.url("shop"), autocommit=True) as conn:
-                conn.execute("INSERT INTO customer (email, name) VALUES ('late@example.com', 'Late Arrival')")
-            second = _step(
-                out, "5. a write, then pgrunbook backup create (label manual)", lambda: _backup(out, env, "manual")
+            steps.append(
+                _step(out, "2. pgrunbook migrate deploy: the sample app's schema, natively", lambda: _migrate(out, env))
             )
-            summary["steps"].append(first)
-            summary["steps"].append(second)
-            summary["steps"].append(_step(out, "6. pgrunbook backup list", lambda: _list(out, env)))
-            summary["steps"].append(
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(SAMPLE_DATA.format(customers=max(int(rows) // 10, 1), orders=int(rows)))  # type: ignore[arg-type]
+            out.info(f"   sample data: {rows} orders, {max(rows // 10, 1)} customers, 500 products")
+            steps.append(_step(out, "3. pgrunbook doctor", lambda: _doctor(out, env)))
+            steps.append(
+                _step(out, "4. pgrunbook backup create --label scheduled", lambda: _backup(out, env, "scheduled"))
+            )
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("INSERT INTO customer (email, name) VALUES ('late@example.com', 'Late Arrival')")
+            second = _step(out, "5. a write, then pgrunbook backup create", lambda: _backup(out, env, "manual"))
+            steps.append(second)
+            steps.append(_step(out, "6. pgrunbook backup list", lambda: _list(out, env)))
+            steps.append(
                 _step(
                     out, f"7. pgrunbook backup verify {second['id']} --drill", lambda: _verify(out, env, second["id"])
                 )
             )
-            summary["steps"].append(_step(out, "8. pgrunbook backup prune --dry-run", lambda: _prune(out, env)))
+            steps.append(_step(out, "8. pgrunbook backup prune --dry-run", lambda: _prune(out, env)))
+            _add_migration(project, "20260301000000_add_note", "ALTER TABLE customer ADD COLUMN note text;")
+            steps.append(_step(out, "9. pgrunbook deploy: a good migration", lambda: _deploy(out, env, ok=True)))
+            _add_migration(
+                project,
+                "20260401000000_broken",
+                "ALTER TABLE customer ADD COLUMN tier int;\nUPDATE customer SET tier = 1 / 0;",
+            )
+            steps.append(
+                _step(
+                    out,
+                    "10. pgrunbook deploy --auto-rollback: a migration that fails",
+                    lambda: _deploy(out, env, ok=False),
+                )
+            )
+            steps.append(_step(out, "11. pgrunbook runs", lambda: _runs(out, env)))
         out.info(
             "[bold green]demo complete[/]: cluster stopped, temp folders removed. Next: "
             "`pgrunbook init` in your project, then `pgrunbook doctor` with DATABASE_URL set."
         )
-        summary["ok"] = all(s.get("ok", True) for s in summary["steps"])
+        summary["ok"] = all(s.get("ok", True) for s in steps)
         return summary
     finally:
+        if app is not None:
+            app.terminate()
+            app.wait()
         signal.signal(signal.SIGTERM, previous)
         if saved_url is None:
             os.environ.pop("DATABASE_URL", None)
@@ -118,12 +140,94 @@ def run_demo(out: Output, rows: int = 20000) -> dict[str, Any]:
         shutil.rmtree(project, ignore_errors=True)
 
 
-def _sample_app(cluster: LocalCluster, rows: int) -> None:
-    with psycopg.connect(cluster.url(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE shop")
-    with psycopg.connect(cluster.url("shop"), autocommit=True) as conn:
-        conn.execute(SAMPLE_SCHEMA)  # type: ignore[arg-type]
-        conn.execute(SAMPLE_DATA.format(customers=max(int(rows) // 10, 1), orders=int(rows)))  # type: ignore[arg-type]
+def _start_app(project: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
+    """The sample app, reading its database URL from a file the point_app hook rewrites."""
+    (project / "app.url").write_text(url)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pgrunbook.sampleapp",
+            "--port",
+            str(port),
+            "--url-file",
+            str(project / "app.url"),
+            "--query",
+            "SELECT count(*) FROM customer",
+        ]
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"http://127.0.0.1:{port}/api/health"
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
+def _write_project(project: Path, health_url: str) -> None:
+    log = project / "hooks.log"
+    (project / "pgrunbook.toml").write_text(
+        '[backup]\nstorage = "backups"\nretention = { daily = 7, weekly = 4, monthly = 6 }\n'
+        "[environments.default]\n"
+        f'health_url = "{health_url}"\nhealth_deadline_s = 5\nhealth_interval_s = 0.3\n'
+        'read_query = "SELECT count(*) FROM customer"\n'
+        "[environments.default.hooks]\n"
+        f"maintenance_on = 'echo maintenance on >> {log}'\n"
+        f"maintenance_off = 'echo maintenance off >> {log}'\n"
+        f"point_app = 'printf %s \"$PGRUNBOOK_DATABASE_URL\" > {project / 'app.url'}'\n"
+        f"app_rollback = 'echo app rolled back >> {log}'\n"
+    )
+    _add_migration(project, "20260101000000_init", SAMPLE_SCHEMA)
+
+
+def _add_migration(project: Path, name: str, script: str) -> None:
+    folder = project / "prisma" / "migrations" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder.parent / "migration_lock.toml").write_text('provider = "postgresql"\n')
+    (folder / "migration.sql").write_text(script)
+
+
+def _migrate(out: Output, env: Environment) -> dict[str, Any]:
+    before = migration_status(env)
+    out.info(f"   status: {len(before.pending)} pending ({', '.join(before.pending)})")
+    report = migrate_deploy(env)
+    after = migration_status(env)
+    out.info(
+        f"   applied {', '.join(a.name for a in report.applied)}; status now: "
+        f"{'up to date' if after.exit_code == 0 else after.to_dict()}"
+    )
+    return {"ok": after.exit_code == 0}
+
+
+def _deploy(out: Output, env: Environment, *, ok: bool) -> dict[str, Any]:
+    journal = Journal(journal_path(env.config))
+    try:
+        report = deploy(env, journal, DeployOptions(auto_rollback=True))
+    except DeployFailed as exc:
+        report = exc.report
+    for s in report.steps:
+        out.info(f"   {s['status']:>9}  {s['name']} ({s.get('duration_s') or 0:.2f}s) {s.get('detail') or ''}")
+    window = f"{report.maintenance_window_s:.1f}s" if report.maintenance_window_s is not None else "-"
+    out.info(f"   outcome: {report.outcome}; maintenance window {window}")
+    if report.database:
+        out.info(
+            f"   the app now runs on {report.database}, a verified copy of the pre-deploy backup; "
+            f"{report.replaced_database} is kept for forensics"
+        )
+    expected = "succeeded" if ok else "rolled_back"
+    return {"ok": report.outcome == expected, "outcome": report.outcome, "run_id": report.run_id}
+
+
+def _runs(out: Output, env: Environment) -> dict[str, Any]:
+    records = Journal(journal_path(env.config)).runs(limit=5)
+    for r in records:
+        out.info(f"   {r.id}  {r.kind:<7} {r.outcome:<12} {len(r.steps)} steps, by {r.user}@{r.host}")
+    return {"ok": bool(records)}
 
 
 def _step(out: Output, title: str, fn: Any) -> dict[str, Any]:
@@ -159,7 +263,7 @@ def _list(out: Output, env: Environment) -> dict[str, Any]:
     backups = env.repository.list_backups()
     for m in backups:
         out.info(f"   {m.id}  {m.label:<11} {m.size / 1e6:8.2f} MB  verified={m.verified}")
-    return {"ok": len(backups) == 2, "count": len(backups)}
+    return {"ok": len(backups) >= 2, "count": len(backups)}
 
 
 def _verify(out: Output, env: Environment, backup_id: str) -> dict[str, Any]:

@@ -130,22 +130,18 @@ def _check_history(env: Environment, conn: psycopg.Connection, checks: list[Doct
 
 def _check_invalid_indexes(conn: psycopg.Connection, checks: list[DoctorCheck]) -> None:
     """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index that slows writes and blocks a retry."""
-    rows = conn.execute(
-        "SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid ORDER BY 1, 2"
-    ).fetchall()
-    if not rows:
+    from pgrunbook.prisma.engine import invalid_indexes
+
+    found = invalid_indexes(conn)
+    if not found:
         checks.append(DoctorCheck("invalid indexes", "ok", "none"))
         return
-    stmts = "; ".join(
-        sql.SQL("DROP INDEX CONCURRENTLY {}").format(sql.Identifier(s, n)).as_string(conn) for s, n in rows
-    )
     checks.append(
         DoctorCheck(
             "invalid indexes",
             "warning",
-            f"{len(rows)} invalid index(es): {', '.join(f'{s}.{n}' for s, n in rows)}",
-            f"clean up with: {stmts}",
+            f"{len(found)} invalid index(es): {', '.join(i for i, _ in found)}",
+            f"clean up with: {' '.join(fix for _, fix in found)}",
         )
     )
 

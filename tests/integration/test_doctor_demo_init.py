@@ -48,6 +48,11 @@ def test_doctor_all_green_then_names_each_problem(seeded: Project) -> None:
     assert "migrate resolve --rolled-back 03_broken" in r.stdout
     assert "1 invalid index(es): public.d_x_key" in r.stdout
     assert 'DROP INDEX CONCURRENTLY "public"."d_x_key"' in r.stdout
+    (seeded.root / "prisma" / "migrations").mkdir(parents=True)
+    status = json.loads(seeded.cli("--json", "status").stdout)
+    assert status["invalid_indexes"] == [
+        {"index": "public.d_x_key", "fix": 'DROP INDEX CONCURRENTLY "public"."d_x_key";'}
+    ]
 
 
 def test_doctor_warns_when_free_space_is_short(seeded: Project, tmp_path: Path) -> None:
@@ -92,6 +97,8 @@ def test_demo_runs_the_runbook_and_cleans_up(tmp_path: Path) -> None:
     titles = [s["step"] for s in summary["steps"]]
     assert any("doctor" in t for t in titles) and any("verify" in t and "--drill" in t for t in titles)
     assert any("prune --dry-run" in t for t in titles)
+    outcomes = [s.get("outcome") for s in summary["steps"] if "deploy" in s["step"] and "outcome" in s]
+    assert outcomes == ["succeeded", "rolled_back"]  # a good deploy, then a failing one rolled back
     after = set(glob.glob(f"{tempfile.gettempdir()}/pgrunbook-demo-*")) | set(glob.glob("/tmp/pgrunbook-demo-*"))
     assert after == before
 

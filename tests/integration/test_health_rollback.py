@@ -222,3 +222,44 @@ def test_rollback_with_db_without_a_known_good_backup(seeded: Project, app: tupl
     r = seeded.cli("rollback", "--with-db")
     assert_clean_error(r, 2, "no verified pre-deploy backup")
     assert url_file.read_text() == seeded.url
+
+
+def _read_until(fd: int, needle: str, timeout: float = 30) -> str:
+    import os
+    import select
+
+    buf = ""
+    deadline = time.monotonic() + timeout
+    while needle not in buf:
+        assert time.monotonic() < deadline, buf
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                buf += os.read(fd, 4096).decode(errors="replace")
+            except OSError:  # the child closed the terminal
+                break
+    return buf
+
+
+def test_rollback_asks_the_runbooks_two_questions_on_a_terminal(seeded: Project, app: tuple[str, Path]) -> None:
+    """A real pseudo-terminal: the operator answers 'no' (migration fine), then 'yes' (app-only regression)."""
+    import os
+    import pty
+
+    health, url_file = app
+    _rollback_config(seeded, health, url_file)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pgrunbook", "rollback"], cwd=seeded.root, env=seeded.environ,
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    try:
+        _read_until(master, "Did the migration fail, or does the data look wrong?")
+        os.write(master, b"n\n")
+        _read_until(master, "Is it an app-only regression, with no schema change?")
+        os.write(master, b"y\n")
+        rest = _read_until(master, "rollback ", timeout=60)
+        assert proc.wait(timeout=60) == 0, rest
+    finally:
+        os.close(master)
+    assert (seeded.root / "app_rollback.log").read_text().count("rolled back") == 1
+    assert url_file.read_text() == seeded.url

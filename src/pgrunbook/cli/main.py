@@ -382,6 +382,8 @@ def status(env_name: str | None) -> None:
     for title, names, colour in sections:
         for name in names:
             out.print(f"[{colour}]{title:>28}[/]  {name}", highlight=False)
+    for index, fix in result.invalid_indexes:
+        out.print(f"[yellow]{'invalid index':>28}[/]  {index}: clean up with {fix}", highlight=False)
     if result.exit_code == 0:
         out.print("Database schema is up to date!", highlight=False)
     elif result.failed:
@@ -722,6 +724,107 @@ def runs(env_name: str | None, limit: int) -> None:
         _print_steps(st, [s.to_dict() for s in r.steps])
         if r.outcome not in ("succeeded", "rolled_back") and r.recovery:
             st.output.out.print(f"      recovery: {escape(r.recovery)}", highlight=False)
+
+
+# --- deploy ------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@env_option
+@click.option("--auto-rollback", is_flag=True, help="on failure, run the decision tree's rollback automatically")
+@click.option("--outside-window", is_flag=True, help="deploy outside the environment's quiet window")
+@click.option("--allow-lint", multiple=True, metavar="RULE", help="accept this lint rule's errors (repeatable)")
+@click.option("--skip-staging-check", is_flag=True, help="do not require staging to have the migrations first")
+@click.option("--keep-maintenance-on-failure", is_flag=True, help="stay in maintenance when the deploy fails")
+@click.option("--resume", "resume_id", metavar="RUN_ID", help="continue an interrupted deploy")
+@click.option("--rollback", "roll_back", is_flag=True, help="with --resume: roll the interrupted deploy back")
+@json_option
+@handle_errors
+def deploy(
+    env_name: str | None,
+    auto_rollback: bool,
+    outside_window: bool,
+    allow_lint: tuple[str, ...],
+    skip_staging_check: bool,
+    keep_maintenance_on_failure: bool,
+    resume_id: str | None,
+    roll_back: bool,
+) -> None:
+    """The production migration procedure: preflight, maintenance on, verified pre-deploy backup,
+    migrate, health, maintenance off — journaled, with the rollback decision tree on failure."""
+    from pgrunbook.procedures.deploy import DeployFailed, DeployOptions, resume
+    from pgrunbook.procedures.deploy import deploy as run_deploy
+
+    if roll_back and not resume_id:
+        raise PgRunbookError("--rollback goes with --resume RUN_ID", exit_code=EXIT_USAGE)
+    st = _state()
+    env = st.env(env_name)
+    journal = _journal(env)
+    opts = DeployOptions(
+        auto_rollback=auto_rollback,
+        outside_window=outside_window,
+        allow_lint=allow_lint,
+        skip_staging_check=skip_staging_check,
+        keep_maintenance_on_failure=keep_maintenance_on_failure,
+    )
+    try:
+        if resume_id:
+            report = resume(env, journal, resume_id, opts, roll_back=roll_back)
+        else:
+            report = run_deploy(env, journal, opts)
+    except DeployFailed as exc:
+        if st.json_mode:
+            st.output.emit_json(exc.report.to_dict())
+        else:
+            _print_deploy(st, exc.report)
+        raise
+    if st.json_mode:
+        st.output.emit_json(report.to_dict())
+    else:
+        _print_deploy(st, report)
+
+
+def _print_deploy(st: State, report: Any) -> None:
+    _print_steps(st, report.steps)
+    for w in report.warnings:
+        st.output.out.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    if report.maintenance_window_s is not None:
+        st.output.out.print(f"maintenance window: {report.maintenance_window_s:.1f}s", highlight=False)
+    if report.database:
+        st.output.out.print(
+            f"app now on {report.database} (pre-deploy backup {report.backup_id}); "
+            f"{report.replaced_database} kept for forensics",
+            highlight=False,
+        )
+    st.output.out.print(f"deploy {report.run_id}: {report.outcome}", highlight=False)
+
+
+@cli.command()
+@click.argument("env_a")
+@click.argument("env_b")
+@json_option
+@handle_errors
+def drift(env_a: str, env_b: str) -> None:
+    """Migration-history and live-schema differences between two environments. Exit 1 on drift."""
+    from pgrunbook.drift import compare_environments
+
+    st = _state()
+    result = compare_environments(st.env(env_a), st.env(env_b))
+    if st.json_mode:
+        st.output.emit_json(result.to_dict())
+    else:
+        for title, items in (("history", result.history), ("schema", result.schema)):
+            for item in items:
+                st.output.out.print(f"[red]{title}[/]  {escape(item)}", highlight=False)
+        if result.aligned:
+            st.output.out.print(
+                f"{env_a} and {env_b} are aligned: same migration history, same schema", highlight=False
+            )
+        else:
+            st.output.out.print(
+                f"{len(result.history)} history and {len(result.schema)} schema difference(s)", highlight=False
+            )
+    sys.exit(0 if result.aligned else 1)
 
 
 # --- demo --------------------------------------------------------------------------------------------

@@ -30,7 +30,10 @@ def user_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
 
 def exact_row_counts(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
     """count(*) of every table in one statement: exact, and in the caller's snapshot."""
-    tables = user_tables(conn)
+    return count_tables(conn, user_tables(conn))
+
+
+def count_tables(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
     if not tables:
         return {}
     parts = [

@@ -85,7 +85,22 @@ def migration_status(env: Environment) -> MigrationStatus:
         history = History(conn, env.target().schema)
         exists = history.exists()
         rows = history.rows() if exists else []
-    return compute_status(local_scripts(migrations), rows, history_table=exists)
+        invalid = invalid_indexes(conn)
+    status = compute_status(local_scripts(migrations), rows, history_table=exists)
+    status.invalid_indexes = invalid
+    return status
+
+
+def invalid_indexes(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """Indexes a failed CREATE INDEX CONCURRENTLY left INVALID, with the statement that removes them."""
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid ORDER BY 1, 2"
+    ).fetchall()
+    return [
+        (f"{s}.{n}", sql.SQL("DROP INDEX CONCURRENTLY {};").format(sql.Identifier(s, n)).as_string(conn))
+        for s, n in rows
+    ]
 
 
 # --- the advisory lock -------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ class MigrationStatus:
     missing_locally: list[str] = field(default_factory=list)
     without_script: list[str] = field(default_factory=list)
     history_table: bool = True
+    #: (index, the statement that cleans it): left INVALID by a failed CREATE INDEX CONCURRENTLY
+    invalid_indexes: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def inconsistent(self) -> bool:
@@ -47,6 +49,7 @@ class MigrationStatus:
             "missing_locally": self.missing_locally,
             "without_script": self.without_script,
             "history_table": self.history_table,
+            "invalid_indexes": [{"index": i, "fix": fix} for i, fix in self.invalid_indexes],
             "up_to_date": self.exit_code == 0,
         }
 

@@ -135,6 +135,15 @@ class Journal:
         )
         return Run(self, run_id)
 
+    def reopen(self, run_id: str) -> Run:
+        """Continue writing an interrupted run: steps still marked running are marked interrupted."""
+        self.db.execute("UPDATE steps SET status = 'interrupted' WHERE run_id = ? AND status = 'running'", (run_id,))
+        self.db.execute("UPDATE runs SET outcome = 'running' WHERE id = ?", (run_id,))
+        run = Run(self, run_id)
+        row = self.db.execute("SELECT coalesce(max(seq), 0) FROM steps WHERE run_id = ?", (run_id,)).fetchone()
+        run.seq = int(row[0])
+        return run
+
     def runs(self, limit: int = 20, environment: str | None = None) -> list[RunRecord]:
         q = "SELECT * FROM runs" + (" WHERE environment = ?" if environment else "")
         q += " ORDER BY started_at DESC, rowid DESC LIMIT ?"

@@ -1,0 +1,393 @@
+"""``pgrunbook deploy``: the runbook's production migration procedure, every step journaled.
+
+preflight -> maintenance on -> pre-deploy backup (verified) -> migrate -> verify (health) ->
+maintenance off. On failure the decision tree applies: automatically with --auto-rollback, otherwise
+as the exact commands to run. maintenance_off runs at the end whatever happened, unless the operator
+asks to stay in maintenance. An interrupted run is visible in ``pgrunbook runs`` and resumable.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from pgrunbook.backup.create import create_backup
+from pgrunbook.backup.verify import verify_backup
+from pgrunbook.doctor import run_doctor
+from pgrunbook.environment import Environment
+from pgrunbook.errors import ConfigError, PgRunbookError, VerificationFailed
+from pgrunbook.health import check_health
+from pgrunbook.postgres.catalog import try_session_lock
+from pgrunbook.postgres.connect import connect
+from pgrunbook.prisma.engine import MigrationFailed, migrate_deploy, migration_status
+from pgrunbook.prisma.history import History
+from pgrunbook.prisma.lint import lint_files
+from pgrunbook.prisma.migrations_dir import read_migrations
+from pgrunbook.procedures.hooks import run_hook
+from pgrunbook.procedures.journal import Journal, Run, RunRecord
+from pgrunbook.procedures.rollback import decide
+from pgrunbook.procedures.window import parse_window
+from pgrunbook.restore import point_app, restore_into_new_database
+
+STEPS = ("preflight", "maintenance on", "pre-deploy backup", "migrate", "verify", "maintenance off")
+
+
+@dataclass
+class DeployOptions:
+    auto_rollback: bool = False
+    outside_window: bool = False
+    allow_lint: tuple[str, ...] = ()
+    skip_staging_check: bool = False
+    keep_maintenance_on_failure: bool = False
+    now: datetime | None = None  # for the quiet-window check; tests pin it
+
+
+@dataclass
+class DeployReport:
+    run_id: str
+    environment: str
+    outcome: str = "running"
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    maintenance_window_s: float | None = None
+    backup_id: str | None = None
+    applied: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    rollback: list[str] = field(default_factory=list)
+    database: str | None = None
+    replaced_database: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "environment": self.environment,
+            "outcome": self.outcome,
+            "steps": self.steps,
+            "maintenance_window_s": self.maintenance_window_s,
+            "backup_id": self.backup_id,
+            "applied": self.applied,
+            "warnings": self.warnings,
+            "rollback_commands": self.rollback,
+            "database": self.database,
+            "replaced_database": self.replaced_database,
+            "error": self.error,
+        }
+
+
+class DeployFailed(PgRunbookError):
+    """The procedure failed; the report says what happened and what was rolled back."""
+
+    def __init__(self, message: str, report: DeployReport, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.report = report
+
+
+class _State:
+    """What a run knows, rebuilt from the journal on --resume."""
+
+    def __init__(self) -> None:
+        self.backup_id: str | None = None
+        self.applied: list[str] = []
+        self.migrate_started = False
+        self.maintenance_started: float | None = None
+
+
+def deploy(env: Environment, journal: Journal, options: DeployOptions | None = None) -> DeployReport:
+    opts = options or DeployOptions()
+    lock_conn = _deploy_lock(env)
+    try:
+        run = journal.start("deploy", env.name, {"auto_rollback": opts.auto_rollback})
+        report = DeployReport(run.id, env.name)
+        return _execute(env, run, report, opts, _State(), done=set())
+    finally:
+        lock_conn.close()
+
+
+def resume(
+    env: Environment, journal: Journal, run_id: str, options: DeployOptions | None = None, *, roll_back: bool = False
+) -> DeployReport:
+    """Continue an interrupted deploy from its first unfinished step, or roll it back."""
+    opts = options or DeployOptions()
+    record = journal.get(run_id)
+    if record is None or record.kind != "deploy":
+        raise ConfigError(f"no deploy run {run_id!r} in the journal", hint="pgrunbook runs lists them")
+    if record.outcome in ("succeeded", "rolled_back"):
+        raise ConfigError(f"deploy {run_id} already ended: {record.outcome}")
+    lock_conn = _deploy_lock(env)
+    try:
+        state, done = _rebuild(record)
+        run = journal.reopen(run_id)
+        report = DeployReport(run_id, env.name, backup_id=state.backup_id)
+        if roll_back:
+            return _roll_back_interrupted(env, run, report, opts, state)
+        return _execute(env, run, report, opts, state, done=done, resumed=True)
+    finally:
+        lock_conn.close()
+
+
+def _rebuild(record: RunRecord) -> tuple[_State, set[str]]:
+    state = _State()
+    done = {s.name for s in record.steps if s.status == "succeeded"}
+    for s in record.steps:
+        if s.name == "pre-deploy backup" and s.status == "succeeded":
+            state.backup_id = s.detail.split()[0]
+        if s.name == "migrate":
+            state.migrate_started = True
+        if s.name == "maintenance on" and s.status in ("succeeded", "running"):
+            state.maintenance_started = time.monotonic()
+    return state, done
+
+
+def _deploy_lock(env: Environment) -> psycopg.Connection:
+    """An advisory lock on the environment's database, held for the whole run: two deploys never overlap."""
+    conn = connect(
+        env.target(direct=True),
+        purpose=f"deploy {env.name}",
+        var=env.url_var(),
+        connect_timeout=env.config.postgres.connect_timeout,
+    )
+    try:
+        try_session_lock(conn, f"deploy:{env.name}", f"deploy of environment {env.name!r}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _execute(
+    env: Environment,
+    run: Run,
+    report: DeployReport,
+    opts: DeployOptions,
+    state: _State,
+    done: set[str],
+    resumed: bool = False,
+) -> DeployReport:
+    hooks, secrets = env.settings.hooks, env.target().secrets()
+    failure: BaseException | None = None
+    in_maintenance = state.maintenance_started is not None
+    try:
+        if "preflight" not in done:
+            with run.step("preflight") as info:
+                pending = _preflight(env, opts, report)
+                info["detail"] = f"{len(pending)} pending: {', '.join(pending)}" if pending else "nothing pending"
+            if not pending:
+                report.outcome = "succeeded"
+                run.finish("succeeded", "nothing to deploy")
+                return report
+        if "maintenance on" not in done:
+            with run.step("maintenance on"):
+                state.maintenance_started = time.monotonic()
+                in_maintenance = True
+                run_hook(
+                    hooks,
+                    "maintenance_on",
+                    environment=env.name,
+                    run_id=run.id,
+                    secrets=secrets,
+                    timeout_s=env.settings.hook_timeout_s,
+                )
+        if "pre-deploy backup" not in done:
+            with run.step("pre-deploy backup") as info:
+                m = create_backup(env, label="pre-deploy")
+                result = verify_backup(env, m.id)
+                if not result.ok:
+                    bad = next(c for c in result.checks if not c.ok)
+                    raise VerificationFailed(f"pre-deploy backup {m.id} failed verification: {bad.name}: {bad.detail}")
+                state.backup_id = report.backup_id = m.id
+                info["detail"] = f"{m.id} verified ({m.size} bytes)"
+            run.set_recovery(f"nothing migrated yet; pre-deploy backup {state.backup_id}")
+        report.backup_id = state.backup_id
+        if "migrate" not in done:
+            with run.step("migrate") as info:
+                state.migrate_started = True
+                run.set_recovery(
+                    f"if the schema is wrong: pgrunbook rollback --with-db --backup {state.backup_id} --env {env.name}"
+                )
+                result_m = migrate_deploy(env, within_procedure=True)
+                report.applied = [a.name for a in result_m.applied]
+                info["detail"] = f"applied {', '.join(report.applied) or 'nothing'}"
+        if "verify" not in done:
+            with run.step("verify") as info:
+                health = check_health(env, check_http=bool(env.settings.health_url))
+                info["detail"] = health.summary
+                if not health.ok:
+                    raise _HealthFailed(f"health check failed after the migration: {health.summary}")
+        report.outcome = "succeeded"
+    except BaseException as exc:
+        failure = exc
+        report.error = str(getattr(exc, "message", exc))
+        report.outcome = "failed"
+        if isinstance(exc, PgRunbookError) and not isinstance(exc, KeyboardInterrupt):
+            _on_failure(env, run, report, opts, state, exc)
+    finally:
+        if in_maintenance and "maintenance off" not in done:
+            if failure is None or not opts.keep_maintenance_on_failure:
+                try:
+                    with run.step("maintenance off"):
+                        run_hook(
+                            hooks,
+                            "maintenance_off",
+                            environment=env.name,
+                            run_id=run.id,
+                            secrets=secrets,
+                            timeout_s=env.settings.hook_timeout_s,
+                        )
+                except PgRunbookError as exc:
+                    failure = failure or exc
+                    report.outcome = "failed"
+                    report.error = report.error or exc.message
+            else:
+                run.skip("maintenance off", "kept on after the failure, as asked (--keep-maintenance-on-failure)")
+        if state.maintenance_started is not None and not resumed:
+            report.maintenance_window_s = round(time.monotonic() - state.maintenance_started, 3)
+        report.steps = [dict(s) for s in run.steps]
+        if report.outcome != "running":
+            run.finish(report.outcome, report.error or "")
+    if failure is not None:
+        if isinstance(failure, PgRunbookError):
+            raise DeployFailed(
+                f"deploy {report.outcome.replace('_', ' ')}: {report.error}",
+                report,
+                hint=" | ".join(report.rollback) or failure.hint,
+            ) from None
+        raise failure
+    return report
+
+
+class _HealthFailed(PgRunbookError):
+    """Migrations went through but the app is not healthy."""
+
+
+def _preflight(env: Environment, opts: DeployOptions, report: DeployReport) -> list[str]:
+    problems = [c for c in run_doctor(env) if c.status == "failed"]
+    if problems:
+        c = problems[0]
+        raise PgRunbookError(f"preflight: {c.name}: {c.detail}", hint=c.hint or "pgrunbook doctor shows every check")
+    window = env.settings.quiet_window
+    if window and not opts.outside_window:
+        now = opts.now or datetime.now(UTC)
+        if not parse_window(window).contains(now):
+            raise PgRunbookError(
+                f"preflight: outside the quiet window ({window})", hint="wait for the window, or pass --outside-window"
+            )
+    status = migration_status(env)
+    if status.failed:
+        raise MigrationFailed(
+            f"preflight: unresolved failed migration {status.failed[0]}",
+            hint=f"pgrunbook migrate resolve --rolled-back {status.failed[0]} once its cause is fixed",
+        )
+    if not status.pending:
+        return []
+    pending = [m for m in read_migrations(env.config.migrations_dir) if m.name in status.pending]
+    findings = lint_files(
+        [m.script_path for m in pending], engine=env.config.migrate.engine, root=env.config.migrations_dir
+    )
+    for f in findings:
+        if f.severity == "warning" or f.rule in opts.allow_lint:
+            report.warnings.append(f"{f.file}:{f.line}: [{f.rule}] {f.what}")
+    blocking = [f for f in findings if f.severity == "error" and f.rule not in opts.allow_lint]
+    if blocking:
+        f = blocking[0]
+        raise PgRunbookError(
+            f"preflight: lint error in {f.file}:{f.line}: [{f.rule}] {f.what} ({len(blocking)} error(s) in all)",
+            hint=f"{f.instead}; or accept it with --allow-lint {f.rule}",
+        )
+    if not opts.skip_staging_check:
+        _staging_check(env, status.pending)
+    return status.pending
+
+
+def _staging_check(env: Environment, pending: list[str]) -> None:
+    """Golden rule 3: production gets only what staging already runs, byte for byte."""
+    if env.name == "staging" or "staging" not in env.config.environments:
+        return
+    staging = Environment.resolve(env.config, "staging")
+    local = {m.name: m for m in read_migrations(env.config.migrations_dir)}
+    with connect(staging.target(direct=True), purpose="deploy staging-check", var=staging.url_var()) as conn:
+        history = History(conn, staging.target().schema)
+        rows = [r for r in history.rows() if r.applied] if history.exists() else []
+    applied = {r.migration_name: r.checksum for r in rows}
+    for name in pending:
+        if name not in applied:
+            raise PgRunbookError(
+                f"preflight: migration {name} has not been applied to staging",
+                hint="deploy it to staging first (golden rule 3), or pass --skip-staging-check",
+            )
+        if applied[name] != local[name].checksum:
+            raise PgRunbookError(
+                f"preflight: migration {name} differs from the one applied to staging (checksum)",
+                hint="staging and production must run the same file; or --skip-staging-check",
+            )
+
+
+def _on_failure(
+    env: Environment, run: Run, report: DeployReport, opts: DeployOptions, state: _State, exc: PgRunbookError
+) -> None:
+    """The decision tree: schema touched (migration failed, or applied and unhealthy) -> restore the
+    pre-deploy backup into a new database, point the app, app_rollback; nothing applied -> app only."""
+    if not state.migrate_started:
+        return  # nothing changed: maintenance off is all that is needed
+    schema_touched = isinstance(exc, MigrationFailed) or bool(report.applied)
+    decision = decide(migration_failed_or_data_wrong=schema_touched, app_only_regression=not schema_touched)
+    backup = state.backup_id
+    if decision.mode == "with-db":
+        report.rollback = [f"pgrunbook rollback --with-db --backup {backup} --env {env.name}"]
+    else:
+        report.rollback = [f"pgrunbook rollback --app-only --env {env.name}"]
+    if not opts.auto_rollback:
+        return
+    try:
+        if decision.mode == "with-db" and backup:
+            live = env.target(direct=False).dbname
+            name = f"{live[:40]}_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}"
+            restored = restore_into_new_database(env, backup, name, run=run)
+            with run.step("point app") as info:
+                point_app(env, restored, run.id)
+                info["detail"] = f"app pointed at {name}; {live} kept for forensics"
+            report.database, report.replaced_database = name, live
+        if "app_rollback" in env.settings.hooks:
+            with run.step("app rollback"):
+                run_hook(
+                    env.settings.hooks,
+                    "app_rollback",
+                    environment=env.name,
+                    run_id=run.id,
+                    timeout_s=env.settings.hook_timeout_s,
+                    secrets=env.target().secrets(),
+                )
+        report.outcome = "rolled_back"
+        report.rollback = []
+    except PgRunbookError as rb_exc:
+        report.error = f"{report.error}; the automatic rollback failed too: {rb_exc.message}"
+
+
+def _roll_back_interrupted(
+    env: Environment, run: Run, report: DeployReport, opts: DeployOptions, state: _State
+) -> DeployReport:
+    forced = DeployOptions(**{**opts.__dict__, "auto_rollback": True})
+    state.migrate_started = True
+    report.applied = ["(interrupted)"]  # the schema may have been touched: restore the backup
+    try:
+        if state.backup_id is None:
+            report.rollback = []
+            report.outcome = "rolled_back"
+        else:
+            _on_failure(env, run, report, forced, state, MigrationFailed("interrupted deploy rolled back"))
+    finally:
+        with run.step("maintenance off"):
+            run_hook(
+                env.settings.hooks,
+                "maintenance_off",
+                environment=env.name,
+                run_id=run.id,
+                secrets=env.target().secrets(),
+                timeout_s=env.settings.hook_timeout_s,
+            )
+        report.steps = [dict(s) for s in run.steps]
+        run.finish(report.outcome, report.error or "")
+    return report

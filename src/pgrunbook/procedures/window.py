@@ -1,0 +1,55 @@
+"""Quiet windows: "Mon-Fri 02:00-05:00 Europe/Berlin" — a pure parser and check.
+
+Days are a range or a comma list (Mon-Fri, Sat,Sun, Mon-Sun); times are HH:MM in the zone given (an
+IANA name, default UTC); a window that ends before it starts runs over midnight (22:00-02:00), and then
+belongs to the day it starts on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+@dataclass(frozen=True)
+class QuietWindow:
+    days: frozenset[int]
+    start: time
+    end: time
+    zone: ZoneInfo
+    text: str
+
+    def contains(self, when: datetime) -> bool:
+        local = when.astimezone(self.zone)
+        t = local.time().replace(tzinfo=None)
+        if self.start <= self.end:
+            return local.weekday() in self.days and self.start <= t < self.end
+        if t >= self.start:
+            return local.weekday() in self.days
+        return t < self.end and (local - timedelta(days=1)).weekday() in self.days
+
+
+def parse_window(text: str) -> QuietWindow:
+    m = re.fullmatch(r"\s*([A-Za-z,\- ]+?)\s+(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})(?:\s+(\S+))?\s*", text)
+    if not m:
+        raise ValueError(f"quiet_window {text!r} is not like 'Mon-Fri 02:00-05:00 Europe/Berlin'")
+    days: set[int] = set()
+    for part in m.group(1).replace(" ", "").lower().split(","):
+        bounds = part.split("-")
+        if not all(b[:3] in DAYS and len(b) >= 3 for b in bounds) or len(bounds) > 2:
+            raise ValueError(f"quiet_window {text!r}: unknown day in {part!r}")
+        a, b = DAYS.index(bounds[0][:3]), DAYS.index(bounds[-1][:3])
+        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
+    h1, m1, h2, m2 = (int(m.group(i)) for i in range(2, 6))
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59:
+        raise ValueError(f"quiet_window {text!r}: invalid time")
+    try:
+        zone = ZoneInfo(m.group(6) or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"quiet_window {text!r}: unknown time zone {m.group(6)!r}") from None
+    end = time(23, 59, 59, 999999) if h2 == 24 else time(h2, m2)
+    return QuietWindow(frozenset(days), time(h1, m1), end, zone, text.strip())

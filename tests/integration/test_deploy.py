@@ -1,0 +1,302 @@
+"""pgrunbook deploy: the runbook's production procedure with real hooks, the sample app, a real journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgrunbook.postgres.cluster import free_port
+from tests.conftest import Project, assert_clean_error, fingerprint, seed
+from tests.integration.test_migrate import make_migrations
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Stage:
+    project: Project
+    url_file: Path
+    log: Path
+    health: str
+
+    def config(
+        self,
+        *,
+        extra_env: str = "",
+        slow: bool = False,
+        read_query: str = "SELECT count(*) FROM account",
+        staging: bool = False,
+    ) -> None:
+        pause = "sleep 1.5; " if slow else ""
+        text = (
+            '[backup]\nstorage = "backups"\n'
+            "[environments.production]\n"
+            'database_url_env = "DATABASE_URL"\n'
+            f'health_url = "{self.health}"\nhealth_deadline_s = 3\nhealth_interval_s = 0.2\n'
+            f'read_query = "{read_query}"\n{extra_env}\n'
+            "[environments.production.hooks]\n"
+            f"maintenance_on = '{pause}echo on >> {self.log}'\n"
+            f"maintenance_off = '{pause}echo off >> {self.log}'\n"
+            f"point_app = 'printf %s \"$PGRUNBOOK_DATABASE_URL\" > {self.url_file}; echo point >> {self.log}'\n"
+            f"app_rollback = 'echo app_rollback >> {self.log}'\n"
+        )
+        if staging:
+            text += '[environments.staging]\ndatabase_url_env = "STAGING_URL"\n'
+        self.project.write_config(text)
+
+    def hooks(self) -> list[str]:
+        return self.log.read_text().split() if self.log.exists() else []
+
+    def deploy(self, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+        r = self.project.cli("--json", "deploy", "--env", "production", *args)
+        return r, (json.loads(r.stdout) if r.stdout.strip() else {})
+
+
+@pytest.fixture
+def stage(seeded: Project) -> Iterator[Stage]:
+    url_file = seeded.root / "app.url"
+    url_file.write_text(seeded.url)
+    port = free_port()
+    app = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pgrunbook.sampleapp",
+            "--port",
+            str(port),
+            "--url-file",
+            str(url_file),
+            "--query",
+            "SELECT count(*) FROM account",
+        ]
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    make_migrations(seeded, {"01_baseline": "CREATE TABLE IF NOT EXISTS note (id int);"})
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS note (id int)")
+    s = Stage(seeded, url_file, seeded.root / "hooks.log", f"http://127.0.0.1:{port}/api/health")
+    s.config()
+    assert seeded.cli("migrate", "resolve", "--applied", "01_baseline", "--env", "production").returncode == 0
+    yield s
+    app.terminate()
+    app.wait()
+
+
+def test_good_deploy_follows_the_runbook(stage: Stage) -> None:
+    make_migrations(stage.project, {"02_add_col": "ALTER TABLE note ADD COLUMN body text;"})
+    before = fingerprint(stage.project.url)
+    r, out = stage.deploy()
+    assert r.returncode == 0, r.stderr
+    assert out["outcome"] == "succeeded" and out["applied"] == ["02_add_col"]
+    assert [s["name"] for s in out["steps"]] == [
+        "preflight",
+        "maintenance on",
+        "pre-deploy backup",
+        "migrate",
+        "verify",
+        "maintenance off",
+    ]
+    assert all(s["status"] == "succeeded" and s["started_at"] and s["duration_s"] is not None for s in out["steps"])
+    assert stage.hooks() == ["on", "off"]
+    window = out["maintenance_window_s"]
+    steps = {s["name"]: s["duration_s"] for s in out["steps"]}
+    assert window >= sum(steps[n] for n in ("maintenance on", "pre-deploy backup", "migrate", "verify")) * 0.9
+    # the pre-deploy backup was verified before the migration and holds the state before it
+    backups = json.loads(stage.project.cli("--json", "backup", "list", "--env", "production").stdout)
+    pre = next(b for b in backups if b["id"] == out["backup_id"])
+    assert pre["label"] == "pre-deploy" and pre["verified"] is True
+    assert pre["migration_head"] == {"name": "01_baseline", "count": 1}
+    assert stage.project.cli("restore", pre["id"], "--into", "check_pre", "--env", "production").returncode == 0
+    assert fingerprint(stage.project.url.rsplit("/", 1)[0] + "/check_pre") == before
+    runs = json.loads(stage.project.cli("--json", "runs").stdout)
+    dep = next(r for r in runs if r["run_id"] == out["run_id"])
+    assert dep["kind"] == "deploy" and dep["outcome"] == "succeeded" and len(dep["steps"]) == 6
+
+
+def test_nothing_pending_exits_at_once_without_maintenance(stage: Stage) -> None:
+    r, out = stage.deploy()
+    assert r.returncode == 0 and out["outcome"] == "succeeded"
+    assert [s["name"] for s in out["steps"]] == ["preflight"] and stage.hooks() == []
+
+
+@pytest.mark.parametrize("auto", [True, False])
+def test_failing_migration_is_rolled_back_to_the_pre_deploy_state(stage: Stage, auto: bool) -> None:
+    make_migrations(stage.project, {"02_bad": "ALTER TABLE note ADD COLUMN x int;\nSELECT 1/0;"})
+    before = fingerprint(stage.project.url)
+    r, out = stage.deploy(*(["--auto-rollback"] if auto else []))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stderr.startswith("error: deploy")
+    if auto:
+        assert out["outcome"] == "rolled_back"
+        new_url = stage.url_file.read_text()
+        assert new_url.rsplit("/", 1)[1] == out["database"]
+        assert fingerprint(new_url) == before
+        assert stage.hooks() == ["on", "point", "app_rollback", "off"]
+        assert out["replaced_database"] == stage.project.url.rsplit("/", 1)[1]
+    else:
+        assert out["outcome"] == "failed"
+        cmd = f"pgrunbook rollback --with-db --backup {out['backup_id']} --env production"
+        assert out["rollback_commands"] == [cmd] and cmd in r.stderr
+        assert stage.hooks() == ["on", "off"]
+
+
+def test_migration_that_breaks_health_is_rolled_back_and_the_broken_database_kept(stage: Stage) -> None:
+    make_migrations(stage.project, {"02_breaks_app": 'ALTER TABLE account RENAME TO "Account";'})
+    before = fingerprint(stage.project.url)
+    r, out = stage.deploy("--auto-rollback", "--allow-lint", "renaming-table")
+    assert r.returncode == 2, r.stderr
+    assert out["outcome"] == "rolled_back" and out["applied"] == ["02_breaks_app"]
+    assert "health check failed" in out["error"]
+    assert fingerprint(stage.url_file.read_text()) == before
+    assert "app_rollback" in stage.hooks() and stage.hooks()[-1] == "off"
+    with psycopg.connect(stage.project.url) as conn:  # the broken database, kept for forensics
+        assert conn.execute("SELECT to_regclass('\"Account\"') IS NOT NULL").fetchone() == (True,)
+
+
+def test_preflight_refusals(stage: Stage, cluster) -> None:
+    make_migrations(stage.project, {"02_drop": "ALTER TABLE account DROP COLUMN profile;"})
+    r, _ = stage.deploy()
+    assert_clean_error(r, 2, "lint error", "ban-drop-column")
+    assert "--allow-lint ban-drop-column" in r.stderr and stage.hooks() == []
+    now = time.gmtime()
+    far = (now.tm_hour + 12) % 24
+    stage.config(extra_env=f'quiet_window = "Mon-Sun {far:02d}:00-{(far + 1) % 24:02d}:00 UTC"')
+    r, _ = stage.deploy("--allow-lint", "ban-drop-column")
+    assert_clean_error(r, 2, "outside the quiet window")
+    # golden rule 3: staging must have it first
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS staging_db")
+        conn.execute("CREATE DATABASE staging_db")
+    staging_url = cluster.url("staging_db")
+    seed(staging_url)
+    stage.project.environ["STAGING_URL"] = staging_url
+    stage.config(staging=True)
+    r, _ = stage.deploy("--allow-lint", "ban-drop-column")
+    assert_clean_error(r, 2, "02_drop has not been applied to staging")
+    r, out = stage.deploy("--allow-lint", "ban-drop-column", "--skip-staging-check")
+    assert r.returncode == 0, r.stderr
+    assert any("ban-drop-column" in w for w in out["warnings"])
+
+
+def test_two_concurrent_deploys_exactly_one_runs(stage: Stage) -> None:
+    make_migrations(stage.project, {"02": "ALTER TABLE note ADD COLUMN y int;"})
+    stage.config(slow=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "deploy", "--env", "production"],
+        cwd=stage.project.root,
+        env=stage.project.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_step(stage, "maintenance on")
+    r, _ = stage.deploy()
+    assert_clean_error(r, 2, "another deploy of environment 'production' is running: pid", "since")
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert stage.hooks() == ["on", "off"]
+
+
+def _journal(stage: Stage) -> sqlite3.Connection:
+    return sqlite3.connect(stage.project.root / ".pgrunbook" / "journal.db")
+
+
+def _wait_step(stage: Stage, name: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (stage.project.root / ".pgrunbook" / "journal.db").exists():
+            try:
+                with _journal(stage) as db:
+                    row = db.execute(
+                        "SELECT run_id FROM steps WHERE name = ? AND status = 'running'", (name,)
+                    ).fetchone()
+            except sqlite3.OperationalError:  # created, schema not written yet
+                row = None
+            if row:
+                return str(row[0])
+        time.sleep(0.02)
+    raise AssertionError(f"step {name} never ran")
+
+
+@pytest.mark.parametrize("step", ["maintenance on", "pre-deploy backup", "migrate", "verify", "maintenance off"])
+def test_sigkill_at_each_step_then_resume(stage: Stage, step: str) -> None:
+    make_migrations(stage.project, {"02_slow": "ALTER TABLE note ADD COLUMN z int;\nSELECT pg_sleep(1.5);"})
+    before = fingerprint(stage.project.url)
+    stage.config(slow=True, read_query="SELECT count(*) FROM account, pg_sleep(0.7)")
+    blocker = None
+    if step == "pre-deploy backup":  # hold pg_dump on a lock so the kill lands inside the step
+        blocker = psycopg.connect(stage.project.url, autocommit=True)
+        blocker.execute("BEGIN; LOCK TABLE account IN ACCESS EXCLUSIVE MODE")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "deploy", "--env", "production"],
+        cwd=stage.project.root,
+        env=stage.project.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        run_id = _wait_step(stage, step)
+        if blocker is not None:
+            time.sleep(0.3)
+        if step == "migrate":  # kill while the script runs: its history row is started, not finished
+            deadline = time.monotonic() + 30
+            with psycopg.connect(stage.project.url, autocommit=True) as conn:
+                while not conn.execute("SELECT 1 FROM _prisma_migrations WHERE migration_name = '02_slow'").fetchone():
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if blocker is not None:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    runs = json.loads(stage.project.cli("--json", "runs").stdout)
+    assert runs[0]["run_id"] == run_id and runs[0]["outcome"] == "running"
+    assert runs[0]["steps"][-1]["name"] == step and runs[0]["steps"][-1]["status"] == "running"
+    text = stage.project.cli("runs")
+    assert run_id in text.stdout and "running" in text.stdout
+
+    stage.config(read_query="SELECT count(*) FROM account")
+    r = stage.project.cli("--json", "deploy", "--env", "production", "--resume", run_id)
+    if step == "migrate":
+        # killed mid-script: its history row never finished, as under Prisma. Resume stops with the
+        # decision tree's command; --rollback restores the pre-deploy backup.
+        assert r.returncode == 2
+        out = json.loads(r.stdout)
+        assert out["rollback_commands"][0].startswith("pgrunbook rollback --with-db --backup")
+        r = stage.project.cli("--json", "deploy", "--env", "production", "--resume", run_id, "--rollback")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["outcome"] == "rolled_back"
+        assert fingerprint(stage.url_file.read_text()) == before
+    else:
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["outcome"] == "succeeded"
+        status = json.loads(stage.project.cli("--json", "status", "--env", "production").stdout)
+        assert status["pending"] == [] and status["failed"] == []
+        backups = json.loads(stage.project.cli("--json", "backup", "list", "--env", "production").stdout)
+        assert any(b["label"] == "pre-deploy" and b["verified"] for b in backups)
+    assert stage.hooks()[-1] == "off"  # maintenance ends off
+    final = json.loads(stage.project.cli("--json", "runs").stdout)[0]
+    assert final["run_id"] == run_id and final["outcome"] in ("succeeded", "rolled_back")
