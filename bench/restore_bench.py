@@ -13,6 +13,7 @@ Target (SPEC "Performance"): pgrunbook <= 1.1x pg_restore -j N on the same dump.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -68,6 +69,7 @@ def main() -> None:
             [str(tools.pg_dump), "--format=custom", f"--file={runbook}", target.conninfo()], env=env, check=True
         )
         counter = [0]
+        breakdown: dict[str, str] = {}
 
         def fresh() -> str:
             counter[0] += 1
@@ -128,6 +130,12 @@ def main() -> None:
             t0 = time.perf_counter()
             subprocess.run([*cli, "restore", backup_id, "--into", name], env=env, check=True, capture_output=True)
             t = time.perf_counter() - t0
+            last = json.loads(
+                subprocess.run(
+                    [*cli, "--json", "runs", "--limit", "1"], env=env, check=True, capture_output=True, text=True
+                ).stdout
+            )[0]
+            breakdown[method] = ", ".join(f"{st['name']} {st['duration_s']:.2f}s" for st in last["steps"])
             drop(name)
             return t
 
@@ -149,6 +157,8 @@ def main() -> None:
         print("|---|---|---|")
         for name, ts in times.items():
             print(f"| {name} | {statistics.median(ts):.2f} s | {statistics.median(ts) / base:.2f}x |")
+        for method, text in breakdown.items():
+            print(f"\npgrunbook {method}, last run's steps: {text}")
         ours_t = statistics.median(times[f"pgrunbook restore --into (parallel, -j{args.jobs})"])
         print(
             f"\ntarget <= 1.1x: {'met' if ours_t <= 1.1 * base else 'MISSED'} ({ours_t / base:.2f}x, checksum "

@@ -96,6 +96,28 @@ def require_intact(env: Environment, manifest: Manifest, tools: ClientTools, pro
     return checks
 
 
+def _read_ahead(chunks: Iterator[bytes], depth: int = 8) -> Iterator[bytes]:
+    """Read and hash storage in a thread while this one decompresses and writes: the stages overlap."""
+    import queue
+    import threading
+
+    q: queue.Queue[bytes | BaseException | None] = queue.Queue(depth)
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                q.put(chunk)
+            q.put(None)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := q.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
 class _CheckedArchive:
     """The archive decompressed to a 0600 temporary file while its stored bytes are hashed: the integrity
     check and the decompression share one pass over storage (bench/restore_bench.py measured the gain)."""
@@ -123,7 +145,7 @@ class _CheckedArchive:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 try:
-                    for chunk in decompressed(manifest, tapped()):
+                    for chunk in decompressed(manifest, _read_ahead(tapped())):
                         f.write(chunk)
                 except zstandard.ZstdError as exc:
                     frame_error = str(exc)
