@@ -43,8 +43,31 @@ class RetentionPolicy(_Model):
     monthly: int = Field(6, ge=-1)
 
 
+class S3Options(_Model):
+    sse: Literal["AES256", "aws:kms"] | None = None
+    kms_key_id: str | None = None
+    storage_class: str | None = None
+    part_size_mb: int = Field(8, ge=5, le=512)
+
+
+class EncryptionConfig(_Model):
+    recipients: list[str] = Field(default_factory=list, description="age public keys (age1...)")
+    identity_file: str | None = Field(None, description="age secret key file; needed only for drills and restores")
+
+    @field_validator("recipients")
+    @classmethod
+    def _age_recipients(cls, value: list[str]) -> list[str]:
+        for r in value:
+            if not r.startswith("age1"):
+                raise ValueError(f"recipient {r[:12]!r}… is not an age public key (age1…)")
+        return value
+
+
 class BackupConfig(_Model):
     storage: str = "backups"
+    copies: list[str] = Field(default_factory=list, description="second copies made after every backup")
+    s3: S3Options = S3Options()
+    encryption: EncryptionConfig = EncryptionConfig()
     compression: Literal["zstd", "gzip"] = "zstd"
     zstd_level: int = Field(3, ge=1, le=19)
     zstd_threads: int = Field(0, ge=0, description="0 = one per CPU core")

@@ -44,8 +44,22 @@ class Environment:
     @property
     def storage(self) -> Storage:
         if self._storage is None:
-            self._storage = open_storage(self.config.backup.storage, self.config.root)
+            self._storage = self.open_storage(self.config.backup.storage)
         return self._storage
+
+    def open_storage(self, location: str) -> Storage:
+        s3 = self.config.backup.s3
+        options = (
+            {
+                "sse": s3.sse,
+                "kms_key_id": s3.kms_key_id,
+                "storage_class": s3.storage_class,
+                "part_size": s3.part_size_mb * 1024 * 1024,
+            }
+            if location.startswith("s3://")
+            else {}
+        )
+        return open_storage(location, self.config.root, **options)  # type: ignore[arg-type]
 
     @cached_property
     def repository(self) -> BackupRepository:

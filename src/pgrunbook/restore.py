@@ -24,7 +24,7 @@ from psycopg import sql
 
 from pgrunbook.backup.create import child_env, create_backup
 from pgrunbook.backup.manifest import Check, Manifest
-from pgrunbook.backup.verify import _compare, check_stored, decompressed, restore_stream, verify_backup
+from pgrunbook.backup.verify import _compare, archive_bytes, check_stored, restore_stream, verify_backup
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, VerificationFailed
 from pgrunbook.postgres.connect import connect
@@ -145,9 +145,9 @@ class _CheckedArchive:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 try:
-                    for chunk in decompressed(manifest, _read_ahead(tapped())):
+                    for chunk in archive_bytes(env, manifest, _read_ahead(tapped())):
                         f.write(chunk)
-                except zstandard.ZstdError as exc:
+                except (zstandard.ZstdError, VerificationFailed) as exc:
                     frame_error = str(exc)
             checks = [
                 Check(
@@ -217,7 +217,7 @@ def _restore_data(
     archive: _CheckedArchive | None,
 ) -> None:
     if archive is None:
-        stream = decompressed(manifest, env.storage.read(env.repository.dump_key(manifest)))
+        stream = archive_bytes(env, manifest, env.storage.read(env.repository.dump_key(manifest)))
         rc, last = restore_stream(tools, target, stream)
     else:
         proc = subprocess.run(

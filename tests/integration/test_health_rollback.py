@@ -249,8 +249,14 @@ def test_rollback_asks_the_runbooks_two_questions_on_a_terminal(seeded: Project,
     health, url_file = app
     _rollback_config(seeded, health, url_file)
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "pgrunbook", "rollback"], cwd=seeded.root, env=seeded.environ,
-                            stdin=slave, stdout=slave, stderr=slave)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "rollback"],
+        cwd=seeded.root,
+        env=seeded.environ,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
     os.close(slave)
     try:
         _read_until(master, "Did the migration fail, or does the data look wrong?")

@@ -21,6 +21,7 @@ import psycopg
 import zstandard
 
 from pgrunbook import __version__
+from pgrunbook.backup.encryption import EncryptingSink, recipients
 from pgrunbook.backup.manifest import (
     Manifest,
     MigrationHead,
@@ -127,7 +128,8 @@ def _run(
     started = datetime.now(UTC)
     t0 = time.monotonic()
     bid = _new_id(env, started, label)
-    file = "db.dump.zst" if cfg.compression == "zstd" else "db.dump"
+    encrypt_to = cfg.encryption.recipients
+    file = ("db.dump.zst" if cfg.compression == "zstd" else "db.dump") + (".age" if encrypt_to else "")
 
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
@@ -150,7 +152,12 @@ def _run(
         snap_thread = threading.Thread(target=_read_snapshot, args=(conn, target.schema, snap), daemon=True)
         snap_thread.start()
         sink = _HashingSink(writer)
-        raw = _pump(proc, sink, cfg.compression, cfg.zstd_level, cfg.zstd_threads, progress)
+        if encrypt_to:
+            encrypting = EncryptingSink(sink, recipients(encrypt_to))
+            raw = _pump(proc, encrypting, cfg.compression, cfg.zstd_level, cfg.zstd_threads, progress)
+            encrypting.close()
+        else:
+            raw = _pump(proc, sink, cfg.compression, cfg.zstd_level, cfg.zstd_threads, progress)
         rc = proc.wait()
         err_thread.join(5)
         snap_thread.join()
@@ -177,6 +184,8 @@ def _run(
         server_version=version_text,
         pg_dump_version=tools.version.text,
         compression=cfg.compression,
+        encryption="age" if encrypt_to else None,
+        recipients=list(encrypt_to),
         file=file,
         size=sink.size,
         archive_size=raw,
@@ -188,7 +197,7 @@ def _run(
         migration_head=MigrationHead(name=snap.head.name, count=snap.head.count) if snap.head else None,
         tables=[TableCount(schema=s, name=n, rows=c) for (s, n), c in sorted(snap.counts.items())],
         tool_version=__version__,
-        restore_command=restore_command(cfg.compression, file),
+        restore_command=restore_command(cfg.compression, file, encrypted=bool(encrypt_to)),
     )
     repo.write_manifest(manifest)
     repo.clear_in_progress(bid)
@@ -204,7 +213,12 @@ def _read_snapshot(conn: psycopg.Connection, schema: str, out: _Snapshot) -> Non
 
 
 def _pump(
-    proc: subprocess.Popen[bytes], sink: _HashingSink, compression: str, level: int, threads: int, progress: ProgressFn
+    proc: subprocess.Popen[bytes],
+    sink: _HashingSink | EncryptingSink,
+    compression: str,
+    level: int,
+    threads: int,
+    progress: ProgressFn,
 ) -> int:
     """Move pg_dump's output to storage, compressing on the way; returns the raw byte count."""
     assert proc.stdout is not None

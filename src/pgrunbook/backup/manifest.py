@@ -66,6 +66,8 @@ class Manifest(BaseModel):
     pg_dump_version: str
     format: Literal["custom"] = "custom"
     compression: Literal["zstd", "gzip"]
+    encryption: Literal["age"] | None = None
+    recipients: list[str] = Field(default_factory=list)
     file: str
     size: int
     archive_size: int | None = None  # the pg_dump archive's size before compression (restore planning)
@@ -124,8 +126,12 @@ def backup_id(started: datetime, label: str) -> str:
     return f"{started.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}-{label}"
 
 
-def restore_command(compression: str, file: str) -> str:
+def restore_command(compression: str, file: str, encrypted: bool = False) -> str:
     """The by-hand path (SPEC principle 2): standard tools only, URL from the environment."""
+    source = f'age -d -i "$AGE_IDENTITY_FILE" {file} | ' if encrypted else ""
     if compression == "zstd":
-        return f'zstd -dc {file} | pg_restore --no-owner --dbname "$TARGET_DATABASE_URL"'
+        read = f"{source}zstd -dc" if encrypted else f"zstd -dc {file}"
+        return f'{read} | pg_restore --no-owner --dbname "$TARGET_DATABASE_URL"'
+    if encrypted:
+        return f'{source}pg_restore --no-owner --dbname "$TARGET_DATABASE_URL"'
     return f'pg_restore --no-owner --dbname "$TARGET_DATABASE_URL" {file}'

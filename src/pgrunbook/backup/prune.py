@@ -43,6 +43,18 @@ def policy_of(env: Environment) -> Policy:
     return Policy(daily=r.daily, weekly=r.weekly, monthly=r.monthly)
 
 
+def _dead_uploads(env: Environment, active: set[str]) -> list[tuple[str, str]]:
+    """Multipart uploads a killed run left in an object store (invisible to listing, but billed)."""
+    lister = getattr(env.storage, "incomplete_uploads", None)
+    if lister is None:
+        return []
+    return [
+        (key, uid)
+        for key, uid in lister(env.name + "/")
+        if len(key.split("/")) >= 3 and key.split("/")[1] not in active
+    ]
+
+
 def prune(env: Environment, *, dry_run: bool = False) -> PruneReport:
     """Decide first, then delete (manifest first, so an interrupted prune only leaves leftovers)."""
     repo = env.repository
@@ -53,8 +65,15 @@ def prune(env: Environment, *, dry_run: bool = False) -> PruneReport:
         raise PgRunbookError(f"prune refused: {exc}", hint="check [backup] retention") from None
     leftovers = repo.leftovers()
     report = PruneReport(decisions, leftovers, dry_run)
+    active = {lo.backup_id for lo in leftovers if lo.active}
+    uploads = _dead_uploads(env, active)
+    report.leftovers.extend(
+        Leftover(key.split("/")[1], (key,), 0, False, "incomplete multipart upload") for key, _ in uploads
+    )
     if dry_run:
         return report
+    for key, upload_id in uploads:
+        env.storage.abort_upload(key, upload_id)  # type: ignore[attr-defined]
     for d in decisions:
         if d.action == "remove":
             repo.delete_backup(d.id)

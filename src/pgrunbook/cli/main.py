@@ -226,9 +226,12 @@ def backup_create(env_name: str | None, label: str) -> None:
 
     st = _state()
     env = st.env(env_name)
+    from pgrunbook.backup.copy import make_copies
+
     with st.output.progress(f"backup {env.name}") as progress:
         m = create_backup(env, label=label, progress=progress)
     location = f"{env.storage.display}/{env.repository.key(m.id, m.file)}"
+    copies = make_copies(env, m)
     if st.json_mode:
         st.output.emit_json(
             {
@@ -242,6 +245,7 @@ def backup_create(env_name: str | None, label: str) -> None:
                 "migration_head": m.migration_head.model_dump() if m.migration_head else None,
                 "tables": len(m.tables),
                 "rows": sum(t.rows for t in m.tables),
+                "copies": copies,
             }
         )
     else:
@@ -250,6 +254,36 @@ def backup_create(env_name: str | None, label: str) -> None:
             f"{len(m.tables)} tables, {sum(t.rows for t in m.tables)} rows -> {location}"
         )
         click.echo(m.id)
+
+
+@backup.command("copy")
+@click.argument("backup_id")
+@env_option
+@click.option(
+    "--to", "destination", required=True, metavar="STORAGE", help="a folder, file:///path or s3://bucket/prefix"
+)
+@json_option
+@handle_errors
+def backup_copy(backup_id: str, env_name: str | None, destination: str) -> None:
+    """Copy a backup to a second storage, verified there before its manifest is written."""
+    from pgrunbook.backup.copy import copy_backup
+
+    st = _state()
+    env = st.env(env_name)
+    m = copy_backup(env, backup_id, destination)
+    if st.json_mode:
+        st.output.emit_json(
+            {
+                "id": m.id,
+                "from": env.storage.display,
+                "to": destination,
+                "size": m.size,
+                "sha256": m.sha256,
+                "verified": True,
+            }
+        )
+    else:
+        click.echo(f"copied {m.id} ({human_size(m.size)}) to {destination}; sha256 verified there")
 
 
 @backup.command("list")

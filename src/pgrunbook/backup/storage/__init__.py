@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pgrunbook.errors import ConfigError
 
@@ -91,17 +92,21 @@ class Storage(ABC):
         return None
 
 
-def open_storage(location: str, root: Path) -> Storage:
-    """``file:///path``, a plain path (relative to the config's folder), or later ``s3://``."""
+def open_storage(location: str, root: Path, **s3_options: Any) -> Storage:
+    """``file:///path``, a plain path (relative to the config's folder), or ``s3://bucket/prefix``."""
     from pgrunbook.backup.storage.local import LocalStorage
 
+    if location.startswith("s3://"):
+        from pgrunbook.backup.storage.s3 import S3Storage
+
+        return S3Storage(location, **s3_options)
     if location.startswith("file://"):
         return LocalStorage(Path(location[len("file://") :]))
     if "://" in location:
         scheme = location.split("://", 1)[0]
         raise ConfigError(
             f"storage scheme {scheme}:// is not supported yet",
-            hint="use a path or file:///path for [backup] storage",
+            hint="use a path, file:///path or s3://bucket/prefix for [backup] storage",
         )
     path = Path(location).expanduser()
     return LocalStorage(path if path.is_absolute() else root / path)

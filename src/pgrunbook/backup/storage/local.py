@@ -55,6 +55,8 @@ class LocalWriter(AtomicWriter):
             raise _storage_error(exc, "create a file in", self.final.parent) from None
 
     def write(self, data: bytes | memoryview) -> None:
+        if self._done:
+            return  # aborted: late writes (a compressor flushing on its way out) must not mask the first error
         view = memoryview(data)
         try:
             while view:

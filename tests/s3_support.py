@@ -1,0 +1,150 @@
+"""A real S3-compatible server for the tests: moto in server mode, a separate process on loopback, and a
+fault-injecting HTTP proxy in front of it (bursts of 5xx, or killed mid-upload) — all real HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from pgrunbook.postgres.cluster import free_port
+
+# A distinctive secret key: tests grep every output for it.
+SECRET_KEY = "S3-s3cr3t-Key-Zq9wY"
+ACCESS_KEY = "pgrunbooktestkey"
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class MotoServer:
+    def __init__(self, auth: bool = False):
+        self.port = free_port()
+        env = {**os.environ}
+        if auth:
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # every request must carry credentials moto knows
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def client(endpoint: str):  # type: ignore[no-untyped-def]
+    import boto3
+
+    e = aws_env(endpoint)
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=e["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=e["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+
+
+class FaultProxy:
+    """Forwards to moto; ``fail_next`` requests get HTTP 503 first; ``stop`` kills it mid-stream."""
+
+    def __init__(self, upstream_port: int):
+        self.fail_next = 0
+        self.requests = 0
+        self.dead = False
+        self.connections: set[socket.socket] = set()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                proxy.connections.add(self.connection)
+
+            def _any(self) -> None:
+                if proxy.dead:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                proxy.requests += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if proxy.fail_next > 0:
+                    proxy.fail_next -= 1
+                    msg = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Like a crashed server: the listener and every open connection go away at once."""
+        self.dead = True
+        for conn in list(self.connections):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.server.shutdown()
+        self.server.server_close()
