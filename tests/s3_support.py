@@ -3,6 +3,7 @@ fault-injecting HTTP proxy in front of it (bursts of 5xx, or killed mid-upload) 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import socket
@@ -142,9 +143,7 @@ class FaultProxy:
         """Like a crashed server: the listener and every open connection go away at once."""
         self.dead = True
         for conn in list(self.connections):
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.server.shutdown()
         self.server.server_close()
