@@ -111,11 +111,52 @@ def timed(cmd: list[str] | str, env: dict[str, str], shell: bool = False) -> tup
     return elapsed, usage.ru_maxrss
 
 
+def start_moto(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]] | None:
+    """moto's S3 server on a free loopback port, with a bucket; None when moto is not installed."""
+    import importlib.util
+    import socket
+
+    from pgrunbook.postgres.cluster import free_port
+
+    if importlib.util.find_spec("moto") is None:
+        print("moto not installed: no S3 figures", file=sys.stderr)
+        return None
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    env = {
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    import boto3
+
+    boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL_S3"],
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        region_name="us-east-1",
+    ).create_bucket(Bucket="bench")
+    return proc, env
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--url", help="an existing, already generated database (else a throwaway cluster)")
+    ap.add_argument("--no-s3", action="store_true", help="skip the S3 run (moto's server on loopback)")
     args = ap.parse_args()
     cluster = None
     work = Path(tempfile.mkdtemp(prefix="pgrunbook-bench-"))
@@ -154,11 +195,23 @@ def main() -> None:
                 "create",
             ],
         }
+        moto = None if args.no_s3 else start_moto(work)
+        if moto is not None:
+            env.update(moto[1])
+            (work / "s3.toml").write_text('[backup]\nstorage = "s3://bench/pg"\n')
+            methods["pgrunbook backup create -> S3 (moto, loopback)"] = [
+                str(Path(sys.executable).parent / "pgrunbook"),
+                "--config",
+                str(work / "s3.toml"),
+                "backup",
+                "create",
+            ]
         if shutil.which("zstd"):
             methods["pg_dump -Fc -Z0 | zstd -T2 -3"] = (
                 f'"{tools.pg_dump}" -Fc -Z0 "{target.conninfo()}" | zstd -q -T2 -3 -o "{work / "ref.zst"}" -f'
             )
         times: dict[str, list[float]] = {m: [] for m in methods}
+        sizes: dict[str, int] = {}
         rss: dict[str, int] = {}
         for run in range(args.runs):
             for name, cmd in methods.items():  # interleaved, so drift in the machine hits every method alike
@@ -166,10 +219,12 @@ def main() -> None:
                 elapsed, peak = timed(cmd, env, shell=isinstance(cmd, str))
                 if name == "pgrunbook backup create":
                     ours_size = next((work / "store").rglob("db.dump.zst")).stat().st_size
+                if name.endswith("(moto, loopback)"):
+                    sizes[name] = ours_size
                 times[name].append(elapsed)
                 rss[name] = max(rss.get(name, 0), peak)
                 print(f"  run {run + 1}: {name}: {elapsed:.2f}s", file=sys.stderr)
-        sizes = {
+        sizes |= {
             "raw pg_dump -Fc -Z0": raw_file.stat().st_size,
             "runbook pg_dump --format=custom": runbook_file.stat().st_size,
             "pgrunbook backup create": ours_size,
@@ -177,6 +232,8 @@ def main() -> None:
         if (work / "ref.zst").exists():
             sizes["pg_dump -Fc -Z0 | zstd -T2 -3"] = (work / "ref.zst").stat().st_size
         report(times, sizes, rss, db_size, args)
+        if moto is not None:
+            moto[0].terminate()
     finally:
         if cluster:
             cluster.cleanup()
@@ -199,6 +256,15 @@ def report(
         print(
             f"| {name.replace('|', chr(92) + '|')} | {med:.2f} s | {med / raw:.2f}x | {sizes[name] / 1e6:.0f} MB | "
             f"{sizes[name] / runbook_size:.2f}x | {rss[name] / 1024:.0f} MB |"
+        )
+    s3 = next((n for n in times if n.endswith("(moto, loopback)")), None)
+    if s3:
+        local_t = statistics.median(times["pgrunbook backup create"])
+        s3_t = statistics.median(times[s3])
+        print(
+            f"\nS3: {s3_t / local_t:.2f}x the local backup's time (target <= 1.2x: "
+            f"{'met' if s3_t <= 1.2 * local_t else 'MISSED'}); pgrunbook's peak RSS {rss[s3] / 1024:.0f} MB "
+            f"(target < 200 MB: {'met' if rss[s3] / 1024 < 200 else 'MISSED'})"
         )
     ours = statistics.median(times["pgrunbook backup create"])
     ok_time = ours <= 1.5 * raw
