@@ -17,7 +17,7 @@ migrations = "{migrations}"
 # owner = "ops@example.com"          # who owns the backup schedule; shown in alerts
 
 [backup]
-storage = "backups"                  # a folder (relative to this file), file:///path
+storage = "backups"                  # a folder (relative to this file), file:///path, s3://bucket/prefix
 compression = "zstd"                 # zstd (fast, default) | gzip (plain pg_dump -Fc, runbook-identical)
 retention = {{ daily = 7, weekly = 4, monthly = 6 }}
 timezone = "UTC"                     # calendar days/weeks/months of retention are taken here
