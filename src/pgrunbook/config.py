@@ -130,6 +130,14 @@ class EnvironmentConfig(_Model):
         return value
 
 
+class MonitorConfig(_Model):
+    max_age_h: float = Field(26.0, gt=0, description="newest backup older than this: warning")
+    critical_age_h: float = Field(48.0, gt=0, description="older than this: critical")
+    drill_max_age_d: float = Field(8.0, gt=0, description="last successful drill older than this: warning")
+    webhook_url_env: str | None = Field(None, description="variable holding a Slack-compatible webhook URL")
+    state_path: str = ".pgrunbook/check-state.json"
+
+
 class JournalConfig(_Model):
     path: str = ".pgrunbook/journal.db"
 
@@ -145,6 +153,7 @@ class Config(_Model):
     postgres: PostgresConfig = PostgresConfig()
     migrate: MigrateConfig = MigrateConfig()
     journal: JournalConfig = JournalConfig()
+    monitor: MonitorConfig = MonitorConfig()
     restore: RestoreConfig = RestoreConfig()
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
 

@@ -861,6 +861,45 @@ def drift(env_a: str, env_b: str) -> None:
     sys.exit(0 if result.aligned else 1)
 
 
+# --- monitoring --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--env", "env_names", multiple=True, metavar="NAME", help="only these environments (default: all)")
+@click.option(
+    "--prometheus",
+    "prom_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write the metrics to this textfile (node_exporter's textfile collector)",
+)
+@json_option
+@handle_errors
+def check(env_names: tuple[str, ...], prom_file: Path | None) -> None:
+    """Backup freshness, last drill, retention, failed migrations, storage. Exit 0 ok, 1 warning, 2 critical."""
+    from datetime import UTC, datetime
+
+    from pgrunbook.monitor.check import notify_changes, prometheus_text, run_check, write_prometheus
+
+    st = _state()
+    now = datetime.now(UTC)
+    report = run_check(st.config, list(env_names) or None, now)
+    if prom_file:
+        write_prometheus(prom_file, prometheus_text(report, now))
+    report.notified = notify_changes(st.config, report)
+    if st.json_mode:
+        st.output.emit_json(report.to_dict())
+    else:
+        colour = {"ok": "green", "warning": "yellow", "critical": "red"}
+        for e in report.environments:
+            for f in e.findings:
+                st.output.out.print(
+                    f"[{colour[f.status]}]{f.status:>8}[/]  {e.environment}: {f.name}: {escape(f.detail)}",
+                    highlight=False,
+                )
+        st.output.out.print(f"check: {report.status}", highlight=False)
+    sys.exit({"ok": 0, "warning": 1, "critical": 2}[report.status])
+
+
 # --- demo --------------------------------------------------------------------------------------------
 
 

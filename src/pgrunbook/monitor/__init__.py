@@ -1,0 +1,1 @@
+"""Monitoring the backup schedule: check (pure evaluation + its I/O), metrics, notifications."""
