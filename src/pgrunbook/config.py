@@ -138,6 +138,12 @@ class MonitorConfig(_Model):
     state_path: str = ".pgrunbook/check-state.json"
 
 
+class ScheduleConfig(_Model):
+    backup: str = "0 2 * * *"
+    prune: str = "30 3 * * *"
+    drill: str = "0 4 * * 0"
+
+
 class JournalConfig(_Model):
     path: str = ".pgrunbook/journal.db"
 
@@ -154,6 +160,7 @@ class Config(_Model):
     migrate: MigrateConfig = MigrateConfig()
     journal: JournalConfig = JournalConfig()
     monitor: MonitorConfig = MonitorConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     restore: RestoreConfig = RestoreConfig()
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
 

@@ -78,3 +78,19 @@ def test_check_ages_notifies_and_writes_metrics(seeded: Project, receiver: tuple
     r = seeded.cli("check")
     assert r.returncode == 2 and "newest backup 2.5 days old" in r.stdout
     assert "secret-token" not in r.stdout + r.stderr
+
+
+def test_schedule_print_and_verify_latest(seeded: Project) -> None:
+    seeded.write_config('[backup]\nstorage = "backups"\n[schedule]\nbackup = "15 1 * * *"\n')
+    r = seeded.cli("schedule", "--print", "cron")
+    assert r.returncode == 0, r.stderr
+    assert "15 1 * * * " in r.stdout and f"--config {seeded.root / 'pgrunbook.toml'} backup create" in r.stdout
+    assert seeded.cli("schedule", "--print", "systemd").stdout.count("OnCalendar=") == 3
+    assert_none = seeded.cli("backup", "verify", "latest")
+    assert assert_none.returncode == 2 and "no backup in environment 'default'" in assert_none.stderr
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    r = seeded.cli("--json", "backup", "verify", "latest", "--drill")
+    assert r.returncode == 0 and json.loads(r.stdout)["id"] == bid
+    seeded.write_config('[backup]\nstorage = "backups"\n[schedule]\nbackup = "0 2 L * *"\n')
+    bad = seeded.cli("schedule", "--print", "systemd")
+    assert bad.returncode == 3 and bad.stderr.startswith("error: ")

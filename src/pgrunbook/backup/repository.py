@@ -81,6 +81,15 @@ class BackupRepository:
         return Manifest.from_json(self.storage.read_bytes(key), key)
 
     def get(self, backup_id: str) -> Manifest:
+        """A backup by id; ``latest`` is the newest complete one (for schedules)."""
+        if backup_id == "latest":
+            newest = next(iter(self.list_backups()), None)
+            if newest is None:
+                raise BackupNotFound(
+                    f"no backup in environment {self.environment!r} ({self.storage.display})",
+                    hint=f"pgrunbook backup create --env {self.environment}",
+                )
+            return newest
         return self.read_manifest(backup_id)
 
     def write_manifest(self, manifest: Manifest) -> None:

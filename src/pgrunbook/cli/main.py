@@ -900,6 +900,39 @@ def check(env_names: tuple[str, ...], prom_file: Path | None) -> None:
     sys.exit({"ok": 0, "warning": 1, "critical": 2}[report.status])
 
 
+@cli.command()
+@click.option(
+    "--print",
+    "kind",
+    required=True,
+    type=click.Choice(["cron", "systemd", "kubernetes"]),
+    help="the platform to print a schedule for",
+)
+@handle_errors
+def schedule(kind: str) -> None:
+    """Print ready-to-use backup, prune and drill schedules ([schedule] in pgrunbook.toml)."""
+    import shutil
+
+    from pgrunbook.monitor.schedule import jobs, render
+
+    st = _state()
+    cfg = st.config
+    exe = shutil.which("pgrunbook") or "pgrunbook"
+    config_path = str(cfg.source or (cfg.root / "pgrunbook.toml"))
+    try:
+        text = render(
+            kind,
+            jobs(cfg.environment_names(), cfg.schedule.backup, cfg.schedule.prune, cfg.schedule.drill),
+            exe,
+            config_path,
+        )
+    except ValueError as exc:
+        raise PgRunbookError(
+            str(exc), hint="use 5-field cron expressions in [schedule]", exit_code=EXIT_USAGE
+        ) from None
+    click.echo(text, nl=False)
+
+
 # --- demo --------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,118 @@
+"""``pgrunbook schedule --print cron|systemd|kubernetes``: ready-to-use schedules for teams that run
+backups, prune and drills on their own platform. Pure text generation from the configuration."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # backup, prune, drill
+    environment: str
+    cron: str
+    args: list[str]
+
+
+def jobs(environments: list[str], backup: str, prune: str, drill: str) -> list[Job]:
+    out = []
+    for env in environments:
+        out.append(Job("backup", env, backup, ["backup", "create", "--label", "scheduled", "--env", env]))
+        out.append(Job("prune", env, prune, ["backup", "prune", "--env", env]))
+        out.append(Job("drill", env, drill, ["backup", "verify", "latest", "--drill", "--env", env]))
+    return out
+
+
+def cron_to_oncalendar(expr: str) -> str:
+    """Five-field cron to systemd's OnCalendar, for the forms schedules use (numbers, *, lists, ranges)."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"cron expression {expr!r} must have 5 fields")
+    minute, hour, dom, month, dow = fields
+    for f in (minute, hour, dom, month):
+        if not re.fullmatch(r"\*|\d+(,\d+)*|\d+-\d+|\*/\d+", f):
+            raise ValueError(f"cron field {f!r} in {expr!r} has no systemd equivalent here")
+
+    def conv(f: str) -> str:
+        if f.startswith("*/"):
+            return f"0/{f[2:]}"
+        return f.replace("-", "..")
+
+    days = ""
+    if dow != "*":
+        if not re.fullmatch(r"\d(,\d)*|\d-\d", dow):
+            raise ValueError(f"day-of-week {dow!r} in {expr!r} has no systemd equivalent here")
+        if "-" in dow:
+            a, b = (int(x) % 7 for x in dow.split("-"))
+            days = f"{DAYS[a]}..{DAYS[b]} "
+        else:
+            days = ",".join(DAYS[int(x) % 7] for x in dow.split(",")) + " "
+    date = f"*-{conv(month) if month != '*' else '*'}-{conv(dom) if dom != '*' else '*'}"
+    return (
+        f"{days}{date} {conv(hour).zfill(2) if hour.isdigit() else conv(hour)}:"
+        f"{conv(minute).zfill(2) if minute.isdigit() else conv(minute)}:00"
+    )
+
+
+def render(kind: str, all_jobs: list[Job], executable: str, config_path: str, url_var: str = "DATABASE_URL") -> str:
+    base = [executable, "--config", config_path]
+    if kind == "cron":
+        lines = [
+            "# pgrunbook schedule (crontab -e); the URL variables must be in cron's environment, e.g. via",
+            "# an EnvironmentFile-like wrapper; output goes to syslog through logger",
+        ]
+        for j in all_jobs:
+            cmd = shlex.join(base + j.args)
+            lines.append(f"{j.cron} {cmd} 2>&1 | logger -t pgrunbook-{j.name}-{j.environment}")
+        return "\n".join(lines) + "\n"
+    if kind == "systemd":
+        parts = []
+        for j in all_jobs:
+            unit = f"pgrunbook-{j.name}-{j.environment}"
+            parts.append(
+                f"# /etc/systemd/system/{unit}.service\n[Unit]\nDescription=pgrunbook {j.name} "
+                f"({j.environment})\n\n[Service]\nType=oneshot\nEnvironmentFile=/etc/pgrunbook/"
+                f"{j.environment}.env\nExecStart={shlex.join(base + j.args)}\n"
+            )
+            parts.append(
+                f"# /etc/systemd/system/{unit}.timer\n[Unit]\nDescription=pgrunbook {j.name} "
+                f"({j.environment}) schedule\n\n[Timer]\nOnCalendar={cron_to_oncalendar(j.cron)}\n"
+                "Persistent=true\n\n[Install]\nWantedBy=timers.target\n"
+            )
+        return "\n".join(parts)
+    if kind == "kubernetes":
+        docs = []
+        for j in all_jobs:
+            name = re.sub(r"[^a-z0-9-]", "-", f"pgrunbook-{j.name}-{j.environment}".lower())[:52]
+            args = "".join(f'\n                - "{a}"' for a in ["pgrunbook", *j.args])
+            docs.append(f"""apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: {name}
+spec:
+  schedule: "{j.cron}"
+  concurrencyPolicy: Forbid
+  startingDeadlineSeconds: 3600
+  jobTemplate:
+    spec:
+      backoffLimit: 0
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+            - name: pgrunbook
+              image: your-registry/pgrunbook:latest
+              args:{args}
+              env:
+                - name: {url_var}
+                  valueFrom:
+                    secretKeyRef:
+                      name: pgrunbook-{j.environment}
+                      key: {url_var}
+""")
+        return "---\n".join(docs)
+    raise ValueError(f"unknown schedule format {kind!r}: cron, systemd or kubernetes")

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pytest
+
+from pgrunbook.monitor.schedule import cron_to_oncalendar, jobs, render
+
+
+def test_cron_to_systemd() -> None:
+    assert cron_to_oncalendar("0 2 * * *") == "*-*-* 02:00:00"
+    assert cron_to_oncalendar("30 3 * * 1-5") == "Mon..Fri *-*-* 03:30:00"
+    assert cron_to_oncalendar("0 4 * * 0") == "Sun *-*-* 04:00:00"
+    assert cron_to_oncalendar("*/15 * * * *") == "*-*-* *:0/15:00"
+    for bad in ["0 2 * *", "0 2 L * *", "0 2 * * MON"]:
+        with pytest.raises(ValueError):
+            cron_to_oncalendar(bad)
+
+
+def test_three_formats_cover_every_job_of_every_environment() -> None:
+    js = jobs(["production", "staging"], "0 2 * * *", "30 3 * * *", "0 4 * * 0")
+    assert [(j.name, j.environment) for j in js][:3] == [
+        ("backup", "production"),
+        ("prune", "production"),
+        ("drill", "production"),
+    ]
+    cron = render("cron", js, "/usr/local/bin/pgrunbook", "/srv/app/pgrunbook.toml")
+    assert (
+        "0 2 * * * /usr/local/bin/pgrunbook --config /srv/app/pgrunbook.toml backup create --label scheduled "
+        "--env production"
+    ) in cron
+    assert "backup verify latest --drill --env staging" in cron
+    systemd = render("systemd", js, "/usr/local/bin/pgrunbook", "/srv/app/pgrunbook.toml")
+    assert systemd.count("[Timer]") == 6 and "OnCalendar=Sun *-*-* 04:00:00" in systemd
+    k8s = render("kubernetes", js, "pgrunbook", "/etc/pgrunbook.toml")
+    assert k8s.count("kind: CronJob") == 6 and 'schedule: "30 3 * * *"' in k8s and "concurrencyPolicy: Forbid" in k8s
+    with pytest.raises(ValueError):
+        render("windows", js, "pgrunbook", "x")
