@@ -21,6 +21,7 @@ from psycopg import sql
 from pgrunbook.config import load_config
 from pgrunbook.environment import Environment
 from pgrunbook.postgres.cluster import LocalCluster
+from tests import evidence
 
 # A distinctive password: tests grep every output for it.
 PASSWORD = "Pw-s3cr3t-Zq9!"
@@ -142,6 +143,11 @@ def seeded(project: Project) -> Project:
 
 def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
     """Bad input: the expected exit code, an ``error:`` first line, no traceback, no password."""
+    text = result.stderr + result.stdout
+    evidence.output_checked(
+        text, traceback="Traceback" in text, secret=PASSWORD in text or quote(PASSWORD, safe="") in text
+    )
+    evidence.bad_input(os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0].split("[")[0])
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert lines and lines[0].startswith("error: "), result.stderr
@@ -151,3 +157,17 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, *nee
         assert secret not in result.stderr + result.stdout
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After a full, passing run, docs/RELIABILITY.md is rewritten from what the tests counted."""
+    if (
+        exitstatus != 0
+        or session.testscollected < 150
+        or session.config.option.keyword
+        or os.environ.get("PGRUNBOOK_WRITE_EVIDENCE") == "0"
+    ):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    passed = len(reporter.stats.get("passed", [])) if reporter else session.testscollected
+    evidence.write(Path(__file__).resolve().parents[1] / "docs" / "RELIABILITY.md", passed, session.testsfailed)

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from pgrunbook.postgres.cluster import free_port
+from tests import evidence
 from tests.conftest import Project, assert_clean_error, fingerprint, seed
 from tests.integration.test_migrate import make_migrations
 
@@ -151,6 +152,7 @@ def test_failing_migration_is_rolled_back_to_the_pre_deploy_state(stage: Stage, 
         assert new_url.rsplit("/", 1)[1] == out["database"]
         assert fingerprint(new_url) == before
         assert stage.hooks() == ["on", "point", "app_rollback", "off"]
+        evidence.fault("failing migration during deploy, rolled back")
         assert out["replaced_database"] == stage.project.url.rsplit("/", 1)[1]
     else:
         assert out["outcome"] == "failed"
@@ -168,6 +170,7 @@ def test_migration_that_breaks_health_is_rolled_back_and_the_broken_database_kep
     assert "health check failed" in out["error"]
     assert fingerprint(stage.url_file.read_text()) == before
     assert "app_rollback" in stage.hooks() and stage.hooks()[-1] == "off"
+    evidence.fault("migration that breaks the app's health")
     with psycopg.connect(stage.project.url) as conn:  # the broken database, kept for forensics
         assert conn.execute("SELECT to_regclass('\"Account\"') IS NOT NULL").fetchone() == (True,)
 
@@ -300,3 +303,4 @@ def test_sigkill_at_each_step_then_resume(stage: Stage, step: str) -> None:
     assert stage.hooks()[-1] == "off"  # maintenance ends off
     final = json.loads(stage.project.cli("--json", "runs").stdout)[0]
     assert final["run_id"] == run_id and final["outcome"] in ("succeeded", "rolled_back")
+    evidence.fault(f"SIGKILL of deploy during '{step}'")

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from pgrunbook.backup.create import create_backup
+from tests import evidence
 from tests.conftest import Project, assert_clean_error, fingerprint
 
 pytestmark = pytest.mark.integration
@@ -81,6 +82,7 @@ def test_corrupt_backup_fails_before_any_database_is_created(seeded: Project, da
     assert_clean_error(r, 2, "failed its integrity check", "no database was created or changed")
     assert databases(seeded) == before
     live_before = fingerprint(seeded.url)
+    evidence.fault(f"{damage} backup file given to restore")
     seeded.write_config('[backup]\nstorage = "backups"\n')
     r = seeded.cli("restore", m.id, "--in-place", "--confirm", seeded.url.rsplit("/", 1)[1])
     assert r.returncode == 2 and "failed its integrity check" in r.stderr
@@ -166,3 +168,4 @@ def test_failed_in_place_restore_leaves_the_live_database_and_says_so(seeded: Pr
         ("maintenance on", "failed"),
         ("maintenance off", "succeeded"),
     ]
+    evidence.fault("maintenance hook failing during an in-place restore")

@@ -16,6 +16,7 @@ import pytest
 
 from pgrunbook.backup.storage import open_storage
 from pgrunbook.errors import StorageError
+from tests import evidence
 from tests.conftest import PASSWORD, Project, assert_clean_error, fingerprint
 from tests.s3_support import SECRET_KEY, FaultProxy, MotoServer, aws_env, client
 
@@ -161,6 +162,7 @@ def test_bursts_of_5xx_are_retried_then_fail_clearly(seeded: Project, moto: Moto
         assert_clean_error(r, 2, "S3 kept failing", "HTTP 503")
         proxy.fail_next = 0
         assert [b["id"] for b in json.loads(seeded.cli("--json", "backup", "list").stdout)] == [bid]
+        evidence.fault("bursts of HTTP 503 from S3")
     finally:
         proxy.stop()
 
@@ -201,6 +203,7 @@ def test_storage_server_killed_mid_upload(seeded: Project, moto: MotoServer, buc
     leftovers = [o["Key"] for o in c.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert leftovers == []
     assert seeded.cli("backup", "create").returncode == 0  # and the next backup works
+    evidence.fault("S3 endpoint killed mid-upload")
 
 
 # --- age encryption at rest --------------------------------------------------------------------------

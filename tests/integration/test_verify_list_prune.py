@@ -11,6 +11,7 @@ import pytest
 
 from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.manifest import Manifest
+from tests import evidence
 from tests.conftest import Project, assert_clean_error
 
 pytestmark = pytest.mark.integration
@@ -87,6 +88,7 @@ def test_verify_fails_on_a_flipped_byte_or_a_truncated_file(seeded: Project, dam
     assert "skipped: the stored file failed its checks" in result.stdout
     listed = json.loads(seeded.cli("backup", "list", "--json").stdout)
     assert listed[0]["verified"] is False
+    evidence.fault(f"{damage} of a stored {compression} backup")
 
 
 def _age(project: Project, manifest: Manifest, when: datetime, label: str | None = None) -> str:

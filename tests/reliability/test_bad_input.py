@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import evidence
 from tests.conftest import PASSWORD, Project, assert_clean_error
 
 pytestmark = pytest.mark.reliability
@@ -145,6 +146,7 @@ def test_disk_full_leaves_nothing_behind(project: Project, tmp_path: Path) -> No
         assert "nothing of this backup was kept" in r.stderr
         assert list(small.rglob("*.tmp-*")) == [] and not any(p.is_file() for p in small.rglob("*"))
         assert project.cli("backup", "list", "--json").stdout.strip() == "[]"
+    evidence.fault("disk full during a backup (1 MB tmpfs)")
 
 
 def test_unwritable_storage(project: Project, tmp_path: Path) -> None:
@@ -154,3 +156,4 @@ def test_unwritable_storage(project: Project, tmp_path: Path) -> None:
         assert_clean_error(r, 2, "storage not writable")
         d = project.cli("doctor")
         assert d.returncode == 2 and "storage not writable" in d.stdout
+    evidence.fault("read-only storage")

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from pgrunbook.backup.prune import prune
+from tests import evidence
 from tests.conftest import Project
 
 pytestmark = pytest.mark.reliability
@@ -85,6 +86,7 @@ def test_sigkill_mid_dump_leaves_nothing_usable(seeded: Project, moment: str) ->
     assert rows[backup_id]["action"] == "remove" and rows[backup_id]["leftover"] is True
     assert sorted(p.name for p in (seeded.storage / "default").iterdir()) == [new_id]
     assert seeded.cli("backup", "verify", new_id).returncode == 0
+    evidence.fault(f"SIGKILL of backup create ({moment})")
 
 
 def test_prune_leaves_a_running_backup_alone(seeded: Project) -> None:

@@ -69,7 +69,15 @@ def _describe(exc: Exception, what: str, where: str) -> StorageError:
 
 
 class S3Writer(AtomicWriter):
+    """Parts upload in a background thread while the next one fills: the dump never waits for the
+    network unless two parts are already in flight (memory stays at about three parts)."""
+
+    IN_FLIGHT = 2
+
     def __init__(self, storage: S3Storage, key: str):
+        import queue
+        import threading
+
         self.storage = storage
         self.key = key
         self.full = storage.full_key(key)
@@ -78,68 +86,94 @@ class S3Writer(AtomicWriter):
         self.upload_id: str | None = None
         self.written = 0
         self._done = False
+        self._error: StorageError | None = None
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(self.IN_FLIGHT)
+        self._thread: threading.Thread | None = None
+        self._threading = threading
 
-    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(**kwargs)
-        except Exception as exc:
-            self.abort()
-            raise _describe(exc, what, self.storage.where(self.key)) from None
+    def _describe(self, exc: Exception, what: str) -> StorageError:
+        return _describe(exc, what, self.storage.where(self.key))
 
     def write(self, data: bytes | memoryview) -> None:
         if self._done:
             return  # aborted: late writes (a compressor flushing on its way out) must not mask the first error
+        if self._error is not None:
+            self.abort()
+            raise self._error
         self.buffer += data
         self.written += len(data)
         while len(self.buffer) >= self.storage.part_size:
-            self._upload_part(bytes(self.buffer[: self.storage.part_size]))
+            self._enqueue(bytes(self.buffer[: self.storage.part_size]))
             del self.buffer[: self.storage.part_size]
 
-    def _upload_part(self, body: bytes) -> None:
-        c = self.storage.client
+    def _enqueue(self, body: bytes) -> None:
         if self.upload_id is None:
-            resp = self._call(
-                "start an upload to",
-                c.create_multipart_upload,
-                Bucket=self.storage.bucket,
-                Key=self.full,
-                **self.storage.put_args,
-            )
+            try:
+                resp = self.storage.client.create_multipart_upload(
+                    Bucket=self.storage.bucket, Key=self.full, **self.storage.put_args
+                )
+            except Exception as exc:
+                self.abort()
+                raise self._describe(exc, "start an upload to") from None
             self.upload_id = resp["UploadId"]
+            self._thread = self._threading.Thread(target=self._uploader, daemon=True)
+            self._thread.start()
         number = len(self.parts) + 1
-        resp = self._call(
-            "upload to",
-            c.upload_part,
-            Bucket=self.storage.bucket,
-            Key=self.full,
-            UploadId=self.upload_id,
-            PartNumber=number,
-            Body=body,
-        )
-        self.parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+        self.parts.append({"PartNumber": number})
+        while True:  # wait for room, but notice an uploader that died meanwhile
+            if self._error is not None:
+                self.abort()
+                raise self._error
+            try:
+                self._queue.put((number, body), timeout=0.5)
+                return
+            except Exception:  # queue.Full
+                continue
+
+    def _uploader(self) -> None:
+        while (item := self._queue.get()) is not None:
+            number, body = item
+            if self._error is not None:
+                continue
+            try:
+                resp = self.storage.client.upload_part(
+                    Bucket=self.storage.bucket, Key=self.full, UploadId=self.upload_id, PartNumber=number, Body=body
+                )
+                self.parts[number - 1]["ETag"] = resp["ETag"]
+            except Exception as exc:
+                self._error = self._describe(exc, "upload to")
+
+    def _drain(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
     def commit(self) -> None:
         c = self.storage.client
-        if self.upload_id is None:  # small object: one PUT, atomic by itself
-            self._call(
-                "write",
-                c.put_object,
-                Bucket=self.storage.bucket,
-                Key=self.full,
-                Body=bytes(self.buffer),
-                **self.storage.put_args,
-            )
-        else:
-            if self.buffer:
-                self._upload_part(bytes(self.buffer))
-            self._call(
-                "finish the upload to",
-                c.complete_multipart_upload,
-                Bucket=self.storage.bucket,
-                Key=self.full,
-                UploadId=self.upload_id,
-                MultipartUpload={"Parts": self.parts},
-            )
+        try:
+            if self.upload_id is None:  # small object: one PUT, atomic by itself
+                c.put_object(
+                    Bucket=self.storage.bucket, Key=self.full, Body=bytes(self.buffer), **self.storage.put_args
+                )
+            else:
+                if self.buffer:
+                    self._enqueue(bytes(self.buffer))
+                self._drain()
+                if self._error is not None:
+                    raise self._error
+                c.complete_multipart_upload(
+                    Bucket=self.storage.bucket,
+                    Key=self.full,
+                    UploadId=self.upload_id,
+                    MultipartUpload={"Parts": self.parts},
+                )
+        except StorageError:
+            self.abort()
+            raise
+        except Exception as exc:
+            self.abort()
+            raise self._describe(exc, "finish the upload to") from None
         self.buffer = bytearray()
         self._done = True
 
@@ -148,8 +182,14 @@ class S3Writer(AtomicWriter):
             return
         self._done = True
         self.buffer = bytearray()
-        if self.upload_id is not None:
+        if self._thread is not None:
+            self._error = self._error or StorageError("upload aborted")
             with contextlib.suppress(Exception):
+                while True:
+                    self._queue.get_nowait()
+            self._drain()
+        if self.upload_id is not None:
+            with contextlib.suppress(Exception):  # prune aborts what is left
                 self.storage.client.abort_multipart_upload(
                     Bucket=self.storage.bucket, Key=self.full, UploadId=self.upload_id
                 )
