@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from pgrunbook import sampleapp
 from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.prune import prune
 from pgrunbook.backup.verify import verify_backup
 from pgrunbook.config import load_config
 from pgrunbook.doctor import run_doctor
 from pgrunbook.environment import Environment
-from pgrunbook.postgres.cluster import LocalCluster, free_port
+from pgrunbook.postgres.cluster import LocalCluster
 from pgrunbook.prisma.engine import migrate_deploy, migration_status
 from pgrunbook.procedures.deploy import DeployFailed, DeployOptions, deploy
 from pgrunbook.procedures.journal import Journal, journal_path
@@ -143,30 +142,7 @@ def run_demo(out: Output, rows: int = 20000) -> dict[str, Any]:
 def _start_app(project: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
     """The sample app, reading its database URL from a file the point_app hook rewrites."""
     (project / "app.url").write_text(url)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pgrunbook.sampleapp",
-            "--port",
-            str(port),
-            "--url-file",
-            str(project / "app.url"),
-            "--query",
-            "SELECT count(*) FROM customer",
-        ]
-    )
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"http://127.0.0.1:{port}/api/health"
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
+    return sampleapp.start(project / "app.url", "SELECT count(*) FROM customer")
 
 
 def _write_project(project: Path, health_url: str) -> None:

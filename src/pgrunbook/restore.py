@@ -30,7 +30,7 @@ from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, Verific
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.tools import ClientTools, find_client_tools, parse_tool_version
 from pgrunbook.postgres.url import DatabaseTarget, redact
-from pgrunbook.procedures.hooks import run_hook
+from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.journal import Run
 
 DBNAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_$-]{0,62}"
@@ -342,15 +342,7 @@ def point_app(env: Environment, report: RestoreReport, run_id: str) -> None:
             hint='add [environments.<name>.hooks] point_app = "..." to pgrunbook.toml',
         )
     assert report.database_url is not None
-    run_hook(
-        env.settings.hooks,
-        "point_app",
-        environment=env.name,
-        run_id=run_id,
-        timeout_s=env.settings.hook_timeout_s,
-        extra_env={"PGRUNBOOK_DATABASE_URL": report.database_url},
-        secrets=env.target().secrets(),
-    )
+    env_hook(env, "point_app", run_id, extra_env={"PGRUNBOOK_DATABASE_URL": report.database_url})
 
 
 # --- in place ----------------------------------------------------------------------------------------
@@ -382,20 +374,11 @@ def restore_in_place(
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     staging, replaced = f"{live[:40]}_restore_{stamp}", f"{live[:40]}_replaced_{stamp}"
     run.set_recovery(f"database {live} is untouched; nothing to undo")
-    hooks = env.settings.hooks
-    secrets = target.secrets()
     ok = False
     report: RestoreReport | None = None
     try:
         with run.step("maintenance on"):
-            run_hook(
-                hooks,
-                "maintenance_on",
-                environment=env.name,
-                run_id=run.id,
-                secrets=secrets,
-                timeout_s=env.settings.hook_timeout_s,
-            )
+            env_hook(env, "maintenance_on", run.id)
         with run.step("pre-restore backup") as info:
             safety = create_backup(env, label="pre-restore", progress=progress)
             result = verify_backup(env, safety.id)
@@ -427,14 +410,7 @@ def restore_in_place(
     finally:
         if ok or not keep_maintenance_on_failure:
             with run.step("maintenance off"):
-                run_hook(
-                    hooks,
-                    "maintenance_off",
-                    environment=env.name,
-                    run_id=run.id,
-                    secrets=secrets,
-                    timeout_s=env.settings.hook_timeout_s,
-                )
+                env_hook(env, "maintenance_off", run.id)
         else:
             run.skip("maintenance off", "kept on after a failure, as asked")
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
+import subprocess
+import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -43,6 +47,36 @@ def make_handler(url_file: Path, query: str) -> type[BaseHTTPRequestHandler]:
             return
 
     return Handler
+
+
+def start(url_file: Path, query: str = "SELECT 1", timeout_s: float = 15) -> tuple[subprocess.Popen[bytes], str]:
+    """Run the app in a child process on a free loopback port; returns it and its health URL."""
+    from pgrunbook.postgres.cluster import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pgrunbook.sampleapp",
+            "--port",
+            str(port),
+            "--url-file",
+            str(url_file),
+            "--query",
+            query,
+        ]
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"http://127.0.0.1:{port}/api/health"
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("the sample app did not start") from None
+            time.sleep(0.05)
 
 
 def main() -> None:

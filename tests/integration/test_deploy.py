@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgrunbook.postgres.cluster import free_port
+from pgrunbook import sampleapp
 from tests import evidence
 from tests.conftest import Project, assert_clean_error, fingerprint, seed
 from tests.integration.test_migrate import make_migrations
@@ -69,32 +68,11 @@ class Stage:
 def stage(seeded: Project) -> Iterator[Stage]:
     url_file = seeded.root / "app.url"
     url_file.write_text(seeded.url)
-    port = free_port()
-    app = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pgrunbook.sampleapp",
-            "--port",
-            str(port),
-            "--url-file",
-            str(url_file),
-            "--query",
-            "SELECT count(*) FROM account",
-        ]
-    )
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    app, health = sampleapp.start(url_file, "SELECT count(*) FROM account")
     make_migrations(seeded, {"01_baseline": "CREATE TABLE IF NOT EXISTS note (id int);"})
     with psycopg.connect(seeded.url, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS note (id int)")
-    s = Stage(seeded, url_file, seeded.root / "hooks.log", f"http://127.0.0.1:{port}/api/health")
+    s = Stage(seeded, url_file, seeded.root / "hooks.log", health)
     s.config()
     assert seeded.cli("migrate", "resolve", "--applied", "01_baseline", "--env", "production").returncode == 0
     yield s

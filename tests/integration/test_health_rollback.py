@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from pgrunbook import sampleapp
 from pgrunbook.backup.create import create_backup
 from pgrunbook.postgres.cluster import free_port
 from tests.conftest import Project, assert_clean_error, fingerprint
@@ -134,29 +135,8 @@ def app(project: Project) -> Iterator[tuple[str, Path]]:
     """The sample app on a free port, reading its database URL from a file that point_app rewrites."""
     url_file = project.root / "app.url"
     url_file.write_text(project.url)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pgrunbook.sampleapp",
-            "--port",
-            str(port),
-            "--url-file",
-            str(url_file),
-            "--query",
-            "SELECT count(*) FROM account",
-        ]
-    )
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "sample app did not start"
-            time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/api/health", url_file
+    proc, health = sampleapp.start(url_file, "SELECT count(*) FROM account")
+    yield health, url_file
     proc.terminate()
     proc.wait()
 

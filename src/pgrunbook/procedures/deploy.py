@@ -27,7 +27,7 @@ from pgrunbook.prisma.engine import MigrationFailed, migrate_deploy, migration_s
 from pgrunbook.prisma.history import History
 from pgrunbook.prisma.lint import lint_files
 from pgrunbook.prisma.migrations_dir import read_migrations
-from pgrunbook.procedures.hooks import run_hook
+from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.journal import Journal, Run, RunRecord
 from pgrunbook.procedures.rollback import decide
 from pgrunbook.procedures.window import parse_window
@@ -167,7 +167,6 @@ def _execute(
     done: set[str],
     resumed: bool = False,
 ) -> DeployReport:
-    hooks, secrets = env.settings.hooks, env.target().secrets()
     failure: BaseException | None = None
     in_maintenance = state.maintenance_started is not None
     try:
@@ -183,14 +182,7 @@ def _execute(
             with run.step("maintenance on"):
                 state.maintenance_started = time.monotonic()
                 in_maintenance = True
-                run_hook(
-                    hooks,
-                    "maintenance_on",
-                    environment=env.name,
-                    run_id=run.id,
-                    secrets=secrets,
-                    timeout_s=env.settings.hook_timeout_s,
-                )
+                env_hook(env, "maintenance_on", run.id)
         if "pre-deploy backup" not in done:
             with run.step("pre-deploy backup") as info:
                 m = create_backup(env, label="pre-deploy")
@@ -229,14 +221,7 @@ def _execute(
             if failure is None or not opts.keep_maintenance_on_failure:
                 try:
                     with run.step("maintenance off"):
-                        run_hook(
-                            hooks,
-                            "maintenance_off",
-                            environment=env.name,
-                            run_id=run.id,
-                            secrets=secrets,
-                            timeout_s=env.settings.hook_timeout_s,
-                        )
+                        env_hook(env, "maintenance_off", run.id)
                 except PgRunbookError as exc:
                     failure = failure or exc
                     report.outcome = "failed"
@@ -352,14 +337,7 @@ def _on_failure(
             report.database, report.replaced_database = name, live
         if "app_rollback" in env.settings.hooks:
             with run.step("app rollback"):
-                run_hook(
-                    env.settings.hooks,
-                    "app_rollback",
-                    environment=env.name,
-                    run_id=run.id,
-                    timeout_s=env.settings.hook_timeout_s,
-                    secrets=env.target().secrets(),
-                )
+                env_hook(env, "app_rollback", run.id)
         report.outcome = "rolled_back"
         report.rollback = []
     except PgRunbookError as rb_exc:
@@ -380,14 +358,7 @@ def _roll_back_interrupted(
             _on_failure(env, run, report, forced, state, MigrationFailed("interrupted deploy rolled back"))
     finally:
         with run.step("maintenance off"):
-            run_hook(
-                env.settings.hooks,
-                "maintenance_off",
-                environment=env.name,
-                run_id=run.id,
-                secrets=env.target().secrets(),
-                timeout_s=env.settings.hook_timeout_s,
-            )
+            env_hook(env, "maintenance_off", run.id)
         report.steps = [dict(s) for s in run.steps]
         run.finish(report.outcome, report.error or "")
     return report

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from typing import TYPE_CHECKING
 
 from pgrunbook.errors import PgRunbookError
 from pgrunbook.postgres.url import redact
+
+if TYPE_CHECKING:
+    from pgrunbook.environment import Environment
 
 HOOK_NAMES = ("maintenance_on", "maintenance_off", "app_rollback", "point_app")
 
@@ -52,3 +56,16 @@ def run_hook(
             hint=f"run it by hand to see why: {command}",
         )
     return output
+
+
+def env_hook(env: Environment, name: str, run_id: str, extra_env: dict[str, str] | None = None) -> str | None:
+    """``run_hook`` with an environment's hooks, timeout and secrets."""
+    return run_hook(
+        env.settings.hooks,
+        name,
+        environment=env.name,
+        run_id=run_id,
+        timeout_s=env.settings.hook_timeout_s,
+        extra_env=extra_env,
+        secrets=env.target().secrets(),
+    )

@@ -13,7 +13,7 @@ from typing import Literal
 from pgrunbook.environment import Environment
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
-from pgrunbook.procedures.hooks import run_hook
+from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.journal import Journal, Run
 from pgrunbook.restore import point_app, restore_into_new_database
 
@@ -91,14 +91,7 @@ def rollback(env: Environment, journal: Journal, mode: Mode, *, backup_id: str |
         if mode == "with-db":
             _restore_and_point(env, run, report, backup_id)
         with run.step("app rollback"):
-            run_hook(
-                env.settings.hooks,
-                "app_rollback",
-                environment=env.name,
-                run_id=run.id,
-                timeout_s=env.settings.hook_timeout_s,
-                secrets=env.target().secrets(),
-            )
+            env_hook(env, "app_rollback", run.id)
         with run.step("health") as info:
             target = env.target(direct=False).with_dbname(report.database) if report.database else None
             result = check_health(env, target=target)
