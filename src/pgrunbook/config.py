@@ -69,7 +69,7 @@ class BackupConfig(_Model):
     s3: S3Options = S3Options()
     encryption: EncryptionConfig = EncryptionConfig()
     compression: Literal["zstd", "gzip"] = "zstd"
-    zstd_level: int = Field(3, ge=1, le=19)
+    zstd_level: int = Field(1, ge=1, le=19, description="1: fastest, still smaller than pg_dump -Fc (bench/)")
     zstd_threads: int = Field(0, ge=0, description="0 = one per CPU core")
     retention: RetentionPolicy = RetentionPolicy()
     timezone: str = "UTC"
