@@ -104,3 +104,25 @@ def test_prune_leaves_a_running_backup_alone(seeded: Project) -> None:
         proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert len(json.loads(seeded.cli("backup", "list", "--json").stdout)) == 1
+
+
+def test_postgresql_restarted_mid_backup(seeded: Project, cluster) -> None:
+    """The server goes down (immediate stop, as a crash) while pg_dump runs, then comes back: one clear
+    error, nothing listed, and the next backup works."""
+    blocker = psycopg.connect(seeded.url, autocommit=True)
+    blocker.execute("BEGIN")
+    blocker.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")  # holds pg_dump mid-run
+    proc = _start(seeded)
+    try:
+        _wait_for(lambda: bool(_temp_files(seeded)))
+        cluster.restart()
+    finally:
+        blocker.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert json.loads(seeded.cli("backup", "list", "--json").stdout) == []
+    after = seeded.cli("--json", "backup", "create")
+    assert after.returncode == 0, after.stderr
+    assert seeded.cli("backup", "verify", json.loads(after.stdout)["id"], "--drill").returncode == 0
+    evidence.fault("PostgreSQL restarted (immediate stop) mid-backup")
