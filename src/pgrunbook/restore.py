@@ -85,7 +85,10 @@ def _tools(env: Environment, manifest: Manifest) -> ClientTools:
 
 def require_intact(env: Environment, manifest: Manifest, tools: ClientTools, progress: ProgressFn) -> list[Check]:
     """The stored file must be the one written: checked before any database is created or changed."""
-    checks = check_stored(env, manifest, tools, progress)
+    return _all_ok(manifest, check_stored(env, manifest, tools, progress))
+
+
+def _all_ok(manifest: Manifest, checks: list[Check]) -> list[Check]:
     bad = [c for c in checks if not c.ok]
     if bad:
         raise VerificationFailed(
@@ -168,14 +171,7 @@ class _CheckedArchive:
             if all(c.ok for c in checks):
                 proc = subprocess.run([str(tools.pg_restore), "--list", self.path], capture_output=True, text=True)
                 checks.append(_toc_check(manifest, proc.returncode, proc.stdout, proc.stderr))
-            self.checks = checks
-            bad = [c for c in checks if not c.ok]
-            if bad:
-                raise VerificationFailed(
-                    f"backup {manifest.id} failed its integrity check ({bad[0].name}: {bad[0].detail}); "
-                    "no database was created or changed",
-                    hint="choose another backup: pgrunbook backup list",
-                )
+            self.checks = _all_ok(manifest, checks)
         except BaseException:
             self.cleanup()
             raise
