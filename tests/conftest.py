@@ -9,7 +9,8 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -139,6 +140,15 @@ def project(tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch) -> Project
 def seeded(project: Project) -> Project:
     seed(project.url)
     return project
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
+    """Poll ``cond`` until it is true; fail the test with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g}s")
+        time.sleep(0.01)
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:

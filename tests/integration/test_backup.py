@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 import threading
@@ -16,7 +17,7 @@ from psycopg import sql
 
 from pgrunbook.backup.create import create_backup
 from pgrunbook.postgres.tools import find_client_tools
-from tests.conftest import PASSWORD, Project, fingerprint
+from tests.conftest import PASSWORD, Project, fingerprint, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -178,7 +179,7 @@ def test_second_concurrent_backup_is_refused_naming_the_holder(seeded: Project) 
             text=True,
         )
         try:
-            _wait_for(lambda: any((seeded.storage / "default").glob("*/.in-progress.json")))
+            wait_for(lambda: any((seeded.storage / "default").glob("*/.in-progress.json")))
             second = seeded.cli("backup", "create")
             assert second.returncode == 2
             assert "another backup of environment 'default' is running: pid" in second.stderr
@@ -190,16 +191,48 @@ def test_second_concurrent_backup_is_refused_naming_the_holder(seeded: Project) 
     assert seeded.cli("backup", "create").returncode == 0  # and the lock is gone afterwards
 
 
-def _wait_for(cond, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.05)
-
-
 def test_progress_is_quiet_without_a_terminal(seeded: Project) -> None:
     result = seeded.cli("backup", "create", "--label", "scheduled")
     assert result.returncode == 0
     assert result.stdout.strip().endswith("-scheduled")
     assert "\r" not in result.stderr and "MB/s" not in result.stderr
+
+
+def test_progress_shows_bytes_and_rate_on_a_terminal(seeded: Project) -> None:
+    """On a real pseudo-terminal the dump shows a live bar with bytes and rate; the id still ends stdout."""
+    import pty
+    import select
+
+    with psycopg.connect(seeded.url, autocommit=True) as conn:  # enough data for the bar to be drawn
+        conn.execute("CREATE TABLE bulk AS SELECT g, md5(g::text) t FROM generate_series(1, 2000000) g")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [os.sys.executable, "-m", "pgrunbook", "backup", "create"],  # type: ignore[attr-defined]
+        cwd=seeded.root,
+        env={**seeded.environ, "COLUMNS": "120"},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    screen = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    assert proc.wait(timeout=30) == 0
+    text = screen.decode(errors="replace")
+    assert "backup default: dump" in text
+    assert re.search(r"\d+(\.\d+)?/\? (kB|MB|GB)", text), "no byte count in the bar"
+    assert re.search(r"\d+(\.\d+)? (kB|MB|GB)/s", text), "no transfer rate in the bar"
+    assert text.rstrip().splitlines()[-1].strip().endswith("-manual")

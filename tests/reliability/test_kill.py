@@ -7,24 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psycopg
 import pytest
 
 from pgrunbook.backup.prune import prune
 from tests import evidence
-from tests.conftest import Project
+from tests.conftest import Project, wait_for
 
 pytestmark = pytest.mark.reliability
-
-
-def _wait_for(cond, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def _start(project: Project) -> subprocess.Popen[str]:
@@ -50,13 +41,13 @@ def test_sigkill_mid_dump_leaves_nothing_usable(seeded: Project, moment: str) ->
             blocker.execute("BEGIN")
             blocker.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")
             proc = _start(seeded)
-            _wait_for(lambda: bool(_temp_files(seeded)))
+            wait_for(lambda: bool(_temp_files(seeded)))
         else:
             blocker.execute(
                 "CREATE TABLE bulk AS SELECT g, repeat(md5(random()::text), 8) AS t FROM generate_series(1, 400000) g"
             )
             proc = _start(seeded)
-            _wait_for(lambda: any(p.stat().st_size > 0 for p in _temp_files(seeded)))
+            wait_for(lambda: any(p.stat().st_size > 0 for p in _temp_files(seeded)))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
@@ -95,7 +86,7 @@ def test_prune_leaves_a_running_backup_alone(seeded: Project) -> None:
         blocker.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")
         proc = _start(seeded)
         try:
-            _wait_for(lambda: bool(_temp_files(seeded)))
+            wait_for(lambda: bool(_temp_files(seeded)))
             rows = json.loads(seeded.cli("--json", "backup", "prune").stdout)
             assert len(rows) == 1 and rows[0]["action"] == "keep" and "in progress" in rows[0]["reasons"][0]
             assert _temp_files(seeded)
@@ -114,7 +105,7 @@ def test_postgresql_restarted_mid_backup(seeded: Project, cluster) -> None:
     blocker.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")  # holds pg_dump mid-run
     proc = _start(seeded)
     try:
-        _wait_for(lambda: bool(_temp_files(seeded)))
+        wait_for(lambda: bool(_temp_files(seeded)))
         cluster.restart()
     finally:
         blocker.close()

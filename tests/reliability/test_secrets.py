@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
 import pytest
 
-from tests.conftest import PASSWORD, Project
+from tests.conftest import PASSWORD, Project, wait_for
 
 pytestmark = pytest.mark.reliability
 
@@ -42,10 +41,7 @@ def test_password_absent_from_every_argv_during_a_backup(seeded: Project) -> Non
             text=True,
         )
         try:
-            deadline = time.monotonic() + 30
-            while not any("pg_dump" in c and "--snapshot" in c for c in _cmdlines()):
-                assert time.monotonic() < deadline, "pg_dump never started"
-                time.sleep(0.02)
+            wait_for(lambda: any("pg_dump" in c and "--snapshot" in c for c in _cmdlines()), what="pg_dump start")
             lines = _cmdlines()
             dump_lines = [c for c in lines if "pg_dump" in c and "--snapshot" in c]
             assert dump_lines and "host=127.0.0.1" in dump_lines[0]
