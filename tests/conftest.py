@@ -5,14 +5,23 @@ Nothing here is mocked: pgrunbook talks to the cluster through psycopg and the r
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -181,3 +190,59 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     passed = len(reporter.stats.get("passed", [])) if reporter else session.testscollected
     evidence.write(Path(__file__).resolve().parents[1] / "docs" / "RELIABILITY.md", passed, session.testsfailed)
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[dict]]]:
+    """A real HTTP server standing in for Slack: records every JSON body posted to it."""
+    got: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/hooks/T000/B000/secret-token", got
+    srv.shutdown()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[int, list[EmailMessage]]]:
+    """A real SMTP server (aiosmtpd) on loopback: records every message delivered to it."""
+    from aiosmtpd.controller import Controller
+
+    got: list[EmailMessage] = []
+
+    class Handler:
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            got.append(message_from_bytes(envelope.content, _class=EmailMessage, policy=default_policy))
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, got
+    controller.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def age_backups(project: Project, hours: float) -> None:
+    """Make every backup look ``hours`` old, as if the schedule had stopped that long ago."""
+    for path in project.storage.rglob("manifest.json"):
+        data = json.loads(path.read_text())
+        when = (datetime.now(UTC) - timedelta(hours=hours)).isoformat()
+        data["started_at"] = data["finished_at"] = when
+        path.write_text(json.dumps(data))

@@ -98,6 +98,35 @@ class MigrateConfig(_Model):
     statement_timeout: str = Field("0", description="PostgreSQL statement_timeout while a migration runs; 0 = none")
 
 
+class ScheduleConfig(_Model):
+    """Cron expressions ("0 2 * * *"), "@every 30s", or "off"."""
+
+    backup: str = "0 2 * * *"
+    prune: str = "30 3 * * *"
+    drill: str = "0 4 * * 0"
+
+    @field_validator("backup", "prune", "drill")
+    @classmethod
+    def _valid(cls, value: str) -> str:
+        if value.strip() != "off":
+            from pgrunbook.monitor.cron import Schedule
+
+            Schedule(value.strip())
+        return value.strip()
+
+
+class SmtpConfig(_Model):
+    host: str
+    port: int = Field(25, gt=0, lt=65536)
+    from_addr: str = Field(..., pattern=r"^[^@\s]+@[^@\s]+$")
+    to: list[str] = Field(..., min_length=1)
+    starttls: bool = False
+    ssl: bool = False
+    username_env: str | None = Field(None, description="variable holding the SMTP user name")
+    password_env: str | None = Field(None, description="variable holding the SMTP password")
+    timeout_s: float = Field(10.0, gt=0)
+
+
 class EnvironmentConfig(_Model):
     database_url_env: str = "DATABASE_URL"
     direct_url_env: str | None = None
@@ -110,6 +139,7 @@ class EnvironmentConfig(_Model):
     read_query: str = "SELECT 1"
     hooks: dict[str, str] = Field(default_factory=dict)
     hook_timeout_s: float = Field(600.0, gt=0)
+    schedule: ScheduleConfig | None = Field(None, description="this environment's own schedule")
 
     @field_validator("quiet_window")
     @classmethod
@@ -135,13 +165,18 @@ class MonitorConfig(_Model):
     critical_age_h: float = Field(48.0, gt=0, description="older than this: critical")
     drill_max_age_d: float = Field(8.0, gt=0, description="last successful drill older than this: warning")
     webhook_url_env: str | None = Field(None, description="variable holding a Slack-compatible webhook URL")
+    smtp: SmtpConfig | None = None
     state_path: str = ".pgrunbook/check-state.json"
 
 
-class ScheduleConfig(_Model):
-    backup: str = "0 2 * * *"
-    prune: str = "30 3 * * *"
-    drill: str = "0 4 * * 0"
+class ServeConfig(_Model):
+    host: str = Field("127.0.0.1", description="anything but loopback requires the token")
+    port: int = Field(8765, ge=0, lt=65536)
+    token_env: str = Field("PGRUNBOOK_SERVE_TOKEN", description="variable holding the access token")
+    check_interval_s: float = Field(60.0, gt=0)
+    job_timeout_s: float = Field(6 * 3600.0, gt=0)
+    state_path: str = ".pgrunbook/serve-state.json"
+    catch_up: bool = Field(True, description="after downtime, run a missed job once (like systemd Persistent=)")
 
 
 class JournalConfig(_Model):
@@ -151,6 +186,14 @@ class JournalConfig(_Model):
 class RestoreConfig(_Model):
     method: Literal["auto", "stream", "parallel"] = "auto"
     jobs: int = Field(0, ge=0, description="pg_restore -j; 0 = one per CPU core")
+    maintenance_work_mem: str = Field(
+        "auto",
+        pattern=r"^(auto|off|[0-9]+ ?(kB|MB|GB))$",
+        description="for the new database during the restore only (index builds); auto = RAM/8 per job, <= 1GB",
+    )
+    synchronous_commit_off: bool = Field(
+        True, description="no WAL flush per restored table; one flushed commit at the end makes it all durable"
+    )
 
 
 class Config(_Model):
@@ -161,6 +204,7 @@ class Config(_Model):
     journal: JournalConfig = JournalConfig()
     monitor: MonitorConfig = MonitorConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    serve: ServeConfig = ServeConfig()
     restore: RestoreConfig = RestoreConfig()
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
 

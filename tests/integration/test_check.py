@@ -3,46 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.conftest import Project
+from tests.conftest import Project, age_backups
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[dict]]]:
-    """A real HTTP server standing in for Slack: records every JSON body posted to it."""
-    got: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: object) -> None:
-            return
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/hooks/T000/B000/secret-token", got
-    srv.shutdown()
-
-
-def _age_all(project: Project, hours: float) -> None:
-    for path in project.storage.rglob("manifest.json"):
-        data = json.loads(path.read_text())
-        when = (datetime.now(UTC) - timedelta(hours=hours)).isoformat()
-        data["started_at"] = data["finished_at"] = when
-        path.write_text(json.dumps(data))
 
 
 def test_check_ages_notifies_and_writes_metrics(seeded: Project, receiver: tuple[str, list[dict]]) -> None:
@@ -67,14 +33,14 @@ def test_check_ages_notifies_and_writes_metrics(seeded: Project, receiver: tuple
     assert r.returncode == 0, r.stdout
     assert len(got) == 2 and "RECOVERED for default" in got[1]["text"]
     text = prom.read_text()
-    assert 'pgrunbook_backups{environment="default"} 1.000' in text
+    assert 'pgrunbook_backups{environment="default"} 1.0' in text
     assert 'pgrunbook_backup_age_seconds{environment="default"}' in text
     assert all(ln.startswith(("# ", "pgrunbook_")) for ln in text.splitlines())
     assert seeded.cli("check").returncode == 0 and len(got) == 2  # no change, no message
 
-    _age_all(seeded, 30)
+    age_backups(seeded, 30)
     assert seeded.cli("check").returncode == 1 and "WARNING" in got[-1]["text"]
-    _age_all(seeded, 60)
+    age_backups(seeded, 60)
     r = seeded.cli("check")
     assert r.returncode == 2 and "newest backup 2.5 days old" in r.stdout
     assert "secret-token" not in r.stdout + r.stderr

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pgrunbook.config import load_config
 from pgrunbook.errors import ConfigError
+from pgrunbook.monitor.schedule import config_jobs
+from pgrunbook.restore import restore_settings
 
 
 def test_defaults_without_a_file(tmp_path: Path) -> None:
@@ -81,3 +87,109 @@ def test_bad_timezone_and_environment_selection(tmp_path: Path) -> None:
 def test_explicit_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml", environ={})
+
+
+# --- fuzzing: whatever the file or the environment holds, one ConfigError line or a usable config ------
+
+_SECTIONS = {
+    "project": ["migrations", "owner"],
+    "backup": ["storage", "compression", "zstd_level", "timezone", "retention", "copies", "s3", "encryption"],
+    "postgres": ["bin_dir", "connect_timeout"],
+    "migrate": ["engine", "lock_wait_s", "lock_timeout"],
+    "monitor": ["max_age_h", "webhook_url_env", "smtp"],
+    "schedule": ["backup", "prune", "drill"],
+    "serve": ["host", "port", "token_env", "check_interval_s", "catch_up"],
+    "restore": ["method", "jobs", "maintenance_work_mem", "synchronous_commit_off"],
+    "environments": ["production", "staging west", "ü", "x'y"],
+}
+_scalars = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(max_size=30),
+    st.sampled_from(["0 2 * * *", "@every 5s", "off", "zstd", "auto", "UTC", "Mars/Olympus", "s3://b/p", "512MB"]),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=10), inner, max_size=3)),
+    max_leaves=6,
+)
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v).replace("inf", "inf").replace("nan", "nan")
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    assert isinstance(v, dict)
+    return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+
+
+@st.composite
+def _config_texts(draw: st.DrawFn) -> str:
+    lines = []
+    for section in draw(st.lists(st.sampled_from([*_SECTIONS, "nonsense"]), max_size=4, unique=True)):
+        lines.append(f"[{section}]")
+        keys = [*_SECTIONS.get(section, ["x"]), "unknown_key"]
+        for key in draw(st.lists(st.sampled_from(keys), max_size=4, unique=True)):
+            lines.append(f"{json.dumps(key)} = {_toml_value(draw(_values))}")
+    return "\n".join(lines) + "\n"
+
+
+def _must_load_or_explain(tmp: Path, text: str, environ: dict[str, str]) -> None:
+    (tmp / "pgrunbook.toml").write_text(text, encoding="utf-8")
+    try:
+        cfg = load_config(cwd=tmp, environ=environ)
+    except ConfigError as exc:
+        assert exc.exit_code == 3 and exc.message and "\n" not in exc.message.strip()
+        assert "Traceback" not in exc.message
+        return
+    # a config that loads is usable: every derived value the commands compute works
+    cfg.tz  # noqa: B018
+    for name in cfg.environment_names():
+        cfg.environment(name)
+    config_jobs(cfg)
+    restore_settings(cfg.restore, 2, 8 << 30)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_config_texts())
+def test_fuzzed_config_files_load_or_fail_with_one_line(text: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        _must_load_or_explain(Path(tmp), text, {})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=200))
+def test_arbitrary_text_as_config(text: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        _must_load_or_explain(Path(tmp), text, {})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "PGRUNBOOK_BACKUP__RETENTION__DAILY",
+                "PGRUNBOOK_BACKUP__COMPRESSION",
+                "PGRUNBOOK_SCHEDULE__BACKUP",
+                "PGRUNBOOK_SERVE__PORT",
+                "PGRUNBOOK_MONITOR__SMTP",
+                "PGRUNBOOK_ENVIRONMENTS",
+                "PGRUNBOOK_BACKUP__COPIES",
+                "PGRUNBOOK_X__Y",
+                "PGRUNBOOK___",
+            ]
+        ),
+        st.one_of(st.text(max_size=40), st.sampled_from(["[]", "{}", '{"a": 1}', "[1, 2]", "-1", "1e999", "null"])),
+        max_size=3,
+    )
+)
+def test_fuzzed_environment_overrides(environ: dict[str, str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        _must_load_or_explain(Path(tmp), '[backup]\nstorage = "b"\n', environ)

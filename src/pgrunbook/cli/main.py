@@ -878,13 +878,13 @@ def check(env_names: tuple[str, ...], prom_file: Path | None) -> None:
     """Backup freshness, last drill, retention, failed migrations, storage. Exit 0 ok, 1 warning, 2 critical."""
     from datetime import UTC, datetime
 
-    from pgrunbook.monitor.check import notify_changes, prometheus_text, run_check, write_prometheus
+    from pgrunbook.monitor.check import notify_changes, run_check, write_prometheus
 
     st = _state()
     now = datetime.now(UTC)
     report = run_check(st.config, list(env_names) or None, now)
     if prom_file:
-        write_prometheus(prom_file, prometheus_text(report, now))
+        write_prometheus(prom_file, report, now)
     report.notified = notify_changes(st.config, report)
     if st.json_mode:
         st.output.emit_json(report.to_dict())
@@ -901,6 +901,46 @@ def check(env_names: tuple[str, ...], prom_file: Path | None) -> None:
 
 
 @cli.command()
+@click.option("--host", default=None, help="address to bind (default [serve] host, 127.0.0.1); others need the token")
+@click.option("--port", type=int, default=None, help="port (default [serve] port, 8765; 0 picks a free one)")
+@json_option
+@handle_errors
+def serve(host: str | None, port: int | None) -> None:
+    """Run the schedule, checks and notifications; serve /metrics, /healthz and the status page."""
+    import json as jsonlib
+    import signal
+    import threading
+
+    from pgrunbook.monitor.serve import Service
+
+    st = _state()
+    secrets = _secrets()
+    quiet = st.json_mode or not sys.stderr.isatty()
+
+    def log(event: dict[str, object]) -> None:
+        if quiet:
+            click.echo(redact(jsonlib.dumps(event, default=str), secrets), err=True)
+            return
+        what = event.get("event")
+        if what == "job":
+            text = f"{event['environment']}/{event['job']}: {event['what']} {event.get('detail', '')}"
+        elif what == "listening":
+            text = f"pgrunbook serve: listening on {event['url']} ({len(event['jobs'])} scheduled jobs)"  # type: ignore[arg-type]
+        else:
+            text = " ".join(f"{k}={v}" for k, v in event.items())
+        click.echo(redact(text, secrets), err=True)
+
+    service = Service(st.config, log=log, secrets=secrets, host=host, port=port)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    service.start()
+    done.wait()
+    log({"event": "stopping", "running_jobs": service.scheduler.running()})
+    service.stop()
+
+
+@cli.command()
 @click.option(
     "--print",
     "kind",
@@ -913,7 +953,7 @@ def schedule(kind: str) -> None:
     """Print ready-to-use backup, prune and drill schedules ([schedule] in pgrunbook.toml)."""
     import shutil
 
-    from pgrunbook.monitor.schedule import jobs, render
+    from pgrunbook.monitor.schedule import config_jobs, render
 
     st = _state()
     cfg = st.config
@@ -922,7 +962,7 @@ def schedule(kind: str) -> None:
     try:
         text = render(
             kind,
-            jobs(cfg.environment_names(), cfg.schedule.backup, cfg.schedule.prune, cfg.schedule.drill),
+            config_jobs(cfg),
             exe,
             config_path,
         )

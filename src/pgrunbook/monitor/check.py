@@ -7,12 +7,13 @@ recovery after it), to a Slack-compatible webhook whose URL stays in an environm
 from __future__ import annotations
 
 import json
-import os
-import socket
-import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from prometheus_client import CollectorRegistry, write_to_textfile
+from prometheus_client.core import GaugeMetricFamily
 
 from pgrunbook.backup.prune import backup_infos, policy_of
 from pgrunbook.backup.retention import plan_retention
@@ -20,8 +21,8 @@ from pgrunbook.config import Config
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
 from pgrunbook.monitor.evaluate import Finding, Limits, Observed, Status, evaluate, overall
+from pgrunbook.monitor.notify import Notice, make_notice, send
 from pgrunbook.postgres.connect import connect
-from pgrunbook.postgres.url import redact
 from pgrunbook.prisma.history import History
 
 STATUS_VALUE = {"ok": 0, "warning": 1, "critical": 2}
@@ -99,86 +100,90 @@ def run_check(config: Config, env_names: list[str] | None = None, now: datetime 
     return CheckReport(("ok", "warning", "critical")[worst], results)  # type: ignore[arg-type]
 
 
-def prometheus_text(report: CheckReport, now: datetime) -> str:
-    """The textfile-collector format for node_exporter; every name starts with pgrunbook_."""
-    lines = [
-        "# HELP pgrunbook_check_status 0 ok, 1 warning, 2 critical",
-        "# TYPE pgrunbook_check_status gauge",
-    ]
-    for e in report.environments:
-        lines.append(f'pgrunbook_check_status{{environment="{e.environment}"}} {STATUS_VALUE[e.status]}')
-    metrics = [
-        (
-            "pgrunbook_backup_last_success_timestamp_seconds",
-            "finish time of the newest complete backup",
-            lambda o: o.newest_backup_at.timestamp() if o.newest_backup_at else None,
-        ),
-        (
-            "pgrunbook_backup_age_seconds",
-            "age of the newest complete backup",
-            lambda o: (now - o.newest_backup_at).total_seconds() if o.newest_backup_at else None,
-        ),
-        ("pgrunbook_backups", "complete backups in storage", lambda o: o.backups),
-        (
-            "pgrunbook_drill_last_success_timestamp_seconds",
-            "time of the newest successful restore drill",
-            lambda o: o.newest_drill_at.timestamp() if o.newest_drill_at else None,
-        ),
-        ("pgrunbook_backups_past_retention", "backups prune would remove", lambda o: o.prune_would_remove),
-        ("pgrunbook_failed_migrations", "unresolved failed migrations", lambda o: len(o.failed_migrations)),
-    ]
-    for metric, help_text, get in metrics:
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
+class CheckCollector:
+    """prometheus_client collector over the newest check report: the same metric families for
+    ``check --prometheus`` (a textfile for node_exporter) and ``serve``'s /metrics."""
+
+    def __init__(self, source: Callable[[], tuple[CheckReport | None, datetime]]):
+        self.source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        report, now = self.source()
+        if report is None:
+            return
+        status = GaugeMetricFamily("pgrunbook_check_status", "0 ok, 1 warning, 2 critical", labels=["environment"])
         for e in report.environments:
-            value = get(e.observed)
-            if value is not None:
-                lines.append(f'{metric}{{environment="{e.environment}"}} {float(value):.3f}')
-    return "\n".join(lines) + "\n"
+            status.add_metric([e.environment], STATUS_VALUE[e.status])
+        yield status
+        for metric, help_text, get in _OBSERVED_METRICS:
+            family = GaugeMetricFamily(metric, help_text, labels=["environment"])
+            for e in report.environments:
+                value = get(e.observed, now)
+                if value is not None:
+                    family.add_metric([e.environment], float(value))
+            yield family
 
 
-def write_prometheus(path: Path, text: str) -> None:
-    """Atomic (temp + rename), so node_exporter never reads half a file."""
+def _age(o: Observed, now: datetime) -> float | None:
+    return (now - o.newest_backup_at).total_seconds() if o.newest_backup_at else None
+
+
+_OBSERVED_METRICS: list[tuple[str, str, Callable[[Observed, datetime], float | None]]] = [
+    (
+        "pgrunbook_backup_last_success_timestamp_seconds",
+        "finish time of the newest complete backup",
+        lambda o, _: o.newest_backup_at.timestamp() if o.newest_backup_at else None,
+    ),
+    ("pgrunbook_backup_age_seconds", "age of the newest complete backup", _age),
+    ("pgrunbook_backups", "complete backups in storage", lambda o, _: o.backups),
+    (
+        "pgrunbook_drill_last_success_timestamp_seconds",
+        "time of the newest successful restore drill",
+        lambda o, _: o.newest_drill_at.timestamp() if o.newest_drill_at else None,
+    ),
+    ("pgrunbook_backups_past_retention", "backups prune would remove", lambda o, _: o.prune_would_remove),
+    ("pgrunbook_failed_migrations", "unresolved failed migrations", lambda o, _: len(o.failed_migrations)),
+]
+
+
+def write_prometheus(path: Path, report: CheckReport, now: datetime) -> None:
+    """The textfile-collector format for node_exporter, written atomically (temp + rename) by
+    prometheus_client so node_exporter never reads half a file."""
+    registry = CollectorRegistry()
+    registry.register(CheckCollector(lambda: (report, now)))  # type: ignore[arg-type]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pgrunbook-", suffix=".prom.tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_to_textfile(str(path), registry)
+
+
+def status_notices(config: Config, report: CheckReport, previous: dict[str, str]) -> list[Notice]:
+    """A notice per environment whose status changed since ``previous`` (a failure, or the recovery)."""
+    notices = []
+    for e in report.environments:
+        if previous.get(e.environment, "ok") == e.status:
+            continue
+        bad = [f for f in e.findings if f.status != "ok"]
+        what = "; ".join(f"{f.name}: {f.detail}" for f in bad) or "all checks pass again"
+        verb = "RECOVERED" if e.status == "ok" else e.status.upper()
+        notices.append(make_notice(config, e.environment, e.status, verb, what))
+    return notices
 
 
 def notify_changes(config: Config, report: CheckReport) -> list[str]:
-    """Post to the webhook when an environment's status changed since the last check."""
+    """Notify when an environment's status changed since the last check; remember the new statuses.
+
+    The state is saved only when every channel took the notices, so a failed post is tried again by
+    the next check instead of being lost.
+    """
     state_path = config.resolve_path(config.monitor.state_path)
     try:
         previous = json.loads(state_path.read_text())
     except (OSError, ValueError):
         previous = {}
-    current = {e.environment: e.status for e in report.environments}
-    changed = [e for e in report.environments if previous.get(e.environment, "ok") != e.status]
-    sent: list[str] = []
-    var = config.monitor.webhook_url_env
-    url = os.environ.get(var) if var else None
-    if changed and url:
-        import httpx
-
-        for e in changed:
-            bad = [f for f in e.findings if f.status != "ok"]
-            what = "; ".join(f"{f.name}: {f.detail}" for f in bad) or "all checks pass again"
-            verb = "RECOVERED" if e.status == "ok" else e.status.upper()
-            owner = f" (owner: {config.project.owner})" if config.project.owner else ""
-            text = f"pgrunbook {verb} for {e.environment} on {socket.gethostname()}{owner}: {what}"
-            try:
-                httpx.post(
-                    url, json={"text": text, "environment": e.environment, "status": e.status}, timeout=10
-                ).raise_for_status()
-            except httpx.HTTPError as exc:
-                raise PgRunbookError(
-                    f"could not post the {verb} notification to the webhook: {redact(str(exc), [url])}".replace(
-                        url, "<webhook>"
-                    ),
-                    hint=f"check {var}",
-                ) from None
-            sent.append(e.environment)
+    deliveries = send(config, status_notices(config, report, previous))
+    failed = [d for d in deliveries if d.error]
+    if failed:
+        channel = config.monitor.webhook_url_env if failed[0].channel == "webhook" else "[monitor.smtp]"
+        raise PgRunbookError(failed[0].error or "notification failed", hint=f"check {channel}")
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    state_path.write_text(json.dumps(current))
-    return sent
+    state_path.write_text(json.dumps({e.environment: e.status for e in report.environments}))
+    return sorted({f"{d.environment} ({d.channel})" for d in deliveries})

@@ -7,6 +7,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from pgrunbook.config import Config
+
 DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
 
 
@@ -19,17 +21,34 @@ class Job:
 
 
 def jobs(environments: list[str], backup: str, prune: str, drill: str) -> list[Job]:
+    """The three jobs per environment; a schedule of "off" leaves that job out."""
     out = []
     for env in environments:
-        out.append(Job("backup", env, backup, ["backup", "create", "--label", "scheduled", "--env", env]))
-        out.append(Job("prune", env, prune, ["backup", "prune", "--env", env]))
-        out.append(Job("drill", env, drill, ["backup", "verify", "latest", "--drill", "--env", env]))
+        for name, cron, args in (
+            ("backup", backup, ["backup", "create", "--label", "scheduled", "--env", env]),
+            ("prune", prune, ["backup", "prune", "--env", env]),
+            ("drill", drill, ["backup", "verify", "latest", "--drill", "--env", env]),
+        ):
+            if cron != "off":
+                out.append(Job(name, env, cron, args))
+    return out
+
+
+def config_jobs(config: Config) -> list[Job]:
+    """Every environment's jobs; an environment's own [environments.X.schedule] wins over [schedule]."""
+    out = []
+    for name in config.environment_names():
+        env_cfg = config.environments.get(name)
+        sched = (env_cfg.schedule if env_cfg else None) or config.schedule
+        out += jobs([name], sched.backup, sched.prune, sched.drill)
     return out
 
 
 def cron_to_oncalendar(expr: str) -> str:
     """Five-field cron to systemd's OnCalendar, for the forms schedules use (numbers, *, lists, ranges)."""
     fields = expr.split()
+    if expr.startswith("@every"):
+        raise ValueError(f"schedule {expr!r} runs under pgrunbook serve only; platforms need a cron expression")
     if len(fields) != 5:
         raise ValueError(f"cron expression {expr!r} must have 5 fields")
     minute, hour, dom, month, dow = fields
@@ -60,6 +79,12 @@ def cron_to_oncalendar(expr: str) -> str:
 
 def render(kind: str, all_jobs: list[Job], executable: str, config_path: str, url_var: str = "DATABASE_URL") -> str:
     base = [executable, "--config", config_path]
+    for j in all_jobs:
+        if j.cron.startswith("@every"):
+            raise ValueError(
+                f"the {j.name} schedule of {j.environment} ({j.cron!r}) runs under pgrunbook serve only; "
+                "platforms need a cron expression"
+            )
     if kind == "cron":
         lines = [
             "# pgrunbook schedule (crontab -e); the URL variables must be in cron's environment, e.g. via",

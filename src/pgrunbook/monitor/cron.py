@@ -1,0 +1,97 @@
+"""When scheduled jobs are due: pure functions of a schedule, the last handled fire time and now.
+
+A schedule is a five-field cron expression (evaluated by croniter in the configured timezone) or
+``@every <N>s|m|h`` for short fixed intervals aligned to the epoch (tests, frequent checks).
+
+Missed runs coalesce the way anacron and systemd's ``Persistent=true`` do: after downtime the job runs
+once, not once per missed slot. Overlap is the caller's decision, made with ``Slot.overlaps``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+
+from croniter import CroniterBadCronError, croniter
+
+_EVERY = re.compile(r"^@every\s+(\d+)\s*(s|m|h)$")
+_UNIT = {"s": 1, "m": 60, "h": 3600}
+
+
+class BadSchedule(ValueError):
+    """A schedule string that is neither a valid cron expression nor ``@every``."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    text: str
+    tz: tzinfo = UTC
+
+    def __post_init__(self) -> None:
+        if self.every is None and not self._cron_ok():
+            raise BadSchedule(
+                f"schedule {self.text!r} is not a five-field cron expression (e.g. '0 2 * * *') or '@every 30s'"
+            )
+
+    def _cron_ok(self) -> bool:
+        if len(self.text.split()) != 5:
+            return False
+        try:
+            croniter(self.text)
+        except (CroniterBadCronError, ValueError, KeyError):
+            return False
+        return True
+
+    @property
+    def every(self) -> timedelta | None:
+        m = _EVERY.match(self.text.strip())
+        if not m:
+            return None
+        seconds = int(m.group(1)) * _UNIT[m.group(2)]
+        if seconds <= 0:
+            raise BadSchedule(f"schedule {self.text!r}: the interval must be positive")
+        return timedelta(seconds=seconds)
+
+    def next_after(self, t: datetime) -> datetime:
+        """The first fire time strictly after ``t``."""
+        step = self.every
+        if step is not None:
+            n = int(t.timestamp() // step.total_seconds()) + 1
+            return datetime.fromtimestamp(n * step.total_seconds(), UTC)
+        nxt = croniter(self.text, t.astimezone(self.tz)).get_next(datetime)
+        return nxt.astimezone(UTC)
+
+    def last_at_or_before(self, t: datetime) -> datetime:
+        """The newest fire time at or before ``t``."""
+        step = self.every
+        if step is not None:
+            n = int(t.timestamp() // step.total_seconds())
+            return datetime.fromtimestamp(n * step.total_seconds(), UTC)
+        local = t.astimezone(self.tz)
+        it = croniter(self.text, local + timedelta(microseconds=1))
+        return it.get_prev(datetime).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Due:
+    fire: datetime  # the slot being run
+    missed: int  # earlier slots since the last handled one that coalesced into this run
+
+
+def due(schedule: Schedule, last_handled: datetime, now: datetime, max_count: int = 1000) -> Due | None:
+    """The slot to run now, if any: the newest fire time in (last_handled, now].
+
+    ``missed`` counts the older slots skipped in between (capped at ``max_count``), so the service can
+    say "3 runs were missed while pgrunbook serve was down; ran once to catch up".
+    """
+    first = schedule.next_after(last_handled)
+    if first > now:
+        return None
+    newest = schedule.last_at_or_before(now)
+    missed = 0
+    t = first
+    while t < newest and missed < max_count:
+        missed += 1
+        t = schedule.next_after(t)
+    return Due(newest, missed)
