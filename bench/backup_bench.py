@@ -98,8 +98,8 @@ def generate(url: str, size_mb: int) -> int:
         return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
 
 
-def timed(cmd: list[str] | str, env: dict[str, str], shell: bool = False) -> tuple[float, int]:
-    """Wall time and the child's peak RSS (kB) of one command."""
+def timed(cmd: list[str] | str, env: dict[str, str], shell: bool = False) -> tuple[float, int, float]:
+    """Wall time, the child's peak RSS (kB) and its CPU seconds (with the children it waited for)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -108,7 +108,13 @@ def timed(cmd: list[str] | str, env: dict[str, str], shell: bool = False) -> tup
     if proc.returncode != 0:
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise SystemExit(f"benchmark command failed: {cmd}\n{err}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds a running process has used so far (the S3 server's share of the machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_moto(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]] | None:
@@ -213,14 +219,19 @@ def main() -> None:
         times: dict[str, list[float]] = {m: [] for m in methods}
         sizes: dict[str, int] = {}
         rss: dict[str, int] = {}
+        cpu: dict[str, list[float]] = {m: [] for m in methods}
+        server_cpu: list[float] = []
         for run in range(args.runs):
             for name, cmd in methods.items():  # interleaved, so drift in the machine hits every method alike
                 shutil.rmtree(work / "store", ignore_errors=True)
-                elapsed, peak = timed(cmd, env, shell=isinstance(cmd, str))
+                before = process_cpu(moto[0].pid) if moto is not None else 0.0
+                elapsed, peak, used = timed(cmd, env, shell=isinstance(cmd, str))
+                cpu[name].append(used)
                 if name == "pgrunbook backup create":
                     ours_size = next((work / "store").rglob("db.dump.zst")).stat().st_size
                 if name.endswith("(moto, loopback)"):
                     sizes[name] = ours_size
+                    server_cpu.append(process_cpu(moto[0].pid) - before)  # type: ignore[index]
                 times[name].append(elapsed)
                 rss[name] = max(rss.get(name, 0), peak)
                 print(f"  run {run + 1}: {name}: {elapsed:.2f}s", file=sys.stderr)
@@ -231,7 +242,7 @@ def main() -> None:
         }
         if (work / "ref.zst").exists():
             sizes["pg_dump -Fc -Z0 | zstd -T2 -3"] = (work / "ref.zst").stat().st_size
-        report(times, sizes, rss, db_size, args)
+        report(times, sizes, rss, db_size, args, cpu, server_cpu)
         if moto is not None:
             moto[0].terminate()
     finally:
@@ -241,7 +252,13 @@ def main() -> None:
 
 
 def report(
-    times: dict[str, list[float]], sizes: dict[str, int], rss: dict[str, int], db_size: int, args: argparse.Namespace
+    times: dict[str, list[float]],
+    sizes: dict[str, int],
+    rss: dict[str, int],
+    db_size: int,
+    args: argparse.Namespace,
+    cpu: dict[str, list[float]],
+    server_cpu: list[float],
 ) -> None:
     raw = statistics.median(times["raw pg_dump -Fc -Z0"])
     runbook_size = sizes["runbook pg_dump --format=custom"]
@@ -249,13 +266,13 @@ def report(
         f"\n## Backup benchmark ({platform.machine()}, {os.cpu_count()} cores, database {db_size / 1e6:.0f} MB, "
         f"median of {args.runs})\n"
     )
-    print("| method | median time | vs raw | size | vs runbook size | peak RSS |")
-    print("|---|---|---|---|---|---|")
+    print("| method | median time | vs raw | size | vs runbook size | peak RSS | CPU (its own, with children) |")
+    print("|---|---|---|---|---|---|---|")
     for name, ts in times.items():
         med = statistics.median(ts)
         print(
             f"| {name.replace('|', chr(92) + '|')} | {med:.2f} s | {med / raw:.2f}x | {sizes[name] / 1e6:.0f} MB | "
-            f"{sizes[name] / runbook_size:.2f}x | {rss[name] / 1024:.0f} MB |"
+            f"{sizes[name] / runbook_size:.2f}x | {rss[name] / 1024:.0f} MB | {statistics.median(cpu[name]):.2f} s |"
         )
     s3 = next((n for n in times if n.endswith("(moto, loopback)")), None)
     if s3:
@@ -265,6 +282,13 @@ def report(
             f"\nS3: {s3_t / local_t:.2f}x the local backup's time (target <= 1.2x: "
             f"{'met' if s3_t <= 1.2 * local_t else 'MISSED'}); pgrunbook's peak RSS {rss[s3] / 1024:.0f} MB "
             f"(target < 200 MB: {'met' if rss[s3] / 1024 < 200 else 'MISSED'})"
+        )
+        local_cpu, s3_cpu = statistics.median(cpu["pgrunbook backup create"]), statistics.median(cpu[s3])
+        print(
+            f"\nWhere the S3 time goes: pgrunbook (with pg_dump) used {s3_cpu:.2f} CPU s to S3 vs {local_cpu:.2f} s "
+            f"to local storage ({s3_cpu / local_cpu:.2f}x); the S3 server itself used "
+            f"{statistics.median(server_cpu):.2f} CPU s per backup on the same {os.cpu_count()} cores, "
+            "beside the PostgreSQL server sending the data."
         )
     ours = statistics.median(times["pgrunbook backup create"])
     ok_time = ours <= 1.5 * raw

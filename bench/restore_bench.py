@@ -52,10 +52,9 @@ def main() -> None:
         cfg = work / "pgrunbook.toml"
         cli = [str(Path(sys.executable).parent / "pgrunbook"), "--config", str(cfg)]
 
-        def configure(method: str, tuned: bool = True) -> None:
+        def configure(method: str) -> None:
             cfg.write_text(
                 f'[backup]\nstorage = "{work / "store"}"\n[restore]\nmethod = "{method}"\njobs = {args.jobs}\n'
-                + ("" if tuned else 'maintenance_work_mem = "off"\nsynchronous_commit_off = false\n')
             )
 
         configure("auto")
@@ -124,8 +123,8 @@ def main() -> None:
             drop(name)
             return t
 
-        def ours(method: str, tuned: bool = True) -> float:
-            configure(method, tuned)
+        def ours(method: str) -> float:
+            configure(method)
             counter[0] += 1
             name = f"r{counter[0]}"
             t0 = time.perf_counter()
@@ -136,8 +135,7 @@ def main() -> None:
                     [*cli, "--json", "runs", "--limit", "1"], env=env, check=True, capture_output=True, text=True
                 ).stdout
             )[0]
-            key = method + ("" if tuned else ", restore-time settings off")
-            breakdown[key] = ", ".join(f"{st['name']} {st['duration_s']:.2f}s" for st in last["steps"])
+            breakdown[method] = ", ".join(f"{st['name']} {st['duration_s']:.2f}s" for st in last["steps"])
             drop(name)
             return t
 
@@ -147,9 +145,6 @@ def main() -> None:
             f"by hand: zstd -d to a file, then pg_restore -j{args.jobs} (both timed)": by_hand,
             f"pgrunbook restore --into (parallel, -j{args.jobs})": lambda: ours("parallel"),
             "pgrunbook restore --into (streaming)": lambda: ours("stream"),
-            f"pgrunbook restore --into (parallel, -j{args.jobs}), restore-time settings off": lambda: ours(
-                "parallel", tuned=False
-            ),
         }
 
         def settle() -> None:

@@ -186,14 +186,6 @@ class JournalConfig(_Model):
 class RestoreConfig(_Model):
     method: Literal["auto", "stream", "parallel"] = "auto"
     jobs: int = Field(0, ge=0, description="pg_restore -j; 0 = one per CPU core")
-    maintenance_work_mem: str = Field(
-        "auto",
-        pattern=r"^(auto|off|[0-9]+ ?(kB|MB|GB))$",
-        description="for the new database during the restore only (index builds); auto = RAM/8 per job, <= 1GB",
-    )
-    synchronous_commit_off: bool = Field(
-        True, description="no WAL flush per restored table; one flushed commit at the end makes it all durable"
-    )
 
 
 class Config(_Model):

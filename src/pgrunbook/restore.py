@@ -15,7 +15,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -26,7 +25,6 @@ from psycopg import sql
 from pgrunbook.backup.create import child_env, create_backup
 from pgrunbook.backup.manifest import Check, Manifest
 from pgrunbook.backup.verify import _compare, archive_bytes, check_stored, restore_stream, verify_backup
-from pgrunbook.config import RestoreConfig
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, VerificationFailed
 from pgrunbook.postgres.connect import connect
@@ -293,7 +291,7 @@ def _restore_checked(
             created = True
         new_target = target.with_dbname(dbname)
         try:
-            with _maybe_step(run, "restore") as info, _restore_settings(admin, env, dbname, jobs):
+            with _maybe_step(run, "restore") as info:
                 _restore_data(env, manifest, tools, new_target, jobs, archive)
                 if info is not None:
                     info["detail"] = f"{report.method} into {dbname}"
@@ -314,47 +312,6 @@ def _restore_checked(
     report.database_url = url_with_dbname(os.environ[env.url_var(direct=False)], dbname)
     report.duration_s = round(time.monotonic() - t0, 3)
     return report
-
-
-def restore_settings(cfg: RestoreConfig, jobs: int, ram_bytes: int | None = None) -> dict[str, str]:
-    """Per-database settings that make pg_restore's own work cheaper, for the restore only.
-
-    Index builds are most of a restore's time after the data; with the default 64MB of
-    maintenance_work_mem they spill to disk. synchronous_commit=off drops one WAL flush per table
-    and index; durability comes back with the flushed commit that resets it (WAL is flushed in order).
-    """
-    settings: dict[str, str] = {}
-    if cfg.synchronous_commit_off:
-        settings["synchronous_commit"] = "off"
-    mem = cfg.maintenance_work_mem
-    if mem == "auto":
-        ram = ram_bytes if ram_bytes is not None else _physical_memory()
-        per_job_mb = min(1024, ram // 8 // max(jobs, 1) // (1024 * 1024)) if ram else 0
-        mem = f"{per_job_mb}MB" if per_job_mb > 64 else "off"
-    if mem != "off":
-        settings["maintenance_work_mem"] = mem.replace(" ", "")
-    return settings
-
-
-def _physical_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
-@contextmanager
-def _restore_settings(admin: psycopg.Connection, env: Environment, dbname: str, jobs: int) -> Iterator[None]:
-    settings = restore_settings(env.config.restore, jobs)
-    ident = sql.Identifier(dbname)
-    for name, value in settings.items():
-        admin.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(ident, sql.Identifier(name), sql.Literal(value)))
-    try:
-        yield
-    finally:
-        for name in settings:
-            # admin runs with synchronous_commit on: this commit flushes the whole restore's WAL
-            admin.execute(sql.SQL("ALTER DATABASE {} RESET {}").format(ident, sql.Identifier(name)))
 
 
 def _create_database(admin: psycopg.Connection, dbname: str, owner: str | None) -> None:

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from pgrunbook.config import load_config
 from pgrunbook.errors import ConfigError
 from pgrunbook.monitor.schedule import config_jobs
-from pgrunbook.restore import restore_settings
 
 
 def test_defaults_without_a_file(tmp_path: Path) -> None:
@@ -99,7 +98,7 @@ _SECTIONS = {
     "monitor": ["max_age_h", "webhook_url_env", "smtp"],
     "schedule": ["backup", "prune", "drill"],
     "serve": ["host", "port", "token_env", "check_interval_s", "catch_up"],
-    "restore": ["method", "jobs", "maintenance_work_mem", "synchronous_commit_off"],
+    "restore": ["method", "jobs"],
     "environments": ["production", "staging west", "ü", "x'y"],
 }
 _scalars = st.one_of(
@@ -153,7 +152,6 @@ def _must_load_or_explain(tmp: Path, text: str, environ: dict[str, str]) -> None
     for name in cfg.environment_names():
         cfg.environment(name)
     config_jobs(cfg)
-    restore_settings(cfg.restore, 2, 8 << 30)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
