@@ -304,14 +304,52 @@ def _restore_checked(
                         f"restored database {dbname} differs from the backup: {bad[0].name}: {bad[0].detail}",
                         hint="it was not put into use; inspect it, then drop it",
                     )
-        except BaseException:
+        except BaseException as exc:
             if created:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+                why = _drop_partial(admin, target, var, dbname)
+                if why is not None:
+                    if not isinstance(exc, PgRunbookError):
+                        raise DatabaseError(
+                            f"restore into {dbname!r} broke off: {redact(str(exc), target.secrets())}".splitlines()[0],
+                            hint=_leftover_hint(dbname, why),
+                        ) from None
+                    exc.hint = _leftover_hint(dbname, why)
             raise
     report.verified = True
     report.database_url = url_with_dbname(os.environ[env.url_var(direct=False)], dbname)
     report.duration_s = round(time.monotonic() - t0, 3)
     return report
+
+
+def _drop_partial(admin: psycopg.Connection, target: DatabaseTarget, var: str, dbname: str) -> str | None:
+    """Drop the half-restored database; None when gone, else why not.
+
+    The server may have just restarted (that may be why the restore failed): the admin connection is
+    then dead, so a fresh one is tried for a few seconds while the server comes back.
+    """
+    stmt = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+    try:
+        admin.execute(stmt)
+        return None
+    except psycopg.Error:
+        pass
+    deadline, why = time.monotonic() + 15, "the server did not answer"
+    while time.monotonic() < deadline:
+        try:
+            with connect(target, purpose="drop a partial restore", var=var, connect_timeout=3) as conn:
+                conn.execute(stmt)
+            return None
+        except (PgRunbookError, psycopg.Error) as exc:
+            why = exc.message if isinstance(exc, PgRunbookError) else str(exc).splitlines()[0]
+            time.sleep(0.5)
+    return redact(why, target.secrets())
+
+
+def _leftover_hint(dbname: str, why: str) -> str:
+    return (
+        f"the partial database {dbname!r} could not be dropped ({why}); it was not put into use — "
+        f'drop it when the server is back: DROP DATABASE "{dbname}"'  # names are [A-Za-z0-9_$-]
+    )
 
 
 def _create_database(admin: psycopg.Connection, dbname: str, owner: str | None) -> None:

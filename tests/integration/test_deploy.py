@@ -280,3 +280,37 @@ def test_sigkill_at_each_step_then_resume(stage: Stage, step: str) -> None:
     final = json.loads(stage.project.cli("--json", "runs").stdout)[0]
     assert final["run_id"] == run_id and final["outcome"] in ("succeeded", "rolled_back")
     evidence.fault(f"SIGKILL of deploy during '{step}'")
+
+
+@pytest.mark.reliability
+def test_postgresql_restarted_mid_migration(stage: Stage, cluster) -> None:
+    """The server crashes while a migration script runs: deploy stops with one clear error and the
+    decision tree's command; that command brings back the pre-deploy data exactly."""
+    make_migrations(stage.project, {"02_slow": "ALTER TABLE note ADD COLUMN z int;\nSELECT pg_sleep(3);"})
+    before = fingerprint(stage.project.url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "--json", "deploy", "--env", "production"],
+        cwd=stage.project.root,
+        env=stage.project.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with psycopg.connect(stage.project.url, autocommit=True) as conn:
+        running = "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()"
+        wait_for(lambda: conn.execute(running).fetchone(), 60, "the migration script running")
+    cluster.restart()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, (out, err)
+    assert "Traceback" not in out + err and "Pw-s3cr3t" not in out + err
+    assert out.strip(), err
+    report = json.loads(out)
+    assert report["outcome"] == "failed"
+    failed = [s for s in report["steps"] if s["status"] == "failed"]
+    assert failed and failed[0]["name"] == "migrate", report["steps"]
+    command = report["rollback_commands"][0]
+    assert command.startswith("pgrunbook rollback --with-db --backup")
+    r = stage.project.cli("--json", *command.split()[1:], "--env", "production")
+    assert r.returncode == 0, r.stderr
+    assert fingerprint(stage.url_file.read_text()) == before
+    evidence.fault("PostgreSQL restarted (immediate stop) mid-migration during deploy")

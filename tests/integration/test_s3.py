@@ -4,7 +4,9 @@ backup/verify/restore/prune tests run over both backends; age encryption at rest
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ import pytest
 
 from pgrunbook.backup.storage import open_storage
 from pgrunbook.errors import StorageError
+from pgrunbook.postgres.tools import find_client_tools
 from tests import evidence
 from tests.conftest import PASSWORD, Project, assert_clean_error, fingerprint, wait_for
 from tests.s3_support import SECRET_KEY, FaultProxy, MotoServer, aws_env, client
@@ -258,6 +261,35 @@ def test_encrypted_backups_are_age_ciphertext_and_restore_only_with_the_identity
     r = seeded.cli("restore", bid, "--into", target)
     assert r.returncode == 0, r.stderr
     assert fingerprint(seeded.url.rsplit("/", 1)[0] + "/" + target) == fingerprint(seeded.url)
+
+
+@pytest.mark.skipif(
+    shutil.which("age") is None and os.environ.get("CI") != "true", reason="the age CLI is not installed (CI has it)"
+)
+def test_encrypted_backup_restores_by_hand_with_the_age_cli(seeded: Project) -> None:
+    """The manifest's by-hand command, with the real `age` binary, zstd and pg_restore: no pgrunbook, no
+    Python, exactly what an operator types when pgrunbook itself is unavailable."""
+    assert shutil.which("age"), "CI must have the age CLI"
+    recipient, key = _age_keys(seeded)
+    seeded.write_config(f'[backup]\nstorage = "backups"\n[backup.encryption]\nrecipients = ["{recipient}"]\n')
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    folder = seeded.storage / "default" / bid
+    manifest = json.loads((folder / "manifest.json").read_text())
+    target = f"by_hand_age_{secrets.token_hex(3)}"
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {target}")
+    target_url = seeded.url.rsplit("/", 1)[0] + "/" + target
+    pg_restore = str(find_client_tools(15, "15").pg_restore)
+    r = subprocess.run(
+        manifest["restore_command"].replace("pg_restore", pg_restore),
+        shell=True,
+        cwd=folder,
+        env={**os.environ, "TARGET_DATABASE_URL": target_url, "AGE_IDENTITY_FILE": str(key)},
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert fingerprint(target_url) == fingerprint(seeded.url)
 
 
 def test_wrong_identity_fails_clearly(seeded: Project) -> None:

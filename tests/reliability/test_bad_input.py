@@ -157,3 +157,41 @@ def test_unwritable_storage(project: Project, tmp_path: Path) -> None:
         d = project.cli("doctor")
         assert d.returncode == 2 and "storage not writable" in d.stdout
     evidence.fault("read-only storage")
+
+
+# Every command that reads the configuration, with the arguments it needs to get that far.
+EVERY_COMMAND = [
+    ["backup", "create"],
+    ["backup", "list"],
+    ["backup", "verify", "latest"],
+    ["backup", "prune", "--dry-run"],
+    ["backup", "copy", "latest", "--to", "elsewhere"],
+    ["check"],
+    ["deploy"],
+    ["doctor"],
+    ["drift", "a", "b"],
+    ["health"],
+    ["migrate", "deploy"],
+    ["migrate", "resolve", "--applied", "x"],
+    ["migrate", "lint"],
+    ["restore", "latest", "--into", "fresh"],
+    ["rollback", "--app-only"],
+    ["runs"],
+    ["schedule", "--print", "cron"],
+    ["serve", "--port", "0"],
+    ["status"],
+]
+MALFORMED = {
+    "not TOML": ("[backup\nstorage = 1\n", "line 1"),
+    "unknown key": ('[backups]\nstorage = "x"\n', "backups: unknown key"),
+    "wrong type": ('[backup]\nretention = { daily = "lots" }\n', "backup.retention.daily"),
+    "bad schedule": ('[schedule]\nbackup = "every night"\n', "schedule.backup"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+def test_every_command_refuses_a_malformed_config_in_one_line(project: Project, kind: str) -> None:
+    text, needle = MALFORMED[kind]
+    project.write_config(text)
+    for argv in EVERY_COMMAND:
+        assert_clean_error(project.cli(*argv, timeout=30), 3, "pgrunbook.toml", needle)

@@ -12,8 +12,9 @@ import psycopg
 import pytest
 
 from pgrunbook.backup.prune import prune
+from pgrunbook.restore import url_with_dbname
 from tests import evidence
-from tests.conftest import Project, wait_for
+from tests.conftest import Project, fingerprint, wait_for
 
 pytestmark = pytest.mark.reliability
 
@@ -117,3 +118,40 @@ def test_postgresql_restarted_mid_backup(seeded: Project, cluster) -> None:
     assert after.returncode == 0, after.stderr
     assert seeded.cli("backup", "verify", json.loads(after.stdout)["id"], "--drill").returncode == 0
     evidence.fault("PostgreSQL restarted (immediate stop) mid-backup")
+
+
+def test_postgresql_restarted_mid_restore(seeded: Project, cluster) -> None:
+    """The server goes down while pg_restore copies data into the new database, then comes back: one clear
+    error, the half-restored database dropped once the server answers, the source untouched, and the
+    next restore exact."""
+    with psycopg.connect(seeded.url, autocommit=True) as conn:  # enough rows for the COPY to take a while
+        conn.execute(
+            "INSERT INTO billing.invoice (account_id, amount, note) SELECT 1 + g % 500, g, md5(g::text) "
+            "FROM generate_series(1, 600000) g"
+        )
+    before = fingerprint(seeded.url)
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "restore", bid, "--into", "half_restored"],
+        cwd=seeded.root,
+        env=seeded.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    copying = "SELECT 1 FROM pg_stat_activity WHERE datname = 'half_restored' AND query LIKE 'COPY%'"
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        wait_for(lambda: conn.execute(copying).fetchone(), 60, "pg_restore copying data")
+    cluster.restart()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert err.startswith("error: pg_restore failed") and "Traceback" not in err, err
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        gone = conn.execute("SELECT count(*) FROM pg_database WHERE datname = 'half_restored'").fetchone()
+    assert gone == (0,)
+    assert fingerprint(seeded.url) == before
+    again = seeded.cli("--json", "restore", bid, "--into", "half_restored")
+    assert again.returncode == 0, again.stderr
+    restored = url_with_dbname(seeded.url, "half_restored")
+    assert fingerprint(restored) == before
+    evidence.fault("PostgreSQL restarted (immediate stop) mid-restore")

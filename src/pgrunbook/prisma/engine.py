@@ -275,6 +275,8 @@ def _apply_one(
         conn.execute(script)  # type: ignore[call-overload]  # no parameters: the simple query protocol
     except psycopg.Error as exc:
         elapsed = time.monotonic() - t0
+        if conn.closed or getattr(conn, "broken", False):
+            raise _connection_lost(m.name, elapsed, exc) from None
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.execute("ROLLBACK")  # the script's own BEGIN left the session in a failed transaction
         logs = redact(format_logs(exc, script), secrets)
@@ -290,6 +292,20 @@ def _apply_one(
     elapsed = time.monotonic() - t0
     progress("ok", m.name, elapsed)
     return AppliedMigration(m.name, round(elapsed, 3))
+
+
+def _connection_lost(name: str, elapsed: float, exc: psycopg.Error) -> MigrationFailed:
+    """The server went away mid-script (crash, restart, failover, network): nothing can be recorded.
+
+    The script ran as one implicit transaction, so it did not commit unless it commits on its own;
+    its history row stays started and unfinished, which Prisma and pgrunbook both count as failed.
+    """
+    why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return MigrationFailed(
+        f"lost the connection to PostgreSQL while migration {name} ran (after {elapsed:.1f}s): {why}",
+        hint=f"when the server is back: pgrunbook status shows {name} as failed; unless the script commits "
+        f"on its own nothing of it was applied — then pgrunbook migrate resolve --rolled-back {name}",
+    )
 
 
 def _deploy_with_prisma(
