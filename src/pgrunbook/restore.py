@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -28,7 +29,7 @@ from pgrunbook.backup.verify import _compare, archive_bytes, check_stored, resto
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, VerificationFailed
 from pgrunbook.postgres.connect import connect
-from pgrunbook.postgres.tools import ClientTools, find_client_tools, parse_tool_version
+from pgrunbook.postgres.tools import ClientTools, die_with_parent, find_client_tools, parse_tool_version
 from pgrunbook.postgres.url import DatabaseTarget, redact
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.journal import Run
@@ -46,6 +47,7 @@ class RestoreReport:
     checks: list[Check] = field(default_factory=list)
     replaced_database: str | None = None
     pre_restore_backup: str | None = None
+    cleared_unfinished: str | None = None  # the marker of an interrupted restore this one replaced
     database_url: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, object]:
@@ -58,6 +60,7 @@ class RestoreReport:
             "checks": [c.model_dump() for c in self.checks],
             "replaced_database": self.replaced_database,
             "pre_restore_backup": self.pre_restore_backup,
+            "cleared_unfinished": self.cleared_unfinished,
         }
 
 
@@ -121,6 +124,23 @@ def _read_ahead(chunks: Iterator[bytes], depth: int = 8) -> Iterator[bytes]:
         yield item
 
 
+def _sweep_stale_temp_dirs() -> None:
+    """Remove the decompressed archives of restores that were killed (their pid is gone): each is as
+    large as the database's dump, and nothing else would ever delete it."""
+    import glob
+
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "pgrunbook-restore-*-*")):
+        m = re.match(r"pgrunbook-restore-(\d+)-", os.path.basename(path))
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
 class _CheckedArchive:
     """The archive decompressed to a 0600 temporary file while its stored bytes are hashed: the integrity
     check and the decompression share one pass over storage (bench/restore_bench.py measured the gain)."""
@@ -132,7 +152,8 @@ class _CheckedArchive:
 
         from pgrunbook.backup.verify import _toc_check
 
-        self.dir = tempfile.mkdtemp(prefix="pgrunbook-restore-")
+        _sweep_stale_temp_dirs()
+        self.dir = tempfile.mkdtemp(prefix=f"pgrunbook-restore-{os.getpid()}-")
         self.path = os.path.join(self.dir, "archive.dump")
         sha, size, frame_error = hashlib.sha256(), 0, ""
 
@@ -180,16 +201,55 @@ class _CheckedArchive:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _database_state(admin: psycopg.Connection, target: DatabaseTarget, name: str, var: str) -> str:
-    """'missing', 'empty' or 'non-empty'."""
-    if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-        return "missing"
+UNFINISHED = "pgrunbook: unfinished restore"
+
+
+def _marker(backup_id: str) -> str:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{UNFINISHED} of {backup_id} by pid {os.getpid()} on {socket.gethostname()} since {now}"
+
+
+def _marker_alive(comment: str) -> bool:
+    """Is the restore that wrote this marker still running? Only this host's processes can be seen;
+    a marker from another host counts as alive (it may be)."""
+    m = re.search(r" by pid (\d+) on (\S+) since", comment)
+    if not m or m.group(2) != socket.gethostname():
+        return True
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _database_state(admin: psycopg.Connection, target: DatabaseTarget, name: str, var: str) -> tuple[str, str]:
+    """('missing' | 'empty' | 'non-empty' | 'unfinished', its comment).
+
+    'unfinished' is a database pgrunbook created for a restore that was killed before it finished: its
+    comment says so, and the process that wrote it is gone. It was never put into use.
+    """
+    row = admin.execute(
+        "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s", (name,)
+    ).fetchone()
+    if row is None:
+        return "missing", ""
+    comment = str(row[0])
+    if comment.startswith(UNFINISHED):
+        if _marker_alive(comment):
+            raise DatabaseError(
+                f"database {name!r} is being restored right now ({comment.removeprefix('pgrunbook: ')}); "
+                "nothing was changed",
+                hint="wait for that restore, or choose another name for --into",
+            )
+        return "unfinished", comment
     with connect(target.with_dbname(name), purpose="restore", var=var) as conn:
-        row = conn.execute(
+        count = conn.execute(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
         ).fetchone()
-    return "empty" if row and row[0] == 0 else "non-empty"
+    return ("empty" if count and count[0] == 0 else "non-empty"), comment
 
 
 def choose_method(env: Environment, manifest: Manifest) -> tuple[str, int]:
@@ -229,6 +289,7 @@ def _restore_data(
             capture_output=True,
             text=True,
             env=child_env(target),
+            preexec_fn=die_with_parent,
         )
         rc = proc.returncode
         last = redact(next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), ""), target.secrets())
@@ -279,7 +340,11 @@ def _restore_checked(
     var = env.url_var()
     created = False
     with connect(target, purpose=f"restore {env.name}", var=var) as admin:
-        state = _database_state(admin, target, dbname, var)
+        state, comment = _database_state(admin, target, dbname, var)
+        if state == "unfinished":  # a killed restore's database, never used: replaced, and said so
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
+            report.cleared_unfinished = comment
+            state = "missing"
         if state == "non-empty":
             raise DatabaseError(
                 f"database {dbname!r} already exists and is not empty; nothing was changed",
@@ -288,6 +353,7 @@ def _restore_checked(
         if state == "missing":
             with _maybe_step(run, "create database"):
                 _create_database(admin, dbname, target.params.get("user"))
+                _comment(admin, dbname, _marker(manifest.id))
             created = True
         new_target = target.with_dbname(dbname)
         try:
@@ -304,6 +370,9 @@ def _restore_checked(
                         f"restored database {dbname} differs from the backup: {bad[0].name}: {bad[0].detail}",
                         hint="it was not put into use; inspect it, then drop it",
                     )
+            if created:
+                verified_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                _comment(admin, dbname, f"pgrunbook: restored from backup {manifest.id}, verified {verified_at}")
         except BaseException as exc:
             if created:
                 why = _drop_partial(admin, target, var, dbname)
@@ -350,6 +419,10 @@ def _leftover_hint(dbname: str, why: str) -> str:
         f"the partial database {dbname!r} could not be dropped ({why}); it was not put into use — "
         f'drop it when the server is back: DROP DATABASE "{dbname}"'  # names are [A-Za-z0-9_$-]
     )
+
+
+def _comment(admin: psycopg.Connection, dbname: str, text: str) -> None:
+    admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(dbname), sql.Literal(text)))
 
 
 def _create_database(admin: psycopg.Connection, dbname: str, owner: str | None) -> None:

@@ -155,3 +155,60 @@ def test_postgresql_restarted_mid_restore(seeded: Project, cluster) -> None:
     restored = url_with_dbname(seeded.url, "half_restored")
     assert fingerprint(restored) == before
     evidence.fault("PostgreSQL restarted (immediate stop) mid-restore")
+
+
+def test_sigkill_mid_restore_then_the_same_restore_again(seeded: Project) -> None:
+    """pgrunbook killed while pg_restore copies data: pg_restore dies with it, the half-restored database
+    is marked unfinished (never used), and the same command run again replaces it, restores exactly and
+    removes the orphaned decompressed archive."""
+    import glob
+    import tempfile
+    import time
+
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO billing.invoice (account_id, amount, note) SELECT 1 + g % 500, g, md5(g::text) "
+            "FROM generate_series(1, 600000) g"
+        )
+    before = fingerprint(seeded.url)
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "restore", bid, "--into", "killed_restore"],
+        cwd=seeded.root,
+        env=seeded.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    copying = "SELECT 1 FROM pg_stat_activity WHERE datname = 'killed_restore' AND query LIKE 'COPY%'"
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        wait_for(lambda: conn.execute(copying).fetchone(), 60, "pg_restore copying data")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        sessions = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'killed_restore'"
+        wait_for(lambda: conn.execute(sessions).fetchone() == (0,), 10, "pg_restore to die with pgrunbook")
+        comment = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'killed_restore'"
+        ).fetchone()
+    assert comment and comment[0].startswith(f"pgrunbook: unfinished restore of {bid} by pid {proc.pid}")
+    time.sleep(2)  # had pg_restore survived, it would go on to the indexes (post-data) by now
+    with psycopg.connect(url_with_dbname(seeded.url, "killed_restore"), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'invoice_account_idx'").fetchone() == (
+            0,
+        )
+    orphans = glob.glob(f"{tempfile.gettempdir()}/pgrunbook-restore-{proc.pid}-*")
+    assert orphans  # the killed run could not clean up after itself
+
+    again = seeded.cli("restore", bid, "--into", "killed_restore")
+    assert again.returncode == 0, again.stderr
+    assert "left by an interrupted restore and never used" in again.stderr + again.stdout
+    assert fingerprint(url_with_dbname(seeded.url, "killed_restore")) == before
+    assert not any(os.path.exists(p) for p in orphans)
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        comment = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'killed_restore'"
+        ).fetchone()
+    assert comment and comment[0].startswith(f"pgrunbook: restored from backup {bid}, verified")
+    # a database that is not an unfinished restore is still refused, untouched
+    refused = seeded.cli("restore", bid, "--into", "killed_restore")
+    assert refused.returncode == 2 and "already exists and is not empty" in refused.stderr
+    evidence.fault("SIGKILL of restore while pg_restore copies data")

@@ -631,6 +631,11 @@ def restore(
         f"restored {report.backup_id} into {report.database} in {report.duration_s:.1f}s "
         f"({report.method}); row counts equal the manifest"
     )
+    if report.cleared_unfinished:
+        st.output.info(
+            f"replaced {report.database}, left by an interrupted restore and never used "
+            f"({report.cleared_unfinished.removeprefix('pgrunbook: ')})"
+        )
     if report.replaced_database:
         st.output.info(
             f"the previous database is kept as {report.replaced_database}; "
