@@ -8,6 +8,7 @@ then takes the live one's name; the replaced database is kept under another name
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -141,6 +142,20 @@ def _sweep_stale_temp_dirs() -> None:
             pass
 
 
+def _temp_write_error(exc: OSError, where: str, manifest: Manifest) -> PgRunbookError:
+    folder = os.path.dirname(where)
+    need = f"{(manifest.archive_size or manifest.size * 3) / 1e6:,.0f} MB"
+    if exc.errno == errno.ENOSPC:
+        return PgRunbookError(
+            f"no space left in {folder} for the decompressed archive (about {need}); nothing was restored",
+            hint='set TMPDIR to a folder with room, or [restore] method = "stream" (no temporary file)',
+        )
+    return PgRunbookError(
+        f"cannot write the decompressed archive in {folder}: {exc.strerror or exc}; nothing was restored",
+        hint="set TMPDIR to a writable folder",
+    )
+
+
 class _CheckedArchive:
     """The archive decompressed to a 0600 temporary file while its stored bytes are hashed: the integrity
     check and the decompression share one pass over storage (bench/restore_bench.py measured the gain)."""
@@ -153,7 +168,10 @@ class _CheckedArchive:
         from pgrunbook.backup.verify import _toc_check
 
         _sweep_stale_temp_dirs()
-        self.dir = tempfile.mkdtemp(prefix=f"pgrunbook-restore-{os.getpid()}-")
+        try:
+            self.dir = tempfile.mkdtemp(prefix=f"pgrunbook-restore-{os.getpid()}-")
+        except OSError as exc:
+            raise _temp_write_error(exc, os.path.join(tempfile.gettempdir(), "x"), manifest) from None
         self.path = os.path.join(self.dir, "archive.dump")
         sha, size, frame_error = hashlib.sha256(), 0, ""
 
@@ -166,13 +184,16 @@ class _CheckedArchive:
                 yield chunk
 
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                try:
-                    for chunk in archive_bytes(env, manifest, _read_ahead(tapped())):
-                        f.write(chunk)
-                except (zstandard.ZstdError, VerificationFailed) as exc:
-                    frame_error = str(exc)
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    try:
+                        for chunk in archive_bytes(env, manifest, _read_ahead(tapped())):
+                            f.write(chunk)
+                    except (zstandard.ZstdError, VerificationFailed) as exc:
+                        frame_error = str(exc)
+            except OSError as exc:
+                raise _temp_write_error(exc, self.dir, manifest) from None
             checks = [
                 Check(
                     name="size", ok=size == manifest.size, detail=f"{size} bytes stored, manifest says {manifest.size}"

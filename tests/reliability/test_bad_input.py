@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -147,6 +148,24 @@ def test_disk_full_leaves_nothing_behind(project: Project, tmp_path: Path) -> No
         assert list(small.rglob("*.tmp-*")) == [] and not any(p.is_file() for p in small.rglob("*"))
         assert project.cli("backup", "list", "--json").stdout.strip() == "[]"
     evidence.fault("disk full during a backup (1 MB tmpfs)")
+
+
+def test_disk_full_while_a_restore_decompresses(seeded: Project, tmp_path: Path) -> None:
+    """The temp folder fills up while the archive is decompressed for pg_restore -j: one clear line,
+    no database created, nothing left in the temp folder."""
+    import psycopg
+
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    with psycopg.connect(seeded.url) as conn:
+        databases = conn.execute("SELECT count(*) FROM pg_database").fetchone()
+    with _tmpfs(tmp_path / "tmp", "size=64k,mode=0777") as small:
+        seeded.write_config('[backup]\nstorage = "backups"\n[restore]\nmethod = "parallel"\n')
+        r = seeded.cli("restore", bid, "--into", "no_room", extra_env={"TMPDIR": str(small)})
+        assert_clean_error(r, 2, "no space left")
+        assert not any(small.iterdir())
+    with psycopg.connect(seeded.url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database").fetchone() == databases
+    evidence.fault("disk full while a restore decompresses (64 kB tmpfs as TMPDIR)")
 
 
 def test_unwritable_storage(project: Project, tmp_path: Path) -> None:
