@@ -120,11 +120,10 @@ def test_postgresql_restarted_mid_backup(seeded: Project, cluster) -> None:
     evidence.fault("PostgreSQL restarted (immediate stop) mid-backup")
 
 
-def test_postgresql_restarted_mid_restore(seeded: Project, cluster) -> None:
-    """The server goes down while pg_restore copies data into the new database, then comes back: one clear
-    error, the half-restored database dropped once the server answers, the source untouched, and the
-    next restore exact."""
-    with psycopg.connect(seeded.url, autocommit=True) as conn:  # enough rows for the COPY to take a while
+def _restore_caught_copying(seeded: Project, into: str) -> tuple[dict, str, subprocess.Popen[str]]:
+    """A backup big enough for pg_restore's COPY to take a while, and a restore of it started and caught
+    in the middle of that COPY. Returns the source's fingerprint, the backup id and the running restore."""
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO billing.invoice (account_id, amount, note) SELECT 1 + g % 500, g, md5(g::text) "
             "FROM generate_series(1, 600000) g"
@@ -132,16 +131,24 @@ def test_postgresql_restarted_mid_restore(seeded: Project, cluster) -> None:
     before = fingerprint(seeded.url)
     bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pgrunbook", "restore", bid, "--into", "half_restored"],
+        [sys.executable, "-m", "pgrunbook", "restore", bid, "--into", into],
         cwd=seeded.root,
         env=seeded.environ,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    copying = "SELECT 1 FROM pg_stat_activity WHERE datname = 'half_restored' AND query LIKE 'COPY%'"
+    copying = "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND query LIKE 'COPY%%'"
     with psycopg.connect(seeded.url, autocommit=True) as conn:
-        wait_for(lambda: conn.execute(copying).fetchone(), 60, "pg_restore copying data")
+        wait_for(lambda: conn.execute(copying, (into,)).fetchone(), 60, "pg_restore copying data")
+    return before, bid, proc
+
+
+def test_postgresql_restarted_mid_restore(seeded: Project, cluster) -> None:
+    """The server goes down while pg_restore copies data into the new database, then comes back: one clear
+    error, the half-restored database dropped once the server answers, the source untouched, and the
+    next restore exact."""
+    before, bid, proc = _restore_caught_copying(seeded, "half_restored")
     cluster.restart()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
@@ -165,23 +172,8 @@ def test_sigkill_mid_restore_then_the_same_restore_again(seeded: Project) -> Non
     import tempfile
     import time
 
+    before, bid, proc = _restore_caught_copying(seeded, "killed_restore")
     with psycopg.connect(seeded.url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO billing.invoice (account_id, amount, note) SELECT 1 + g % 500, g, md5(g::text) "
-            "FROM generate_series(1, 600000) g"
-        )
-    before = fingerprint(seeded.url)
-    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pgrunbook", "restore", bid, "--into", "killed_restore"],
-        cwd=seeded.root,
-        env=seeded.environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    copying = "SELECT 1 FROM pg_stat_activity WHERE datname = 'killed_restore' AND query LIKE 'COPY%'"
-    with psycopg.connect(seeded.url, autocommit=True) as conn:
-        wait_for(lambda: conn.execute(copying).fetchone(), 60, "pg_restore copying data")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         sessions = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'killed_restore'"

@@ -170,3 +170,16 @@ def test_timeline_of_one_backup_renders() -> None:
 
     svg = timeline_svg([BackupRow("b", T0, 10, 1.0, "manual", True, "keep", {}, [])], "one")
     assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+
+
+def test_every_event_reaches_the_log_though_the_page_keeps_the_recent_ones(tmp_path: Path) -> None:
+    seen: list[str] = []
+    sched, clock = _scheduler(tmp_path, lambda job: JobResult(False, "no", 0.0))
+    sched.on_event = lambda e: seen.append(e.what)
+    sched.tick()
+    for _ in range(150):  # each slot: started, then failed
+        clock.now += timedelta(seconds=10)
+        sched.tick()
+        assert sched.wait_idle(5)
+    assert len(seen) == 300 and seen[-2:] == ["started", "failed"]
+    assert len(sched.events) == 200 and sched.state["default/backup"].failures == 150

@@ -79,6 +79,7 @@ class Scheduler:
     runner: Runner
     on_finish: Callable[[Job, JobResult, str | None], None] = lambda job, result, previous: None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    on_event: Callable[[Event], None] = lambda event: None
     jobs: list[Job] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
@@ -112,8 +113,10 @@ class Scheduler:
         os.replace(tmp, self._path)
 
     def _event(self, job: Job, what: str, detail: str = "") -> None:
-        self.events.append(Event(_iso(self.clock()), job.name, job.environment, what, detail))
-        del self.events[:-200]
+        event = Event(_iso(self.clock()), job.name, job.environment, what, detail)
+        self.events.append(event)
+        del self.events[:-200]  # the page shows the recent ones; the log has them all
+        self.on_event(event)
 
     def tick(self) -> None:
         """Start whatever is due now; called about once a second by ``run_forever``."""

@@ -65,7 +65,12 @@ class Service:
         self.notify_errors = 0
         self.stop_event = threading.Event()
         self._check_now = threading.Event()
-        self.scheduler = Scheduler(config, subprocess_runner(config, secrets), on_finish=self._job_finished)
+        self.scheduler = Scheduler(
+            config,
+            subprocess_runner(config, secrets),
+            on_finish=self._job_finished,
+            on_event=lambda e: self.log({"event": "job", **asdict(e)}),
+        )
         self.registry = CollectorRegistry()
         self.registry.register(CheckCollector(lambda: (self.report, datetime.now(UTC))))  # type: ignore[arg-type]
         self.registry.register(_SchedulerCollector(self))  # type: ignore[arg-type]
@@ -108,14 +113,7 @@ class Service:
         self.scheduler.wait_idle(wait_jobs_s)
 
     def _schedule_loop(self) -> None:
-        seen = 0
-        while not self.stop_event.is_set():
-            self.scheduler.tick()
-            events = self.scheduler.events
-            for e in events[seen:] if seen <= len(events) else events:
-                self.log({"event": "job", **asdict(e)})
-            seen = len(events)
-            self.stop_event.wait(1.0)
+        self.scheduler.run_forever(self.stop_event)
 
     def _check_loop(self) -> None:
         while not self.stop_event.is_set():
