@@ -210,6 +210,9 @@ def test_token_guards_everything_but_healthz(seeded: Project, serving: list[Serv
     assert "HttpOnly" in first.headers["set-cookie"]
     assert served.get("/", cookies={"pgrunbook_token": token}).status_code == 200
     assert token not in "".join(served.raw)
+    port = (served.url or "").rstrip("/").rsplit(":", 1)[1]
+    taken = seeded.cli("serve", "--port", port, extra_env={"PGRUNBOOK_SERVE_TOKEN": token})
+    assert_clean_error(taken, 3, f"cannot listen on 127.0.0.1:{port}")
     assert served.stop() == 0
 
 

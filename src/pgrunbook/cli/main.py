@@ -929,6 +929,9 @@ def serve(host: str | None, port: int | None) -> None:
         what = event.get("event")
         if what == "job":
             text = f"{event['environment']}/{event['job']}: {event['what']} {event.get('detail', '')}"
+        elif what == "check":
+            sent = event.get("notified") or []
+            text = f"check: {event['status']}" + (f" (notified {', '.join(sent)})" if sent else "")  # type: ignore[arg-type]
         elif what == "listening":
             text = f"pgrunbook serve: listening on {event['url']} ({len(event['jobs'])} scheduled jobs)"  # type: ignore[arg-type]
         else:

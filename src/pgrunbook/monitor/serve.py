@@ -63,6 +63,7 @@ class Service:
         self.report: CheckReport | None = None
         self.report_at = datetime.now(UTC)
         self.notify_errors = 0
+        self._last_status: str | None = None
         self.stop_event = threading.Event()
         self._check_now = threading.Event()
         self.scheduler = Scheduler(
@@ -89,10 +90,6 @@ class Service:
                 exit_code=EXIT_USAGE,
             ) from None
         self.httpd.daemon_threads = True
-        for target in (self.httpd.serve_forever, self._check_loop, self._schedule_loop):
-            t = threading.Thread(target=target, daemon=True, name=f"pgrunbook-{target.__name__}")
-            t.start()
-            self._threads.append(t)
         host, port = str(self.httpd.server_address[0]), int(self.httpd.server_address[1])
         url = f"http://{host}:{port}/"
         self.log(
@@ -102,6 +99,10 @@ class Service:
                 "jobs": [f"{j.environment}/{j.name} {j.cron}" for j in self.scheduler.jobs],
             }
         )
+        for target in (self.httpd.serve_forever, self._check_loop, self._schedule_loop):
+            t = threading.Thread(target=target, daemon=True, name=f"pgrunbook-{target.__name__}")
+            t.start()
+            self._threads.append(t)
         return url
 
     def stop(self, wait_jobs_s: float = 10.0) -> None:
@@ -135,7 +136,9 @@ class Service:
             self.notify_errors += 1
             self.log({"event": "notification failed", "error": exc.message})
             sent = []
-        self.log({"event": "check", "status": report.status, "notified": sent})
+        if sent or self._last_status != report.status:  # a change, not every minute's same verdict
+            self.log({"event": "check", "status": report.status, "notified": sent})
+        self._last_status = report.status
 
     def _job_finished(self, job: Job, result: JobResult, previous: str | None) -> None:
         if not result.ok:
