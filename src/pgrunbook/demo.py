@@ -67,7 +67,7 @@ def _terminate(_signum: int, _frame: Any) -> None:
 
 def run_demo(out: Output, rows: int = 20000) -> dict[str, Any]:
     """Throwaway cluster -> migrations -> doctor -> backups -> verify --drill -> prune -> deploy (a good one,
-    then a failing one that rolls back) -> the journal."""
+    then a failing one that rolls back) -> the journal -> check -> serve."""
     previous = signal.signal(signal.SIGTERM, _terminate)
     project = Path(tempfile.mkdtemp(prefix="pgrunbook-demo-"))
     saved_url = os.environ.get("DATABASE_URL")
@@ -121,6 +121,14 @@ def run_demo(out: Output, rows: int = 20000) -> dict[str, Any]:
                 )
             )
             steps.append(_step(out, "11. pgrunbook runs", lambda: _runs(out, env)))
+            # after the rollback the app runs on the restored copy: the operator's next move is to make
+            # DATABASE_URL name it too (the failed database stays, for forensics)
+            os.environ["DATABASE_URL"] = (project / "app.url").read_text()
+            env = Environment.resolve(load_config(cwd=project))
+            steps.append(
+                _step(out, "12. pgrunbook check (DATABASE_URL now names the restored copy)", lambda: _check(out, env))
+            )
+            steps.append(_step(out, "13. pgrunbook serve: status page, /metrics, /healthz", lambda: _serve(out, env)))
         out.info(
             "[bold green]demo complete[/]: cluster stopped, temp folders removed. Next: "
             "`pgrunbook init` in your project, then `pgrunbook doctor` with DATABASE_URL set."
@@ -204,6 +212,44 @@ def _runs(out: Output, env: Environment) -> dict[str, Any]:
     for r in records:
         out.info(f"   {r.id}  {r.kind:<7} {r.outcome:<12} {len(r.steps)} steps, by {r.user}@{r.host}")
     return {"ok": bool(records)}
+
+
+def _check(out: Output, env: Environment) -> dict[str, Any]:
+    from pgrunbook.monitor.check import STATUS_VALUE, run_check
+
+    report = run_check(env.config)
+    for e in report.environments:
+        for f in e.findings:
+            out.info(f"   {f.status:>8}  {f.name}: {f.detail}")
+    out.info(f"   check: {report.status} (exit {STATUS_VALUE[report.status]}); --prometheus FILE feeds node_exporter")
+    return {"ok": report.status != "critical", "status": report.status}
+
+
+def _serve(out: Output, env: Environment) -> dict[str, Any]:
+    """The long-running service, started on a free port, looked at over HTTP, stopped."""
+    import httpx
+
+    from pgrunbook.monitor.serve import Service
+
+    service = Service(env.config, log=lambda event: None, secrets=[], port=0)
+    url = service.start()
+    try:
+        deadline = time.monotonic() + 20
+        while service.report is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        page = httpx.get(url, timeout=30).text
+        metrics = httpx.get(url + "metrics", timeout=30).text
+        healthy = httpx.get(url + "healthz", timeout=30).status_code == 200
+    finally:
+        service.stop()
+    ids = [m.id for m in env.repository.list_backups()]
+    named = sum(1 for i in ids if i in page)
+    samples = sum(1 for ln in metrics.splitlines() if ln.startswith("pgrunbook_"))
+    out.info(
+        f"   {url}: status page names {named} of {len(ids)} backups, with the timeline plot and retention's "
+        f"buckets; /metrics {samples} pgrunbook_ samples; /healthz {'ok' if healthy else 'FAILING'}"
+    )
+    return {"ok": healthy and named == len(ids) and "<svg" in page and samples > 0}
 
 
 def _step(out: Output, title: str, fn: Any) -> dict[str, Any]:

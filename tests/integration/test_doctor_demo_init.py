@@ -97,6 +97,9 @@ def test_demo_runs_the_runbook_and_cleans_up(tmp_path: Path) -> None:
     titles = [s["step"] for s in summary["steps"]]
     assert any("doctor" in t for t in titles) and any("verify" in t and "--drill" in t for t in titles)
     assert any("prune --dry-run" in t for t in titles)
+    last = {s["step"].split(".")[0]: s for s in summary["steps"]}
+    assert "check" in last["12"]["step"] and last["12"]["status"] in ("ok", "warning")
+    assert "serve" in last["13"]["step"] and last["13"]["ok"] is True
     outcomes = [s.get("outcome") for s in summary["steps"] if "deploy" in s["step"] and "outcome" in s]
     assert outcomes == ["succeeded", "rolled_back"]  # a good deploy, then a failing one rolled back
     after = set(glob.glob(f"{tempfile.gettempdir()}/pgrunbook-demo-*")) | set(glob.glob("/tmp/pgrunbook-demo-*"))
