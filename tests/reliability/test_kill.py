@@ -204,3 +204,44 @@ def test_sigkill_mid_restore_then_the_same_restore_again(seeded: Project) -> Non
     refused = seeded.cli("restore", bid, "--into", "killed_restore")
     assert refused.returncode == 2 and "already exists and is not empty" in refused.stderr
     evidence.fault("SIGKILL of restore while pg_restore copies data")
+
+
+def test_backups_started_together_with_prune_running_beside_them(seeded: Project) -> None:
+    """Stress: rounds of four backups started at once while prune runs, unsynchronised. Every backup
+    either completes and verifies or is refused in one line naming the running one; whatever is listed
+    restores; prune never removes a backup in progress and leaves no leftovers once all is done."""
+    seeded.write_config('[backup]\nstorage = "backups"\nretention = { daily = 1, weekly = 0, monthly = 0 }\n')
+    completed, refused = 0, 0
+    for _round in range(3):
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "pgrunbook", "--json", "backup", "create"],
+                cwd=seeded.root,
+                env=seeded.environ,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        pruned = seeded.cli("--json", "backup", "prune")
+        assert pruned.returncode == 0, pruned.stderr
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            if p.returncode == 0:
+                completed += 1
+                assert json.loads(out)["id"]
+            else:
+                refused += 1
+                assert p.returncode == 2 and err.startswith("error: another backup of environment 'default'"), err
+                assert "Traceback" not in err
+    assert completed >= 3 and completed + refused == 12
+    listed = json.loads(seeded.cli("--json", "backup", "list").stdout)
+    assert listed
+    for b in listed:
+        assert seeded.cli("backup", "verify", b["id"]).returncode == 0
+    assert seeded.cli("backup", "verify", listed[0]["id"], "--drill").returncode == 0
+    seeded.cli("backup", "prune")
+    assert not _temp_files(seeded)
+    assert not list((seeded.storage / "default").glob("*/.in-progress.json"))
+    evidence.fault(f"4 backups started at once x 3 rounds with prune beside them ({refused} refused)")
