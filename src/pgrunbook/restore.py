@@ -142,8 +142,7 @@ def _sweep_stale_temp_dirs() -> None:
             pass
 
 
-def _temp_write_error(exc: OSError, where: str, manifest: Manifest) -> PgRunbookError:
-    folder = os.path.dirname(where)
+def _temp_write_error(exc: OSError, folder: str, manifest: Manifest) -> PgRunbookError:
     need = f"{(manifest.archive_size or manifest.size * 3) / 1e6:,.0f} MB"
     if exc.errno == errno.ENOSPC:
         return PgRunbookError(
@@ -171,7 +170,7 @@ class _CheckedArchive:
         try:
             self.dir = tempfile.mkdtemp(prefix=f"pgrunbook-restore-{os.getpid()}-")
         except OSError as exc:
-            raise _temp_write_error(exc, os.path.join(tempfile.gettempdir(), "x"), manifest) from None
+            raise _temp_write_error(exc, tempfile.gettempdir(), manifest) from None
         self.path = os.path.join(self.dir, "archive.dump")
         sha, size, frame_error = hashlib.sha256(), 0, ""
 
@@ -193,7 +192,7 @@ class _CheckedArchive:
                     except (zstandard.ZstdError, VerificationFailed) as exc:
                         frame_error = str(exc)
             except OSError as exc:
-                raise _temp_write_error(exc, self.dir, manifest) from None
+                raise _temp_write_error(exc, os.path.dirname(self.dir), manifest) from None
             checks = [
                 Check(
                     name="size", ok=size == manifest.size, detail=f"{size} bytes stored, manifest says {manifest.size}"

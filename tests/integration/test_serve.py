@@ -213,6 +213,7 @@ def test_token_guards_everything_but_healthz(seeded: Project, serving: list[Serv
     port = (served.url or "").rstrip("/").rsplit(":", 1)[1]
     taken = seeded.cli("serve", "--port", port, extra_env={"PGRUNBOOK_SERVE_TOKEN": token})
     assert_clean_error(taken, 3, f"cannot listen on 127.0.0.1:{port}")
+    assert_clean_error(seeded.cli("serve", "--port", "99999"), 3, "99999 is not in the range")
     assert served.stop() == 0
 
 

@@ -34,3 +34,25 @@ def test_three_formats_cover_every_job_of_every_environment() -> None:
     assert k8s.count("kind: CronJob") == 6 and 'schedule: "30 3 * * *"' in k8s and "concurrencyPolicy: Forbid" in k8s
     with pytest.raises(ValueError):
         render("windows", js, "pgrunbook", "x")
+
+
+def test_an_environment_schedule_wins_and_off_leaves_a_job_out() -> None:
+    from pgrunbook.config import Config
+    from pgrunbook.monitor.schedule import config_jobs
+
+    cfg = Config.model_validate(
+        {
+            "schedule": {"backup": "0 2 * * *", "prune": "off", "drill": "0 4 * * 0"},
+            "environments": {
+                "production": {"schedule": {"backup": "15 1 * * *", "prune": "30 3 * * *", "drill": "off"}},
+                "staging": {},
+            },
+        }
+    )
+    got = {(j.environment, j.name): j.cron for j in config_jobs(cfg)}
+    assert got == {
+        ("production", "backup"): "15 1 * * *",
+        ("production", "prune"): "30 3 * * *",
+        ("staging", "backup"): "0 2 * * *",
+        ("staging", "drill"): "0 4 * * 0",
+    }

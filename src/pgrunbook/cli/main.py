@@ -907,7 +907,9 @@ def check(env_names: tuple[str, ...], prom_file: Path | None) -> None:
 
 @cli.command()
 @click.option("--host", default=None, help="address to bind (default [serve] host, 127.0.0.1); others need the token")
-@click.option("--port", type=int, default=None, help="port (default [serve] port, 8765; 0 picks a free one)")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="port (default [serve] port, 8765; 0 picks a free one)"
+)
 @json_option
 @handle_errors
 def serve(host: str | None, port: int | None) -> None:

@@ -93,8 +93,6 @@ def _email(config: Config, notices: list[Notice]) -> list[Delivery]:
                 server.send_message(msg)
     except (OSError, smtplib.SMTPException) as exc:
         text = redact(str(exc), secrets)
-        for s in secrets:
-            text = text.replace(s, "<secret>")
         where = f"{smtp.host}:{smtp.port}"
         return [Delivery("email", n.environment, f"could not send email through {where}: {text}") for n in notices]
     return [Delivery("email", n.environment) for n in notices]
