@@ -185,7 +185,7 @@ def main() -> None:
         env = {**os.environ, **target.child_env(), "DATABASE_URL": url}
         (work / "pgrunbook.toml").write_text(f'[backup]\nstorage = "{work / "store"}"\n')
         raw_file, runbook_file = work / "raw.dump", work / "runbook.dump"
-        methods = {
+        methods: dict[str, list[str] | str] = {
             "raw pg_dump -Fc -Z0": [str(tools.pg_dump), "-Fc", "-Z0", "-f", str(raw_file), target.conninfo()],
             "runbook pg_dump --format=custom": [
                 str(tools.pg_dump),

@@ -71,6 +71,9 @@ class BackupConfig(_Model):
     compression: Literal["zstd", "gzip"] = "zstd"
     zstd_level: int = Field(1, ge=1, le=19, description="1: fastest, still smaller than pg_dump -Fc (bench/)")
     zstd_threads: int = Field(0, ge=0, description="0 = one per CPU core")
+    zstd_frame_mb: float = Field(
+        64, ge=0.0625, le=4096, description="archive MB per zstd frame: restores decompress frames in parallel"
+    )
     retention: RetentionPolicy = RetentionPolicy()
     timezone: str = "UTC"
     drill_database_url_env: str | None = None
@@ -186,6 +189,19 @@ class JournalConfig(_Model):
 class RestoreConfig(_Model):
     method: Literal["auto", "stream", "parallel"] = "auto"
     jobs: int = Field(0, ge=0, description="pg_restore -j; 0 = one per CPU core")
+    temp: Literal["auto", "memory", "disk"] = Field(
+        "auto",
+        description="where a parallel restore keeps the decompressed archive: memory (no disk writes, freed "
+        "even if pgrunbook is killed) when it takes under a quarter of the available memory, else the temp folder",
+    )
+    maintenance_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="max_parallel_maintenance_workers of the restore's sessions: 0, as pg_restore's own jobs "
+        "already keep the server's cores busy building indexes (bench/); raise it when the server has "
+        "many more cores than jobs",
+    )
 
 
 class Config(_Model):

@@ -34,6 +34,7 @@ from pgrunbook.postgres.tools import ClientTools, die_with_parent, find_client_t
 from pgrunbook.postgres.url import DatabaseTarget, redact
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.journal import Run
+from pgrunbook.restore_counts import EarlyCounts, data_items, read_verbose
 
 DBNAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_$-]{0,62}"
 
@@ -156,69 +157,165 @@ def _temp_write_error(exc: OSError, folder: str, manifest: Manifest) -> PgRunboo
 
 
 class _CheckedArchive:
-    """The archive decompressed to a 0600 temporary file while its stored bytes are hashed: the integrity
-    check and the decompression share one pass over storage (bench/restore_bench.py measured the gain)."""
+    """The archive decompressed to a private temporary file while its stored bytes are hashed: the
+    integrity check and the decompression share one pass over storage, and a backup written as several
+    zstd frames is decompressed by `workers` threads at once (bench/restore_bench.py measured both).
 
-    def __init__(self, env: Environment, manifest: Manifest, tools: ClientTools, progress: ProgressFn):
-        import hashlib
+    The file is anonymous memory (memfd) when it fits comfortably: nothing is written to disk, and the
+    kernel frees it whenever pgrunbook ends, even killed. Otherwise a 0600 file in the temp folder.
+    pg_restore reads either by path; for memory, /proc/self/fd/N of the descriptor it inherits.
+    """
 
-        import zstandard
-
+    def __init__(
+        self,
+        env: Environment,
+        manifest: Manifest,
+        tools: ClientTools,
+        progress: ProgressFn,
+        workers: int = 1,
+        in_memory: bool = False,
+    ):
         from pgrunbook.backup.verify import _toc_check
 
+        self.dir: str | None = None
+        self.fd: int | None = None
+        self.listing = ""
+        self.pass_fds: tuple[int, ...] = ()
+        try:
+            fd = self._open(manifest, in_memory)
+            frame_error = ""
+            tap = _StoredTap(env, manifest, progress)
+            try:
+                frame_error = self._decompress(fd, env, manifest, tap, workers)
+            finally:
+                if self.fd is None:
+                    os.close(fd)
+            checks = [*tap.checks(manifest)]
+            if manifest.compression == "zstd":
+                checks.append(
+                    Check(name="compression", ok=not frame_error, detail=frame_error or "zstd frames complete")
+                )
+            if all(c.ok for c in checks):
+                proc = subprocess.run(
+                    [str(tools.pg_restore), "--list", self.path],
+                    capture_output=True,
+                    text=True,
+                    pass_fds=self.pass_fds,
+                )
+                checks.append(_toc_check(manifest, proc.returncode, proc.stdout, proc.stderr))
+                self.listing = proc.stdout
+            self.checks = _all_ok(manifest, checks)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _open(self, manifest: Manifest, in_memory: bool) -> int:
+        if in_memory:
+            self.fd = os.memfd_create(f"pgrunbook-restore-{manifest.id}", 0)  # inheritable: pg_restore reads it
+            self.path = f"/proc/self/fd/{self.fd}"
+            self.pass_fds = (self.fd,)
+            return self.fd
         _sweep_stale_temp_dirs()
         try:
             self.dir = tempfile.mkdtemp(prefix=f"pgrunbook-restore-{os.getpid()}-")
         except OSError as exc:
             raise _temp_write_error(exc, tempfile.gettempdir(), manifest) from None
         self.path = os.path.join(self.dir, "archive.dump")
-        sha, size, frame_error = hashlib.sha256(), 0, ""
+        try:
+            return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise _temp_write_error(exc, os.path.dirname(self.dir), manifest) from None
 
-        def tapped() -> Iterator[bytes]:
-            nonlocal size
-            for chunk in env.storage.read(env.repository.dump_key(manifest)):
-                sha.update(chunk)
-                size += len(chunk)
-                progress("check", size, manifest.size)
-                yield chunk
+    def _decompress(self, fd: int, env: Environment, manifest: Manifest, tap: _StoredTap, workers: int) -> str:
+        """Fill the file; '' when the stored stream decompressed cleanly, else what was wrong."""
+        import zstandard
+
+        from pgrunbook.backup.frames import decompress_parallel_to
+        from pgrunbook.backup.verify import decompressed, plaintext
 
         try:
+            _preallocate(fd, manifest.archive_size)
+            ahead = _read_ahead(iter(tap))
+            stored = plaintext(env, manifest, ahead)
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    try:
-                        for chunk in archive_bytes(env, manifest, _read_ahead(tapped())):
-                            f.write(chunk)
-                    except (zstandard.ZstdError, VerificationFailed) as exc:
-                        frame_error = str(exc)
-            except OSError as exc:
-                raise _temp_write_error(exc, os.path.dirname(self.dir), manifest) from None
-            checks = [
-                Check(
-                    name="size", ok=size == manifest.size, detail=f"{size} bytes stored, manifest says {manifest.size}"
-                ),
-                Check(
-                    name="checksum",
-                    ok=sha.hexdigest() == manifest.sha256,
-                    detail="sha256 matches the manifest"
-                    if sha.hexdigest() == manifest.sha256
-                    else "sha256 differs from the manifest",
-                ),
-            ]
-            if manifest.compression == "zstd":
-                checks.append(
-                    Check(name="compression", ok=not frame_error, detail=frame_error or "zstd frame complete")
-                )
-            if all(c.ok for c in checks):
-                proc = subprocess.run([str(tools.pg_restore), "--list", self.path], capture_output=True, text=True)
-                checks.append(_toc_check(manifest, proc.returncode, proc.stdout, proc.stderr))
-            self.checks = _all_ok(manifest, checks)
-        except BaseException:
-            self.cleanup()
-            raise
+                if manifest.compression == "zstd" and len(manifest.frames) > 1 and workers > 1:
+                    decompress_parallel_to(fd, stored, manifest.frames, workers)
+                else:
+                    for chunk in decompressed(manifest, stored):
+                        _write_all(fd, chunk)
+            except (zstandard.ZstdError, VerificationFailed) as exc:
+                for _ in ahead:  # the size and checksum are still reported exactly
+                    pass
+                return str(exc)
+        except OSError as exc:
+            if self.fd is not None:
+                raise PgRunbookError(
+                    f"cannot hold the decompressed archive in memory: {exc.strerror or exc}; nothing was restored",
+                    hint='set [restore] temp = "disk"',
+                ) from None
+            raise _temp_write_error(exc, os.path.dirname(self.dir or self.path), manifest) from None
+        return ""
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _StoredTap:
+    """The stored bytes as they are read, hashed and counted on the way."""
+
+    def __init__(self, env: Environment, manifest: Manifest, progress: ProgressFn):
+        import hashlib
+
+        self.chunks = env.storage.read(env.repository.dump_key(manifest))
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.total = manifest.size
+        self.progress = progress
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.chunks:
+            self.sha.update(chunk)
+            self.size += len(chunk)
+            self.progress("check", self.size, self.total)
+            yield chunk
+
+    def checks(self, manifest: Manifest) -> list[Check]:
+        same = self.sha.hexdigest() == manifest.sha256
+        return [
+            Check(
+                name="size",
+                ok=self.size == manifest.size,
+                detail=f"{self.size} bytes stored, manifest says {manifest.size}",
+            ),
+            Check(
+                name="checksum",
+                ok=same,
+                detail="sha256 matches the manifest" if same else "sha256 differs from the manifest",
+            ),
+        ]
+
+
+def _preallocate(fd: int, size: int | None) -> None:
+    """Reserve the archive's room before decompressing: a full disk is found at once, not after minutes of
+    work, and the writes then only fill blocks already allocated."""
+    if not size:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # the file system cannot: the writes allocate
+            return
+        raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 UNFINISHED = "pgrunbook: unfinished restore"
@@ -272,16 +369,54 @@ def _database_state(admin: psycopg.Connection, target: DatabaseTarget, name: str
     return ("empty" if count and count[0] == 0 else "non-empty"), comment
 
 
-def choose_method(env: Environment, manifest: Manifest) -> tuple[str, int]:
-    """Parallel (-j) from a temporary file when there is room for it and more than one core; else streaming.
-    The choice is measured in bench/restore_bench.py."""
+def choose_method(env: Environment, manifest: Manifest) -> tuple[str, int, bool]:
+    """(method, jobs, archive in memory). Parallel (-j) from a temporary file when there is room for it
+    and more than one core; else streaming. The choices are measured in bench/restore_bench.py."""
     cfg = env.config.restore
     jobs = cfg.jobs or (os.cpu_count() or 1)
-    if cfg.method != "auto":
-        return cfg.method, jobs
     need = (manifest.archive_size or manifest.size * 5) * 1.1
-    free = shutil.disk_usage(tempfile.gettempdir()).free
-    return ("parallel", jobs) if jobs > 1 and free > need else ("stream", 1)
+    if cfg.temp == "memory" and not hasattr(os, "memfd_create"):
+        raise ConfigError('[restore] temp = "memory" needs Linux (memfd)', hint='use "auto" or "disk"')
+    memory = hasattr(os, "memfd_create") and (
+        cfg.temp == "memory" or (cfg.temp == "auto" and need <= available_memory() / 4)
+    )
+    if cfg.method != "auto":
+        return cfg.method, jobs, memory and cfg.method == "parallel"
+    if jobs > 1 and (memory or shutil.disk_usage(tempfile.gettempdir()).free > need):
+        return "parallel", jobs, memory
+    return "stream", 1, False
+
+
+def available_memory() -> int:
+    """Bytes this process may still take: MemAvailable, or less under a cgroup (container) limit.
+    0 when unknown, so that nothing is kept in memory on a guess."""
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                avail = min(avail, int(limit) - int(f.read().strip()))
+    except (OSError, ValueError):
+        pass
+    return max(avail, 0)
+
+
+def restore_settings(env: Environment, *, owned: bool) -> dict[str, str | int]:
+    """The settings of pg_restore's sessions (bench/restore_bench.py measured each).
+
+    `owned`: pgrunbook created the database for this restore and nothing uses it until it is verified,
+    so its commits need not wait for the disk; the synchronous commit of the "verified" marker flushes
+    the write-ahead log past all of them before anyone is told the restore worked.
+    """
+    settings: dict[str, str | int] = {"max_parallel_maintenance_workers": env.config.restore.maintenance_workers}
+    if owned:
+        settings["synchronous_commit"] = "off"
+    return settings
 
 
 def _restore_data(
@@ -291,28 +426,54 @@ def _restore_data(
     target: DatabaseTarget,
     jobs: int,
     archive: _CheckedArchive | None,
-) -> None:
+    *,
+    owned: bool,
+    var: str,
+) -> dict[tuple[str, str], int]:
+    """Run pg_restore; returns the row counts already taken while it ran (restore_counts)."""
+    settings = restore_settings(env, owned=owned)
     if archive is None:
         stream = archive_bytes(env, manifest, env.storage.read(env.repository.dump_key(manifest)))
-        rc, last = restore_stream(tools, target, stream)
-    else:
-        proc = subprocess.run(
-            [
-                str(tools.pg_restore),
-                "--no-owner",
-                "--exit-on-error",
-                "--no-password",
-                f"--jobs={jobs}",
-                f"--dbname={target.conninfo()}",
-                archive.path,
-            ],
-            capture_output=True,
-            text=True,
-            env=child_env(target),
-            preexec_fn=die_with_parent,
-        )
-        rc = proc.returncode
-        last = redact(next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), ""), target.secrets())
+        rc, last = restore_stream(tools, target, stream, settings)
+        _raise_if_failed(rc, last)
+        return {}
+    counts = EarlyCounts(target, var, data_items(archive.listing, manifest))
+    proc = subprocess.Popen(
+        [
+            str(tools.pg_restore),
+            "--no-owner",
+            "--exit-on-error",
+            "--no-password",
+            "--verbose",  # "finished item N TABLE DATA": when each table can be counted
+            f"--jobs={jobs}",
+            f"--dbname={target.conninfo()}",
+            archive.path,
+        ],
+        pass_fds=archive.pass_fds,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        env=child_env(target, settings),
+        preexec_fn=die_with_parent,
+    )
+    try:
+        assert proc.stderr is not None
+        tail = read_verbose(proc.stderr, counts)
+        rc = proc.wait()
+        errors = [ln for ln in tail if ln.startswith("pg_restore: error:")]
+        _raise_if_failed(rc, redact((errors or list(tail) or [""])[-1], target.secrets()))
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        counts.abandon()
+        raise
+    return counts.finish()
+
+
+def _raise_if_failed(rc: int, last: str) -> None:
     if rc != 0:
         raise PgRunbookError(
             f"pg_restore failed: {last or f'exit code {rc}'}",
@@ -329,12 +490,13 @@ def restore_into_new_database(
     manifest = env.repository.get(backup_id)
     tools = _tools(env, manifest)
     report = RestoreReport(manifest.id, dbname)
-    method, jobs = choose_method(env, manifest)
-    report.method = f"{method} (-j {jobs})" if method == "parallel" else method
+    method, jobs, in_memory = choose_method(env, manifest)
+    where = "memory" if in_memory else "a temp file"
+    report.method = f"{method} (-j {jobs}, archive in {where})" if method == "parallel" else method
     archive: _CheckedArchive | None = None
     with _maybe_step(run, "check backup"):
         if method == "parallel":
-            archive = _CheckedArchive(env, manifest, tools, progress)
+            archive = _CheckedArchive(env, manifest, tools, progress, workers=jobs, in_memory=in_memory)
             report.checks.extend(archive.checks)
         else:
             report.checks.extend(require_intact(env, manifest, tools, progress))
@@ -378,11 +540,11 @@ def _restore_checked(
         new_target = target.with_dbname(dbname)
         try:
             with _maybe_step(run, "restore") as info:
-                _restore_data(env, manifest, tools, new_target, jobs, archive)
+                early = _restore_data(env, manifest, tools, new_target, jobs, archive, owned=created, var=var)
                 if info is not None:
                     info["detail"] = f"{report.method} into {dbname}"
             with _maybe_step(run, "verify restore") as info:
-                checks = _compare(env, manifest, new_target, var)
+                checks = _compare(env, manifest, new_target, var, known=early)
                 report.checks.extend(checks)
                 bad = [c for c in checks if not c.ok]
                 if bad:
@@ -392,6 +554,7 @@ def _restore_checked(
                     )
             if created:
                 verified_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                admin.execute("SET synchronous_commit = on")  # durable: see restore_settings
                 _comment(admin, dbname, f"pgrunbook: restored from backup {manifest.id}, verified {verified_at}")
         except BaseException as exc:
             if created:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import psycopg
 import pytest
@@ -38,16 +39,26 @@ def databases(project: Project) -> set[str]:
         return {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
 
 
-@pytest.mark.parametrize("method", ["stream", "parallel"])
-def test_restore_into_new_database_is_identical(seeded: Project, method: str) -> None:
-    seeded.write_config(f'[backup]\nstorage = "backups"\n[restore]\nmethod = "{method}"\njobs = 2\n')
+@pytest.mark.parametrize(("method", "temp"), [("stream", "auto"), ("parallel", "memory"), ("parallel", "disk")])
+def test_restore_into_new_database_is_identical(seeded: Project, method: str, temp: str) -> None:
+    seeded.write_config(
+        f'[backup]\nstorage = "backups"\n[restore]\nmethod = "{method}"\njobs = 2\ntemp = "{temp}"\n'
+    )
     m = create_backup(seeded.env())
-    name = f"restored_{method}"
+    name = f"restored_{method}_{temp}"
     r = seeded.cli("--json", "restore", m.id, "--into", name)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["verified"] is True and out["database"] == name and out["backup_id"] == m.id
     assert out["method"].startswith(method)
+    if method == "parallel":
+        assert out["method"].endswith(f"archive in {'memory' if temp == 'memory' else 'a temp file'})")
+    counted = next(c["detail"] for c in out["checks"] if c["name"] == "row counts")
+    tables = len(create_backup(seeded.env()).tables)
+    if method == "parallel":  # each table counted once pg_restore reported its data in, not after
+        assert f"({tables} counted while pg_restore built indexes)" in counted, counted
+    else:
+        assert "counted while" not in counted
     assert fingerprint(db_url(seeded, name)) == fingerprint(seeded.url)
     assert catalog(db_url(seeded, name)) == catalog(seeded.url)
 
@@ -169,3 +180,52 @@ def test_failed_in_place_restore_leaves_the_live_database_and_says_so(seeded: Pr
         ("maintenance off", "succeeded"),
     ]
     evidence.fault("maintenance hook failing during an in-place restore")
+
+
+FRAMES_CONFIG = '[backup]\nstorage = "backups"\nzstd_frame_mb = 0.0625\n[restore]\nmethod = "parallel"\njobs = 2\n'
+
+
+def test_multi_frame_backup_restores_in_parallel_exactly_and_by_hand(seeded: Project) -> None:
+    """Small frames force the parallel decompression a large backup gets, on a test-sized database."""
+    seeded.write_config(FRAMES_CONFIG)
+    m = create_backup(seeded.env())
+    assert len(m.frames) >= 3 and sum(raw for _, raw in m.frames) == m.archive_size
+    dump = seeded.storage / "default" / m.id / m.file
+    assert sum(stored for stored, _ in m.frames) == dump.stat().st_size
+    r = seeded.cli("--json", "restore", m.id, "--into", "from_frames")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["method"].startswith("parallel")
+    assert fingerprint(db_url(seeded, "from_frames")) == fingerprint(seeded.url)
+    assert catalog(db_url(seeded, "from_frames")) == catalog(seeded.url)
+    # still one ordinary zstd file: the standard tool reads all frames as one archive
+    by_hand = subprocess.run(["zstd", "-dc", str(dump)], capture_output=True, check=True).stdout
+    assert len(by_hand) == m.archive_size and by_hand[:5] == b"PGDMP"
+    r = seeded.cli("--json", "backup", "verify", m.id, "--drill")
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_backup_cut_between_two_frames_fails_before_any_database_is_created(seeded: Project) -> None:
+    """zstd alone sees a complete stream when it is cut at a frame boundary; the frame table does not."""
+    seeded.write_config(FRAMES_CONFIG)
+    m = create_backup(seeded.env())
+    dump = seeded.storage / "default" / m.id / m.file
+    dump.write_bytes(dump.read_bytes()[: sum(stored for stored, _ in m.frames[:2])])
+    before = databases(seeded)
+    r = seeded.cli("restore", m.id, "--into", "never_created")
+    assert_clean_error(r, 2, "failed its integrity check", "no database was created or changed")
+    assert databases(seeded) == before
+    r = seeded.cli("--json", "backup", "verify", m.id)
+    assert r.returncode != 0 and "holds 2 frames" in r.stdout + r.stderr
+
+
+def test_a_backup_from_before_frames_still_restores(seeded: Project) -> None:
+    """Manifests written before the frame table have none: the archive is decompressed in one thread."""
+    seeded.write_config(FRAMES_CONFIG.replace("zstd_frame_mb = 0.0625\n", ""))
+    m = create_backup(seeded.env())
+    path = seeded.storage / "default" / m.id / "manifest.json"
+    old = json.loads(path.read_text())
+    del old["frames"]
+    path.write_text(json.dumps(old))
+    r = seeded.cli("--json", "restore", m.id, "--into", "from_old")
+    assert r.returncode == 0, r.stderr
+    assert fingerprint(db_url(seeded, "from_old")) == fingerprint(seeded.url)

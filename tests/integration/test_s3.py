@@ -224,6 +224,8 @@ def test_encrypted_backups_are_age_ciphertext_and_restore_only_with_the_identity
 ) -> None:
     recipient, key = _age_keys(seeded)
     encryption = f'[backup.encryption]\nrecipients = ["{recipient}"]\n'
+    # small frames: the restore below decompresses decrypted frames in parallel, as a large backup's would
+    seeded.environ.update(PGRUNBOOK_BACKUP__ZSTD_FRAME_MB="0.0625", PGRUNBOOK_RESTORE__METHOD="parallel")
     if where == "s3":
         name = f"pgrunbook-{secrets.token_hex(4)}"
         client(moto.endpoint).create_bucket(Bucket=name)
@@ -245,6 +247,7 @@ def test_encrypted_backups_are_age_ciphertext_and_restore_only_with_the_identity
     assert len(dumps) == 1 and all(b"PGDMP" not in o for o in objects)
     manifest = next(json.loads(o) for o in objects if o.startswith(b"{"))
     assert manifest["encryption"] == "age" and manifest["recipients"] == [recipient]
+    assert len(manifest["frames"]) >= 3
     assert manifest["file"].endswith(".age") and "age -d" in manifest["restore_command"]
     # without the identity: the ciphertext's checksum verifies; drill and restore refuse clearly
     plain = seeded.cli("--json", "backup", "verify", bid)
@@ -258,8 +261,9 @@ def test_encrypted_backups_are_age_ciphertext_and_restore_only_with_the_identity
     drill = seeded.cli("--json", "backup", "verify", bid, "--drill")
     assert drill.returncode == 0, drill.stdout + drill.stderr
     target = f"with_key_{secrets.token_hex(3)}"
-    r = seeded.cli("restore", bid, "--into", target)
+    r = seeded.cli("--json", "restore", bid, "--into", target)
     assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["method"].startswith("parallel")
     assert fingerprint(seeded.url.rsplit("/", 1)[0] + "/" + target) == fingerprint(seeded.url)
 
 

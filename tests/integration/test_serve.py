@@ -125,8 +125,8 @@ def test_serve_schedules_notifies_and_exposes_metrics(
     with psycopg.connect(seeded.url) as conn:
         conn.execute("LOCK TABLE billing.invoice IN ACCESS EXCLUSIVE MODE")
         wait_for(lambda: served.events("skipped (overlap)"), 30, "an overlapping slot skipped")
-        metrics = served.get("/metrics").text
-        assert 'pgrunbook_job_running{environment="default",job="backup"} 1.0' in metrics
+        running = served.get("/metrics").text
+        assert 'pgrunbook_job_running{environment="default",job="backup"} 1.0' in running
         done = len(served.events("succeeded"))
     wait_for(lambda: len(served.events("succeeded")) > done, 60, "the blocked backup to finish")
 

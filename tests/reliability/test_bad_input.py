@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,9 +55,9 @@ def test_unknown_database(project: Project) -> None:
 def test_url_not_set_and_not_a_url(project: Project) -> None:
     env = {k: v for k, v in project.environ.items() if k != "DATABASE_URL"}
     r = subprocess.run(
-        [os.sys.executable, "-m", "pgrunbook", "backup", "create"],
+        [sys.executable, "-m", "pgrunbook", "backup", "create"],
         cwd=project.root,
-        env=env,  # type: ignore[attr-defined]
+        env=env,
         capture_output=True,
         text=True,
     )
@@ -159,13 +160,44 @@ def test_disk_full_while_a_restore_decompresses(seeded: Project, tmp_path: Path)
     with psycopg.connect(seeded.url) as conn:
         databases = conn.execute("SELECT count(*) FROM pg_database").fetchone()
     with _tmpfs(tmp_path / "tmp", "size=64k,mode=0777") as small:
-        seeded.write_config('[backup]\nstorage = "backups"\n[restore]\nmethod = "parallel"\n')
+        seeded.write_config('[backup]\nstorage = "backups"\n[restore]\nmethod = "parallel"\ntemp = "disk"\n')
         r = seeded.cli("restore", bid, "--into", "no_room", extra_env={"TMPDIR": str(small)})
         assert_clean_error(r, 2, "no space left")
         assert not any(small.iterdir())
     with psycopg.connect(seeded.url) as conn:
         assert conn.execute("SELECT count(*) FROM pg_database").fetchone() == databases
     evidence.fault("disk full while a restore decompresses (64 kB tmpfs as TMPDIR)")
+
+
+def test_a_temp_folder_too_small_fails_before_anything_is_read(
+    seeded: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive's full size is reserved first: a full disk costs nothing, not minutes of work.
+    (The storage is the real folder storage; its read is wrapped only to count what was read.)"""
+    import tempfile
+
+    from pgrunbook.backup.create import create_backup
+    from pgrunbook.errors import PgRunbookError
+    from pgrunbook.postgres.tools import find_client_tools
+    from pgrunbook.restore import _CheckedArchive
+
+    env = seeded.env()
+    m = create_backup(env)
+    assert m.archive_size and m.archive_size > 64 * 1024
+    read = env.storage.read
+    chunks: list[int] = []
+
+    def counted(key: str) -> Iterator[bytes]:
+        for chunk in read(key):
+            chunks.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(env.storage, "read", counted)
+    with _tmpfs(tmp_path / "tmp", "size=64k,mode=0777") as small:
+        monkeypatch.setattr(tempfile, "tempdir", str(small))
+        with pytest.raises(PgRunbookError, match="no space left"):
+            _CheckedArchive(env, m, find_client_tools(15, "15"), lambda *_: None, workers=2)
+        assert chunks == [] and not any(small.iterdir())
 
 
 def test_unwritable_storage(project: Project, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ or refused with one clear line, and nothing is touched."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -30,7 +31,7 @@ HOSTILE = [
 
 
 @pytest.fixture
-def hostile_db(project: Project) -> str:
+def hostile_db(project: Project) -> Iterator[str]:
     """A source database whose very name is hostile, seeded like the others."""
     with psycopg.connect(url_with_dbname(project.url, "postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(HOSTILE_DB)))

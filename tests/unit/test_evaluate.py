@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,14 +11,14 @@ from pgrunbook.monitor.evaluate import Limits, Observed, evaluate, overall
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
 
-def seen(age_h: float | None, drill_d: float | None = 1, **kw: object) -> Observed:
+def seen(age_h: float | None, drill_d: float | None = 1, **kw: Any) -> Observed:
     return Observed(
         NOW - timedelta(hours=age_h) if age_h is not None else None,
         NOW - timedelta(days=drill_d) if drill_d is not None else None,
         3,
         0,
         **kw,
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_no_backup_is_critical_fresh_is_ok_then_ages() -> None:

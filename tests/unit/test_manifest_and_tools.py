@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -43,3 +44,68 @@ def test_restore_commands_use_standard_tools_only() -> None:
 def test_manifest_reader_rejects_garbage_with_one_clear_error(data: bytes) -> None:
     with pytest.raises(VerificationFailed, match="is unreadable"):
         Manifest.from_json(data, "env/x/manifest.json")
+
+
+def test_restore_session_settings_join_the_users_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pg_restore's sessions get their settings through PGOPTIONS, after whatever the user set there."""
+    from pgrunbook.backup.create import child_env
+    from pgrunbook.config import load_config
+    from pgrunbook.environment import Environment
+    from pgrunbook.postgres.url import parse_database_url
+    from pgrunbook.restore import restore_settings
+
+    target = parse_database_url("postgresql://app:pw@db.internal:5432/app")
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=app")
+    env = child_env(target, {"synchronous_commit": "off", "max_parallel_maintenance_workers": 0})
+    assert env["PGOPTIONS"] == "-c search_path=app -c synchronous_commit=off -c max_parallel_maintenance_workers=0"
+    monkeypatch.delenv("PGOPTIONS")
+    assert "PGOPTIONS" not in child_env(target)
+    (tmp_path / "pgrunbook.toml").write_text("[restore]\nmaintenance_workers = 3\n")
+    e = Environment.resolve(load_config(cwd=tmp_path, environ={"DATABASE_URL": "postgresql://h/app"}))
+    # commits wait for the disk unless pgrunbook created the database (its verified marker flushes them)
+    assert restore_settings(e, owned=True) == {"max_parallel_maintenance_workers": 3, "synchronous_commit": "off"}
+    assert restore_settings(e, owned=False) == {"max_parallel_maintenance_workers": 3}
+
+
+def test_the_archive_is_kept_in_memory_only_when_it_fits_easily(tmp_path: Path) -> None:
+    """auto: memory for an archive under a quarter of what this process may still take; else disk."""
+    from pgrunbook.config import load_config
+    from pgrunbook.environment import Environment
+    from pgrunbook.restore import available_memory, choose_method
+
+    def env(temp: str) -> Environment:
+        (tmp_path / "pgrunbook.toml").write_text(f'[restore]\njobs = 2\ntemp = "{temp}"\n')
+        return Environment.resolve(load_config(cwd=tmp_path, environ={"DATABASE_URL": "postgresql://h/app"}))
+
+    free = available_memory()
+    assert free > 0  # read from /proc/meminfo (and the cgroup's limit, if any)
+    small = _manifest(archive_size=free // 10)
+    large = _manifest(archive_size=free // 3)
+    assert choose_method(env("auto"), small) == ("parallel", 2, True)
+    assert choose_method(env("auto"), large)[2] is False
+    assert choose_method(env("disk"), small)[2] is False
+    assert choose_method(env("memory"), large) == ("parallel", 2, True)
+
+
+def _manifest(archive_size: int) -> Manifest:
+    now = datetime.now(UTC)
+    return Manifest(
+        id="20261125T000000Z-manual",
+        environment="default",
+        database="app",
+        server_version="15.18",
+        pg_dump_version="15.18",
+        compression="zstd",
+        file="db.dump.zst",
+        size=archive_size // 3,
+        archive_size=archive_size,
+        sha256="0" * 64,
+        started_at=now,
+        finished_at=now,
+        duration_s=0,
+        label="manual",
+        migration_head=None,
+        tables=[],
+        tool_version="0",
+        restore_command="",
+    )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -51,7 +53,10 @@ def test_redact_removes_url_passwords_and_known_secrets() -> None:
     assert "hunter22" not in out and "p%40ss" not in out
 
 
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30))
+SURROGATES: tuple[Literal["Cs"]] = ("Cs",)  # not encodable: no password can hold them
+
+
+@given(st.text(alphabet=st.characters(exclude_categories=SURROGATES), min_size=1, max_size=30))
 def test_any_password_roundtrips_and_never_shows(password: str) -> None:
     from urllib.parse import quote
 

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,6 +32,7 @@ from pgrunbook.backup.manifest import (
     validate_label,
 )
 from pgrunbook.backup.storage import AtomicWriter
+from pgrunbook.config import BackupConfig
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import PgRunbookError, StorageError, ToolError
 from pgrunbook.postgres.catalog import Head, exact_row_counts, prisma_head, try_session_lock
@@ -74,9 +76,13 @@ def dump_command(tools: ClientTools, target: DatabaseTarget, compression: str, s
     return cmd
 
 
-def child_env(target: DatabaseTarget) -> dict[str, str]:
+def child_env(target: DatabaseTarget, settings: Mapping[str, str | int] | None = None) -> dict[str, str]:
+    """The environment of pg_dump/pg_restore; `settings` become their sessions' settings (PGOPTIONS)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGPASSWORD")}
     env.update(target.child_env())
+    if settings:
+        extra = " ".join(f"-c {name}={value}" for name, value in settings.items())
+        env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {extra}".strip()
     return env
 
 
@@ -154,10 +160,10 @@ def _run(
         sink = _HashingSink(writer)
         if encrypt_to:
             encrypting = EncryptingSink(sink, recipients(encrypt_to))
-            raw = _pump(proc, encrypting, cfg.compression, cfg.zstd_level, cfg.zstd_threads, progress)
+            raw, frames = _pump(proc, encrypting, cfg, progress)
             encrypting.close()
         else:
-            raw = _pump(proc, sink, cfg.compression, cfg.zstd_level, cfg.zstd_threads, progress)
+            raw, frames = _pump(proc, sink, cfg, progress)
         rc = proc.wait()
         err_thread.join(5)
         snap_thread.join()
@@ -189,6 +195,7 @@ def _run(
         file=file,
         size=sink.size,
         archive_size=raw,
+        frames=frames,
         sha256=sink.sha.hexdigest(),
         started_at=started,
         finished_at=finished,
@@ -212,28 +219,54 @@ def _read_snapshot(conn: psycopg.Connection, schema: str, out: _Snapshot) -> Non
         out.error = exc
 
 
+class _Counted:
+    """Counts the compressed bytes (before any encryption): the frame table's offsets are in that stream."""
+
+    def __init__(self, sink: _HashingSink | EncryptingSink):
+        self.sink = sink
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sink.write(data)
+        self.size += len(data)
+        return len(data)
+
+
 def _pump(
     proc: subprocess.Popen[bytes],
     sink: _HashingSink | EncryptingSink,
-    compression: str,
-    level: int,
-    threads: int,
+    cfg: BackupConfig,
     progress: ProgressFn,
-) -> int:
-    """Move pg_dump's output to storage, compressing on the way; returns the raw byte count."""
+) -> tuple[int, list[tuple[int, int]]]:
+    """Move pg_dump's output to storage, compressing on the way; returns the raw byte count and the
+    frame table (zstd: one frame per zstd_frame_mb of archive, so restores decompress in parallel)."""
     assert proc.stdout is not None
     src = proc.stdout
     raw = 0
-    if compression == "zstd":
-        cctx = zstandard.ZstdCompressor(level=level, threads=threads or (os.cpu_count() or 1), write_checksum=True)
-        with cctx.stream_writer(sink, closefd=False, write_size=CHUNK) as zw:  # type: ignore[arg-type]
-            while chunk := src.read(CHUNK):
-                zw.write(chunk)
-                raw += len(chunk)
-                progress("dump", raw, None)
-    else:
+    if cfg.compression != "zstd":
         while chunk := src.read(CHUNK):
             sink.write(chunk)
             raw += len(chunk)
             progress("dump", raw, None)
-    return raw
+        return raw, []
+    table: list[tuple[int, int]] = []
+    out = _Counted(sink)
+    frame_start, in_frame, frame_raw = 0, 0, int(cfg.zstd_frame_mb * (1 << 20))
+    threads = cfg.zstd_threads or (os.cpu_count() or 1)
+    cctx = zstandard.ZstdCompressor(level=cfg.zstd_level, threads=threads, write_checksum=True)
+    with cctx.stream_writer(out, closefd=False, write_size=CHUNK) as zw:  # type: ignore[arg-type]
+        while chunk := src.read(CHUNK):
+            raw += len(chunk)
+            view = memoryview(chunk)
+            while view:
+                if in_frame == frame_raw:  # ended only when more follows: no empty frame at the end
+                    zw.flush(zstandard.FLUSH_FRAME)
+                    table.append((out.size - frame_start, in_frame))
+                    frame_start, in_frame = out.size, 0
+                take = view[: frame_raw - in_frame]
+                zw.write(take)
+                in_frame += len(take)
+                view = view[len(take) :]
+            progress("dump", raw, None)
+    table.append((out.size - frame_start, in_frame))
+    return raw, table

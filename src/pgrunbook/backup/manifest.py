@@ -71,6 +71,8 @@ class Manifest(BaseModel):
     file: str
     size: int
     archive_size: int | None = None  # the pg_dump archive's size before compression (restore planning)
+    # zstd: (stored size, archive size) of each frame, in order; empty for backups written as one frame
+    frames: list[tuple[int, int]] = Field(default_factory=list)
     sha256: str
     started_at: datetime
     finished_at: datetime

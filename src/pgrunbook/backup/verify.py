@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,6 +25,7 @@ from psycopg import sql
 
 from pgrunbook import __version__
 from pgrunbook.backup.create import child_env
+from pgrunbook.backup.frames import decompress_frames
 from pgrunbook.backup.manifest import Check, Manifest, Verification
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment, ProgressFn, no_progress
@@ -52,11 +53,16 @@ class VerifyResult:
 
 def archive_bytes(env: Environment, manifest: Manifest, chunks: Iterator[bytes]) -> Iterator[bytes]:
     """The pg_dump archive from stored bytes: decrypted (age) if needed, then decompressed."""
-    if manifest.encryption:
-        from pgrunbook.backup.encryption import decrypted, identities
+    return decompressed(manifest, plaintext(env, manifest, chunks))
 
-        chunks = decrypted(chunks, identities(env.config.backup.encryption.identity_file, env.config.root))
-    return decompressed(manifest, chunks)
+
+def plaintext(env: Environment, manifest: Manifest, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The stored bytes decrypted (age) when the backup is encrypted: still compressed."""
+    if not manifest.encryption:
+        return chunks
+    from pgrunbook.backup.encryption import decrypted, identities
+
+    return decrypted(chunks, identities(env.config.backup.encryption.identity_file, env.config.root))
 
 
 def decompressed(manifest: Manifest, chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -64,13 +70,7 @@ def decompressed(manifest: Manifest, chunks: Iterator[bytes]) -> Iterator[bytes]
     if manifest.compression != "zstd":
         yield from chunks
         return
-    dobj = zstandard.ZstdDecompressor().decompressobj()
-    for chunk in chunks:
-        out = dobj.decompress(chunk)
-        if out:
-            yield out
-    if not dobj.eof:
-        raise zstandard.ZstdError("the zstd stream ends before its end of frame (truncated)")
+    yield from decompress_frames(chunks, manifest.frames)
 
 
 class _HashTap:
@@ -156,9 +156,7 @@ def check_stored(
     ]
     if manifest.compression == "zstd":
         checks.append(
-            Check(
-                name="compression", ok=not frame_error, detail=frame_error or "zstd frame complete, content checksum ok"
-            )
+            Check(name="compression", ok=not frame_error, detail=frame_error or "zstd frames complete, checksums ok")
         )
     checks.append(
         _toc_check(manifest, rc, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace"))
@@ -217,11 +215,17 @@ def drill_target(env: Environment) -> tuple[DatabaseTarget, str]:
     return env.target(direct=True), env.url_var()
 
 
-def restore_stream(tools: ClientTools, target: DatabaseTarget, data: Iterator[bytes], jobs: int = 1) -> tuple[int, str]:
+def restore_stream(
+    tools: ClientTools, target: DatabaseTarget, data: Iterator[bytes], settings: Mapping[str, str | int] | None = None
+) -> tuple[int, str]:
     """pg_restore --no-owner from a stream into ``target``; returns (exit code, last error line)."""
     cmd = [str(tools.pg_restore), "--no-owner", "--exit-on-error", "--no-password", f"--dbname={target.conninfo()}"]
     proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(target)
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=child_env(target, settings),
     )
     errors: deque[str] = deque(maxlen=20)
 
@@ -263,7 +267,7 @@ def drill(env: Environment, manifest: Manifest, tools: ClientTools, progress: Pr
             scratch_target = target.with_dbname(scratch)
             t0 = time.monotonic()
             stream = archive_bytes(env, manifest, env.storage.read(env.repository.dump_key(manifest)))
-            rc, last = restore_stream(tools, scratch_target, stream)
+            rc, last = restore_stream(tools, scratch_target, stream, {"synchronous_commit": "off"})  # dropped after
             checks.append(
                 Check(
                     name="drill restore",
@@ -280,15 +284,20 @@ def drill(env: Environment, manifest: Manifest, tools: ClientTools, progress: Pr
     return checks
 
 
-def parallel_row_counts(target: DatabaseTarget, var: str, manifest: Manifest) -> dict[tuple[str, str], int]:
+def parallel_row_counts(
+    target: DatabaseTarget, var: str, manifest: Manifest, known: dict[tuple[str, str], int] | None = None
+) -> dict[tuple[str, str], int]:
     """Exact counts of a restored copy, biggest tables spread over one connection per core: nothing
-    writes to it, so no shared snapshot is needed, and verification costs less of the restore's time."""
+    writes to it, so no shared snapshot is needed, and verification costs less of the restore's time.
+    `known`: tables already counted once their data was restored (restore_counts), not counted again."""
+    known = known or {}
     from concurrent.futures import ThreadPoolExecutor
 
     from pgrunbook.postgres.catalog import count_tables, user_tables
 
     with connect(target, purpose="verify", var=var) as conn:
-        tables = user_tables(conn)
+        every = user_tables(conn)
+    tables = [t for t in every if t not in known]
     size = {(t.schema_, t.name): t.rows for t in manifest.tables}
     jobs = max(1, min(os.cpu_count() or 1, 4, len(tables)))
     groups: list[list[tuple[str, str]]] = [[] for _ in range(jobs)]
@@ -304,11 +313,18 @@ def parallel_row_counts(target: DatabaseTarget, var: str, manifest: Manifest) ->
 
     with ThreadPoolExecutor(jobs) as pool:
         results = list(pool.map(count, [g for g in groups if g]))
-    return {k: v for r in results for k, v in r.items()}
+    return {**{t: n for t, n in known.items() if t in every}, **{k: v for r in results for k, v in r.items()}}
 
 
-def _compare(env: Environment, manifest: Manifest, target: DatabaseTarget, var: str) -> list[Check]:
-    counts = parallel_row_counts(target, var, manifest)
+def _compare(
+    env: Environment,
+    manifest: Manifest,
+    target: DatabaseTarget,
+    var: str,
+    known: dict[tuple[str, str], int] | None = None,
+) -> list[Check]:
+    counts = parallel_row_counts(target, var, manifest, known)
+    early = f" ({len(known)} counted while pg_restore built indexes)" if known else ""
     with connect(target, purpose="drill", var=var) as conn:
         expected = manifest.row_counts()
         diffs = [
@@ -319,7 +335,7 @@ def _compare(env: Environment, manifest: Manifest, target: DatabaseTarget, var: 
         extra = sorted(set(counts) - set(expected))
         ok = not diffs and not extra
         detail = (
-            f"{len(expected)} tables, {sum(expected.values())} rows, all equal to the manifest"
+            f"{len(expected)} tables, {sum(expected.values())} rows, all equal to the manifest{early}"
             if ok
             else "differ: " + "; ".join(diffs[:5] + [f"{s}.{n}: not in manifest" for s, n in extra[:5]])
         )

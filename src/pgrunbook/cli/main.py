@@ -585,8 +585,6 @@ def restore(
     keep_maintenance_on_failure: bool,
 ) -> None:
     """Restore a backup into a new database (checked first, verified after), or in place."""
-    from pgrunbook.health import check_health
-    from pgrunbook.restore import point_app as run_point_app
     from pgrunbook.restore import restore_in_place, restore_into_new_database
 
     if bool(into) == in_place:
@@ -610,6 +608,9 @@ def restore(
                 assert into is not None
                 report = restore_into_new_database(env, backup_id, into, progress=progress, run=run)
                 if point_app:
+                    from pgrunbook.health import check_health
+                    from pgrunbook.restore import point_app as run_point_app
+
                     with run.step("point app"):
                         run_point_app(env, report, run.id)
                     with run.step("health") as info:

@@ -100,16 +100,8 @@ def find_client_tools(server_major: int, server_version: str, bin_dir: str | Non
     """pg_dump and pg_restore from one folder, of the server's major version or newer."""
     found: list[ClientTools] = []
     too_old: list[ClientTools] = []
-    for folder in candidate_dirs(bin_dir):
-        dump, restore = folder / f"pg_dump{EXE}", folder / f"pg_restore{EXE}"
-        if not (dump.is_file() and restore.is_file()):
-            continue
-        try:
-            version = tool_version(dump)
-        except ToolError:
-            continue
-        tools = ClientTools(dump, restore, version)
-        (found if version.major >= server_major else too_old).append(tools)
+    for tools in _probe(candidate_dirs(bin_dir)):
+        (found if tools.version.major >= server_major else too_old).append(tools)
     if found:
         same = [t for t in found if t.version.major == server_major]
         return same[0] if same else max(found, key=lambda t: (t.version.major, t.version.minor))
@@ -127,6 +119,25 @@ def find_client_tools(server_major: int, server_version: str, bin_dir: str | Non
         )
     where = str(candidate_dirs(bin_dir)[0]) if bin_dir else "PATH and the usual PostgreSQL folders"
     raise ToolError(f"pg_dump and pg_restore not found in {where}", hint=install)
+
+
+def _probe(folders: list[Path]) -> list[ClientTools]:
+    """Every folder's pg_dump asked its version at once, in folder order: each call is a process start,
+    paid by every command that runs pg_dump or pg_restore."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pairs = [(f / f"pg_dump{EXE}", f / f"pg_restore{EXE}") for f in folders]
+    pairs = [(d, r) for d, r in pairs if d.is_file() and r.is_file()]
+
+    def version(path: Path) -> ToolVersion | None:
+        try:
+            return tool_version(path)
+        except ToolError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(pairs), 8))) as pool:
+        versions = list(pool.map(version, [d for d, _ in pairs]))
+    return [ClientTools(d, r, v) for (d, r), v in zip(pairs, versions, strict=True) if v is not None]
 
 
 def find_server_bin(bin_dir: str | None = None) -> Path:

@@ -1,0 +1,122 @@
+"""Backups as a sequence of independent zstd frames, so that a restore can decompress them in parallel.
+
+One zstd frame can only be decompressed by one thread, which made decompression the largest cost a
+restore pays on top of pg_restore (bench/restore_bench.py). A backup is therefore written as frames of
+[backup] zstd_frame_mb of archive each (64 MB by default: the size grows by a few KB per GB, and a
+restore has many frames to share out); the manifest records each frame's stored and archive sizes, so
+a restore knows where every frame starts in both streams without scanning. The file stays one ordinary
+zstd file: `zstd -d` decompresses concatenated frames as one stream, so the by-hand restore is unchanged.
+Backups from before frames (one frame, no frame table) are decompressed in one thread, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import zstandard
+
+SLICE = 1 << 20  # compressed bytes fed per call: bounds the memory each worker holds at once
+
+
+class FrameError(zstandard.ZstdError):
+    """The stored stream does not decompress to the archive its manifest describes."""
+
+
+def decompress_frames(chunks: Iterator[bytes], table: Sequence[tuple[int, int]] = ()) -> Iterator[bytes]:
+    """The archive's bytes from a stream of one or more zstd frames, in one thread.
+
+    Each frame gets its own decompressor, so a stream cut exactly between two frames is still seen
+    as incomplete when the manifest's frame table says more frames follow.
+    """
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    fed = False  # has the current frame received any input?
+    done = 0  # complete frames
+    for chunk in chunks:
+        while chunk:
+            out = dobj.decompress(chunk)
+            fed = True
+            if out:
+                yield out
+            if not dobj.eof:
+                break
+            done += 1
+            chunk = dobj.unused_data
+            dobj, fed = zstandard.ZstdDecompressor().decompressobj(), False
+    if fed:
+        raise FrameError("the zstd stream ends before its end of frame (truncated)")
+    if done == 0:
+        raise FrameError("the zstd stream is empty (truncated)")
+    if table and done != len(table):
+        raise FrameError(f"the zstd stream holds {done} frames, the manifest lists {len(table)} (truncated)")
+
+
+def _frames_of(chunks: Iterator[bytes], table: Sequence[tuple[int, int]]) -> Iterator[tuple[int, bytes]]:
+    """Cut the stored stream at the frame table's boundaries: (frame number, its compressed bytes)."""
+    index, need, parts = 0, table[0][0] if table else 0, []
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            if index >= len(table):
+                raise FrameError(f"the zstd stream goes on after the {len(table)} frames its manifest lists")
+            take = view[:need]
+            parts.append(bytes(take))
+            view, need = view[len(take) :], need - len(take)
+            if need == 0:
+                yield index, b"".join(parts)
+                index, parts = index + 1, []
+                need = table[index][0] if index < len(table) else 0
+    if index < len(table):
+        raise FrameError(f"the zstd stream ends in frame {index + 1} of {len(table)} (truncated)")
+
+
+def _decompress_one(fd: int, data: bytes, index: int, offset: int, size: int) -> None:
+    """Decompress one frame to its place in the output file; the GIL is released while zstd and the
+    write run, so the workers use the cores."""
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    view, written = memoryview(data), 0
+    for start in range(0, len(view), SLICE):
+        out = dobj.decompress(view[start : start + SLICE])
+        if written + len(out) > size:
+            raise FrameError(f"frame {index + 1} decompresses to more than the {size} bytes its manifest lists")
+        if out:
+            os.pwrite(fd, out, offset + written)
+            written += len(out)
+    if not dobj.eof or dobj.unused_data or written != size:
+        raise FrameError(f"frame {index + 1} is incomplete or damaged ({written} of {size} bytes)")
+
+
+def decompress_parallel_to(fd: int, chunks: Iterator[bytes], table: Sequence[tuple[int, int]], workers: int) -> None:
+    """Decompress the stored stream into the file `fd`, frames in parallel, each at its own offset.
+
+    At most `workers + 1` frames are held in memory at once (compressed), whatever the backup's size.
+    Raises FrameError (or zstandard.ZstdError) on any mismatch; OSError from writing passes through.
+    """
+    slots = threading.BoundedSemaphore(workers + 1)
+    offsets = [0]
+    for _, raw in table:
+        offsets.append(offsets[-1] + raw)
+    pending: list[Future[None]] = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgrunbook-zstd") as pool:
+        try:
+            for index, data in _frames_of(chunks, table):
+                slots.acquire()
+                future = pool.submit(_decompress_one, fd, data, index, offsets[index], table[index][1])
+                future.add_done_callback(lambda _f: slots.release())
+                pending.append(future)
+                _raise_first_failure(pending)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    _raise_first_failure(pending, wait=True)
+
+
+def _raise_first_failure(pending: list[Future[None]], *, wait: bool = False) -> None:
+    for future in list(pending):
+        if wait or future.done():
+            if not future.cancelled() and (exc := future.exception()) is not None:
+                raise exc
+            pending.remove(future)
