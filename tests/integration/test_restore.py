@@ -41,9 +41,7 @@ def databases(project: Project) -> set[str]:
 
 @pytest.mark.parametrize(("method", "temp"), [("stream", "auto"), ("parallel", "memory"), ("parallel", "disk")])
 def test_restore_into_new_database_is_identical(seeded: Project, method: str, temp: str) -> None:
-    seeded.write_config(
-        f'[backup]\nstorage = "backups"\n[restore]\nmethod = "{method}"\njobs = 2\ntemp = "{temp}"\n'
-    )
+    seeded.write_config(f'[backup]\nstorage = "backups"\n[restore]\nmethod = "{method}"\njobs = 2\ntemp = "{temp}"\n')
     m = create_backup(seeded.env())
     name = f"restored_{method}_{temp}"
     r = seeded.cli("--json", "restore", m.id, "--into", name)
