@@ -26,7 +26,7 @@ from psycopg import sql
 
 from pgrunbook.backup.create import child_env, create_backup
 from pgrunbook.backup.manifest import Check, Manifest
-from pgrunbook.backup.verify import _compare, archive_bytes, check_stored, restore_stream, verify_backup
+from pgrunbook.backup.verify import HashTap, _compare, archive_bytes, check_stored, restore_stream, verify_backup
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, VerificationFailed
 from pgrunbook.postgres.connect import connect
@@ -184,7 +184,7 @@ class _CheckedArchive:
         try:
             fd = self._open(manifest, in_memory)
             frame_error = ""
-            tap = _StoredTap(env, manifest, progress)
+            tap = HashTap(env.storage.read(env.repository.dump_key(manifest)), progress, manifest.size, "check")
             try:
                 frame_error = self._decompress(fd, env, manifest, tap, workers)
             finally:
@@ -226,7 +226,7 @@ class _CheckedArchive:
         except OSError as exc:
             raise _temp_write_error(exc, os.path.dirname(self.dir), manifest) from None
 
-    def _decompress(self, fd: int, env: Environment, manifest: Manifest, tap: _StoredTap, workers: int) -> str:
+    def _decompress(self, fd: int, env: Environment, manifest: Manifest, tap: HashTap, workers: int) -> str:
         """Fill the file; '' when the stored stream decompressed cleanly, else what was wrong."""
         import zstandard
 
@@ -262,41 +262,6 @@ class _CheckedArchive:
             self.fd = None
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class _StoredTap:
-    """The stored bytes as they are read, hashed and counted on the way."""
-
-    def __init__(self, env: Environment, manifest: Manifest, progress: ProgressFn):
-        import hashlib
-
-        self.chunks = env.storage.read(env.repository.dump_key(manifest))
-        self.sha = hashlib.sha256()
-        self.size = 0
-        self.total = manifest.size
-        self.progress = progress
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.chunks:
-            self.sha.update(chunk)
-            self.size += len(chunk)
-            self.progress("check", self.size, self.total)
-            yield chunk
-
-    def checks(self, manifest: Manifest) -> list[Check]:
-        same = self.sha.hexdigest() == manifest.sha256
-        return [
-            Check(
-                name="size",
-                ok=self.size == manifest.size,
-                detail=f"{self.size} bytes stored, manifest says {manifest.size}",
-            ),
-            Check(
-                name="checksum",
-                ok=same,
-                detail="sha256 matches the manifest" if same else "sha256 differs from the manifest",
-            ),
-        ]
 
 
 def _preallocate(fd: int, size: int | None) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pgrunbook.backup.manifest import Manifest, backup_id, restore_command, validate_label
 from pgrunbook.errors import ConfigError, VerificationFailed
 from pgrunbook.postgres.tools import parse_tool_version
+from tests.factories import make_manifest
 
 
 def test_tool_versions() -> None:
@@ -79,33 +80,9 @@ def test_the_archive_is_kept_in_memory_only_when_it_fits_easily(tmp_path: Path) 
 
     free = available_memory()
     assert free > 0  # read from /proc/meminfo (and the cgroup's limit, if any)
-    small = _manifest(archive_size=free // 10)
-    large = _manifest(archive_size=free // 3)
+    small = make_manifest(archive_size=free // 10)
+    large = make_manifest(archive_size=free // 3)
     assert choose_method(env("auto"), small) == ("parallel", 2, True)
     assert choose_method(env("auto"), large)[2] is False
     assert choose_method(env("disk"), small)[2] is False
     assert choose_method(env("memory"), large) == ("parallel", 2, True)
-
-
-def _manifest(archive_size: int) -> Manifest:
-    now = datetime.now(UTC)
-    return Manifest(
-        id="20261125T000000Z-manual",
-        environment="default",
-        database="app",
-        server_version="15.18",
-        pg_dump_version="15.18",
-        compression="zstd",
-        file="db.dump.zst",
-        size=archive_size // 3,
-        archive_size=archive_size,
-        sha256="0" * 64,
-        started_at=now,
-        finished_at=now,
-        duration_s=0,
-        label="manual",
-        migration_head=None,
-        tables=[],
-        tool_version="0",
-        restore_command="",
-    )

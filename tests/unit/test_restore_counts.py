@@ -4,34 +4,9 @@ a restore's rows while pg_restore still runs."""
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
 
-from pgrunbook.backup.manifest import Manifest, TableCount
 from pgrunbook.restore_counts import data_items, read_verbose
-
-
-def manifest(*tables: tuple[str, str]) -> Manifest:
-    now = datetime.now(UTC)
-    return Manifest(
-        id="20261125T000000Z-manual",
-        environment="default",
-        database="app",
-        server_version="15.18",
-        pg_dump_version="15.18",
-        compression="zstd",
-        file="db.dump.zst",
-        size=1,
-        sha256="0" * 64,
-        started_at=now,
-        finished_at=now,
-        duration_s=0,
-        label="manual",
-        migration_head=None,
-        tables=[TableCount(schema=s, name=n, rows=1) for s, n in tables],
-        tool_version="0",
-        restore_command="",
-    )
-
+from tests.factories import make_manifest
 
 LISTING = """;
 ; Archive created at 2026-11-25 18:10:00 UTC
@@ -45,7 +20,7 @@ LISTING = """;
 
 
 def test_data_items_map_dump_ids_to_the_manifests_tables() -> None:
-    m = manifest(("public", "event"), ("billing", "invoice"), ("a b", "c"), ("a", "b c"))
+    m = make_manifest((("public", "event"), ("billing", "invoice"), ("a b", "c"), ("a", "b c")))
     items = data_items(LISTING, m)
     assert items == {3392: ("public", "event"), 3393: ("billing", "invoice")}  # "a b c" could be either
 

@@ -73,22 +73,40 @@ def decompressed(manifest: Manifest, chunks: Iterator[bytes]) -> Iterator[bytes]
     yield from decompress_frames(chunks, manifest.frames)
 
 
-class _HashTap:
-    """Hashes and counts stored bytes as they stream past."""
+class HashTap:
+    """Hashes and counts stored bytes as they stream past; then says whether they are the ones written."""
 
-    def __init__(self, chunks: Iterator[bytes], progress: ProgressFn, total: int):
+    def __init__(self, chunks: Iterator[bytes], progress: ProgressFn, total: int, stage: str = "verify"):
         self.chunks = chunks
         self.sha = hashlib.sha256()
         self.size = 0
         self.progress = progress
         self.total = total
+        self.stage = stage
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self.chunks:
             self.sha.update(chunk)
             self.size += len(chunk)
-            self.progress("verify", self.size, self.total)
+            self.progress(self.stage, self.size, self.total)
             yield chunk
+
+    def checks(self, manifest: Manifest) -> list[Check]:
+        digest = self.sha.hexdigest()
+        return [
+            Check(
+                name="size",
+                ok=self.size == manifest.size,
+                detail=f"{self.size} bytes stored, manifest says {manifest.size}",
+            ),
+            Check(
+                name="checksum",
+                ok=digest == manifest.sha256,
+                detail="sha256 matches the manifest"
+                if digest == manifest.sha256
+                else f"sha256 {digest[:16]}… differs from the manifest's {manifest.sha256[:16]}…",
+            ),
+        ]
 
 
 def _feed(proc: subprocess.Popen[bytes], data: Iterator[bytes]) -> None:
@@ -115,7 +133,7 @@ def check_stored(
 ) -> list[Check]:
     """Checksum, size, compression frame and pg_restore --list, in one pass over storage."""
     repo = env.repository
-    tap = _HashTap(env.storage.read(repo.dump_key(manifest)), progress, manifest.size)
+    tap = HashTap(env.storage.read(repo.dump_key(manifest)), progress, manifest.size)
     if manifest.encryption and not env.config.backup.encryption.identity_file:
         return _check_ciphertext_only(manifest, tap)
     proc = subprocess.Popen(
@@ -142,18 +160,7 @@ def check_stored(
     rc = proc.wait()
     for t in readers:
         t.join()
-    checks = [
-        Check(
-            name="size", ok=tap.size == manifest.size, detail=f"{tap.size} bytes stored, manifest says {manifest.size}"
-        ),
-        Check(
-            name="checksum",
-            ok=tap.sha.hexdigest() == manifest.sha256,
-            detail="sha256 matches the manifest"
-            if tap.sha.hexdigest() == manifest.sha256
-            else f"sha256 {tap.sha.hexdigest()[:16]}… differs from the manifest's {manifest.sha256[:16]}…",
-        ),
-    ]
+    checks = tap.checks(manifest)
     if manifest.compression == "zstd":
         checks.append(
             Check(name="compression", ok=not frame_error, detail=frame_error or "zstd frames complete, checksums ok")
@@ -164,22 +171,12 @@ def check_stored(
     return checks
 
 
-def _check_ciphertext_only(manifest: Manifest, tap: _HashTap) -> list[Check]:
+def _check_ciphertext_only(manifest: Manifest, tap: HashTap) -> list[Check]:
     """Without the identity only the stored ciphertext can be checked: size and sha256."""
     for _ in tap:
         pass
-    digest = tap.sha.hexdigest()
     return [
-        Check(
-            name="size", ok=tap.size == manifest.size, detail=f"{tap.size} bytes stored, manifest says {manifest.size}"
-        ),
-        Check(
-            name="checksum",
-            ok=digest == manifest.sha256,
-            detail="sha256 of the ciphertext matches the manifest"
-            if digest == manifest.sha256
-            else "sha256 differs from the manifest",
-        ),
+        *tap.checks(manifest),
         Check(
             name="archive",
             ok=True,
