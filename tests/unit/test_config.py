@@ -191,3 +191,19 @@ def test_arbitrary_text_as_config(text: str) -> None:
 def test_fuzzed_environment_overrides(environ: dict[str, str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _must_load_or_explain(Path(tmp), '[backup]\nstorage = "b"\n', environ)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[backup]\nzstd_frame_mb = 0\n", "backup.zstd_frame_mb"),
+        ("[backup]\nzstd_frame_mb = 5000\n", "backup.zstd_frame_mb"),
+        ('[restore]\ntemp = "ram"\n', "restore.temp"),
+        ("[restore]\nmaintenance_workers = -1\n", "restore.maintenance_workers"),
+    ],
+)
+def test_the_new_restore_and_frame_settings_are_checked(tmp_path: Path, text: str, named: str) -> None:
+    (tmp_path / "pgrunbook.toml").write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(cwd=tmp_path, environ={})
+    assert named in exc.value.message and "\n" not in exc.value.message
