@@ -402,7 +402,7 @@ def _restore_data(
         rc, last = restore_stream(tools, target, stream, settings)
         _raise_if_failed(rc, last)
         return {}
-    counts = EarlyCounts(target, var, data_items(archive.listing, manifest))
+    counts = EarlyCounts(target, var, data_items(archive.listing, manifest), jobs)
     proc = subprocess.Popen(
         [
             str(tools.pg_restore),
@@ -427,7 +427,7 @@ def _restore_data(
         assert proc.stderr is not None
         tail = read_verbose(proc.stderr, counts)
         rc = proc.wait()
-        errors = [ln for ln in tail if ln.startswith("pg_restore: error:")]
+        errors = [ln for ln in tail if ln.startswith(("pg_restore: error:", "error:"))]  # see read_verbose
         _raise_if_failed(rc, redact((errors or list(tail) or [""])[-1], target.secrets()))
     except BaseException:
         if proc.poll() is None:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pgrunbook.backup.manifest import Manifest, backup_id, restore_command, validate_label
 from pgrunbook.errors import ConfigError, VerificationFailed
+from pgrunbook.postgres import tools
 from pgrunbook.postgres.tools import parse_tool_version
 from tests.factories import make_manifest
 
@@ -86,3 +87,33 @@ def test_the_archive_is_kept_in_memory_only_when_it_fits_easily(tmp_path: Path) 
     assert choose_method(env("auto"), large)[2] is False
     assert choose_method(env("disk"), small)[2] is False
     assert choose_method(env("memory"), large) == ("parallel", 2, True)
+
+
+def _fake_tools(folder: Path, version: str, asked: Path) -> Path:
+    """pg_dump/pg_restore stand-ins that say their version and note that they were asked."""
+    folder.mkdir(parents=True)
+    for name in ("pg_dump", "pg_restore"):
+        script = folder / name
+        script.write_text(f'#!/bin/sh\necho "{folder}" >> "{asked}"\necho "{name} (PostgreSQL) {version}"\n')
+        script.chmod(0o755)
+    return folder
+
+
+def test_path_is_asked_only_when_no_versioned_folder_has_the_servers_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = tmp_path / "asked"
+    wrapper = _fake_tools(tmp_path / "usr-bin", "16.4", asked)  # like Debian's pg_wrapper on PATH
+    monkeypatch.setenv("PATH", str(wrapper))
+    monkeypatch.setattr(tools, "_VERSIONED_DIRS", [str(tmp_path / "lib" / "*" / "bin")])
+    _fake_tools(tmp_path / "lib" / "15" / "bin", "15.18", asked)
+    _fake_tools(tmp_path / "lib" / "14" / "bin", "14.12", asked)
+
+    found = tools.find_client_tools(15, "15.18")
+    assert found.pg_dump == tmp_path / "lib" / "15" / "bin" / "pg_dump"
+    assert str(wrapper) not in asked.read_text()  # the slow wrapper was never started
+
+    asked.unlink()
+    assert tools.find_client_tools(16, "16.4").pg_dump == wrapper / "pg_dump"  # only PATH has 16
+    assert str(wrapper) in asked.read_text()
+    assert tools.find_client_tools(13, "13.1").version.major == 16  # none of 13 anywhere: the newest found

@@ -4,8 +4,9 @@ a restore's rows while pg_restore still runs."""
 from __future__ import annotations
 
 import io
+import time
 
-from pgrunbook.restore_counts import data_items, read_verbose
+from pgrunbook.restore_counts import EarlyCounts, data_items, read_verbose
 from tests.factories import make_manifest
 
 LISTING = """;
@@ -41,11 +42,66 @@ def test_verbose_progress_is_fed_and_only_errors_are_kept() -> None:
         "pg_restore: error: could not execute query: ERROR:  duplicate key value\n"
         "Command was: ALTER TABLE ONLY public.event ADD CONSTRAINT event_pkey PRIMARY KEY (id);\n"
         "pg_restore: finished main parallel loop\n"
+        # two jobs writing at once: one line with both prefixes, then a message without its own
+        "pg_restore:pg_restore: finished item 3225 CONSTRAINT event event_pkey\n"
+        "finished item 3372 TABLE DATA invoice\n"
     )
     rec = Recorder()
     tail = read_verbose(stderr, rec)  # type: ignore[arg-type]
-    assert "pg_restore: finished item 3392 TABLE DATA event" in rec.lines and len(rec.lines) == 6
+    assert rec.lines == [
+        "pg_restore: launching item 3392 TABLE DATA event",
+        "pg_restore: finished item 3392 TABLE DATA event",
+        "pg_restore: finished item 3225 CONSTRAINT event event_pkey",
+        "finished item 3372 TABLE DATA invoice",
+    ]
     assert list(tail) == [
         "pg_restore: error: could not execute query: ERROR:  duplicate key value",
         "Command was: ALTER TABLE ONLY public.event ADD CONSTRAINT event_pkey PRIMARY KEY (id);",
     ]
+
+
+class CountingRecorder(EarlyCounts):
+    """EarlyCounts with the database left out: records which table would be counted, and what pg_restore
+    was running at that moment."""
+
+    def __init__(self, items: dict[int, tuple[str, str]], jobs: int) -> None:
+        self.taken: list[tuple[tuple[str, str], set[int]]] = []
+        super().__init__(None, "DATABASE_URL", items, jobs)  # type: ignore[arg-type]
+
+    def _work(self) -> None:
+        while (table := self._next()) is not None:
+            self.taken.append((table, set(self._running)))
+
+
+def _feed(counts: CountingRecorder, *lines: str, then: float = 0.3) -> list[tuple[str, str]]:
+    """Lines as pg_restore writes them (at once), then a pause; what was counted by the end of it."""
+    for text in lines:
+        counts.line(f"pg_restore: {text}")
+    time.sleep(then)
+    return [t for t, _ in counts.taken]
+
+
+def test_loaded_tables_are_counted_only_while_a_pg_restore_job_is_idle() -> None:
+    invoice, event = ("billing", "invoice"), ("public", "event")
+    counts = CountingRecorder({3392: event, 3393: invoice}, jobs=2)
+    assert _feed(counts, "launching item 3393 TABLE DATA invoice", "launching item 3392 TABLE DATA event") == []
+    # a job that finishes one item and launches the next at once was never idle: nothing counted
+    assert _feed(counts, "finished item 3393 TABLE DATA invoice", "launching item 3400 INDEX invoice_idx") == []
+    assert _feed(counts, "finished item 3400 INDEX invoice_idx") == [invoice]  # one job idle: counted
+    assert _feed(
+        counts,
+        "finished item 3392 TABLE DATA event",
+        "launching item 3401 INDEX event_payload_idx",
+        "launching item 3402 INDEX event_user_idx",
+    ) == [invoice]  # both jobs busy: event waits
+    assert _feed(counts, "finished item 3402 INDEX event_user_idx") == [invoice, event]
+    counts.finish()
+    assert all(len(running) < 2 for _, running in counts.taken)
+
+
+def test_tables_left_when_pg_restore_ends_are_left_to_the_verification() -> None:
+    counts = CountingRecorder({3392: ("public", "event")}, jobs=1)
+    _feed(counts, "launching item 3392 TABLE DATA event", "finished item 3392 TABLE DATA event", then=0)
+    _feed(counts, "launching item 3401 INDEX event_payload_idx", then=0)
+    counts.finish()
+    assert counts.taken == []  # pg_restore never had an idle job: the verification counts event

@@ -53,39 +53,48 @@ def decompress_frames(chunks: Iterator[bytes], table: Sequence[tuple[int, int]] 
         raise FrameError(f"the zstd stream holds {done} frames, the manifest lists {len(table)} (truncated)")
 
 
-def _frames_of(chunks: Iterator[bytes], table: Sequence[tuple[int, int]]) -> Iterator[tuple[int, bytes]]:
-    """Cut the stored stream at the frame table's boundaries: (frame number, its compressed bytes)."""
+def _frames_of(chunks: Iterator[bytes], table: Sequence[tuple[int, int]]) -> Iterator[tuple[int, list[memoryview]]]:
+    """Cut the stored stream at the frame table's boundaries: (frame number, its compressed bytes as
+    views of the chunks read, never copied: a copy per frame cost a restore ~0.05 s per GB)."""
     index, need, parts = 0, table[0][0] if table else 0, []
     for chunk in chunks:
-        view = memoryview(chunk)
+        view = memoryview(chunk if isinstance(chunk, bytes) else bytes(chunk))  # bytes: nobody can change it
         while view:
             if index >= len(table):
                 raise FrameError(f"the zstd stream goes on after the {len(table)} frames its manifest lists")
             take = view[:need]
-            parts.append(bytes(take))
+            parts.append(take)
             view, need = view[len(take) :], need - len(take)
             if need == 0:
-                yield index, b"".join(parts)
+                yield index, parts
                 index, parts = index + 1, []
                 need = table[index][0] if index < len(table) else 0
     if index < len(table):
         raise FrameError(f"the zstd stream ends in frame {index + 1} of {len(table)} (truncated)")
 
 
-def _decompress_one(fd: int, data: bytes, index: int, offset: int, size: int) -> None:
+def _decompress_one(fd: int, parts: list[memoryview], index: int, offset: int, size: int) -> None:
     """Decompress one frame to its place in the output file; the GIL is released while zstd and the
     write run, so the workers use the cores."""
     dobj = zstandard.ZstdDecompressor().decompressobj()
-    view, written = memoryview(data), 0
-    for start in range(0, len(view), SLICE):
-        out = dobj.decompress(view[start : start + SLICE])
-        if written + len(out) > size:
-            raise FrameError(f"frame {index + 1} decompresses to more than the {size} bytes its manifest lists")
-        if out:
-            os.pwrite(fd, out, offset + written)
-            written += len(out)
+    written = 0
+    for part in parts:
+        for start in range(0, len(part), SLICE):
+            out = dobj.decompress(part[start : start + SLICE])
+            if written + len(out) > size:
+                raise FrameError(f"frame {index + 1} decompresses to more than the {size} bytes its manifest lists")
+            if out:
+                _pwrite_all(fd, out, offset + written)
+                written += len(out)
     if not dobj.eof or dobj.unused_data or written != size:
         raise FrameError(f"frame {index + 1} is incomplete or damaged ({written} of {size} bytes)")
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def decompress_parallel_to(fd: int, chunks: Iterator[bytes], table: Sequence[tuple[int, int]], workers: int) -> None:

@@ -73,22 +73,28 @@ def tool_version(path: Path) -> ToolVersion:
 
 def candidate_dirs(bin_dir: str | None = None) -> list[Path]:
     """An explicit ``bin_dir`` is the only place looked at: the operator chose it."""
+    return [d for batch in _candidate_batches(bin_dir) for d in batch]
+
+
+def _candidate_batches(bin_dir: str | None) -> list[list[Path]]:
+    """The folders to look in, as two batches: the versioned folders, then PATH. PATH's pg_dump is
+    often Debian's pg_wrapper (a Perl script, ~0.1 s to ask), only worth asking when no versioned
+    folder has the server's version."""
     if bin_dir:
-        return [Path(bin_dir).expanduser()]
-    dirs: list[Path] = []
+        return [[Path(bin_dir).expanduser()]]
+    versioned: list[Path] = []
     for pattern in _VERSIONED_DIRS:
         found = [Path(p) for p in glob.glob(pattern)]
-        dirs.extend(sorted(found, key=_dir_version, reverse=True))
-    for entry in os.environ.get("PATH", "").split(os.pathsep):
-        if entry:
-            dirs.append(Path(entry))
+        versioned.extend(sorted(found, key=_dir_version, reverse=True))
+    path = [Path(entry) for entry in os.environ.get("PATH", "").split(os.pathsep) if entry]
     seen: set[Path] = set()
-    unique = []
-    for d in dirs:
-        if d not in seen:
-            seen.add(d)
-            unique.append(d)
-    return unique
+    batches: list[list[Path]] = [[], []]
+    for batch, folders in zip(batches, (versioned, path), strict=True):
+        for folder in folders:
+            if folder not in seen:
+                seen.add(folder)
+                batch.append(folder)
+    return batches
 
 
 def _dir_version(path: Path) -> tuple[int, ...]:
@@ -100,11 +106,14 @@ def find_client_tools(server_major: int, server_version: str, bin_dir: str | Non
     """pg_dump and pg_restore from one folder, of the server's major version or newer."""
     found: list[ClientTools] = []
     too_old: list[ClientTools] = []
-    for tools in _probe(candidate_dirs(bin_dir)):
-        (found if tools.version.major >= server_major else too_old).append(tools)
-    if found:
+    for batch in _candidate_batches(bin_dir):  # the first folder of the server's version wins
+        for tools in _probe(batch):
+            (found if tools.version.major >= server_major else too_old).append(tools)
         same = [t for t in found if t.version.major == server_major]
-        return same[0] if same else max(found, key=lambda t: (t.version.major, t.version.minor))
+        if same:
+            return same[0]
+    if found:
+        return max(found, key=lambda t: (t.version.major, t.version.minor))
     install = (
         f"install the PostgreSQL {server_major} client (Debian/Ubuntu: apt-get install "
         f"postgresql-client-{server_major}; others: https://www.postgresql.org/download/) "
@@ -135,7 +144,9 @@ def _probe(folders: list[Path]) -> list[ClientTools]:
         except ToolError:
             return None
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(pairs), 8))) as pool:
+    if not pairs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(pairs), 8)) as pool:
         versions = list(pool.map(version, [d for d, _ in pairs]))
     return [ClientTools(d, r, v) for (d, r), v in zip(pairs, versions, strict=True) if v is not None]
 
