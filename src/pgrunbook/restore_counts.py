@@ -114,10 +114,14 @@ class EarlyCounts:
                     self._conn.execute("SET max_parallel_workers_per_gather = 0")
                 self.counts.update(count_tables(self._conn, [table]))
 
-    def _stop(self) -> None:
+    def _stop(self, *, cancel: bool = False) -> None:
         with self._wake:
             self._closed = True
             self._wake.notify()
+            conn = self._conn
+        if cancel and conn is not None:  # a failed restore is not kept waiting for a long count
+            with contextlib.suppress(Exception):
+                conn.cancel()
         self._thread.join()
         if self._conn is not None:
             with contextlib.suppress(Exception):
@@ -129,7 +133,7 @@ class EarlyCounts:
         return dict(self.counts)
 
     def abandon(self) -> None:
-        self._stop()
+        self._stop(cancel=True)
 
 
 def read_verbose(stream: IO[str], counts: EarlyCounts, keep: int = 20) -> deque[str]:

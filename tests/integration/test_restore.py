@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -13,7 +15,7 @@ from pgrunbook.backup.create import child_env, create_backup
 from pgrunbook.postgres.tools import find_client_tools
 from pgrunbook.restore_counts import EarlyCounts, data_items
 from tests import evidence
-from tests.conftest import Project, assert_clean_error, fingerprint
+from tests.conftest import Project, assert_clean_error, fingerprint, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -270,3 +272,31 @@ def test_real_pg_restore_progress_drives_the_early_counts(seeded: Project, tmp_p
     rec.abandon()
     assert rec.launched and rec._running == set(), proc.stderr  # each launch matched by its finish
     assert sorted(rec._loaded) == sorted((t.schema_, t.name) for t in m.tables)
+
+
+def test_a_failed_restore_is_not_kept_waiting_by_a_count_in_progress(seeded: Project) -> None:
+    """abandon() (pg_restore failed or pgrunbook is interrupted) cancels the count running on the
+    server instead of waiting for it: on a large table that wait would be minutes."""
+    target = seeded.env().target(direct=True)
+    with psycopg.connect(seeded.url) as blocker:
+        blocker.execute("LOCK TABLE public.account IN ACCESS EXCLUSIVE MODE")  # the count waits behind it
+        release = threading.Timer(8, blocker.rollback)  # without the cancel, abandon() would wait this long
+        counts = EarlyCounts(target, "DATABASE_URL", {1: ("public", "account")}, jobs=2)
+        counts.line("pg_restore: finished item 1 TABLE DATA account")
+        with psycopg.connect(seeded.url, autocommit=True) as watch:
+            wait_for(
+                lambda: (
+                    watch.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%count(*)%'"
+                    ).fetchone()
+                    == (1,)
+                ),
+                what="the count waiting on the lock",
+            )
+        release.start()
+        t0 = time.monotonic()
+        counts.abandon()
+        took = time.monotonic() - t0
+        release.cancel()
+    assert took < 3, took
+    assert counts.counts == {}
