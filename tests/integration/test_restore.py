@@ -287,7 +287,8 @@ def test_a_failed_restore_is_not_kept_waiting_by_a_count_in_progress(seeded: Pro
             wait_for(
                 lambda: (
                     watch.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%count(*)%'"
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE wait_event_type = 'Lock' AND query LIKE '%count(*)%'"
                     ).fetchone()
                     == (1,)
                 ),
