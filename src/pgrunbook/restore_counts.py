@@ -109,9 +109,13 @@ class EarlyCounts:
         with contextlib.suppress(Exception):  # a count not taken here is taken by the verification
             while (table := self._next()) is not None:
                 if self._conn is None:
-                    self._conn = connect(self.target, purpose="verify", var=self.var)
-                    self._conn.autocommit = True
-                    self._conn.execute("SET max_parallel_workers_per_gather = 0")
+                    conn = connect(self.target, purpose="verify", var=self.var)
+                    conn.autocommit = True
+                    conn.execute("SET max_parallel_workers_per_gather = 0")
+                    with self._wake:  # published under the lock, so that _stop can cancel its query
+                        self._conn = conn
+                        if self._closed:
+                            return
                 self.counts.update(count_tables(self._conn, [table]))
 
     def _stop(self, *, cancel: bool = False) -> None:
