@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Protocol
 
 from pgrunbook.backup.repository import BackupRepository
 from pgrunbook.backup.storage import Storage, open_storage
 from pgrunbook.config import Config, EnvironmentConfig, database_target
 from pgrunbook.postgres.url import DatabaseTarget
 
-#: progress callbacks get (stage, bytes done, bytes expected or None)
-ProgressFn = Callable[[str, int, int | None], None]
+
+class ProgressFn(Protocol):
+    """Progress of a long step: `stage` names its bar; `done` of `total` (None: unknown) counted in
+    `unit`, bytes by default or a noun such as "rows"; `note` says what is under way right now (during
+    a restore's last long index build, which index), so a wait is never a blank bar."""
+
+    def __call__(self, stage: str, done: int, total: int | None, /, *, unit: str = "bytes", note: str = "") -> None: ...
 
 
-def no_progress(stage: str, done: int, total: int | None) -> None:
+def no_progress(stage: str, done: int, total: int | None, /, *, unit: str = "bytes", note: str = "") -> None:
     """The default for library callers and non-TTY runs: silence."""
 
 

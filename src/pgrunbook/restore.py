@@ -34,7 +34,7 @@ from pgrunbook.postgres.tools import ClientTools, die_with_parent, find_client_t
 from pgrunbook.postgres.url import DatabaseTarget, redact
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.journal import Run
-from pgrunbook.restore_counts import EarlyCounts, data_items, read_verbose
+from pgrunbook.restore_counts import EarlyCounts, LoadProgress, data_items, read_verbose
 
 DBNAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_$-]{0,62}"
 
@@ -394,15 +394,18 @@ def _restore_data(
     *,
     owned: bool,
     var: str,
+    progress: ProgressFn = no_progress,
 ) -> dict[tuple[str, str], int]:
     """Run pg_restore; returns the row counts already taken while it ran (restore_counts)."""
     settings = restore_settings(env, owned=owned)
     if archive is None:
         stream = archive_bytes(env, manifest, env.storage.read(env.repository.dump_key(manifest)))
-        rc, last = restore_stream(tools, target, stream, settings)
+        rc, last = restore_stream(tools, target, _fed(stream, progress, manifest.archive_size), settings)
         _raise_if_failed(rc, last)
         return {}
-    counts = EarlyCounts(target, var, data_items(archive.listing, manifest), jobs)
+    items = data_items(archive.listing, manifest)
+    counts = EarlyCounts(target, var, items, jobs)
+    load = LoadProgress(items, manifest.row_counts(), progress)
     proc = subprocess.Popen(
         [
             str(tools.pg_restore),
@@ -425,10 +428,11 @@ def _restore_data(
     )
     try:
         assert proc.stderr is not None
-        tail = read_verbose(proc.stderr, counts)
+        tail = read_verbose(proc.stderr, counts, load)
         rc = proc.wait()
         errors = [ln for ln in tail if ln.startswith(("pg_restore: error:", "error:"))]  # see read_verbose
         _raise_if_failed(rc, redact((errors or list(tail) or [""])[-1], target.secrets()))
+        load.done()
     except BaseException:
         if proc.poll() is None:
             proc.kill()
@@ -436,6 +440,15 @@ def _restore_data(
         counts.abandon()
         raise
     return counts.finish()
+
+
+def _fed(chunks: Iterator[bytes], progress: ProgressFn, total: int | None) -> Iterator[bytes]:
+    """The archive's bytes as they go to a streaming pg_restore, counted for the terminal's bar."""
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        progress("restore", done, total)
+        yield chunk
 
 
 def _raise_if_failed(rc: int, last: str) -> None:
@@ -466,7 +479,7 @@ def restore_into_new_database(
         else:
             report.checks.extend(require_intact(env, manifest, tools, progress))
     try:
-        return _restore_checked(env, manifest, tools, dbname, report, jobs, archive, run, t0)
+        return _restore_checked(env, manifest, tools, dbname, report, jobs, archive, run, t0, progress)
     finally:
         if archive is not None:
             archive.cleanup()
@@ -482,6 +495,7 @@ def _restore_checked(
     archive: _CheckedArchive | None,
     run: Run | None,
     t0: float,
+    progress: ProgressFn = no_progress,
 ) -> RestoreReport:
     target = env.target(direct=True)
     var = env.url_var()
@@ -505,7 +519,9 @@ def _restore_checked(
         new_target = target.with_dbname(dbname)
         try:
             with _maybe_step(run, "restore") as info:
-                early = _restore_data(env, manifest, tools, new_target, jobs, archive, owned=created, var=var)
+                early = _restore_data(
+                    env, manifest, tools, new_target, jobs, archive, owned=created, var=var, progress=progress
+                )
                 if info is not None:
                     info["detail"] = f"{report.method} into {dbname}"
             with _maybe_step(run, "verify restore") as info:

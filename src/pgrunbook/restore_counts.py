@@ -15,11 +15,12 @@ import re
 import threading
 import time
 from collections import deque
-from typing import IO
+from typing import IO, Protocol
 
 import psycopg
 
 from pgrunbook.backup.manifest import Manifest
+from pgrunbook.environment import ProgressFn
 from pgrunbook.postgres.catalog import count_tables
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.url import DatabaseTarget
@@ -140,14 +141,61 @@ class EarlyCounts:
         self._stop(cancel=True)
 
 
-def read_verbose(stream: IO[str], counts: EarlyCounts, keep: int = 20) -> deque[str]:
-    """Feed pg_restore's --verbose lines to `counts`; return the last lines that are not progress
-    information (errors and their context), for a one-line failure message."""
+class LoadProgress:
+    """What a terminal shows while pg_restore runs: the rows loaded so far (the manifest's exact counts
+    of the tables whose data pg_restore reports finished, of all the backup's rows) and the items it is
+    working on now. The rows measure the data phase; once they are all in, the note names the index
+    or constraint still being built, so a long last step (a GIN build of minutes) reads as work, not
+    as a hang."""
+
+    NOTE_MAX = 80
+
+    def __init__(self, items: dict[int, tuple[str, str]], rows: dict[tuple[str, str], int], progress: ProgressFn):
+        self.items = items
+        self.rows = rows
+        self.progress = progress
+        self.total = sum(rows.values())
+        self.loaded = 0
+        self.running: dict[int, str] = {}
+
+    def line(self, text: str) -> None:
+        m = _PROGRESS.search(text)
+        if not m:
+            return
+        item = int(m.group(2))
+        if m.group(1) == "launching":
+            self.running[item] = text[m.start(3) :].strip()
+        else:
+            self.running.pop(item, None)
+            if m.group(3) == "TABLE DATA" and (table := self.items.get(item)) is not None:
+                self.loaded += self.rows.get(table, 0)
+        self._show()
+
+    def done(self) -> None:
+        """pg_restore ended well: every row is in, whichever items the listing could not name."""
+        self.loaded, self.running = self.total, {}
+        self._show()
+
+    def _show(self) -> None:
+        note = ", ".join(sorted(self.running.values()))
+        if len(note) > self.NOTE_MAX:
+            note = note[: self.NOTE_MAX - 1] + "…"
+        self.progress("restore", self.loaded, self.total, unit="rows", note=note)
+
+
+class LineReader(Protocol):
+    def line(self, text: str) -> None: ...
+
+
+def read_verbose(stream: IO[str], *readers: LineReader, keep: int = 20) -> deque[str]:
+    """Feed pg_restore's --verbose progress lines to each of `readers`; return the last lines that are
+    not progress information (errors and their context), for a one-line failure message."""
     tail: deque[str] = deque(maxlen=keep)
     for raw in stream:
         line = _PREFIXES.sub("pg_restore: ", raw.rstrip("\n"), count=1)
         if _PROGRESS.search(line):
-            counts.line(line)
+            for reader in readers:
+                reader.line(line)
         elif line.strip() and _NOT_INFO.match(line):
             tail.append(line)
     return tail

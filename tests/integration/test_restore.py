@@ -12,8 +12,10 @@ import psycopg
 import pytest
 
 from pgrunbook.backup.create import child_env, create_backup
+from pgrunbook.environment import no_progress
 from pgrunbook.postgres.tools import find_client_tools
-from pgrunbook.restore_counts import EarlyCounts, data_items
+from pgrunbook.restore import restore_into_new_database
+from pgrunbook.restore_counts import EarlyCounts, LoadProgress, data_items
 from tests import evidence
 from tests.conftest import Project, assert_clean_error, fingerprint, wait_for
 
@@ -61,6 +63,35 @@ def test_restore_into_new_database_is_identical(seeded: Project, method: str, te
         assert "counted while" not in counted
     assert fingerprint(db_url(seeded, name)) == fingerprint(seeded.url)
     assert catalog(db_url(seeded, name)) == catalog(seeded.url)
+
+
+@pytest.mark.parametrize("method", ["stream", "parallel"])
+def test_a_restore_hands_the_terminal_what_pg_restore_is_doing(
+    seeded: Project, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar during pg_restore, the longest step: the archive's bytes fed to it (stream), or the
+    manifest's rows of each table pg_restore reports loaded and the items it is working on (parallel)."""
+    seeded.write_config(f'[backup]\nstorage = "backups"\n[restore]\nmethod = "{method}"\njobs = 2\n')
+    for key, value in seeded.environ.items():
+        monkeypatch.setenv(key, value)
+    env = seeded.env()
+    m = create_backup(env)
+    calls: list[tuple[int, int | None, str, str]] = []
+
+    def record(stage: str, done: int, total: int | None, /, *, unit: str = "bytes", note: str = "") -> None:
+        if stage == "restore":
+            calls.append((done, total, unit, note))
+
+    restore_into_new_database(env, m.id, f"shown_{method}", progress=record)
+    if method == "stream":
+        assert calls[-1][:3] == (m.archive_size, m.archive_size, "bytes")
+        assert [done for done, *_ in calls] == sorted(done for done, *_ in calls)
+    else:
+        rows = sum(t.rows for t in m.tables)
+        assert calls[-1] == (rows, rows, "rows", "")
+        assert calls[0][0] == 0 and calls[0][3] != ""  # the first item under way, named
+        assert any(note.startswith("TABLE DATA ") for *_, note in calls)
+        assert any("INDEX " in note or "CONSTRAINT " in note for *_, note in calls)
 
 
 def test_restore_refuses_a_non_empty_target_and_changes_nothing(seeded: Project) -> None:
@@ -267,11 +298,16 @@ def test_real_pg_restore_progress_drives_the_early_counts(seeded: Project, tmp_p
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
+    load = LoadProgress(data_items(listing, m), m.row_counts(), no_progress)
     for text in proc.stderr.splitlines():
         rec.line(text)
+        load.line(text)
     rec.abandon()
     assert rec.launched and rec._running == set(), proc.stderr  # each launch matched by its finish
     assert sorted(rec._loaded) == sorted((t.schema_, t.name) for t in m.tables)
+    # the terminal's bar reached every row of the backup from pg_restore's own lines, with nothing
+    # left shown as running
+    assert load.loaded == load.total == sum(t.rows for t in m.tables) > 0 and load.running == {}
 
 
 def test_a_failed_restore_is_not_kept_waiting_by_a_count_in_progress(seeded: Project) -> None:

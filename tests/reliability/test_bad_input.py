@@ -177,6 +177,7 @@ def test_a_temp_folder_too_small_fails_before_anything_is_read(
     import tempfile
 
     from pgrunbook.backup.create import create_backup
+    from pgrunbook.environment import no_progress
     from pgrunbook.errors import PgRunbookError
     from pgrunbook.postgres.tools import find_client_tools
     from pgrunbook.restore import _CheckedArchive
@@ -196,7 +197,7 @@ def test_a_temp_folder_too_small_fails_before_anything_is_read(
     with _tmpfs(tmp_path / "tmp", "size=64k,mode=0777") as small:
         monkeypatch.setattr(tempfile, "tempdir", str(small))
         with pytest.raises(PgRunbookError, match="no space left"):
-            _CheckedArchive(env, m, find_client_tools(15, "15"), lambda *_: None, workers=2)
+            _CheckedArchive(env, m, find_client_tools(15, "15"), no_progress, workers=2)
         assert chunks == [] and not any(small.iterdir())
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from pgrunbook import restore_counts
-from pgrunbook.restore_counts import EarlyCounts, data_items, read_verbose
+from pgrunbook.restore_counts import EarlyCounts, LoadProgress, data_items, read_verbose
 from tests.factories import make_manifest
 
 LISTING = """;
@@ -50,7 +50,7 @@ def test_verbose_progress_is_fed_and_only_errors_are_kept() -> None:
         "finished item 3372 TABLE DATA invoice\n"
     )
     rec = Recorder()
-    tail = read_verbose(stderr, rec)  # type: ignore[arg-type]
+    tail = read_verbose(stderr, rec)
     assert rec.lines == [
         "pg_restore: launching item 3392 TABLE DATA event",
         "pg_restore: finished item 3392 TABLE DATA event",
@@ -61,6 +61,58 @@ def test_verbose_progress_is_fed_and_only_errors_are_kept() -> None:
         "pg_restore: error: could not execute query: ERROR:  duplicate key value",
         "Command was: ALTER TABLE ONLY public.event ADD CONSTRAINT event_pkey PRIMARY KEY (id);",
     ]
+
+
+class ProgressCalls:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int | None, str, str]] = []
+
+    def __call__(self, stage: str, done: int, total: int | None, /, *, unit: str = "bytes", note: str = "") -> None:
+        self.calls.append((stage, done, total, unit, note))
+
+
+def test_load_progress_counts_the_rows_of_loaded_tables_and_names_what_runs() -> None:
+    """The bar a terminal shows during pg_restore: rows from the manifest's exact counts as each table's
+    data is reported finished, and beside it the items under way (the last long index build by name)."""
+    m = make_manifest((("public", "event"), ("billing", "invoice")))
+    rows = {("public", "event"): 700, ("billing", "invoice"): 300}
+    calls = ProgressCalls()
+    load = LoadProgress(data_items(LISTING, m), rows, calls)
+    stderr = io.StringIO(
+        "pg_restore: launching item 3392 TABLE DATA event\n"
+        "pg_restore: launching item 3393 TABLE DATA invoice\n"
+        "pg_restore:pg_restore: finished item 3393 TABLE DATA invoice\n"
+        "launching item 3400 INDEX event_payload_gin\n"
+        "pg_restore: finished item 3392 TABLE DATA event\n"
+        "pg_restore: launching item 3401 CONSTRAINT event_pkey\n"
+        "pg_restore: finished item 3401 CONSTRAINT event_pkey\n"
+    )
+    read_verbose(stderr, load)
+    assert [(done, total, unit) for _, done, total, unit, _ in calls.calls] == [
+        (0, 1000, "rows"),
+        (0, 1000, "rows"),
+        (300, 1000, "rows"),
+        (300, 1000, "rows"),
+        (1000, 1000, "rows"),
+        (1000, 1000, "rows"),
+        (1000, 1000, "rows"),
+    ]
+    notes = [note for *_, note in calls.calls]
+    assert notes[1] == "TABLE DATA event, TABLE DATA invoice"
+    assert notes[4] == "INDEX event_payload_gin"  # data all in: what the wait is for
+    assert notes[5] == "CONSTRAINT event_pkey, INDEX event_payload_gin"
+    assert notes[6] == "INDEX event_payload_gin"
+    load.done()
+    assert calls.calls[-1] == ("restore", 1000, 1000, "rows", "")
+    assert {stage for stage, *_ in calls.calls} == {"restore"}
+
+
+def test_load_progress_notes_are_cut_to_one_short_line() -> None:
+    calls = ProgressCalls()
+    load = LoadProgress({}, {}, calls)
+    load.line("pg_restore: launching item 1 INDEX " + "x" * 200)
+    note = calls.calls[-1][4]
+    assert len(note) == LoadProgress.NOTE_MAX and note.endswith("…") and note.startswith("INDEX xxx")
 
 
 class CountingRecorder(EarlyCounts):

@@ -11,7 +11,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Column
+from rich.text import Text
 
 from pgrunbook.environment import ProgressFn, no_progress
 
@@ -38,31 +49,68 @@ class Output:
 
     @contextmanager
     def progress(self, description: str) -> Iterator[ProgressFn]:
-        """A live bytes/rate bar on a terminal; nothing at all otherwise."""
+        """A live bar per stage on a terminal (bytes and rate, or a count of rows; what is under way
+        beside it); nothing at all otherwise."""
         if not self.interactive:
             yield no_progress
             return
+        width = self.err.width  # narrow: a short bar, and labels cut to the stage, so nothing wraps
+        fixed = Column(no_wrap=True)
         with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeElapsedColumn(),
+            TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
+            BarColumn(bar_width=20 if width < 120 else 40),
+            _AmountColumn(table_column=fixed),
+            _RateColumn(table_column=fixed),
+            TimeElapsedColumn(table_column=fixed),
+            TextColumn("{task.fields[note]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
             console=self.err,
             transient=True,
+            expand=True,  # the note takes what the other columns leave, and is cut, not wrapped
         ) as bar:
             tasks: dict[str, Any] = {}
+            notes: dict[str, str] = {}
             last = [0.0]
 
-            def update(stage: str, done: int, total: int | None) -> None:
+            def update(stage: str, done: int, total: int | None, /, *, unit: str = "bytes", note: str = "") -> None:
                 if stage not in tasks:
-                    tasks[stage] = bar.add_task(f"{description}: {stage}", total=total)
+                    label = f"{description}: {stage}"
+                    if width < len(label) + 90:  # what the bar, amounts, time and a note need beside it
+                        label = stage
+                    tasks[stage] = bar.add_task(label, total=total, unit=unit, note=note)
                 now = time.monotonic()
-                if now - last[0] > 0.1 or (total is not None and done >= total):
+                if now - last[0] > 0.1 or (total is not None and done >= total) or notes.get(stage) != note:
                     last[0] = now
-                    bar.update(tasks[stage], completed=done, total=total)
+                    notes[stage] = note
+                    bar.update(tasks[stage], completed=done, total=total, note=note)
 
             yield update
+
+
+class _AmountColumn(ProgressColumn):
+    """Bytes as sizes (a transfer); any other unit as a count with its noun ("3.2M/5.0M rows")."""
+
+    def __init__(self, table_column: Column | None = None) -> None:
+        super().__init__(table_column)
+        self._bytes = DownloadColumn()
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "bytes")
+        if unit == "bytes":
+            return self._bytes.render(task)
+        done = human_count(task.completed)
+        text = f"{done}/{human_count(task.total)} {unit}" if task.total is not None else f"{done} {unit}"
+        return Text(text, style="progress.download")
+
+
+class _RateColumn(ProgressColumn):
+    """A transfer's rate; nothing for counts, whose pace is uneven (a table's rows arrive at once)."""
+
+    def __init__(self, table_column: Column | None = None) -> None:
+        super().__init__(table_column)
+        self._speed = TransferSpeedColumn()
+
+    def render(self, task: Task) -> Text:
+        return self._speed.render(task) if task.fields.get("unit", "bytes") == "bytes" else Text("")
 
 
 def _default(value: Any) -> Any:
@@ -77,6 +125,14 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+
+def human_count(n: float) -> str:
+    for unit in ("", "k", "M"):
+        if abs(n) < 1000:
+            return f"{n:.0f}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}bn"
 
 
 def human_age(when: datetime, now: datetime | None = None) -> str:
