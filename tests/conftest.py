@@ -246,3 +246,41 @@ def age_backups(project: Project, hours: float) -> None:
         when = (datetime.now(UTC) - timedelta(hours=hours)).isoformat()
         data["started_at"] = data["finished_at"] = when
         path.write_text(json.dumps(data))
+
+
+def on_terminal(project: Project, *args: str, timeout: float = 120) -> tuple[int, str]:
+    """Run the command line on a real pseudo-terminal; (exit code, everything it drew, escapes removed)."""
+    import pty
+    import re
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", *args],
+        cwd=project.root,
+        env={**project.environ, "COLUMNS": "120"},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    screen = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+    rc = proc.wait(timeout=30)
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.decode(errors="replace")).replace("\r", "\n")
+    return rc, text

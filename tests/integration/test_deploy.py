@@ -18,7 +18,7 @@ import pytest
 
 from pgrunbook import sampleapp
 from tests import evidence
-from tests.conftest import Project, assert_clean_error, fingerprint, seed, wait_for
+from tests.conftest import Project, assert_clean_error, fingerprint, on_terminal, seed, wait_for
 from tests.integration.test_migrate import make_migrations
 
 pytestmark = pytest.mark.integration
@@ -137,6 +137,33 @@ def test_failing_migration_is_rolled_back_to_the_pre_deploy_state(stage: Stage, 
         cmd = f"pgrunbook rollback --with-db --backup {out['backup_id']} --env production"
         assert out["rollback_commands"] == [cmd] and cmd in r.stderr
         assert stage.hooks() == ["on", "off"]
+
+
+def test_a_deploy_on_a_terminal_shows_each_step_live_with_the_backup_and_restore_bars(stage: Stage) -> None:
+    """The maintenance window on a terminal: each step as it starts and ends (the failed migration, the
+    automatic rollback's restore), with the pre-deploy backup's bar and the restore's rows between."""
+    make_migrations(stage.project, {"02_bad": "ALTER TABLE note ADD COLUMN x int;\nSELECT 1/0;"})
+    rc, text = on_terminal(stage.project, "deploy", "--env", "production", "--auto-rollback")
+    assert rc == 2, text
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    order = [
+        "…  maintenance on",
+        "ok  maintenance on",
+        "…  pre-deploy backup",
+        "ok  pre-deploy backup",
+        "…  migrate",
+        "FAIL  migrate",
+        "…  restore",
+        "ok  restore",
+        "ok  app rollback",
+        "ok  maintenance off",
+    ]
+    found = [next(i for i, ln in enumerate(lines) if ln.startswith(want)) for want in order]
+    assert found == sorted(found), lines
+    assert any(ln.startswith("dump") or ": dump" in ln for ln in lines), "no bar for the pre-deploy backup"
+    assert any(" rows" in ln for ln in lines), "no bar of rows during the rollback's restore"
+    assert sum(ln.startswith("FAIL  migrate") for ln in lines) == 1  # not printed again at the end
+    assert stage.hooks() == ["on", "point", "app_rollback", "off"]
 
 
 def test_migration_that_breaks_health_is_rolled_back_and_the_broken_database_kept(stage: Stage) -> None:

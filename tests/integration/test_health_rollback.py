@@ -19,7 +19,7 @@ import pytest
 from pgrunbook import sampleapp
 from pgrunbook.backup.create import create_backup
 from pgrunbook.postgres.cluster import free_port
-from tests.conftest import Project, assert_clean_error, fingerprint
+from tests.conftest import Project, assert_clean_error, fingerprint, on_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -249,3 +249,42 @@ def test_rollback_asks_the_runbooks_two_questions_on_a_terminal(seeded: Project,
         os.close(master)
     assert (seeded.root / "app_rollback.log").read_text().count("rolled back") == 1
     assert url_file.read_text() == seeded.url
+
+
+def test_rollback_on_a_terminal_shows_each_step_as_it_runs(seeded: Project, app: tuple[str, Path]) -> None:
+    """At 2 a.m. the operator sees every step start and end while the rollback runs, with the restore's
+    bar (rows loaded) between, instead of a silent wait and a table at the end; no step is shown twice."""
+    health, url_file = app
+    _rollback_config(seeded, health, url_file)
+    good = create_backup(seeded.env(), label="pre-deploy")
+    assert seeded.cli("backup", "verify", good.id).returncode == 0
+    rc, text = on_terminal(seeded, "rollback", "--with-db")
+    assert rc == 0, text
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    order = [
+        "…  choose backup",
+        "ok  choose backup",
+        "…  restore",
+        "ok  restore",
+        "…  point app",
+        "ok  point app",
+        "…  app rollback",
+        "ok  app rollback",
+        "…  health",
+        "ok  health",
+    ]
+    found = [next(i for i, ln in enumerate(lines) if ln.startswith(want)) for want in order]
+    assert found == sorted(found), lines
+    assert lines[found[1]].endswith(good.id)  # the line that ends a step carries its detail
+    assert any(" rows" in ln and "restore" in ln for ln in lines), "no bar of rows during the restore"
+    assert sum(ln.startswith("ok  health") for ln in lines) == 1  # not printed again at the end
+    assert lines[-1].startswith("rollback ") and lines[-1].endswith("rolled_back")
+
+
+def test_a_procedure_without_a_terminal_draws_no_live_steps(seeded: Project, app: tuple[str, Path]) -> None:
+    health, url_file = app
+    _rollback_config(seeded, health, url_file)
+    r = seeded.cli("rollback", "--app-only")
+    assert r.returncode == 0, r.stderr
+    assert "…" not in r.stderr and "\r" not in r.stderr  # quiet narration for logs and scripts
+    assert [ln.split()[0] for ln in r.stdout.splitlines()[:2]] == ["ok", "ok"]  # the steps, once, at the end

@@ -6,20 +6,23 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
 from pgrunbook import __version__
-from pgrunbook.cli.render import Output, human_age, human_size
+from pgrunbook.cli.render import Output, human_age, human_size, step_line
 from pgrunbook.config import Config, load_config
-from pgrunbook.environment import Environment
+from pgrunbook.environment import Environment, ProgressFn
 from pgrunbook.errors import EXIT_FAILURE, EXIT_USAGE, PgRunbookError
 from pgrunbook.postgres.url import redact
+
+if TYPE_CHECKING:
+    from pgrunbook.procedures.journal import Journal
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -541,7 +544,7 @@ def migrate_lint_cmd(paths: tuple[Path, ...], env_name: str | None, all_: bool) 
 # --- restore, health, rollback, runs -----------------------------------------------------------------
 
 
-def _journal(env: Environment):  # type: ignore[no-untyped-def]
+def _journal(env: Environment) -> Journal:
     from pgrunbook.procedures.journal import Journal, journal_path
 
     secrets: list[str] = []
@@ -551,18 +554,24 @@ def _journal(env: Environment):  # type: ignore[no-untyped-def]
 
 
 def _print_steps(st: State, steps: list[dict[str, Any]]) -> None:
-    marks = {
-        "succeeded": "[green]ok[/]",
-        "failed": "[red]FAIL[/]",
-        "skipped": "[dim]skip[/]",
-        "running": "[yellow]…[/]",
-    }
+    if st.output.live_steps and sys.stdout.isatty():
+        return  # the terminal showed each step as it ran
     for step in steps:
-        st.output.out.print(
-            f"{marks.get(str(step['status']), step['status']):>16}  {escape(str(step['name']))}"
-            f" ({step.get('duration_s') or 0:.1f}s) {escape(str(step.get('detail') or ''))}",
-            highlight=False,
-        )
+        st.output.out.print(step_line(step), highlight=False)
+
+
+@contextlib.contextmanager
+def _live(st: State, journal: Journal, description: str) -> Iterator[ProgressFn]:
+    """On a terminal, a procedure shows each step as it starts and ends, and bars for its long steps
+    (backup, restore): at 2 a.m. a silent minute reads as a hang. Quiet with --json or without one."""
+    with st.output.progress(description) as progress:
+        if st.output.interactive:
+            journal.on_step = st.output.show_step
+            st.output.live_steps = True
+        try:
+            yield progress
+        finally:
+            journal.on_step = None
 
 
 @cli.command()
@@ -594,7 +603,7 @@ def restore(
     journal = _journal(env)
     run = journal.start("restore", env.name, {"backup": backup_id, "into": into, "in_place": in_place})
     try:
-        with st.output.progress(f"restore {backup_id}") as progress:
+        with _live(st, journal, f"restore {backup_id}") as progress:
             if in_place:
                 report = restore_in_place(
                     env,
@@ -718,7 +727,8 @@ def rollback(env_name: str | None, mode: str | None, backup_id: str | None) -> N
         mode = decision.mode
     journal = _journal(env)
     try:
-        report = do_rollback(env, journal, mode, backup_id=backup_id)  # type: ignore[arg-type]
+        with _live(st, journal, f"rollback {env.name}") as progress:
+            report = do_rollback(env, journal, mode, backup_id=backup_id, progress=progress)  # type: ignore[arg-type]
     except PgRunbookError:
         if not st.json_mode:
             last = journal.runs(limit=1)
@@ -808,10 +818,12 @@ def deploy(
         keep_maintenance_on_failure=keep_maintenance_on_failure,
     )
     try:
-        if resume_id:
-            report = resume(env, journal, resume_id, opts, roll_back=roll_back)
-        else:
-            report = run_deploy(env, journal, opts)
+        with _live(st, journal, f"deploy {env.name}") as progress:
+            opts.progress = progress
+            if resume_id:
+                report = resume(env, journal, resume_id, opts, roll_back=roll_back)
+            else:
+                report = run_deploy(env, journal, opts)
     except DeployFailed as exc:
         if st.json_mode:
             st.output.emit_json(exc.report.to_dict())

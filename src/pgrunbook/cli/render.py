@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -26,10 +27,29 @@ from rich.text import Text
 
 from pgrunbook.environment import ProgressFn, no_progress
 
+_MARKS = {
+    "succeeded": ("ok", "green"),
+    "failed": ("FAIL", "red"),
+    "skipped": ("skip", "dim"),
+    "running": ("…", "yellow"),
+}
+
+
+def step_line(step: dict[str, Any]) -> str:
+    """One journal step as a line: its mark, name, duration and detail (rich markup, names escaped)."""
+    status = str(step["status"])
+    text, style = _MARKS.get(status, (status, "bold"))
+    head = f"  [{style}]{escape(text):>4}[/]  {escape(str(step['name']))}"
+    if status == "running":
+        return head
+    return f"{head} ({step.get('duration_s') or 0:.1f}s) {escape(str(step.get('detail') or ''))}"
+
 
 class Output:
     def __init__(self, json_mode: bool = False):
         self.json_mode = json_mode
+        self.live_steps = False  # steps were shown on the terminal as they ran (show_step)
+        self._bars: tuple[Progress, dict[str, Any]] | None = None  # the live display, while progress() runs
         # piped output is read by scripts and grep: never wrap a backup id across lines there
         self.out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
         self.err = Console(stderr=True, soft_wrap=True)
@@ -46,6 +66,17 @@ class Output:
         """Narration goes to stderr so stdout stays the command's answer."""
         if not self.json_mode:
             self.err.print(message, highlight=False)
+
+    def show_step(self, step: dict[str, Any]) -> None:
+        """A procedure's step as it starts and as it ends, on stderr above any live bar. The bars belong
+        to the step that drew them: they go when it ends, so only the running step's bars stay."""
+        if step["status"] != "running" and self._bars is not None:
+            bar, tasks = self._bars
+            for task in tasks.values():
+                bar.remove_task(task)
+            tasks.clear()
+            bar.refresh()
+        self.err.print(step_line(step), highlight=False)
 
     @contextmanager
     def progress(self, description: str) -> Iterator[ProgressFn]:
@@ -77,13 +108,18 @@ class Output:
                     if width < len(label) + 90:  # what the bar, amounts, time and a note need beside it
                         label = stage
                     tasks[stage] = bar.add_task(label, total=total, unit=unit, note=note)
+                    bar.refresh()  # drawn at once, not at the next tick: a short step still shows its bar
                 now = time.monotonic()
                 if now - last[0] > 0.1 or (total is not None and done >= total) or notes.get(stage) != note:
                     last[0] = now
                     notes[stage] = note
                     bar.update(tasks[stage], completed=done, total=total, note=note)
 
-            yield update
+            self._bars = (bar, tasks)
+            try:
+                yield update
+            finally:
+                self._bars = None
 
 
 class _AmountColumn(ProgressColumn):

@@ -18,7 +18,7 @@ import psycopg
 from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.verify import verify_backup
 from pgrunbook.doctor import run_doctor
-from pgrunbook.environment import Environment
+from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, PgRunbookError, VerificationFailed
 from pgrunbook.health import check_health
 from pgrunbook.postgres.catalog import try_session_lock
@@ -44,6 +44,7 @@ class DeployOptions:
     skip_staging_check: bool = False
     keep_maintenance_on_failure: bool = False
     now: datetime | None = None  # for the quiet-window check; tests pin it
+    progress: ProgressFn = no_progress  # the backup's and a rollback restore's bars on a terminal
 
 
 @dataclass
@@ -185,8 +186,8 @@ def _execute(
                 env_hook(env, "maintenance_on", run.id)
         if "pre-deploy backup" not in done:
             with run.step("pre-deploy backup") as info:
-                m = create_backup(env, label="pre-deploy")
-                result = verify_backup(env, m.id)
+                m = create_backup(env, label="pre-deploy", progress=opts.progress)
+                result = verify_backup(env, m.id, progress=opts.progress)
                 if not result.ok:
                     bad = next(c for c in result.checks if not c.ok)
                     raise VerificationFailed(f"pre-deploy backup {m.id} failed verification: {bad.name}: {bad.detail}")
@@ -330,7 +331,7 @@ def _on_failure(
         if decision.mode == "with-db" and backup:
             live = env.target(direct=False).dbname
             name = f"{live[:40]}_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}"
-            restored = restore_into_new_database(env, backup, name, run=run)
+            restored = restore_into_new_database(env, backup, name, run=run, progress=opts.progress)
             with run.step("point app") as info:
                 point_app(env, restored, run.id)
                 info["detail"] = f"app pointed at {name}; {live} kept for forensics"

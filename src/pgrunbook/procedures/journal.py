@@ -7,6 +7,7 @@ Each write commits at once; nothing secret is written (details pass through reda
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -14,7 +15,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -104,10 +105,16 @@ class StepFailed(Exception):
     """Raised inside a step to mark it failed with a detail, without a traceback."""
 
 
+StepObserver = Callable[[dict[str, Any]], None]
+
+
 class Journal:
     def __init__(self, path: Path, secrets: list[str] | None = None):
         self.path = path
         self.secrets = secrets or []
+        #: told of every step as it starts (status "running") and as it ends, after the journal row is
+        #: written: how a terminal shows a procedure live instead of only at its end
+        self.on_step: StepObserver | None = None
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
         self.db.executescript(SCHEMA)
@@ -190,6 +197,7 @@ class Run:
         )
         info: dict[str, Any] = {"name": name, "status": "running", "started_at": started, "detail": ""}
         self.steps.append(info)
+        self._tell(info)
         t0 = time.monotonic()
         try:
             yield info
@@ -204,6 +212,14 @@ class Run:
                 "UPDATE steps SET status = ?, finished_at = ?, duration_s = ?, detail = ? WHERE run_id = ? AND seq = ?",
                 (info["status"], _now(), info["duration_s"], self.journal._clean(str(info["detail"])), self.id, seq),
             )
+            self._tell(info)
+
+    def _tell(self, info: dict[str, Any]) -> None:
+        """The observer sees a copy, with the detail redacted as in the journal; a broken terminal
+        never breaks the procedure."""
+        if self.journal.on_step is not None:
+            with contextlib.suppress(Exception):
+                self.journal.on_step({**info, "detail": self.journal._clean(str(info.get("detail") or ""))})
 
     def skip(self, name: str, detail: str) -> None:
         self.seq += 1
@@ -214,6 +230,7 @@ class Run:
             (self.id, self.seq, name, "skipped", now, now, 0.0, detail),
         )
         self.steps.append({"name": name, "status": "skipped", "started_at": now, "duration_s": 0.0, "detail": detail})
+        self._tell(self.steps[-1])
 
     def set_recovery(self, text: str) -> None:
         """How to get back to where we started, kept current so an interruption leaves it behind."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from pgrunbook.environment import Environment
+from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
 from pgrunbook.procedures.hooks import env_hook
@@ -78,7 +78,14 @@ def last_known_good(env: Environment) -> str:
     )
 
 
-def rollback(env: Environment, journal: Journal, mode: Mode, *, backup_id: str | None = None) -> RollbackReport:
+def rollback(
+    env: Environment,
+    journal: Journal,
+    mode: Mode,
+    *,
+    backup_id: str | None = None,
+    progress: ProgressFn = no_progress,
+) -> RollbackReport:
     for hook in ("app_rollback",) + (("point_app",) if mode == "with-db" else ()):
         if hook not in env.settings.hooks:
             raise ConfigError(
@@ -89,7 +96,7 @@ def rollback(env: Environment, journal: Journal, mode: Mode, *, backup_id: str |
     report = RollbackReport(run.id, mode)
     try:
         if mode == "with-db":
-            _restore_and_point(env, run, report, backup_id)
+            _restore_and_point(env, run, report, backup_id, progress)
         with run.step("app rollback"):
             env_hook(env, "app_rollback", run.id)
         with run.step("health") as info:
@@ -112,13 +119,15 @@ def rollback(env: Environment, journal: Journal, mode: Mode, *, backup_id: str |
         report.steps = [dict(s) for s in run.steps]
 
 
-def _restore_and_point(env: Environment, run: Run, report: RollbackReport, backup_id: str | None) -> None:
+def _restore_and_point(
+    env: Environment, run: Run, report: RollbackReport, backup_id: str | None, progress: ProgressFn
+) -> None:
     with run.step("choose backup") as info:
         report.backup_id = backup_id or last_known_good(env)
         info["detail"] = report.backup_id
     live = env.target(direct=False).dbname
     name = f"{live[:40]}_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}"
-    restored = restore_into_new_database(env, report.backup_id, name, run=run)
+    restored = restore_into_new_database(env, report.backup_id, name, run=run, progress=progress)
     report.database, report.replaced_database = restored.database, live
     run.set_recovery(f"the app's previous database {live} is kept untouched; {name} holds backup {report.backup_id}")
     with run.step("point app") as info:
