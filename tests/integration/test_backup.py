@@ -17,7 +17,7 @@ from psycopg import sql
 
 from pgrunbook.backup.create import create_backup
 from pgrunbook.postgres.tools import find_client_tools
-from tests.conftest import PASSWORD, Project, fingerprint, wait_for
+from tests.conftest import PASSWORD, Project, fingerprint, on_terminal, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -200,38 +200,10 @@ def test_progress_is_quiet_without_a_terminal(seeded: Project) -> None:
 
 def test_progress_shows_bytes_and_rate_on_a_terminal(seeded: Project) -> None:
     """On a real pseudo-terminal the dump shows a live bar with bytes and rate; the id still ends stdout."""
-    import pty
-    import select
-
     with psycopg.connect(seeded.url, autocommit=True) as conn:  # enough data for the bar to be drawn
         conn.execute("CREATE TABLE bulk AS SELECT g, md5(g::text) t FROM generate_series(1, 2000000) g")
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [os.sys.executable, "-m", "pgrunbook", "backup", "create"],  # type: ignore[attr-defined]
-        cwd=seeded.root,
-        env={**seeded.environ, "COLUMNS": "120"},
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-    )
-    os.close(slave)
-    screen = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            screen += chunk
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    assert proc.wait(timeout=30) == 0
-    text = screen.decode(errors="replace")
+    rc, text = on_terminal(seeded, "backup", "create", timeout=60)
+    assert rc == 0, text
     assert "backup default: dump" in text
     assert re.search(r"\d+(\.\d+)?/\? (kB|MB|GB)", text), "no byte count in the bar"
     assert re.search(r"\d+(\.\d+)? (kB|MB|GB)/s", text), "no transfer rate in the bar"
