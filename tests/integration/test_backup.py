@@ -208,3 +208,31 @@ def test_progress_shows_bytes_and_rate_on_a_terminal(seeded: Project) -> None:
     assert re.search(r"\d+(\.\d+)?/\? (kB|MB|GB)", text), "no byte count in the bar"
     assert re.search(r"\d+(\.\d+)? (kB|MB|GB)/s", text), "no transfer rate in the bar"
     assert text.rstrip().splitlines()[-1].strip().endswith("-manual")
+
+
+def test_the_dump_bar_takes_its_total_from_the_last_backup(seeded: Project) -> None:
+    """pg_dump does not say how much it will write: the first backup's bar counts bytes alone; the next
+    takes the last backup's archive size as its total, so the operator sees how far along it is."""
+    env = seeded.env()
+    calls: list[tuple[int, int | None, str]] = []
+
+    def record(stage: str, done: int, total: int | None, /, *, unit: str = "bytes", note: str = "") -> None:
+        if stage == "dump":
+            calls.append((done, total, note))
+
+    first = create_backup(env, progress=record)
+    assert calls and all(total is None for _, total, _ in calls)  # nothing to go by yet
+    calls.clear()
+    create_backup(env, progress=record)
+    assert first.archive_size and calls
+    assert all(total == max(first.archive_size, done) for done, total, _ in calls)
+    assert {note for *_, note in calls} == {"of about the last backup's size"}
+
+
+def test_newest_skips_a_damaged_manifest(seeded: Project) -> None:
+    env = seeded.env()
+    older = create_backup(env)
+    newer = create_backup(env, label="scheduled")
+    assert env.repository.newest() == newer
+    (seeded.storage / "default" / newer.id / "manifest.json").write_text("{not json")
+    assert env.repository.newest() == older

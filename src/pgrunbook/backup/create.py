@@ -106,9 +106,31 @@ def create_backup(env: Environment, *, label: str = "manual", progress: Progress
         major, _minor, version_text = server_version(conn)
         tools = find_client_tools(major, version_text, env.config.postgres.bin_dir)
         try_session_lock(conn, f"backup:{env.name}", f"backup of environment {env.name!r}")
-        return _run(env, conn, target, tools, version_text, label, progress)
+        return _run(env, conn, target, tools, version_text, label, _with_estimate(env, progress))
     finally:
         conn.close()
+
+
+def _with_estimate(env: Environment, progress: ProgressFn) -> ProgressFn:
+    """pg_dump cannot say how much it will write; the last backup's archive size is a good guess (a
+    database grows slowly), so a terminal's bar shows how far along the dump is instead of a count of
+    bytes alone. Asked only when something is drawn: a scheduled backup reads no extra manifest."""
+    if progress is no_progress:
+        return progress
+    try:
+        last = env.repository.newest()
+    except Exception:  # an estimate is never worth failing a backup for
+        last = None
+    expected = last.archive_size if last is not None else None
+    if not expected:
+        return progress
+
+    def update(stage: str, done: int, total: int | None, /, *, unit: str = "bytes", note: str = "") -> None:
+        if stage == "dump" and total is None:
+            total, note = max(expected, done), note or "of about the last backup's size"
+        progress(stage, done, total, unit=unit, note=note)
+
+    return update
 
 
 def _new_id(env: Environment, started: datetime, label: str) -> str:

@@ -71,6 +71,18 @@ class BackupRepository:
                     continue
         return sorted(out, key=lambda m: (m.started_at, m.id), reverse=True)
 
+    def newest(self) -> Manifest | None:
+        """The newest complete backup from one listing and one manifest read (ids sort by time), for
+        cheap estimates; list_backups reads every manifest."""
+        groups = self._grouped()
+        for backup_id in sorted(groups, reverse=True):
+            if any(o.key.endswith("/" + MANIFEST_NAME) for o in groups[backup_id]):
+                try:
+                    return self.read_manifest(backup_id)
+                except (VerificationFailed, BackupNotFound):
+                    continue
+        return None
+
     def read_manifest(self, backup_id: str) -> Manifest:
         key = self.key(backup_id, MANIFEST_NAME)
         if not self.storage.list(key):
