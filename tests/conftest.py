@@ -284,3 +284,16 @@ def on_terminal(project: Project, *args: str, timeout: float = 120) -> tuple[int
     rc = proc.wait(timeout=30)
     text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.decode(errors="replace")).replace("\r", "\n")
     return rc, text
+
+
+def drawn_in_order(text: str, *prefixes: str) -> tuple[list[str], list[int]]:
+    """The non-blank lines a terminal drew, and where the first line starting with each prefix is;
+    asserts the prefixes appear in that order (a procedure's steps as they started and ended)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    found = []
+    for want in prefixes:
+        index = next((i for i, ln in enumerate(lines) if ln.startswith(want)), None)
+        assert index is not None, f"no line starting {want!r} in:\n" + "\n".join(lines)
+        found.append(index)
+    assert found == sorted(found), lines
+    return lines, found

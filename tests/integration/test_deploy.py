@@ -18,7 +18,7 @@ import pytest
 
 from pgrunbook import sampleapp
 from tests import evidence
-from tests.conftest import Project, assert_clean_error, fingerprint, on_terminal, seed, wait_for
+from tests.conftest import Project, assert_clean_error, drawn_in_order, fingerprint, on_terminal, seed, wait_for
 from tests.integration.test_migrate import make_migrations
 
 pytestmark = pytest.mark.integration
@@ -145,8 +145,8 @@ def test_a_deploy_on_a_terminal_shows_each_step_live_with_the_backup_and_restore
     make_migrations(stage.project, {"02_bad": "ALTER TABLE note ADD COLUMN x int;\nSELECT 1/0;"})
     rc, text = on_terminal(stage.project, "deploy", "--env", "production", "--auto-rollback")
     assert rc == 2, text
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    order = [
+    lines, _ = drawn_in_order(
+        text,
         "…  maintenance on",
         "ok  maintenance on",
         "…  pre-deploy backup",
@@ -157,9 +157,7 @@ def test_a_deploy_on_a_terminal_shows_each_step_live_with_the_backup_and_restore
         "ok  restore",
         "ok  app rollback",
         "ok  maintenance off",
-    ]
-    found = [next(i for i, ln in enumerate(lines) if ln.startswith(want)) for want in order]
-    assert found == sorted(found), lines
+    )
     assert any(ln.startswith("dump") or ": dump" in ln for ln in lines), "no bar for the pre-deploy backup"
     assert any(" rows" in ln for ln in lines), "no bar of rows during the rollback's restore"
     assert sum(ln.startswith("FAIL  migrate") for ln in lines) == 1  # not printed again at the end

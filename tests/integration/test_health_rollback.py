@@ -19,7 +19,7 @@ import pytest
 from pgrunbook import sampleapp
 from pgrunbook.backup.create import create_backup
 from pgrunbook.postgres.cluster import free_port
-from tests.conftest import Project, assert_clean_error, fingerprint, on_terminal
+from tests.conftest import Project, assert_clean_error, drawn_in_order, fingerprint, on_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -260,8 +260,8 @@ def test_rollback_on_a_terminal_shows_each_step_as_it_runs(seeded: Project, app:
     assert seeded.cli("backup", "verify", good.id).returncode == 0
     rc, text = on_terminal(seeded, "rollback", "--with-db")
     assert rc == 0, text
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    order = [
+    lines, found = drawn_in_order(
+        text,
         "…  choose backup",
         "ok  choose backup",
         "…  restore",
@@ -272,9 +272,7 @@ def test_rollback_on_a_terminal_shows_each_step_as_it_runs(seeded: Project, app:
         "ok  app rollback",
         "…  health",
         "ok  health",
-    ]
-    found = [next(i for i, ln in enumerate(lines) if ln.startswith(want)) for want in order]
-    assert found == sorted(found), lines
+    )
     assert lines[found[1]].endswith(good.id)  # the line that ends a step carries its detail
     assert any(" rows" in ln and "restore" in ln for ln in lines), "no bar of rows during the restore"
     assert sum(ln.startswith("ok  health") for ln in lines) == 1  # not printed again at the end
