@@ -23,6 +23,7 @@ from pathlib import Path
 import psycopg
 
 from pgrunbook.postgres.cluster import LocalCluster
+from pgrunbook.postgres.runner import connection
 from pgrunbook.postgres.tools import find_client_tools
 from pgrunbook.postgres.url import parse_database_url
 
@@ -182,7 +183,7 @@ def main() -> None:
             version = conn.info.server_version
             db_size = db_size or int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
         tools = find_client_tools(version // 10000, str(version))
-        env = {**os.environ, **target.child_env(), "DATABASE_URL": url}
+        env = {**os.environ, **connection(target).env, "DATABASE_URL": url}
         (work / "pgrunbook.toml").write_text(f'[backup]\nstorage = "{work / "store"}"\n')
         raw_file, runbook_file = work / "raw.dump", work / "runbook.dump"
         methods: dict[str, list[str] | str] = {

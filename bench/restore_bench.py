@@ -48,6 +48,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).parent))
 from backup_bench import generate
 from pgrunbook.postgres.cluster import LocalCluster
+from pgrunbook.postgres.runner import connection
 from pgrunbook.postgres.tools import find_client_tools
 from pgrunbook.postgres.url import parse_database_url
 
@@ -93,7 +94,7 @@ def main() -> None:
         durable(cluster.url())
         target = parse_database_url(url)
         tools = find_client_tools(15, "15")
-        env = {**os.environ, **target.child_env(), "DATABASE_URL": url}
+        env = {**os.environ, **connection(target).env, "DATABASE_URL": url}
         cfg = work / "pgrunbook.toml"
         cli = [str(Path(sys.executable).parent / "pgrunbook"), "--config", str(cfg)]
 

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pgrunbook.errors import ConfigError
 from pgrunbook.postgres.url import DatabaseTarget, parse_database_url
+from pgrunbook.timespec.cron import Schedule
+from pgrunbook.timespec.window import parse_window
 
 CONFIG_NAME = "pgrunbook.toml"
 ENV_PREFIX = "PGRUNBOOK_"
@@ -112,8 +114,6 @@ class ScheduleConfig(_Model):
     @classmethod
     def _valid(cls, value: str) -> str:
         if value.strip() != "off":
-            from pgrunbook.monitor.cron import Schedule
-
             Schedule(value.strip())
         return value.strip()
 
@@ -148,8 +148,6 @@ class EnvironmentConfig(_Model):
     @classmethod
     def _window(cls, value: str | None) -> str | None:
         if value is not None:
-            from pgrunbook.procedures.window import parse_window
-
             parse_window(value)
         return value
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgrunbook.backup.create import child_env, create_backup
+from pgrunbook.backup.create import create_backup
+from pgrunbook.backup.restore import restore_into_new_database
+from pgrunbook.backup.restore_counts import EarlyCounts, LoadProgress, data_items
 from pgrunbook.environment import no_progress
+from pgrunbook.postgres.runner import child_env, connection
 from pgrunbook.postgres.tools import find_client_tools
-from pgrunbook.restore import restore_into_new_database
-from pgrunbook.restore_counts import EarlyCounts, LoadProgress, data_items
 from tests import evidence
 from tests.conftest import Project, assert_clean_error, fingerprint, wait_for
 
@@ -293,7 +294,7 @@ def test_real_pg_restore_progress_drives_the_early_counts(seeded: Project, tmp_p
     rec.launched = set()
     proc = subprocess.run(
         [str(tools.pg_restore), "--no-owner", "--verbose", "--jobs=2", f"--dbname={target.conninfo()}", str(archive)],
-        env=child_env(target, {}),
+        env=child_env(connection(target).env),
         capture_output=True,
         text=True,
     )

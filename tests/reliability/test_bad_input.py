@@ -177,10 +177,10 @@ def test_a_temp_folder_too_small_fails_before_anything_is_read(
     import tempfile
 
     from pgrunbook.backup.create import create_backup
+    from pgrunbook.backup.restore import CheckedArchive
     from pgrunbook.environment import no_progress
     from pgrunbook.errors import PgRunbookError
     from pgrunbook.postgres.tools import find_client_tools
-    from pgrunbook.restore import _CheckedArchive
 
     env = seeded.env()
     m = create_backup(env)
@@ -197,7 +197,7 @@ def test_a_temp_folder_too_small_fails_before_anything_is_read(
     with _tmpfs(tmp_path / "tmp", "size=64k,mode=0777") as small:
         monkeypatch.setattr(tempfile, "tempdir", str(small))
         with pytest.raises(PgRunbookError, match="no space left"):
-            _CheckedArchive(env, m, find_client_tools(15, "15"), no_progress, workers=2)
+            CheckedArchive(env, m, find_client_tools(15, "15"), no_progress, workers=2)
         assert chunks == [] and not any(small.iterdir())
 
 

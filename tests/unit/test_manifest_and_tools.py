@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgrunbook.backup.manifest import Manifest, backup_id, restore_command, validate_label
+from pgrunbook.backup.codec import codec
+from pgrunbook.backup.manifest import Manifest, backup_id, validate_label
 from pgrunbook.errors import ConfigError, VerificationFailed
 from pgrunbook.postgres import tools
 from pgrunbook.postgres.tools import parse_tool_version
@@ -33,8 +34,15 @@ def test_ids_and_labels() -> None:
 
 
 def test_restore_commands_use_standard_tools_only() -> None:
-    assert restore_command("zstd", "db.dump.zst").startswith("zstd -dc db.dump.zst | pg_restore --no-owner")
-    assert restore_command("gzip", "db.dump") == 'pg_restore --no-owner --dbname "$TARGET_DATABASE_URL" db.dump'
+    assert (
+        codec("zstd")
+        .restore_command("db.dump.zst", encrypted=False)
+        .startswith("zstd -dc db.dump.zst | pg_restore --no-owner")
+    )
+    assert (
+        codec("gzip").restore_command("db.dump", encrypted=False)
+        == 'pg_restore --no-owner --dbname "$TARGET_DATABASE_URL" db.dump'
+    )
 
 
 @given(
@@ -50,18 +58,18 @@ def test_manifest_reader_rejects_garbage_with_one_clear_error(data: bytes) -> No
 
 def test_restore_session_settings_join_the_users_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """pg_restore's sessions get their settings through PGOPTIONS, after whatever the user set there."""
-    from pgrunbook.backup.create import child_env
+    from pgrunbook.backup.restore import restore_settings
     from pgrunbook.config import load_config
     from pgrunbook.environment import Environment
+    from pgrunbook.postgres.runner import child_env, connection
     from pgrunbook.postgres.url import parse_database_url
-    from pgrunbook.restore import restore_settings
 
     target = parse_database_url("postgresql://app:pw@db.internal:5432/app")
     monkeypatch.setenv("PGOPTIONS", "-c search_path=app")
-    env = child_env(target, {"synchronous_commit": "off", "max_parallel_maintenance_workers": 0})
+    env = child_env(connection(target).env, {"synchronous_commit": "off", "max_parallel_maintenance_workers": 0})
     assert env["PGOPTIONS"] == "-c search_path=app -c synchronous_commit=off -c max_parallel_maintenance_workers=0"
     monkeypatch.delenv("PGOPTIONS")
-    assert "PGOPTIONS" not in child_env(target)
+    assert "PGOPTIONS" not in child_env(connection(target).env)
     (tmp_path / "pgrunbook.toml").write_text("[restore]\nmaintenance_workers = 3\n")
     e = Environment.resolve(load_config(cwd=tmp_path, environ={"DATABASE_URL": "postgresql://h/app"}))
     # commits wait for the disk unless pgrunbook created the database (its verified marker flushes them)
@@ -71,9 +79,9 @@ def test_restore_session_settings_join_the_users_own(tmp_path: Path, monkeypatch
 
 def test_the_archive_is_kept_in_memory_only_when_it_fits_easily(tmp_path: Path) -> None:
     """auto: memory for an archive under a quarter of what this process may still take; else disk."""
+    from pgrunbook.backup.restore import available_memory, choose_method
     from pgrunbook.config import load_config
     from pgrunbook.environment import Environment
-    from pgrunbook.restore import available_memory, choose_method
 
     def env(temp: str) -> Environment:
         (tmp_path / "pgrunbook.toml").write_text(f'[restore]\njobs = 2\ntemp = "{temp}"\n')

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from pgrunbook import restore_counts
-from pgrunbook.restore_counts import EarlyCounts, LoadProgress, data_items, read_verbose
+from pgrunbook.backup import restore_counts
+from pgrunbook.backup.restore_counts import EarlyCounts, LoadProgress, data_items, read_verbose
 from tests.factories import make_manifest
 
 LISTING = """;

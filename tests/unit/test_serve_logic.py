@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from pgrunbook.backup.retention import Decision
 from pgrunbook.config import Config
-from pgrunbook.monitor.cron import BadSchedule, Schedule, due
 from pgrunbook.monitor.page import BackupRow, EnvironmentView, backup_rows, render_page
 from pgrunbook.monitor.schedule import Job
 from pgrunbook.monitor.scheduler import JobResult, Scheduler
+from pgrunbook.timespec.cron import BadSchedule, Schedule, due
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 times = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC))

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pgrunbook.errors import ConfigError
+from pgrunbook.postgres.runner import connection
 from pgrunbook.postgres.url import parse_database_url, redact
 
 
@@ -26,7 +27,7 @@ def test_conninfo_for_argv_never_holds_the_password() -> None:
     t = parse_database_url("postgres://u:topsecret@h/d")
     assert "topsecret" not in t.conninfo()
     assert "topsecret" not in t.display and "***" in t.display
-    assert t.child_env()["PGPASSWORD"] == "topsecret"
+    assert connection(t).env["PGPASSWORD"] == "topsecret"
     assert "topsecret" not in repr(t)
 
 
@@ -63,4 +64,4 @@ def test_any_password_roundtrips_and_never_shows(password: str) -> None:
     t = parse_database_url(f"postgresql://user:{quote(password, safe='')}@localhost:5432/db")
     assert t.password == password
     assert "password" not in t.conninfo()
-    assert "password" not in t.child_env().get("PGAPPNAME", "")
+    assert "password" not in connection(t).env.get("PGAPPNAME", "")

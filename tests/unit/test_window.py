@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgrunbook.procedures.window import parse_window
+from pgrunbook.timespec.window import parse_window
 
 
 def at(s: str) -> datetime:

@@ -9,38 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import subprocess
 import threading
 import time
-from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
-import zstandard
 
 from pgrunbook import __version__
+from pgrunbook.backup.codec import Codec, codec
 from pgrunbook.backup.encryption import EncryptingSink, recipients
-from pgrunbook.backup.manifest import (
-    Manifest,
-    MigrationHead,
-    TableCount,
-    backup_id,
-    restore_command,
-    validate_label,
-)
+from pgrunbook.backup.manifest import Manifest, MigrationHead, TableCount, backup_id, validate_label
 from pgrunbook.backup.storage import AtomicWriter
-from pgrunbook.config import BackupConfig
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import PgRunbookError, StorageError, ToolError
+from pgrunbook.postgres import runner
 from pgrunbook.postgres.catalog import Head, exact_row_counts, prisma_head, try_session_lock
 from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.postgres.tools import ClientTools, find_client_tools
 from pgrunbook.postgres.url import DatabaseTarget, redact
-
-CHUNK = 1 << 20
 
 
 class _HashingSink:
@@ -65,30 +53,12 @@ class _Snapshot:
     error: BaseException | None = None
 
 
-def dump_command(tools: ClientTools, target: DatabaseTarget, compression: str, snapshot: str | None) -> list[str]:
-    """argv for pg_dump: a conninfo without the password (it travels in PGPASSWORD)."""
-    cmd = [str(tools.pg_dump), "--format=custom", "--no-password"]
-    if compression == "zstd":
-        cmd.append("--compress=0")
+def dump_args(compression: Codec, snapshot: str | None) -> list[str]:
+    """pg_dump's arguments before the connection (the runner adds it, without secrets)."""
+    args = ["--format=custom", *compression.dump_args()]
     if snapshot:
-        cmd.append(f"--snapshot={snapshot}")
-    cmd.append(f"--dbname={target.conninfo()}")
-    return cmd
-
-
-def child_env(target: DatabaseTarget, settings: Mapping[str, str | int] | None = None) -> dict[str, str]:
-    """The environment of pg_dump/pg_restore; `settings` become their sessions' settings (PGOPTIONS)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGPASSWORD")}
-    env.update(target.child_env())
-    if settings:
-        extra = " ".join(f"-c {name}={value}" for name, value in settings.items())
-        env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {extra}".strip()
-    return env
-
-
-def _drain(stream: object, lines: deque[str]) -> None:
-    for raw in stream:  # type: ignore[attr-defined]
-        lines.append(raw.decode(errors="replace").rstrip())
+        args.append(f"--snapshot={snapshot}")
+    return args
 
 
 def create_backup(env: Environment, *, label: str = "manual", progress: ProgressFn = no_progress) -> Manifest:
@@ -157,50 +127,39 @@ def _run(
     t0 = time.monotonic()
     bid = _new_id(env, started, label)
     encrypt_to = cfg.encryption.recipients
-    file = ("db.dump.zst" if cfg.compression == "zstd" else "db.dump") + (".age" if encrypt_to else "")
+    compression = codec(cfg.compression)
+    file = compression.file_name(encrypted=bool(encrypt_to))
 
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
 
     repo.mark_in_progress(bid, started)
     writer = env.storage.writer(repo.key(bid, file))
-    proc: subprocess.Popen[bytes] | None = None
     try:
-        proc = subprocess.Popen(
-            dump_command(tools, target, cfg.compression, snapshot_id),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            env=child_env(target),
-        )
-        errors: deque[str] = deque(maxlen=20)
-        err_thread = threading.Thread(target=_drain, args=(proc.stderr, errors), daemon=True)
-        err_thread.start()
-        snap = _Snapshot({}, None)
-        snap_thread = threading.Thread(target=_read_snapshot, args=(conn, target.schema, snap), daemon=True)
-        snap_thread.start()
-        sink = _HashingSink(writer)
-        if encrypt_to:
-            encrypting = EncryptingSink(sink, recipients(encrypt_to))
-            raw, frames = _pump(proc, encrypting, cfg, progress)
-            encrypting.close()
-        else:
-            raw, frames = _pump(proc, sink, cfg, progress)
-        rc = proc.wait()
-        err_thread.join(5)
-        snap_thread.join()
-        if rc != 0:
-            detail = redact(next((e for e in reversed(errors) if e), f"exit code {rc}"), target.secrets())
-            raise ToolError(f"pg_dump failed: {detail}", hint="nothing of this backup was kept")
+        with runner.start(
+            tools.pg_dump, dump_args(compression, snapshot_id), target=target, stdout=subprocess.PIPE
+        ) as dump:
+            snap = _Snapshot({}, None)
+            snap_thread = threading.Thread(target=_read_snapshot, args=(conn, target.schema, snap), daemon=True)
+            snap_thread.start()
+            sink = _HashingSink(writer)
+            encrypting = EncryptingSink(sink, recipients(encrypt_to)) if encrypt_to else None
+            raw, frames = compression.write(
+                dump.stdout, encrypting or sink, cfg, lambda done: progress("dump", done, None)
+            )
+            if encrypting is not None:
+                encrypting.close()
+            dump.wait()
+            snap_thread.join()
+            failure = dump.failure()
+        if failure is not None:
+            raise ToolError(f"pg_dump failed: {failure.last}", hint="nothing of this backup was kept")
         if snap.error is not None:
             raise PgRunbookError(f"reading row counts failed: {redact(str(snap.error), target.secrets())}")
         writer.commit()
         conn.execute("COMMIT")
     except BaseException:
         writer.abort()
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
         with contextlib.suppress(StorageError):  # what cannot be removed now, prune cleans later
             repo.delete_backup(bid)
         raise
@@ -226,7 +185,7 @@ def _run(
         migration_head=MigrationHead(name=snap.head.name, count=snap.head.count) if snap.head else None,
         tables=[TableCount(schema=s, name=n, rows=c) for (s, n), c in sorted(snap.counts.items())],
         tool_version=__version__,
-        restore_command=restore_command(cfg.compression, file, encrypted=bool(encrypt_to)),
+        restore_command=compression.restore_command(file, encrypted=bool(encrypt_to)),
     )
     repo.write_manifest(manifest)
     repo.clear_in_progress(bid)
@@ -239,56 +198,3 @@ def _read_snapshot(conn: psycopg.Connection, schema: str, out: _Snapshot) -> Non
         out.head = prisma_head(conn, schema)
     except BaseException as exc:  # reported by the main thread
         out.error = exc
-
-
-class _Counted:
-    """Counts the compressed bytes (before any encryption): the frame table's offsets are in that stream."""
-
-    def __init__(self, sink: _HashingSink | EncryptingSink):
-        self.sink = sink
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sink.write(data)
-        self.size += len(data)
-        return len(data)
-
-
-def _pump(
-    proc: subprocess.Popen[bytes],
-    sink: _HashingSink | EncryptingSink,
-    cfg: BackupConfig,
-    progress: ProgressFn,
-) -> tuple[int, list[tuple[int, int]]]:
-    """Move pg_dump's output to storage, compressing on the way; returns the raw byte count and the
-    frame table (zstd: one frame per zstd_frame_mb of archive, so restores decompress in parallel)."""
-    assert proc.stdout is not None
-    src = proc.stdout
-    raw = 0
-    if cfg.compression != "zstd":
-        while chunk := src.read(CHUNK):
-            sink.write(chunk)
-            raw += len(chunk)
-            progress("dump", raw, None)
-        return raw, []
-    table: list[tuple[int, int]] = []
-    out = _Counted(sink)
-    frame_start, in_frame, frame_raw = 0, 0, int(cfg.zstd_frame_mb * (1 << 20))
-    threads = cfg.zstd_threads or (os.cpu_count() or 1)
-    cctx = zstandard.ZstdCompressor(level=cfg.zstd_level, threads=threads, write_checksum=True)
-    with cctx.stream_writer(out, closefd=False, write_size=CHUNK) as zw:  # type: ignore[arg-type]
-        while chunk := src.read(CHUNK):
-            raw += len(chunk)
-            view = memoryview(chunk)
-            while view:
-                if in_frame == frame_raw:  # ended only when more follows: no empty frame at the end
-                    zw.flush(zstandard.FLUSH_FRAME)
-                    table.append((out.size - frame_start, in_frame))
-                    frame_start, in_frame = out.size, 0
-                take = view[: frame_raw - in_frame]
-                zw.write(take)
-                in_frame += len(take)
-                view = view[len(take) :]
-            progress("dump", raw, None)
-    table.append((out.size - frame_start, in_frame))
-    return raw, table

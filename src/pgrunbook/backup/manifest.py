@@ -126,14 +126,3 @@ def validate_label(label: str) -> str:
 
 def backup_id(started: datetime, label: str) -> str:
     return f"{started.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}-{label}"
-
-
-def restore_command(compression: str, file: str, encrypted: bool = False) -> str:
-    """The by-hand path (SPEC principle 2): standard tools only, URL from the environment."""
-    source = f'age -d -i "$AGE_IDENTITY_FILE" {file} | ' if encrypted else ""
-    if compression == "zstd":
-        read = f"{source}zstd -dc" if encrypted else f"zstd -dc {file}"
-        return f'{read} | pg_restore --no-owner --dbname "$TARGET_DATABASE_URL"'
-    if encrypted:
-        return f'{source}pg_restore --no-owner --dbname "$TARGET_DATABASE_URL"'
-    return f'pg_restore --no-owner --dbname "$TARGET_DATABASE_URL" {file}'

@@ -447,7 +447,7 @@ def migrate() -> None:
 @handle_errors
 def migrate_deploy_cmd(env_name: str | None, dry_run: bool, confirm: str | None) -> None:
     """Apply pending migrations in order, exactly as prisma migrate deploy does."""
-    from pgrunbook.prisma.engine import migrate_deploy
+    from pgrunbook.procedures.migrate import migrate
 
     st = _state()
     env = st.env(env_name)
@@ -462,7 +462,7 @@ def migrate_deploy_cmd(env_name: str | None, dry_run: bool, confirm: str | None)
         else:
             st.output.info(f"  [red]FAILED[/] {name} after {seconds:.2f}s")
 
-    report = migrate_deploy(env, dry_run=dry_run, confirm=confirm, progress=progress)
+    report = migrate(env, dry_run=dry_run, confirm=confirm, progress=progress)
     for w in report.warnings:
         st.output.info(f"[yellow]warning:[/] {w}")
     if st.json_mode:
@@ -594,7 +594,8 @@ def restore(
     keep_maintenance_on_failure: bool,
 ) -> None:
     """Restore a backup into a new database (checked first, verified after), or in place."""
-    from pgrunbook.restore import restore_in_place, restore_into_new_database
+    from pgrunbook.procedures.point_app import restore_into_new_database
+    from pgrunbook.procedures.restore_in_place import restore_in_place
 
     if bool(into) == in_place:
         raise PgRunbookError("give exactly one of --into NEWDB or --in-place --confirm DBNAME", exit_code=EXIT_USAGE)
@@ -615,18 +616,7 @@ def restore(
                 )
             else:
                 assert into is not None
-                report = restore_into_new_database(env, backup_id, into, progress=progress, run=run)
-                if point_app:
-                    from pgrunbook.health import check_health
-                    from pgrunbook.restore import point_app as run_point_app
-
-                    with run.step("point app"):
-                        run_point_app(env, report, run.id)
-                    with run.step("health") as info:
-                        result = check_health(env, target=env.target(direct=False).with_dbname(into))
-                        info["detail"] = result.summary
-                        if not result.ok:
-                            raise PgRunbookError(f"health check failed after pointing the app: {result.summary}")
+                report = restore_into_new_database(env, backup_id, into, run=run, progress=progress, point=point_app)
         run.finish("succeeded")
     except BaseException as exc:
         run.finish("failed", str(getattr(exc, "message", exc)))
@@ -1005,7 +995,7 @@ def schedule(kind: str) -> None:
 @handle_errors
 def demo(rows: int) -> None:
     """The runbook end to end on a throwaway local PostgreSQL cluster, cleaned up afterwards."""
-    from pgrunbook.demo import run_demo
+    from pgrunbook.cli.demo import run_demo
 
     st = _state()
     summary = run_demo(st.output, rows=rows)

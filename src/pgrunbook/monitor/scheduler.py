@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from pgrunbook.config import Config
-from pgrunbook.monitor.cron import Schedule, due
 from pgrunbook.monitor.schedule import Job, config_jobs
 from pgrunbook.postgres.url import redact
+from pgrunbook.timespec.cron import Schedule, due
 
 
 @dataclass

@@ -165,13 +165,3 @@ def find_server_bin(bin_dir: str | None = None) -> Path:
         "PostgreSQL server binaries (initdb, pg_ctl) not found",
         hint="install the server (Debian/Ubuntu: apt-get install postgresql) or set PGRUNBOOK_PG_BIN",
     )
-
-
-def die_with_parent() -> None:
-    """``preexec_fn`` for long-running children (pg_restore): on Linux the child is killed when
-    pgrunbook dies, so a killed restore cannot keep writing into a database nobody will verify."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG

@@ -112,8 +112,9 @@ class DatabaseTarget:
         return replace(self, params={**self.params, "dbname": dbname})
 
     def conninfo(self) -> str:
-        """A libpq keyword/value string without the password: safe for argv."""
-        return " ".join(f"{k}={_quote_conninfo(v)}" for k, v in self.params.items())
+        """A libpq keyword/value string without any secret (password, sslpassword): safe for argv.
+        The client tools' runner (postgres/runner.py) passes the secrets beside it."""
+        return " ".join(f"{k}={_quote_conninfo(v)}" for k, v in self.params.items() if k not in SECRET_KEYWORDS)
 
     def connect_kwargs(self) -> dict[str, str]:
         """Keyword arguments for psycopg.connect, password included (stays in-process)."""
@@ -121,13 +122,6 @@ class DatabaseTarget:
         if self.password is not None:
             kwargs["password"] = self.password
         return kwargs
-
-    def child_env(self) -> dict[str, str]:
-        """Environment for pg_dump/pg_restore: the password travels here, never in argv."""
-        env = {"PGAPPNAME": self.params.get("application_name", "pgrunbook")}
-        if self.password is not None:
-            env["PGPASSWORD"] = self.password
-        return env
 
     def secrets(self) -> list[str]:
         """Strings that must never appear in any output."""

@@ -14,7 +14,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
@@ -186,33 +185,18 @@ def format_logs(exc: psycopg.Error, script: str) -> str:
     return "\n".join(parts)
 
 
-def _require_safe_to_migrate(env: Environment, confirm: str | None, dbname: str) -> None:
-    """On a protected environment outside ``deploy``: a verified backup of the last hour, or --confirm."""
-    if not env.settings.protected or confirm == dbname:
-        return
-    recent = datetime.now(UTC) - timedelta(hours=1)
-    if any(m.verified and m.started_at >= recent for m in env.repository.list_backups()):
-        return
-    if confirm is not None:
-        raise ConfigError(f"--confirm {confirm!r} does not match the database name {dbname!r}")
-    raise ConfigError(
-        f"environment {env.name!r} is protected and has no verified backup from the last hour",
-        hint=f"run pgrunbook deploy (it backs up first), or pgrunbook backup create + backup verify, "
-        f"or pass --confirm {dbname}",
-    )
-
-
 def migrate_deploy(
     env: Environment,
     *,
     dry_run: bool = False,
-    confirm: str | None = None,
-    within_procedure: bool = False,
+    before_apply: Callable[[str], None] | None = None,
     progress: MigrationProgress = _quiet,
 ) -> DeployReport:
-    """Apply pending migrations in order, Prisma-compatible; the first failure stops and is recorded."""
+    """Apply pending migrations in order, Prisma-compatible; the first failure stops and is recorded.
+    ``before_apply(dbname)`` runs once pending migrations are known, before the first is applied: the
+    deploy use case's own rules (procedures/migrate.py) raise there to stop."""
     if env.config.migrate.engine == "prisma":
-        return _deploy_with_prisma(env, dry_run=dry_run, confirm=confirm, within_procedure=within_procedure)
+        return _deploy_with_prisma(env, dry_run=dry_run, before_apply=before_apply)
     migrations = read_migrations(env.config.migrations_dir)
     target = env.target(direct=True)
     report = DeployReport(env.name, [], dry_run=dry_run)
@@ -245,8 +229,8 @@ def migrate_deploy(
             )
         if dry_run or not pending:
             return report
-        if not within_procedure:
-            _require_safe_to_migrate(env, confirm, target.dbname)
+        if before_apply is not None:
+            before_apply(target.dbname)
         if not exists:
             history.create()
         _set_timeouts(conn, env)
@@ -308,17 +292,15 @@ def _connection_lost(name: str, elapsed: float, exc: psycopg.Error) -> Migration
     )
 
 
-def _deploy_with_prisma(
-    env: Environment, *, dry_run: bool, confirm: str | None, within_procedure: bool
-) -> DeployReport:
+def _deploy_with_prisma(env: Environment, *, dry_run: bool, before_apply: Callable[[str], None] | None) -> DeployReport:
     """``[migrate] engine = "prisma"``: Prisma's own binary runs the step; the URL goes in its environment."""
     status = migration_status(env)
     report = DeployReport(env.name, list(status.pending), dry_run=dry_run, engine="prisma")
     if dry_run or not status.pending:
         return report
     target = env.target(direct=True)
-    if not within_procedure:
-        _require_safe_to_migrate(env, confirm, target.dbname)
+    if before_apply is not None:
+        before_apply(target.dbname)
     url = os.environ[env.url_var()]
     child = {**os.environ, "DATABASE_URL": url}
     t0 = time.monotonic()

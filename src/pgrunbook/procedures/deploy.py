@@ -15,11 +15,10 @@ from typing import Any
 
 import psycopg
 
-from pgrunbook.backup.create import create_backup
-from pgrunbook.backup.verify import verify_backup
+from pgrunbook.backup.method import method_for
 from pgrunbook.doctor import run_doctor
 from pgrunbook.environment import Environment, ProgressFn, no_progress
-from pgrunbook.errors import ConfigError, PgRunbookError, VerificationFailed
+from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
 from pgrunbook.postgres.catalog import try_session_lock
 from pgrunbook.postgres.connect import connect
@@ -29,9 +28,10 @@ from pgrunbook.prisma.lint import lint_files
 from pgrunbook.prisma.migrations_dir import read_migrations
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.journal import Journal, Run, RunRecord
+from pgrunbook.procedures.point_app import point_app
 from pgrunbook.procedures.rollback import decide
-from pgrunbook.procedures.window import parse_window
-from pgrunbook.restore import point_app, restore_into_new_database
+from pgrunbook.procedures.steps import maintenance_off, maintenance_on, verified_backup
+from pgrunbook.timespec.window import parse_window
 
 STEPS = ("preflight", "maintenance on", "pre-deploy backup", "migrate", "verify", "maintenance off")
 
@@ -180,19 +180,12 @@ def _execute(
                 run.finish("succeeded", "nothing to deploy")
                 return report
         if "maintenance on" not in done:
-            with run.step("maintenance on"):
-                state.maintenance_started = time.monotonic()
-                in_maintenance = True
-                env_hook(env, "maintenance_on", run.id)
+            state.maintenance_started = time.monotonic()
+            in_maintenance = True
+            maintenance_on(env, run)
         if "pre-deploy backup" not in done:
-            with run.step("pre-deploy backup") as info:
-                m = create_backup(env, label="pre-deploy", progress=opts.progress)
-                result = verify_backup(env, m.id, progress=opts.progress)
-                if not result.ok:
-                    bad = next(c for c in result.checks if not c.ok)
-                    raise VerificationFailed(f"pre-deploy backup {m.id} failed verification: {bad.name}: {bad.detail}")
-                state.backup_id = report.backup_id = m.id
-                info["detail"] = f"{m.id} verified ({m.size} bytes)"
+            m = verified_backup(env, run, "pre-deploy backup", label="pre-deploy", progress=opts.progress)
+            state.backup_id = report.backup_id = m.id
             run.set_recovery(f"nothing migrated yet; pre-deploy backup {state.backup_id}")
         report.backup_id = state.backup_id
         if "migrate" not in done:
@@ -201,7 +194,7 @@ def _execute(
                 run.set_recovery(
                     f"if the schema is wrong: pgrunbook rollback --with-db --backup {state.backup_id} --env {env.name}"
                 )
-                result_m = migrate_deploy(env, within_procedure=True)
+                result_m = migrate_deploy(env)  # backed up just before: no protected-environment rule
                 report.applied = [a.name for a in result_m.applied]
                 info["detail"] = f"applied {', '.join(report.applied) or 'nothing'}"
         if "verify" not in done:
@@ -221,14 +214,15 @@ def _execute(
         if in_maintenance and "maintenance off" not in done:
             if failure is None or not opts.keep_maintenance_on_failure:
                 try:
-                    with run.step("maintenance off"):
-                        env_hook(env, "maintenance_off", run.id)
+                    maintenance_off(env, run)
                 except PgRunbookError as exc:
                     failure = failure or exc
                     report.outcome = "failed"
                     report.error = report.error or exc.message
             else:
-                run.skip("maintenance off", "kept on after the failure, as asked (--keep-maintenance-on-failure)")
+                maintenance_off(
+                    env, run, keep=True, why_kept="kept on after the failure, as asked (--keep-maintenance-on-failure)"
+                )
         if state.maintenance_started is not None and not resumed:
             report.maintenance_window_s = round(time.monotonic() - state.maintenance_started, 3)
         report.steps = [dict(s) for s in run.steps]
@@ -331,7 +325,7 @@ def _on_failure(
         if decision.mode == "with-db" and backup:
             live = env.target(direct=False).dbname
             name = f"{live[:40]}_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}"
-            restored = restore_into_new_database(env, backup, name, run=run, progress=opts.progress)
+            restored = method_for(env).restore_into(env, backup, name, run=run, progress=opts.progress)
             with run.step("point app") as info:
                 point_app(env, restored, run.id)
                 info["detail"] = f"app pointed at {name}; {live} kept for forensics"
@@ -358,8 +352,7 @@ def _roll_back_interrupted(
         else:
             _on_failure(env, run, report, forced, state, MigrationFailed("interrupted deploy rolled back"))
     finally:
-        with run.step("maintenance off"):
-            env_hook(env, "maintenance_off", run.id)
+        maintenance_off(env, run)
         report.steps = [dict(s) for s in run.steps]
         run.finish(report.outcome, report.error or "")
     return report

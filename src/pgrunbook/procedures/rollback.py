@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from pgrunbook.backup.method import method_for
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.journal import Journal, Run
-from pgrunbook.restore import point_app, restore_into_new_database
+from pgrunbook.procedures.point_app import point_app
 
 Mode = Literal["app-only", "with-db"]
 
@@ -127,7 +128,7 @@ def _restore_and_point(
         info["detail"] = report.backup_id
     live = env.target(direct=False).dbname
     name = f"{live[:40]}_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}"
-    restored = restore_into_new_database(env, report.backup_id, name, run=run, progress=progress)
+    restored = method_for(env).restore_into(env, report.backup_id, name, run=run, progress=progress)
     report.database, report.replaced_database = restored.database, live
     run.set_recovery(f"the app's previous database {live} is kept untouched; {name} holds backup {report.backup_id}")
     with run.step("point app") as info:

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
@@ -21,16 +21,15 @@ from pgrunbook import sampleapp
 from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.prune import prune
 from pgrunbook.backup.verify import verify_backup
+from pgrunbook.cli.render import Output
 from pgrunbook.config import load_config
 from pgrunbook.doctor import run_doctor
 from pgrunbook.environment import Environment
 from pgrunbook.postgres.cluster import LocalCluster
-from pgrunbook.prisma.engine import migrate_deploy, migration_status
+from pgrunbook.prisma.engine import migration_status
 from pgrunbook.procedures.deploy import DeployFailed, DeployOptions, deploy
 from pgrunbook.procedures.journal import Journal, journal_path
-
-if TYPE_CHECKING:
-    from pgrunbook.cli.render import Output
+from pgrunbook.procedures.migrate import migrate
 
 SAMPLE_SCHEMA = """
 CREATE TYPE order_status AS ENUM ('pending', 'paid', 'shipped', 'cancelled');
@@ -179,7 +178,7 @@ def _add_migration(project: Path, name: str, script: str) -> None:
 def _migrate(out: Output, env: Environment) -> dict[str, Any]:
     before = migration_status(env)
     out.info(f"   status: {len(before.pending)} pending ({', '.join(before.pending)})")
-    report = migrate_deploy(env)
+    report = migrate(env)
     after = migration_status(env)
     out.info(
         f"   applied {', '.join(a.name for a in report.applied)}; status now: "

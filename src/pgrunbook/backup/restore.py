@@ -1,42 +1,66 @@
-"""Restores: into a new database (the preferred path), or in place (the risky one).
+"""Restores into a new database: the logical dump's restore engine, shared by ``restore --into``, the
+rollback's restore and the drill (``backup verify --drill`` restores into a scratch database, then
+drops it, on this same code).
 
 A backup is checked (size, sha256, archive readable) before any database is created or changed, and
 a restore is verified (exact row counts equal to the manifest, the read query) before anyone is told
-it worked. In place never overwrites the live database: the backup goes into a new database, which
-then takes the live one's name; the replaced database is kept under another name.
+it worked. Replacing the live database (restore in place) is a procedure: procedures/restore_in_place.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import queue
 import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import psycopg
+import zstandard
 from psycopg import sql
 
-from pgrunbook.backup.create import child_env, create_backup
+from pgrunbook.backup.archive import (
+    HashTap,
+    archive_bytes,
+    check_stored,
+    plaintext,
+    require_intact,
+    stored_bytes,
+    toc_check,
+    tools_for_archive,
+)
+from pgrunbook.backup.codec import codec
 from pgrunbook.backup.manifest import Check, Manifest
-from pgrunbook.backup.verify import HashTap, _compare, archive_bytes, check_stored, restore_stream, verify_backup
+from pgrunbook.backup.restore_counts import EarlyCounts, LoadProgress, data_items, read_verbose
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, VerificationFailed
+from pgrunbook.postgres import runner
+from pgrunbook.postgres.catalog import count_tables, user_tables
 from pgrunbook.postgres.connect import connect
-from pgrunbook.postgres.tools import ClientTools, die_with_parent, find_client_tools, parse_tool_version
+from pgrunbook.postgres.tools import ClientTools
 from pgrunbook.postgres.url import DatabaseTarget, redact
-from pgrunbook.procedures.hooks import env_hook
-from pgrunbook.procedures.journal import Run
-from pgrunbook.restore_counts import EarlyCounts, LoadProgress, data_items, read_verbose
 
 DBNAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_$-]{0,62}"
+
+
+class Steps(Protocol):
+    """Where a restore records its steps ("check backup", "create database", "restore", "verify
+    restore"): the procedures' journal run satisfies it; the engine knows nothing more of the journal."""
+
+    def step(self, name: str) -> AbstractContextManager[dict[str, Any]]: ...
 
 
 @dataclass
@@ -83,32 +107,14 @@ def validate_dbname(name: str) -> str:
     return name
 
 
-def _tools(env: Environment, manifest: Manifest) -> ClientTools:
-    v = parse_tool_version(f"(PostgreSQL) {manifest.pg_dump_version}")
-    return find_client_tools(v.major, manifest.pg_dump_version, env.config.postgres.bin_dir)
-
-
-def require_intact(env: Environment, manifest: Manifest, tools: ClientTools, progress: ProgressFn) -> list[Check]:
-    """The stored file must be the one written: checked before any database is created or changed."""
-    return _all_ok(manifest, check_stored(env, manifest, tools, progress))
-
-
-def _all_ok(manifest: Manifest, checks: list[Check]) -> list[Check]:
-    bad = [c for c in checks if not c.ok]
-    if bad:
-        raise VerificationFailed(
-            f"backup {manifest.id} failed its integrity check ({bad[0].name}: {bad[0].detail}); "
-            "no database was created or changed",
-            hint="choose another backup: pgrunbook backup list",
-        )
-    return checks
+def check_backup(env: Environment, manifest: Manifest, tools: ClientTools, progress: ProgressFn) -> list[Check]:
+    """The stored file must be the one written: checked before any database is created or changed;
+    raises VerificationFailed otherwise."""
+    return require_intact(manifest, check_stored(env, manifest, tools, progress))
 
 
 def _read_ahead(chunks: Iterator[bytes], depth: int = 8) -> Iterator[bytes]:
     """Read and hash storage in a thread while this one decompresses and writes: the stages overlap."""
-    import queue
-    import threading
-
     q: queue.Queue[bytes | BaseException | None] = queue.Queue(depth)
 
     def produce() -> None:
@@ -135,12 +141,8 @@ def _sweep_stale_temp_dirs() -> None:
         m = re.match(r"pgrunbook-restore-(\d+)-", os.path.basename(path))
         if not m or int(m.group(1)) == os.getpid():
             continue
-        try:
-            os.kill(int(m.group(1)), 0)
-        except ProcessLookupError:
+        if not runner.pid_alive(int(m.group(1))):
             shutil.rmtree(path, ignore_errors=True)
-        except PermissionError:
-            pass
 
 
 def _temp_write_error(exc: OSError, folder: str, manifest: Manifest) -> PgRunbookError:
@@ -156,14 +158,15 @@ def _temp_write_error(exc: OSError, folder: str, manifest: Manifest) -> PgRunboo
     )
 
 
-class _CheckedArchive:
+class CheckedArchive:
     """The archive decompressed to a private temporary file while its stored bytes are hashed: the
     integrity check and the decompression share one pass over storage, and a backup written as several
     zstd frames is decompressed by `workers` threads at once (bench/restore_bench.py measured both).
 
-    The file is anonymous memory (memfd) when it fits comfortably: nothing is written to disk, and the
-    kernel frees it whenever pgrunbook ends, even killed. Otherwise a 0600 file in the temp folder.
-    pg_restore reads either by path; for memory, /proc/self/fd/N of the descriptor it inherits.
+    The file is anonymous memory (memfd, Linux only) when it fits comfortably: nothing is written to
+    disk, and the kernel frees it whenever pgrunbook ends, even killed. Otherwise (and on every other
+    platform) a 0600 file in the temp folder. pg_restore reads either by path; for memory,
+    /proc/self/fd/N of the descriptor it inherits.
     """
 
     def __init__(
@@ -175,36 +178,26 @@ class _CheckedArchive:
         workers: int = 1,
         in_memory: bool = False,
     ):
-        from pgrunbook.backup.verify import _toc_check
-
         self.dir: str | None = None
         self.fd: int | None = None
         self.listing = ""
-        self.pass_fds: tuple[int, ...] = ()
+        self.inherit_fds: tuple[int, ...] = ()
         try:
-            fd = self._open(manifest, in_memory)
-            frame_error = ""
-            tap = HashTap(env.storage.read(env.repository.dump_key(manifest)), progress, manifest.size, "check")
+            fd = self._open(manifest, in_memory and runner.has_memfd())
+            tap = HashTap(stored_bytes(env, manifest), progress, manifest.size, "check")
             try:
                 frame_error = self._decompress(fd, env, manifest, tap, workers)
             finally:
                 if self.fd is None:
                     os.close(fd)
             checks = [*tap.checks(manifest)]
-            if manifest.compression == "zstd":
-                checks.append(
-                    Check(name="compression", ok=not frame_error, detail=frame_error or "zstd frames complete")
-                )
+            checks += codec(manifest.compression).checks(frame_error, ok_detail="zstd frames complete")
             if all(c.ok for c in checks):
-                proc = subprocess.run(
-                    [str(tools.pg_restore), "--list", self.path],
-                    capture_output=True,
-                    text=True,
-                    pass_fds=self.pass_fds,
+                rc, self.listing, stderr = runner.run(
+                    tools.pg_restore, ["--list", self.path], inherit_fds=self.inherit_fds
                 )
-                checks.append(_toc_check(manifest, proc.returncode, proc.stdout, proc.stderr))
-                self.listing = proc.stdout
-            self.checks = _all_ok(manifest, checks)
+                checks.append(toc_check(manifest, rc, self.listing, stderr))
+            self.checks = require_intact(manifest, checks)
         except BaseException:
             self.cleanup()
             raise
@@ -213,7 +206,7 @@ class _CheckedArchive:
         if in_memory:
             self.fd = os.memfd_create(f"pgrunbook-restore-{manifest.id}", 0)  # inheritable: pg_restore reads it
             self.path = f"/proc/self/fd/{self.fd}"
-            self.pass_fds = (self.fd,)
+            self.inherit_fds = (self.fd,)
             return self.fd
         _sweep_stale_temp_dirs()
         try:
@@ -222,27 +215,18 @@ class _CheckedArchive:
             raise _temp_write_error(exc, tempfile.gettempdir(), manifest) from None
         self.path = os.path.join(self.dir, "archive.dump")
         try:
-            return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
         except OSError as exc:
             raise _temp_write_error(exc, os.path.dirname(self.dir), manifest) from None
 
     def _decompress(self, fd: int, env: Environment, manifest: Manifest, tap: HashTap, workers: int) -> str:
         """Fill the file; '' when the stored stream decompressed cleanly, else what was wrong."""
-        import zstandard
-
-        from pgrunbook.backup.frames import decompress_parallel_to
-        from pgrunbook.backup.verify import decompressed, plaintext
-
         try:
             _preallocate(fd, manifest.archive_size)
             ahead = _read_ahead(iter(tap))
             stored = plaintext(env, manifest, ahead)
             try:
-                if manifest.compression == "zstd" and len(manifest.frames) > 1 and workers > 1:
-                    decompress_parallel_to(fd, stored, manifest.frames, workers)
-                else:
-                    for chunk in decompressed(manifest, stored):
-                        _write_all(fd, chunk)
+                codec(manifest.compression).read_into(fd, stored, manifest.frames, workers)
             except (zstandard.ZstdError, VerificationFailed) as exc:
                 for _ in ahead:  # the size and checksum are still reported exactly
                     pass
@@ -266,8 +250,9 @@ class _CheckedArchive:
 
 def _preallocate(fd: int, size: int | None) -> None:
     """Reserve the archive's room before decompressing: a full disk is found at once, not after minutes of
-    work, and the writes then only fill blocks already allocated."""
-    if not size:
+    work, and the writes then only fill blocks already allocated. (POSIX only; elsewhere the writes
+    allocate.)"""
+    if not size or not hasattr(os, "posix_fallocate"):
         return
     try:
         os.posix_fallocate(fd, 0, size)
@@ -275,12 +260,6 @@ def _preallocate(fd: int, size: int | None) -> None:
         if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # the file system cannot: the writes allocate
             return
         raise
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 UNFINISHED = "pgrunbook: unfinished restore"
@@ -297,13 +276,7 @@ def _marker_alive(comment: str) -> bool:
     m = re.search(r" by pid (\d+) on (\S+) since", comment)
     if not m or m.group(2) != socket.gethostname():
         return True
-    try:
-        os.kill(int(m.group(1)), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return runner.pid_alive(int(m.group(1)))
 
 
 def _database_state(admin: psycopg.Connection, target: DatabaseTarget, name: str, var: str) -> tuple[str, str]:
@@ -340,11 +313,9 @@ def choose_method(env: Environment, manifest: Manifest) -> tuple[str, int, bool]
     cfg = env.config.restore
     jobs = cfg.jobs or (os.cpu_count() or 1)
     need = (manifest.archive_size or manifest.size * 5) * 1.1
-    if cfg.temp == "memory" and not hasattr(os, "memfd_create"):
+    if cfg.temp == "memory" and not runner.has_memfd():
         raise ConfigError('[restore] temp = "memory" needs Linux (memfd)', hint='use "auto" or "disk"')
-    memory = hasattr(os, "memfd_create") and (
-        cfg.temp == "memory" or (cfg.temp == "auto" and need <= available_memory() / 4)
-    )
+    memory = runner.has_memfd() and (cfg.temp == "memory" or (cfg.temp == "auto" and need <= available_memory() / 4))
     if cfg.method != "auto":
         return cfg.method, jobs, memory and cfg.method == "parallel"
     if jobs > 1 and (memory or shutil.disk_usage(tempfile.gettempdir()).free > need):
@@ -390,7 +361,7 @@ def _restore_data(
     tools: ClientTools,
     target: DatabaseTarget,
     jobs: int,
-    archive: _CheckedArchive | None,
+    archive: CheckedArchive | None,
     *,
     owned: bool,
     var: str,
@@ -399,47 +370,52 @@ def _restore_data(
     """Run pg_restore; returns the row counts already taken while it ran (restore_counts)."""
     settings = restore_settings(env, owned=owned)
     if archive is None:
-        stream = archive_bytes(env, manifest, env.storage.read(env.repository.dump_key(manifest)))
-        rc, last = restore_stream(tools, target, _fed(stream, progress, manifest.archive_size), settings)
-        _raise_if_failed(rc, last)
+        stream = archive_bytes(env, manifest, stored_bytes(env, manifest))
+        _restore_stream(tools, target, _fed(stream, progress, manifest.archive_size), settings)
         return {}
     items = data_items(archive.listing, manifest)
     counts = EarlyCounts(target, var, items, jobs)
     load = LoadProgress(items, manifest.row_counts(), progress)
-    proc = subprocess.Popen(
-        [
-            str(tools.pg_restore),
-            "--no-owner",
-            "--exit-on-error",
-            "--no-password",
-            "--verbose",  # "finished item N TABLE DATA": when each table can be counted
-            f"--jobs={jobs}",
-            f"--dbname={target.conninfo()}",
-            archive.path,
-        ],
-        pass_fds=archive.pass_fds,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-        env=child_env(target, settings),
-        preexec_fn=die_with_parent,
-    )
+    args = ["--no-owner", "--exit-on-error", "--verbose", f"--jobs={jobs}"]  # --verbose: "finished item N"
     try:
-        assert proc.stderr is not None
-        tail = read_verbose(proc.stderr, counts, load)
-        rc = proc.wait()
-        errors = [ln for ln in tail if ln.startswith(("pg_restore: error:", "error:"))]  # see read_verbose
-        _raise_if_failed(rc, redact((errors or list(tail) or [""])[-1], target.secrets()))
+        with runner.start(
+            tools.pg_restore,
+            [*args, archive.path],
+            target=target,
+            settings=settings,
+            collect_stderr=False,
+            text=True,
+            inherit_fds=archive.inherit_fds,
+            die_with_parent=True,
+        ) as restoring:
+            tail = read_verbose(restoring.stderr, counts, load)
+            for line in tail:
+                restoring.note(line)
+            restoring.wait()
+            if restoring.failure() is not None:
+                errors = [ln for ln in tail if ln.startswith(("pg_restore: error:", "error:"))]  # see read_verbose
+                _raise_if_failed(
+                    restoring.proc.returncode, redact((errors or list(tail) or [""])[-1], target.secrets())
+                )
         load.done()
     except BaseException:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         counts.abandon()
         raise
     return counts.finish()
+
+
+def _restore_stream(
+    tools: ClientTools, target: DatabaseTarget, data: Iterator[bytes], settings: dict[str, str | int]
+) -> None:
+    """pg_restore --no-owner from a stream into ``target``; raises PgRunbookError when it fails."""
+    with runner.start(
+        tools.pg_restore, ["--no-owner", "--exit-on-error"], target=target, settings=settings, stdin=subprocess.PIPE
+    ) as restoring:
+        runner.feed(restoring, data)
+        restoring.wait()
+        failure = restoring.failure()
+    if failure is not None:
+        _raise_if_failed(failure.exit_code, failure.last_line)
 
 
 def _fed(chunks: Iterator[bytes], progress: ProgressFn, total: int | None) -> Iterator[bytes]:
@@ -451,57 +427,155 @@ def _fed(chunks: Iterator[bytes], progress: ProgressFn, total: int | None) -> It
         yield chunk
 
 
+class RestoreFailed(PgRunbookError):
+    """pg_restore failed; the target database holds a partial restore."""
+
+
+class CannotCreate(DatabaseError):
+    """The database to restore into could not be created (no CREATEDB, or the server refused);
+    ``cause``: the server's reason, redacted."""
+
+    def __init__(self, message: str, cause: str, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.cause = cause
+
+
 def _raise_if_failed(rc: int, last: str) -> None:
     if rc != 0:
-        raise PgRunbookError(
+        raise RestoreFailed(
             f"pg_restore failed: {last or f'exit code {rc}'}",
             hint="the target database holds a partial restore; it was not put into use",
         )
 
 
+# --- verifying a restored database --------------------------------------------------------------------
+
+
+def parallel_row_counts(
+    target: DatabaseTarget, var: str, manifest: Manifest, known: dict[tuple[str, str], int] | None = None
+) -> dict[tuple[str, str], int]:
+    """Exact counts of a restored copy, biggest tables spread over one connection per core: nothing
+    writes to it, so no shared snapshot is needed, and verification costs less of the restore's time.
+    `known`: tables already counted once their data was restored (restore_counts), not counted again."""
+    known = known or {}
+    with connect(target, purpose="verify", var=var) as conn:
+        every = user_tables(conn)
+    tables = [t for t in every if t not in known]
+    size = {(t.schema_, t.name): t.rows for t in manifest.tables}
+    jobs = max(1, min(os.cpu_count() or 1, 4, len(tables)))
+    groups: list[list[tuple[str, str]]] = [[] for _ in range(jobs)]
+    loads = [0] * jobs
+    for table in sorted(tables, key=lambda t: size.get(t, 0), reverse=True):
+        i = loads.index(min(loads))
+        groups[i].append(table)
+        loads[i] += size.get(table, 0) + 1
+
+    def count(group: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        with connect(target, purpose="verify", var=var) as c:
+            return count_tables(c, group)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        results = list(pool.map(count, [g for g in groups if g]))
+    return {**{t: n for t, n in known.items() if t in every}, **{k: v for r in results for k, v in r.items()}}
+
+
+def verify_restored(
+    env: Environment,
+    manifest: Manifest,
+    target: DatabaseTarget,
+    var: str,
+    known: dict[tuple[str, str], int] | None = None,
+) -> list[Check]:
+    """The "row counts" (exact, equal to the manifest) and "read query" checks of a restored database."""
+    counts = parallel_row_counts(target, var, manifest, known)
+    early = f" ({len(known)} counted while pg_restore built indexes)" if known else ""
+    with connect(target, purpose="drill", var=var) as conn:
+        expected = manifest.row_counts()
+        diffs = [
+            f"{s}.{n}: {counts.get((s, n), 'missing')} vs {rows}"
+            for (s, n), rows in expected.items()
+            if counts.get((s, n)) != rows
+        ]
+        extra = sorted(set(counts) - set(expected))
+        ok = not diffs and not extra
+        detail = (
+            f"{len(expected)} tables, {sum(expected.values())} rows, all equal to the manifest{early}"
+            if ok
+            else "differ: " + "; ".join(diffs[:5] + [f"{s}.{n}: not in manifest" for s, n in extra[:5]])
+        )
+        checks = [Check(name="row counts", ok=ok, detail=detail)]
+        try:
+            conn.execute(env.settings.read_query).fetchall()
+            checks.append(Check(name="read query", ok=True, detail=env.settings.read_query))
+        except Exception as exc:
+            checks.append(
+                Check(name="read query", ok=False, detail=f"{env.settings.read_query}: " + str(exc).splitlines()[0])
+            )
+    return checks
+
+
+# --- restoring into a new database ---------------------------------------------------------------------
+
+
 def restore_into_new_database(
-    env: Environment, backup_id: str, dbname: str, *, progress: ProgressFn = no_progress, run: Run | None = None
+    env: Environment, backup_id: str, dbname: str, *, progress: ProgressFn = no_progress, run: Steps | None = None
 ) -> RestoreReport:
     """Check the backup, create the database (refused if it exists and is not empty), restore, verify."""
     t0 = time.monotonic()
     validate_dbname(dbname)
     manifest = env.repository.get(backup_id)
-    tools = _tools(env, manifest)
+    tools = tools_for_archive(env, manifest)
     report = RestoreReport(manifest.id, dbname)
     method, jobs, in_memory = choose_method(env, manifest)
-    where = "memory" if in_memory else "a temp file"
+    where = "memory" if in_memory and runner.has_memfd() else "a temp file"
     report.method = f"{method} (-j {jobs}, archive in {where})" if method == "parallel" else method
-    archive: _CheckedArchive | None = None
+    archive: CheckedArchive | None = None
     with _maybe_step(run, "check backup"):
         if method == "parallel":
-            archive = _CheckedArchive(env, manifest, tools, progress, workers=jobs, in_memory=in_memory)
+            archive = CheckedArchive(env, manifest, tools, progress, workers=jobs, in_memory=in_memory)
             report.checks.extend(archive.checks)
         else:
-            report.checks.extend(require_intact(env, manifest, tools, progress))
+            report.checks.extend(check_backup(env, manifest, tools, progress))
     try:
-        return _restore_checked(env, manifest, tools, dbname, report, jobs, archive, run, t0, progress)
+        server = env.target(direct=True)
+        report.checks.extend(
+            restore_into(env, manifest, tools, server, env.url_var(), dbname, report, jobs, archive, run, progress)
+        )
     finally:
         if archive is not None:
             archive.cleanup()
+    report.verified = True
+    report.database_url = url_with_dbname(os.environ[env.url_var(direct=False)], dbname)
+    report.duration_s = round(time.monotonic() - t0, 3)
+    return report
 
 
-def _restore_checked(
+def restore_into(
     env: Environment,
     manifest: Manifest,
     tools: ClientTools,
+    server: DatabaseTarget,
+    var: str,
     dbname: str,
     report: RestoreReport,
-    jobs: int,
-    archive: _CheckedArchive | None,
-    run: Run | None,
-    t0: float,
+    jobs: int = 1,
+    archive: CheckedArchive | None = None,
+    run: Steps | None = None,
     progress: ProgressFn = no_progress,
-) -> RestoreReport:
-    target = env.target(direct=True)
-    var = env.url_var()
+    *,
+    verify_strictly: bool = True,
+) -> list[Check]:
+    """Restore a checked backup into database ``dbname`` of ``server`` (``var``: its URL's variable,
+    for hints) and verify it; returns the verification's checks. The database is created (marked
+    unfinished until verified) unless it exists empty; a database this call created is dropped again if
+    anything fails. Raises DatabaseError for an existing non-empty database (nothing changed),
+    CannotCreate when the database cannot be created, RestoreFailed when pg_restore fails,
+    VerificationFailed when the copy differs from the manifest (unless not ``verify_strictly``: the
+    drill reports a difference as failed checks). ``archive``: the decompressed archive for a parallel
+    restore, or None to stream from storage."""
     created = False
-    with connect(target, purpose=f"restore {env.name}", var=var) as admin:
-        state, comment = _database_state(admin, target, dbname, var)
+    with connect(server, purpose=f"restore {env.name}", var=var) as admin:
+        state, comment = _database_state(admin, server, dbname, var)
         if state == "unfinished":  # a killed restore's database, never used: replaced, and said so
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
             report.cleared_unfinished = comment
@@ -513,10 +587,10 @@ def _restore_checked(
             )
         if state == "missing":
             with _maybe_step(run, "create database"):
-                _create_database(admin, dbname, target.params.get("user"))
+                _create_database(admin, server, dbname)
                 _comment(admin, dbname, _marker(manifest.id))
             created = True
-        new_target = target.with_dbname(dbname)
+        new_target = server.with_dbname(dbname)
         try:
             with _maybe_step(run, "restore") as info:
                 early = _restore_data(
@@ -524,11 +598,10 @@ def _restore_checked(
                 )
                 if info is not None:
                     info["detail"] = f"{report.method} into {dbname}"
-            with _maybe_step(run, "verify restore") as info:
-                checks = _compare(env, manifest, new_target, var, known=early)
-                report.checks.extend(checks)
+            with _maybe_step(run, "verify restore"):
+                checks = verify_restored(env, manifest, new_target, var, known=early)
                 bad = [c for c in checks if not c.ok]
-                if bad:
+                if bad and verify_strictly:
                     raise VerificationFailed(
                         f"restored database {dbname} differs from the backup: {bad[0].name}: {bad[0].detail}",
                         hint="it was not put into use; inspect it, then drop it",
@@ -539,19 +612,16 @@ def _restore_checked(
                 _comment(admin, dbname, f"pgrunbook: restored from backup {manifest.id}, verified {verified_at}")
         except BaseException as exc:
             if created:
-                why = _drop_partial(admin, target, var, dbname)
+                why = _drop_partial(admin, server, var, dbname)
                 if why is not None:
                     if not isinstance(exc, PgRunbookError):
                         raise DatabaseError(
-                            f"restore into {dbname!r} broke off: {redact(str(exc), target.secrets())}".splitlines()[0],
+                            f"restore into {dbname!r} broke off: {redact(str(exc), server.secrets())}".splitlines()[0],
                             hint=_leftover_hint(dbname, why),
                         ) from None
                     exc.hint = _leftover_hint(dbname, why)
             raise
-    report.verified = True
-    report.database_url = url_with_dbname(os.environ[env.url_var(direct=False)], dbname)
-    report.duration_s = round(time.monotonic() - t0, 3)
-    return report
+    return checks
 
 
 def _drop_partial(admin: psycopg.Connection, target: DatabaseTarget, var: str, dbname: str) -> str | None:
@@ -589,141 +659,22 @@ def _comment(admin: psycopg.Connection, dbname: str, text: str) -> None:
     admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(dbname), sql.Literal(text)))
 
 
-def _create_database(admin: psycopg.Connection, dbname: str, owner: str | None) -> None:
-    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname)))
-
-
-class _NullStep:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _maybe_step(run: Run | None, name: str):  # type: ignore[no-untyped-def]
-    return run.step(name) if run is not None else _NullStep()
-
-
-def point_app(env: Environment, report: RestoreReport, run_id: str) -> None:
-    """Run the point_app hook with the restored database's URL; refused when no hook is configured."""
-    if "point_app" not in env.settings.hooks:
-        raise ConfigError(
-            f"environment {env.name!r} has no point_app hook",
-            hint='add [environments.<name>.hooks] point_app = "..." to pgrunbook.toml',
-        )
-    assert report.database_url is not None
-    env_hook(env, "point_app", run_id, extra_env={"PGRUNBOOK_DATABASE_URL": report.database_url})
-
-
-# --- in place ----------------------------------------------------------------------------------------
-
-
-def restore_in_place(
-    env: Environment,
-    backup_id: str,
-    *,
-    confirm: str | None,
-    run: Run,
-    progress: ProgressFn = no_progress,
-    keep_maintenance_on_failure: bool = False,
-) -> RestoreReport:
-    """Maintenance on, verified pre-restore backup, restore into a fresh database, swap names, verify,
-    maintenance off. Until the swap the live database is untouched; after it, the replaced one is kept."""
-    target = env.target(direct=True)
-    live = target.dbname
-    if confirm != live:
-        raise ConfigError(
-            f"in-place restore replaces database {live!r}: pass --confirm {live}"
-            + (f" (you gave {confirm!r})" if confirm else ""),
-            hint=f"or restore into a new database: pgrunbook restore {backup_id} --into {live}_restored",
-        )
-    manifest = env.repository.get(backup_id)
-    tools = _tools(env, manifest)
-    with run.step("check backup"):
-        require_intact(env, manifest, tools, progress)
-    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    staging, replaced = f"{live[:40]}_restore_{stamp}", f"{live[:40]}_replaced_{stamp}"
-    run.set_recovery(f"database {live} is untouched; nothing to undo")
-    ok = False
-    report: RestoreReport | None = None
+def _create_database(admin: psycopg.Connection, server: DatabaseTarget, dbname: str) -> None:
     try:
-        with run.step("maintenance on"):
-            env_hook(env, "maintenance_on", run.id)
-        with run.step("pre-restore backup") as info:
-            safety = create_backup(env, label="pre-restore", progress=progress)
-            result = verify_backup(env, safety.id)
-            if not result.ok:
-                raise VerificationFailed(f"the pre-restore backup {safety.id} failed verification; stopped")
-            info["detail"] = safety.id
-        run.set_recovery(f"database {live} is untouched; a pre-restore backup {safety.id} exists")
-        report = restore_into_new_database(env, backup_id, staging, progress=progress, run=run)
-        report.pre_restore_backup = safety.id
-        with run.step("swap databases") as info:
-            run.set_recovery(
-                f'if {live} is missing, rename it back: ALTER DATABASE "{replaced}" RENAME TO "{live}"; '
-                f"the pre-restore backup is {safety.id}"
-            )
-            _swap(target, env.url_var(), live, staging, replaced)
-            info["detail"] = f"{staging} -> {live}; the previous {live} is now {replaced}"
-        run.set_recovery(
-            f'to go back to the state before the restore: ALTER DATABASE "{live}" RENAME TO "{staging}"; '
-            f'ALTER DATABASE "{replaced}" RENAME TO "{live}" (or restore the pre-restore backup {safety.id})'
-        )
-        report.database, report.replaced_database = live, replaced
-        report.database_url = url_with_dbname(os.environ[env.url_var(direct=False)], live)
-        with run.step("verify live database"):
-            checks = _compare(env, manifest, target, env.url_var())
-            if not all(c.ok for c in checks):
-                raise VerificationFailed(f"database {live} after the swap differs from the backup")
-        ok = True
-        return report
-    finally:
-        if ok or not keep_maintenance_on_failure:
-            with run.step("maintenance off"):
-                env_hook(env, "maintenance_off", run.id)
-        else:
-            run.skip("maintenance off", "kept on after a failure, as asked")
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname)))
+    except psycopg.Error as exc:
+        cause = redact(str(exc).splitlines()[0], server.secrets())
+        raise CannotCreate(
+            f"cannot create database {dbname!r} on {server.display}: {cause}",
+            cause,
+            hint="grant CREATEDB to the URL's user, or create the empty database yourself",
+        ) from None
 
 
-def _swap(target: DatabaseTarget, var: str, live: str, staging: str, replaced: str) -> None:
-    """Rename live -> replaced and staging -> live from a connection to another database; clients of the
-    live database are disconnected (the app is in maintenance). Owner and database settings follow."""
-    maint = "postgres" if live != "postgres" else "template1"
-    with connect(target.with_dbname(maint), purpose="restore swap", var=var) as admin:
-        row = admin.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (live,)).fetchone()
-        if row:
-            admin.execute(
-                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(staging), sql.Identifier(row[0]))
-            )
-        for (setting,) in admin.execute(
-            "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
-            "WHERE d.datname = %s AND s.setrole = 0",
-            (live,),
-        ).fetchall():
-            key, _, value = setting.partition("=")
-            admin.execute(
-                sql.SQL("ALTER DATABASE {} SET {} = {}").format(
-                    sql.Identifier(staging), sql.Identifier(key), sql.Literal(value)
-                )
-            )
-        last: Exception | None = None
-        for _ in range(10):
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (live,),
-            )
-            try:
-                admin.execute(
-                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(replaced))
-                )
-                break
-            except psycopg.errors.ObjectInUse as exc:
-                last = exc
-                time.sleep(0.3)
-        else:
-            raise DatabaseError(
-                f"could not take {live} out of use to swap it: {last}",
-                hint="is the app really in maintenance? nothing was swapped",
-            )
-        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(live)))
+@contextlib.contextmanager
+def _no_step() -> Iterator[None]:
+    yield None
+
+
+def _maybe_step(run: Steps | None, name: str) -> AbstractContextManager[dict[str, Any] | None]:
+    return run.step(name) if run is not None else _no_step()
