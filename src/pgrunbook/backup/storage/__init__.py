@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pgrunbook.errors import ConfigError
+from pgrunbook.errors import ConfigError, StorageError
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,6 @@ class Storage(ABC):
         self.write_bytes(key, b"ok")
         try:
             if self.read_bytes(key) != b"ok":
-                from pgrunbook.errors import StorageError
-
                 raise StorageError(f"storage {self.display} returned other bytes than written")
         finally:
             self.delete(key)

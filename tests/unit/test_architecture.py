@@ -1,0 +1,216 @@
+"""The import rules of ../shared/ARCHITECTURE.md, read from the source itself (ast, every import
+including the ones inside functions): the engines never import procedures/, monitor/ or cli/; config
+imports neither monitor/ nor procedures/; nothing outside cli/ imports cli/; no module imports another
+module's `_private` name; and every function-local import of pgrunbook's own modules has a reason."""
+
+from __future__ import annotations
+
+import ast
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import pgrunbook
+
+SRC = Path(pgrunbook.__file__).parent
+
+ENGINES = ("pgrunbook.postgres", "pgrunbook.backup", "pgrunbook.prisma")
+ABOVE_ENGINES = ("pgrunbook.procedures", "pgrunbook.monitor", "pgrunbook.cli")
+
+# Function-local imports of pgrunbook's own modules, each with why it is not at the top. A new one
+# needs a reason here: one that only dodges an import cycle means the code sits on the wrong floor.
+LOCAL_IMPORTS_ALLOWED = {
+    ("pgrunbook.cli.main", "*"): "the CLI loads each command's library only when that command runs",
+    ("pgrunbook.cli.demo", "pgrunbook.monitor.check"): "the demo's monitor part, loaded when it runs",
+    ("pgrunbook.cli.demo", "pgrunbook.monitor.serve"): "the demo's monitor part, loaded when it runs",
+    ("pgrunbook.backup.storage", "pgrunbook.backup.storage.local"): "backends import the base (item 5)",
+    ("pgrunbook.backup.storage", "pgrunbook.backup.storage.s3"): "boto3 is loaded only for s3:// storage",
+    ("pgrunbook.doctor", "pgrunbook.prisma.engine"): "the invalid-index check only",
+    ("pgrunbook.monitor.page", "pgrunbook.prisma.engine"): "status page: loaded when the page is drawn",
+    ("pgrunbook.monitor.page", "pgrunbook.procedures.journal"): "status page: the journal's runs",
+    ("pgrunbook.prisma.lint", "*"): "lint stays pure; choosing files from a database is loaded on use",
+    ("pgrunbook.sampleapp", "pgrunbook.postgres.cluster"): "the sample app's own throwaway cluster",
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the importing module, dotted
+    target: str  # the imported module, dotted and absolute
+    names: tuple[str, ...]  # names imported from it ("from x import a, b"); () for "import x"
+    local: bool  # inside a function
+    line: int
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _absolute(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def imports_of(path: Path) -> list[Import]:
+    module = module_name(path)
+    tree = ast.parse(path.read_text(), str(path))
+    local_nodes = {
+        id(n)
+        for fn in ast.walk(tree)
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for n in ast.walk(fn)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+    }
+    found = []
+    for node in ast.walk(tree):
+        local = id(node) in local_nodes
+        if isinstance(node, ast.Import):
+            found += [Import(module, a.name, (), local, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            target = _absolute(module, path.name == "__init__.py", node)
+            names = tuple(a.name for a in node.names)
+            found.append(Import(module, target, names, local, node.lineno))
+    return found
+
+
+@functools.cache
+def all_imports() -> list[Import]:
+    return [i for path in sorted(SRC.rglob("*.py")) for i in imports_of(path) if i.target.startswith("pgrunbook")]
+
+
+def _within(name: str, prefixes: tuple[str, ...] | str) -> bool:
+    prefixes = (prefixes,) if isinstance(prefixes, str) else prefixes
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _imported_modules(i: Import) -> list[str]:
+    """``from pgrunbook import cli`` imports the module pgrunbook.cli: count submodules by their name."""
+    return [i.target, *(f"{i.target}.{n}" for n in i.names if (SRC.parent / i.target.replace(".", "/") / n).exists())]
+
+
+def _violations(importer: tuple[str, ...] | str, forbidden: tuple[str, ...] | str) -> list[str]:
+    return [
+        f"{i.module}:{i.line} imports {target}"
+        for i in all_imports()
+        if _within(i.module, importer)
+        for target in _imported_modules(i)
+        if _within(target, forbidden)
+    ]
+
+
+def test_the_reader_sees_every_import_including_function_local_ones(tmp_path: Path) -> None:
+    """The checks below are only as good as this reader: it must find imports inside functions,
+    relative imports and `from package import module`."""
+    pkg = SRC / "backup"
+    sample = pkg / "__sample_for_test.py"
+    try:
+        sample.write_text(
+            "from __future__ import annotations\n"
+            "from . import verify\n"
+            "from .restore import _marker\n"
+            "def f() -> None:\n"
+            "    from pgrunbook.procedures.journal import Run\n"
+            "    import pgrunbook.cli.render\n"
+        )
+        found = {(i.target, i.names, i.local) for i in imports_of(sample)}
+    finally:
+        sample.unlink()
+    assert ("pgrunbook.backup", ("verify",), False) in found
+    assert ("pgrunbook.backup.restore", ("_marker",), False) in found
+    assert ("pgrunbook.procedures.journal", ("Run",), True) in found
+    assert ("pgrunbook.cli.render", (), True) in found
+
+
+def test_the_reader_finds_the_tree_it_checks() -> None:
+    imports = all_imports()
+    modules = {i.module for i in imports}
+    assert {"pgrunbook.backup.restore", "pgrunbook.postgres.runner", "pgrunbook.procedures.deploy"} <= modules
+    assert len(imports) > 200
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_engines_never_import_procedures_monitor_or_cli(engine: str) -> None:
+    assert _violations(engine, ABOVE_ENGINES) == []
+
+
+def test_config_imports_neither_monitor_nor_procedures() -> None:
+    assert _violations("pgrunbook.config", ("pgrunbook.monitor", "pgrunbook.procedures")) == []
+
+
+def test_kernel_time_specifications_are_pure() -> None:
+    """timespec (cron, quiet windows) imports nothing of pgrunbook's: config and monitor both use it."""
+    found = [f"{i.module} imports {i.target}" for i in all_imports() if _within(i.module, "pgrunbook.timespec")]
+    assert found == []
+
+
+def test_nothing_outside_cli_imports_cli() -> None:
+    """Only ``python -m pgrunbook`` (__main__) starts the CLI."""
+    bad = [
+        f"{i.module}:{i.line} imports {target}"
+        for i in all_imports()
+        if not _within(i.module, "pgrunbook.cli") and i.module != "pgrunbook.__main__"
+        for target in _imported_modules(i)
+        if _within(target, "pgrunbook.cli")
+    ]
+    assert bad == []
+
+
+def test_no_module_imports_another_modules_private_name() -> None:
+    bad = [
+        f"{i.module}:{i.line} imports {n} from {i.target}"
+        for i in all_imports()
+        for n in i.names
+        if n.startswith("_") and not n.startswith("__") and i.target != i.module
+    ]
+    assert bad == []
+
+
+def test_no_module_reaches_into_another_modules_private_attributes() -> None:
+    """``import pgrunbook.x as m; m._private`` is the same as importing the private name."""
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        aliases = {
+            (a.asname or a.name.split(".")[0])
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for a in node.names
+            if a.name.startswith("pgrunbook")
+        } | {
+            (a.asname or a.name)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pgrunbook")
+            for a in node.names
+            if (SRC.parent / (node.module or "").replace(".", "/") / a.name).with_suffix(".py").exists()
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                bad.append(f"{module_name(path)}:{node.lineno} uses {node.value.id}.{node.attr}")
+    assert bad == []
+
+
+def test_every_function_local_import_of_our_own_modules_has_a_reason() -> None:
+    unexplained = [
+        f"{i.module}:{i.line} imports {i.target} inside a function"
+        for i in all_imports()
+        if i.local
+        and (i.module, i.target) not in LOCAL_IMPORTS_ALLOWED
+        and (i.module, "*") not in LOCAL_IMPORTS_ALLOWED
+    ]
+    assert unexplained == []
+    # and none of the reasons is stale: each names an import that still exists
+    local = [i for i in all_imports() if i.local]
+    used = {(i.module, i.target) for i in local} | {(i.module, "*") for i in local}
+    assert set(LOCAL_IMPORTS_ALLOWED) <= used
