@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgrunbook.backup.restore import url_with_dbname
+from pgrunbook.postgres.url import url_with_dbname
 from tests.conftest import Project, assert_clean_error, fingerprint, seed
 
 pytestmark = pytest.mark.reliability

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from pgrunbook.backup.prune import prune
-from pgrunbook.backup.restore import url_with_dbname
+from pgrunbook.postgres.url import url_with_dbname
 from tests import evidence
 from tests.conftest import Project, fingerprint, wait_for
 

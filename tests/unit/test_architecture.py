@@ -214,3 +214,17 @@ def test_every_function_local_import_of_our_own_modules_has_a_reason() -> None:
     local = [i for i in all_imports() if i.local]
     used = {(i.module, i.target) for i in local} | {(i.module, "*") for i in local}
     assert set(LOCAL_IMPORTS_ALLOWED) <= used
+
+
+# The logical dump's own modules: behind the backup-method seam (backup/method.py).
+LOGICAL_DUMP = tuple(
+    f"pgrunbook.backup.{m}"
+    for m in ("create", "verify", "restore", "restore_counts", "archive", "codec", "frames", "encryption", "copy")
+)
+
+
+@pytest.mark.parametrize("caller", ["pgrunbook.procedures", "pgrunbook.monitor"])
+def test_procedures_and_monitoring_reach_backups_through_the_method_seam(caller: str) -> None:
+    """Deploy, rollback, restore in place and monitoring call `BackupMethod`, so that another method
+    (physical, with point-in-time recovery) plugs in without touching them."""
+    assert _violations(caller, LOGICAL_DUMP) == []

@@ -114,6 +114,17 @@ class LogicalDump:
 
 LOGICAL_DUMP = LogicalDump()
 
+__all__ = [
+    "LOGICAL_DUMP",
+    "BackupMethod",
+    "Description",
+    "LogicalDump",
+    "RestoreReport",
+    "Steps",
+    "VerifyResult",
+    "method_for",
+]
+
 
 def method_for(env: Environment) -> BackupMethod:
     """The backup method of ``env``: the logical dump (the only one so far)."""

@@ -26,7 +26,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import quote
 
 import psycopg
 import zstandard
@@ -51,7 +50,7 @@ from pgrunbook.postgres import runner
 from pgrunbook.postgres.catalog import count_tables, user_tables
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.tools import ClientTools
-from pgrunbook.postgres.url import DatabaseTarget, redact
+from pgrunbook.postgres.url import DatabaseTarget, redact, url_with_dbname
 
 DBNAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_$-]{0,62}"
 
@@ -88,14 +87,6 @@ class RestoreReport:
             "pre_restore_backup": self.pre_restore_backup,
             "cleared_unfinished": self.cleared_unfinished,
         }
-
-
-def url_with_dbname(url: str, dbname: str) -> str:
-    """The same URL (user, password, host, parameters such as ?schema=) for another database."""
-    m = re.fullmatch(r"(postgres(?:ql)?://[^/?#]*)(/[^?#]*)?(\?[^#]*)?(#.*)?", url.strip())
-    if not m:
-        raise ConfigError("cannot derive the restored database's URL from a URL that is not postgresql://")
-    return f"{m.group(1)}/{quote(dbname, safe='')}{m.group(3) or ''}"
 
 
 def validate_dbname(name: str) -> str:

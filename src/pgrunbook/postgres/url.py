@@ -200,3 +200,11 @@ def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
             for form in {secret, quote(secret, safe=""), quote(secret)}:
                 text = text.replace(form, REDACTED)
     return text
+
+
+def url_with_dbname(url: str, dbname: str) -> str:
+    """The same URL (user, password, host, parameters such as ?schema=) for another database."""
+    m = re.fullmatch(r"(postgres(?:ql)?://[^/?#]*)(/[^?#]*)?(\?[^#]*)?(#.*)?", url.strip())
+    if not m:
+        raise ConfigError("cannot derive the restored database's URL from a URL that is not postgresql://")
+    return f"{m.group(1)}/{quote(dbname, safe='')}{m.group(3) or ''}"

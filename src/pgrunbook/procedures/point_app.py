@@ -4,8 +4,7 @@ Used by ``restore --into … --point-app``, the rollback, and the deploy's autom
 
 from __future__ import annotations
 
-from pgrunbook.backup.method import method_for
-from pgrunbook.backup.restore import RestoreReport
+from pgrunbook.backup.method import RestoreReport, method_for
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health

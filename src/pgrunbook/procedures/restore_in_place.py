@@ -14,13 +14,11 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from pgrunbook.backup.method import method_for
-from pgrunbook.backup.restore import RestoreReport, url_with_dbname
-from pgrunbook.backup.verify import VerifyResult
+from pgrunbook.backup.method import RestoreReport, VerifyResult, method_for
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, DatabaseError, VerificationFailed
 from pgrunbook.postgres.connect import connect
-from pgrunbook.postgres.url import DatabaseTarget
+from pgrunbook.postgres.url import DatabaseTarget, url_with_dbname
 from pgrunbook.procedures.journal import Run
 from pgrunbook.procedures.steps import maintenance_off, maintenance_on, verified_backup
 

@@ -1,0 +1,116 @@
+"""Compression codecs as types: each writes, reads back and tells the by-hand command; "gzip" is
+pg_dump's own compression (nothing for pgrunbook to do)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from datetime import UTC, datetime
+
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pgrunbook.backup.codec import CODECS, codec
+from pgrunbook.backup.manifest import Manifest
+from pgrunbook.backup.method import LOGICAL_DUMP, method_for
+from pgrunbook.config import BackupConfig
+from pgrunbook.errors import PgRunbookError
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+
+def _chunks(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from(sorted(CODECS)),
+    data=st.binary(max_size=5000).map(lambda b: b * 3),
+    frame_kb=st.integers(1, 8),
+    chunk=st.integers(1, 4096),
+)
+def test_what_a_codec_writes_it_reads_back(name: str, data: bytes, frame_kb: int, chunk: int) -> None:
+    # frames of a few KB (below the configurable 64 KB) so that small data still spans several
+    cfg = BackupConfig.model_validate({"compression": name}).model_copy(update={"zstd_frame_mb": frame_kb / 1024})
+    c = codec(name)
+    sink = _Sink()
+    seen: list[int] = []
+    raw, frames = c.write(io.BytesIO(data), sink, cfg, seen.append)
+    assert raw == len(data) and (seen[-1] if seen else 0) == len(data)
+    assert sum(r for _, r in frames) == (len(data) if frames else 0)
+    assert b"".join(c.read(iter(_chunks(bytes(sink.data), chunk)), frames)) == data
+    with tempfile.TemporaryFile() as f:
+        c.read_into(f.fileno(), iter(_chunks(bytes(sink.data), chunk)), frames, workers=2)
+        f.seek(0)
+        assert f.read() == data
+
+
+def test_gzip_is_pg_dumps_own_compression_and_zstd_is_ours() -> None:
+    assert codec("gzip").dump_args() == [] and codec("gzip").file_name(encrypted=False) == "db.dump"
+    assert (
+        codec("zstd").dump_args() == ["--compress=0"] and codec("zstd").file_name(encrypted=True) == "db.dump.zst.age"
+    )
+    assert codec("gzip").checks("", ok_detail="x") == []
+    assert [c.name for c in codec("zstd").checks("frame 2 is damaged", ok_detail="x")] == ["compression"]
+    with pytest.raises(PgRunbookError, match="unknown compression 'lz4'"):
+        codec("lz4")
+
+
+def test_damage_is_raised_by_the_zstd_reader() -> None:
+    cfg = BackupConfig.model_validate({})
+    sink = _Sink()
+    _, frames = codec("zstd").write(io.BytesIO(os.urandom(1000) * 20), sink, cfg, lambda n: None)
+    damaged = bytes(sink.data[: len(sink.data) // 2])
+    with pytest.raises(zstandard.ZstdError):
+        b"".join(codec("zstd").read(iter([damaged]), frames))
+
+
+@pytest.mark.parametrize(
+    ("compression", "encrypted", "stored", "by_hand"),
+    [
+        ("zstd", False, "db.dump.zst, zstd, in independent frames", "zstd -dc db.dump.zst | pg_restore"),
+        ("gzip", False, "db.dump, pg_dump's own compression (gzip)", "pg_restore --no-owner"),
+        ("zstd", True, "age-encrypted", 'age -d -i "$AGE_IDENTITY_FILE" db.dump.zst.age | zstd -dc |'),
+    ],
+)
+def test_the_logical_dump_describes_its_backups(compression: str, encrypted: bool, stored: str, by_hand: str) -> None:
+    file = codec(compression).file_name(encrypted=encrypted)
+    m = Manifest(
+        id="20261130T000000Z-manual",
+        environment="default",
+        database="app",
+        server_version="15.8",
+        pg_dump_version="15.8",
+        compression=compression,  # type: ignore[arg-type]
+        encryption="age" if encrypted else None,
+        file=file,
+        size=1,
+        sha256="0" * 64,
+        started_at=datetime.now(UTC),
+        finished_at=datetime.now(UTC),
+        duration_s=0.1,
+        label="manual",
+        migration_head=None,
+        tables=[],
+        tool_version="0",
+        restore_command=codec(compression).restore_command(file, encrypted=encrypted),
+    )
+    d = LOGICAL_DUMP.describe(m)
+    assert (d.method, d.written_by) == ("logical dump", "pg_dump 15.8")
+    assert stored in d.stored_as and d.restore_by_hand.startswith(by_hand)
+    assert d.restore_by_hand == m.restore_command  # the manifest's by-hand command is the codec's
+
+
+def test_every_environment_uses_the_logical_dump_today() -> None:
+    assert method_for(None) is LOGICAL_DUMP  # type: ignore[arg-type]
