@@ -594,7 +594,7 @@ def restore(
     keep_maintenance_on_failure: bool,
 ) -> None:
     """Restore a backup into a new database (checked first, verified after), or in place."""
-    from pgrunbook.procedures.point_app import restore_into_new_database
+    from pgrunbook.procedures.point_app import restore_into_and_point
     from pgrunbook.procedures.restore_in_place import restore_in_place
 
     if bool(into) == in_place:
@@ -616,7 +616,7 @@ def restore(
                 )
             else:
                 assert into is not None
-                report = restore_into_new_database(env, backup_id, into, run=run, progress=progress, point=point_app)
+                report = restore_into_and_point(env, backup_id, into, run=run, progress=progress, point=point_app)
         run.finish("succeeded")
     except BaseException as exc:
         run.finish("failed", str(getattr(exc, "message", exc)))

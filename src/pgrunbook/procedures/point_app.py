@@ -24,7 +24,7 @@ def point_app(env: Environment, report: RestoreReport, run_id: str) -> None:
     env_hook(env, "point_app", run_id, extra_env={"PGRUNBOOK_DATABASE_URL": report.database_url})
 
 
-def restore_into_new_database(
+def restore_into_and_point(
     env: Environment,
     backup_id: str,
     dbname: str,
