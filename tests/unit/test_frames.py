@@ -95,3 +95,15 @@ def test_a_flipped_byte_fails_the_frame_checksum() -> None:
 def test_empty_stream_is_truncated() -> None:
     with pytest.raises(FrameError, match="empty"):
         b"".join(decompress_frames(iter([])))
+
+
+def test_the_earliest_damaged_frame_is_the_one_reported_whichever_worker_ends_first() -> None:
+    # every frame's listed size is wrong and the first frame is by far the slowest to decompress, so
+    # the later ones fail first: the error must still name frame 1, the first damage in the stream
+    cctx = zstandard.ZstdCompressor(level=1, write_checksum=True)
+    parts = [os.urandom(1000) * 8000, *(os.urandom(50) for _ in range(6))]
+    frames = [cctx.compress(p) for p in parts]
+    wrong = [(len(f), len(p) + 1) for f, p in zip(frames, parts, strict=True)]
+    for _ in range(5):
+        with pytest.raises(FrameError, match=r"^frame 1 is incomplete or damaged"):
+            parallel(b"".join(frames), wrong, 1 << 16, workers=4)

@@ -124,8 +124,12 @@ def decompress_parallel_to(fd: int, chunks: Iterator[bytes], table: Sequence[tup
 
 
 def _raise_first_failure(pending: list[Future[None]], *, wait: bool = False) -> None:
-    for future in list(pending):
-        if wait or future.done():
-            if not future.cancelled() and (exc := future.exception()) is not None:
-                raise exc
-            pending.remove(future)
+    # Frames are looked at in stream order and only up to the first one still running, so the error
+    # reported is always the earliest damaged frame's, whichever worker happened to finish first.
+    while pending:
+        future = pending[0]
+        if not (wait or future.done()):
+            return
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            raise exc
+        pending.pop(0)
