@@ -17,10 +17,20 @@ class PgRunbookError(Exception):
 
     exit_code = EXIT_FAILURE
 
-    def __init__(self, message: str, hint: str | None = None, exit_code: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        exit_code: int | None = None,
+        *,
+        details: list[str] | None = None,
+        cause: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = details or []  # one line each, printed under the error (pre-flight findings)
+        self.cause = cause  # the classified cause (postgres.tool_errors.Cause.to_dict()), for records
         if exit_code is not None:
             self.exit_code = exit_code
 
@@ -52,6 +62,14 @@ class BackupNotFound(PgRunbookError):
 
 class VerificationFailed(PgRunbookError):
     """A backup exists but failed one of its integrity checks."""
+
+
+class PreflightFailed(PgRunbookError):
+    """The target cannot take the archive as it is (roles, rights); nothing was created."""
+
+
+class RestoreFailed(PgRunbookError):
+    """pg_dump or pg_restore failed; ``cause`` says whether the target, the definition or the archive."""
 
 
 class LockBusy(PgRunbookError):

@@ -64,7 +64,7 @@ def test_gzip_backup_is_the_runbooks_plain_custom_dump(seeded: Project) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert fingerprint(target) == fingerprint(seeded.url)
-    assert m.restore_command == 'pg_restore --no-owner --dbname "$TARGET_DATABASE_URL" db.dump'
+    assert m.restore_command == 'pg_restore --exit-on-error --dbname "$TARGET_DATABASE_URL" db.dump'
 
 
 def test_files_are_0600_and_folders_0700(seeded: Project) -> None:

@@ -178,6 +178,7 @@ def test_in_place_restore_refused_without_exact_confirm_then_exact_with_it(seede
         "maintenance on",
         "pre-restore backup",
         "check backup",
+        "preflight",
         "create database",
         "restore",
         "verify restore",

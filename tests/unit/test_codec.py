@@ -80,7 +80,7 @@ def test_damage_is_raised_by_the_zstd_reader() -> None:
     ("compression", "encrypted", "stored", "by_hand"),
     [
         ("zstd", False, "db.dump.zst, zstd, in independent frames", "zstd -dc db.dump.zst | pg_restore"),
-        ("gzip", False, "db.dump, pg_dump's own compression (gzip)", "pg_restore --no-owner"),
+        ("gzip", False, "db.dump, pg_dump's own compression (gzip)", "pg_restore --exit-on-error"),
         ("zstd", True, "age-encrypted", 'age -d -i "$AGE_IDENTITY_FILE" db.dump.zst.age | zstd -dc |'),
     ],
 )

@@ -37,11 +37,11 @@ def test_restore_commands_use_standard_tools_only() -> None:
     assert (
         codec("zstd")
         .restore_command("db.dump.zst", encrypted=False)
-        .startswith("zstd -dc db.dump.zst | pg_restore --no-owner")
+        .startswith("zstd -dc db.dump.zst | pg_restore --exit-on-error --dbname")
     )
     assert (
         codec("gzip").restore_command("db.dump", encrypted=False)
-        == 'pg_restore --no-owner --dbname "$TARGET_DATABASE_URL" db.dump'
+        == 'pg_restore --exit-on-error --dbname "$TARGET_DATABASE_URL" db.dump'
     )
 
 

@@ -23,6 +23,7 @@ from pgrunbook.backup.manifest import Check, Manifest
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import PgRunbookError, VerificationFailed
 from pgrunbook.postgres import runner
+from pgrunbook.postgres.tool_errors import read_failure
 from pgrunbook.postgres.tools import ClientTools, find_client_tools, parse_tool_version
 
 _TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA ")
@@ -96,9 +97,15 @@ class HashTap:
 
 
 def check_stored(
-    env: Environment, manifest: Manifest, tools: ClientTools, progress: ProgressFn = no_progress
+    env: Environment,
+    manifest: Manifest,
+    tools: ClientTools,
+    progress: ProgressFn = no_progress,
+    *,
+    listing_out: list[str] | None = None,
 ) -> list[Check]:
-    """Checksum, size, compression frame and pg_restore --list, in one pass over storage."""
+    """Checksum, size, compression frame and pg_restore --list, in one pass over storage; the table of
+    contents is appended to ``listing_out`` when given (the restore's pre-flight reads it)."""
     tap = HashTap(stored_bytes(env, manifest), progress, manifest.size)
     if manifest.encryption and not env.config.backup.encryption.identity_file:
         return _check_ciphertext_only(manifest, tap)
@@ -119,7 +126,10 @@ def check_stored(
         stderr = lister.lines()
     checks = tap.checks(manifest)
     checks += codec(manifest.compression).checks(frame_error, ok_detail="zstd frames complete, checksums ok")
-    checks.append(toc_check(manifest, rc, b"".join(listing).decode(errors="replace"), stderr))
+    text = b"".join(listing).decode(errors="replace")
+    checks.append(toc_check(manifest, rc, text, stderr))
+    if listing_out is not None:
+        listing_out.append(text)
     return checks
 
 
@@ -146,9 +156,10 @@ def _check_ciphertext_only(manifest: Manifest, tap: HashTap) -> list[Check]:
 
 def toc_check(manifest: Manifest, rc: int, listing: str, stderr: list[str]) -> Check:
     """The "archive" check: pg_restore --list succeeded and lists data for every table of the manifest."""
-    if rc != 0:
-        last = next((ln for ln in reversed(stderr) if ln.strip()), f"exit code {rc}")
-        return Check(name="archive", ok=False, detail=f"pg_restore --list failed: {last.strip()}")
+    if rc != 0:  # the first error, not the last line (postgres/tool_errors.py)
+        failure = read_failure("pg_restore", stderr)
+        first = failure.error if failure else f"exit code {rc}"
+        return Check(name="archive", ok=False, detail=f"pg_restore --list failed: {first}")
     data = [ln for ln in listing.splitlines() if _TABLE_DATA.match(ln)]
     missing = [
         t.qualified for t in manifest.tables if not any(f" TABLE DATA {t.schema_} {t.name} " in ln for ln in data)

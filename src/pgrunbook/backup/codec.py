@@ -70,10 +70,12 @@ class Codec:
         return []
 
     def restore_command(self, file: str, *, encrypted: bool) -> str:
-        """The by-hand path (SPEC principle 2): standard tools only, URL from the environment."""
+        """The by-hand path (SPEC principle 2): standard tools only, URL from the environment. Owners and
+        grants are restored as recorded (run it as a superuser or the owning role); on another server or
+        a managed service add ``--no-owner --role=ROLE`` to give everything to one role."""
         if encrypted:
-            return f'{_age(file)}pg_restore --no-owner --dbname "$TARGET_DATABASE_URL"'
-        return f'pg_restore --no-owner --dbname "$TARGET_DATABASE_URL" {file}'
+            return f'{_age(file)}pg_restore --exit-on-error --dbname "$TARGET_DATABASE_URL"'
+        return f'pg_restore --exit-on-error --dbname "$TARGET_DATABASE_URL" {file}'
 
 
 def _age(file: str) -> str:
@@ -138,7 +140,7 @@ class Zstd(Codec):
 
     def restore_command(self, file: str, *, encrypted: bool) -> str:
         read = f"{_age(file)}zstd -dc" if encrypted else f"zstd -dc {file}"
-        return f'{read} | pg_restore --no-owner --dbname "$TARGET_DATABASE_URL"'
+        return f'{read} | pg_restore --exit-on-error --dbname "$TARGET_DATABASE_URL"'
 
 
 class _Counted:

@@ -21,12 +21,14 @@ from pgrunbook import __version__
 from pgrunbook.backup.codec import Codec, codec
 from pgrunbook.backup.encryption import EncryptingSink, recipients
 from pgrunbook.backup.manifest import Manifest, MigrationHead, TableCount, backup_id, validate_label
+from pgrunbook.backup.privileges import Privileges, read_privileges
 from pgrunbook.backup.storage import AtomicWriter
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import PgRunbookError, StorageError, ToolError
 from pgrunbook.postgres import runner
 from pgrunbook.postgres.catalog import Head, exact_row_counts, prisma_head, try_session_lock
 from pgrunbook.postgres.connect import connect, server_version
+from pgrunbook.postgres.tool_errors import cause_of
 from pgrunbook.postgres.tools import ClientTools, find_client_tools
 from pgrunbook.postgres.url import DatabaseTarget, redact
 
@@ -51,6 +53,7 @@ class _Snapshot:
     counts: dict[tuple[str, str], int]
     head: Head | None
     error: BaseException | None = None
+    privileges: Privileges | None = None
 
 
 def dump_args(compression: Codec, snapshot: str | None) -> list[str]:
@@ -152,8 +155,14 @@ def _run(
             dump.wait()
             snap_thread.join()
             failure = dump.failure()
-        if failure is not None:
-            raise ToolError(f"pg_dump failed: {failure.last}", hint="nothing of this backup was kept")
+            lines = dump.lines()
+        if failure is not None:  # the first error and its context, explained (tool_errors), not the last line
+            cause = cause_of("pg_dump", lines, rc=failure.exit_code, role=str(target.params.get("user") or ""))
+            raise ToolError(
+                redact(cause.message, target.secrets()),
+                hint=redact(f"{cause.hint}; nothing of this backup was kept", target.secrets()),
+                cause=cause.to_dict(),
+            )
         if snap.error is not None:
             raise PgRunbookError(f"reading row counts failed: {redact(str(snap.error), target.secrets())}")
         writer.commit()
@@ -186,6 +195,7 @@ def _run(
         tables=[TableCount(schema=s, name=n, rows=c) for (s, n), c in sorted(snap.counts.items())],
         tool_version=__version__,
         restore_command=compression.restore_command(file, encrypted=bool(encrypt_to)),
+        privileges=snap.privileges,
     )
     repo.write_manifest(manifest)
     repo.clear_in_progress(bid)
@@ -196,5 +206,6 @@ def _read_snapshot(conn: psycopg.Connection, schema: str, out: _Snapshot) -> Non
     try:
         out.counts = exact_row_counts(conn)
         out.head = prisma_head(conn, schema)
+        out.privileges = read_privileges(conn)  # owners and grants, for the restore's comparison
     except BaseException as exc:  # reported by the main thread
         out.error = exc

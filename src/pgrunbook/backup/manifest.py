@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pgrunbook.backup.privileges import Privileges
 from pgrunbook.errors import ConfigError, VerificationFailed
 
 MANIFEST_NAME = "manifest.json"
@@ -47,12 +48,21 @@ class Check(BaseModel):
 
 
 class Verification(BaseModel):
+    """``ok``: the backup itself is sound (its own checks passed). A drill that could not restore for a
+    reason outside the backup (the target server, the database's definition) keeps ``ok`` and carries
+    that ``cause`` (kind, where, message, hint): it is a problem to fix, not a damaged backup."""
+
     model_config = ConfigDict(extra="forbid")
     at: datetime
     kind: Literal["checksum", "drill"]
     ok: bool
     checks: list[Check]
     tool_version: str
+    cause: dict[str, str] | None = None
+
+    @property
+    def drill_passed(self) -> bool:
+        return self.kind == "drill" and self.ok and self.cause is None
 
 
 class Manifest(BaseModel):
@@ -83,6 +93,8 @@ class Manifest(BaseModel):
     tool_version: str
     restore_command: str
     verifications: list[Verification] = Field(default_factory=list)
+    # owners and privileges at backup time (None in manifests written before pgrunbook recorded them)
+    privileges: Privileges | None = None
 
     @property
     def created_at(self) -> datetime:
@@ -95,7 +107,13 @@ class Manifest(BaseModel):
 
     @property
     def drilled(self) -> bool:
-        return any(v.ok and v.kind == "drill" for v in self.verifications)
+        return any(v.drill_passed for v in self.verifications)
+
+    @property
+    def drill_problem(self) -> Verification | None:
+        """The newest drill, when it could not run for a reason outside the backup."""
+        drills = [v for v in self.verifications if v.kind == "drill"]
+        return drills[-1] if drills and drills[-1].cause is not None else None
 
     def row_counts(self) -> dict[tuple[str, str], int]:
         return {(t.schema_, t.name): t.rows for t in self.tables}

@@ -12,6 +12,7 @@ from typing import Protocol
 from pgrunbook.backup.codec import codec
 from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.manifest import Check, Manifest
+from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.backup.restore import RestoreReport, Steps, restore_into_new_database, verify_restored
 from pgrunbook.backup.verify import VerifyResult, verify_backup
 from pgrunbook.environment import Environment, ProgressFn, no_progress
@@ -47,8 +48,10 @@ class BackupMethod(Protocol):
         drill: bool = False,
         progress: ProgressFn = no_progress,
         record: bool = True,
+        options: RestoreOptions | None = None,
     ) -> VerifyResult:
-        """Check the stored backup (with ``drill``: restore it into a scratch database and compare)."""
+        """Check the stored backup (with ``drill``: restore it into a scratch database and compare;
+        ``options``: how the drill treats roles, as for a restore)."""
         ...
 
     def restore_into(
@@ -59,8 +62,10 @@ class BackupMethod(Protocol):
         *,
         progress: ProgressFn = no_progress,
         run: Steps | None = None,
+        options: RestoreOptions | None = None,
     ) -> RestoreReport:
-        """Restore into the new (or empty) database ``dbname`` of ``env``'s server, verified."""
+        """Restore into the new (or empty) database ``dbname`` of ``env``'s server, verified (rows,
+        owners, privileges); ``options``: --owner / --skip-… (backup/preflight.py)."""
         ...
 
     def verify_database(self, env: Environment, backup_id: str, target: DatabaseTarget, var: str) -> list[Check]:
@@ -88,8 +93,9 @@ class LogicalDump:
         drill: bool = False,
         progress: ProgressFn = no_progress,
         record: bool = True,
+        options: RestoreOptions | None = None,
     ) -> VerifyResult:
-        return verify_backup(env, backup_id, drill_restore=drill, progress=progress, record=record)
+        return verify_backup(env, backup_id, drill_restore=drill, progress=progress, record=record, options=options)
 
     def restore_into(
         self,
@@ -99,8 +105,9 @@ class LogicalDump:
         *,
         progress: ProgressFn = no_progress,
         run: Steps | None = None,
+        options: RestoreOptions | None = None,
     ) -> RestoreReport:
-        return restore_into_new_database(env, backup_id, dbname, progress=progress, run=run)
+        return restore_into_new_database(env, backup_id, dbname, progress=progress, run=run, options=options)
 
     def verify_database(self, env: Environment, backup_id: str, target: DatabaseTarget, var: str) -> list[Check]:
         return verify_restored(env, env.repository.get(backup_id), target, var)

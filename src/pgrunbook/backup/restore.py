@@ -31,6 +31,7 @@ import psycopg
 import zstandard
 from psycopg import sql
 
+from pgrunbook.backup import restore_checks
 from pgrunbook.backup.archive import (
     HashTap,
     archive_bytes,
@@ -43,6 +44,7 @@ from pgrunbook.backup.archive import (
 )
 from pgrunbook.backup.codec import codec
 from pgrunbook.backup.manifest import Check, Manifest
+from pgrunbook.backup.preflight import Preflight, RestoreOptions
 from pgrunbook.backup.restore_counts import EarlyCounts, LoadProgress, data_items, read_verbose
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, VerificationFailed
@@ -73,6 +75,9 @@ class RestoreReport:
     replaced_database: str | None = None
     pre_restore_backup: str | None = None
     cleared_unfinished: str | None = None  # the marker of an interrupted restore this one replaced
+    skipped: list[str] = field(default_factory=list)  # entries left out on an explicit flag
+    options: list[str] = field(default_factory=list)  # --owner / --skip-… as given
+    carried_over: str | None = None  # in place: what of the live database's own settings was carried over
     database_url: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, object]:
@@ -86,6 +91,9 @@ class RestoreReport:
             "replaced_database": self.replaced_database,
             "pre_restore_backup": self.pre_restore_backup,
             "cleared_unfinished": self.cleared_unfinished,
+            "skipped": self.skipped,
+            "options": self.options,
+            "carried_over": self.carried_over,
         }
 
 
@@ -98,10 +106,12 @@ def validate_dbname(name: str) -> str:
     return name
 
 
-def check_backup(env: Environment, manifest: Manifest, tools: ClientTools, progress: ProgressFn) -> list[Check]:
+def check_backup(
+    env: Environment, manifest: Manifest, tools: ClientTools, progress: ProgressFn, listing: list[str] | None = None
+) -> list[Check]:
     """The stored file must be the one written: checked before any database is created or changed;
-    raises VerificationFailed otherwise."""
-    return require_intact(manifest, check_stored(env, manifest, tools, progress))
+    raises VerificationFailed otherwise. ``listing`` receives the table of contents."""
+    return require_intact(manifest, check_stored(env, manifest, tools, progress, listing_out=listing))
 
 
 def _read_ahead(chunks: Iterator[bytes], depth: int = 8) -> Iterator[bytes]:
@@ -357,37 +367,40 @@ def _restore_data(
     owned: bool,
     var: str,
     progress: ProgressFn = no_progress,
+    plan: restore_checks.Plan | None = None,
 ) -> dict[tuple[str, str], int]:
-    """Run pg_restore; returns the row counts already taken while it ran (restore_counts)."""
+    """Run pg_restore (owners and privileges as the plan says); returns the row counts already taken
+    while it ran (restore_counts). Raises RestoreFailed with the first error's cause."""
     settings = restore_settings(env, owned=owned)
+    plan = plan or restore_checks.Plan(RestoreOptions(), Preflight(), [])
     if archive is None:
         stream = archive_bytes(env, manifest, stored_bytes(env, manifest))
-        _restore_stream(tools, target, _fed(stream, progress, manifest.archive_size), settings)
+        _restore_stream(tools, target, _fed(stream, progress, manifest.archive_size), settings, plan)
         return {}
     items = data_items(archive.listing, manifest)
     counts = EarlyCounts(target, var, items, jobs)
     load = LoadProgress(items, manifest.row_counts(), progress)
-    args = ["--no-owner", "--exit-on-error", "--verbose", f"--jobs={jobs}"]  # --verbose: "finished item N"
     try:
-        with runner.start(
-            tools.pg_restore,
-            [*args, archive.path],
-            target=target,
-            settings=settings,
-            collect_stderr=False,
-            text=True,
-            inherit_fds=archive.inherit_fds,
-            die_with_parent=True,
-        ) as restoring:
-            tail = read_verbose(restoring.stderr, counts, load)
-            for line in tail:
+        with (
+            plan.use_list() as extra,
+            runner.start(
+                tools.pg_restore,
+                # --verbose: "finished item N" for the counts, "from TOC entry N" for a failure's cause
+                [*extra, "--exit-on-error", "--verbose", f"--jobs={jobs}", archive.path],
+                target=target,
+                settings=settings,
+                collect_stderr=False,
+                text=True,
+                inherit_fds=archive.inherit_fds,
+                die_with_parent=True,
+            ) as restoring,
+        ):
+            kept = read_verbose(restoring.stderr, counts, load)
+            for line in kept:
                 restoring.note(line)
             restoring.wait()
             if restoring.failure() is not None:
-                errors = [ln for ln in tail if ln.startswith(("pg_restore: error:", "error:"))]  # see read_verbose
-                _raise_if_failed(
-                    restoring.proc.returncode, redact((errors or list(tail) or [""])[-1], target.secrets())
-                )
+                _raise_if_failed(restoring.proc.returncode, kept, target, plan)
         load.done()
     except BaseException:
         counts.abandon()
@@ -396,17 +409,30 @@ def _restore_data(
 
 
 def _restore_stream(
-    tools: ClientTools, target: DatabaseTarget, data: Iterator[bytes], settings: dict[str, str | int]
+    tools: ClientTools,
+    target: DatabaseTarget,
+    data: Iterator[bytes],
+    settings: dict[str, str | int],
+    plan: restore_checks.Plan,
 ) -> None:
-    """pg_restore --no-owner from a stream into ``target``; raises PgRunbookError when it fails."""
-    with runner.start(
-        tools.pg_restore, ["--no-owner", "--exit-on-error"], target=target, settings=settings, stdin=subprocess.PIPE
-    ) as restoring:
+    """pg_restore from a stream into ``target`` (owners and privileges as the plan says); raises
+    RestoreFailed with the first error's cause."""
+    with (
+        plan.use_list() as extra,
+        runner.start(
+            tools.pg_restore,
+            [*extra, "--exit-on-error", "--verbose"],  # --verbose: "from TOC entry N" for a failure's cause
+            target=target,
+            settings=settings,
+            stdin=subprocess.PIPE,
+        ) as restoring,
+    ):
         runner.feed(restoring, data)
         restoring.wait()
         failure = restoring.failure()
+        lines = restoring.lines()
     if failure is not None:
-        _raise_if_failed(failure.exit_code, failure.last_line)
+        _raise_if_failed(failure.exit_code, lines, target, plan)
 
 
 def _fed(chunks: Iterator[bytes], progress: ProgressFn, total: int | None) -> Iterator[bytes]:
@@ -419,23 +445,24 @@ def _fed(chunks: Iterator[bytes], progress: ProgressFn, total: int | None) -> It
 
 
 class RestoreFailed(PgRunbookError):
-    """pg_restore failed; the target database holds a partial restore."""
+    """pg_restore failed; ``cause`` (postgres/tool_errors.py) says why and where the fault lies."""
 
 
 class CannotCreate(DatabaseError):
     """The database to restore into could not be created (no CREATEDB, or the server refused);
-    ``cause``: the server's reason, redacted."""
+    ``reason``: the server's reason, redacted."""
 
-    def __init__(self, message: str, cause: str, hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.cause = cause
+    def __init__(self, message: str, reason: str, hint: str | None = None):
+        super().__init__(message, hint=hint, cause={"kind": "target", "where": "target", "message": message})
+        self.reason = reason
 
 
-def _raise_if_failed(rc: int, last: str) -> None:
+def _raise_if_failed(rc: int, lines: list[str], target: DatabaseTarget, plan: restore_checks.Plan) -> None:
+    """The first error of pg_restore's stderr and the entry it concerns, explained (tool_errors)."""
     if rc != 0:
+        cause = restore_checks.cause_of_restore(lines, rc, target, plan)
         raise RestoreFailed(
-            f"pg_restore failed: {last or f'exit code {rc}'}",
-            hint="the target database holds a partial restore; it was not put into use",
+            redact(cause.message, target.secrets()), hint=redact(cause.hint, target.secrets()), cause=cause.to_dict()
         )
 
 
@@ -509,28 +536,58 @@ def verify_restored(
 
 
 def restore_into_new_database(
-    env: Environment, backup_id: str, dbname: str, *, progress: ProgressFn = no_progress, run: Steps | None = None
+    env: Environment,
+    backup_id: str,
+    dbname: str,
+    *,
+    progress: ProgressFn = no_progress,
+    run: Steps | None = None,
+    options: RestoreOptions | None = None,
 ) -> RestoreReport:
-    """Check the backup, create the database (refused if it exists and is not empty), restore, verify."""
+    """Check the backup, pre-flight the target, create the database (refused if it exists and is not
+    empty), restore with owners and privileges, verify (rows, owners, privileges)."""
     t0 = time.monotonic()
     validate_dbname(dbname)
+    options = options or RestoreOptions()
     manifest = env.repository.get(backup_id)
     tools = tools_for_archive(env, manifest)
-    report = RestoreReport(manifest.id, dbname)
+    report = RestoreReport(manifest.id, dbname, options=options.describe())
     method, jobs, in_memory = choose_method(env, manifest)
     where = "memory" if in_memory and runner.has_memfd() else "a temp file"
     report.method = f"{method} (-j {jobs}, archive in {where})" if method == "parallel" else method
     archive: CheckedArchive | None = None
+    listing: list[str] = []
     with _maybe_step(run, "check backup"):
         if method == "parallel":
             archive = CheckedArchive(env, manifest, tools, progress, workers=jobs, in_memory=in_memory)
             report.checks.extend(archive.checks)
+            listing.append(archive.listing)
         else:
-            report.checks.extend(check_backup(env, manifest, tools, progress))
+            report.checks.extend(check_backup(env, manifest, tools, progress, listing))
     try:
         server = env.target(direct=True)
+        source = (
+            restore_checks.Source(path=archive.path, pass_fds=archive.inherit_fds)
+            if archive is not None
+            else restore_checks.Source(stream=lambda: archive_bytes(env, manifest, stored_bytes(env, manifest)))
+        )
         report.checks.extend(
-            restore_into(env, manifest, tools, server, env.url_var(), dbname, report, jobs, archive, run, progress)
+            restore_into(
+                env,
+                manifest,
+                tools,
+                server,
+                env.url_var(),
+                dbname,
+                report,
+                jobs,
+                archive,
+                run,
+                progress,
+                options=options,
+                listing="".join(listing),
+                source=source,
+            )
         )
     finally:
         if archive is not None:
@@ -555,6 +612,10 @@ def restore_into(
     progress: ProgressFn = no_progress,
     *,
     verify_strictly: bool = True,
+    options: RestoreOptions | None = None,
+    listing: str = "",
+    source: restore_checks.Source | None = None,
+    give_owner: bool = True,
 ) -> list[Check]:
     """Restore a checked backup into database ``dbname`` of ``server`` (``var``: its URL's variable,
     for hints) and verify it; returns the verification's checks. The database is created (marked
@@ -563,39 +624,57 @@ def restore_into(
     CannotCreate when the database cannot be created, RestoreFailed when pg_restore fails,
     VerificationFailed when the copy differs from the manifest (unless not ``verify_strictly``: the
     drill reports a difference as failed checks). ``archive``: the decompressed archive for a parallel
-    restore, or None to stream from storage."""
+    restore, or None to stream from storage. ``options``/``listing``/``source``: the pre-flight's (see
+    backup/restore_checks.py), which raises PreflightFailed before anything is created; ``give_owner``:
+    the new database gets the backed-up database's owner (not for a drill's scratch database)."""
     created = False
+    source = source or restore_checks.Source(stream=lambda: archive_bytes(env, manifest, stored_bytes(env, manifest)))
     with connect(server, purpose=f"restore {env.name}", var=var) as admin:
         state, comment = _database_state(admin, server, dbname, var)
-        if state == "unfinished":  # a killed restore's database, never used: replaced, and said so
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
-            report.cleared_unfinished = comment
-            state = "missing"
         if state == "non-empty":
             raise DatabaseError(
                 f"database {dbname!r} already exists and is not empty; nothing was changed",
                 hint="choose a new name for --into, or drop that database yourself",
             )
+        with _maybe_step(run, "preflight") as info:  # nothing is created before it passes
+            plan = restore_checks.preflight(
+                admin, tools, manifest, listing, options or RestoreOptions(), source, dbname=dbname,
+                creates=state != "empty",
+            )  # fmt: skip
+            report.skipped = list(plan.preflight.skipped)
+            if info is not None:
+                info["detail"] = plan.summary()
+        if state == "unfinished":  # a killed restore's database, never used: replaced, and said so
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
+            report.cleared_unfinished = comment
+            state = "missing"
         if state == "missing":
             with _maybe_step(run, "create database"):
                 _create_database(admin, server, dbname)
                 _comment(admin, dbname, _marker(manifest.id))
             created = True
+        if created and give_owner:
+            restore_checks.give_database(admin, dbname, plan)
+        else:
+            plan.database_owner = None  # a scratch database, or one made beforehand, keeps its owner
         new_target = server.with_dbname(dbname)
         try:
             with _maybe_step(run, "restore") as info:
                 early = _restore_data(
-                    env, manifest, tools, new_target, jobs, archive, owned=created, var=var, progress=progress
-                )
+                    env, manifest, tools, new_target, jobs, archive,
+                    owned=created, var=var, progress=progress, plan=plan,
+                )  # fmt: skip
+                restore_checks.apply_deferred(new_target, var, plan)
                 if info is not None:
                     info["detail"] = f"{report.method} into {dbname}"
             with _maybe_step(run, "verify restore"):
                 checks = verify_restored(env, manifest, new_target, var, known=early)
+                checks.extend(restore_checks.compare_privileges(manifest, new_target, var, plan))
                 bad = [c for c in checks if not c.ok]
                 if bad and verify_strictly:
                     raise VerificationFailed(
                         f"restored database {dbname} differs from the backup: {bad[0].name}: {bad[0].detail}",
-                        hint="it was not put into use; inspect it, then drop it",
+                        hint="the backup's own checks passed; the restore did not reproduce it (the target's setup?)",
                     )
             if created:
                 verified_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -611,6 +690,10 @@ def restore_into(
                             hint=_leftover_hint(dbname, why),
                         ) from None
                     exc.hint = _leftover_hint(dbname, why)
+                elif isinstance(exc, PgRunbookError):
+                    exc.message += f"; {dbname} was dropped again, nothing was kept"
+            elif isinstance(exc, PgRunbookError):
+                exc.message += f"; {dbname} holds a partial restore and was not put into use"
             raise
     return checks
 

@@ -32,7 +32,11 @@ SETTLE = 0.05  # seconds a pg_restore job must stay idle before a count starts b
 # prefix): progress is found anywhere in a line, and repeated prefixes are folded into one.
 _PROGRESS = re.compile(r"(launching|finished) item (\d+) (TABLE DATA|\S+)")
 _PREFIXES = re.compile(r"^(?:pg_restore: ?)+")
-_NOT_INFO = re.compile(r"^pg_restore: (error|warning|detail|hint):|^(?!pg_restore: )")
+# Lines kept for the failure's cause (postgres.tool_errors): errors, their context, and the entry
+# pg_restore was working on ("from TOC entry …", printed with --verbose).
+_NOT_INFO = re.compile(
+    r"^pg_restore: (?:(?:error|warning|detail|hint):|from TOC entry |while PROCESSING TOC)|^(?!pg_restore: )"
+)
 
 
 def data_items(listing: str, manifest: Manifest) -> dict[int, tuple[str, str]]:
@@ -187,15 +191,16 @@ class LineReader(Protocol):
     def line(self, text: str) -> None: ...
 
 
-def read_verbose(stream: IO[str], *readers: LineReader, keep: int = 20) -> deque[str]:
-    """Feed pg_restore's --verbose progress lines to each of `readers`; return the last lines that are
-    not progress information (errors and their context), for a one-line failure message."""
-    tail: deque[str] = deque(maxlen=keep)
+def read_verbose(stream: IO[str], *readers: LineReader, keep: int = 400) -> list[str]:
+    """Feed pg_restore's --verbose progress lines to each of `readers`; return the first lines that are
+    not progress information (errors, their context, the entry they concern): the first error is the
+    cause, whatever follows it ("a worker process died unexpectedly") is not."""
+    kept: list[str] = []
     for raw in stream:
         line = _PREFIXES.sub("pg_restore: ", raw.rstrip("\n"), count=1)
         if _PROGRESS.search(line):
             for reader in readers:
                 reader.line(line)
-        elif line.strip() and _NOT_INFO.match(line):
-            tail.append(line)
-    return tail
+        elif line.strip() and _NOT_INFO.match(line) and len(kept) < keep:
+            kept.append(line)
+    return kept

@@ -18,10 +18,11 @@ from psycopg import sql
 from pgrunbook import __version__
 from pgrunbook.backup.archive import check_stored, tools_for_archive
 from pgrunbook.backup.manifest import Check, Manifest, Verification
+from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.backup.restore import CannotCreate, RestoreFailed, RestoreReport, restore_into
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment, ProgressFn, no_progress
-from pgrunbook.errors import DatabaseError, PgRunbookError
+from pgrunbook.errors import PgRunbookError, PreflightFailed
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.tools import ClientTools
 from pgrunbook.postgres.url import DatabaseTarget
@@ -29,10 +30,15 @@ from pgrunbook.postgres.url import DatabaseTarget
 
 @dataclass
 class VerifyResult:
+    """``ok``: every check passed. ``damaged``: the backup's own checks (size, checksum, frames, table
+    of contents) failed. A drill that failed otherwise has ``cause`` (kind, where, message, hint)."""
+
     id: str
     ok: bool
     checks: list[Check] = field(default_factory=list)
     duration_s: float = 0.0
+    damaged: bool = False
+    cause: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -40,7 +46,18 @@ class VerifyResult:
             "ok": self.ok,
             "checks": [c.model_dump() for c in self.checks],
             "duration_s": self.duration_s,
+            "damaged": self.damaged,
+            "cause": self.cause,
         }
+
+
+class DrillProblem(Exception):
+    """The drill could not restore for a reason outside the backup; carries the classified cause."""
+
+    def __init__(self, cause: dict[str, str], check: Check):
+        super().__init__(cause.get("message", ""))
+        self.cause = cause
+        self.check = check
 
 
 def drill_target(env: Environment) -> tuple[DatabaseTarget, str]:
@@ -53,10 +70,19 @@ def drill_target(env: Environment) -> tuple[DatabaseTarget, str]:
     return env.target(direct=True), env.url_var()
 
 
-def drill(env: Environment, manifest: Manifest, tools: ClientTools, progress: ProgressFn = no_progress) -> list[Check]:
-    """Restore into a scratch database (the code of ``restore --into``, streaming from storage), compare
-    exact row counts, run the read query, drop it. A failed pg_restore or a differing copy is a failed
-    check; a scratch database that cannot be created is a DatabaseError."""
+def drill(
+    env: Environment,
+    manifest: Manifest,
+    tools: ClientTools,
+    progress: ProgressFn = no_progress,
+    *,
+    listing: str = "",
+    options: RestoreOptions | None = None,
+) -> list[Check]:
+    """Restore into a scratch database (the code of ``restore --into``, pre-flight included, streaming
+    from storage), compare exact row counts, owners and privileges, run the read query, drop it. A
+    differing copy is a failed check; a drill that cannot restore for a reason outside the backup (the
+    drill server, the database's definition) raises DrillProblem with the classified cause."""
     server, var = drill_target(env)
     scratch = f"pgrunbook_drill_{secrets.token_hex(4)}"
     report = RestoreReport(manifest.id, scratch, method="stream")
@@ -64,15 +90,23 @@ def drill(env: Environment, manifest: Manifest, tools: ClientTools, progress: Pr
     settled = False  # the drill came to a result: a failure to drop the scratch database is then an error
     try:
         try:
-            checks = restore_into(env, manifest, tools, server, var, scratch, report, verify_strictly=False)
+            checks = restore_into(
+                env, manifest, tools, server, var, scratch, report,
+                verify_strictly=False, options=options, listing=listing, give_owner=False,
+            )  # fmt: skip
         except RestoreFailed as exc:
             settled = True
-            return [Check(name="drill restore", ok=False, detail=exc.message)]
+            cause = exc.cause or {"kind": "unknown", "where": "tool", "message": exc.message, "hint": exc.hint or ""}
+            raise DrillProblem(cause, Check(name="drill restore", ok=False, detail=exc.message)) from None
+        except PreflightFailed as exc:
+            message = exc.message + (": " + "; ".join(exc.details) if exc.details else "")
+            cause = {"kind": "preflight", "where": "target", "message": message, "hint": exc.hint or ""}
+            raise DrillProblem(cause, Check(name="drill restore", ok=False, detail=message)) from None
         except CannotCreate as exc:
-            raise DatabaseError(
-                f"cannot create the drill's scratch database on {server.display}: {exc.cause}",
-                hint="grant CREATEDB, or set [backup] drill_database_url_env to a server where it may",
-            ) from None
+            message = f"cannot create the drill's scratch database on {server.display}: {exc.reason}"
+            hint = "grant CREATEDB, or set [backup] drill_database_url_env to a server where it may"
+            cause = {"kind": "target", "where": "target", "message": message, "hint": hint}
+            raise DrillProblem(cause, Check(name="drill restore", ok=False, detail=message)) from None
         settled = True
         return [Check(name="drill restore", ok=True, detail=f"restored in {time.monotonic() - t0:.1f}s"), *checks]
     finally:
@@ -95,15 +129,25 @@ def verify_backup(
     drill_restore: bool = False,
     progress: ProgressFn = no_progress,
     record: bool = True,
+    options: RestoreOptions | None = None,
 ) -> VerifyResult:
     """All checks; the result is recorded in the manifest (rewritten atomically) unless ``record`` is off."""
     t0 = time.monotonic()
     manifest = env.repository.get(backup_id)
     tools = tools_for_archive(env, manifest)
-    checks = check_stored(env, manifest, tools, progress)
+    listing: list[str] = []
+    checks = check_stored(env, manifest, tools, progress, listing_out=listing)
+    sound = all(c.ok for c in checks)  # the backup's own checks: only these may call it damaged
+    cause: dict[str, str] | None = None
     if drill_restore:
-        if all(c.ok for c in checks):
-            checks.extend(drill(env, manifest, tools, progress))
+        if sound:
+            try:
+                drilled = drill(env, manifest, tools, progress, listing="".join(listing), options=options)
+            except DrillProblem as problem:
+                drilled, cause = [problem.check], problem.cause
+            checks.extend(drilled)
+            if cause is None and not all(c.ok for c in drilled):
+                cause = _drill_difference(drilled)
         else:
             checks.append(Check(name="drill restore", ok=False, detail="skipped: the stored file failed its checks"))
     ok = all(c.ok for c in checks)
@@ -112,10 +156,27 @@ def verify_backup(
             Verification(
                 at=datetime.now(UTC),
                 kind="drill" if drill_restore else "checksum",
-                ok=ok,
+                ok=sound and (cause is not None or ok),
                 checks=checks,
                 tool_version=__version__,
+                cause=cause,
             )
         )
         env.repository.write_manifest(manifest)
-    return VerifyResult(manifest.id, ok, checks, round(time.monotonic() - t0, 3))
+    return VerifyResult(manifest.id, ok, checks, round(time.monotonic() - t0, 3), damaged=not sound, cause=cause)
+
+
+def _drill_difference(drilled: list[Check]) -> dict[str, str]:
+    """A drill that restored but did not reproduce the backup: the rows count against the archive;
+    owners, privileges and the read query against the drill server's setup."""
+    bad = next(c for c in drilled if not c.ok)
+    rows = bad.name == "row counts"
+    return {
+        "kind": "rows" if rows else "target",
+        "where": "archive" if rows else "target",
+        "message": f"the drill's {bad.name} differ: {bad.detail}",
+        "hint": "the archive does not hold what its manifest says; take a new backup"
+        if rows
+        else "the restore did not reproduce the backup's owners or privileges, or the read query failed there: "
+        "check the drill server's roles and [environments] read_query",
+    }

@@ -75,6 +75,8 @@ def handle_errors(fn: F) -> F:
                 raise
             secrets = _secrets()
             click.echo(f"error: {redact(exc.message, secrets)}", err=True)
+            for line in exc.details:
+                click.echo(f"  - {redact(line, secrets)}", err=True)
             if exc.hint:
                 click.echo(f"hint: {redact(exc.hint, secrets)}", err=True)
             sys.exit(exc.exit_code)
@@ -93,6 +95,32 @@ def handle_errors(fn: F) -> F:
             sys.exit(EXIT_FAILURE)
 
     return wrapper  # type: ignore[return-value]
+
+
+def restore_options(fn: F) -> F:
+    """--owner / --skip-missing-roles / --skip-superuser-objects, for every command that restores."""
+    fn = click.option(
+        "--skip-superuser-objects",
+        is_flag=True,
+        help="leave out what only a superuser may create (event triggers, some extensions); listed in the report",
+    )(fn)
+    fn = click.option(
+        "--skip-missing-roles",
+        is_flag=True,
+        help="leave out grants and policies naming roles the target lacks; listed in the report",
+    )(fn)
+    return click.option(
+        "--owner",
+        metavar="ROLE",
+        help="give every object and the database to ROLE (another server, a managed service); "
+        "default: the owners and privileges of the backup",
+    )(fn)
+
+
+def _restore_options(owner: str | None, skip_missing_roles: bool, skip_superuser_objects: bool) -> Any:
+    from pgrunbook.backup.preflight import RestoreOptions
+
+    return RestoreOptions(owner, skip_missing_roles, skip_superuser_objects)
 
 
 def env_option(fn: F) -> F:
@@ -328,6 +356,8 @@ def backup_list(env_name: str | None) -> None:
             if m.drilled and m.verified
             else ("ok" if m.verified else ("FAILED" if m.verifications else "no"))
         )
+        if m.verified and m.drill_problem is not None:  # sound backup; the drill server had a problem
+            verified += " (drill could not run)"
         table.add_row(m.id, m.label, human_age(m.created_at), human_size(m.size), head, verified)
     st.output.out.print(table)
 
@@ -336,16 +366,25 @@ def backup_list(env_name: str | None) -> None:
 @click.argument("backup_id")
 @env_option
 @click.option("--drill", is_flag=True, help="also restore into a scratch database and compare row counts")
+@restore_options
 @json_option
 @handle_errors
-def backup_verify(backup_id: str, env_name: str | None, drill: bool) -> None:
+def backup_verify(
+    backup_id: str,
+    env_name: str | None,
+    drill: bool,
+    owner: str | None,
+    skip_missing_roles: bool,
+    skip_superuser_objects: bool,
+) -> None:
     """Checksum and table of contents; --drill restores into a scratch database too."""
     from pgrunbook.backup.verify import verify_backup
 
     st = _state()
     env = st.env(env_name)
+    options = _restore_options(owner, skip_missing_roles, skip_superuser_objects)
     with st.output.progress(f"verify {backup_id}") as progress:
-        result = verify_backup(env, backup_id, drill_restore=drill, progress=progress)
+        result = verify_backup(env, backup_id, drill_restore=drill, progress=progress, options=options)
     if st.json_mode:
         st.output.emit_json(result.to_dict())
     else:
@@ -355,8 +394,19 @@ def backup_verify(backup_id: str, env_name: str | None, drill: bool) -> None:
         st.output.out.print(f"{backup_id}: {'verified' if result.ok else 'FAILED verification'}", highlight=False)
     if not result.ok:
         if not st.json_mode:
-            click.echo(f"error: backup {backup_id} failed verification; do not rely on it", err=True)
-            click.echo("hint: take a new backup (pgrunbook backup create) and find out what damaged this one", err=True)
+            if result.damaged or (result.cause or {}).get("where") == "archive":
+                click.echo(f"error: backup {backup_id} failed verification; do not rely on it", err=True)
+                click.echo(
+                    "hint: take a new backup (pgrunbook backup create) and find out what damaged this one", err=True
+                )
+            else:  # the backup passed its own checks: the drill server or the definition is the problem
+                cause = result.cause or {}
+                click.echo(f"error: the drill could not restore {backup_id}: {cause.get('message', '')}", err=True)
+                click.echo(
+                    f"hint: {cause.get('hint') or 'see the checks above'}; the backup itself passed its checks "
+                    "(size, checksum, frames, table of contents)",
+                    err=True,
+                )
         sys.exit(EXIT_FAILURE)
 
 
@@ -582,6 +632,7 @@ def _live(st: State, journal: Journal, description: str) -> Iterator[ProgressFn]
 @click.option("--confirm", metavar="DBNAME", help="with --in-place: the exact name of the database replaced")
 @click.option("--point-app", is_flag=True, help="with --into: run the point_app hook, then health")
 @click.option("--keep-maintenance-on-failure", is_flag=True, help="with --in-place: stay in maintenance if it fails")
+@restore_options
 @json_option
 @handle_errors
 def restore(
@@ -592,6 +643,9 @@ def restore(
     confirm: str | None,
     point_app: bool,
     keep_maintenance_on_failure: bool,
+    owner: str | None,
+    skip_missing_roles: bool,
+    skip_superuser_objects: bool,
 ) -> None:
     """Restore a backup into a new database (checked first, verified after), or in place."""
     from pgrunbook.procedures.point_app import restore_into_and_point
@@ -601,6 +655,7 @@ def restore(
         raise PgRunbookError("give exactly one of --into NEWDB or --in-place --confirm DBNAME", exit_code=EXIT_USAGE)
     st = _state()
     env = st.env(env_name)
+    options = _restore_options(owner, skip_missing_roles, skip_superuser_objects)
     journal = _journal(env)
     run = journal.start("restore", env.name, {"backup": backup_id, "into": into, "in_place": in_place})
     try:
@@ -613,10 +668,13 @@ def restore(
                     run=run,
                     progress=progress,
                     keep_maintenance_on_failure=keep_maintenance_on_failure,
+                    options=options,
                 )
             else:
                 assert into is not None
-                report = restore_into_and_point(env, backup_id, into, run=run, progress=progress, point=point_app)
+                report = restore_into_and_point(
+                    env, backup_id, into, run=run, progress=progress, point=point_app, options=options
+                )
         run.finish("succeeded")
     except BaseException as exc:
         run.finish("failed", str(getattr(exc, "message", exc)))
@@ -636,11 +694,18 @@ def restore(
             f"replaced {report.database}, left by an interrupted restore and never used "
             f"({report.cleared_unfinished.removeprefix('pgrunbook: ')})"
         )
+    for check in report.checks:
+        if check.name == "owners and privileges":
+            st.output.info(f"owners and privileges: {check.detail}")
+    for line in report.skipped:
+        st.output.info(f"left out: {line}")
     if report.replaced_database:
         st.output.info(
             f"the previous database is kept as {report.replaced_database}; "
             f"pre-restore backup {report.pre_restore_backup}"
         )
+    if report.carried_over:
+        st.output.info(f"carried over from the live database: {report.carried_over}")
     click.echo(report.database)
 
 
@@ -686,9 +751,17 @@ def health(env_name: str | None, deadline: float | None, url: str | None) -> Non
 @click.option(
     "--backup", "backup_id", metavar="ID", help="with --with-db: the backup (default: newest verified pre-deploy)"
 )
+@restore_options
 @json_option
 @handle_errors
-def rollback(env_name: str | None, mode: str | None, backup_id: str | None) -> None:
+def rollback(
+    env_name: str | None,
+    mode: str | None,
+    backup_id: str | None,
+    owner: str | None,
+    skip_missing_roles: bool,
+    skip_superuser_objects: bool,
+) -> None:
     """The runbook's decision tree: restore backup + roll the app back, or roll the app back only."""
     from pgrunbook.procedures.rollback import commands, decide
     from pgrunbook.procedures.rollback import rollback as do_rollback
@@ -718,7 +791,14 @@ def rollback(env_name: str | None, mode: str | None, backup_id: str | None) -> N
     journal = _journal(env)
     try:
         with _live(st, journal, f"rollback {env.name}") as progress:
-            report = do_rollback(env, journal, mode, backup_id=backup_id, progress=progress)  # type: ignore[arg-type]
+            report = do_rollback(
+                env,
+                journal,
+                mode,  # type: ignore[arg-type]
+                backup_id=backup_id,
+                progress=progress,
+                options=_restore_options(owner, skip_missing_roles, skip_superuser_objects),
+            )
     except PgRunbookError:
         if not st.json_mode:
             last = journal.runs(limit=1)

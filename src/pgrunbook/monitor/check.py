@@ -61,7 +61,9 @@ def observe(env: Environment) -> Observed:
     except PgRunbookError as exc:
         return Observed(None, None, 0, 0, storage_error=exc.message)
     newest = manifests[0].finished_at if manifests else None
-    drills = [v.at for m in manifests for v in m.verifications if v.ok and v.kind == "drill"]
+    drills = [v.at for m in manifests for v in m.verifications if v.drill_passed]
+    tried = sorted((v for m in manifests for v in m.verifications if v.kind == "drill"), key=lambda v: v.at)
+    problem = tried[-1].cause if tried and tried[-1].cause is not None else None
     decisions = plan_retention(backup_infos(manifests), policy_of(env), env.config.tz) if manifests else []
     failed: list[str] = []
     db_error = None
@@ -80,6 +82,7 @@ def observe(env: Environment) -> Observed:
         failed,
         None,
         db_error,
+        problem.get("message", "") if problem else None,
     )
 
 

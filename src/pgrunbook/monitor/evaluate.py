@@ -32,6 +32,9 @@ class Observed:
     failed_migrations: list[str] = field(default_factory=list)
     storage_error: str | None = None
     database_error: str | None = None
+    # the newest drill, when it could not run for a reason outside the backup (its cause's message);
+    # a problem of the drill server or the database's definition: a warning, never a critical
+    drill_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,16 @@ def evaluate(now: datetime, seen: Observed, limits: Limits) -> list[Finding]:
                 f"critical after {_age(limits.critical_age)})",
             )
         )
-    if seen.newest_drill_at is None:
+    if seen.drill_problem is not None:
+        out.append(
+            Finding(
+                "restore drill",
+                "warning",
+                f"the last drill could not run, a problem of the drill server or the database's definition, "
+                f"not of the backup (its own checks passed): {seen.drill_problem}",
+            )
+        )
+    elif seen.newest_drill_at is None:
         out.append(Finding("restore drill", "warning", "no successful verify --drill yet"))
     else:
         age = now - seen.newest_drill_at

@@ -169,6 +169,9 @@ def child_env(extra: Mapping[str, str], settings: Mapping[str, str | int] | None
     tool's sessions' settings (``PGOPTIONS``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGPASSWORD")}
     env.update(extra)
+    env["LC_MESSAGES"] = "C"  # the tools' own messages in English: postgres.tool_errors reads them
+    if "LC_ALL" in env:
+        env["LC_ALL"] = "C"
     if settings:
         options = " ".join(f"-c {name}={value}" for name, value in settings.items())
         env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {options}".strip()

@@ -5,6 +5,7 @@ Used by ``restore --into … --point-app``, the rollback, and the deploy's autom
 from __future__ import annotations
 
 from pgrunbook.backup.method import RestoreReport, method_for
+from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
@@ -32,11 +33,12 @@ def restore_into_and_point(
     run: Run,
     progress: ProgressFn = no_progress,
     point: bool = False,
+    options: RestoreOptions | None = None,
 ) -> RestoreReport:
     """``restore --into``: the backup restored into ``dbname`` and verified; with ``point``, then the
     steps "point app" and "health" (against the new database). Raises PgRunbookError when the health
     check fails after pointing."""
-    report = method_for(env).restore_into(env, backup_id, dbname, progress=progress, run=run)
+    report = method_for(env).restore_into(env, backup_id, dbname, progress=progress, run=run, options=options)
     if point:
         with run.step("point app"):
             point_app(env, report, run.id)

@@ -8,16 +8,15 @@ the swap it is untouched; after it, the replaced one is kept under another name.
 from __future__ import annotations
 
 import os
-import time
 from datetime import UTC, datetime
 
-import psycopg
-from psycopg import sql
-
 from pgrunbook.backup.method import RestoreReport, VerifyResult, method_for
+from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment, ProgressFn, no_progress
-from pgrunbook.errors import ConfigError, DatabaseError, VerificationFailed
+from pgrunbook.errors import ConfigError, VerificationFailed
 from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.database_swap import describe as describe_carried
+from pgrunbook.postgres.database_swap import swap as swap_databases
 from pgrunbook.postgres.url import DatabaseTarget, url_with_dbname
 from pgrunbook.procedures.journal import Run
 from pgrunbook.procedures.steps import maintenance_off, maintenance_on, verified_backup
@@ -31,6 +30,7 @@ def restore_in_place(
     run: Run,
     progress: ProgressFn = no_progress,
     keep_maintenance_on_failure: bool = False,
+    options: RestoreOptions | None = None,
 ) -> RestoreReport:
     """Maintenance on, verified pre-restore backup, restore into a fresh database, swap names, verify,
     maintenance off. Refused (ConfigError) unless ``confirm`` is the live database's name; a backup that
@@ -54,15 +54,18 @@ def restore_in_place(
         maintenance_on(env, run)
         safety = verified_backup(env, run, "pre-restore backup", label="pre-restore", progress=progress, method=method)
         run.set_recovery(f"database {live} is untouched; a pre-restore backup {safety.id} exists")
-        report = method.restore_into(env, backup_id, staging, progress=progress, run=run)
+        report = method.restore_into(env, backup_id, staging, progress=progress, run=run, options=options)
         report.pre_restore_backup = safety.id
         with run.step("swap databases") as info:
             run.set_recovery(
-                f'if {live} is missing, rename it back: ALTER DATABASE "{replaced}" RENAME TO "{live}"; '
-                f"the pre-restore backup is {safety.id}"
+                f"the swap is one transaction: {live} is either untouched or replaced by {staging} (then kept as "
+                f"{replaced}); the pre-restore backup is {safety.id}"
             )
-            _swap(target, env.url_var(), live, staging, replaced)
-            info["detail"] = f"{staging} -> {live}; the previous {live} is now {replaced}"
+            report.carried_over = _swap(target, env.url_var(), live, staging, replaced)
+            info["detail"] = (
+                f"{staging} -> {live} with the live database's {report.carried_over}; "
+                f"the previous {live} is now {replaced}"
+            )
         run.set_recovery(
             f'to go back to the state before the restore: ALTER DATABASE "{live}" RENAME TO "{staging}"; '
             f'ALTER DATABASE "{replaced}" RENAME TO "{live}" (or restore the pre-restore backup {safety.id})'
@@ -91,44 +94,10 @@ def _require_intact(result: VerifyResult) -> None:
         )
 
 
-def _swap(target: DatabaseTarget, var: str, live: str, staging: str, replaced: str) -> None:
-    """Rename live -> replaced and staging -> live from a connection to another database; clients of the
-    live database are disconnected (the app is in maintenance). Owner and database settings follow."""
+def _swap(target: DatabaseTarget, var: str, live: str, staging: str, replaced: str) -> str:
+    """Rename live -> replaced and staging -> live in one transaction from a connection to another
+    database, carrying the live database's own settings over (postgres/database_swap.py); returns a
+    description of what was carried."""
     maint = "postgres" if live != "postgres" else "template1"
     with connect(target.with_dbname(maint), purpose="restore swap", var=var) as admin:
-        row = admin.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (live,)).fetchone()
-        if row:
-            admin.execute(
-                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(staging), sql.Identifier(row[0]))
-            )
-        for (setting,) in admin.execute(
-            "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
-            "WHERE d.datname = %s AND s.setrole = 0",
-            (live,),
-        ).fetchall():
-            key, _, value = setting.partition("=")
-            admin.execute(
-                sql.SQL("ALTER DATABASE {} SET {} = {}").format(
-                    sql.Identifier(staging), sql.Identifier(key), sql.Literal(value)
-                )
-            )
-        last: Exception | None = None
-        for _ in range(10):
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (live,),
-            )
-            try:
-                admin.execute(
-                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(replaced))
-                )
-                break
-            except psycopg.errors.ObjectInUse as exc:
-                last = exc
-                time.sleep(0.3)
-        else:
-            raise DatabaseError(
-                f"could not take {live} out of use to swap it: {last}",
-                hint="is the app really in maintenance? nothing was swapped",
-            )
-        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(live)))
+        return describe_carried(swap_databases(admin, live, staging, replaced))

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pgrunbook.backup.method import method_for
+from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
@@ -86,6 +87,7 @@ def rollback(
     *,
     backup_id: str | None = None,
     progress: ProgressFn = no_progress,
+    options: RestoreOptions | None = None,
 ) -> RollbackReport:
     for hook in ("app_rollback",) + (("point_app",) if mode == "with-db" else ()):
         if hook not in env.settings.hooks:
@@ -97,7 +99,7 @@ def rollback(
     report = RollbackReport(run.id, mode)
     try:
         if mode == "with-db":
-            _restore_and_point(env, run, report, backup_id, progress)
+            _restore_and_point(env, run, report, backup_id, progress, options)
         with run.step("app rollback"):
             env_hook(env, "app_rollback", run.id)
         with run.step("health") as info:
@@ -121,14 +123,19 @@ def rollback(
 
 
 def _restore_and_point(
-    env: Environment, run: Run, report: RollbackReport, backup_id: str | None, progress: ProgressFn
+    env: Environment,
+    run: Run,
+    report: RollbackReport,
+    backup_id: str | None,
+    progress: ProgressFn,
+    options: RestoreOptions | None = None,
 ) -> None:
     with run.step("choose backup") as info:
         report.backup_id = backup_id or last_known_good(env)
         info["detail"] = report.backup_id
     live = env.target(direct=False).dbname
     name = f"{live[:40]}_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}"
-    restored = method_for(env).restore_into(env, report.backup_id, name, run=run, progress=progress)
+    restored = method_for(env).restore_into(env, report.backup_id, name, run=run, progress=progress, options=options)
     report.database, report.replaced_database = restored.database, live
     run.set_recovery(f"the app's previous database {live} is kept untouched; {name} holds backup {report.backup_id}")
     with run.step("point app") as info:

@@ -1,0 +1,179 @@
+"""Swapping a restored database in under the live one's name: atomically, with everything that lives
+on the database itself carried over.
+
+pg_restore (without ``--create``) restores what is inside a database; what lives on the database —
+its owner, ``GRANT … ON DATABASE``, ``ALTER DATABASE … SET``, ``ALTER ROLE … IN DATABASE … SET``, the
+connection limit, its comment — belongs to the cluster and stays with the replaced database unless it
+is copied. ``read_database`` reads all of it, ``carry_over`` turns it into statements for the new one,
+and ``swap`` runs both renames and those statements in one transaction: ALTER DATABASE … RENAME is
+transactional, so a failure or a kill at any point leaves either the old state or the new one, never
+a moment without a database under the live name.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from pgrunbook.errors import DatabaseError
+
+# Settings whose value is a list that PostgreSQL stores quoted element by element (GUC_LIST_QUOTE);
+# each element becomes its own literal, as pg_dumpall's makeAlterConfigCommand does.
+LIST_SETTINGS = {
+    "search_path",
+    "temp_tablespaces",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "local_preload_libraries",
+    "unix_socket_directories",
+}
+
+
+@dataclass(frozen=True)
+class Grant:
+    grantee: str | None  # None: PUBLIC
+    privilege: str
+    grantable: bool
+
+
+@dataclass
+class DatabaseState:
+    name: str
+    owner: str
+    connection_limit: int
+    comment: str
+    acl_is_default: bool
+    grants: list[Grant] = field(default_factory=list)
+    settings: list[tuple[str | None, str]] = field(default_factory=list)  # (role or None, "key=value")
+
+
+def read_database(conn: psycopg.Connection, name: str) -> DatabaseState | None:
+    row = conn.execute(
+        "SELECT pg_get_userbyid(datdba), datconnlimit, coalesce(shobj_description(oid, 'pg_database'), ''), "
+        "datacl IS NULL, oid FROM pg_database WHERE datname = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return None
+    owner, limit, comment, default_acl, oid = row
+    grants = [
+        Grant(grantee, priv, bool(grantable))
+        for grantee, priv, grantable in conn.execute(
+            "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
+            "a.is_grantable FROM pg_database d, aclexplode(d.datacl) a WHERE d.oid = %s ORDER BY 1, 2",
+            (oid,),
+        ).fetchall()
+    ]
+    settings = [
+        (role, setting)
+        for role, setting in conn.execute(
+            "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, unnest(s.setconfig) "
+            "FROM pg_db_role_setting s WHERE s.setdatabase = %s ORDER BY 1 NULLS FIRST",
+            (oid,),
+        ).fetchall()
+    ]
+    return DatabaseState(name, str(owner), int(limit), str(comment), bool(default_acl), grants, settings)
+
+
+def split_list_value(value: str) -> list[str]:
+    """'"$user", public' → ['$user', 'public'] (PostgreSQL's SplitGUCList rules: double quotes, "")."""
+    out, cur, quoted, i = [], "", False, 0
+    while i < len(value):
+        ch = value[i]
+        if ch == '"':
+            if quoted and i + 1 < len(value) and value[i + 1] == '"':
+                cur += '"'
+                i += 2
+                continue
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+        i += 1
+    out.append(cur.strip())
+    return [v for v in out if v != ""]
+
+
+def setting_clause(setting: str) -> sql.Composed:
+    """'search_path="$user", public' → ``search_path TO '$user', 'public'``; others one literal."""
+    key, _, value = setting.partition("=")
+    if key.lower() in LIST_SETTINGS:
+        values = sql.SQL(", ").join(sql.Literal(v) for v in split_list_value(value))
+    else:
+        values = sql.Literal(value)  # type: ignore[assignment]
+    return sql.SQL("{} TO {}").format(sql.Identifier(key), values)
+
+
+def carry_over(state: DatabaseState, to: str, *, keep_comment_prefix: str = "pgrunbook:") -> list[sql.Composed]:
+    """Statements giving database ``to`` everything ``state`` describes (run after the renames)."""
+    db = sql.Identifier(to)
+    out = [sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, sql.Identifier(state.owner))]
+    if not state.acl_is_default:
+        out.append(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+        out.append(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(db, sql.Identifier(state.owner)))
+        for g in state.grants:
+            who = sql.SQL("PUBLIC") if g.grantee is None else sql.Identifier(g.grantee)
+            option = sql.SQL(" WITH GRANT OPTION") if g.grantable else sql.SQL("")
+            out.append(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(sql.SQL(g.privilege), db, who, option))
+    out.append(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(db, sql.Literal(state.connection_limit)))
+    for role, setting in state.settings:
+        if role is None:
+            out.append(sql.SQL("ALTER DATABASE {} SET {}").format(db, setting_clause(setting)))
+        else:
+            out.append(
+                sql.SQL("ALTER ROLE {} IN DATABASE {} SET {}").format(sql.Identifier(role), db, setting_clause(setting))
+            )
+    if state.comment and not state.comment.startswith(keep_comment_prefix):
+        out.append(sql.SQL("COMMENT ON DATABASE {} IS {}").format(db, sql.Literal(state.comment)))
+    return out
+
+
+def describe(state: DatabaseState) -> str:
+    parts = [f"owner {state.owner}"]
+    if not state.acl_is_default:
+        parts.append(f"{len(state.grants)} database privilege(s)")
+    if state.connection_limit != -1:
+        parts.append(f"connection limit {state.connection_limit}")
+    if state.settings:
+        parts.append(f"{len(state.settings)} setting(s)")
+    if state.comment and not state.comment.startswith("pgrunbook:"):
+        parts.append("its comment")
+    return ", ".join(parts)
+
+
+def swap(conn: psycopg.Connection, live: str, staging: str, replaced: str, *, attempts: int = 10) -> DatabaseState:
+    """One transaction: disconnect the live database's clients, rename live → replaced and staging →
+    live, and carry the live database's own settings over. ``conn`` is on another database, autocommit.
+    Returns what was carried over."""
+    state = read_database(conn, live)
+    if state is None:
+        raise DatabaseError(f"database {live} does not exist; nothing was swapped")
+    last: Exception | None = None
+    rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
+    for _ in range(attempts):
+        try:
+            with conn.transaction():
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                    "AND pid <> pg_backend_pid()",
+                    (live,),
+                )
+                conn.execute(rename.format(sql.Identifier(live), sql.Identifier(replaced)))
+                conn.execute(rename.format(sql.Identifier(staging), sql.Identifier(live)))
+                for stmt in carry_over(state, live):
+                    conn.execute(stmt)
+            return state
+        except psycopg.errors.ObjectInUse as exc:
+            last = exc
+            time.sleep(0.3)
+    why = re.sub(r"\s+", " ", str(last)).strip()
+    raise DatabaseError(
+        f"could not swap {staging} in for {live}: {why}; nothing was swapped",
+        hint=f"is the app really in maintenance, and nothing else connected to {live} or {staging}?",
+    )

@@ -1,0 +1,376 @@
+"""The real cause of a failed pg_dump or pg_restore run, read from its stderr.
+
+pg_dump and pg_restore end a failure with lines that name nothing ("a worker process died
+unexpectedly", "Command was: …", "Query was: …"); the cause is the first server ``ERROR:`` and the
+archive entry pg_restore was working on ("from TOC entry 3363; 0 16554 TABLE DATA d app", printed with
+``--verbose``), with PostgreSQL's DETAIL, HINT and CONTEXT below it. ``read_failure`` finds those in the
+stderr lines (pure), ``explain`` turns them into one message and a hint that says what to do, with the
+kind of cause: a fault of the archive, of the target server, or of the database's own definition.
+
+Message texts matched here are PostgreSQL's own (src/backend, PostgreSQL 12-17) and pg_dump's
+(src/bin/pg_dump); they are English only, so child processes run with ``LC_MESSAGES=C``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+# Where a cause lies. Only "archive" speaks against the backup itself, and even then only the backup's
+# own checks (size, checksum, frames, table of contents) may call it damaged.
+Where = Literal["archive", "target", "definition", "tool"]
+
+# pg_restore's multi-word entry types, longest first (pg_dump's ``te->desc`` values).
+ENTRY_TYPES = sorted(
+    [
+        "ACCESS METHOD", "ACL", "AGGREGATE", "BLOB", "BLOB METADATA", "BLOBS", "CAST", "CHECK CONSTRAINT",
+        "COLLATION", "COMMENT", "CONSTRAINT", "CONVERSION", "DATABASE", "DATABASE PROPERTIES", "DEFAULT",
+        "DEFAULT ACL", "DOMAIN", "ENCODING", "EVENT TRIGGER", "EXTENSION", "FK CONSTRAINT",
+        "FOREIGN DATA WRAPPER", "FOREIGN TABLE", "FUNCTION", "INDEX", "INDEX ATTACH", "LARGE OBJECT",
+        "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "OPERATOR", "OPERATOR CLASS", "OPERATOR FAMILY",
+        "POLICY", "PROCEDURAL LANGUAGE", "PROCEDURE", "PUBLICATION", "PUBLICATION TABLE",
+        "PUBLICATION TABLES IN SCHEMA", "ROW SECURITY", "RULE", "SCHEMA", "SEARCHPATH", "SECURITY LABEL",
+        "SEQUENCE", "SEQUENCE OWNED BY", "SEQUENCE SET", "SERVER", "SHELL TYPE", "STATISTICS", "STDSTRINGS",
+        "SUBSCRIPTION", "SUBSCRIPTION TABLE", "TABLE", "TABLE ATTACH", "TABLE DATA", "TEXT SEARCH CONFIGURATION",
+        "TEXT SEARCH DICTIONARY", "TEXT SEARCH PARSER", "TEXT SEARCH TEMPLATE", "TRANSFORM", "TRIGGER", "TYPE",
+        "USER MAPPING", "VIEW",
+    ],
+    key=len,
+    reverse=True,
+)  # fmt: skip
+
+_TOOL_LINE = re.compile(r"^(pg_dump|pg_restore|pg_dumpall): (?:(error|detail|warning|hint): )?(.*)$")
+_FROM_ENTRY = re.compile(r"^from TOC entry (\d+); \d+ \d+ (.*)$")
+_SERVER_ERROR = re.compile(r"(?:^|: )(?:ERROR|FATAL|PANIC):  ?(.*)$")
+_FIELD = re.compile(r"^(DETAIL|HINT|CONTEXT|QUERY|LINE \d+):  ?(.*)$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An archive entry as pg_restore names it: its dump id, type (``TABLE DATA``), schema and name."""
+
+    dump_id: int
+    type: str
+    name: str
+    schema: str = ""
+    owner: str = ""
+
+    def describe(self) -> str:
+        """'TABLE DATA public.item', 'ACL on TABLE public.t', 'POLICY reads ON public.t'."""
+        schema = f"{self.schema}." if self.schema and self.schema != "-" else ""
+        if self.type in ("ACL", "COMMENT", "SECURITY LABEL") and " " in self.name:
+            kind, _, name = self.name.partition(" ")  # "TABLE t": the object it is on
+            for known in ENTRY_TYPES:
+                if self.name.startswith(known + " "):
+                    kind, name = known, self.name[len(known) + 1 :]
+                    break
+            return f"{self.type} on {kind} {schema if kind != 'SCHEMA' else ''}{name}"
+        if self.type in ("POLICY", "TRIGGER", "RULE", "CONSTRAINT", "FK CONSTRAINT") and " " in self.name:
+            table, _, name = self.name.partition(" ")
+            return f"{self.type} {name} ON {schema}{table}"
+        return f"{self.type} {schema}{self.name}".strip()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a failed run printed, before any interpretation."""
+
+    tool: str
+    error: str  # the server's first ERROR message, else the tool's own first error
+    server: bool  # whether ``error`` came from the server
+    entry: Entry | None = None
+    detail: str = ""
+    hint: str = ""
+    context: str = ""
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One failure explained: ``message`` for the ``error:`` line, ``hint`` for ``hint:``."""
+
+    kind: str  # rls, search_path, missing_role, owner_rights, superuser, permission, target, archive, …
+    where: Where
+    message: str
+    hint: str
+    entry: str = ""  # "TABLE DATA public.d", when pg_restore named one
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "where": self.where, "message": self.message, "hint": self.hint, "entry": self.entry}
+
+
+def parse_entry(text: str, dump_id: int) -> Entry:
+    """``TABLE DATA d app`` (pg_restore's log: type, tag, owner) or ``TABLE DATA public d app`` (its
+    --list: type, schema, tag, owner) → Entry; the owner is the last word, "(no owner)" or "-" for none."""
+    for kind in ENTRY_TYPES:
+        if text == kind or text.startswith(kind + " "):
+            rest = text[len(kind) + 1 :]
+            break
+    else:
+        kind, _, rest = text.partition(" ")
+    owner = ""
+    if rest.endswith("(no owner)"):
+        rest = rest[: -len("(no owner)")]
+    elif rest.endswith(" ") or " " not in rest:  # an empty owner prints as nothing after the last space
+        pass
+    else:
+        rest, owner = rest.rsplit(" ", 1)
+        owner = "" if owner == "-" else owner
+    return Entry(dump_id, kind, rest.strip(), owner=owner)
+
+
+def read_failure(tool: str, lines: Iterable[str], toc: Mapping[int, Entry] | None = None) -> Failure | None:
+    """The first error of a run's stderr with the entry it concerns; None when nothing looks like one.
+
+    ``toc``: the archive's entries by dump id (from ``pg_restore --list``), to give the entry its schema.
+    """
+    entry: Entry | None = None
+    tool_error = ""
+    found: Failure | None = None
+    fields: dict[str, str] = {}
+    for raw in lines:
+        line = raw.rstrip("\n")
+        m = _TOOL_LINE.match(line)
+        if found is not None:  # collect DETAIL/HINT/CONTEXT under the first server error
+            body = m.group(3) if m else line
+            f = _FIELD.match(body.removeprefix("Error message from server: "))
+            if f and f.group(1) in ("DETAIL", "HINT", "CONTEXT"):
+                fields.setdefault(f.group(1), f.group(2).strip())
+                continue
+            if m and m.group(2) == "error":
+                break
+            continue
+        if m is None:
+            continue
+        body = m.group(3)
+        e = _FROM_ENTRY.match(body)
+        if e:
+            entry = parse_entry(e.group(2).strip(), int(e.group(1)))
+            if toc and entry.dump_id in toc:
+                entry = toc[entry.dump_id]
+            continue
+        s = _SERVER_ERROR.search(body)
+        if s and m.group(2) in ("error", "detail"):
+            found = Failure(tool, s.group(1).strip(), True, entry)
+            continue
+        if m.group(2) == "error" and not tool_error and "worker process died unexpectedly" not in body:
+            tool_error = body.strip()
+    if found is not None:
+        return Failure(
+            tool,
+            found.error,
+            True,
+            found.entry,
+            fields.get("DETAIL", ""),
+            fields.get("HINT", ""),
+            fields.get("CONTEXT", ""),
+        )
+    if tool_error:
+        return Failure(tool, tool_error, False, entry)
+    return None
+
+
+_FUNCTION_CONTEXT = re.compile(r'(?:SQL function "([^"]+)"|PL/pgSQL function ([^\s(]+)\()')
+_MISSING_NAME = re.compile(r"^(function|relation|type|operator|schema|sequence) (.+?) does not exist")
+
+
+def explain(failure: Failure | None, *, rc: int = 1, role: str = "", tool: str = "") -> Cause:
+    """The cause of a failure and what to do about it; ``role`` is the role the tool connected as."""
+    if failure is None:
+        return Cause(
+            "unknown",
+            "tool",
+            f"{tool or 'the PostgreSQL tool'} exited with code {rc} without an error message",
+            "run it by hand with --verbose to see more",
+        )
+    err, entry = failure.error, failure.entry
+    at = f" at {entry.describe()}" if entry else ""
+    where = entry.describe() if entry else ""
+    who = f"role {role!r}" if role else "the connecting role"
+    m = re.search(r'query would be affected by row-level security policy for table "([^"]+)"', err)
+    if m:
+        return Cause(
+            "rls",
+            "definition",
+            f"{failure.tool} cannot read table {m.group(1)}: it has FORCE ROW LEVEL SECURITY and {who} is "
+            f'subject to it ("{err}")',
+            f"back up as a role that row-level security does not apply to: ALTER ROLE {role or '<backup role>'} "
+            "BYPASSRLS (as a superuser), or a superuser; or, if its owner need not be restricted, "
+            f"ALTER TABLE {m.group(1)} NO FORCE ROW LEVEL SECURITY",
+            where,
+        )
+    missing = _MISSING_NAME.match(err)
+    fn = _FUNCTION_CONTEXT.search(failure.context)
+    if missing and fn:
+        name = fn.group(1) or fn.group(2)
+        return Cause(
+            "search_path",
+            "definition",
+            f"{failure.tool} failed{at}: function {name} uses {missing.group(1)} {missing.group(2)} without its "
+            "schema, which pg_restore's empty search_path cannot find",
+            f"in the source database give {name} a fixed search_path (ALTER FUNCTION {name}(…) SET search_path = "
+            "public) or schema-qualify the names it uses (public.…), then take a new backup; the archive "
+            "itself is sound",
+            where,
+        )
+    m = re.search(r'role "([^"]+)" does not exist', err)
+    if m:
+        return Cause(
+            "missing_role",
+            "target",
+            f"{failure.tool} failed{at}: the target server has no role {m.group(1)!r}",
+            f'create it there (CREATE ROLE "{m.group(1)}"), restore with --owner ROLE to give every object to one '
+            "role, or with --skip-missing-roles to leave out grants and policies naming roles it lacks",
+            where,
+        )
+    m = re.search(r'must be (?:a )?member of role "([^"]+)"|must be able to SET ROLE "([^"]+)"', err)
+    if m:
+        owner = m.group(1) or m.group(2)
+        return Cause(
+            "owner_rights",
+            "target",
+            f"{failure.tool} failed{at}: {who} may not give objects to role {owner!r}",
+            f'restore as a superuser, GRANT "{owner}" TO {role or "<restoring role>"}, or restore with '
+            "--owner ROLE to give every object to one role",
+            where,
+        )
+    if _needs_superuser(err, failure.hint):
+        return Cause(
+            "superuser",
+            "target",
+            f"{failure.tool} failed{at}: {err} — only a superuser may create it",
+            "restore as a superuser, or with --skip-superuser-objects to leave such objects out (the report "
+            "lists them)",
+            where,
+        )
+    m = re.match(r'unrecognized configuration parameter "([^"]+)"', err)
+    if m:
+        return Cause(
+            "tool",
+            "tool",
+            f"{failure.tool} failed{at}: it sets {m.group(1)}, which this server does not know ({err})",
+            f"use the {failure.tool} of the server's major version ([postgres] bin_dir); the archive is sound",
+            where,
+        )
+    if err.startswith("permission denied"):
+        if failure.tool == "pg_dump":
+            hint = (
+                f"grant {who} SELECT on what it must read (or USAGE on the schema), or back up as the "
+                "database's owner or a superuser"
+            )
+        else:
+            hint = (
+                "grant the restoring role what it needs on the target (CREATE on the database and its "
+                "schemas), or restore as the database's owner"
+            )
+        return Cause("permission", "target", f"{failure.tool} failed{at}: {err} for {who}", hint, where)
+    if failure.server and _is_server_state(err):
+        return Cause(
+            "target",
+            "target",
+            f"{failure.tool} failed{at}: the server: {err}",
+            "fix the target server (space, connections, restarts) and run it again; the backup is not at fault",
+            where,
+        )
+    if not failure.server:
+        return _tool_cause(failure, at, where)
+    extra = "".join(f"; {label}: {text}" for label, text in (("detail", failure.detail),) if text)
+    return Cause(
+        "definition",
+        "definition",
+        f"{failure.tool} failed{at}: {err}{extra}",
+        (f"PostgreSQL says: {failure.hint}; " if failure.hint else "")
+        + "the target could not re-create this object as defined; fix the definition in the source or the "
+        "target's setup (pgrunbook backup verify checks the archive itself)",
+        where,
+    )
+
+
+def _needs_superuser(err: str, hint: str) -> bool:
+    text = f"{err} {hint}".lower()
+    return (
+        "must be superuser" in text
+        or "permission denied to create event trigger" in text
+        or bool(re.search(r"permission denied for language", text))
+        or "only superuser" in text
+        or "permission denied to create extension" in text
+    )
+
+
+_SERVER_STATE = (
+    "no space left on device",
+    "could not extend file",
+    "out of memory",
+    "too many connections",
+    "terminating connection",
+    "the database system is",
+    "canceling statement due to",
+    "deadlock detected",
+    "could not resize shared memory",
+    "database is being accessed",
+)
+
+
+def _is_server_state(err: str) -> bool:
+    lower = err.lower()
+    return any(s in lower for s in _SERVER_STATE) or bool(re.match(r'database ".*" does not exist', err))
+
+
+_ARCHIVE_ERRORS = (
+    "could not read input file",
+    "did not find magic string",
+    "unexpected end of file",
+    "could not uncompress data",
+    "input file is too short",
+    "input file appears to be a text format dump",
+    "could not find block id",
+    "corrupt",
+    "unrecognized data block type",
+    "invalid compression",
+)
+
+
+def _tool_cause(failure: Failure, at: str, where: str) -> Cause:
+    err = failure.error
+    lower = err.lower()
+    if "connection to server" in lower or "server closed the connection" in lower or "could not connect" in lower:
+        return Cause(
+            "target",
+            "target",
+            f"{failure.tool} lost the server{at}: {err}",
+            "check that the server is up and reachable, then run it again; the backup is not at fault",
+            where,
+        )
+    if "server version mismatch" in lower:
+        return Cause(
+            "tool",
+            "tool",
+            f"{failure.tool} is older than the server: {err}",
+            f"use the {failure.tool} of the server's major version or newer ([postgres] bin_dir)",
+            where,
+        )
+    if "unsupported version" in lower and "file header" in lower:
+        return Cause(
+            "tool",
+            "tool",
+            f"{failure.tool} is older than the archive: {err}",
+            "use pg_restore of the same major version as the pg_dump that wrote it, or newer ([postgres] bin_dir)",
+            where,
+        )
+    if any(s in lower for s in _ARCHIVE_ERRORS):
+        return Cause(
+            "archive",
+            "archive",
+            f"{failure.tool} could not read the archive{at}: {err}",
+            "check the backup itself: pgrunbook backup verify ID (size, checksum, frames, table of contents)",
+            where,
+        )
+    return Cause("tool", "tool", f"{failure.tool} failed{at}: {err}", f"run {failure.tool} by hand to see more", where)
+
+
+def cause_of(
+    tool: str, lines: Iterable[str], *, rc: int, role: str = "", toc: Mapping[int, Entry] | None = None
+) -> Cause:
+    """``explain(read_failure(...))``: the one call a runner needs."""
+    return explain(read_failure(tool, lines, toc), rc=rc, role=role, tool=tool)
