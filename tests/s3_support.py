@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from pgrunbook.postgres.cluster import free_port
 
@@ -39,7 +40,7 @@ class MotoServer:
         if auth:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # every request must carry credentials moto knows
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, str(Path(__file__).with_name("s3_store.py")), "-H", "127.0.0.1", "-p", str(self.port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -79,10 +80,17 @@ def client(endpoint: str):  # type: ignore[no-untyped-def]
 
 
 class FaultProxy:
-    """Forwards to moto; ``fail_next`` requests get HTTP 503 first; ``stop`` kills it mid-stream."""
+    """Forwards to moto; ``fail_next`` requests get HTTP 503 first; ``fail_part`` N: every upload of part
+    N gets HTTP 503; ``corrupt_parts`` uploads of a part get one byte of their body flipped on the way
+    (as a bad NIC or middlebox would), with ``statuses`` recording what the store answered to each;
+    ``stop`` kills it mid-stream."""
 
     def __init__(self, upstream_port: int):
         self.fail_next = 0
+        self.fail_part: int | None = None
+        self.corrupt_parts = 0
+        self.corrupted: list[str] = []
+        self.statuses: list[tuple[str, int]] = []
         self.requests = 0
         self.dead = False
         self.connections: set[socket.socket] = set()
@@ -103,8 +111,17 @@ class FaultProxy:
                 proxy.requests += 1
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                if proxy.fail_next > 0:
-                    proxy.fail_next -= 1
+                is_part = self.command == "PUT" and "partNumber=" in self.path
+                if is_part and proxy.corrupt_parts > 0 and body:
+                    proxy.corrupt_parts -= 1
+                    damaged = bytearray(body)
+                    damaged[len(damaged) // 2] ^= 0x01
+                    body = bytes(damaged)
+                    proxy.corrupted.append(self.path)
+                wanted = f"partNumber={proxy.fail_part}&"
+                part_fails = is_part and proxy.fail_part is not None and wanted in self.path + "&"
+                if proxy.fail_next > 0 or part_fails:
+                    proxy.fail_next = max(0, proxy.fail_next - 1)
                     msg = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
                     self.send_response(503)
                     self.send_header("Content-Length", str(len(msg)))
@@ -116,6 +133,7 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                proxy.statuses.append((self.path, resp.status))
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("content-length", "transfer-encoding", "connection"):

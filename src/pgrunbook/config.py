@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pgrunbook.errors import ConfigError
 from pgrunbook.postgres.url import DatabaseTarget, parse_database_url
@@ -45,13 +45,6 @@ class RetentionPolicy(_Model):
     monthly: int = Field(6, ge=-1)
 
 
-class S3Options(_Model):
-    sse: Literal["AES256", "aws:kms"] | None = None
-    kms_key_id: str | None = None
-    storage_class: str | None = None
-    part_size_mb: int = Field(8, ge=5, le=512)
-
-
 class EncryptionConfig(_Model):
     recipients: list[str] = Field(default_factory=list, description="age public keys (age1...)")
     identity_file: str | None = Field(None, description="age secret key file; needed only for drills and restores")
@@ -68,7 +61,12 @@ class EncryptionConfig(_Model):
 class BackupConfig(_Model):
     storage: str = "backups"
     copies: list[str] = Field(default_factory=list, description="second copies made after every backup")
-    s3: S3Options = S3Options()
+    s3: dict[str, Any] = Field(
+        default_factory=dict, description="the s3:// backend's options, validated by that backend (storage/s3.py)"
+    )
+    other_storage_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="[backup.<backend>] tables of other storage backends, validated by them"
+    )
     encryption: EncryptionConfig = EncryptionConfig()
     compression: Literal["zstd", "gzip"] = "zstd"
     zstd_level: int = Field(1, ge=1, le=19, description="1: fastest, still smaller than pg_dump -Fc (bench/)")
@@ -79,6 +77,22 @@ class BackupConfig(_Model):
     retention: RetentionPolicy = RetentionPolicy()
     timezone: str = "UTC"
     drill_database_url_env: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_tables(cls, data: Any) -> Any:
+        """Tables this model does not know are storage backends' options (``[backup.azure]``): kept for
+        the storage registry to validate. An unknown plain key is still an unknown key."""
+        if isinstance(data, dict):
+            tables = {k: v for k, v in data.items() if k not in cls.model_fields and isinstance(v, dict)}
+            if tables:
+                data = {k: v for k, v in data.items() if k not in tables}
+                data["other_storage_options"] = {**data.get("other_storage_options", {}), **tables}
+        return data
+
+    def storage_options(self) -> dict[str, dict[str, Any]]:
+        """Every storage backend's options table by backend name, as written (the registry validates)."""
+        return {"s3": self.s3, **self.other_storage_options}
 
     @field_validator("timezone")
     @classmethod

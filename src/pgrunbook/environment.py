@@ -53,18 +53,8 @@ class Environment:
         return self._storage
 
     def open_storage(self, location: str) -> Storage:
-        s3 = self.config.backup.s3
-        options = (
-            {
-                "sse": s3.sse,
-                "kms_key_id": s3.kms_key_id,
-                "storage_class": s3.storage_class,
-                "part_size": s3.part_size_mb * 1024 * 1024,
-            }
-            if location.startswith("s3://")
-            else {}
-        )
-        return open_storage(location, self.config.root, **options)  # type: ignore[arg-type]
+        """The storage at ``location`` with the backends' own options tables (``[backup.s3]`` …)."""
+        return open_storage(location, self.config.root, self.config.backup.storage_options())
 
     @cached_property
     def repository(self) -> BackupRepository:

@@ -15,8 +15,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgrunbook.backup.storage import open_storage
-from pgrunbook.errors import StorageError
 from pgrunbook.postgres.tools import find_client_tools
 from tests import evidence
 from tests.conftest import PASSWORD, Project, assert_clean_error, fingerprint, wait_for
@@ -53,38 +51,6 @@ def backend(request: pytest.FixtureRequest, seeded: Project, moto: MotoServer) -
         client(moto.endpoint).create_bucket(Bucket=name)
         _use_s3(seeded, moto.endpoint, name)
     return seeded
-
-
-def test_storage_contract(tmp_path: Path, moto: MotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both backends: invisible until commit, listing by prefix, ranged reads, abort leaves nothing."""
-    for k, v in aws_env(moto.endpoint).items():
-        monkeypatch.setenv(k, v)
-    for store in (
-        open_storage(str(tmp_path / "local"), tmp_path),
-        open_storage(f"s3://{bucket}/p", tmp_path, part_size=5 * 1024 * 1024),
-    ):
-        data = bytes(range(256)) * 50_000  # 12.8 MB: several parts on S3
-        w = store.writer("env/id1/db.dump.zst")
-        w.write(data[:7_000_000])
-        assert "env/id1/db.dump.zst" not in [o.key for o in store.list("env/")]  # invisible before commit
-        w.write(data[7_000_000:])
-        w.commit()
-        assert [(o.key, o.size) for o in store.list("env/")] == [("env/id1/db.dump.zst", len(data))]
-        assert store.read_bytes("env/id1/db.dump.zst") == data
-        assert b"".join(store.read("env/id1/db.dump.zst", 1000, 5000)) == data[1000:6000]
-        store.write_bytes("env/id10/manifest.json", b"{}")
-        assert [o.key for o in store.list("env/id1/")] == ["env/id1/db.dump.zst"]
-        aborted = store.writer("env/id2/db.dump.zst")
-        aborted.write(data)
-        aborted.abort()
-        assert [o.key for o in store.list("env/")] == ["env/id1/db.dump.zst", "env/id10/manifest.json"]
-        store.delete("env/id1/db.dump.zst")
-        store.delete("env/id10/manifest.json")
-        assert store.list("env/") == []
-        with pytest.raises(StorageError, match="missing"):
-            store.read_bytes("env/nope")
-    s3 = open_storage(f"s3://{bucket}/p", tmp_path)
-    assert s3.incomplete_uploads("") == []  # type: ignore[attr-defined]
 
 
 def test_backup_verify_drill_restore_prune_on_both_backends(backend: Project) -> None:

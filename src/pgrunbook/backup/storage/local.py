@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pgrunbook.backup.storage import AtomicWriter, ObjectInfo, Storage
+from pgrunbook.backup.storage import AtomicWriter, Backend, ObjectInfo, Storage, register
 from pgrunbook.errors import StorageError
 
 CHUNK = 1 << 20
@@ -187,3 +187,14 @@ class LocalStorage(Storage):
             return shutil.disk_usage(folder).free
         except OSError:
             return None
+
+
+def _open(location: str, root: Path, _options: None) -> LocalStorage:
+    """``file:///abs/path`` or a plain path, relative to the config file's folder."""
+    if location.lower().startswith("file://"):
+        return LocalStorage(Path(location[len("file://") :]))
+    path = Path(location).expanduser()
+    return LocalStorage(path if path.is_absolute() else root / path)
+
+
+register(Backend("local", ("", "file"), _open, example="a folder, file:///path"))
