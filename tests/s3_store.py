@@ -48,7 +48,7 @@ def install() -> None:
                 raise BadDigest(algorithm.upper())
         return original(self, query, key_name)
 
-    responses.S3Response._key_response_put = checked
+    responses.S3Response._key_response_put = checked  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""The S3 backend's pure parts: the growing part-size schedule (any object up to 5 TiB in 10,000 parts),
+which failures are worth a retry, and error text without credentials."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pgrunbook.backup.storage.s3 import (
+    PART_LIMIT,
+    S3_MAX_OBJECT,
+    S3_MAX_PART,
+    S3_MIN_PART,
+    capacity,
+    growth_every,
+    part_size,
+    redact,
+    transient,
+)
+
+MiB = 1024 * 1024
+firsts = st.integers(min_value=5 * MiB, max_value=512 * MiB)  # [backup.s3] part_size_mb's range
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=firsts, number=st.integers(min_value=1, max_value=PART_LIMIT))
+def test_every_part_is_within_s3s_limits_and_never_shrinks(first: int, number: int) -> None:
+    size = part_size(number, first)
+    assert S3_MIN_PART <= size <= S3_MAX_PART
+    assert size >= first or size == S3_MAX_PART
+    if number > 1:
+        assert part_size(number - 1, first) <= size
+
+
+@settings(max_examples=100, deadline=None)
+@given(first=firsts)
+def test_any_object_up_to_5_tib_fits_in_10000_parts(first: int) -> None:
+    assert capacity(first, PART_LIMIT) >= S3_MAX_OBJECT
+    assert capacity(first) == sum(part_size(n, first) for n in range(1, PART_LIMIT + 1))
+
+
+@settings(max_examples=100, deadline=None)
+@given(first=firsts, limit=st.integers(min_value=16, max_value=PART_LIMIT))
+def test_a_lowered_part_limit_still_grows(first: int, limit: int) -> None:
+    """With any limit, the last part is larger than the first (unless capped): a test that lowers the
+    limit to a handful of parts proves the growth on a small backup."""
+    assert capacity(first, limit) > limit * first or part_size(1, first, limit) == S3_MAX_PART
+    assert capacity(first, limit) == sum(part_size(n, first, limit) for n in range(1, limit + 1))
+
+
+def test_small_backups_keep_small_parts() -> None:
+    """A 1 GB backup never leaves the first part size (memory = parts in flight × 8 MiB)."""
+    assert growth_every() == 625
+    assert all(part_size(n, 8 * MiB) == 8 * MiB for n in range(1, 1 + (1 << 30) // (8 * MiB) + 1))
+    assert part_size(626, 5 * MiB) == 10 * MiB and part_size(6251, 5 * MiB) == S3_MAX_PART
+    assert [part_size(n, 5 * MiB, 3) // MiB for n in (1, 2, 3)] == [5, 10, 20]  # limit 3: doubles every part
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+
+
+@pytest.mark.parametrize(
+    ("exc", "retry"),
+    [
+        (_client_error("SlowDown", 503), True),
+        (_client_error("InternalError", 500), True),
+        (_client_error("", 502), True),
+        (_client_error("BadDigest", 400), True),  # bytes damaged on the way: send again
+        (_client_error("XAmzContentChecksumMismatch", 400), True),
+        (_client_error("RequestTimeout", 400), True),
+        (_client_error("AccessDenied", 403), False),
+        (_client_error("NoSuchUpload", 404), False),
+        (_client_error("NoSuchBucket", 404), False),
+        (_client_error("InvalidArgument", 400), False),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True),
+        (ReadTimeoutError(endpoint_url="http://127.0.0.1:1"), True),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_transient_failures(exc: Exception, retry: bool) -> None:
+    assert transient(exc) is retry
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Could not connect to the endpoint URL: https://AKIDEXAMPLE:wJalrXUtnFEMI@minio.internal:9000/b/k",
+        "GET http://user:wJalrXUtnFEMI@host/b?X-Amz-Credential=AKIDEXAMPLE%2F2026&X-Amz-Signature=abc123def",
+        "s3://AKIDEXAMPLE:wJalrXUtnFEMI@bucket/prefix",
+        "secret wJalrXUtnFEMI in plain text, key id AKIDEXAMPLE",
+    ],
+)
+def test_error_text_never_carries_s3_keys(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    out = redact(text)
+    assert "wJalrXUtnFEMI" not in out and "AKIDEXAMPLE" not in out and "abc123def" not in out
