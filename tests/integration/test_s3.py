@@ -369,11 +369,11 @@ def test_large_backup_to_s3_has_bounded_memory(seeded: Project, moto: MotoServer
         "try:\n    runpy.run_module('pgrunbook', run_name='__main__')\n"
         f"finally:\n    open({str(peak_file)!r}, 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
     )
-    r = subprocess.run(
+    made = subprocess.run(
         [sys.executable, "-c", measured], cwd=seeded.root, env=seeded.environ, capture_output=True, timeout=600
     )
-    assert r.returncode == 0, r.stderr.decode()
-    out = r.stdout
+    assert made.returncode == 0, made.stderr.decode()
+    out = made.stdout
     peak_mb = int(peak_file.read_text()) / 1024
     assert peak_mb < 200, f"peak RSS {peak_mb:.0f} MB"
     bid = json.loads(out)["id"]
