@@ -3,11 +3,14 @@ which failures are worth a retry, and error text without credentials."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pgrunbook.backup.storage import open_storage
 from pgrunbook.backup.storage.s3 import (
     PART_LIMIT,
     S3_MAX_OBJECT,
@@ -19,6 +22,8 @@ from pgrunbook.backup.storage.s3 import (
     redact,
     transient,
 )
+from pgrunbook.config import load_config
+from pgrunbook.errors import ConfigError
 
 MiB = 1024 * 1024
 firsts = st.integers(min_value=5 * MiB, max_value=512 * MiB)  # [backup.s3] part_size_mb's range
@@ -98,3 +103,47 @@ def test_error_text_never_carries_s3_keys(text: str, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     out = redact(text)
     assert "wJalrXUtnFEMI" not in out and "AKIDEXAMPLE" not in out and "abc123def" not in out
+
+
+# --- the registry: each backend validates its own options table ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        ({"s3": {"parts_in_flight": 0}}, r"\[backup.s3\] parts_in_flight: Input should be greater than or equal to 1"),
+        ({"s3": {"part_size_mb": 4}}, r"\[backup.s3\] part_size_mb"),
+        ({"s3": {"checksum": "md5"}}, r"\[backup.s3\] checksum"),
+        ({"s3": {"part_sise_mb": 8}}, r"\[backup.s3\] part_sise_mb: unknown key"),
+        ({"s4": {"x": 1}}, r"\[backup.s4\] is not the options table of a storage backend"),
+    ],
+)
+def test_backend_options_are_checked_by_their_backend(tables: dict[str, object], message: str, tmp_path: Path) -> None:
+    """Bad S3 options fail even when the primary storage is a folder: a copy to S3 would need them."""
+    with pytest.raises(ConfigError, match=message) as caught:
+        open_storage(str(tmp_path / "b"), tmp_path, tables)
+    assert "\n" not in caught.value.message and caught.value.exit_code == 3
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [("gs://bucket/x", r"storage scheme gs:// is not supported"), ("s3:///nobucket", "names no bucket")],
+)
+def test_locations_no_backend_takes(location: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        open_storage(location, tmp_path)
+    assert "s3://bucket/prefix" in (caught.value.hint or "") or "names no bucket" in caught.value.message
+
+
+def test_config_keeps_backend_tables_for_the_registry(tmp_path: Path) -> None:
+    (tmp_path / "pgrunbook.toml").write_text(
+        '[backup]\nstorage = "s3://b/p"\n[backup.s3]\nparts_in_flight = 8\n[backup.azure]\naccount = "x"\n'
+    )
+    cfg = load_config(cwd=tmp_path, environ={"PGRUNBOOK_BACKUP__S3__MAX_ATTEMPTS": "7"})
+    assert cfg.backup.storage_options() == {
+        "s3": {"parts_in_flight": 8, "max_attempts": "7"},
+        "azure": {"account": "x"},
+    }
+    (tmp_path / "pgrunbook.toml").write_text('[backup]\nstorag = "x"\n')
+    with pytest.raises(ConfigError, match=r"backup\.storag: unknown key"):
+        load_config(cwd=tmp_path, environ={})
