@@ -279,7 +279,8 @@ class S3Writer(AtomicWriter):
         self.buffer += data
         self.written += len(data)
         while len(self.buffer) >= (size := self._next_size()):
-            body = bytes(self.buffer[:size])
+            with memoryview(self.buffer) as view:
+                body = bytes(view[:size])  # one copy of the part, not two
             del self.buffer[:size]
             self._send(body)
 
@@ -293,7 +294,7 @@ class S3Writer(AtomicWriter):
         s = self.storage
         try:
             resp = with_retries(
-                lambda: s.client.create_multipart_upload(Bucket=s.bucket, Key=self.full, **s.create_args),
+                lambda: s.parts_client.create_multipart_upload(Bucket=s.bucket, Key=self.full, **s.create_args),
                 attempts=self.opt.max_attempts,
             )
         except Exception as exc:
@@ -392,7 +393,7 @@ class S3Writer(AtomicWriter):
                 self._raise_failure()
                 parts = [self.parts[n] for n in range(1, self.number + 1)]
                 with_retries(
-                    lambda: s.client.complete_multipart_upload(
+                    lambda: s.parts_client.complete_multipart_upload(
                         Bucket=s.bucket, Key=self.full, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
                     ),
                     attempts=self.opt.max_attempts,
@@ -472,7 +473,8 @@ class S3Storage(Storage):
         self.client = session.client(
             "s3", config=Config(retries={"total_max_attempts": opt.max_attempts, "mode": "standard"}, **common)
         )
-        # parts and PUTs: retried one by one by with_retries (damaged bytes too), so attempts do not multiply
+        # uploads (parts, PUTs, create, complete) and ranged reads after the first: retried request by
+        # request by with_retries (damaged bytes and cut bodies too), so attempts do not multiply
         self.parts_client = session.client(
             "s3", config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, **common)
         )
@@ -515,19 +517,20 @@ class S3Storage(Storage):
         stop = total if end is None else min(end, total)
         return self._ranges(key, resp, first_end, stop, resp.get("ETag"))
 
-    def _get(self, key: str, start: int, end: int, etag: str | None) -> dict[str, Any]:
+    def _get(self, key: str, start: int, end: int, etag: str | None, client: Any = None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.full_key(key), "Range": f"bytes={start}-{end - 1}"}
         if etag:
             kwargs["IfMatch"] = etag
+        client = client or self.client
         try:
-            return self.client.get_object(**kwargs)  # type: ignore[no-any-return]
+            return client.get_object(**kwargs)  # type: ignore[no-any-return]
         except Exception as exc:
             code, _status = _code_status(exc)
             if code in ("NoSuchKey", "404"):
                 raise StorageError(f"{key} is missing from storage {self.display}") from None
             if code == "InvalidRange" and start == 0:  # an empty object has no byte 0
                 kwargs.pop("Range")
-                return self.client.get_object(**kwargs)  # type: ignore[no-any-return]
+                return client.get_object(**kwargs)  # type: ignore[no-any-return]
             if code in ("PreconditionFailed", "412"):
                 raise StorageError(
                     f"{self.where(key)} was replaced while it was being read",
@@ -537,7 +540,7 @@ class S3Storage(Storage):
 
     def _fetch(self, key: str, start: int, end: int, etag: str | None) -> bytes:
         def once() -> bytes:
-            body = self._get(key, start, end, etag)["Body"]
+            body = self._get(key, start, end, etag, self.parts_client)["Body"]
             try:
                 return body.read()  # type: ignore[no-any-return]
             finally:
@@ -551,35 +554,34 @@ class S3Storage(Storage):
             raise _describe(exc, "read", self.where(key)) from None
 
     def _ranges(self, key: str, first: dict[str, Any], start: int, stop: int, etag: str | None) -> Iterator[bytes]:
-        try:
-            body = first["Body"]
-            try:
-                data = body.read()
-            finally:
-                body.close()
-        except Exception as exc:
-            data = self._fetch_after(exc, key, first)
-        if data:
-            yield data
-        if start >= stop:
-            return
         spans = [(a, min(a + READ_RANGE, stop)) for a in range(start, stop, READ_RANGE)]
         window = self.options.parts_in_flight
-        pool = ThreadPoolExecutor(window, thread_name_prefix="s3-range")
+        pool = ThreadPoolExecutor(window, thread_name_prefix="s3-range") if spans else None
         try:
             pending: builtins.list[Future[bytes]] = []
-            for a, b in spans[:window]:
-                pending.append(pool.submit(self._fetch, key, a, b, etag))
+            if pool is not None:  # the next ranges travel while the first one's body is read
+                pending = [pool.submit(self._fetch, key, a, b, etag) for a, b in spans[:window]]
+            try:
+                body = first["Body"]
+                try:
+                    data = body.read()
+                finally:
+                    body.close()
+            except Exception as exc:
+                data = self._fetch_after(exc, key, first)
+            if data:
+                yield data
             queued = len(pending)
             while pending:
                 data = pending.pop(0).result()
                 if queued < len(spans):  # keep the window full before handing bytes on
                     a, b = spans[queued]
-                    pending.append(pool.submit(self._fetch, key, a, b, etag))
+                    pending.append(pool.submit(self._fetch, key, a, b, etag))  # type: ignore[union-attr]
                     queued += 1
                 yield data
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     def _fetch_after(self, exc: Exception, key: str, first: dict[str, Any]) -> bytes:
         if not transient(exc):
