@@ -105,8 +105,9 @@ def _pgrunbook(config: Path, *args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "pgrunbook"), "--config", str(config), *args]
 
 
-def compare_uploaders(archive: Path, env: dict[str, str], part_mb: int, in_flight: int) -> dict[str, float]:
-    """Seconds to upload ``archive`` as an unknown-size stream: s3transfer vs pgrunbook's S3 writer."""
+def compare_transfers(archive: Path, env: dict[str, str], part_mb: int, in_flight: int) -> dict[str, float]:
+    """Seconds to upload ``archive`` as an unknown-size stream, and to read it back in order into a
+    non-seekable sink: s3transfer vs pgrunbook's S3 writer and reader, same part size and concurrency."""
     import boto3
     from boto3.s3.transfer import TransferConfig
 
@@ -136,6 +137,23 @@ def compare_uploaders(archive: Path, env: dict[str, str], part_mb: int, in_fligh
             w.write(chunk)
     w.commit()
     out["pgrunbook S3 writer"] = time.perf_counter() - t0
+    key = w.key
+
+    class Sink:  # non-seekable, like a reader that hashes and decompresses in order
+        def __init__(self) -> None:
+            self.size = 0
+
+        def write(self, data: bytes) -> int:
+            self.size += len(data)
+            return len(data)
+
+    t0 = time.perf_counter()
+    c.download_fileobj("bench", f"cmp/{key}", Sink(), Config=cfg)
+    out["s3transfer download_fileobj"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _chunk in store.read(key):
+        pass
+    out["pgrunbook S3 ranged reads"] = time.perf_counter() - t0
     return out
 
 
@@ -194,7 +212,7 @@ def main() -> None:
                 with psycopg.connect(cluster.url(), autocommit=True) as conn:
                     conn.execute(f"DROP DATABASE {into}")  # type: ignore[arg-type]
         archive = next((work / "store").rglob("db.dump.zst"))
-        uploads = compare_uploaders(
+        uploads = compare_transfers(
             archive, {**moto[1], "AWS_ENDPOINT_URL_S3": proxy.endpoint}, 8, args.parts_in_flight
         )
         report(times, rss, cpu, server_cpu, uploads, db_size, archive.stat().st_size, args)
@@ -235,7 +253,7 @@ def report(
     print(f"\nbackup to S3: {b:.2f}x local (target <= 1.2x: {'met' if b <= 1.2 else 'MISSED'})")
     print(f"restore from S3: {r:.2f}x local (target <= 1.2x: {'met' if r <= 1.2 else 'MISSED'})")
     print(f"peak RSS of the S3 backup: {peak:.0f} MB (target < 200 MB: {'met' if peak < 200 else 'MISSED'})")
-    print("\nthe same archive as an unknown-size stream, 8 MiB parts, same concurrency:")
+    print("\nthe same archive up as an unknown-size stream and down in order, 8 MiB parts, same concurrency:")
     for name, seconds in uploads.items():
         print(f"  {name}: {seconds:.2f} s ({archive_size / seconds / 1e6:.0f} MB/s)")
 
