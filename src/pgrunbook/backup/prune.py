@@ -45,12 +45,9 @@ def policy_of(env: Environment) -> Policy:
 
 def _dead_uploads(env: Environment, active: set[str]) -> list[tuple[str, str]]:
     """Multipart uploads a killed run left in an object store (invisible to listing, but billed)."""
-    lister = getattr(env.storage, "incomplete_uploads", None)
-    if lister is None:
-        return []
     return [
         (key, uid)
-        for key, uid in lister(env.name + "/")
+        for key, uid in env.storage.incomplete_uploads(env.name + "/")
         if len(key.split("/")) >= 3 and key.split("/")[1] not in active
     ]
 
@@ -73,7 +70,7 @@ def prune(env: Environment, *, dry_run: bool = False) -> PruneReport:
     if dry_run:
         return report
     for key, upload_id in uploads:
-        env.storage.abort_upload(key, upload_id)  # type: ignore[attr-defined]
+        env.storage.abort_upload(key, upload_id)
     for d in decisions:
         if d.action == "remove":
             repo.delete_backup(d.id)
