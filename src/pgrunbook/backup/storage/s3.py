@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import ctypes
 import os
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -430,12 +432,27 @@ class S3Writer(AtomicWriter):
 # --- the storage ----------------------------------------------------------------------------------------
 
 
+def _large_buffers_back_to_the_os() -> None:
+    """Keep peak memory at parts in flight × part size, whatever the timing.
+
+    glibc raises its mmap threshold after the first large buffer is freed (mallopt(3), "dynamic mmap
+    threshold"), so later 8 MiB parts and ranges come from per-thread arenas that keep freed memory:
+    peak RSS then depends on how uploads and the dump interleave (measured: 323 MB for a backup that
+    peaks at 136 MB in a quieter run; 191 MB vs 135 MB for a 200 MB ranged read). A fixed 1 MiB
+    threshold (M_MMAP_THRESHOLD) gives every large buffer its own mapping, returned when freed."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl has no mallopt): leave it
+        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # -3: M_MMAP_THRESHOLD
+
+
 class S3Storage(Storage):
     def __init__(self, url: str, options: S3Options | None = None):
         import boto3
         from botocore.config import Config
 
         self.options = opt = options or S3Options()
+        _large_buffers_back_to_the_os()
         self.bucket, self.prefix = parse_location(url)
         self.display = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.put_args: dict[str, str] = {}
