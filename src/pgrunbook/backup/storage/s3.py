@@ -208,9 +208,11 @@ def _describe(exc: Exception, what: str, where: str) -> StorageError:
                 hint="check the AWS credentials and the bucket policy",
             )
         if status and status >= 500:
-            retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+            attempts = getattr(exc, "attempts", None) or 1 + exc.response.get("ResponseMetadata", {}).get(
+                "RetryAttempts", 0
+            )
             return StorageError(
-                f"S3 kept failing for {where}: HTTP {status} {code} after {retries} retries",
+                f"S3 kept failing for {where}: HTTP {status} {code} after {attempts} attempts",
                 hint="the store is unhealthy; try again later; nothing of this operation was kept",
             )
         return StorageError(redact(f"S3 error while trying to {what} {where}: {code or status}"))
@@ -231,6 +233,7 @@ def with_retries(
             return attempt()
         except Exception as exc:
             if n == attempts or not transient(exc):
+                exc.attempts = n  # type: ignore[attr-defined]  # for the error line
                 raise
         delay = min(20.0, base * 2 ** (n - 1)) * random.uniform(0.5, 1.0)
         if stop is None:
