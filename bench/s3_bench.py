@@ -36,7 +36,6 @@ import psycopg
 
 from backup_bench import generate, process_cpu, start_moto, timed
 from pgrunbook.postgres.cluster import LocalCluster
-from pgrunbook.postgres.url import parse_database_url
 
 
 class ShapedProxy:
@@ -178,8 +177,7 @@ def main() -> None:
         url = cluster.url("bench")
         print(f"generating ~{args.size_mb} MB ...", file=sys.stderr)
         db_size = generate(url, args.size_mb)
-        target = parse_database_url(url)
-        env = {**os.environ, **target.child_env(), "DATABASE_URL": url, **moto[1]}
+        env = {**os.environ, "DATABASE_URL": url, **moto[1]}
         env["AWS_ENDPOINT_URL_S3"] = proxy.endpoint
         local_cfg, s3_cfg = work / "local.toml", work / "s3.toml"
         local_cfg.write_text(f'[backup]\nstorage = "{work / "store"}"\n')

@@ -25,8 +25,6 @@ LOCAL_IMPORTS_ALLOWED = {
     ("pgrunbook.cli.main", "*"): "the CLI loads each command's library only when that command runs",
     ("pgrunbook.cli.demo", "pgrunbook.monitor.check"): "the demo's monitor part, loaded when it runs",
     ("pgrunbook.cli.demo", "pgrunbook.monitor.serve"): "the demo's monitor part, loaded when it runs",
-    ("pgrunbook.backup.storage", "pgrunbook.backup.storage.local"): "backends import the base (item 5)",
-    ("pgrunbook.backup.storage", "pgrunbook.backup.storage.s3"): "boto3 is loaded only for s3:// storage",
     ("pgrunbook.doctor", "pgrunbook.prisma.engine"): "the invalid-index check only",
     ("pgrunbook.monitor.page", "pgrunbook.prisma.engine"): "status page: loaded when the page is drawn",
     ("pgrunbook.monitor.page", "pgrunbook.procedures.journal"): "status page: the journal's runs",

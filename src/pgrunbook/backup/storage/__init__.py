@@ -6,14 +6,14 @@ become visible under their key only on ``commit``.
 
 Backends register themselves: a :class:`Backend` names its URL schemes, its options table
 (``[backup.<name>]``) and how to open a location. ``open_storage`` picks one by the location's scheme;
-adding a backend (Azure Blob, GCS) is one module plus one line in ``BUILTIN_BACKENDS`` — or a call to
-:func:`register` from anywhere, as the tests' in-memory backend does.
+adding a backend (Azure Blob, GCS) is one module plus its import at the end of this file — or a call
+to :func:`register` from anywhere, as the tests' in-memory backend does. (Backend modules load their
+client libraries, such as boto3, only when a storage is opened.)
 """
 
 from __future__ import annotations
 
 import builtins
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -135,11 +135,7 @@ class Backend:
     example: str = field(default="")
 
 
-#: modules that register the backends shipped with pgrunbook (imported on first use)
-BUILTIN_BACKENDS = ("pgrunbook.backup.storage.local", "pgrunbook.backup.storage.s3")
-
 _backends: dict[str, Backend] = {}
-_loaded = False
 
 
 def register(backend: Backend) -> Backend:
@@ -152,12 +148,7 @@ def register(backend: Backend) -> Backend:
 
 
 def backends() -> dict[str, Backend]:
-    """Every registered backend by name (the built-in ones loaded first)."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in BUILTIN_BACKENDS:
-            importlib.import_module(module)
+    """Every registered backend by name."""
     return dict(_backends)
 
 
@@ -218,3 +209,7 @@ def open_storage(location: str, root: Path, options: Mapping[str, Any] | None = 
     if chosen is None and backend.options is not None:
         chosen = backend.options()
     return backend.open(location, root, chosen)
+
+
+# the backends shipped with pgrunbook register themselves on import (after the names above exist)
+from pgrunbook.backup.storage import local, s3  # noqa: E402, F401
