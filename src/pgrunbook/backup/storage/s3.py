@@ -18,7 +18,7 @@ decompresses), every range pinned to the first one's ETag so a replaced object i
 A bounded pool of our own rather than s3transfer: s3transfer's ``upload_fileobj`` cuts an unknown-size
 stream into parts of one fixed ``multipart_chunksize`` (so it cannot grow parts and fails past 10,000 ×
 that size), wants a file object to pull from where the dump pushes, and retries a part only through
-botocore; measured on the bench proxy it was not faster (bench/s3_bench.py, docs/offsite.md).
+botocore; on the bench proxy neither was consistently faster (bench/s3_bench.py, docs/offsite.md).
 """
 
 from __future__ import annotations
