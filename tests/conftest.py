@@ -184,6 +184,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         exitstatus != 0
         or session.testscollected < 150
         or session.config.option.keyword
+        or session.config.option.collectonly
         or os.environ.get("PGRUNBOOK_WRITE_EVIDENCE") == "0"
     ):
         return
