@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
+from pgrunbook.backup.identity import Owner
 from pgrunbook.backup.repository import BackupRepository
 from pgrunbook.backup.storage import Storage, open_storage
 from pgrunbook.config import Config, EnvironmentConfig, database_target
@@ -67,5 +68,54 @@ class Environment:
         return open_storage(location, self.config.root, **options)  # type: ignore[arg-type]
 
     @cached_property
+    def owner(self) -> Owner:
+        """This project and database, as backup storage knows them (backup/identity.py)."""
+        from pgrunbook.errors import PgRunbookError
+
+        try:
+            database: str | None = self.target(direct=True).dbname
+        except PgRunbookError:  # the URL is not set here: the project id alone decides
+            database = None
+        project = self.config.project
+        return Owner(project.id, project.name or project.id, database, self._system_identifier, self._restored_from)
+
+    def _restored_from(self) -> str | None:
+        """The backup id the database was restored from by pgrunbook (its comment), or None."""
+        from pgrunbook.backup.identity import restored_from
+        from pgrunbook.postgres.catalog import database_comment
+        from pgrunbook.postgres.connect import connect
+
+        try:
+            with connect(
+                self.target(direct=True),
+                purpose=f"identify {self.name}",
+                var=self.url_var(),
+                connect_timeout=self.config.postgres.connect_timeout,
+            ) as conn:
+                return restored_from(database_comment(conn))
+        except Exception:  # unreachable: the database name alone decides
+            return None
+
+    def _system_identifier(self) -> str | None:
+        """The server's system identifier, or None when the database cannot be reached or read."""
+        from pgrunbook.postgres.catalog import system_identifier
+        from pgrunbook.postgres.connect import connect
+
+        try:
+            with connect(
+                self.target(direct=True),
+                purpose=f"identify {self.name}",
+                var=self.url_var(),
+                connect_timeout=self.config.postgres.connect_timeout,
+            ) as conn:
+                return system_identifier(conn)
+        except Exception:  # unreachable: markers decide, as for a listing while the server is down
+            return None
+
+    def repository_for(self, storage: Storage) -> BackupRepository:
+        """This environment's backups in ``storage`` (the configured one, or a copy's destination)."""
+        return BackupRepository(storage, self.name, self.owner)
+
+    @cached_property
     def repository(self) -> BackupRepository:
-        return BackupRepository(self.storage, self.name)
+        return self.repository_for(self.storage)

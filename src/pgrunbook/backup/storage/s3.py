@@ -211,6 +211,12 @@ class S3Storage(Storage):
 
         rest = url[len("s3://") :]
         self.bucket, _, prefix = rest.partition("/")
+        if "@" in self.bucket:
+            raise StorageError(
+                "the S3 storage URL holds credentials (s3://KEY:SECRET@bucket); they were not used",
+                hint="keep credentials out of URLs: use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE "
+                "or an IAM role, and s3://bucket/prefix",
+            )
         if not self.bucket:
             raise StorageError(f"storage URL {url!r} names no bucket", hint="use s3://bucket/prefix")
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
