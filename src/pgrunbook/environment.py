@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
-from pgrunbook.backup.identity import Owner
+from pgrunbook.backup.identity import Owner, restored_from
 from pgrunbook.backup.repository import BackupRepository
 from pgrunbook.backup.storage import Storage, open_storage
 from pgrunbook.config import Config, EnvironmentConfig, database_target
+from pgrunbook.errors import PgRunbookError
+from pgrunbook.postgres.catalog import database_comment, system_identifier
+from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.url import DatabaseTarget
 
 
@@ -70,8 +73,6 @@ class Environment:
     @cached_property
     def owner(self) -> Owner:
         """This project and database, as backup storage knows them (backup/identity.py)."""
-        from pgrunbook.errors import PgRunbookError
-
         try:
             database: str | None = self.target(direct=True).dbname
         except PgRunbookError:  # the URL is not set here: the project id alone decides
@@ -81,10 +82,6 @@ class Environment:
 
     def _restored_from(self) -> str | None:
         """The backup id the database was restored from by pgrunbook (its comment), or None."""
-        from pgrunbook.backup.identity import restored_from
-        from pgrunbook.postgres.catalog import database_comment
-        from pgrunbook.postgres.connect import connect
-
         try:
             with connect(
                 self.target(direct=True),
@@ -98,9 +95,6 @@ class Environment:
 
     def _system_identifier(self) -> str | None:
         """The server's system identifier, or None when the database cannot be reached or read."""
-        from pgrunbook.postgres.catalog import system_identifier
-        from pgrunbook.postgres.connect import connect
-
         try:
             with connect(
                 self.target(direct=True),
