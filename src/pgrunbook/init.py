@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from pathlib import Path
 
 from pgrunbook.config import CONFIG_NAME
@@ -13,6 +15,8 @@ TEMPLATE = """\
 # e.g. PGRUNBOOK_BACKUP__STORAGE=/mnt/nas/pg.
 
 [project]
+name = "{name}"
+id = "{project_id}"   # this project's identity in backup storage: keep it; projects sharing a folder see only their own
 migrations = "{migrations}"
 # owner = "ops@example.com"          # who owns the backup schedule; shown in alerts
 
@@ -36,9 +40,22 @@ def detect_migrations(root: Path) -> str:
     return "prisma/migrations"
 
 
+def project_name(root: Path) -> str:
+    """The folder's name, as a project is usually called; only letters, digits, '.', '_' and '-'."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.resolve().name).strip("-._") or "project"
+    return name[:40]
+
+
+def new_project_id(root: Path) -> str:
+    """Generated once, here, and kept in the file: the name plus 8 random hex digits, so two projects
+    of the same name on one backup storage never take each other's backups for their own."""
+    return f"{project_name(root)}-{secrets.token_hex(4)}"
+
+
 def write_config(root: Path, *, force: bool = False) -> Path:
     path = root / CONFIG_NAME
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists", hint="edit it, or pass --force to overwrite it")
-    path.write_text(TEMPLATE.format(migrations=detect_migrations(root)), encoding="utf-8")
+    text = TEMPLATE.format(migrations=detect_migrations(root), name=project_name(root), project_id=new_project_id(root))
+    path.write_text(text, encoding="utf-8")
     return path
