@@ -23,7 +23,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from pgrunbook.config import Config
 from pgrunbook.errors import ConfigError
@@ -71,7 +71,7 @@ class Channels:
         if self.webhook:
             parts = urlsplit(self.webhook)
             out += [self.webhook, self.webhook.split("://", 1)[-1]]
-            out += [p for p in (parts.password, parts.query) if p]
+            out += [p for p in (parts.password, unquote(parts.password or ""), parts.query) if p]
             out += [seg for seg in parts.path.split("/") if len(seg) >= 8]  # token-like path segments
         return out
 
@@ -154,9 +154,8 @@ def webhook_service_url(url: str, notice: Notice) -> str:
     (passed through to the request)."""
     parts = urlsplit(url)
     scheme = "jsons" if parts.scheme == "https" else "json"
-    auth = ""
-    if parts.username:
-        auth = quote(parts.username, safe="") + (f":{quote(parts.password, safe='')}" if parts.password else "") + "@"
+    userinfo = parts.netloc.rpartition("@")[0]  # as written: already percent-encoded, Apprise decodes it once
+    auth = f"{userinfo}@" if userinfo else ""
     host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else (parts.hostname or "")
     port = f":{parts.port}" if parts.port else ""
     query: list[tuple[str, str]] = [(f"-{k}", v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
