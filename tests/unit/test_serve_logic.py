@@ -203,11 +203,26 @@ class Mono:
         return self.t
 
 
+class Recorder:
+    """A job that succeeds and records the scheduler's clock each time it runs."""
+
+    def __init__(self, at: list[datetime]) -> None:
+        self.at = at
+        self.clock: Clock | None = None
+
+    def __call__(self, job: Job) -> JobResult:
+        assert self.clock is not None
+        self.at.append(self.clock.now)
+        return JobResult(True, "ok", 0.0)
+
+
 def _observed(tmp_path: Path, runner, cron: str = "@every 10s", **serve: object):  # type: ignore[no-untyped-def]
     """A scheduler on controlled clocks that records every problem it reports."""
     config = Config.model_validate({"serve": {"state_path": str(tmp_path / "state" / "serve.json"), **serve}})
     config.root = tmp_path
     clock, mono, problems = Clock(), Mono(), []
+    if isinstance(runner, Recorder):
+        runner.clock = clock
     job = Job("backup", "default", cron, ["backup", "create"])
     sched = Scheduler(
         config,
@@ -231,7 +246,7 @@ def test_a_failed_state_save_does_not_stop_the_schedule_and_is_retried_with_back
     """The issue's example: one failed save killed the scheduler thread for good. Here the state folder
     is replaced by a file (a real ENOTDIR from the OS on every save) while jobs keep being due."""
     ran: list[datetime] = []
-    sched, clock, mono, problems = _observed(tmp_path, lambda job: ran.append(clock.now) or JobResult(True, "ok", 0.1))
+    sched, clock, mono, problems = _observed(tmp_path, Recorder(ran))
     sched.tick()
     state_dir = tmp_path / "state"
     for f in state_dir.iterdir():
@@ -295,7 +310,7 @@ def test_one_job_that_cannot_be_scheduled_does_not_stop_the_others(tmp_path: Pat
     jobs = [Job("backup", "default", "@every 10s", ["b"]), Job("prune", "default", "@every 10s", ["p"])]
     sched = Scheduler(
         config,
-        lambda job: ran.append(job.name) or JobResult(True, "ok", 0.0),
+        lambda job: JobResult(True, "ok", 0.0) if not ran.append(job.name) else JobResult(False, "", 0),  # type: ignore[func-returns-value]
         clock=clock,
         jobs=jobs,
         monotonic=mono,
@@ -385,7 +400,7 @@ def test_a_failed_job_is_retried_with_backoff_until_its_next_slot(tmp_path: Path
 
 def test_the_clock_stepping_back_never_leaves_a_slot_in_the_future(tmp_path: Path) -> None:
     ran: list[datetime] = []
-    sched, clock, mono, _ = _observed(tmp_path, lambda job: ran.append(clock.now) or JobResult(True, "ok", 0.0))
+    sched, clock, mono, _ = _observed(tmp_path, Recorder(ran))
     sched.tick()
     _advance(sched, clock, mono, 10)
     assert len(ran) == 1
@@ -401,9 +416,7 @@ def test_the_clock_stepping_back_never_leaves_a_slot_in_the_future(tmp_path: Pat
 
 def test_the_clock_stepping_forward_runs_a_missed_job_once_not_a_burst(tmp_path: Path) -> None:
     ran: list[datetime] = []
-    sched, clock, mono, _ = _observed(
-        tmp_path, lambda job: ran.append(clock.now) or JobResult(True, "ok", 0.0), cron="*/15 * * * *"
-    )
+    sched, clock, mono, _ = _observed(tmp_path, Recorder(ran), cron="*/15 * * * *")
     sched.tick()
     clock.now += timedelta(days=3)  # the clock jumps three days ahead between two ticks a second apart
     mono.t += 1
