@@ -15,11 +15,18 @@ from pathlib import Path
 COUNTS: Counter[str] = Counter()
 FAULTS: Counter[str] = Counter()
 BAD_INPUTS: Counter[str] = Counter()
+FIGURES: dict[str, str] = {}  # measured once per run (e.g. the serve soak's scheduler downtime)
 
 
 def fault(kind: str) -> None:
     """A fault was injected and the test went on to prove nothing was lost."""
     FAULTS[kind] += 1
+
+
+def figure(name: str, value: float | int | str, unit: str = "") -> None:
+    """A measured figure, written as it was measured (rounded for reading)."""
+    text = f"{value:.2f}" if isinstance(value, float) else str(value)
+    FIGURES[name] = f"{text} {unit}".strip()
 
 
 def bad_input(kind: str) -> None:
@@ -42,6 +49,7 @@ def write(path: Path, passed: int, failed: int) -> None:
         ("outputs checked for tracebacks and secrets", COUNTS["outputs checked"]),
         ("tracebacks shown", COUNTS["tracebacks shown"]),
         ("secrets found", COUNTS["secrets found"]),
+        *sorted(FIGURES.items()),
     ]
     lines = [
         "# Reliability",

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
@@ -46,6 +46,29 @@ StartResponse = Callable[..., Any]
 # File handles kept free for the scheduler's jobs (pipes of child processes), state files, the journal
 # and notifications, whatever the HTTP side does.
 FD_RESERVE = 128
+
+
+CLOCK_OFFSET_VAR = "PGRUNBOOK_SERVE_CLOCK_OFFSET_FILE"
+
+
+def wall_clock(environ: dict[str, str] | None = None) -> Callable[[], datetime]:
+    """The wall clock serve's scheduler reads: the system's, or, for tests, the system's plus the
+    seconds written in the file that ``PGRUNBOOK_SERVE_CLOCK_OFFSET_FILE`` names. The soak test steps a
+    running serve's clock through it (as NTP or an operator would step the machine's), which
+    libfaketime cannot do for Python (its sleep fails under a stepped fake clock)."""
+    path = (os.environ if environ is None else environ).get(CLOCK_OFFSET_VAR)
+    if not path:
+        return lambda: datetime.now(UTC)
+
+    def offset_clock() -> datetime:
+        try:
+            with open(path) as f:
+                offset = float(f.read().strip() or 0)
+        except (OSError, ValueError):
+            offset = 0.0
+        return datetime.now(UTC) + timedelta(seconds=offset)
+
+    return offset_clock
 
 
 def is_loopback(host: str) -> bool:
@@ -123,6 +146,7 @@ class Service:
             on_finish=self._job_finished,
             on_event=lambda e: self.log({"event": "job", **asdict(e)}),
             on_problem=self._problem,
+            clock=wall_clock(),
         )
         self.registry = CollectorRegistry()
         self.registry.register(CheckCollector(lambda: (self.report, datetime.now(UTC))))  # type: ignore[arg-type]
