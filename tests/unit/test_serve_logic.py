@@ -527,3 +527,31 @@ def test_the_page_says_what_it_cannot_read_instead_of_failing(tmp_path: Path) ->
             break
         time.sleep(0.5)
     assert error is None and runs == []
+
+
+def test_healthz_fails_when_the_scheduler_is_stuck_or_a_loop_has_died(tmp_path: Path) -> None:
+    """An outside monitor sees a stuck scheduler: 503 once no tick completed for stuck_after_s, and
+    when any of serve's threads has stopped; 200 with the heartbeat and last success otherwise."""
+    from pgrunbook.monitor.serve import Service
+
+    config = Config.model_validate(
+        {"serve": {"state_path": str(tmp_path / "s.json"), "stuck_after_s": 30}, "schedule": {"backup": "@every 5s"}}
+    )
+    config.root = tmp_path
+    service = Service(config, log=lambda e: None, secrets=[])
+    service.scheduler.runner = lambda job: JobResult(True, "ok", 0.0)
+    service.scheduler.tick()
+    code, body = service.health()
+    assert code == 200 and body["status"] == "ok" and body["scheduler"]["heartbeat"] is not None
+    assert body["scheduler"]["heartbeat_age_s"] < 5 and body["scheduler"]["last_success"] is None
+    service.scheduler.health.heartbeat_mono = time.monotonic() - 120  # no tick for two minutes
+    code, body = service.health()
+    assert code == 503 and body["status"] == "failing"
+    assert any("has not completed a tick for 120 s" in f for f in body["failing"])
+    service.scheduler.tick()
+    dead = threading.Thread(target=lambda: None)
+    dead.start()
+    dead.join()
+    service._threads["scheduler"] = dead
+    code, body = service.health()
+    assert code == 503 and body["failing"] == ["the scheduler thread has stopped"] and not body["threads_alive"]

@@ -135,6 +135,7 @@ class Scheduler:
         self._save_retry_mono = 0.0
         self._last_tick: tuple[datetime, float] | None = None
         self._problems: list[tuple[str, str | None]] = []
+        self._load_problem_open = False
         self.health = Health()
         self.state = self._load()
 
@@ -154,6 +155,7 @@ class Scheduler:
                 "(missed slots before this start are not caught up); the file is rewritten at the next save"
             )
             self._problems.append(("state file", self.health.load_error))
+            self._load_problem_open = True
             raw = {}
         known = set(JobState.__dataclass_fields__)
         state = {}
@@ -201,8 +203,9 @@ class Scheduler:
             if first:
                 self._problems.append(("state file", h.save_error))
             return
-        if self.health.save_failing:
-            self._problems.append(("state file", None))
+        if self.health.save_failing or self._load_problem_open:
+            self._problems.append(("state file", None))  # the file is whole and current again
+        self._load_problem_open = False
         self.health.save_failing, self.health.save_error = 0, None
 
     # --- events and problems --------------------------------------------------------------------

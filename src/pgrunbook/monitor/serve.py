@@ -193,8 +193,6 @@ class Service:
                 "open_files_limit": nofile,
             }
         )
-        if self.scheduler.health.load_error:
-            self._problem("state file", self.scheduler.health.load_error)
         for name, target in (
             ("http", self.httpd.run),
             ("check", self._check_loop),
@@ -354,7 +352,12 @@ class Service:
                 v.jobs = jobs.get(v.name, [])
             events = [asdict(e) for e in self.scheduler.events]
             _, health = self.health()
-            return render_page(name, overall, views, events, datetime.now(UTC), refresh, problems=health["problems"])
+            problems = dict(health["problems"])
+            for what in health["failing"]:
+                problems.setdefault("scheduler", what)
+            if health["scheduler"]["state_load_error"]:
+                problems.setdefault("state file (at start)", health["scheduler"]["state_load_error"])
+            return render_page(name, overall, views, events, datetime.now(UTC), refresh, problems=problems)
         except Exception as exc:  # never an empty reply: say what broke on a page of its own
             message = redact(f"{type(exc).__name__}: {exc}", self.secrets)
             return error_page(name, message, datetime.now(UTC), refresh)
