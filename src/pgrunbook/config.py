@@ -417,7 +417,7 @@ def _env_value(raw: str) -> Any:
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
+        loc = ".".join(str(x) if str(x).isprintable() else repr(x) for x in err["loc"])  # one line, always
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

@@ -126,7 +126,9 @@ class Service:
                 hint=f"set {config.serve.token_env}, or keep the default host 127.0.0.1",
                 exit_code=EXIT_USAGE,
             )
-        resolve_channels(config)  # a malformed webhook URL or mail setting stops here, not in a thread
+        # a malformed webhook URL or mail setting stops here, not in a thread; the channels' secrets
+        # (webhook token, SMTP password) join the caller's list, which its log lines are redacted with
+        secrets.extend(s for s in resolve_channels(config).secrets if s not in secrets)
         self.started_mono = time.monotonic()
         self.report: CheckReport | None = None
         self.report_at = datetime.now(UTC)
