@@ -555,3 +555,37 @@ def test_healthz_fails_when_the_scheduler_is_stuck_or_a_loop_has_died(tmp_path: 
     service._threads["scheduler"] = dead
     code, body = service.health()
     assert code == 503 and body["failing"] == ["the scheduler thread has stopped"] and not body["threads_alive"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.integers(1, 30), st.integers(-60 * 86400, 60 * 86400)),  # ticks, and steps either way
+        max_size=30,
+    ),
+    st.sampled_from(["@every 10s", "*/5 * * * *", "0 2 * * *"]),
+)
+def test_no_sequence_of_clock_steps_stops_a_schedule_or_bursts_it(moves: list[int], cron: str) -> None:
+    """The kind: whatever the clock does between ticks, no slot is left in the future, no tick starts
+    more than one run of a job, and once the clock runs normally again the job runs at its next slot."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ran: list[datetime] = []
+        sched, clock, mono, _ = _observed(Path(tmp), Recorder(ran), cron=cron)
+        sched.tick()
+        for move in moves:
+            before = len(ran)
+            clock.now += timedelta(seconds=move)
+            mono.t += 1
+            sched.tick()
+            assert sched.wait_idle(5)
+            slot = sched.state["default/backup"].last_slot
+            assert slot is not None and datetime.fromisoformat(slot) <= clock.now
+            assert len(ran) - before <= 1
+        before = len(ran)
+        nxt = Schedule(cron).next_after(clock.now)
+        clock.now = nxt + timedelta(seconds=1)
+        mono.t += 1
+        sched.tick()
+        assert sched.wait_idle(5) and len(ran) == before + 1
