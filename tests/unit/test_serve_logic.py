@@ -589,3 +589,30 @@ def test_no_sequence_of_clock_steps_stops_a_schedule_or_bursts_it(moves: list[in
         mono.t += 1
         sched.tick()
         assert sched.wait_idle(5) and len(ran) == before + 1
+
+
+def test_healthz_answers_while_a_tick_hangs_inside_the_scheduler(tmp_path: Path) -> None:
+    """A save hanging on a dead network mount holds the scheduler's lock: /healthz must still answer,
+    and answer 503 once the heartbeat is older than stuck_after_s."""
+    from pgrunbook.monitor.serve import Service
+
+    config = Config.model_validate({"serve": {"state_path": str(tmp_path / "s.json"), "stuck_after_s": 1}})
+    config.root = tmp_path
+    service = Service(config, log=lambda e: None, secrets=[])
+    service.scheduler.tick()
+    release = threading.Event()
+
+    def hang() -> None:
+        release.wait(30)
+
+    service.scheduler._write = hang  # type: ignore[method-assign]
+    service.scheduler._save_retry_mono = 0.0
+    hung = threading.Thread(target=service.scheduler.tick, daemon=True)
+    hung.start()
+    time.sleep(2.5)
+    t0 = time.monotonic()
+    code, body = service.health()
+    assert time.monotonic() - t0 < 5 and code == 503 and "has not completed a tick" in body["failing"][0]
+    release.set()
+    hung.join(10)
+    assert service.health()[0] == 200

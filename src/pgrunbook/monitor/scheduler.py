@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -238,7 +238,8 @@ class Scheduler:
                 self._tick_guarded(job, now, mono)
             self._save()
             self.health.ticks += 1
-            self.health.heartbeat, self.health.heartbeat_mono = _iso(now), mono
+            # the heartbeat is when the tick completed: a tick that hung for minutes is not a fresh beat
+            self.health.heartbeat, self.health.heartbeat_mono = _iso(now), self.monotonic()
         self._flush_problems()
 
     def _clock_step(self, now: datetime, mono: float) -> None:
@@ -368,13 +369,24 @@ class Scheduler:
         except Exception:
             return None
 
+    @contextlib.contextmanager
+    def _view(self) -> Iterator[None]:
+        """The lock for a read-only view, waited for at most a second: a tick stuck inside the lock (a
+        save hanging on a dead network mount) must not also hang /healthz, which is how it is seen."""
+        got = self._lock.acquire(timeout=1.0)
+        try:
+            yield
+        finally:
+            if got:
+                self._lock.release()
+
     def snapshot(self) -> list[tuple[Job, JobState]]:
-        """A consistent copy for the page and /metrics."""
-        with self._lock:
+        """A consistent copy for the page and /metrics (a best-effort one while a tick is stuck)."""
+        with self._view():
             return [(j, JobState(**asdict(self.state[_key(j)]))) for j in self.jobs]
 
     def health_snapshot(self) -> Health:
-        with self._lock:
+        with self._view():
             return Health(**asdict(self.health))
 
     def running(self) -> list[str]:
