@@ -222,13 +222,12 @@ class Service:
         while not self.stop_event.is_set():
             self.check_heartbeat = time.monotonic()
             try:
-                self.check_once()
-                ok = True
+                ok = self.check_once()
             except Exception as exc:  # anything: this loop must not die (isolated iteration)
                 ok = False
                 self._check_failed(f"{type(exc).__name__}: {exc}")
             interval = self.config.serve.check_interval_s
-            wait = interval if ok else min(backoff_s(self.check_failures, interval, 300.0), 300.0)
+            wait = interval if ok else backoff_s(self.check_failures, interval, 300.0)
             self._check_now.wait(wait)
             self._check_now.clear()
 
@@ -240,25 +239,32 @@ class Service:
         if first:
             self._problem("check", f"the periodic check failed: {self.check_error}")
 
-    def check_once(self) -> None:
-        """Check, remember the report for /metrics and the page, and notify on a change of status."""
+    def check_once(self) -> bool:
+        """Check, remember the report for /metrics and the page, and notify on a change of status;
+        False when the check itself could not run (retried with backoff by the loop)."""
         try:
             report = run_check(self.config)
         except PgRunbookError as exc:
             self._check_failed(exc.message)
-            return
+            return False
         if self.check_error is not None:
             self._problem("check", None)
         self.check_failures, self.check_error = 0, None
         self.report, self.report_at = report, datetime.now(UTC)
         try:
-            sent = notify_changes(self.config, report)
+            sent, saved = notify_changes(self.config, report), True
         except PgRunbookError as exc:  # kept unsaved: the next check tries again
             self._notify_failed(exc.message)
-            sent = []
+            sent, saved = [], False
         if sent or self._last_status != report.status:  # a change, not every minute's same verdict
             self.log({"event": "check", "status": report.status, "notified": sent})
         self._last_status = report.status
+        if report.notes:  # the check state file was unreadable: named once, cleared when it is whole again
+            if "check state" not in self.problems:
+                self._problem("check state", "; ".join(report.notes))
+        elif "check state" in self.problems and saved:
+            self._problem("check state", None)
+        return True
 
     # --- notifications --------------------------------------------------------------------------
     def notify(self, notices: list[Notice], channels: set[str] | None = None, attempt: int = 0) -> None:
