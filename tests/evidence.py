@@ -16,6 +16,7 @@ COUNTS: Counter[str] = Counter()
 FAULTS: Counter[str] = Counter()
 BAD_INPUTS: Counter[str] = Counter()
 DATA_LOSS: Counter[str] = Counter()
+FIGURES: dict[str, str] = {}  # measured once per run (e.g. the serve soak's scheduler downtime)
 
 
 def fault(kind: str) -> None:
@@ -27,6 +28,12 @@ def data_loss_scenario(kind: str) -> None:
     """A way to lose data was tried (delete or restore what is not pgrunbook's) and the test went on to
     prove that nothing of anyone else's was deleted, overwritten or restored over."""
     DATA_LOSS[kind] += 1
+
+
+def figure(name: str, value: float | int | str, unit: str = "") -> None:
+    """A measured figure, written as it was measured (rounded for reading)."""
+    text = f"{value:.2f}" if isinstance(value, float) else str(value)
+    FIGURES[name] = f"{text} {unit}".strip()
 
 
 def bad_input(kind: str) -> None:
@@ -53,6 +60,7 @@ def write(path: Path, passed: int, failed: int) -> None:
         ("outputs checked for tracebacks and secrets", COUNTS["outputs checked"]),
         ("tracebacks shown", COUNTS["tracebacks shown"]),
         ("secrets found", COUNTS["secrets found"]),
+        *sorted(FIGURES.items()),
     ]
     lines = [
         "# Reliability",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -142,16 +143,50 @@ class ScheduleConfig(_Model):
         return value.strip()
 
 
+ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# a host name (RFC 1123 labels) or an IPv4/IPv6 address, without scheme, port or path
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_PATTERN = rf"^(?:{_LABEL}(?:\.{_LABEL})*|[0-9A-Fa-f:.]+)$"
+
+
+def check_mail_address(value: str) -> str:
+    """One plain address (``ops@example.com``), checked by email-validator without a DNS lookup."""
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        validate_email(value, check_deliverability=False, globally_deliverable=False, allow_domain_literal=True)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{value!r} is not a mail address: {exc}") from None
+    return value
+
+
 class SmtpConfig(_Model):
-    host: str
+    host: str = Field(..., pattern=HOST_PATTERN, description="the mail server's name or address, nothing else")
     port: int = Field(25, gt=0, lt=65536)
-    from_addr: str = Field(..., pattern=r"^[^@\s]+@[^@\s]+$")
+    from_addr: str
     to: list[str] = Field(..., min_length=1)
     starttls: bool = False
     ssl: bool = False
     username_env: str | None = Field(None, description="variable holding the SMTP user name")
     password_env: str | None = Field(None, description="variable holding the SMTP password")
     timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("from_addr")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        return check_mail_address(value)
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: list[str]) -> list[str]:
+        return [check_mail_address(v) for v in value]
+
+    @field_validator("username_env", "password_env")
+    @classmethod
+    def _var(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(ENV_VAR_PATTERN, value):
+            raise ValueError(f"{value!r} is not an environment variable name (the value goes in the variable)")
+        return value
 
 
 class EnvironmentConfig(_Model):
@@ -191,7 +226,16 @@ class MonitorConfig(_Model):
     drill_max_age_d: float = Field(8.0, gt=0, description="last successful drill older than this: warning")
     webhook_url_env: str | None = Field(None, description="variable holding a Slack-compatible webhook URL")
     smtp: SmtpConfig | None = None
-    state_path: str = ".pgrunbook/check-state.json"
+    state_path: str = Field(".pgrunbook/check-state.json", min_length=1)
+
+    @field_validator("webhook_url_env")
+    @classmethod
+    def _webhook_var(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(ENV_VAR_PATTERN, value):
+            if "://" in value:  # the URL itself, token and all: never echoed
+                raise ValueError("is a URL, not an environment variable name: put the URL in a variable, name it here")
+            raise ValueError(f"{value[:40]!r} is not an environment variable name")
+        return value
 
 
 class ServeConfig(_Model):
@@ -200,8 +244,18 @@ class ServeConfig(_Model):
     token_env: str = Field("PGRUNBOOK_SERVE_TOKEN", description="variable holding the access token")
     check_interval_s: float = Field(60.0, gt=0)
     job_timeout_s: float = Field(6 * 3600.0, gt=0)
-    state_path: str = ".pgrunbook/serve-state.json"
+    state_path: str = Field(".pgrunbook/serve-state.json", min_length=1)
     catch_up: bool = Field(True, description="after downtime, run a missed job once (like systemd Persistent=)")
+    retries: int = Field(3, ge=0, le=20, description="a failed job is tried again this many times before its next slot")
+    retry_backoff_s: float = Field(60.0, gt=0, description="wait before the first retry; doubled for each next one")
+    stuck_after_s: float = Field(
+        60.0, gt=0, description="/healthz answers 503 when the scheduler has not completed a tick for this long"
+    )
+    http_threads: int = Field(4, ge=1, le=64, description="workers answering HTTP requests")
+    http_connection_limit: int = Field(
+        1000, ge=8, description="open connections at most (lowered to fit the open-files limit)"
+    )
+    http_idle_timeout_s: float = Field(30.0, gt=0, description="an idle or slow connection is closed after this")
 
 
 class JournalConfig(_Model):
@@ -373,7 +427,7 @@ def _env_value(raw: str) -> Any:
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
+        loc = ".".join(str(x) if str(x).isprintable() else repr(x) for x in err["loc"])  # one line, always
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.conftest import Project, age_backups
+from tests.conftest import Project, age_backups, assert_clean_error
+from tests.evidence import fault
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +61,38 @@ def test_schedule_print_and_verify_latest(seeded: Project) -> None:
     seeded.write_config('[backup]\nstorage = "backups"\n[schedule]\nbackup = "0 2 L * *"\n')
     bad = seeded.cli("schedule", "--print", "systemd")
     assert bad.returncode == 3 and bad.stderr.startswith("error: ")
+
+
+def test_check_takes_a_webhook_secret_made_with_echo_and_refuses_a_malformed_one(
+    seeded: Project, receiver: tuple[str, list[dict]]
+) -> None:
+    """#20 Kind 2: a trailing newline ended `check` in an internal error. Now the newline is stripped
+    (the URL is delivered to), and a URL malformed inside is one error naming the variable."""
+    url, got = receiver
+    seeded.write_config('[backup]\nstorage = "backups"\n[monitor]\nwebhook_url_env = "SLACK_WEBHOOK"\n')
+    r = seeded.cli("--json", "check", extra_env={"SLACK_WEBHOOK": url + "\n"})
+    assert r.returncode == 2 and len(got) == 1 and "CRITICAL for default" in got[0]["text"], r.stderr
+    assert got[0]["environment"] == "default" and got[0]["status"] == "critical"
+    for bad in (url.replace("/hooks/", "/ho oks/"), url.replace("http://", "htp://"), "http://:99999/x" + url[-20:]):
+        r = seeded.cli("check", extra_env={"SLACK_WEBHOOK": bad})
+        assert_clean_error(r, 3, "SLACK_WEBHOOK (the webhook URL named by [monitor] webhook_url_env) is not a valid")
+        assert "secret-token" not in r.stdout + r.stderr
+    assert len(got) == 1  # nothing half-sent
+
+
+def test_check_state_that_is_corrupt_is_named_and_replaced(seeded: Project, receiver: tuple[str, list[dict]]) -> None:
+    url, got = receiver
+    seeded.environ["SLACK_WEBHOOK"] = url
+    seeded.write_config('[backup]\nstorage = "backups"\n[monitor]\nwebhook_url_env = "SLACK_WEBHOOK"\n')
+    state = seeded.root / ".pgrunbook" / "check-state.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text('{"default": "ok", ')  # cut off by a crash mid-write
+    r = seeded.cli("--json", "check")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    notes = json.loads(r.stdout)["notes"]
+    assert str(state) in notes[0] and "unreadable" in notes[0] and "notified again" in notes[0]
+    assert len(got) == 1  # the problem is notified (again) rather than missed
+    assert json.loads(state.read_text()) == {"default": "critical"}  # rewritten whole
+    fault("check state corrupt")
+    r = seeded.cli("--json", "check")
+    assert "notes" not in json.loads(r.stdout) and len(got) == 1

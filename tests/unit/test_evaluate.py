@@ -1,24 +1,35 @@
+"""evaluate() is pure: a table of observations and the verdicts they give, and properties over ages
+and clock skew (backups or drills dated in the future never count as fresh; #20 Kind 2)."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgrunbook.monitor.evaluate import Limits, Observed, evaluate, overall
+from pgrunbook.monitor.evaluate import CLOCK_SKEW_TOLERANCE, Limits, Observed, evaluate, newest_trusted, overall
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+ORDER = {"ok": 0, "warning": 1, "critical": 2}
 
 
-def seen(age_h: float | None, drill_d: float | None = 1, **kw: Any) -> Observed:
+def seen(age_h: float | None, drill_d: float | None = 1, *, more_h: tuple[float, ...] = (), **kw: Any) -> Observed:
+    """Backups ``age_h`` (and ``more_h``) hours old: negative ages are dated in the future."""
+    ages = ((age_h,) if age_h is not None else ()) + more_h
     return Observed(
-        NOW - timedelta(hours=age_h) if age_h is not None else None,
-        NOW - timedelta(days=drill_d) if drill_d is not None else None,
-        3,
+        tuple(NOW - timedelta(hours=a) for a in ages),
+        (NOW - timedelta(days=drill_d),) if drill_d is not None else (),
+        len(ages),
         0,
         **kw,
     )
+
+
+def finding(o: Observed, name: str) -> tuple[str, str] | None:
+    return next(((f.status, f.detail) for f in evaluate(NOW, o, Limits()) if f.name == name), None)
 
 
 def test_no_backup_is_critical_fresh_is_ok_then_ages() -> None:
@@ -32,15 +43,65 @@ def test_no_backup_is_critical_fresh_is_ok_then_ages() -> None:
 def test_drill_retention_migrations_storage() -> None:
     assert overall(evaluate(NOW, seen(1, drill_d=None), Limits())) == "warning"
     assert overall(evaluate(NOW, seen(1, drill_d=9), Limits())) == "warning"
-    assert overall(evaluate(NOW, Observed(NOW, NOW, 9, 2), Limits())) == "warning"
+    assert overall(evaluate(NOW, Observed((NOW,), (NOW,), 9, 2), Limits())) == "warning"
     assert overall(evaluate(NOW, seen(1, failed_migrations=["03_x"]), Limits())) == "critical"
     assert overall(evaluate(NOW, seen(1, storage_error="bucket gone"), Limits())) == "critical"
 
 
+# (backup ages in hours, negative = in the future; expected freshness; expected clock finding)
+CLOCK_TABLE = [
+    ((-24 * 365 * 20,), "critical", "warning"),  # the issue's example: one backup dated decades ahead
+    ((-24 * 365 * 20, 60), "critical", "warning"),  # a future one does not hide the real, stale one
+    ((-3, 1), "ok", "warning"),  # a real fresh one still counts; the future one is flagged
+    ((-0.05, 30), "ok", None),  # three minutes ahead: within NTP-grade tolerance, counts
+    ((1,), "ok", None),
+    ((30,), "warning", None),
+]
+
+
+@pytest.mark.parametrize(("ages", "freshness", "clock"), CLOCK_TABLE)
+def test_backups_dated_in_the_future_are_flagged_and_not_fresh(
+    ages: tuple[float, ...], freshness: str, clock: str | None
+) -> None:
+    o = seen(ages[0], more_h=ages[1:])
+    fresh = finding(o, "backup freshness")
+    assert fresh is not None and fresh[0] == freshness
+    flagged = finding(o, "clock")
+    assert (flagged[0] if flagged else None) == clock
+    if flagged:
+        assert "in the future" in flagged[1] and "do not count as fresh" in flagged[1]
+
+
+def test_a_drill_dated_in_the_future_does_not_count_either() -> None:
+    o = seen(1, drill_d=-400)  # a drill "400 days from now"
+    drill = finding(o, "restore drill")
+    assert drill == ("warning", "no successful verify --drill yet")
+    clock = finding(o, "clock")
+    assert clock is not None and "1 drill(s)" in clock[1]
+
+
+ages_h = st.floats(-24 * 365 * 50, 24 * 365 * 5, allow_nan=False)
+
+
+@given(st.lists(ages_h, min_size=1, max_size=6), ages_h)
+def test_adding_a_backup_from_the_future_never_makes_freshness_better(ages: list[float], future_by_h: float) -> None:
+    """Whatever the real backups, one more dated beyond the tolerance leaves freshness as it was."""
+    ahead = -abs(future_by_h) - CLOCK_SKEW_TOLERANCE.total_seconds() / 3600 - 0.01
+    base, more = seen(ages[0], more_h=tuple(ages[1:])), seen(ages[0], more_h=(*ages[1:], ahead))
+    assert finding(base, "backup freshness") == finding(more, "backup freshness")
+    assert finding(more, "clock") is not None and finding(more, "clock")[0] == "warning"  # type: ignore[index]
+
+
+@given(st.lists(ages_h, max_size=6))
+def test_the_newest_trusted_time_is_never_in_the_future(ages: list[float]) -> None:
+    times = [NOW - timedelta(hours=a) for a in ages]
+    newest = newest_trusted(times, NOW)
+    assert newest is None or newest <= NOW + CLOCK_SKEW_TOLERANCE
+    assert newest == max((t for t in times if t <= NOW + CLOCK_SKEW_TOLERANCE), default=None)
+
+
 @given(st.floats(0, 1000), st.floats(0, 1000))
 def test_older_is_never_better(a: float, b: float) -> None:
-    order = {"ok": 0, "warning": 1, "critical": 2}
     younger, older = sorted((a, b))
-    assert (
-        order[overall(evaluate(NOW, seen(younger), Limits()))] <= order[overall(evaluate(NOW, seen(older), Limits()))]
-    )
+    verdict = [ORDER[overall(evaluate(NOW, seen(age), Limits()))] for age in (younger, older)]
+    assert verdict[0] <= verdict[1]

@@ -387,8 +387,8 @@ def test_a_drill_that_could_not_run_is_a_warning_not_a_critical() -> None:
 
     now = datetime(2026, 11, 30, tzinfo=UTC)
     seen = Observed(
-        now - timedelta(hours=1),
-        now - timedelta(days=2),
+        (now - timedelta(hours=1),),  # every backup's and drill's time (future-dated ones are not fresh)
+        (now - timedelta(days=2),),
         3,
         0,
         drill_problem="pre-flight: role reader is named by grants … but does not exist on the target",

@@ -6,7 +6,10 @@ recovery after it), to a Slack-compatible webhook whose URL stays in an environm
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,9 +22,18 @@ from pgrunbook.backup.prune import backup_infos, policy_of
 from pgrunbook.backup.retention import plan_retention
 from pgrunbook.config import Config
 from pgrunbook.environment import Environment
-from pgrunbook.errors import PgRunbookError
-from pgrunbook.monitor.evaluate import Finding, Limits, Observed, Status, evaluate, overall
-from pgrunbook.monitor.notify import Notice, make_notice, send
+from pgrunbook.errors import PgRunbookError, StorageError
+from pgrunbook.monitor.evaluate import (
+    Finding,
+    Limits,
+    Observed,
+    Status,
+    ahead_of,
+    evaluate,
+    newest_trusted,
+    overall,
+)
+from pgrunbook.monitor.notify import Notice, make_notice, resolve_channels, send
 from pgrunbook.postgres.connect import connect
 from pgrunbook.prisma.history import History
 
@@ -44,24 +56,27 @@ class CheckReport:
     status: Status
     environments: list[EnvironmentCheck] = field(default_factory=list)
     notified: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # local state that could not be read, and what happens
 
     def to_dict(self) -> dict[str, object]:
         checks = [{**f.to_dict(), "environment": e.environment} for e in self.environments for f in e.findings]
-        return {
+        out: dict[str, object] = {
             "status": self.status,
             "checks": checks,
             "environments": [e.to_dict() for e in self.environments],
             "notified": self.notified,
         }
+        if self.notes:
+            out["notes"] = self.notes
+        return out
 
 
 def observe(env: Environment) -> Observed:
     try:
         manifests = env.repository.list_backups()
     except PgRunbookError as exc:
-        return Observed(None, None, 0, 0, storage_error=exc.message)
-    newest = manifests[0].finished_at if manifests else None
-    drills = [v.at for m in manifests for v in m.verifications if v.drill_passed]
+        return Observed((), (), 0, 0, storage_error=exc.message)
+    drills = tuple(v.at for m in manifests for v in m.verifications if v.drill_passed)
     tried = sorted((v for m in manifests for v in m.verifications if v.kind == "drill"), key=lambda v: v.at)
     problem = tried[-1].cause if tried and tried[-1].cause is not None else None
     decisions = plan_retention(backup_infos(manifests), policy_of(env), env.config.tz) if manifests else []
@@ -75,8 +90,8 @@ def observe(env: Environment) -> Observed:
     except PgRunbookError as exc:
         db_error = exc.message
     return Observed(
-        newest,
-        max(drills) if drills else None,
+        tuple(m.finished_at for m in manifests),
+        drills,
         len(manifests),
         sum(1 for d in decisions if d.action == "remove"),
         failed,
@@ -92,6 +107,9 @@ def limits_of(config: Config) -> Limits:
 
 
 def run_check(config: Config, env_names: list[str] | None = None, now: datetime | None = None) -> CheckReport:
+    """Observe and evaluate each environment. The notification settings are checked first (ConfigError
+    naming the variable), so a malformed webhook URL stops ``check`` before it does anything."""
+    resolve_channels(config)
     now = now or datetime.now(UTC)
     results = []
     for name in env_names or config.environment_names():
@@ -128,21 +146,32 @@ class CheckCollector:
 
 
 def _age(o: Observed, now: datetime) -> float | None:
-    return (now - o.newest_backup_at).total_seconds() if o.newest_backup_at else None
+    newest = newest_trusted(o.backup_times, now)
+    return (now - newest).total_seconds() if newest else None
+
+
+def _stamp(times: tuple[datetime, ...], now: datetime) -> float | None:
+    newest = newest_trusted(times, now)
+    return newest.timestamp() if newest else None
 
 
 _OBSERVED_METRICS: list[tuple[str, str, Callable[[Observed, datetime], float | None]]] = [
     (
         "pgrunbook_backup_last_success_timestamp_seconds",
-        "finish time of the newest complete backup",
-        lambda o, _: o.newest_backup_at.timestamp() if o.newest_backup_at else None,
+        "finish time of the newest complete backup not dated in the future",
+        lambda o, now: _stamp(o.backup_times, now),
     ),
     ("pgrunbook_backup_age_seconds", "age of the newest complete backup", _age),
     ("pgrunbook_backups", "complete backups in storage", lambda o, _: o.backups),
     (
         "pgrunbook_drill_last_success_timestamp_seconds",
-        "time of the newest successful restore drill",
-        lambda o, _: o.newest_drill_at.timestamp() if o.newest_drill_at else None,
+        "time of the newest successful restore drill not dated in the future",
+        lambda o, now: _stamp(o.drill_times, now),
+    ),
+    (
+        "pgrunbook_backups_dated_in_future",
+        "backups whose finish time is ahead of this host's clock (clock skew): not counted as fresh",
+        lambda o, now: len(ahead_of(o.backup_times, now)),
     ),
     ("pgrunbook_backups_past_retention", "backups prune would remove", lambda o, _: o.prune_would_remove),
     ("pgrunbook_failed_migrations", "unresolved failed migrations", lambda o, _: len(o.failed_migrations)),
@@ -171,6 +200,47 @@ def status_notices(config: Config, report: CheckReport, previous: dict[str, str]
     return notices
 
 
+def load_check_state(path: Path) -> tuple[dict[str, str], str | None]:
+    """The statuses the last check notified, and a note naming the file when it could not be read.
+
+    An unreadable file counts as "nothing notified yet": every environment that is not ok is
+    notified again, which is noisy but never silent."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"not valid JSON: {exc}"
+        return {}, (
+            f"check state {path} is unreadable ({why}); every problem is notified again, and the file "
+            "is rewritten after the next delivery (delete it to start afresh)"
+        )
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        return {}, f"check state {path} does not hold environment statuses; it is rewritten after the next delivery"
+    return data, None
+
+
+def save_check_state(path: Path, statuses: dict[str, str]) -> None:
+    """Write the statuses atomically (temp file + rename): a crash or a full disk never leaves half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".check-state-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(statuses, f)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise StorageError(
+            f"cannot save check state {path}: {exc.strerror or exc}",
+            hint="the notifications were sent; free disk space or fix the folder's permissions, "
+            "or the next check sends them again",
+        ) from None
+
+
 def notify_changes(config: Config, report: CheckReport) -> list[str]:
     """Notify when an environment's status changed since the last check; remember the new statuses.
 
@@ -178,15 +248,13 @@ def notify_changes(config: Config, report: CheckReport) -> list[str]:
     the next check instead of being lost.
     """
     state_path = config.resolve_path(config.monitor.state_path)
-    try:
-        previous = json.loads(state_path.read_text())
-    except (OSError, ValueError):
-        previous = {}
+    previous, note = load_check_state(state_path)
+    if note:
+        report.notes.append(note)
     deliveries = send(config, status_notices(config, report, previous))
     failed = [d for d in deliveries if d.error]
     if failed:
         channel = config.monitor.webhook_url_env if failed[0].channel == "webhook" else "[monitor.smtp]"
         raise PgRunbookError(failed[0].error or "notification failed", hint=f"check {channel}")
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    state_path.write_text(json.dumps({e.environment: e.status for e in report.environments}))
+    save_check_state(state_path, {e.environment: e.status for e in report.environments})
     return sorted({f"{d.environment} ({d.channel})" for d in deliveries})

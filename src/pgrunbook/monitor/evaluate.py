@@ -21,12 +21,17 @@ class Limits:
     drill_max_age: timedelta = timedelta(days=8)
 
 
+# How far ahead of this host's clock a backup's or drill's time may be and still count: NTP keeps hosts
+# within milliseconds; minutes ahead means a clock that is wrong somewhere.
+CLOCK_SKEW_TOLERANCE = timedelta(minutes=5)
+
+
 @dataclass(frozen=True)
 class Observed:
-    """What the I/O side found for one environment."""
+    """What the I/O side found for one environment: times as recorded, whatever the clocks said."""
 
-    newest_backup_at: datetime | None
-    newest_drill_at: datetime | None
+    backup_times: tuple[datetime, ...]  # finish time of every complete backup
+    drill_times: tuple[datetime, ...]  # time of every successful restore drill
     backups: int
     prune_would_remove: int
     failed_migrations: list[str] = field(default_factory=list)
@@ -52,16 +57,30 @@ def _age(delta: timedelta) -> str:
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
 
 
+def newest_trusted(times: tuple[datetime, ...] | list[datetime], now: datetime) -> datetime | None:
+    """The newest time not ahead of ``now`` (beyond the tolerance): a time in the future proves nothing."""
+    return max((t for t in times if t <= now + CLOCK_SKEW_TOLERANCE), default=None)
+
+
+def ahead_of(times: tuple[datetime, ...] | list[datetime], now: datetime) -> list[datetime]:
+    """The times dated in the future of ``now`` (beyond the tolerance), newest first."""
+    return sorted((t for t in times if t > now + CLOCK_SKEW_TOLERANCE), reverse=True)
+
+
 def evaluate(now: datetime, seen: Observed, limits: Limits) -> list[Finding]:
+    """The findings for one environment, in a fixed order: storage, freshness, (clock), drill, retention,
+    migrations. Backups and drills dated in the future do not count as fresh; they are flagged."""
     out: list[Finding] = []
     if seen.storage_error:
         out.append(Finding("storage", "critical", seen.storage_error))
     else:
         out.append(Finding("storage", "ok", f"reachable; {seen.backups} backup(s)"))
-    if seen.newest_backup_at is None:
-        out.append(Finding("backup freshness", "critical", "no backup at all"))
+    newest = newest_trusted(seen.backup_times, now)
+    if newest is None:
+        ahead = " dated at or before now (see clock)" if seen.backup_times else " at all"
+        out.append(Finding("backup freshness", "critical", f"no backup{ahead}"))
     else:
-        age = now - seen.newest_backup_at
+        age = max(now - newest, timedelta(0))
         status: Status = "ok" if age <= limits.max_age else ("warning" if age <= limits.critical_age else "critical")
         out.append(
             Finding(
@@ -71,6 +90,8 @@ def evaluate(now: datetime, seen: Observed, limits: Limits) -> list[Finding]:
                 f"critical after {_age(limits.critical_age)})",
             )
         )
+    out += _clock(now, seen)
+    drill = newest_trusted(seen.drill_times, now)
     if seen.drill_problem is not None:
         out.append(
             Finding(
@@ -80,10 +101,10 @@ def evaluate(now: datetime, seen: Observed, limits: Limits) -> list[Finding]:
                 f"not of the backup (its own checks passed): {seen.drill_problem}",
             )
         )
-    elif seen.newest_drill_at is None:
+    elif drill is None:
         out.append(Finding("restore drill", "warning", "no successful verify --drill yet"))
     else:
-        age = now - seen.newest_drill_at
+        age = max(now - drill, timedelta(0))
         out.append(
             Finding(
                 "restore drill",
@@ -109,6 +130,24 @@ def evaluate(now: datetime, seen: Observed, limits: Limits) -> list[Finding]:
     else:
         out.append(Finding("migrations", "ok", "no failed migration"))
     return out
+
+
+def _clock(now: datetime, seen: Observed) -> list[Finding]:
+    """A warning when backups or drills are dated in the future: a clock was wrong when they were taken
+    (or is wrong here), so their age means nothing and they are left out of freshness."""
+    backups, drills = ahead_of(seen.backup_times, now), ahead_of(seen.drill_times, now)
+    if not backups and not drills:
+        return []
+    parts = []
+    if backups:
+        parts.append(f"{len(backups)} backup(s) dated up to {_age(backups[0] - now)} in the future")
+    if drills:
+        parts.append(f"{len(drills)} drill(s) dated up to {_age(drills[0] - now)} in the future")
+    detail = (
+        " and ".join(parts) + ": a clock is wrong (the host that took them, or this one); "
+        "they do not count as fresh. Check NTP (timedatectl) on both hosts"
+    )
+    return [Finding("clock", "warning", detail)]
 
 
 def overall(findings: list[Finding]) -> Status:

@@ -4,14 +4,24 @@ Per environment: the check's verdict, a timeline of backups (size and duration o
 matplotlib as inline SVG), retention's decision for every backup with the daily/weekly/monthly bucket
 that keeps it, migration status, the scheduler's jobs and the last runs with their steps.
 Gathering (I/O) is separate from rendering (pure), so the page can be tested on fixed data.
+Rendering goes through Jinja2 templates (templates/) with autoescaping on: every label, name, detail
+and error is escaped; only the timeline's SVG, drawn by matplotlib (which escapes its own text), is
+inserted as markup. What cannot be read (storage, the journal, state files) is named in its place.
 """
 
 from __future__ import annotations
 
 import io
+import sqlite3
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from html import escape
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment as Templates
+from jinja2 import PackageLoader, StrictUndefined
 
 from pgrunbook.backup.manifest import Manifest
 from pgrunbook.backup.prune import backup_infos, policy_of
@@ -41,7 +51,7 @@ class BackupRow:
 class JobView:
     job: str
     schedule: str
-    next_run: str
+    next_run: str | None
     running_since: str | None
     last_outcome: str | None
     last_finished: str | None
@@ -49,6 +59,8 @@ class JobView:
     last_detail: str
     skipped_overlap: int
     missed: int
+    retry_at: str | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -62,6 +74,8 @@ class EnvironmentView:
     migrations_error: str | None = None
     jobs: list[JobView] = field(default_factory=list)
     runs: list[dict[str, object]] = field(default_factory=list)
+    runs_error: str | None = None
+    timeline: str = ""  # the SVG, drawn at render time
 
 
 def backup_rows(manifests: list[Manifest], decisions: list[Decision]) -> list[BackupRow]:
@@ -96,7 +110,7 @@ def backup_rows(manifests: list[Manifest], decisions: list[Decision]) -> list[Ba
 
 def gather(config: Config, report: CheckReport | None, runs_limit: int = 8) -> list[EnvironmentView]:
     from pgrunbook.prisma.engine import migration_status
-    from pgrunbook.procedures.journal import Journal, journal_path
+    from pgrunbook.procedures.journal import journal_path
 
     checks = {e.environment: e for e in (report.environments if report else [])}
     views = []
@@ -118,15 +132,57 @@ def gather(config: Config, report: CheckReport | None, runs_limit: int = 8) -> l
             view.migrations = migration_status(env).to_dict()
         except PgRunbookError as exc:
             view.migrations_error = exc.message
-        path = journal_path(config)
-        if path.exists():
-            journal = Journal(path)
-            try:
-                view.runs = [rec.to_dict() for rec in journal.runs(limit=runs_limit, environment=name)]
-            finally:
-                journal.close()
+        view.runs, view.runs_error = _recent_runs(journal_path(config), name, runs_limit)
         views.append(view)
     return views
+
+
+JOURNAL_WAIT_S = 2.0
+_journal_reader = threading.Lock()  # at most one read stuck behind a locked journal at a time
+
+
+def _recent_runs(path: Path, environment: str, limit: int) -> tuple[list[dict[str, object]], str | None]:
+    """The journal's last runs, or a named error: a corrupt or locked journal never blanks the page.
+
+    The read runs in a helper thread and is waited for at most ``JOURNAL_WAIT_S`` (the journal's own
+    busy timeout is 30 s, meant for procedures that must not give up)."""
+    if not path.exists():
+        return [], None
+    if not _journal_reader.acquire(blocking=False):
+        return [], f"journal {path} is still locked by another process; the last runs are shown once it is free"
+    result: dict[str, Any] = {}
+
+    def read() -> None:
+        from pgrunbook.procedures.journal import Journal
+
+        try:
+            journal = Journal(path)
+            try:
+                result["runs"] = [rec.to_dict() for rec in journal.runs(limit=limit, environment=environment)]
+            finally:
+                journal.close()
+        except sqlite3.OperationalError as exc:
+            result["error"] = exc
+        except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
+            result["error"] = exc
+        finally:
+            _journal_reader.release()
+
+    t = threading.Thread(target=read, daemon=True, name="pgrunbook-journal-read")
+    t.start()
+    t.join(JOURNAL_WAIT_S)
+    if t.is_alive():
+        return [], (
+            f"journal {path} is locked by another process (a deploy or restore writing to it?); "
+            "the last runs are shown once it is free"
+        )
+    if "error" in result:
+        exc = result["error"]
+        return [], (
+            f"journal {path} is unreadable ({type(exc).__name__}: {exc}); the last runs cannot be shown. "
+            "Move the file aside (pgrunbook starts a new one) and keep it for the record"
+        )
+    return result.get("runs", []), None
 
 
 def timeline_svg(rows: list[BackupRow], title: str) -> str:
@@ -181,10 +237,25 @@ body{font:14px/1.45 system-ui,sans-serif;margin:1.5rem;color:#1b1b1b;max-width:1
 h1{font-size:1.4rem;margin:0 0 .3rem} h2{margin-top:2rem;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5rem 0;width:100%} td,th{border:1px solid #ddd;padding:.25rem .5rem;
 text-align:left;vertical-align:top} th{background:#f4f4f4} code{font-size:.95em}
-.ok{color:#1b5e20}.warning{color:#8a5a00}.critical,.failed,.remove{color:#b71c1c}
+.ok{color:#1b5e20}.warning{color:#8a5a00}.critical,.failed,.remove,.error{color:#b71c1c}
 .badge{display:inline-block;padding:0 .5rem;border-radius:.3rem;font-weight:600;border:1px solid currentColor}
 .muted{color:#666} figure{margin:.5rem 0} figure svg{max-width:100%;height:auto}
 """
+
+
+@cache
+def templates() -> Templates:
+    """The page's Jinja2 environment: autoescaping on for everything, undefined names an error."""
+    env = Templates(
+        loader=PackageLoader("pgrunbook.monitor", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["mb"] = _mb
+    return env
 
 
 def render_page(
@@ -194,131 +265,35 @@ def render_page(
     events: list[dict[str, str]],
     now: datetime,
     refresh_s: int = 60,
+    problems: dict[str, str] | None = None,
 ) -> str:
-    parts = [
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        f'<meta http-equiv="refresh" content="{refresh_s}">',
-        f"<title>pgrunbook — {escape(project)}</title><style>{CSS}</style></head><body>",
-        f"<h1>pgrunbook — {escape(project)}</h1>",
-        f'<p>Overall: <span class="badge {escape(overall)}" id="overall">{escape(overall.upper())}</span> '
-        f'<span class="muted">as of {_when(now)}; this page refreshes every {refresh_s} s</span></p>',
-    ]
+    """The whole page as HTML (pure: the same inputs give the same page)."""
     for v in views:
-        parts.append(_environment(v))
-    if events:
-        parts.append("<h2>Scheduler events</h2><table><tr><th>time</th><th>environment</th><th>job</th>")
-        parts.append("<th>event</th><th>detail</th></tr>")
-        for e in reversed(events[-30:]):
-            parts.append(
-                f"<tr><td>{_when(e['at'])}</td><td>{escape(e['environment'])}</td><td>{escape(e['job'])}</td>"
-                f'<td class="{escape(e["what"].split()[0])}">{escape(e["what"])}</td>'
-                f"<td>{escape(e['detail'])}</td></tr>"
+        if v.backups and not v.storage_error:
+            v.timeline = timeline_svg(
+                v.backups, f"{v.name}: size (stems; grey = retention removes it) and duration (line)"
             )
-        parts.append("</table>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def _environment(v: EnvironmentView) -> str:
-    status = v.check.status if v.check else "unknown"
-    out = [
-        f'<section id="env-{escape(v.name)}"><h2>{escape(v.name)} '
-        f'<span class="badge {escape(status)}">{escape(status.upper())}</span></h2>'
-    ]
-    if v.check:
-        out.append("<ul>")
-        for f in v.check.findings:
-            out.append(f'<li class="{escape(f.status)}"><b>{escape(f.name)}</b>: {escape(f.detail)}</li>')
-        out.append("</ul>")
-    out.append(_jobs(v))
-    out.append(_backups(v))
-    out.append(_migrations(v))
-    out.append(_runs(v))
-    out.append("</section>")
-    return "\n".join(out)
-
-
-def _jobs(v: EnvironmentView) -> str:
-    if not v.jobs:
-        return ""
-    out = ["<h3>Schedule</h3><table><tr><th>job</th><th>schedule</th><th>next run</th><th>last run</th>"]
-    out.append("<th>outcome</th><th>duration</th><th>detail</th><th>overlaps skipped</th><th>missed</th></tr>")
-    for j in v.jobs:
-        outcome = "running since " + _when(j.running_since) if j.running_since else (j.last_outcome or "not yet run")
-        dur = f"{j.last_duration_s:.1f} s" if j.last_duration_s is not None else "—"
-        out.append(
-            f"<tr><td>{escape(j.job)}</td><td><code>{escape(j.schedule)}</code></td><td>{_when(j.next_run)}</td>"
-            f'<td>{_when(j.last_finished)}</td><td class="{escape((j.last_outcome or "").split(" ")[0])}">'
-            f"{escape(outcome)}</td><td>{dur}</td><td>{escape(j.last_detail)}</td><td>{j.skipped_overlap}</td>"
-            f"<td>{j.missed}</td></tr>"
+    return (
+        templates()
+        .get_template("status.html")
+        .render(
+            project=project,
+            overall=overall,
+            views=views,
+            events=list(reversed(events[-30:])),
+            now=now,
+            refresh_s=refresh_s,
+            problems=problems or {},
+            buckets=BUCKETS,
+            css=CSS,
         )
-    out.append("</table>")
-    return "\n".join(out)
+    )
 
 
-def _backups(v: EnvironmentView) -> str:
-    if v.storage_error:
-        return f'<h3>Backups</h3><p class="critical">storage unreadable: {escape(v.storage_error)}</p>'
-    if not v.backups:
-        return '<h3>Backups</h3><p class="critical">no backup yet</p>'
-    out = [
-        "<h3>Backups over time</h3>",
-        f'<figure id="timeline-{escape(v.name)}" role="img" aria-label="backup size and duration over time">',
-        timeline_svg(v.backups, f"{v.name}: size (stems; grey = retention removes it) and duration (line)"),
-        "</figure>",
-        f"<h3>Retention</h3><p>Policy: {escape(v.policy)}. A backup is kept while a rule still has a period "
-        "for it; the newest verified and the newest pre-deploy backup are never removed.</p>",
-        "<table><tr><th>backup</th><th>finished</th><th>size</th><th>duration</th><th>label</th><th>verified</th>",
-        "<th>daily</th><th>weekly</th><th>monthly</th><th>also kept because</th><th>decision</th></tr>",
-    ]
-    for b in v.backups:
-        cells = "".join(f"<td>{escape(b.buckets.get(rule, ''))}</td>" for rule in BUCKETS)
-        out.append(
-            f'<tr class="backup" id="backup-{escape(b.id)}"><td><code>{escape(b.id)}</code></td>'
-            f"<td>{_when(b.finished_at)}</td><td>{_mb(b.size)}</td><td>{b.duration_s:.1f} s</td>"
-            f"<td>{escape(b.label)}</td><td>{'yes' if b.verified else 'no'}</td>{cells}"
-            f"<td>{escape('; '.join(b.other_reasons))}</td>"
-            f'<td class="{escape(b.action)}">{escape(b.action)}</td></tr>'
-        )
-    out.append("</table>")
-    return "\n".join(out)
-
-
-def _migrations(v: EnvironmentView) -> str:
-    if v.migrations_error:
-        return f'<h3>Migrations</h3><p class="critical">{escape(v.migrations_error)}</p>'
-    m = v.migrations or {}
-    out = ["<h3>Migrations</h3><table>"]
-    for key in ("applied", "pending", "failed", "modified", "missing_locally"):
-        names = m.get(key) or []
-        assert isinstance(names, list)
-        shown = ", ".join(str(n) for n in names[-5:]) + (" …" if len(names) > 5 else "")
-        cls = "critical" if key in ("failed", "modified", "missing_locally") and names else ""
-        out.append(
-            f'<tr><th>{key.replace("_", " ")}</th><td class="{cls}">{len(names)}</td><td>{escape(shown)}</td></tr>'
-        )
-    out.append("</table>")
-    return "\n".join(out)
-
-
-def _runs(v: EnvironmentView) -> str:
-    if not v.runs:
-        return ""
-    out = ["<h3>Last runs</h3>"]
-    for r in v.runs:
-        steps = r.get("steps") or []
-        assert isinstance(steps, list)
-        out.append(
-            f'<details><summary><span class="{escape(str(r["outcome"]))}">{escape(str(r["outcome"]))}</span> '
-            f"{escape(str(r['kind']))} <code>{escape(str(r['run_id']))}</code> {_when(str(r['started_at']))} "
-            f"by {escape(str(r['user']))}@{escape(str(r['host']))}</summary><table>"
-            "<tr><th>step</th><th>status</th><th>duration</th><th>detail</th></tr>"
-        )
-        for s in steps:
-            dur = f"{s['duration_s']:.2f} s" if s.get("duration_s") is not None else "—"
-            out.append(
-                f'<tr><td>{escape(str(s["name"]))}</td><td class="{escape(str(s["status"]))}">'
-                f"{escape(str(s['status']))}</td><td>{dur}</td><td>{escape(str(s['detail']))}</td></tr>"
-            )
-        out.append("</table></details>")
-    return "\n".join(out)
+def error_page(project: str, message: str, now: datetime, refresh_s: int = 60) -> str:
+    """What the page shows when it cannot be drawn at all: the error, named, instead of an empty reply."""
+    return (
+        templates()
+        .get_template("error.html")
+        .render(project=project, message=message, now=now, refresh_s=refresh_s, css=CSS)
+    )

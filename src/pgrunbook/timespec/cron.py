@@ -13,14 +13,22 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from croniter import CroniterBadCronError, croniter
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 _EVERY = re.compile(r"^@every\s+(\d+)\s*(s|m|h)$")
 _UNIT = {"s": 1, "m": 60, "h": 3600}
 
 
 class BadSchedule(ValueError):
-    """A schedule string that is neither a valid cron expression nor ``@every``."""
+    """A schedule string that is neither a valid cron expression nor ``@every``, or one that never fires."""
+
+
+# A valid expression must fire within this many years of any moment: a leap day (``0 0 29 2 *``) fires
+# every 4 years, at most 8 across a century year; ``0 0 31 2 *`` (February 31st) never does.
+MAX_YEARS_BETWEEN_FIRES = 8
+# Where "never fires" is checked from: fixed, so validation does not depend on today's date, and the
+# start of a century year's leap gap (2096-03-01 .. 2104-02-29) is covered by the 8 years.
+_REFERENCE = datetime(2096, 3, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,20 @@ class Schedule:
             raise BadSchedule(
                 f"schedule {self.text!r} is not a five-field cron expression (e.g. '0 2 * * *') or '@every 30s'"
             )
+        if self.every is None and not self._fires():
+            raise BadSchedule(
+                f"schedule {self.text!r} never fires (no such date, e.g. February 31st): "
+                "the job would never run; check the day-of-month and month fields"
+            )
+
+    def _fires(self) -> bool:
+        """True when the expression fires at least once in any ``MAX_YEARS_BETWEEN_FIRES`` years."""
+        try:
+            it = croniter(self.text, _REFERENCE, max_years_between_matches=MAX_YEARS_BETWEEN_FIRES)
+            nxt = it.get_next(datetime)
+        except (CroniterBadDateError, CroniterBadCronError, ValueError, KeyError, OverflowError):
+            return False
+        return bool(nxt - _REFERENCE <= timedelta(days=366 * MAX_YEARS_BETWEEN_FIRES))
 
     def _cron_ok(self) -> bool:
         if len(self.text.split()) != 5:
