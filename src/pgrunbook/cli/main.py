@@ -227,9 +227,9 @@ def doctor(env_name: str | None) -> None:
             "skipped": "[dim]skip[/]",
         }
         for c in checks:
-            st.output.out.print(f"{marks[c.status]:>16}  {c.name}: {c.detail}", highlight=False)
+            st.output.out.print(f"{marks[c.status]:>16}  {c.name}: {escape(c.detail)}", highlight=False)
             if c.hint and c.status in ("warning", "failed"):
-                st.output.out.print(f"{'':>6}  hint: {c.hint}", highlight=False)
+                st.output.out.print(f"{'':>6}  hint: {escape(c.hint)}", highlight=False)
     sys.exit(exit_code(checks))
 
 
@@ -574,7 +574,11 @@ def migrate_lint_cmd(paths: tuple[Path, ...], env_name: str | None, all_: bool) 
 
     st = _state()
     files, scope = migration_files(st.config, list(paths), env_name, all_)
-    findings = lint_files(files, engine=st.config.migrate.engine, root=st.config.migrations_dir)
+    from pgrunbook.prisma.splitter import config_splits
+
+    findings = lint_files(
+        files, engine=st.config.migrate.engine, root=st.config.migrations_dir, split=config_splits(st.config)
+    )
     code = 2 if any(f.severity == "error" for f in findings) else (1 if findings else 0)
     if st.json_mode:
         st.output.emit_json({"scope": scope, "files": len(files), "findings": [f.to_dict() for f in findings]})

@@ -529,7 +529,7 @@ def apply_prisma_defaults(data: dict, root: Path, environ: object) -> dict[str, 
             migrate["prisma_version"] = version.value
             origins["migrate.prisma_version"] = version.source
     elif "prisma_version" in migrate:
-        origins["migrate.prisma_version"] = "pgrunbook.toml [migrate] prisma_version"
+        origins["migrate.prisma_version"] = "pgrunbook.toml ([migrate] prisma_version)"
     for path in project.dotenv_files:
         if not path.is_file():
             continue
