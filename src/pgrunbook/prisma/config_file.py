@@ -159,6 +159,8 @@ class _Parser:
                 raise ValueError(f"unexpected {tok.text!r} in an object")
             if i < len(self.t) and self.t[i].text == ",":
                 i += 1
+        if i >= len(self.t):
+            raise ValueError("an object literal is not closed")
         return out, i + 1
 
     def _const(self, name: str) -> object:
@@ -243,6 +245,8 @@ class _Parser:
             args.append(value)
             if i < len(self.t) and self.t[i].text == ",":
                 i += 1
+        if i >= len(self.t):
+            raise ValueError("a call is not closed")
         return args, i + 1
 
     def _name(self, dotted: str) -> object:
@@ -349,7 +353,8 @@ def read_prisma_project(root: Path, environ: dict[str, str] | None = None) -> Pr
         name = config_path.name
         try:
             obj, loads_dotenv = parse_config_source(config_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, IndexError, RecursionError) as exc:
+            exc = exc if isinstance(exc, OSError | UnicodeDecodeError | ValueError) else ValueError("it ends early")
             project.unreadable.append(
                 f"{name}: cannot be read statically ({exc}); set [project] migrations and "
                 "[environments.<name>] database_url_env in pgrunbook.toml"
