@@ -188,7 +188,8 @@ def _write(root: Path, name: str, text: str) -> None:
         ),
         (
             {
-                "pnpm-lock.yaml": "importers:\n  .:\n    devDependencies:\n      prisma:\n        specifier: ^7.3.0\n        version: 7.3.0(typescript@5.6.3)\n"
+                "pnpm-lock.yaml": "importers:\n  .:\n    devDependencies:\n      prisma:\n        specifier: ^7.3.0\n"
+                "        version: 7.3.0(typescript@5.6.3)\n"
             },
             "7.3.0",
             "pnpm-lock.yaml",

@@ -75,7 +75,8 @@ def test_unterminated_input_is_a_lex_error_and_falls_back_to_one_string(script: 
     ("script", "splits_it"),
     [
         (
-            "ALTER TABLE a ADD COLUMN b int;\nCREATE INDEX CONCURRENTLY i ON a(b);\nCREATE INDEX CONCURRENTLY j ON a(b);",
+            "ALTER TABLE a ADD COLUMN b int;\nCREATE INDEX CONCURRENTLY i ON a(b);\n"
+            "CREATE INDEX CONCURRENTLY j ON a(b);",
             True,
         ),
         ("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON a(b);\nSELECT 1;", True),
