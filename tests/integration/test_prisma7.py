@@ -44,7 +44,10 @@ export default defineConfig({
 
 SCHEMA = 'generator client {\n  provider = "prisma-client"\n}\n\ndatasource db {\n  provider = "postgresql"\n}\n'
 
-INIT = '-- CreateTable\nCREATE TABLE "item" (\n    "id" SERIAL NOT NULL,\n    CONSTRAINT "item_pkey" PRIMARY KEY ("id")\n);\n'
+INIT = (
+    '-- CreateTable\nCREATE TABLE "item" (\n    "id" SERIAL NOT NULL,\n'
+    '    CONSTRAINT "item_pkey" PRIMARY KEY ("id")\n);\n'
+)
 # a column added and two indexes built without blocking writes: one migration, four statements
 CONCURRENT = (
     'ALTER TABLE "item" ADD COLUMN "price" INTEGER;\n'
@@ -306,7 +309,8 @@ def test_multi_schema_datasource_deploys_reports_and_drifts(p7: P7) -> None:
         "20260102000000_multi",
         'CREATE SCHEMA IF NOT EXISTS "base";\nCREATE SCHEMA IF NOT EXISTS "Billing-Prod";\n'
         'CREATE TABLE "base"."user" ("id" INTEGER PRIMARY KEY);\n'
-        'CREATE TABLE "Billing-Prod"."invoice" ("id" INTEGER PRIMARY KEY, "user_id" INTEGER REFERENCES "base"."user"("id"));\n',
+        'CREATE TABLE "Billing-Prod"."invoice" ("id" INTEGER PRIMARY KEY,\n'
+        '  "user_id" INTEGER REFERENCES "base"."user"("id"));\n',
     )
     p7.use_schema("base")
     assert p7.cli("migrate", "deploy").returncode == 0
