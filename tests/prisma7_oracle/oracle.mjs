@@ -23,7 +23,8 @@ bg.__wbg_set_wasm(instance.exports);
 instance.exports.__wbindgen_start?.();
 const { SchemaEngine } = bg;
 
-const [command, migrationsDir, ...rest] = process.argv.slice(2);
+const [command, ...rest] = process.argv.slice(2);
+const migrationsDir = rest.pop();
 const url = new URL(process.env.DATABASE_URL);
 const schema = url.searchParams.get("schema") ?? undefined;
 url.searchParams.delete("schema");
