@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.integration.test_prisma7 import BROKEN, CONCURRENT, P7, _history, _tables, p7  # noqa: F401  (fixture)
+from tests.integration.test_prisma7 import BROKEN, CONCURRENT, P7, _history, _tables
 
 pytestmark = pytest.mark.integration
 
