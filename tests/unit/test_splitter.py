@@ -1,13 +1,15 @@
 """The statement splitter Prisma 7.4+ semantics rest on (pgrunbook/prisma/splitter.py).
 
-Boundaries are checked against PostgreSQL's own parser (pglast, libpg_query): for every script that parses,
-the splitter finds the same statements. The fallback cases are those prisma-engines #5847 documents.
+Boundaries are checked against PostgreSQL's own parser (pglast, libpg_query) and against sqlparser 0.61
+(the parser in Prisma's engine, through sqloxide): for every script they parse, the splitter finds the same
+statements. The fallback cases are those where sqlparser 0.61 fails, as prisma-engines #5847 documents.
 """
 
 from __future__ import annotations
 
 import pglast
 import pytest
+import sqloxide
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +19,7 @@ from pgrunbook.prisma.splitter import (
     plan_script,
     split_statements,
     splits,
+    sqlparser_rejects,
 )
 
 TRICKY = {
@@ -85,6 +88,17 @@ def test_unterminated_input_is_a_lex_error_and_falls_back_to_one_string(script: 
         ("ALTER TABLE a ADD COLUMN c int;\n/* x */ drop   index\nconcurrently if exists i;", False),
         ("REINDEX INDEX CONCURRENTLY i;\nSELECT 1;", False),
         ("CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\nSELECT 2;", False),
+        # sqlparser 0.61 has no DO statement: a migration with a DO block is sent whole by Prisma 7
+        ("DO $$ BEGIN PERFORM 1; END $$;\nCREATE INDEX CONCURRENTLY i ON a(b);", False),
+        ("REFRESH MATERIALIZED VIEW CONCURRENTLY v;\nSELECT 1;", False),
+        # what Prisma generates parses: enums, foreign keys, functions with $$ bodies, RLS, comments
+        (
+            "CREATE TYPE \"Role\" AS ENUM ('A', 'B');\nALTER TYPE \"Role\" ADD VALUE 'C';\n"
+            'ALTER TABLE "a" ADD CONSTRAINT "a_fkey" FOREIGN KEY ("b") REFERENCES "c"("id") ON DELETE RESTRICT '
+            "ON UPDATE CASCADE;\nCREATE OR REPLACE FUNCTION f() RETURNS trigger AS $$ BEGIN RETURN NEW; END; $$ "
+            "LANGUAGE plpgsql;\nALTER TABLE \"a\" ENABLE ROW LEVEL SECURITY;\nCOMMENT ON TABLE a IS 'x;y';",
+            True,
+        ),
         # the words inside a string or comment do not count
         ("SELECT 'DROP INDEX CONCURRENTLY i';\n-- DROP INDEX CONCURRENTLY j\nSELECT 2;", True),
     ],
@@ -94,6 +108,13 @@ def test_fallback_to_one_string_where_prismas_splitter_cannot_parse(script: str,
     assert plan.split is splits_it, plan.reason
     if not splits_it:
         assert [p.text for p in plan.pieces] == [script] and "one string" in plan.reason
+
+
+def test_sqlparser_error_is_the_one_prisma_engines_5847_quotes() -> None:
+    assert sqlparser_rejects("DROP INDEX CONCURRENTLY idx1;") == (
+        "sql parser error: Expected: end of statement, found: idx1 at Line: 1, Column: 25"
+    )
+    assert sqlparser_rejects("CREATE INDEX CONCURRENTLY idx1 ON t (a);") is None
 
 
 def test_batch_semantics_never_split() -> None:
@@ -142,3 +163,17 @@ _piece = st.sampled_from(
 def test_any_joined_script_splits_back_into_its_statements(pieces: list[str], sep: str) -> None:
     script = sep.join(pieces) + sep
     assert [s.text for s in split_statements(script)] == [p.strip() for p in pieces]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_piece, min_size=1, max_size=8), st.sampled_from([";", ";\n"]))
+def test_boundaries_match_sqlparsers_wherever_it_parses(pieces: list[str], sep: str) -> None:
+    """Where sqlparser parses the script, it sees as many statements as the lexer: Prisma's boundaries."""
+    script = sep.join(pieces) + sep
+    try:
+        parsed = sqloxide.parse_sql(script, dialect="postgres")
+    except ValueError:
+        assert not plan_script(script, split=True).split
+        return
+    assert len(parsed) == len(split_statements(script))
+    assert plan_script(script, split=True).split

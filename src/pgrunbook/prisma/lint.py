@@ -62,7 +62,8 @@ RULES: dict[str, Rule] = {
             "error",
             "uses CONCURRENTLY in a file with other statements",
             "Prisma before 7.4 sends the file as one script, an implicit transaction (and 7.4+ too when its "
-            "splitter cannot parse the file, e.g. with DROP INDEX CONCURRENTLY): CONCURRENTLY fails there",
+            "splitter cannot parse the file, e.g. with DROP INDEX CONCURRENTLY or a DO block): "
+            "CONCURRENTLY fails there",
             "put the CONCURRENTLY statement alone in its own migration",
         ),
         Rule(

@@ -6,15 +6,17 @@ string as one implicit transaction, so a script is all-or-nothing unless it comm
 
 prisma-engines #5767 (first shipped in Prisma 7.4.0: its schema engine, engines 7.4.0-20.ab56fe7, is the
 first to bundle sqlparser 0.61, where 7.3.0's had 0.32) splits the script into statements and sends them
-one by one (``split_script_into_statements``, flavour/postgres); #5799 does the same for the shadow database.
-Each statement is then its own implicit transaction: after a failure, the statements before it stay
-committed. The boundaries come from sqlparser's PostgreSQL parser; when it cannot parse the script, the
-whole script goes as one string as before (#5847, open: ``DROP INDEX CONCURRENTLY`` is one such case).
+one by one (``split_script_into_statements``, native postgres connector); #5799 does the same for the
+shadow database. Each statement is then its own implicit transaction: after a failure, the statements
+before it stay committed. The boundaries come from sqlparser's PostgreSQL parser; when it cannot parse
+the script, the whole script goes as one string as before (#5847, open: ``DROP INDEX CONCURRENTLY`` is
+one such case, and so is any ``DO`` block, ``REINDEX``, ``CLUSTER``, ``REFRESH MATERIALIZED VIEW``...).
 
-This module does not embed sqlparser. It finds the boundaries with its own lexer (quotes, ``E''``
-strings, dollar quoting, nested comments), and treats as "cannot parse" the constructs sqlparser 0.61's
-PostgreSQL dialect is known not to parse — the cases where Prisma falls back to one string. The table
-``UNPARSEABLE`` names each with its source; tests/unit/test_splitter.py and the Prisma 7 oracle pin them.
+Whether Prisma splits a script is decided here by the same parser: sqlparser 0.61.0, the version in
+every Prisma engine from 7.4.0 to 7.10, through its Python bindings (sqloxide 0.61.1, pinned because a
+newer sqlparser parses more and would split where Prisma does not). The pieces themselves come from this
+module's lexer (quotes, ``E''`` strings, dollar quoting, nested comments), which finds the same
+top-level semicolons; the tests check both against PostgreSQL's parser and against each other.
 """
 
 from __future__ import annotations
@@ -129,34 +131,17 @@ def _add(out: list[Statement], script: str, start: int, end: int) -> None:
     out.append(Statement(text.strip(), start + lead))
 
 
-def _code(statement: str) -> str:
-    """The statement without comments and quoted text, upper-cased, single-spaced: for keyword tests."""
-    s = re.sub(r"--[^\n]*|/\*.*?\*/", " ", statement, flags=re.DOTALL)
-    s = re.sub(r"\$([A-Za-z_]\w*)?\$.*?\$\1\$", " $$ ", s, flags=re.DOTALL)
-    s = re.sub(r"'(?:[^']|'')*'", " '' ", s)
-    return " ".join(s.upper().split())
+def sqlparser_rejects(script: str) -> str | None:
+    """sqlparser 0.61's error for ``script`` (PostgreSQL dialect), or None when it parses.
 
+    This is the check behind Prisma's fallback: where it fails, Prisma sends the script as one string."""
+    import sqloxide  # sqlparser-rs 0.61.0, as in Prisma's schema engine
 
-#: statements sqlparser 0.61 (PostgreSqlDialect) rejects, making Prisma send the whole script at once
-UNPARSEABLE: tuple[tuple[str, re.Pattern[str]], ...] = (
-    # prisma-engines #5847: "Expected: end of statement, found: idx1" (CONCURRENTLY parses only in CREATE INDEX)
-    ("DROP INDEX CONCURRENTLY", re.compile(r"^DROP INDEX CONCURRENTLY\b")),
-    # REINDEX is not a statement sqlparser knows
-    ("REINDEX", re.compile(r"^REINDEX\b")),
-    # SQL-standard function bodies: BEGIN ATOMIC ... END holds semicolons sqlparser cannot place
-    ("BEGIN ATOMIC", re.compile(r"\bBEGIN ATOMIC\b")),
-    # psql meta-commands are not SQL at all
-    ("a psql meta-command", re.compile(r"^\\")),
-)
-
-
-def unparseable(statements: list[Statement]) -> str | None:
-    """The first construct that makes Prisma's splitter give up, or None when it splits."""
-    for st in statements:
-        code = _code(st.text)
-        for name, pattern in UNPARSEABLE:
-            if pattern.search(code):
-                return name
+    try:
+        sqloxide.parse_sql(script, dialect="postgres")
+    except Exception as exc:  # sqloxide raises ValueError; anything else is a parse failure too
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        return lines[-1] if lines else type(exc).__name__
     return None
 
 
@@ -178,9 +163,9 @@ def plan_script(script: str, *, split: bool) -> Plan:
         statements = split_statements(script)
     except LexError as exc:
         return Plan(whole, False, f"the splitter cannot read it ({exc}); sent as one string")
-    why = unparseable(statements)
+    why = sqlparser_rejects(script)
     if why is not None:
-        return Plan(whole, False, f"it contains {why}, which Prisma's splitter cannot parse; sent as one string")
+        return Plan(whole, False, f"Prisma's splitter cannot parse it ({why}); sent as one string")
     return Plan(statements or whole, True)
 
 
