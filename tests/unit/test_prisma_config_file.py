@@ -266,3 +266,22 @@ def test_any_config_text_is_read_or_named_unreadable_never_crashes(
     (root / "prisma.config.ts").write_text(text)
     project = read_prisma_project(root, {})
     assert all("prisma.config.ts" in u for u in project.unreadable)
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("prisma7.config.mts", "../db/migrations"),
+        (".config/prisma.ts", "db/migrations"),
+        (".config/prisma/index.js", ".config/db/migrations"),
+    ],
+)
+def test_config_is_found_where_prisma7_looks_and_paths_are_taken_from_its_folder(
+    tmp_path: Path, where: str, expected: str
+) -> None:
+    path = tmp_path / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('export default { migrations: { path: "../db/migrations" }, datasource: { url: env("U") } };')
+    project = read_prisma_project(tmp_path, {})
+    assert project.migrations and project.migrations.value == expected
+    assert project.config_file == path and project.url_env and project.url_env.value == "U"

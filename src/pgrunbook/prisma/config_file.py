@@ -18,17 +18,22 @@ Sources, as Prisma reads them (prisma/prisma ``packages/config`` and ``packages/
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_EXTENSIONS = (".js", ".ts", ".mjs", ".cjs", ".mts", ".cts")
+# Where Prisma 7 looks, in its order (@prisma/config, findPrismaConfigFile): prisma7.config.* and
+# .config/prisma7.*, then prisma.config.*, .config/prisma.*, .config/prisma.config.* and their index files.
 CONFIG_NAMES = (
-    "prisma.config.ts",
-    "prisma.config.mts",
-    "prisma.config.cts",
-    "prisma.config.js",
-    "prisma.config.mjs",
-    "prisma.config.cjs",
+    *(f"prisma7.config{e}" for e in _EXTENSIONS),
+    *(f".config/prisma7{e}" for e in _EXTENSIONS),
+    *(
+        name
+        for base in ("prisma.config", ".config/prisma", ".config/prisma.config")
+        for name in (*(f"{base}{e}" for e in _EXTENSIONS), *(f"{base}/index{e}" for e in _EXTENSIONS))
+    ),
 )
 DEFAULT_SCHEMAS = ("prisma/schema.prisma", "schema.prisma")
 
@@ -334,6 +339,13 @@ def _resolve(value: object, environ: dict[str, str] | None) -> str | None:
     return None
 
 
+def _from(base: Path, path: str) -> str:
+    """A path written in the config file, relative to the project root (Prisma resolves it from the file)."""
+    if Path(path).is_absolute() or base == Path():
+        return path
+    return os.path.normpath(base / path)
+
+
 def _describe(value: object) -> str:
     if isinstance(value, EnvRef):
         return f'env("{value.var}")'
@@ -350,7 +362,8 @@ def read_prisma_project(root: Path, environ: dict[str, str] | None = None) -> Pr
     schema_value: object | None = None
     if config_path is not None:
         project.config_file = config_path
-        name = config_path.name
+        name = config_path.relative_to(root).as_posix()
+        base = config_path.parent.relative_to(root)
         try:
             obj, loads_dotenv = parse_config_source(config_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError, IndexError, RecursionError) as exc:
@@ -370,7 +383,7 @@ def read_prisma_project(root: Path, environ: dict[str, str] | None = None) -> Pr
                     "set [project] migrations in pgrunbook.toml"
                 )
             else:
-                project.migrations = Found(path, f"{name}: migrations.path")
+                project.migrations = Found(_from(base, path), f"{name}: migrations.path")
         datasource = obj.get("datasource")
         if isinstance(datasource, dict):
             for key, attr, toml in (
@@ -423,7 +436,11 @@ def _package_json_schema(root: Path) -> object | None:
 
 def _read_schema(project: PrismaProject, schema_value: object | None, environ: dict[str, str] | None) -> None:
     root = project.root
-    source = f"{project.config_file.name}: schema" if project.config_file else "package.json: prisma.schema"
+    source = (
+        f"{project.config_file.relative_to(root).as_posix()}: schema"
+        if project.config_file
+        else "package.json: prisma.schema"
+    )
     if schema_value is not None:
         path = _resolve(schema_value, environ)
         if path is None:
@@ -432,7 +449,8 @@ def _read_schema(project: PrismaProject, schema_value: object | None, environ: d
                 "set [project] migrations in pgrunbook.toml"
             )
             return
-        project.schema_file = Found(path, source)
+        base = project.config_file.parent.relative_to(root) if project.config_file else Path()
+        project.schema_file = Found(_from(base, path), source)
     else:
         found = next((p for p in DEFAULT_SCHEMAS if (root / p).is_file()), None)
         if found is None:
@@ -499,7 +517,6 @@ def apply_prisma_defaults(data: dict, root: Path, environ: object) -> dict[str, 
 
     Raises ValueError("message\\nhint") when a value it needs cannot be read statically and the
     toml does not set it either (the caller turns it into one ConfigError line)."""
-    import os
 
     from pgrunbook.prisma.version import detect_prisma_version
 
@@ -546,5 +563,5 @@ def apply_prisma_defaults(data: dict, root: Path, environ: object) -> dict[str, 
             if environ is os.environ:
                 os.environ[key] = value
     if project.config_file is not None:
-        origins["prisma config"] = project.config_file.name
+        origins["prisma config"] = project.config_file.relative_to(root).as_posix()
     return origins
