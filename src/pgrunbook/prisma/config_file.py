@@ -407,11 +407,9 @@ def read_prisma_project(root: Path, environ: dict[str, str] | None = None) -> Pr
     else:
         schema_value = _package_json_schema(root)
     _read_schema(project, schema_value, environ)
-    if config_path is None:
+    if config_path is None and project.schema_file is not None:
         # Prisma 6's CLI loads .env itself when there is no prisma.config.*: the root's, then the schema's folder's.
-        folders = [root]
-        if project.schema_file is not None:
-            folders.append((root / project.schema_file.value).parent)
+        folders = [root, (root / project.schema_file.value).parent]
         project.dotenv_files = list(dict.fromkeys(f / ".env" for f in folders))
         project.dotenv_reason = "Prisma 6 loads .env when there is no prisma.config.ts"
     if project.migrations is None and project.schema_file is not None:
