@@ -305,6 +305,10 @@ def test_failing_statement_in_the_middle_leaves_what_that_prisma_leaves(
     p7.migration("20260102000000_broken", BROKEN)
     result = p7.cli("migrate", "deploy")
     assert_clean_error(result, 2, "20260102000000_broken", "22012")
+    if first_table_rows is None:
+        assert "(nothing applied)" in result.stderr
+    else:  # the hint says what stayed, so resolving it is a true choice
+        assert "statement 3 of 4" in result.stderr and "the 2 statement(s) before it stayed applied" in result.stderr
     tables = _tables(p7.base_url, "public")
     assert "never" not in tables and "item" in tables  # the earlier migration stays, the rest never runs
     if first_table_rows is None:  # one implicit transaction: nothing of the script stays

@@ -282,25 +282,35 @@ def _apply_one(
     progress("start", m.name, None)
     row_id = history.record_started(m.name, m.checksum)
     t0 = time.monotonic()
-    piece = plan.pieces[0].text
+    piece, done = plan.pieces[0].text, 0  # done: how many pieces committed before the running one
     try:
         for statement in plan.pieces:
             piece = statement.text
             conn.execute(piece)  # type: ignore[call-overload]  # no parameters: the simple query protocol
+            done += 1
     except psycopg.Error as exc:
         elapsed = time.monotonic() - t0
         if conn.closed or getattr(conn, "broken", False):
-            raise _connection_lost(m.name, elapsed, exc) from None
+            raise _connection_lost(m.name, elapsed, exc, committed=done) from None
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.execute("ROLLBACK")  # the script's own BEGIN left the session in a failed transaction
         logs = redact(format_logs(exc, piece), secrets)
         history.record_failure(row_id, logs)
         progress("failed", m.name, elapsed)
         message = (exc.diag.message_primary or str(exc)).strip().splitlines()[0]
+        where = f" (statement {done + 1} of {len(plan.pieces)})" if plan.split else ""
+        left = (
+            f"the {done} statement(s) before it stayed applied (Prisma 7.4+ runs them one by one): undo them, then "
+            f"pgrunbook migrate resolve --rolled-back {m.name}, or finish the rest by hand and --applied {m.name}"
+            if done
+            else f"fix the cause, then pgrunbook migrate resolve --rolled-back {m.name} (nothing applied) or "
+            f"--applied {m.name} (completed by hand)"
+        )
         raise MigrationFailed(
-            f"migration {m.name} failed after {elapsed:.1f}s: {exc.diag.sqlstate or ''} {message}".replace("  ", " "),
-            hint=f"its history row keeps the logs; fix the cause, then pgrunbook migrate resolve --rolled-back "
-            f"{m.name} (nothing applied) or --applied {m.name} (completed by hand)",
+            f"migration {m.name} failed after {elapsed:.1f}s{where}: {exc.diag.sqlstate or ''} {message}".replace(
+                "  ", " "
+            ),
+            hint=f"its history row keeps the logs; {left}",
         ) from None
     history.record_success(row_id)
     elapsed = time.monotonic() - t0
@@ -308,17 +318,24 @@ def _apply_one(
     return AppliedMigration(m.name, round(elapsed, 3))
 
 
-def _connection_lost(name: str, elapsed: float, exc: psycopg.Error) -> MigrationFailed:
+def _connection_lost(name: str, elapsed: float, exc: psycopg.Error, *, committed: int = 0) -> MigrationFailed:
     """The server went away mid-script (crash, restart, failover, network): nothing can be recorded.
 
-    The script ran as one implicit transaction, so it did not commit unless it commits on its own;
-    its history row stays started and unfinished, which Prisma and pgrunbook both count as failed.
+    The statement running then did not commit (an implicit transaction), nor did the rest of a script sent
+    as one string unless it commits on its own; sent statement by statement (Prisma 7.4+), the
+    ``committed`` ones before it did. The history row stays started and unfinished, which Prisma and
+    pgrunbook both count as failed.
     """
     why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    applied = (
+        f"its first {committed} statement(s) were applied and stay; undo them or finish the rest by hand"
+        if committed
+        else "unless the script commits on its own nothing of it was applied"
+    )
     return MigrationFailed(
         f"lost the connection to PostgreSQL while migration {name} ran (after {elapsed:.1f}s): {why}",
-        hint=f"when the server is back: pgrunbook status shows {name} as failed; unless the script commits "
-        f"on its own nothing of it was applied — then pgrunbook migrate resolve --rolled-back {name}",
+        hint=f"when the server is back: pgrunbook status shows {name} as failed; {applied} — then pgrunbook "
+        f"migrate resolve --rolled-back {name}",
     )
 
 
