@@ -144,6 +144,8 @@ def test_unreadable_prisma_config_is_one_error_line_naming_the_toml_key(
         assert key in result.stderr and "hint: set " in result.stderr
     assert _tables(p7.base_url, "public") == []  # nothing touched
     assert not (p7.root / "backups").exists()
+    init = p7.cli("init")  # init still works, and says what it could not read
+    assert init.returncode == 0 and "# could not read: prisma.config.ts" in (p7.root / "pgrunbook.toml").read_text()
 
 
 # --- ?schema= ------------------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ def _state() -> State:
 @json_option
 @handle_errors
 def init(force: bool) -> None:
-    """Write a commented pgrunbook.toml here, detecting prisma/migrations."""
+    """Write a commented pgrunbook.toml here from the project's Prisma files (prisma.config.ts, package.json)."""
     from pgrunbook.init import write_config
 
     path = write_config(Path.cwd(), force=force)
