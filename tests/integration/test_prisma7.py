@@ -154,6 +154,10 @@ def test_unreadable_prisma_config_is_one_error_line_naming_the_toml_key(
 def test_schema_parameter_on_a_fresh_database_end_to_end(p7: P7) -> None:
     url = p7.use_schema("Billing-Prod")
     p7.migration("20260102000000_price", CONCURRENT)
+    before = p7.cli("--json", "status")  # read-only: reports pending, creates nothing
+    assert before.returncode == 1 and len(json.loads(before.stdout)["pending"]) == 2
+    assert p7.cli("migrate", "deploy", "--dry-run").returncode == 0
+    assert _one(p7.base_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'Billing-Prod'") == 0
     deploy = p7.cli("migrate", "deploy")
     assert deploy.returncode == 0, deploy.stderr
     assert _tables(p7.base_url, "Billing-Prod") == ["_prisma_migrations", "item"]
