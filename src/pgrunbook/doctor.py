@@ -80,6 +80,15 @@ def _check_prisma_project(env: Environment, checks: list[DoctorCheck]) -> None:
         taken.append(f"{var} from {origins[f'env:{var}']}")
     if taken:
         checks.append(DoctorCheck("prisma project", "ok", "; ".join(taken)))
+    if "unreadable" in origins:
+        checks.append(
+            DoctorCheck(
+                "prisma config",
+                "warning",
+                f"not read: {origins['unreadable']}",
+                "pgrunbook.toml sets what pgrunbook needs of it; keep the two in step by hand",
+            )
+        )
     version = cfg.migrate.prisma_version
     how = "statement by statement (Prisma 7.4+)" if config_splits(cfg) else "each script as one string"
     if version is None:

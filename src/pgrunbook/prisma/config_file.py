@@ -46,6 +46,18 @@ class Found:
     source: str
 
 
+class Problem(str):
+    """One line about a value that could not be read; ``needs`` names what pgrunbook.toml must then set:
+    "migrations" ([project] migrations) and/or "url" (an environment's database_url_env)."""
+
+    needs: tuple[str, ...]
+
+    def __new__(cls, text: str, needs: tuple[str, ...]) -> Problem:
+        obj = super().__new__(cls, text)
+        obj.needs = needs
+        return obj
+
+
 @dataclass
 class PrismaProject:
     """What the project's Prisma configuration says; every field None when it says nothing."""
@@ -60,7 +72,7 @@ class PrismaProject:
     schemas: list[str] = field(default_factory=list)
     dotenv_files: list[Path] = field(default_factory=list)
     dotenv_reason: str = ""
-    unreadable: list[str] = field(default_factory=list)
+    unreadable: list[Problem] = field(default_factory=list)
 
 
 # --- a tokenizer for the JavaScript/TypeScript subset of a config file --------------------------------
@@ -369,8 +381,11 @@ def read_prisma_project(root: Path, environ: dict[str, str] | None = None) -> Pr
         except (OSError, UnicodeDecodeError, ValueError, IndexError, RecursionError) as exc:
             exc = exc if isinstance(exc, OSError | UnicodeDecodeError | ValueError) else ValueError("it ends early")
             project.unreadable.append(
-                f"{name}: cannot be read statically ({exc}); set [project] migrations and "
-                "[environments.<name>] database_url_env in pgrunbook.toml"
+                Problem(
+                    f"{name}: cannot be read statically ({exc}); set [project] migrations and "
+                    "[environments.<name>] database_url_env in pgrunbook.toml",
+                    ("migrations", "url"),
+                )
             )
             obj = {}
         schema_value = obj.get("schema")
@@ -379,8 +394,11 @@ def read_prisma_project(root: Path, environ: dict[str, str] | None = None) -> Pr
             path = _resolve(migrations["path"], environ)
             if path is None:
                 project.unreadable.append(
-                    f"{name}: migrations.path is {_describe(migrations['path'])}, not readable statically; "
-                    "set [project] migrations in pgrunbook.toml"
+                    Problem(
+                        f"{name}: migrations.path is {_describe(migrations['path'])}, not readable statically; "
+                        "set [project] migrations in pgrunbook.toml",
+                        ("migrations",),
+                    )
                 )
             else:
                 project.migrations = Found(_from(base, path), f"{name}: migrations.path")
@@ -398,8 +416,11 @@ def read_prisma_project(root: Path, environ: dict[str, str] | None = None) -> Pr
                     setattr(project, attr, Found(value.var, f'{name}: datasource.{key} = env("{value.var}")'))
                 elif toml is not None:
                     project.unreadable.append(
-                        f"{name}: datasource.{key} is {_describe(value)}, not an environment variable; "
-                        f"set [environments.<name>] {toml} in pgrunbook.toml to the variable holding the URL"
+                        Problem(
+                            f"{name}: datasource.{key} is {_describe(value)}, not an environment variable; "
+                            f"set [environments.<name>] {toml} in pgrunbook.toml to the variable holding the URL",
+                            ("url",) if key == "url" else (),
+                        )
                     )
         if loads_dotenv:
             project.dotenv_files = [root / ".env"]
@@ -443,8 +464,11 @@ def _read_schema(project: PrismaProject, schema_value: object | None, environ: d
         path = _resolve(schema_value, environ)
         if path is None:
             project.unreadable.append(
-                f"{source} is {_describe(schema_value)}, not readable statically; "
-                "set [project] migrations in pgrunbook.toml"
+                Problem(
+                    f"{source} is {_describe(schema_value)}, not readable statically; "
+                    "set [project] migrations in pgrunbook.toml",
+                    ("migrations",),
+                )
             )
             return
         base = project.config_file.parent.relative_to(root) if project.config_file else Path()
@@ -524,10 +548,12 @@ def apply_prisma_defaults(data: dict, root: Path, environ: object) -> dict[str, 
     project_section = data.setdefault("project", {})
     environments = data.get("environments") or {}
     for problem in project.unreadable:
-        needs_migrations = "migrations" in problem or "schema" in problem or "cannot be read" in problem
-        needs_url = "datasource" in problem or "cannot be read" in problem
-        if (needs_migrations and "migrations" not in project_section) or (needs_url and not environments):
-            raise ValueError(problem)
+        if ("migrations" in problem.needs and "migrations" not in project_section) or (
+            "url" in problem.needs and not environments
+        ):
+            raise ValueError(str(problem))
+    if project.unreadable:  # set by pgrunbook.toml or not needed: doctor still shows them
+        origins["unreadable"] = " | ".join(project.unreadable)
     if "migrations" not in project_section and project.migrations is not None:
         project_section["migrations"] = project.migrations.value
         origins["project.migrations"] = project.migrations.source
