@@ -124,6 +124,7 @@ def test_toml_settings_make_an_unreadable_config_harmless(tmp_path: Path) -> Non
     )
     cfg = load_config(cwd=tmp_path, environ={})
     assert cfg.project.migrations == "m" and cfg.environments["prod"].database_url_env == "PROD_URL"
+    assert "prisma.config.ts: cannot be read statically" in cfg.origins["unreadable"]  # doctor warns
 
 
 def test_prisma6_package_json_and_schema_datasource(tmp_path: Path) -> None:
