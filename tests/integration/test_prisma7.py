@@ -11,11 +11,18 @@ test_prisma7_oracle.py.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg import sql
 
+from pgrunbook.config import load_config
+from pgrunbook.environment import Environment
+from pgrunbook.prisma.engine import MigrationFailed, migrate_deploy
 from tests.conftest import PASSWORD, assert_clean_error
 from tests.integration.conftest import CONFIG_TS, P7, SCHEMA
 
@@ -346,3 +353,47 @@ def test_secrets_stay_out_of_the_new_messages(p7: P7) -> None:
     result = p7.cli("status")
     assert_clean_error(result, 3)
     assert PASSWORD not in result.stdout + result.stderr
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=st.integers(min_value=1, max_value=6),
+    fail_at=st.integers(min_value=0, max_value=6),
+    version=st.sampled_from(["6.19.3", "7.4.0", "7.10.1"]),
+)
+def test_a_failure_leaves_exactly_what_that_prisma_version_leaves(p7: P7, n: int, fail_at: int, version: str) -> None:
+    """The kind, not the example: any script length, any failing position, either semantics (in-process)."""
+    schema = f"h_{secrets.token_hex(4)}"
+    url = p7.use_schema(schema)
+    (p7.root / "pgrunbook.toml").write_text(
+        f'[migrate]\nprisma_version = "{version}"\n[environments.default]\ndatabase_url_env = "APP_DB_URL"\n'
+    )
+    statements = [f'CREATE TABLE "t{i}" ("id" INTEGER)' for i in range(n)]
+    failing = fail_at < n
+    if failing:
+        statements[fail_at] = "SELECT 1 / 0"
+    p7.migration("20260102000000_generated", "".join(f"-- step {i}\n{s};\n" for i, s in enumerate(statements)))
+    saved = os.environ.get("APP_DB_URL")
+    os.environ["APP_DB_URL"] = url
+    try:
+        env = Environment.resolve(load_config(cwd=p7.root, environ=p7.environ))
+        if failing:
+            with pytest.raises(MigrationFailed):
+                migrate_deploy(env, within_procedure=True)
+        else:
+            migrate_deploy(env, within_procedure=True)
+    finally:
+        if saved is None:
+            os.environ.pop("APP_DB_URL", None)
+        else:
+            os.environ["APP_DB_URL"] = saved
+    created = {t for t in _tables(p7.base_url, schema) if t.startswith("t")}
+    if not failing:
+        expected = {f"t{i}" for i in range(n)}
+    elif version.startswith("6"):
+        expected = set()  # one string, one implicit transaction
+    else:
+        expected = {f"t{i}" for i in range(fail_at)}  # each statement its own transaction
+    assert created == expected
+    row = _history(p7.base_url, schema)[-1]
+    assert (row["finished_at"] is None) is failing and row["applied_steps_count"] == (0 if failing else 1)
