@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -313,8 +313,17 @@ def find_config_file(start: Path | None = None) -> Path | None:
     return None
 
 
+#: fills what the file leaves unset from the project's own files, returning where each value came from
+#: (pgrunbook.prisma.config_file.apply_prisma_defaults); raises ConfigError
+ProjectDefaults = Callable[[dict[str, Any], Path, Mapping[str, str]], dict[str, str]]
+
+
 def load_config(
-    path: Path | str | None = None, *, cwd: Path | None = None, environ: Mapping[str, str] | None = None
+    path: Path | str | None = None,
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    project_defaults: ProjectDefaults | None = None,
 ) -> Config:
     """Read, override and validate the configuration; every problem becomes one ConfigError line."""
     environ = os.environ if environ is None else environ
@@ -337,14 +346,7 @@ def load_config(
             raise ConfigError(f"{source}: cannot read: {exc}") from None
     _apply_env_overrides(data, environ)
     root = source.parent.resolve() if source else (cwd or Path.cwd()).resolve()
-    # A pure reader of Prisma's files (it imports nothing of pgrunbook's upper layers).
-    from pgrunbook.prisma.config_file import apply_prisma_defaults
-
-    try:
-        origins = apply_prisma_defaults(data, root, environ)
-    except ValueError as exc:
-        message, _, hint = str(exc).partition("; set ")
-        raise ConfigError(message, hint=f"set {hint}" if hint else None) from None
+    origins = project_defaults(data, root, environ) if project_defaults is not None else {}
     url_origin = origins.get("environments.default.database_url_env")
     if url_origin:
         data["environments"]["default"]["url_origin"] = url_origin

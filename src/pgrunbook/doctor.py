@@ -14,6 +14,7 @@ from pgrunbook.errors import PgRunbookError
 from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.postgres.tools import find_client_tools
 from pgrunbook.postgres.url import redact
+from pgrunbook.prisma.splitter import config_splits
 
 Status = Literal["ok", "warning", "failed", "skipped"]
 
@@ -59,8 +60,6 @@ def run_doctor(env: Environment) -> list[DoctorCheck]:
 
 def _check_prisma_project(env: Environment, checks: list[DoctorCheck]) -> None:
     """Where each value taken from the project's Prisma files came from, and how scripts will run."""
-    from pgrunbook.prisma.splitter import config_splits
-
     cfg = env.config
     origins = cfg.origins
     taken = [

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pgrunbook.config import CONFIG_NAME
 from pgrunbook.errors import ConfigError
+from pgrunbook.prisma.config_file import read_prisma_project
+from pgrunbook.prisma.version import detect_prisma_version
 
 TEMPLATE = """\
 # pgrunbook configuration. Database URLs never go in this file: each environment names the
@@ -42,9 +44,6 @@ def detect_migrations(root: Path) -> str:
 def render_config(root: Path) -> str:
     """The template filled from the project's Prisma files (prisma/config_file.py), each value's source
     in a comment; what they do not say keeps Prisma's defaults."""
-    from pgrunbook.prisma.config_file import read_prisma_project
-    from pgrunbook.prisma.version import detect_prisma_version
-
     prisma = read_prisma_project(root)
     problems = "".join(f"# could not read: {p}\n" for p in prisma.unreadable)
     version = detect_prisma_version(root)

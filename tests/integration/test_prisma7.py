@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from pgrunbook.config import load_config
 from pgrunbook.environment import Environment
+from pgrunbook.prisma.config_file import load_project_config
 from pgrunbook.prisma.engine import MigrationFailed, migrate_deploy
 from tests.conftest import PASSWORD, assert_clean_error
 from tests.integration.conftest import CONFIG_TS, P7, SCHEMA
@@ -376,7 +376,7 @@ def test_a_failure_leaves_exactly_what_that_prisma_version_leaves(p7: P7, n: int
     saved = os.environ.get("APP_DB_URL")
     os.environ["APP_DB_URL"] = url
     try:
-        env = Environment.resolve(load_config(cwd=p7.root, environ=p7.environ))
+        env = Environment.resolve(load_project_config(cwd=p7.root, environ=p7.environ))
         if failing:
             with pytest.raises(MigrationFailed):
                 migrate_deploy(env, within_procedure=True)

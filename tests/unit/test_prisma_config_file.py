@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgrunbook.config import load_config
 from pgrunbook.errors import ConfigError
-from pgrunbook.prisma.config_file import parse_config_source, read_dotenv, read_prisma_project
+from pgrunbook.prisma.config_file import load_project_config, parse_config_source, read_dotenv, read_prisma_project
 from pgrunbook.prisma.version import detect_prisma_version
 
 PRISMA7 = """\
@@ -113,7 +112,7 @@ def test_computed_values_name_what_could_not_be_read_and_the_toml_key(
     assert len(project.unreadable) == 1, project.unreadable
     assert named in project.unreadable[0] and key in project.unreadable[0]
     with pytest.raises(ConfigError) as err:
-        load_config(cwd=tmp_path, environ={})
+        load_project_config(cwd=tmp_path, environ={})
     assert "prisma.config.ts" in err.value.message and (err.value.hint or "").startswith("set ")
 
 
@@ -122,7 +121,7 @@ def test_toml_settings_make_an_unreadable_config_harmless(tmp_path: Path) -> Non
     (tmp_path / "pgrunbook.toml").write_text(
         '[project]\nmigrations = "m"\n[environments.prod]\ndatabase_url_env = "PROD_URL"\n'
     )
-    cfg = load_config(cwd=tmp_path, environ={})
+    cfg = load_project_config(cwd=tmp_path, environ={})
     assert cfg.project.migrations == "m" and cfg.environments["prod"].database_url_env == "PROD_URL"
     assert "prisma.config.ts: cannot be read statically" in cfg.origins["unreadable"]  # doctor warns
 
@@ -143,7 +142,7 @@ def test_prisma6_package_json_and_schema_datasource(tmp_path: Path) -> None:
     assert project.schemas == ["base", "Billing-Prod"]
     # Prisma 6 loads .env itself: the root's and the schema folder's
     assert project.dotenv_files == [tmp_path / ".env", tmp_path / "db" / ".env"]
-    cfg = load_config(cwd=tmp_path, environ={})
+    cfg = load_project_config(cwd=tmp_path, environ={})
     env = cfg.environments["default"]
     assert (env.database_url_env, env.direct_url_env) == ("POOLED_URL", "DIRECT_URL")
     assert cfg.project.migrations == "db/migrations"
@@ -227,11 +226,11 @@ def test_prisma_version_is_found_where_node_would_find_it(
 def test_toml_prisma_version_wins_and_is_reported(tmp_path: Path) -> None:
     _write(tmp_path, "package.json", '{"devDependencies": {"prisma": "7.4.0"}}')
     (tmp_path / "pgrunbook.toml").write_text('[migrate]\nprisma_version = "6.19.3"\n')
-    cfg = load_config(cwd=tmp_path, environ={})
+    cfg = load_project_config(cwd=tmp_path, environ={})
     assert cfg.migrate.prisma_version == "6.19.3"
     assert "pgrunbook.toml" in cfg.origins["migrate.prisma_version"]
     (tmp_path / "pgrunbook.toml").write_text("")
-    cfg = load_config(cwd=tmp_path, environ={})
+    cfg = load_project_config(cwd=tmp_path, environ={})
     assert cfg.migrate.prisma_version == "7.4.0" and cfg.origins["migrate.prisma_version"].startswith("package.json")
 
 

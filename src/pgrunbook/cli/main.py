@@ -16,10 +16,11 @@ from rich.table import Table
 
 from pgrunbook import __version__
 from pgrunbook.cli.render import Output, human_age, human_size, step_line
-from pgrunbook.config import Config, load_config
+from pgrunbook.config import Config
 from pgrunbook.environment import Environment, ProgressFn
 from pgrunbook.errors import EXIT_FAILURE, EXIT_USAGE, PgRunbookError
 from pgrunbook.postgres.url import redact
+from pgrunbook.prisma.config_file import load_project_config
 
 if TYPE_CHECKING:
     from pgrunbook.procedures.journal import Journal
@@ -38,7 +39,7 @@ class State:
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load_config(self.config_path)
+            self._config = load_project_config(self.config_path)
         return self._config
 
     def env(self, name: str | None) -> Environment:

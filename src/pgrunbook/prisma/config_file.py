@@ -20,8 +20,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pgrunbook.config import Config, load_config
+from pgrunbook.errors import ConfigError
+from pgrunbook.prisma.version import Found, detect_prisma_version
 
 _EXTENSIONS = (".js", ".ts", ".mjs", ".cjs", ".mts", ".cts")
 # Where Prisma 7 looks, in its order (@prisma/config, findPrismaConfigFile): prisma7.config.* and
@@ -36,14 +42,6 @@ CONFIG_NAMES = (
     ),
 )
 DEFAULT_SCHEMAS = ("prisma/schema.prisma", "schema.prisma")
-
-
-@dataclass(frozen=True)
-class Found:
-    """One value and where it came from, e.g. ``prisma.config.ts: migrations.path``."""
-
-    value: str
-    source: str
 
 
 class Problem(str):
@@ -533,15 +531,11 @@ def read_dotenv(path: Path) -> dict[str, str]:
 # --- defaults for pgrunbook's configuration ----------------------------------------------------------
 
 
-def apply_prisma_defaults(data: dict, root: Path, environ: object) -> dict[str, str]:
+def apply_prisma_defaults(data: dict[str, Any], root: Path, environ: Mapping[str, str]) -> dict[str, str]:
     """Fill what ``pgrunbook.toml`` (``data``) leaves unset from the project's Prisma files; load ``.env``
-    as the project's Prisma would. Returns where each filled value came from.
-
-    Raises ValueError("message\\nhint") when a value it needs cannot be read statically and the
-    toml does not set it either (the caller turns it into one ConfigError line)."""
-
-    from pgrunbook.prisma.version import detect_prisma_version
-
+    as the project's Prisma would (into ``os.environ`` when ``environ`` is it). Returns where each filled
+    value came from. Raises ConfigError when a value it needs cannot be read statically and the toml
+    does not set it either."""
     env_map = dict(environ) if environ is not None else dict(os.environ)  # type: ignore[call-overload]
     project = read_prisma_project(root, env_map)
     origins: dict[str, str] = {}
@@ -551,7 +545,8 @@ def apply_prisma_defaults(data: dict, root: Path, environ: object) -> dict[str, 
         if ("migrations" in problem.needs and "migrations" not in project_section) or (
             "url" in problem.needs and not environments
         ):
-            raise ValueError(str(problem))
+            message, _, hint = str(problem).partition("; set ")
+            raise ConfigError(message, hint=f"set {hint}" if hint else None)
     if project.unreadable:  # set by pgrunbook.toml or not needed: doctor still shows them
         origins["unreadable"] = " | ".join(project.unreadable)
     if "migrations" not in project_section and project.migrations is not None:
@@ -589,3 +584,10 @@ def apply_prisma_defaults(data: dict, root: Path, environ: object) -> dict[str, 
     if project.config_file is not None:
         origins["prisma config"] = project.config_file.relative_to(root).as_posix()
     return origins
+
+
+def load_project_config(
+    path: Path | str | None = None, *, cwd: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """``load_config`` with the project's Prisma files (and ``.env``) as the defaults: what the CLI uses."""
+    return load_config(path, cwd=cwd, environ=environ, project_defaults=apply_prisma_defaults)

@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from pgrunbook.prisma.config_file import Found
+
+@dataclass(frozen=True)
+class Found:
+    """One value and where it came from, e.g. ``prisma.config.ts: migrations.path``."""
+
+    value: str
+    source: str
+
 
 PACKAGES = ("prisma", "@prisma/client")
 
