@@ -379,9 +379,9 @@ def test_a_failure_leaves_exactly_what_that_prisma_version_leaves(p7: P7, n: int
         env = Environment.resolve(load_project_config(cwd=p7.root, environ=p7.environ))
         if failing:
             with pytest.raises(MigrationFailed):
-                migrate_deploy(env, within_procedure=True)
+                migrate_deploy(env)
         else:
-            migrate_deploy(env, within_procedure=True)
+            migrate_deploy(env)
     finally:
         if saved is None:
             os.environ.pop("APP_DB_URL", None)
