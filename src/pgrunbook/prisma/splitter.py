@@ -38,6 +38,7 @@ class LexError(ValueError):
     """The script ends inside a quote, a quoted identifier, a dollar-quoted body or a block comment."""
 
 
+_SPECIAL = re.compile(r"[-/'\"$;]")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_\u0080-\uffff][\w\u0080-\uffff]*)?\$")
 
 
@@ -49,6 +50,10 @@ def split_statements(script: str) -> list[Statement]:
     out: list[Statement] = []
     i, n, start = 0, len(script), 0
     while i < n:
+        m = _SPECIAL.search(script, i)  # jump over plain text: only these characters change the state
+        if m is None:
+            break
+        i = m.start()
         c = script[i]
         if c == "-" and script.startswith("--", i):
             j = script.find("\n", i)
@@ -163,6 +168,8 @@ def plan_script(script: str, *, split: bool) -> Plan:
         statements = split_statements(script)
     except LexError as exc:
         return Plan(whole, False, f"the splitter cannot read it ({exc}); sent as one string")
+    if len(statements) <= 1:  # one statement runs the same whether split or not: no parse needed
+        return Plan(whole, False, "a single statement is sent as it is")
     why = sqlparser_rejects(script)
     if why is not None:
         return Plan(whole, False, f"Prisma's splitter cannot parse it ({why}); sent as one string")
