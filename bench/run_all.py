@@ -53,6 +53,7 @@ def main() -> None:
         ("backup_bench.py", ["--size-mb", str(args.size_mb), "--runs", str(args.runs)]),
         ("restore_bench.py", ["--size-mb", str(args.size_mb), "--runs", str(args.runs)]),
         ("migrations_bench.py", ["--runs", "5"]),
+        ("lint_bench.py", ["--size-mb", "50", "--runs", str(args.runs)]),
     ):
         print(f"running {script} ...", file=sys.stderr)
         out = subprocess.run(

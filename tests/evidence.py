@@ -15,11 +15,18 @@ from pathlib import Path
 COUNTS: Counter[str] = Counter()
 FAULTS: Counter[str] = Counter()
 BAD_INPUTS: Counter[str] = Counter()
+DATA_LOSS: Counter[str] = Counter()
 
 
 def fault(kind: str) -> None:
     """A fault was injected and the test went on to prove nothing was lost."""
     FAULTS[kind] += 1
+
+
+def data_loss_scenario(kind: str) -> None:
+    """A way to lose data was tried (delete or restore what is not pgrunbook's) and the test went on to
+    prove that nothing of anyone else's was deleted, overwritten or restored over."""
+    DATA_LOSS[kind] += 1
 
 
 def bad_input(kind: str) -> None:
@@ -38,6 +45,10 @@ def write(path: Path, passed: int, failed: int) -> None:
     rows = [
         ("faults injected and survived", sum(FAULTS.values())),
         ("data lost", 0 if failed == 0 else "see failures"),
+        (
+            "data-loss scenarios tried (other content, links, shared storage, rotted copies, templates)",
+            sum(DATA_LOSS.values()),
+        ),
         ("bad inputs tried", sum(BAD_INPUTS.values())),
         ("outputs checked for tracebacks and secrets", COUNTS["outputs checked"]),
         ("tracebacks shown", COUNTS["tracebacks shown"]),
@@ -74,6 +85,12 @@ def write(path: Path, passed: int, failed: int) -> None:
         "| fault | times |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in sorted(FAULTS.items())],
+        "",
+        "Data-loss scenarios tried, by kind (issue 20, Kind 1):",
+        "",
+        "| scenario | times |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in sorted(DATA_LOSS.items())],
         "",
         "Bad inputs tried, by kind (each: one `error:` line, the SPEC's exit code, no traceback, no secret):",
         "",

@@ -32,9 +32,19 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+PROJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class ProjectConfig(_Model):
     migrations: str = "prisma/migrations"
     owner: str | None = None
+    name: str | None = Field(None, description="shown in backups' markers and notes")
+    id: str | None = Field(
+        None,
+        pattern=PROJECT_ID_PATTERN,
+        description="this project's identity in backup storage: written into every manifest; projects "
+        "sharing a storage folder see only their own backups (pgrunbook init generates one)",
+    )
 
 
 class RetentionPolicy(_Model):

@@ -55,6 +55,7 @@ def run_doctor(env: Environment) -> list[DoctorCheck]:
             checks.append(DoctorCheck(name, "skipped", "needs a database connection"))
     _guard(checks, "storage", lambda: _storage(env))
     _guard(checks, "free space", lambda: _free_space(env))
+    _guard(checks, "manifests", lambda: _manifests(env))
     return checks
 
 
@@ -197,6 +198,24 @@ def _check_invalid_indexes(conn: psycopg.Connection, checks: list[DoctorCheck]) 
 def _storage(env: Environment) -> DoctorCheck:
     env.storage.probe()
     return DoctorCheck("storage", "ok", f"{env.storage.display} is writable")
+
+
+def _manifests(env: Environment) -> DoctorCheck:
+    """Backups whose manifest cannot be read: never listed, restored or pruned, so only this says so."""
+    scan = env.repository.scan()
+    note = f"; {scan.foreign_note()}" if scan.foreign else ""
+    if not scan.unreadable:
+        return DoctorCheck("manifests", "ok", f"{len(scan.ours)} backup(s), every manifest readable{note}")
+    where = env.storage.display
+    listed = "; ".join(f"{where}/{env.name}/{bid}: {why}" for bid, why in scan.unreadable[:5])
+    more = f" (and {len(scan.unreadable) - 5} more)" if len(scan.unreadable) > 5 else ""
+    return DoctorCheck(
+        "manifests",
+        "warning",
+        f"{len(scan.unreadable)} unreadable manifest(s), those backups are not usable: {listed}{more}",
+        "take a new backup; then move each folder named here aside by hand (prune never removes a backup "
+        "whose manifest it cannot read: whose it is cannot be told)",
+    )
 
 
 def _free_space(env: Environment) -> DoctorCheck:

@@ -6,9 +6,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
+from pgrunbook.backup.identity import Owner, restored_from
 from pgrunbook.backup.repository import BackupRepository
 from pgrunbook.backup.storage import Storage, open_storage
 from pgrunbook.config import Config, EnvironmentConfig, database_target
+from pgrunbook.errors import PgRunbookError
+from pgrunbook.postgres.catalog import database_comment, system_identifier
+from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.url import DatabaseTarget
 
 
@@ -57,5 +61,45 @@ class Environment:
         return open_storage(location, self.config.root, self.config.backup.storage_options())
 
     @cached_property
+    def owner(self) -> Owner:
+        """This project and database, as backup storage knows them (backup/identity.py)."""
+        try:
+            database: str | None = self.target(direct=True).dbname
+        except PgRunbookError:  # the URL is not set here: the project id alone decides
+            database = None
+        project = self.config.project
+        return Owner(project.id, project.name or project.id, database, self._system_identifier, self._restored_from)
+
+    def _restored_from(self) -> str | None:
+        """The backup id the database was restored from by pgrunbook (its comment), or None."""
+        try:
+            with connect(
+                self.target(direct=True),
+                purpose=f"identify {self.name}",
+                var=self.url_var(),
+                connect_timeout=self.config.postgres.connect_timeout,
+            ) as conn:
+                return restored_from(database_comment(conn))
+        except Exception:  # unreachable: the database name alone decides
+            return None
+
+    def _system_identifier(self) -> str | None:
+        """The server's system identifier, or None when the database cannot be reached or read."""
+        try:
+            with connect(
+                self.target(direct=True),
+                purpose=f"identify {self.name}",
+                var=self.url_var(),
+                connect_timeout=self.config.postgres.connect_timeout,
+            ) as conn:
+                return system_identifier(conn)
+        except Exception:  # unreachable: markers decide, as for a listing while the server is down
+            return None
+
+    def repository_for(self, storage: Storage) -> BackupRepository:
+        """This environment's backups in ``storage`` (the configured one, or a copy's destination)."""
+        return BackupRepository(storage, self.name, self.owner)
+
+    @cached_property
     def repository(self) -> BackupRepository:
-        return BackupRepository(self.storage, self.name)
+        return self.repository_for(self.storage)

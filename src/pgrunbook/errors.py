@@ -74,3 +74,8 @@ class RestoreFailed(PgRunbookError):
 
 class LockBusy(PgRunbookError):
     """Another pgrunbook run holds the lock this operation needs."""
+
+
+class LocalStateError(PgRunbookError):
+    """A file of pgrunbook's own local state (journal, manifest, state file) is damaged, locked or
+    cannot be written; the message names the file and the hint says what to do with it."""

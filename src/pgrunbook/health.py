@@ -17,6 +17,7 @@ from psycopg import sql
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
 from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.redaction import redact_urls
 from pgrunbook.postgres.url import DatabaseTarget
 
 FailureKind = Literal[
@@ -65,29 +66,33 @@ class HealthResult:
 
 def probe_http(url: str, timeout_s: float) -> HealthCheck:
     """One GET; healthy only for a 2xx JSON body whose ``status`` is ``ok``."""
+    shown = redact_urls(url)  # a token in the URL (?token=, user:pass@) is never echoed
     try:
         resp = httpx.get(url, timeout=timeout_s, follow_redirects=True)
     except httpx.ConnectError as exc:
         kind = "connection refused" if "refused" in str(exc).lower() else "http error"
         return HealthCheck(
-            "http", False, f"{url}: {kind} ({exc})" if kind == "http error" else f"{url}: connection refused", kind
+            "http",
+            False,
+            f"{shown}: {kind} ({redact_urls(str(exc))})" if kind == "http error" else f"{shown}: connection refused",
+            kind,
         )
     except httpx.TimeoutException:
-        return HealthCheck("http", False, f"{url}: no answer within {timeout_s:g}s", "timeout")
+        return HealthCheck("http", False, f"{shown}: no answer within {timeout_s:g}s", "timeout")
     except httpx.HTTPError as exc:
-        return HealthCheck("http", False, f"{url}: {type(exc).__name__}: {exc}", "http error")
+        return HealthCheck("http", False, f"{shown}: {type(exc).__name__}: {redact_urls(str(exc))}", "http error")
     if not 200 <= resp.status_code < 300:
-        return HealthCheck("http", False, f"{url}: HTTP {resp.status_code}", "non-2xx")
+        return HealthCheck("http", False, f"{shown}: HTTP {resp.status_code}", "non-2xx")
     try:
         body = resp.json()
     except ValueError:
         return HealthCheck(
-            "http", False, f"{url}: HTTP {resp.status_code} but the body is not JSON ({resp.text[:60]!r})", "not JSON"
+            "http", False, f"{shown}: HTTP {resp.status_code} but the body is not JSON ({resp.text[:60]!r})", "not JSON"
         )
     status = body.get("status") if isinstance(body, dict) else None
     if status != "ok":
-        return HealthCheck("http", False, f"{url}: status is {status!r}, not 'ok'", "status not ok")
-    return HealthCheck("http", True, f"{url}: HTTP {resp.status_code}, status ok")
+        return HealthCheck("http", False, f"{shown}: status is {status!r}, not 'ok'", "status not ok")
+    return HealthCheck("http", True, f"{shown}: HTTP {resp.status_code}, status ok")
 
 
 def probe_database(target: DatabaseTarget, read_query: str, var: str, timeout_s: float) -> HealthCheck:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from pathlib import Path
 
 from pgrunbook.config import CONFIG_NAME
@@ -15,6 +17,8 @@ TEMPLATE = """\
 # e.g. PGRUNBOOK_BACKUP__STORAGE=/mnt/nas/pg.
 
 [project]
+name = "{name}"
+id = "{project_id}"   # this project's identity in backup storage: keep it; projects sharing a folder see only their own
 migrations = "{migrations}"{migrations_note}
 # owner = "ops@example.com"          # who owns the backup schedule; shown in alerts
 
@@ -41,6 +45,18 @@ def detect_migrations(root: Path) -> str:
     return "prisma/migrations"
 
 
+def project_name(root: Path) -> str:
+    """The folder's name, as a project is usually called; only letters, digits, '.', '_' and '-'."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.resolve().name).strip("-._") or "project"
+    return name[:40]
+
+
+def new_project_id(root: Path) -> str:
+    """Generated once, here, and kept in the file: the name plus 8 random hex digits, so two projects
+    of the same name on one backup storage never take each other's backups for their own."""
+    return f"{project_name(root)}-{secrets.token_hex(4)}"
+
+
 def render_config(root: Path) -> str:
     """The template filled from the project's Prisma files (prisma/config_file.py), each value's source
     in a comment; what they do not say keeps Prisma's defaults."""
@@ -49,6 +65,8 @@ def render_config(root: Path) -> str:
     version = detect_prisma_version(root)
     direct = prisma.direct_url_env
     return problems + TEMPLATE.format(
+        name=project_name(root),
+        project_id=new_project_id(root),
         migrations=prisma.migrations.value if prisma.migrations else detect_migrations(root),
         migrations_note=f"  # from {prisma.migrations.source}" if prisma.migrations else "",
         version_line=f'prisma_version = "{version.value}"   # from {version.source}; 7.4+ runs scripts statement '

@@ -56,7 +56,7 @@ def test_sigkill_mid_dump_leaves_nothing_usable(seeded: Project, moment: str) ->
             blocker.execute("ROLLBACK")
         blocker.close()
 
-    folders = list((seeded.storage / "default").iterdir())
+    folders = [p for p in (seeded.storage / "default").iterdir() if not p.name.startswith(".pgrunbook-")]
     assert folders, "the killed run left its folder (that is what prune must clean)"
     backup_id = folders[0].name
     assert json.loads(seeded.cli("backup", "list", "--json").stdout) == []
@@ -76,7 +76,8 @@ def test_sigkill_mid_dump_leaves_nothing_usable(seeded: Project, moment: str) ->
     assert pruned.returncode == 0
     rows = {r["id"]: r for r in json.loads(pruned.stdout)}
     assert rows[backup_id]["action"] == "remove" and rows[backup_id]["leftover"] is True
-    assert sorted(p.name for p in (seeded.storage / "default").iterdir()) == [new_id]
+    kept = sorted(p.name for p in (seeded.storage / "default").iterdir())
+    assert [n for n in kept if not n.startswith(".pgrunbook-")] == [new_id]  # the markers stay
     assert seeded.cli("backup", "verify", new_id).returncode == 0
     evidence.fault(f"SIGKILL of backup create ({moment})")
 

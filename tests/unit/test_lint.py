@@ -142,3 +142,61 @@ def test_concurrently_rule_follows_the_prisma_version(tmp_path: Path) -> None:
     assert rule in {f.rule for f in lint_files([mixed], split=False)}
     assert rule not in {f.rule for f in lint_files([mixed], split=True)}
     assert rule in {f.rule for f in lint_files([unparsed], split=True)}
+
+
+def _seed_migration(rows: int) -> str:
+    """A Prisma seed migration: a table, then one INSERT per row (what `prisma db seed` dumps)."""
+    head = 'CREATE TABLE "Seed" ("id" INT, "name" TEXT, "note" TEXT);\n'
+    row = "INSERT INTO \"Seed\" VALUES ({i}, 'näme {i}', 'a note that makes the row longer');\n"
+    tail = '-- a comment after the data\nALTER TABLE "User" DROP COLUMN "legacy";\n'
+    return head + "".join(row.format(i=i) for i in range(rows)) + tail
+
+
+def test_a_multi_megabyte_seed_migration_lints_in_linear_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: lint was quadratic in the file's size (16 MB: 255 s). Two checks that do not depend on
+    the machine's speed: only DDL statements become Python syntax trees (work counted), and four times
+    the file takes about four times as long, far from the sixteen a quadratic lint takes."""
+    import time
+
+    import pglast
+
+    from pgrunbook.prisma import lint as lint_mod
+
+    trees: list[str] = []
+    real_parse = pglast.parse_sql
+
+    def counting_parse(text: str):  # type: ignore[no-untyped-def]
+        trees.append(text)
+        return real_parse(text)
+
+    monkeypatch.setattr(lint_mod.pglast, "parse_sql", counting_parse)
+    small, large = _seed_migration(12_000), _seed_migration(48_000)  # about 1 MB and 4 MB
+    assert len(large.encode()) > 3_500_000
+
+    def best(text: str) -> float:
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            findings = lint_text(text, "m.sql")
+            times.append(time.perf_counter() - t0)
+        [f] = findings
+        assert f.rule == "ban-drop-column" and f.line == text.count("\n")  # the line after all the rows
+        return min(times)
+
+    t_small, t_large = best(small), best(large)
+    assert len(trees) == 12  # CREATE TABLE and ALTER TABLE, three runs of two files: no INSERT became a tree
+    assert t_large / t_small < 8, (t_small, t_large)
+
+
+def test_lines_and_ignore_markers_after_multibyte_text() -> None:
+    text = (
+        "INSERT INTO t VALUES ('😀😀😀 ünïcödé');\n/* block\ncomment */\n"
+        '-- pgrunbook-lint-ignore: ban-drop-column\nALTER TABLE "User" DROP COLUMN "a";\n'
+        'ALTER TABLE "User" DROP COLUMN "b"; ALTER TABLE "User" DROP COLUMN "c";\n'
+    )
+    assert [(f.line, f.statement) for f in lint_text(text, "m.sql")] == [
+        (6, 'ALTER TABLE "User" DROP COLUMN "b"'),
+        (6, 'ALTER TABLE "User" DROP COLUMN "c"'),
+    ]
+    dollar = "SELECT $tä$ x $tö$ y $tö$ z $tä$;\n" + 'ALTER TABLE "User" DROP COLUMN "d";\n'
+    assert [f.line for f in lint_text(dollar, "m.sql")] == [2]

@@ -1,41 +1,80 @@
 """``backup copy``: a second copy elsewhere (NAS -> S3, S3 -> another region), verified at the destination.
 
-The dump is streamed across (bounded memory), read back at the destination and checked against the
-manifest's sha256, and only then is the manifest written there: a copy is visible only when complete.
+Order matters, because a copy is the last good version of a backup as often as not:
+1. a destination copy that already verifies (size and sha256 equal the manifest's) is never replaced;
+2. the source is read through a hash while it streams into the destination's writer, which keeps the
+   bytes under a temporary name (a multipart upload in S3); only when the source's bytes equal the
+   manifest's is the writer committed, so a rotted source never reaches the destination;
+3. the destination is read back and checked, and only then is its manifest written: a copy is listed
+   only when complete. A destination that reads back wrong is reported; nothing is deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 from pgrunbook.backup.manifest import Manifest
 from pgrunbook.backup.repository import BackupRepository
 from pgrunbook.environment import Environment
-from pgrunbook.errors import PgRunbookError, VerificationFailed
+from pgrunbook.errors import PgRunbookError, StorageError, VerificationFailed
+
+
+def _digest(chunks: Iterator[bytes]) -> tuple[str, int]:
+    sha, size = hashlib.sha256(), 0
+    for chunk in chunks:
+        sha.update(chunk)
+        size += len(chunk)
+    return sha.hexdigest(), size
+
+
+def _intact_at(repo: BackupRepository, manifest: Manifest) -> bool:
+    """Whether ``repo`` already holds this backup's dump with the manifest's size and sha256."""
+    key = repo.dump_key(manifest)
+    if not repo.storage.list(key):
+        return False
+    try:
+        return _digest(repo.storage.read(key)) == (manifest.sha256, manifest.size)
+    except StorageError:
+        return False
 
 
 def copy_backup(env: Environment, backup_id: str, destination: str) -> Manifest:
+    """Copy one of this project's backups to ``destination``; returns its manifest. Raises
+    VerificationFailed when the source no longer matches its manifest (nothing at the destination is
+    touched) or the destination reads back wrong (its manifest is not written)."""
     manifest = env.repository.get(backup_id)
-    dest = BackupRepository(env.open_storage(destination), env.name)
-    key = dest.key(manifest.id, manifest.file)
+    dest = env.repository_for(env.open_storage(destination))
+    if _intact_at(dest, manifest):
+        dest.claim(manifest.database, manifest.system_identifier)
+        if not dest.storage.list(dest.key(manifest.id, "manifest.json")):
+            dest.write_manifest(manifest)
+        return manifest
+    dest.claim(manifest.database, manifest.system_identifier)
+    key = dest.dump_key(manifest)
+    sha, size = hashlib.sha256(), 0
     writer = dest.storage.writer(key)
     try:
         for chunk in env.storage.read(env.repository.dump_key(manifest)):
+            sha.update(chunk)
+            size += len(chunk)
             writer.write(chunk)
+        if (sha.hexdigest(), size) != (manifest.sha256, manifest.size):
+            raise VerificationFailed(
+                f"backup {manifest.id} in {env.storage.display} no longer matches its manifest "
+                f"({size} bytes, sha256 {sha.hexdigest()[:16]}…); nothing was copied to {dest.storage.display}",
+                hint=f"pgrunbook backup verify {manifest.id} says what is wrong; a good copy elsewhere "
+                "can be copied back with pgrunbook backup copy --env ... from that storage",
+            )
         writer.commit()
     except BaseException:
         writer.abort()
         raise
-    sha, size = hashlib.sha256(), 0
-    for chunk in dest.storage.read(key):
-        sha.update(chunk)
-        size += len(chunk)
-    if sha.hexdigest() != manifest.sha256 or size != manifest.size:
-        dest.storage.delete(key)
+    if _digest(dest.storage.read(key)) != (manifest.sha256, manifest.size):
         raise VerificationFailed(
-            f"the copy of {manifest.id} at {dest.storage.display} does not match the manifest "
-            f"({size} bytes); it was removed",
-            hint="check the source with pgrunbook backup verify, then copy again",
+            f"the copy of {manifest.id} at {dest.storage.display} reads back different bytes than were "
+            "written; its manifest was not written, so it is not listed there",
+            hint="check that storage's health, then copy again",
         )
     dest.write_manifest(manifest)
     return manifest

@@ -20,13 +20,21 @@ import psycopg
 from pgrunbook import __version__
 from pgrunbook.backup.codec import Codec, codec
 from pgrunbook.backup.encryption import EncryptingSink, recipients
+from pgrunbook.backup.identity import restored_from
 from pgrunbook.backup.manifest import Manifest, MigrationHead, TableCount, backup_id, validate_label
 from pgrunbook.backup.privileges import Privileges, read_privileges
 from pgrunbook.backup.storage import AtomicWriter
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import PgRunbookError, StorageError, ToolError
 from pgrunbook.postgres import runner
-from pgrunbook.postgres.catalog import Head, exact_row_counts, prisma_head, try_session_lock
+from pgrunbook.postgres.catalog import (
+    Head,
+    database_comment,
+    exact_row_counts,
+    prisma_head,
+    system_identifier,
+    try_session_lock,
+)
 from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.postgres.tool_errors import cause_of
 from pgrunbook.postgres.tools import ClientTools, find_client_tools
@@ -79,7 +87,9 @@ def create_backup(env: Environment, *, label: str = "manual", progress: Progress
         major, _minor, version_text = server_version(conn)
         tools = find_client_tools(major, version_text, env.config.postgres.bin_dir)
         try_session_lock(conn, f"backup:{env.name}", f"backup of environment {env.name!r}")
-        return _run(env, conn, target, tools, version_text, label, _with_estimate(env, progress))
+        sysid = system_identifier(conn)
+        env.repository.claim(target.dbname, sysid, restored_from(database_comment(conn)))
+        return _run(env, conn, target, tools, version_text, label, _with_estimate(env, progress), sysid)
     finally:
         conn.close()
 
@@ -123,6 +133,7 @@ def _run(
     version_text: str,
     label: str,
     progress: ProgressFn,
+    sysid: str | None = None,
 ) -> Manifest:
     cfg = env.config.backup
     repo = env.repository
@@ -177,6 +188,9 @@ def _run(
         id=bid,
         environment=env.name,
         database=target.dbname,
+        project_id=env.config.project.id,
+        project_name=env.config.project.name or env.config.project.id,
+        system_identifier=sysid,
         server_version=version_text,
         pg_dump_version=tools.version.text,
         compression=cfg.compression,

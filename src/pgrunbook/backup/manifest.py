@@ -72,6 +72,10 @@ class Manifest(BaseModel):
     id: str
     environment: str
     database: str
+    # who wrote it (backup/identity.py); None in manifests from before repository markers
+    project_id: str | None = None
+    project_name: str | None = None
+    system_identifier: str | None = None  # pg_control_system() of the server dumped, when readable
     server_version: str
     pg_dump_version: str
     format: Literal["custom"] = "custom"
@@ -129,7 +133,8 @@ class Manifest(BaseModel):
             first = str(exc).splitlines()[0]
             raise VerificationFailed(
                 f"manifest {where} is unreadable: {first}",
-                hint="the backup cannot be trusted; take a new one (prune removes unreadable ones)",
+                hint="the backup cannot be trusted and prune leaves it alone (whose it is cannot be told); "
+                "take a new backup, then move that folder aside by hand (pgrunbook doctor lists them)",
             ) from None
 
 

@@ -1,9 +1,15 @@
-"""``backup prune``: execute retention's decisions and clear what killed runs left behind."""
+"""``backup prune``: execute retention's decisions and clear what killed runs left behind.
+
+Only this project's and database's backups are decided on (backup/identity.py), and only files
+pgrunbook writes are deleted: a storage folder that holds anything else is refused before anything
+is removed, and another project's backups in a shared folder are counted, never touched.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pgrunbook.backup.identity import is_backup_id, own_file_name
 from pgrunbook.backup.manifest import Manifest
 from pgrunbook.backup.repository import Leftover
 from pgrunbook.backup.retention import BackupInfo, Decision, Policy, plan_retention
@@ -16,6 +22,9 @@ class PruneReport:
     decisions: list[Decision]
     leftovers: list[Leftover] = field(default_factory=list)
     dry_run: bool = False
+    #: backups of other projects or databases in the same folder: never decided on, never removed
+    foreign: list[tuple[str, str]] = field(default_factory=list)
+    foreign_note: str | None = None
 
     def to_list(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = [
@@ -43,27 +52,36 @@ def policy_of(env: Environment) -> Policy:
     return Policy(daily=r.daily, weekly=r.weekly, monthly=r.monthly)
 
 
-def _dead_uploads(env: Environment, active: set[str]) -> list[tuple[str, str]]:
-    """Multipart uploads a killed run left in an object store (invisible to listing, but billed)."""
-    return [
-        (key, uid)
-        for key, uid in env.storage.incomplete_uploads(env.name + "/")
-        if len(key.split("/")) >= 3 and key.split("/")[1] not in active
-    ]
+def _dead_uploads(env: Environment, active: set[str], ours: set[str], sole: bool) -> list[tuple[str, str]]:
+    """Multipart uploads a killed run left in an object store (invisible to listing, but billed): only
+    under this project's backup ids, or under any id of pgrunbook's when no other project writes here."""
+    out = []
+    for key, uid in env.storage.incomplete_uploads(env.name + "/"):
+        parts = key.split("/")
+        if len(parts) != 3 or not is_backup_id(parts[1]) or not own_file_name(parts[2]) or parts[1] in active:
+            continue
+        if parts[1] in ours or sole:
+            out.append((key, uid))
+    return out
 
 
 def prune(env: Environment, *, dry_run: bool = False) -> PruneReport:
     """Decide first, then delete (manifest first, so an interrupted prune only leaves leftovers)."""
     repo = env.repository
-    manifests = repo.list_backups()
+    if not dry_run:  # the first write: refuses a folder that is not pgrunbook's, adopts older backups
+        repo.claim(env.owner.database, None)
+    scan = repo.scan()
+    manifests = scan.ours
     try:
         decisions = plan_retention(backup_infos(manifests), policy_of(env), env.config.tz)
     except ValueError as exc:
         raise PgRunbookError(f"prune refused: {exc}", hint="check [backup] retention") from None
     leftovers = repo.leftovers()
-    report = PruneReport(decisions, leftovers, dry_run)
+    report = PruneReport(decisions, leftovers, dry_run, scan.foreign, scan.foreign_note())
     active = {lo.backup_id for lo in leftovers if lo.active}
-    uploads = _dead_uploads(env, active)
+    ours = {m.id for m in manifests} | {lo.backup_id for lo in leftovers}
+    sole = all(m.matches(env.owner) for m in repo.markers())
+    uploads = _dead_uploads(env, active, ours, sole)
     report.leftovers.extend(
         Leftover(key.split("/")[1], (key,), 0, False, "incomplete multipart upload") for key, _ in uploads
     )

@@ -1,7 +1,9 @@
 """The backup layout in storage: ``<env>/<id>/db.dump[.zst]`` and ``<env>/<id>/manifest.json``.
 
-Only a folder with a readable manifest is a backup. Everything else under an environment is a
-leftover: a run in progress (its marker names a live process) or the remains of a killed one.
+Only a folder named like a backup id with a readable manifest is a backup, and only the backups of
+this project and database (backup/identity.py) are listed, restored, counted by retention or removed.
+Leftovers are the remains of this project's killed runs: only files pgrunbook writes (its file names,
+its temporary names) inside folders named like its ids are ever deleted; anything else is left alone.
 """
 
 from __future__ import annotations
@@ -12,12 +14,43 @@ import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from pgrunbook.backup.identity import (
+    ENVIRONMENT_MARKERS,
+    REPOSITORY_MARKERS,
+    EnvironmentMarker,
+    Owner,
+    Scope,
+    foreign_key,
+    is_backup_id,
+    is_temp_name,
+    marker_key,
+    own_file_name,
+    repository_marker,
+    why_foreign,
+)
 from pgrunbook.backup.manifest import IN_PROGRESS_NAME, MANIFEST_NAME, Manifest
 from pgrunbook.backup.storage import ObjectInfo, Storage
-from pgrunbook.errors import BackupNotFound, VerificationFailed
+from pgrunbook.errors import BackupNotFound, StorageError, VerificationFailed
 
 # A marker from another host cannot be checked for liveness; after this long it is presumed dead.
 FOREIGN_RUN_STALE_AFTER = timedelta(hours=24)
+
+
+@dataclass
+class Scan:
+    """One pass over an environment folder: this owner's backups (newest first), the others' (id and
+    what they are), and the manifests that cannot be read (id and why)."""
+
+    ours: list[Manifest]
+    foreign: list[tuple[str, str]]
+    unreadable: list[tuple[str, str]]
+
+    def foreign_note(self) -> str | None:
+        if not self.foreign:
+            return None
+        kinds = sorted({reason for _id, reason in self.foreign})
+        n = len(self.foreign)
+        return f"{n} backup{'s' if n != 1 else ''} of another project/database ignored ({'; '.join(kinds[:3])})"
 
 
 @dataclass(frozen=True)
@@ -42,58 +75,147 @@ def _pid_alive(pid: int) -> bool:
 
 
 class BackupRepository:
-    def __init__(self, storage: Storage, environment: str):
+    def __init__(self, storage: Storage, environment: str, owner: Owner | None = None):
         self.storage = storage
         self.environment = environment
+        #: whose backups count; None (tools and tests) takes every backup in the folder as its own
+        self.owner = owner
 
     def key(self, backup_id: str, name: str) -> str:
         return f"{self.environment}/{backup_id}/{name}"
 
     def _grouped(self) -> dict[str, list[ObjectInfo]]:
+        """Objects of folders named like backup ids; nothing else under the environment is a backup."""
         groups: dict[str, list[ObjectInfo]] = {}
         for obj in self.storage.list(self.environment + "/"):
             parts = obj.key.split("/")
-            if len(parts) >= 3:
+            if len(parts) == 3 and is_backup_id(parts[1]):
                 groups.setdefault(parts[1], []).append(obj)
         return groups
 
     def exists(self, backup_id: str) -> bool:
         return bool(self.storage.list(f"{self.environment}/{backup_id}/"))
 
-    def list_backups(self) -> list[Manifest]:
-        """Complete backups, newest first. Unreadable manifests are skipped here, reported by doctor."""
+    # --- whose is what -----------------------------------------------------------------------------
+
+    def markers(self) -> list[EnvironmentMarker]:
         out = []
-        for backup_id, objs in self._grouped().items():
-            if any(o.key.endswith("/" + MANIFEST_NAME) for o in objs):
+        for obj in self.storage.list(f"{self.environment}/{ENVIRONMENT_MARKERS}/"):
+            name = obj.key.rsplit("/", 1)[-1]
+            if name.endswith(".json") and not is_temp_name(name):
                 try:
-                    out.append(self.read_manifest(backup_id))
-                except (VerificationFailed, BackupNotFound):
-                    continue
-        return sorted(out, key=lambda m: (m.started_at, m.id), reverse=True)
+                    marker = EnvironmentMarker.from_json(self.storage.read_bytes(obj.key), obj.key)
+                except StorageError:
+                    marker = None
+                if marker is not None:
+                    out.append(marker)
+        return out
+
+    def _scope(self) -> Scope:
+        """Whose backups count here, from the markers. A project with an id: its own, under any database
+        name and server. A project without one is told apart by its database: by name when the folder
+        holds markers of more than one database (a name a restored copy took, recorded in ``also``,
+        counts as the same), and when backups of its name come from several servers, by the live
+        server's system identifier (one connection). With one server only, its backups stay the
+        project's also when the database now lives on another server (after a disaster)."""
+        if self.owner is None:
+            return Scope()
+        markers = self.markers()
+        if not markers:
+            return Scope()
+        if self.owner.project_id is not None:
+            mine = [m for m in markers if m.project_id == self.owner.project_id]
+            return Scope(None, set(), any(m.adopts_legacy for m in mine), len(mine) == len(markers))
+        unnamed = [m for m in markers if m.project_id is None]
+        mine = [m for m in unnamed if self.owner.database is None or m.database == self.owner.database]
+        names = {self.owner.database} if self.owner.database else {m.database for m in mine if m.database}
+        names |= {n for m in mine for n in m.also}
+        if not mine and unnamed and self.owner.restored_from_of is not None:
+            # never backed up under this name: a copy pgrunbook restored (rollback, restore --into) that
+            # the application now uses continues the history of the database it came from
+            for earlier in self._lineage(self.owner.restored_from_of(), self.owner.database, markers):
+                names.add(earlier)
+        if {m.database for m in unnamed if m.database} <= names or self.owner.database is None:
+            mine, scope_names = unnamed, None  # one database (lineage) writes here: no need to tell apart
+        else:
+            scope_names = names
+            mine = [m for m in unnamed if m.database in names]
+        sysids = {m.system_identifier for m in mine if m.system_identifier and m.database == self.owner.database}
+        if len(sysids) > 1:
+            live = self.owner.system_identifier_of() if self.owner.system_identifier_of else None
+            if live not in sysids:
+                raise StorageError(
+                    f"backups of database {self.owner.database!r} from {len(sysids)} servers are in "
+                    f"{self.storage.display}/{self.environment}, and "
+                    + (
+                        "the database cannot be reached to tell which is this one"
+                        if live is None
+                        else f"this server ({live}) is none of them"
+                    ),
+                    hint="give each project sharing this storage its own [project] id in pgrunbook.toml "
+                    "(see docs/backups.md), or make the database reachable",
+                )
+            mine = [m for m in mine if m.system_identifier in (live, None) or m.database != self.owner.database]
+            sysids = {live}
+        return Scope(scope_names, sysids, any(m.adopts_legacy for m in mine), len(mine) == len(markers))
+
+    def _foreign(self, manifest: Manifest, scope: Scope) -> str | None:
+        if self.owner is None:
+            return None
+        return why_foreign(manifest.project_id, manifest.database, manifest.system_identifier, self.owner, scope)
+
+    def scan(self) -> Scan:
+        """Every complete backup in the folder, sorted into this owner's and the others'."""
+        scope = self._scope()
+        ours, foreign, unreadable = [], [], []
+        for backup_id, objs in self._grouped().items():
+            if not any(o.key.endswith("/" + MANIFEST_NAME) for o in objs):
+                continue
+            try:
+                manifest = self.read_manifest(backup_id)
+            except (VerificationFailed, BackupNotFound, StorageError) as exc:
+                unreadable.append((backup_id, exc.message))
+                continue
+            reason = self._foreign(manifest, scope)
+            if reason is None:
+                ours.append(manifest)
+            else:
+                foreign.append((backup_id, reason))
+        ours.sort(key=lambda m: (m.started_at, m.id), reverse=True)
+        return Scan(ours, sorted(foreign), sorted(unreadable))
+
+    def list_backups(self) -> list[Manifest]:
+        """This owner's complete backups, newest first. Unreadable manifests are skipped here, listed by
+        doctor; other projects' backups are skipped (scan() says how many)."""
+        return self.scan().ours
 
     def newest(self) -> Manifest | None:
-        """The newest complete backup from one listing and one manifest read (ids sort by time), for
-        cheap estimates; list_backups reads every manifest."""
+        """The newest complete backup of this owner, reading manifests newest id first until one is
+        this owner's (ids sort by time), for cheap estimates; list_backups reads every manifest."""
         groups = self._grouped()
+        scope = self._scope()
         for backup_id in sorted(groups, reverse=True):
             if any(o.key.endswith("/" + MANIFEST_NAME) for o in groups[backup_id]):
                 try:
-                    return self.read_manifest(backup_id)
+                    manifest = self.read_manifest(backup_id)
                 except (VerificationFailed, BackupNotFound):
                     continue
+                if self._foreign(manifest, scope) is None:
+                    return manifest
         return None
 
     def read_manifest(self, backup_id: str) -> Manifest:
         key = self.key(backup_id, MANIFEST_NAME)
-        if not self.storage.list(key):
+        if not is_backup_id(backup_id) or not self.storage.list(key):
             raise BackupNotFound(
                 f"no backup {backup_id!r} in environment {self.environment!r} ({self.storage.display})",
                 hint=f"pgrunbook backup list --env {self.environment} shows the ids",
             )
-        return Manifest.from_json(self.storage.read_bytes(key), key)
+        return Manifest.from_json(self.storage.read_bytes(key), f"{self.storage.display}/{key}")
 
     def get(self, backup_id: str) -> Manifest:
-        """A backup by id; ``latest`` is the newest complete one (for schedules)."""
+        """A backup of this owner by id; ``latest`` is the newest complete one (for schedules). Another
+        project's or database's backup is refused as not found, saying whose it is."""
         if backup_id == "latest":
             newest = next(iter(self.list_backups()), None)
             if newest is None:
@@ -102,7 +224,79 @@ class BackupRepository:
                     hint=f"pgrunbook backup create --env {self.environment}",
                 )
             return newest
-        return self.read_manifest(backup_id)
+        manifest = self.read_manifest(backup_id)
+        if self.owner is not None:
+            reason = self._foreign(manifest, self._scope())
+            if reason is not None:
+                raise BackupNotFound(
+                    f"backup {backup_id} in {self.storage.display} is a backup of {reason}, not of "
+                    f"{self.owner.describe()}; nothing was changed",
+                    hint=f"pgrunbook backup list --env {self.environment} shows this project's backups",
+                )
+        return manifest
+
+    # --- claiming: markers -------------------------------------------------------------------------
+
+    def claim(self, database: str | None, system_identifier: str | None, restored_from: str | None = None) -> None:
+        """Before this owner's first write: check that the storage root holds nothing but pgrunbook's
+        layout (else refuse: it is someone else's folder), then write the markers that say this project
+        and database write here. The first marker in an environment folder adopts its older backups."""
+        owner = self.owner or Owner()
+        roots = self.storage.list(REPOSITORY_MARKERS + "/")
+        if not roots:
+            stray = next((o.key for o in self.storage.list("") if foreign_key(o.key)), None)
+            if stray is not None:
+                raise StorageError(
+                    f"storage {self.storage.display} holds other files than pgrunbook's backups "
+                    f"(for example {stray}); pgrunbook writes and prunes only in a folder of its own",
+                    hint="point [backup] storage at an empty folder (or prefix) used only for backups, "
+                    "such as backups/",
+                )
+        root_key = f"{REPOSITORY_MARKERS}/{marker_key(owner.project_id, None, None)}.json"
+        if not any(o.key == root_key for o in roots):
+            self.storage.write_bytes(root_key, repository_marker(owner))
+        markers = self.markers()
+        name = database or owner.database
+        mine = [m for m in markers if m.project_id == owner.project_id and m.database == name]
+        if mine and (system_identifier is None or any(m.system_identifier == system_identifier for m in mine)):
+            return
+        unset = next((m for m in mine if m.system_identifier is None), None)
+        if unset is not None and system_identifier is not None:  # learnt the server: fill it in
+            unset.system_identifier = system_identifier
+            self.storage.write_bytes(unset.key, unset.to_json())
+            return
+        if unset is not None:
+            return
+        key = marker_key(owner.project_id, name, system_identifier)
+        marker = EnvironmentMarker(
+            project_id=owner.project_id,
+            project_name=owner.project_name,
+            environment=self.environment,
+            database=name,
+            system_identifier=system_identifier,
+            adopts_legacy=not markers,
+            also=self._lineage(restored_from, name, markers),
+        )
+        self.storage.write_bytes(f"{self.environment}/{ENVIRONMENT_MARKERS}/{key}.json", marker.to_json())
+
+    def _lineage(self, restored_from: str | None, name: str | None, markers: list[EnvironmentMarker]) -> list[str]:
+        """Earlier names of this database: it was restored (verified) by pgrunbook from this project's
+        backup ``restored_from`` of another name, so that database's backups are its history too."""
+        if not restored_from or not is_backup_id(restored_from):
+            return []
+        try:
+            origin = self.read_manifest(restored_from)
+        except (BackupNotFound, VerificationFailed, StorageError):
+            return []
+        owner = self.owner or Owner()
+        if origin.project_id != owner.project_id or origin.database == name:
+            return []
+        earlier = [
+            n for m in markers if m.project_id == owner.project_id and m.database == origin.database for n in m.also
+        ]
+        return sorted({origin.database, *earlier} - {name or ""})
+
+    # --- writing and removing ----------------------------------------------------------------------
 
     def write_manifest(self, manifest: Manifest) -> None:
         self.storage.write_bytes(self.key(manifest.id, MANIFEST_NAME), manifest.to_json())
@@ -111,30 +305,53 @@ class BackupRepository:
         return self.key(manifest.id, manifest.file)
 
     def mark_in_progress(self, backup_id: str, started: datetime) -> None:
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": started.isoformat()}
+        owner = self.owner or Owner()
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": started.isoformat(),
+            "project_id": owner.project_id,
+            "database": owner.database,
+        }
         self.storage.write_bytes(self.key(backup_id, IN_PROGRESS_NAME), json.dumps(record).encode())
 
     def clear_in_progress(self, backup_id: str) -> None:
         self.storage.delete(self.key(backup_id, IN_PROGRESS_NAME))
 
     def delete_backup(self, backup_id: str) -> None:
-        """Manifest first: once it is gone the rest is an ordinary leftover, whatever happens next."""
-        objs = self.storage.list(f"{self.environment}/{backup_id}/")
+        """Manifest first: once it is gone the rest is an ordinary leftover, whatever happens next. Only
+        the files pgrunbook writes are removed; anything else in the folder stays (and so does it)."""
+        if not is_backup_id(backup_id):
+            raise StorageError(f"refusing to delete {backup_id!r}: not a pgrunbook backup id")
+        objs = [o for o in self.storage.list(f"{self.environment}/{backup_id}/") if o.key.count("/") == 2]
         manifest_key = self.key(backup_id, MANIFEST_NAME)
         if any(o.key == manifest_key for o in objs):
             self.storage.delete(manifest_key)
         for obj in objs:
-            if obj.key != manifest_key:
+            if obj.key != manifest_key and own_file_name(obj.key.rsplit("/", 1)[-1]):
                 self.storage.delete(obj.key)
 
     def leftovers(self, now: datetime | None = None) -> list[Leftover]:
-        """Folders without a manifest and writers' temp files: what killed runs leave behind."""
+        """This owner's folders without a manifest and writers' temp files: what killed runs leave
+        behind. Only pgrunbook's own file names count; another project's remains are never included."""
         now = now or datetime.now(UTC)
+        scope = self._scope()
         out = []
-        for backup_id, objs in self._grouped().items():
+        for backup_id, all_objs in self._grouped().items():
+            objs = [o for o in all_objs if own_file_name(o.key.rsplit("/", 1)[-1])]
+            if not objs:
+                continue
             complete = any(o.key.endswith("/" + MANIFEST_NAME) for o in objs)
-            temps = [o for o in objs if Storage.TEMP_MARK in o.key.rsplit("/", 1)[-1]]
+            temps = [o for o in objs if is_temp_name(o.key.rsplit("/", 1)[-1])]
             if complete and not temps:
+                continue
+            if complete:
+                try:
+                    if self._foreign(self.read_manifest(backup_id), scope) is not None:
+                        continue
+                except (VerificationFailed, BackupNotFound):
+                    continue  # an unreadable manifest: doctor reports it; whose it is cannot be told
+            elif not self._left_by_us(backup_id, objs, scope.sole):
                 continue
             junk = temps if complete else objs
             active, reason = self._activity(backup_id, objs, now)
@@ -142,6 +359,24 @@ class BackupRepository:
                 reason = "temporary files of an interrupted manifest update"
             out.append(Leftover(backup_id, tuple(o.key for o in junk), sum(o.size for o in junk), active, reason))
         return out
+
+    def _left_by_us(self, backup_id: str, objs: list[ObjectInfo], sole: bool) -> bool:
+        """A folder without a manifest is ours when its in-progress marker names this project and
+        database; without a marker that names anyone, only when no other project writes here."""
+        if self.owner is None:
+            return True
+        marker = self.key(backup_id, IN_PROGRESS_NAME)
+        if any(o.key == marker for o in objs):
+            try:
+                record = json.loads(self.storage.read_bytes(marker))
+            except (ValueError, StorageError):
+                record = {}
+            if isinstance(record, dict) and "project_id" in record:
+                return record.get("project_id") == self.owner.project_id and record.get("database") in (
+                    None,
+                    self.owner.database,
+                )
+        return sole
 
     def _activity(self, backup_id: str, objs: list[ObjectInfo], now: datetime) -> tuple[bool, str]:
         marker = self.key(backup_id, IN_PROGRESS_NAME)

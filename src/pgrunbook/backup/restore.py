@@ -46,6 +46,7 @@ from pgrunbook.backup.codec import codec
 from pgrunbook.backup.manifest import Check, Manifest
 from pgrunbook.backup.preflight import Preflight, RestoreOptions
 from pgrunbook.backup.restore_counts import EarlyCounts, LoadProgress, data_items, read_verbose
+from pgrunbook.backup.targets import refuse_restore_target, refuse_template
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, VerificationFailed
 from pgrunbook.postgres import runner
@@ -104,6 +105,13 @@ def validate_dbname(name: str) -> str:
             hint="use letters, digits, '_', '$' or '-', starting with a letter or '_' (at most 63)",
         )
     return name
+
+
+def _source_dbname(env: Environment) -> str | None:
+    try:
+        return env.target(direct=True).dbname
+    except PgRunbookError:
+        return None
 
 
 def check_backup(
@@ -549,6 +557,7 @@ def restore_into_new_database(
     t0 = time.monotonic()
     validate_dbname(dbname)
     options = options or RestoreOptions()
+    refuse_restore_target(dbname, _source_dbname(env))
     manifest = env.repository.get(backup_id)
     tools = tools_for_archive(env, manifest)
     report = RestoreReport(manifest.id, dbname, options=options.describe())
@@ -630,6 +639,7 @@ def restore_into(
     created = False
     source = source or restore_checks.Source(stream=lambda: archive_bytes(env, manifest, stored_bytes(env, manifest)))
     with connect(server, purpose=f"restore {env.name}", var=var) as admin:
+        refuse_template(admin, dbname)
         state, comment = _database_state(admin, server, dbname, var)
         if state == "non-empty":
             raise DatabaseError(

@@ -22,7 +22,7 @@ from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.backup.restore import CannotCreate, RestoreFailed, RestoreReport, restore_into
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment, ProgressFn, no_progress
-from pgrunbook.errors import PgRunbookError, PreflightFailed
+from pgrunbook.errors import PgRunbookError, PreflightFailed, StorageError
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.tools import ClientTools
 from pgrunbook.postgres.url import DatabaseTarget
@@ -39,6 +39,9 @@ class VerifyResult:
     duration_s: float = 0.0
     damaged: bool = False
     cause: dict[str, str] | None = None
+    #: whether the result was written into the manifest; why not, when it could not be (read-only storage)
+    recorded: bool = False
+    not_recorded: str = ""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -48,6 +51,8 @@ class VerifyResult:
             "duration_s": self.duration_s,
             "damaged": self.damaged,
             "cause": self.cause,
+            "recorded": self.recorded,
+            "not_recorded": self.not_recorded or None,
         }
 
 
@@ -151,6 +156,7 @@ def verify_backup(
         else:
             checks.append(Check(name="drill restore", ok=False, detail="skipped: the stored file failed its checks"))
     ok = all(c.ok for c in checks)
+    result = VerifyResult(manifest.id, ok, checks, damaged=not sound, cause=cause)
     if record:
         manifest.verifications.append(
             Verification(
@@ -162,8 +168,19 @@ def verify_backup(
                 cause=cause,
             )
         )
+        result.recorded, result.not_recorded = record_verification(env, manifest)
+    result.duration_s = round(time.monotonic() - t0, 3)
+    return result
+
+
+def record_verification(env: Environment, manifest: Manifest) -> tuple[bool, str]:
+    """Rewrite the manifest with its new verification; (False, why) when storage refuses the write
+    (a NAS mounted read-only): the checks stand and are reported, only their record is missing."""
+    try:
         env.repository.write_manifest(manifest)
-    return VerifyResult(manifest.id, ok, checks, round(time.monotonic() - t0, 3), damaged=not sound, cause=cause)
+    except StorageError as exc:
+        return False, exc.message
+    return True, ""
 
 
 def _drill_difference(drilled: list[Check]) -> dict[str, str]:

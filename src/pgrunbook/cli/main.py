@@ -18,7 +18,7 @@ from pgrunbook import __version__
 from pgrunbook.cli.render import Output, human_age, human_size, step_line
 from pgrunbook.config import Config
 from pgrunbook.environment import Environment, ProgressFn
-from pgrunbook.errors import EXIT_FAILURE, EXIT_USAGE, PgRunbookError
+from pgrunbook.errors import EXIT_FAILURE, EXIT_NEGATIVE, EXIT_USAGE, PgRunbookError
 from pgrunbook.postgres.url import redact
 from pgrunbook.prisma.config_file import load_project_config
 
@@ -47,16 +47,28 @@ class State:
 
 
 def _secrets() -> list[str]:
-    """Passwords of every URL in the environment: scrubbed from any error text, whatever its origin."""
+    """Every secret the process can see, scrubbed from any error text whatever its origin: passwords of
+    the URLs in the environment, variables named like secrets, and the variables the configuration
+    names (webhook URL, SMTP password, serve token), when it loads."""
+    from pgrunbook.postgres.redaction import environment_secrets
     from pgrunbook.postgres.url import parse_database_url
 
-    found = []
+    found = environment_secrets(os.environ)
     for key, value in os.environ.items():
         if value.startswith(("postgres://", "postgresql://")):
             try:
                 found.extend(parse_database_url(value, source=key).secrets())
             except PgRunbookError:
                 continue
+    with contextlib.suppress(Exception):  # a broken config must not hide the error being reported
+        ctx = click.get_current_context(silent=True)
+        state = ctx.find_object(State) if ctx else None
+        config = state._config if state else None
+        if config is not None:
+            names = [config.monitor.webhook_url_env, config.serve.token_env]
+            if config.monitor.smtp is not None:
+                names.append(config.monitor.smtp.password_env)
+            found.extend(os.environ[n].strip() for n in names if n and os.environ.get(n, "").strip())
     return found
 
 
@@ -303,6 +315,7 @@ def backup_copy(backup_id: str, env_name: str | None, destination: str) -> None:
     st = _state()
     env = st.env(env_name)
     m = copy_backup(env, backup_id, destination)
+    destination = redact(destination, _secrets())
     if st.json_mode:
         st.output.emit_json(
             {
@@ -326,7 +339,17 @@ def backup_list(env_name: str | None) -> None:
     """Backups of an environment: size, age, label, migration head, verified state."""
     st = _state()
     env = st.env(env_name)
-    manifests = env.repository.list_backups()
+    scan = env.repository.scan()
+    manifests = scan.ours
+    note = scan.foreign_note()
+    if note:
+        click.echo(f"note: {note} in {env.storage.display}/{env.name}", err=True)
+    if scan.unreadable:
+        click.echo(
+            f"warning: {len(scan.unreadable)} backup(s) with an unreadable manifest not listed; "
+            "pgrunbook doctor names them",
+            err=True,
+        )
     if st.json_mode:
         st.output.emit_json(
             [
@@ -393,6 +416,16 @@ def backup_verify(
             mark = "[green]ok[/]" if c.ok else "[red]FAIL[/]"
             st.output.out.print(f"{mark:>14}  {c.name}: {c.detail}", highlight=False)
         st.output.out.print(f"{backup_id}: {'verified' if result.ok else 'FAILED verification'}", highlight=False)
+    if not result.recorded:
+        click.echo(
+            f"warning: the result above was not recorded in the backup's manifest: {redact(result.not_recorded)}",
+            err=True,
+        )
+        click.echo(
+            "hint: the checks ran and stand as printed; make the storage writable and verify again to record "
+            "them (backup list and check show the last recorded verification)",
+            err=True,
+        )
     if not result.ok:
         if not st.json_mode:
             if result.damaged or (result.cause or {}).get("where") == "archive":
@@ -409,6 +442,8 @@ def backup_verify(
                     err=True,
                 )
         sys.exit(EXIT_FAILURE)
+    if not result.recorded:
+        sys.exit(EXIT_NEGATIVE)
 
 
 @backup.command("prune")
@@ -424,6 +459,8 @@ def backup_prune(env_name: str | None, dry_run: bool) -> None:
     env = st.env(env_name)
     report = prune(env, dry_run=dry_run)
     rows = report.to_list()
+    if report.foreign_note:
+        click.echo(f"note: {report.foreign_note}; they were not considered and nothing of them was removed", err=True)
     if st.json_mode:
         st.output.emit_json(rows)
         return
@@ -602,9 +639,9 @@ def migrate_lint_cmd(paths: tuple[Path, ...], env_name: str | None, all_: bool) 
 def _journal(env: Environment) -> Journal:
     from pgrunbook.procedures.journal import Journal, journal_path
 
-    secrets: list[str] = []
+    secrets: list[str] = _secrets()
     with contextlib.suppress(PgRunbookError):
-        secrets = env.target().secrets()
+        secrets += env.target().secrets()
     return Journal(journal_path(env.config), secrets)
 
 

@@ -123,3 +123,23 @@ def try_session_lock(conn: psycopg.Connection, name: str, what: str) -> None:
         hint="wait for it to finish; if it is dead, its lock goes when its connection closes "
         + (f"(SELECT pg_terminate_backend({holder.pid}))" if holder else ""),
     )
+
+
+def system_identifier(conn: psycopg.Connection) -> str | None:
+    """The cluster's system identifier (pg_control_system(), set by initdb, the same on its physical
+    replicas): with the database name, what tells one database from another of the same name. None when
+    this role may not call it (some managed services revoke it)."""
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+    except psycopg.Error:
+        return None
+    return str(row[0]) if row and row[0] is not None else None
+
+
+def database_comment(conn: psycopg.Connection) -> str | None:
+    """The comment on the connected database (``COMMENT ON DATABASE``), or None."""
+    row = conn.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()"
+    ).fetchone()
+    return str(row[0]) if row and row[0] is not None else None

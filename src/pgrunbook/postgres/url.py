@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, unquote
 
 from pgrunbook.errors import ConfigError
+from pgrunbook.postgres.redaction import REDACTED, redact
 
 # libpq connection keywords (PostgreSQL 17 docs, "Parameter Key Words"); anything else in a URL's query
 # string is Prisma's or a pooler's and must not reach libpq.
@@ -72,7 +73,6 @@ PRISMA_ONLY = frozenset(
     ]
 )
 SECRET_KEYWORDS = frozenset({"password", "sslpassword"})
-REDACTED = "***"
 
 _POOLER_HINTS = (
     re.compile(r"pgbouncer=true"),
@@ -198,20 +198,12 @@ def _split_hosts(netloc: str, source: str) -> tuple[list[str], list[str]]:
     return hosts, ports
 
 
-def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
-    """Remove passwords from free text: URL userinfo and every known secret, even URL-encoded."""
-    text = re.sub(r"(postgres(?:ql)?://[^:/@\s]*):[^@\s]*@", rf"\1:{REDACTED}@", text)
-    text = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", rf"\1{REDACTED}", text, flags=re.IGNORECASE)
-    for secret in secrets:
-        if secret:
-            for form in {secret, quote(secret, safe=""), quote(secret)}:
-                text = text.replace(form, REDACTED)
-    return text
-
-
 def url_with_dbname(url: str, dbname: str) -> str:
     """The same URL (user, password, host, parameters such as ?schema=) for another database."""
     m = re.fullmatch(r"(postgres(?:ql)?://[^/?#]*)(/[^?#]*)?(\?[^#]*)?(#.*)?", url.strip())
     if not m:
         raise ConfigError("cannot derive the restored database's URL from a URL that is not postgresql://")
     return f"{m.group(1)}/{quote(dbname, safe='')}{m.group(3) or ''}"
+
+
+__all__ = ["REDACTED", "DatabaseTarget", "parse_database_url", "redact", "url_with_dbname"]

@@ -208,26 +208,27 @@ def _name(rv: ast.RangeVar | None) -> str:
     return f"{rv.schemaname or 'public'}.{rv.relname}"
 
 
-def _locate(text: str, start: int) -> tuple[int, str]:
-    """Line of the statement's first token, and the comments just before it (for ignore markers)."""
-    i = start
+def _leading(chunk: str) -> tuple[int, str]:
+    """Where a statement's first token is in its chunk, and the comments before it (ignore markers).
+    libpg_query's statement location starts right after the previous statement's semicolon."""
+    i = 0
     comments = []
-    while i < len(text):
-        if text[i].isspace() or text[i] == ";":
+    while i < len(chunk):
+        if chunk[i].isspace() or chunk[i] == ";":
             i += 1
-        elif text.startswith("--", i):
-            end = text.find("\n", i)
-            end = len(text) if end == -1 else end
-            comments.append(text[i:end])
+        elif chunk.startswith("--", i):
+            end = chunk.find("\n", i)
+            end = len(chunk) if end == -1 else end
+            comments.append(chunk[i:end])
             i = end
-        elif text.startswith("/*", i):
-            end = text.find("*/", i)
-            end = len(text) if end == -1 else end + 2
-            comments.append(text[i:end])
+        elif chunk.startswith("/*", i):
+            end = chunk.find("*/", i)
+            end = len(chunk) if end == -1 else end + 2
+            comments.append(chunk[i:end])
             i = end
         else:
             break
-    return text[:i].count("\n") + 1, "\n".join(comments)
+    return i, "\n".join(comments)
 
 
 def _ignored(comments: str) -> set[str]:
@@ -238,12 +239,69 @@ def _ignored(comments: str) -> set[str]:
     return out
 
 
+# A statement a rule can concern (or that creates a table later statements may touch) starts with one
+# of these words. Only those are turned into Python syntax trees: a seed migration's million INSERTs
+# are split by PostgreSQL's own parser (in C, which also rejects bad syntax) and skipped by their first
+# word, so linting stays linear in the file's size (bench/lint_bench.py).
+_DDL_WORDS = frozenset({"CREATE", "DROP", "ALTER", "TRUNCATE"})
+
+
+@dataclass(frozen=True)
+class _Statement:
+    line: int
+    comments: str
+    text: str
+
+
+def _first_word_is_ddl(text: str, start: int) -> bool:
+    head = text[start : start + 9].split(None, 1)
+    return bool(head) and head[0].upper() in _DDL_WORDS
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_NON_ASCII_DOLLAR_TAG = re.compile(r"\$[A-Za-z_0-9]*[^\x00-\x7f][^$\s]*\$")
+
+
+def _ascii_twin(text: str) -> str:
+    """The text with every non-ASCII character replaced by ``x``: the same statements at the same
+    character offsets. PostgreSQL's lexer takes any non-ASCII character for an identifier letter (and
+    strings and comments hold anything), so the split is the same; pglast's own offset conversion is
+    quadratic on non-ASCII text. Not done when a dollar-quote tag holds non-ASCII (two tags could
+    become one)."""
+    if text.isascii() or _NON_ASCII_DOLLAR_TAG.search(text):
+        return text
+    return _NON_ASCII.sub("x", text)
+
+
+def _statements(text: str) -> tuple[int, list[_Statement]]:
+    """How many statements the file has, and the ones a rule can concern with their first line,
+    leading comments and text, in one linear pass (the rest cost one look at their first word).
+    Raises pglast's ParseError for SQL PostgreSQL would reject."""
+    slices = pglast.parser.split(_ascii_twin(text), with_parser=True, only_slices=True)
+    out = []
+    line, pos, prev_end = 1, 0, 0
+    for sl in slices:
+        if _first_word_is_ddl(text, sl.start):
+            line += text.count("\n", pos, sl.start)
+            pos = sl.start
+            _offset, comments = _leading(text[prev_end : sl.start])
+            out.append(_Statement(line, comments, text[sl].strip()))
+        prev_end = sl.stop
+    return len(slices), out
+
+
+def _tree(stmt: _Statement) -> ast.Node | None:
+    """The syntax tree of one statement worth checking (parsed alone: cost bounded by its size)."""
+    parsed = pglast.parse_sql(stmt.text)
+    return parsed[0].stmt if parsed else None
+
+
 def lint_text(text: str, file: str, ctx: _Context | None = None) -> list[Finding]:
-    """All findings of one migration file, in order."""
+    """All findings of one migration file, in order. Linear in the file's size."""
     ctx = ctx or _Context()
     file_ignores = {r.strip() for m in IGNORE.finditer(text) if m.group(1) for r in m.group(2).split(",")}
     try:
-        stmts = pglast.parse_sql(text)
+        count, stmts = _statements(text)
     except pglast.parser.ParseError as exc:
         return [
             Finding(
@@ -257,29 +315,22 @@ def lint_text(text: str, file: str, ctx: _Context | None = None) -> list[Finding
                 "",
             )
         ]
-    created_here: set[str] = set()
-    for raw in stmts:
-        if isinstance(raw.stmt, ast.CreateStmt):
-            created_here.add(_name(raw.stmt.relation))
+    trees = [_tree(st) for st in stmts]
+    created_here = {_name(t.relation) for t in trees if isinstance(t, ast.CreateStmt)}
     new = ctx.new_tables | created_here
     findings: list[Finding] = []
     has_timeout = bool(re.search(r"set\s+(local\s+)?lock_timeout", text, re.IGNORECASE))
     # statements sent together in one implicit transaction: all of them, unless Prisma splits this file
-    batch_size = 1 if ctx.split and plan_script(text, split=True).split else len(stmts)
+    batch_size = 1 if ctx.split and plan_script(text, split=True).split else count
     ddl_seen = False
-    prev_end = 0
-    for raw in stmts:
-        # comments between the previous statement and this one belong to this one (ignore markers)
-        line, comments = _locate(text, prev_end)
-        prev_end = (raw.stmt_location or 0) + (raw.stmt_len or len(text))
-        stmt_text = text[raw.stmt_location or 0 : (raw.stmt_location or 0) + (raw.stmt_len or len(text))].strip()
-        skip = _ignored(comments) | file_ignores
-        for rule_id in _check(raw.stmt, new, batch_size) if raw.stmt is not None else ():
+    for st, tree in zip(stmts, trees, strict=True):
+        skip = _ignored(st.comments) | file_ignores
+        for rule_id in _check(tree, new, batch_size) if tree is not None else ():
             ddl_seen = True
             if rule_id not in skip:
                 r = RULES[rule_id]
-                findings.append(Finding(file, line, r.id, r.severity, r.what, r.why, r.instead, stmt_text[:200]))
-        if isinstance(raw.stmt, (ast.AlterTableStmt, ast.IndexStmt, ast.DropStmt, ast.RenameStmt)):
+                findings.append(Finding(file, st.line, r.id, r.severity, r.what, r.why, r.instead, st.text[:200]))
+        if isinstance(tree, (ast.AlterTableStmt, ast.IndexStmt, ast.DropStmt, ast.RenameStmt)):
             ddl_seen = True
     if ctx.engine == "prisma" and ddl_seen and not has_timeout and "require-timeout-settings" not in file_ignores:
         r = RULES["require-timeout-settings"]

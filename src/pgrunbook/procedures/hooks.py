@@ -11,7 +11,7 @@ import subprocess
 from typing import TYPE_CHECKING
 
 from pgrunbook.errors import PgRunbookError
-from pgrunbook.postgres.url import redact
+from pgrunbook.postgres.redaction import environment_secrets, redact
 
 if TYPE_CHECKING:
     from pgrunbook.environment import Environment
@@ -48,7 +48,8 @@ def run_hook(
         proc = subprocess.run(command, shell=True, env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise HookFailed(f"hook {name} did not finish within {timeout_s:g}s: {command}") from None
-    output = redact((proc.stdout + proc.stderr).strip(), secrets or [])
+    # the database's secrets, and every secret the process environment holds (the hook inherits it)
+    output = redact((proc.stdout + proc.stderr).strip(), [*(secrets or []), *environment_secrets(env)])
     if proc.returncode != 0:
         last = next((ln for ln in reversed(output.splitlines()) if ln.strip()), "")
         raise HookFailed(

@@ -22,7 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pgrunbook.errors import LocalStateError
 from pgrunbook.postgres.url import redact
+
+LOCK_WAIT_S = 30.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -115,9 +118,19 @@ class Journal:
         #: told of every step as it starts (status "running") and as it ends, after the journal row is
         #: written: how a terminal shows a procedure live instead of only at its end
         self.on_step: StepObserver | None = None
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self.db.executescript(SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.db = sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None)
+            self.db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise journal_error(path, exc) from None
+
+    def execute(self, query: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        """One statement, committed at once; any SQLite failure becomes a named error with the file."""
+        try:
+            return self.db.execute(query, params)
+        except sqlite3.Error as exc:
+            raise journal_error(self.path, exc) from None
 
     def close(self) -> None:
         self.db.close()
@@ -127,7 +140,7 @@ class Journal:
 
     def start(self, kind: str, environment: str, args: dict[str, Any] | None = None) -> Run:
         run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{kind}-{uuid.uuid4().hex[:6]}"
-        self.db.execute(
+        self.execute(
             "INSERT INTO runs (id, kind, environment, started_at, user, host, pid, args) VALUES (?,?,?,?,?,?,?,?)",
             (
                 run_id,
@@ -144,10 +157,10 @@ class Journal:
 
     def reopen(self, run_id: str) -> Run:
         """Continue writing an interrupted run: steps still marked running are marked interrupted."""
-        self.db.execute("UPDATE steps SET status = 'interrupted' WHERE run_id = ? AND status = 'running'", (run_id,))
-        self.db.execute("UPDATE runs SET outcome = 'running' WHERE id = ?", (run_id,))
+        self.execute("UPDATE steps SET status = 'interrupted' WHERE run_id = ? AND status = 'running'", (run_id,))
+        self.execute("UPDATE runs SET outcome = 'running' WHERE id = ?", (run_id,))
         run = Run(self, run_id)
-        row = self.db.execute("SELECT coalesce(max(seq), 0) FROM steps WHERE run_id = ?", (run_id,)).fetchone()
+        row = self.execute("SELECT coalesce(max(seq), 0) FROM steps WHERE run_id = ?", (run_id,)).fetchone()
         run.seq = int(row[0])
         return run
 
@@ -155,16 +168,20 @@ class Journal:
         q = "SELECT * FROM runs" + (" WHERE environment = ?" if environment else "")
         q += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
         params: tuple[Any, ...] = (environment, limit) if environment else (limit,)
-        cur = self.db.execute(q, params)
+        cur = self.execute(q, params)
         cols = [d[0] for d in cur.description]
         out = []
-        for row in cur.fetchall():
+        try:
+            rows = cur.fetchall()
+        except sqlite3.Error as exc:
+            raise journal_error(self.path, exc) from None
+        for row in rows:
             data = dict(zip(cols, row, strict=True))
             data["args"] = json.loads(data["args"] or "{}")
             rec = RunRecord(**data)
             rec.steps = [
                 StepRecord(*s)
-                for s in self.db.execute(
+                for s in self.execute(
                     "SELECT name, status, started_at, finished_at, duration_s, detail FROM steps "
                     "WHERE run_id = ? ORDER BY seq",
                     (rec.id,),
@@ -189,9 +206,8 @@ class Run:
         """Recorded as running before it starts; succeeded or failed (with the error) after."""
         self.seq += 1
         seq = self.seq
-        db = self.journal.db
         started = _now()
-        db.execute(
+        self.journal.execute(
             "INSERT INTO steps (run_id, seq, name, status, started_at) VALUES (?,?,?,?,?)",
             (self.id, seq, name, "running", started),
         )
@@ -208,7 +224,7 @@ class Run:
             info["status"] = "succeeded"
         finally:
             info["duration_s"] = round(time.monotonic() - t0, 3)
-            db.execute(
+            self.journal.execute(
                 "UPDATE steps SET status = ?, finished_at = ?, duration_s = ?, detail = ? WHERE run_id = ? AND seq = ?",
                 (info["status"], _now(), info["duration_s"], self.journal._clean(str(info["detail"])), self.id, seq),
             )
@@ -224,7 +240,7 @@ class Run:
     def skip(self, name: str, detail: str) -> None:
         self.seq += 1
         now = _now()
-        self.journal.db.execute(
+        self.journal.execute(
             "INSERT INTO steps (run_id, seq, name, status, started_at, finished_at, duration_s, detail) "
             "VALUES (?,?,?,?,?,?,?,?)",
             (self.id, self.seq, name, "skipped", now, now, 0.0, detail),
@@ -234,13 +250,41 @@ class Run:
 
     def set_recovery(self, text: str) -> None:
         """How to get back to where we started, kept current so an interruption leaves it behind."""
-        self.journal.db.execute("UPDATE runs SET recovery = ? WHERE id = ?", (self.journal._clean(text), self.id))
+        self.journal.execute("UPDATE runs SET recovery = ? WHERE id = ?", (self.journal._clean(text), self.id))
 
     def finish(self, outcome: str, detail: str = "") -> None:
-        self.journal.db.execute(
+        self.journal.execute(
             "UPDATE runs SET outcome = ?, finished_at = ?, detail = ? WHERE id = ?",
             (outcome, _now(), self.journal._clean(detail), self.id),
         )
+
+
+def journal_error(path: Path, exc: BaseException) -> LocalStateError:
+    """What went wrong with the journal file, and what the operator can do about it."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+        return LocalStateError(
+            f"journal {path} is locked: another process kept it busy for over {LOCK_WAIT_S:g} s ({text})",
+            hint="another pgrunbook run (or a sqlite3 shell) holds it; wait for it to finish "
+            "(pgrunbook runs shows what runs), then try again",
+        )
+    if (isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)) or (
+        "malformed" in text or "not a database" in text
+    ):
+        return LocalStateError(
+            f"journal {path} is damaged: {text}",
+            hint=f"move it aside (mv {path} {path}.damaged); pgrunbook starts a new journal, "
+            "the old file keeps the history for inspection (sqlite3 .recover)",
+        )
+    if isinstance(exc, OSError):
+        return LocalStateError(
+            f"journal {path} cannot be opened: {exc.strerror or exc}",
+            hint="check the folder's permissions and free space, or set [journal] path",
+        )
+    return LocalStateError(
+        f"journal {path} cannot be used: {text}",
+        hint="check the file's permissions and free space, or move it aside to start a new journal",
+    )
 
 
 def journal_path(config: Any) -> Path:

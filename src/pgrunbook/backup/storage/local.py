@@ -98,7 +98,21 @@ class LocalStorage(Storage):
             raise StorageError(f"invalid storage key {key!r}")
         return self.root.joinpath(*parts)
 
+    def _refuse_links(self, path: Path) -> None:
+        """Never through a symbolic link below the root: a link there could lead a delete (prune) or a
+        write out of the repository. The root itself may be a link (a mount point's alias)."""
+        current = self.root
+        for part in path.relative_to(self.root).parts:
+            current = current / part
+            if current.is_symlink():
+                raise StorageError(
+                    f"storage path {current} is a symbolic link (to {os.readlink(current)}); pgrunbook does not "
+                    "follow links inside its storage, so nothing there was read, written or deleted",
+                    hint=f"point [backup] storage at the real folder, or replace the link {current} with it",
+                )
+
     def make_dirs(self, folder: Path) -> None:
+        self._refuse_links(folder)
         missing = []
         while not folder.exists():
             missing.append(folder)
@@ -114,13 +128,16 @@ class LocalStorage(Storage):
         """Objects whose key starts with ``prefix``, as an object store lists them."""
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         base = self.path_of(folder) if folder else self.root
+        self._refuse_links(base)
         if not base.is_dir():
             return []
         out = []
         try:
-            for dirpath, _dirs, files in os.walk(base):
+            for dirpath, _dirs, files in os.walk(base):  # does not descend into linked folders
                 for name in files:
                     path = Path(dirpath) / name
+                    if path.is_symlink():  # not pgrunbook's: it writes files, never links
+                        continue
                     key = path.relative_to(self.root).as_posix()
                     if not key.startswith(prefix):
                         continue
@@ -138,6 +155,7 @@ class LocalStorage(Storage):
 
     def read(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         path = self.path_of(key)
+        self._refuse_links(path)
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError:
@@ -164,6 +182,7 @@ class LocalStorage(Storage):
 
     def delete(self, key: str) -> None:
         path = self.path_of(key)
+        self._refuse_links(path)
         try:
             path.unlink()
         except FileNotFoundError:

@@ -1,0 +1,223 @@
+"""Kind 4 of issue 20 (journal, manifests; serve and check state are the monitor's) and Kind 3's
+example: damaged or unwritable local state gives a named error with the file and what to do, never an
+internal error or a wrong promise; a failing hook's JSON-escaped password reaches no output or row."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgrunbook.errors import LocalStateError
+from pgrunbook.postgres.cluster import LocalCluster
+from pgrunbook.procedures import journal as journal_mod
+from pgrunbook.procedures.journal import Journal
+from tests import evidence
+from tests.conftest import Project, assert_clean_error
+from tests.integration.test_migrate import make_migrations
+
+pytestmark = pytest.mark.reliability
+
+JOURNAL = Path(".pgrunbook") / "journal.db"
+
+
+def _corrupt_journal(project: Project) -> Path:
+    path = project.root / JOURNAL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"this is not an SQLite file\0" * 200)
+    return path
+
+
+@pytest.mark.parametrize("command", ["runs", "deploy", "restore in place"])
+def test_corrupt_journal_is_a_named_error_with_the_file(seeded: Project, command: str) -> None:
+    """The issue's example: a corrupt journal.db ended runs, in-place restore and deploy in an internal
+    error with no path or hint. Now: one error line naming the file, a hint, nothing touched."""
+    seeded.write_config('[backup]\nstorage = "backups"\n[environments.production]\nprotected = false\n')
+    bid = ""
+    if command == "restore in place":
+        bid = seeded.cli("backup", "create").stdout.strip()
+        assert bid
+    if command == "deploy":
+        make_migrations(seeded, {"01_x": "CREATE TABLE x (id int);"})
+    path = _corrupt_journal(seeded)
+    before = path.read_bytes()
+    evidence.fault(f"corrupt journal.db under {command}")
+    args = {
+        "runs": ("runs",),
+        "deploy": ("deploy", "--outside-window", "--skip-staging-check"),
+        "restore in place": ("restore", bid, "--in-place", "--confirm", seeded.url.rsplit("/", 1)[1]),
+    }[command]
+    r = seeded.cli(*args)
+    assert_clean_error(r, 2, f"journal {path} is damaged")
+    assert f"hint: move it aside (mv {path} {path}.damaged)" in r.stderr
+    assert "internal error" not in r.stderr
+    assert path.read_bytes() == before
+    with psycopg.connect(seeded.url) as conn:  # nothing ran: no migration, no swap
+        assert conn.execute("SELECT to_regclass('public.x')").fetchone() == (None,)
+
+
+def test_locked_journal_waits_then_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A journal another process keeps locked: after the wait (30 s; shortened here) a named error."""
+    path = tmp_path / "journal.db"
+    Journal(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(journal_mod, "LOCK_WAIT_S", 0.3)
+    evidence.fault("journal locked by another process")
+    try:
+        with pytest.raises(LocalStateError) as info:
+            Journal(path).start("deploy", "production")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert f"journal {path} is locked" in info.value.message
+    assert info.value.hint and "wait for it" in info.value.hint
+
+
+def test_journal_error_kinds_table(tmp_path: Path) -> None:
+    cases = {
+        "locked": sqlite3.OperationalError("database is locked"),
+        "damaged": sqlite3.DatabaseError("file is not a database"),
+        "damaged ": sqlite3.DatabaseError("database disk image is malformed"),
+        "cannot be opened": PermissionError(13, "Permission denied"),
+        "cannot be used": sqlite3.OperationalError("disk I/O error"),
+    }
+    for expected, exc in cases.items():
+        err = journal_mod.journal_error(tmp_path / "j.db", exc)
+        assert expected.strip() in err.message and str(tmp_path / "j.db") in err.message, err.message
+        assert err.hint
+
+
+# --- read-only storage -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {r.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.mark.parametrize("drill", [False, True], ids=["verify", "drill"])
+def test_verify_on_read_only_storage_reports_checks_and_says_they_were_not_recorded(
+    seeded: Project, tmp_path: Path, drill: bool
+) -> None:
+    """The issue's example: on a NAS mounted read-only, verify and --drill exited 2 and threw their
+    results away although the backup is fine. Now the checks are reported; not recording them is said
+    separately (exit 1, a warning)."""
+    with _tmpfs(tmp_path / "nas") as nas:
+        seeded.write_config(f'[backup]\nstorage = "{nas}"\n')
+        bid = seeded.cli("backup", "create").stdout.strip()
+        assert bid
+        manifest = next(nas.rglob("manifest.json"))
+        before = manifest.read_bytes()
+        remount = subprocess.run(["mount", "-o", "remount,ro", str(nas)], capture_output=True, text=True)
+        if remount.returncode != 0:
+            pytest.skip(f"cannot remount read-only: {remount.stderr.strip()}")
+        evidence.fault(f"{'drill' if drill else 'verify'} on read-only storage")
+        args = ["backup", "verify", bid, *(["--drill"] if drill else [])]
+        r = seeded.cli(*args, "--json")
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        result = json.loads(r.stdout)
+        assert result["ok"] is True and result["recorded"] is False
+        assert "not writable" in result["not_recorded"] or "read-only" in result["not_recorded"].lower()
+        names = {c["name"] for c in result["checks"]}
+        assert {"checksum", "archive"} <= names and (not drill or "row counts" in names)
+        assert "warning: the result above was not recorded" in r.stderr and "Traceback" not in r.stderr
+        human = seeded.cli(*args)
+        assert human.returncode == 1 and "verified" in human.stdout and "error:" not in human.stderr
+        assert manifest.read_bytes() == before
+
+
+# --- unreadable manifests ----------------------------------------------------------------------------
+
+
+def test_unreadable_manifest_hint_is_true_and_doctor_lists_it(seeded: Project) -> None:
+    """The hint used to say prune removes an unreadable manifest; prune does not (whose it is cannot be
+    told). The hint now says what is true, and doctor names every unreadable manifest."""
+    bid = seeded.cli("backup", "create").stdout.strip()
+    manifest = seeded.storage / "default" / bid / "manifest.json"
+    manifest.write_text("{ not json")
+    evidence.fault("unreadable manifest")
+    r = seeded.cli("restore", bid, "--into", "wont_happen")
+    assert_clean_error(r, 2, "is unreadable")
+    assert "prune leaves it alone" in r.stderr and "prune removes" not in r.stderr
+    lst = seeded.cli("backup", "list", "--json")
+    assert json.loads(lst.stdout) == [] and "unreadable manifest" in lst.stderr
+    assert seeded.cli("backup", "prune").returncode == 0
+    assert manifest.exists()  # prune indeed leaves it alone, as the hint says
+    doc = seeded.cli("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(doc.stdout)["checks"]}
+    assert checks["manifests"]["status"] == "warning"
+    assert bid in checks["manifests"]["detail"] and "unreadable" in checks["manifests"]["detail"]
+
+
+# --- Kind 3's example: a hook prints the password JSON-escaped -----------------------------------------
+
+SPECIAL = 'pä"ss\\wörd-Zq9'  # a quote, a backslash and non-ASCII: JSON escapes all three
+
+
+@pytest.fixture
+def special_role(cluster: LocalCluster, seeded: Project) -> Iterator[str]:
+    role = "special_pw_role"
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(sql.Identifier(role), sql.Literal(SPECIAL))
+        )
+    dbname = seeded.url.rsplit("/", 1)[1]
+    yield f"postgresql://{role}:{quote(SPECIAL, safe='')}@127.0.0.1:{cluster.port}/{dbname}"
+
+
+def test_failing_hook_printing_the_password_json_escaped_leaks_nowhere(seeded: Project, special_role: str) -> None:
+    seeded.environ["DATABASE_URL"] = special_role
+    hook = (
+        "python3 -c 'import json, os; from urllib.parse import urlsplit, unquote; "
+        'pw = unquote(urlsplit(os.environ["DATABASE_URL"]).password); '
+        'print(json.dumps({"password": pw})); print(json.dumps({"again": pw}, ensure_ascii=False)); '
+        "print(repr(pw)); raise SystemExit(3)'"
+    )
+    seeded.write_config(
+        '[backup]\nstorage = "backups"\n[environments.production]\n'
+        f'[environments.production.hooks]\nmaintenance_on = """{hook}"""\n'
+    )
+    bid = seeded.cli("backup", "create").stdout.strip()
+    assert bid
+    r = seeded.cli("restore", bid, "--in-place", "--confirm", seeded.url.rsplit("/", 1)[1])
+    spelled = {
+        json.dumps(SPECIAL)[1:-1],
+        json.dumps(SPECIAL, ensure_ascii=False)[1:-1],
+        repr(SPECIAL)[1:-1],
+        SPECIAL,
+        quote(SPECIAL, safe=""),
+    }
+    text = r.stdout + r.stderr
+    evidence.output_checked(text, traceback="Traceback" in text, secret=any(s in text for s in spelled))
+    assert r.returncode == 2 and "hook maintenance_on failed (exit 3)" in r.stderr, r.stderr
+    assert not any(s in text for s in spelled), text
+    db = sqlite3.connect(seeded.root / JOURNAL)
+    rows = [" ".join(map(str, row)) for row in db.execute("SELECT * FROM runs")]
+    rows += [" ".join(map(str, row)) for row in db.execute("SELECT * FROM steps")]
+    db.close()
+    assert any("maintenance_on" in row for row in rows)
+    for row in rows:
+        evidence.output_checked(row, traceback=False, secret=any(s in row for s in spelled))
+        assert not any(s in row for s in spelled), row
+    runs = seeded.cli("runs", "--json")
+    assert not any(s in runs.stdout for s in spelled)

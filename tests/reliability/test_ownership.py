@@ -1,0 +1,420 @@
+"""Kind 1 of issue 20: pgrunbook deletes and restores only what is its own.
+
+Each example of the issue is a test here, against a real cluster, the real command line and real
+storage (a local folder; S3 through moto where the kind applies): a storage root with other content,
+an environment folder that is a symbolic link, two projects on one storage folder with the same
+environment name (same database name on two servers too), a rotted primary copied over a good second
+copy, and template or maintenance databases as restore targets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgrunbook.backup.identity import foreign_key, is_backup_id, own_file_name
+from pgrunbook.postgres.cluster import LocalCluster
+from tests import evidence
+from tests.conftest import PASSWORD, Project, assert_clean_error, seed
+from tests.s3_support import MotoServer, aws_env, client
+
+pytestmark = pytest.mark.reliability
+
+
+def _age(path: Path, seconds: float = 3600) -> None:
+    """Make a file look old (prune leaves anything written in the last ten minutes alone)."""
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _new_db(cluster: LocalCluster, name: str | None = None) -> str:
+    name = name or f"t_{secrets.token_hex(4)}"
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return cluster.url(name)
+
+
+def _other_project(tmp_path: Path, url: str, config: str, name: str = "other") -> Project:
+    root = tmp_path / name
+    root.mkdir()
+    (root / "pgrunbook.toml").write_text(config)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PGRUNBOOK_", "PG"))}
+    environ["DATABASE_URL"] = url
+    return Project(root, url, environ)
+
+
+# --- storage root with other content -------------------------------------------------------------
+
+
+def test_storage_dot_with_env_named_prisma_never_deletes_migrations(seeded: Project) -> None:
+    """The issue's example: storage = "." and an environment named prisma; prune used to delete
+    prisma/migrations as leftovers. Now the folder is refused before anything is removed."""
+    root = seeded.root
+    migration = root / "prisma" / "migrations" / "20240101000000_init" / "migration.sql"
+    migration.parent.mkdir(parents=True)
+    migration.write_text("CREATE TABLE a (id int);\n")
+    (root / "prisma" / "schema.prisma").write_text("// schema\n")
+    for p in (migration, root / "prisma" / "schema.prisma"):
+        _age(p)
+    seeded.write_config('[backup]\nstorage = "."\n[environments.prisma]\ndatabase_url_env = "DATABASE_URL"\n')
+    before = _tree(root / "prisma")
+    evidence.data_loss_scenario("prune with storage = '.' and an environment named prisma")
+    for args in (("backup", "prune"), ("backup", "create")):
+        r = seeded.cli(*args)
+        assert_clean_error(r, 2, "holds other files than pgrunbook's backups")
+        assert "hint: point [backup] storage at an empty folder" in r.stderr
+    dry = seeded.cli("backup", "prune", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout) == []  # nothing there is a backup or a leftover of pgrunbook's
+    assert _tree(root / "prisma") == before
+
+
+def test_foreign_key_shapes() -> None:
+    """Table of what the root check takes for pgrunbook's own layout and what for someone else's."""
+    own = [
+        "production/20240101T020000Z-scheduled/manifest.json",
+        "production/20240101T020000Z-scheduled/db.dump.zst",
+        "production/20240101T020000Z-scheduled-2/.db.dump.zst.tmp-0123456789ab",
+        "production/.pgrunbook-environment/abc.json",
+        ".pgrunbook-repository/abc.json",
+        ".pgrunbook-probe",
+        ".DS_Store",
+        "production/.DS_Store",
+        "@eaDir/x",
+    ]
+    foreign = [
+        "pgrunbook.toml",
+        "prisma/migrations/20240101000000_init/migration.sql",
+        "production/20240101T020000Z-scheduled/notes.txt",
+        "production/readme.md",
+        "node_modules/x/index.js",
+        "production/20240101T020000Z-scheduled/sub/manifest.json",
+    ]
+    assert [k for k in own if foreign_key(k)] == []
+    assert [k for k in foreign if not foreign_key(k)] == []
+    assert is_backup_id("20240101T020000Z-pre-deploy") and not is_backup_id("migrations")
+    assert own_file_name(".manifest.json.tmp-0a1b2c3d4e5f") and not own_file_name("migration.sql")
+
+
+def test_prune_deletes_only_pgrunbook_files_in_its_own_folders(seeded: Project) -> None:
+    """Inside a repository pgrunbook claimed, a stranger's file in a backup folder, a folder with
+    another name, and a file at the environment level all survive prune; pgrunbook's own leftovers go."""
+    assert seeded.cli("backup", "create").returncode == 0
+    env_dir = seeded.storage / "default"
+    stranger = [
+        env_dir / "notes.txt",
+        env_dir / "keep-me" / "db.dump",
+        env_dir / "20200101T000000Z-manual" / "notes.txt",
+    ]
+    dead = env_dir / "20200101T000000Z-manual" / "db.dump.zst"
+    for p in [*stranger, dead]:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+        _age(p)
+    evidence.data_loss_scenario("prune with strangers' files inside the repository")
+    r = seeded.cli("backup", "prune", "--json")
+    assert r.returncode == 0, r.stderr
+    assert all(p.exists() for p in stranger)
+    assert not dead.exists()
+    assert any(row["id"] == "20200101T000000Z-manual" and row["action"] == "remove" for row in json.loads(r.stdout))
+
+
+# --- symbolic links ------------------------------------------------------------------------------
+
+
+def test_environment_folder_symlink_is_never_followed(seeded: Project, tmp_path: Path) -> None:
+    """The issue's example: the environment's folder is a symlink; prune followed it and deleted files
+    outside the repository. Now every command refuses to go through it; nothing outside is touched."""
+    outside = tmp_path / "outside"
+    victim = outside / "20200101T000000Z-manual" / "db.dump.zst"
+    victim.parent.mkdir(parents=True)
+    victim.write_bytes(b"precious")
+    (outside / "precious.txt").write_text("precious")
+    _age(victim)
+    seeded.storage.mkdir()
+    (seeded.storage / "default").symlink_to(outside, target_is_directory=True)
+    before = _tree(outside)
+    evidence.data_loss_scenario("prune with the environment folder a symlink out of the repository")
+    for args in (("backup", "prune"), ("backup", "list"), ("backup", "create")):
+        r = seeded.cli(*args)
+        assert_clean_error(r, 2, "is a symbolic link")
+    assert _tree(outside) == before
+
+
+def test_symlinked_files_inside_the_repository_are_not_followed(seeded: Project, tmp_path: Path) -> None:
+    assert seeded.cli("backup", "create").returncode == 0
+    outside = tmp_path / "outside.dump"
+    outside.write_bytes(b"precious")
+    link_dir = seeded.storage / "default" / "20200101T000000Z-manual"
+    link_dir.mkdir()
+    (link_dir / "db.dump.zst").symlink_to(outside)
+    _age(link_dir)
+    evidence.data_loss_scenario("prune with a symlinked dump file pointing out of the repository")
+    r = seeded.cli("backup", "prune")
+    assert r.returncode == 0, r.stderr
+    assert outside.read_bytes() == b"precious"
+
+
+# --- two projects, one storage folder --------------------------------------------------------------
+
+
+def _project_config(storage: Path, project_id: str | None) -> str:
+    head = f'[project]\nid = "{project_id}"\nname = "{project_id}"\n' if project_id else ""
+    return f'{head}[backup]\nstorage = "{storage}"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+
+
+@pytest.mark.parametrize("with_ids", [True, False], ids=["project ids", "no project ids"])
+def test_two_projects_sharing_a_folder_never_see_each_other(
+    cluster: LocalCluster, tmp_path: Path, with_ids: bool
+) -> None:
+    """The issue's example: two projects, one NAS folder, the same environment name. Each lists only its
+    own backups (and says how many others it ignored), restore latest takes its own, prune never
+    removes the other's only backup. Without project ids the database (name) tells them apart."""
+    shared = tmp_path / "nas"
+    a = _other_project(tmp_path, _new_db(cluster), _project_config(shared, "shop" if with_ids else None), "a")
+    b = _other_project(tmp_path, _new_db(cluster), _project_config(shared, "crm" if with_ids else None), "b")
+    seed(a.url, accounts=10, invoices=10)
+    with psycopg.connect(b.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE b_only (id int); INSERT INTO b_only VALUES (1), (2)")
+    a_ids = [a.cli("backup", "create").stdout.strip() for _ in range(2)]
+    b_id = b.cli("backup", "create", "--label", "only").stdout.strip()
+    assert all(a_ids) and b_id
+    la = a.cli("backup", "list", "--json")
+    lb = b.cli("backup", "list", "--json")
+    assert sorted(x["id"] for x in json.loads(la.stdout)) == sorted(a_ids)
+    assert [x["id"] for x in json.loads(lb.stdout)] == [b_id]
+    assert "note: 1 backup of another project/database ignored" in la.stderr
+    assert "note: 2 backups of another project/database ignored" in lb.stderr
+    # restore latest: b's newest backup is b's own (a's were taken earlier... and later)
+    a.cli("backup", "create")
+    into = f"r_{secrets.token_hex(3)}"
+    r = b.cli("restore", "latest", "--into", into, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["backup_id"] == b_id
+    with psycopg.connect(cluster.url(into)) as conn:
+        assert conn.execute("SELECT count(*) FROM b_only").fetchone() == (2,)
+    # an explicit id of the other project's backup is refused, nothing created
+    r = b.cli("restore", a_ids[0], "--into", f"r_{secrets.token_hex(3)}")
+    assert_clean_error(r, 2, "is a backup of")
+    # prune by a: b's only backup is not even considered, and stays
+    evidence.data_loss_scenario("prune of one project on a folder shared with another project")
+    pa = a.cli("backup", "prune", "--json")
+    assert pa.returncode == 0, pa.stderr
+    assert b_id not in {row["id"] for row in json.loads(pa.stdout)}
+    assert (shared / "production" / b_id / "manifest.json").exists()
+    assert [x["id"] for x in json.loads(b.cli("backup", "list", "--json").stdout)] == [b_id]
+
+
+@pytest.fixture(scope="module")
+def second_cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(password=PASSWORD, name="pgrunbook-test-2") as c:
+        yield c
+
+
+def test_same_database_name_on_two_servers_is_told_apart(
+    cluster: LocalCluster, second_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """Two projects without ids whose databases have the same name (every Supabase database is called
+    postgres): the server's system identifier, recorded in each manifest, tells them apart."""
+    name = f"app_{secrets.token_hex(3)}"
+    shared = tmp_path / "nas"
+    a = _other_project(tmp_path, _new_db(cluster, name), _project_config(shared, None), "a")
+    b = _other_project(tmp_path, _new_db(second_cluster, name), _project_config(shared, None), "b")
+    a_id = a.cli("backup", "create", "--label", "a").stdout.strip()
+    b_id = b.cli("backup", "create", "--label", "b").stdout.strip()
+    assert a_id and b_id
+    ma = json.loads((shared / "production" / a_id / "manifest.json").read_text())
+    mb = json.loads((shared / "production" / b_id / "manifest.json").read_text())
+    assert ma["system_identifier"] and mb["system_identifier"] and ma["system_identifier"] != mb["system_identifier"]
+    assert [x["id"] for x in json.loads(a.cli("backup", "list", "--json").stdout)] == [a_id]
+    assert [x["id"] for x in json.loads(b.cli("backup", "list", "--json").stdout)] == [b_id]
+    r = a.cli("restore", "latest", "--into", f"r_{secrets.token_hex(3)}", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["backup_id"] == a_id, r.stderr
+
+
+def test_repository_without_markers_is_adopted_on_first_write(seeded: Project) -> None:
+    """Backups written before markers existed (manifests without project or server) stay listed and
+    restorable; the first write adopts them, and a project arriving later never does."""
+    first = seeded.cli("backup", "create").stdout.strip()
+    env_dir = seeded.storage / "default"
+    shutil.rmtree(seeded.storage / ".pgrunbook-repository")
+    shutil.rmtree(env_dir / ".pgrunbook-environment")
+    manifest = env_dir / first / "manifest.json"
+    data = json.loads(manifest.read_text())
+    for k in ("project_id", "project_name", "system_identifier"):
+        data.pop(k)
+    manifest.write_text(json.dumps(data))  # a manifest as pgrunbook wrote it before this change
+    assert [x["id"] for x in json.loads(seeded.cli("backup", "list", "--json").stdout)] == [first]
+    second = seeded.cli("backup", "create").stdout.strip()
+    markers = list((env_dir / ".pgrunbook-environment").glob("*.json"))
+    assert len(markers) == 1 and json.loads(markers[0].read_text())["adopts_legacy"] is True
+    assert (seeded.storage / ".pgrunbook-repository").is_dir()
+    ids = {x["id"] for x in json.loads(seeded.cli("backup", "list", "--json").stdout)}
+    assert ids == {first, second}
+
+
+# --- backup copy -----------------------------------------------------------------------------------
+
+
+def test_copy_never_replaces_a_good_copy_with_rotted_bytes(seeded: Project, tmp_path: Path) -> None:
+    """The issue's example: copy, the primary rots, copy again. It used to overwrite the good second
+    copy with the bad bytes and then delete it. Now the rotted source is refused and the good copy stays."""
+    bid = seeded.cli("backup", "create").stdout.strip()
+    second = tmp_path / "second"
+    r = seeded.cli("backup", "copy", bid, "--to", str(second))
+    assert r.returncode == 0, r.stderr
+    dump = next((seeded.storage / "default" / bid).glob("db.dump*"))
+    copy_dump = second / "default" / bid / dump.name
+    good = copy_dump.read_bytes()
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    evidence.data_loss_scenario("backup copy re-run after the primary copy rotted")
+    r = seeded.cli("backup", "copy", bid, "--to", str(second))
+    assert r.returncode == 0, r.stderr  # the destination already holds a verified copy: nothing to do
+    assert copy_dump.read_bytes() == good
+    shutil.rmtree(second / "default" / bid)  # now without a good copy: the rotted source is refused
+    r = seeded.cli("backup", "copy", bid, "--to", str(second))
+    assert_clean_error(r, 2, "no longer matches its manifest")
+    assert not (second / "default" / bid).exists() or not any((second / "default" / bid).iterdir())
+
+
+def test_copy_replaces_a_damaged_destination_from_a_good_source(seeded: Project, tmp_path: Path) -> None:
+    bid = seeded.cli("backup", "create").stdout.strip()
+    second = tmp_path / "second"
+    assert seeded.cli("backup", "copy", bid, "--to", str(second)).returncode == 0
+    copy_dump = next((second / "default" / bid).glob("db.dump*"))
+    copy_dump.write_bytes(b"rotted")
+    r = seeded.cli("backup", "copy", bid, "--to", str(second))
+    assert r.returncode == 0, r.stderr
+    assert copy_dump.read_bytes() == next((seeded.storage / "default" / bid).glob("db.dump*")).read_bytes()
+
+
+# --- refused restore targets -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["template1", "template0", "postgres", "<source>", "<template>"])
+def test_template_maintenance_and_source_databases_are_refused(
+    seeded: Project, cluster: LocalCluster, target: str
+) -> None:
+    """The issue's example: restore --into template1 was accepted, and every database created afterwards
+    contained production data. Refused with one error line and a hint; nothing is touched."""
+    bid = seeded.cli("backup", "create").stdout.strip()
+    source = seeded.url.rsplit("/", 1)[1]
+    if target == "<source>":
+        target = source
+    elif target == "<template>":
+        target = f"tpl_{secrets.token_hex(3)}"
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} IS_TEMPLATE true").format(sql.Identifier(target)))
+
+    def tables(db: str) -> int:
+        with psycopg.connect(cluster.url(db)) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog','information_schema')"
+            ).fetchone()[0]  # type: ignore[index]
+
+    evidence.data_loss_scenario("restore into a template, maintenance or the source database")
+    try:
+        before = tables(target) if target != "template0" else None
+        r = seeded.cli("restore", bid, "--into", target)
+        assert_clean_error(r, 3, "refusing to restore into")
+        assert "hint: " in r.stderr
+        if before is not None:
+            assert tables(target) == before
+    finally:
+        if target.startswith("tpl_"):
+            with psycopg.connect(cluster.url(), autocommit=True) as conn:
+                conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(target)))
+                conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(target)))
+
+
+# --- S3: a shared prefix ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+def test_two_projects_sharing_an_s3_prefix(cluster: LocalCluster, moto_server: MotoServer, tmp_path: Path) -> None:
+    bucket = f"pgrunbook-{secrets.token_hex(4)}"
+    s3 = client(moto_server.endpoint)
+    s3.create_bucket(Bucket=bucket)
+    storage = f"s3://{bucket}/team"
+    cfg = '[project]\nid = "{id}"\n[backup]\nstorage = "' + storage + '"\n[environments.production]\n'
+    a = _other_project(tmp_path, _new_db(cluster), cfg.format(id="shop"), "a")
+    b = _other_project(tmp_path, _new_db(cluster), cfg.format(id="crm"), "b")
+    for p in (a, b):
+        p.environ.update(aws_env(moto_server.endpoint))
+    a_id = a.cli("backup", "create").stdout.strip()
+    s3.put_object(Bucket=bucket, Key="team/production/readme.txt", Body=b"not a backup")  # a stranger, later
+    b_id = b.cli("backup", "create", "--label", "only").stdout.strip()
+    assert a_id and b_id
+    lb = b.cli("backup", "list", "--json")
+    assert [x["id"] for x in json.loads(lb.stdout)] == [b_id]
+    assert "1 backup of another project/database ignored" in lb.stderr
+    evidence.data_loss_scenario("prune of one project on an S3 prefix shared with another project")
+    assert a.cli("backup", "prune").returncode == 0
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="team/")["Contents"]}
+    assert f"team/production/{b_id}/manifest.json" in keys
+    assert "team/production/readme.txt" in keys
+
+
+@pytest.mark.parametrize("project_id", [None, "shop"], ids=["no project id", "project id"])
+def test_a_database_moved_to_a_new_server_still_finds_its_backups(
+    cluster: LocalCluster, second_cluster: LocalCluster, tmp_path: Path, project_id: str | None
+) -> None:
+    """Disaster recovery: the server died, the database is re-created on a new server (another system
+    identifier) under the same name. Its backups must still be found and restored."""
+    name = f"app_{secrets.token_hex(3)}"
+    shared = tmp_path / "nas"
+    p = _other_project(tmp_path, _new_db(cluster, name), _project_config(shared, project_id), "p")
+    seed(p.url, accounts=5, invoices=5)
+    old = p.cli("backup", "create").stdout.strip()
+    assert old
+    p.environ["DATABASE_URL"] = _new_db(second_cluster, name)  # the new server, same database name
+    assert [x["id"] for x in json.loads(p.cli("backup", "list", "--json").stdout)] == [old]
+    into = f"r_{secrets.token_hex(3)}"
+    r = p.cli("restore", "latest", "--into", into, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["backup_id"] == old, r.stderr
+    new = p.cli("backup", "create", "--label", "new-server").stdout.strip()
+    listed = [x["id"] for x in json.loads(p.cli("backup", "list", "--json").stdout)]
+    # with a project id the project's backups from both servers are its own; without one, once the new
+    # server has a backup, the old server's are another database's (listed as ignored)
+    assert listed == ([new, old] if project_id else [new])
+
+
+def test_a_restored_copy_the_app_now_uses_keeps_the_history(cluster: LocalCluster, tmp_path: Path) -> None:
+    """After a rollback (or restore --into) the application runs on the restored copy and DATABASE_URL
+    names it: the backups of the database it came from are still this project's, before and after the
+    copy's own first backup (the copy's comment says which backup it came from). Another project's
+    database of another name, never backed up here, sees none of them."""
+    shared = tmp_path / "nas"
+    p = _other_project(tmp_path, _new_db(cluster), _project_config(shared, None), "p")
+    seed(p.url, accounts=5, invoices=5)
+    old = p.cli("backup", "create").stdout.strip()
+    copy = f"r_{secrets.token_hex(3)}"
+    assert p.cli("restore", old, "--into", copy).returncode == 0
+    p.environ["DATABASE_URL"] = cluster.url(copy)
+    assert [x["id"] for x in json.loads(p.cli("backup", "list", "--json").stdout)] == [old]
+    new = p.cli("backup", "create").stdout.strip()
+    assert [x["id"] for x in json.loads(p.cli("backup", "list", "--json").stdout)] == [new, old]
+    stranger = _other_project(tmp_path, _new_db(cluster), _project_config(shared, None), "stranger")
+    listed = stranger.cli("backup", "list", "--json")
+    assert json.loads(listed.stdout) == [] and "2 backups of another project/database ignored" in listed.stderr
