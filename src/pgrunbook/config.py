@@ -10,7 +10,7 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -126,6 +126,11 @@ class MigrateConfig(_Model):
     lock_wait_s: float = Field(10.0, ge=0, description="how long to wait for the migration advisory lock")
     lock_timeout: str = Field("10s", description="PostgreSQL lock_timeout while a migration runs")
     statement_timeout: str = Field("0", description="PostgreSQL statement_timeout while a migration runs; 0 = none")
+    prisma_version: str | None = Field(
+        None,
+        description="the project's Prisma version (found in package.json, the lock file or node_modules when not "
+        "set): from 7.4.0 scripts run statement by statement, before as one string",
+    )
 
 
 class ScheduleConfig(_Model):
@@ -202,6 +207,8 @@ class EnvironmentConfig(_Model):
     hooks: dict[str, str] = Field(default_factory=dict)
     hook_timeout_s: float = Field(600.0, gt=0)
     schedule: ScheduleConfig | None = Field(None, description="this environment's own schedule")
+    #: where database_url_env was taken from when not from pgrunbook.toml (e.g. prisma.config.ts)
+    url_origin: str | None = Field(None, exclude=True)
 
     @field_validator("quiet_window")
     @classmethod
@@ -295,6 +302,9 @@ class Config(_Model):
     # Where the file was found; relative paths in it are taken from its folder.
     source: Path | None = Field(None, exclude=True)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
+    #: "project.migrations" -> "prisma.config.ts: migrations.path" etc.: where each value taken from the
+    #: project's Prisma files (or .env) came from, for doctor
+    origins: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     @field_validator("environments")
     @classmethod
@@ -349,8 +359,9 @@ def database_target(
         var = env.direct_url_env
     url = environ.get(var)
     if not url:
+        origin = f"; {env.url_origin} names it" if env.url_origin and var == env.database_url_env else ""
         raise ConfigError(
-            f"{var} is not set (environment {env_name!r} reads its database URL from it)",
+            f"{var} is not set (environment {env_name!r} reads its database URL from it{origin})",
             hint=f"set {var} to the database's postgresql:// URL (user, password, host, port, database)",
         )
     return parse_database_url(url, source=var)
@@ -366,8 +377,17 @@ def find_config_file(start: Path | None = None) -> Path | None:
     return None
 
 
+#: fills what the file leaves unset from the project's own files, returning where each value came from
+#: (pgrunbook.prisma.config_file.apply_prisma_defaults); raises ConfigError
+ProjectDefaults = Callable[[dict[str, Any], Path, Mapping[str, str]], dict[str, str]]
+
+
 def load_config(
-    path: Path | str | None = None, *, cwd: Path | None = None, environ: Mapping[str, str] | None = None
+    path: Path | str | None = None,
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    project_defaults: ProjectDefaults | None = None,
 ) -> Config:
     """Read, override and validate the configuration; every problem becomes one ConfigError line."""
     environ = os.environ if environ is None else environ
@@ -390,8 +410,12 @@ def load_config(
             raise ConfigError(f"{source}: cannot read: {exc}") from None
     _apply_env_overrides(data, environ)
     root = source.parent.resolve() if source else (cwd or Path.cwd()).resolve()
+    origins = project_defaults(data, root, environ) if project_defaults is not None else {}
+    url_origin = origins.get("environments.default.database_url_env")
+    if url_origin:
+        data["environments"]["default"]["url_origin"] = url_origin
     try:
-        return Config(**data, source=source, root=root)
+        return Config(**data, source=source, root=root, origins=origins)
     except ValidationError as exc:
         raise ConfigError(f"{label}: {_describe(exc)}", hint="see docs/configuration.md") from None
     except TypeError as exc:

@@ -14,6 +14,7 @@ from pgrunbook.errors import PgRunbookError
 from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.postgres.tools import find_client_tools
 from pgrunbook.postgres.url import redact
+from pgrunbook.prisma.splitter import config_splits
 
 Status = Literal["ok", "warning", "failed", "skipped"]
 
@@ -42,6 +43,7 @@ def run_doctor(env: Environment) -> list[DoctorCheck]:
     checks.append(
         DoctorCheck("config", "ok", f"{cfg.source or 'no pgrunbook.toml: built-in defaults'}; environment {env.name!r}")
     )
+    _check_prisma_project(env, checks)
     conn = _check_connection(env, checks)
     if conn is not None:
         with conn:
@@ -55,6 +57,52 @@ def run_doctor(env: Environment) -> list[DoctorCheck]:
     _guard(checks, "free space", lambda: _free_space(env))
     _guard(checks, "manifests", lambda: _manifests(env))
     return checks
+
+
+def _check_prisma_project(env: Environment, checks: list[DoctorCheck]) -> None:
+    """Where each value taken from the project's Prisma files came from, and how scripts will run."""
+    cfg = env.config
+    origins = cfg.origins
+    taken = [
+        f"{key} = {value!r} from {origins[key]}"
+        for key, value in (
+            ("project.migrations", cfg.project.migrations),
+            ("environments.default.database_url_env", env.settings.database_url_env),
+            ("environments.default.direct_url_env", env.settings.direct_url_env),
+        )
+        if key in origins
+    ]
+    for key in ("prisma config", "prisma schema", "prisma schemas"):
+        if key in origins:
+            taken.append(f"{key}: {origins[key]}")
+    var = env.url_var()
+    if f"env:{var}" in origins:
+        taken.append(f"{var} from {origins[f'env:{var}']}")
+    if taken:
+        checks.append(DoctorCheck("prisma project", "ok", "; ".join(taken)))
+    if "unreadable" in origins:
+        checks.append(
+            DoctorCheck(
+                "prisma config",
+                "warning",
+                f"not read: {origins['unreadable']}",
+                "pgrunbook.toml sets what pgrunbook needs of it; keep the two in step by hand",
+            )
+        )
+    version = cfg.migrate.prisma_version
+    how = "statement by statement (Prisma 7.4+)" if config_splits(cfg) else "each script as one string"
+    if version is None:
+        checks.append(
+            DoctorCheck(
+                "prisma version",
+                "ok",
+                f"unknown (no package.json, lock file or node_modules names prisma): migrations run {how}",
+                'set [migrate] prisma_version = "x.y.z" in pgrunbook.toml',
+            )
+        )
+    else:
+        origin = origins.get("migrate.prisma_version", "pgrunbook.toml")
+        checks.append(DoctorCheck("prisma version", "ok", f"{version} from {origin}: migrations run {how}"))
 
 
 def _guard(checks: list[DoctorCheck], name: str, fn: Callable[[], DoctorCheck]) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx
+from psycopg import sql
 
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
@@ -98,6 +99,8 @@ def probe_database(target: DatabaseTarget, read_query: str, var: str, timeout_s:
     try:
         with connect(target, purpose="health", var=var, connect_timeout=max(1, int(timeout_s))) as conn:
             try:
+                # the application reads its ?schema= schema first, as Prisma Client sets search_path
+                conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema)))
                 conn.execute(read_query).fetchall()
             except Exception as exc:
                 return HealthCheck("database", False, f"{read_query}: {str(exc).splitlines()[0]}", "read query failed")

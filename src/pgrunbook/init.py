@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pgrunbook.config import CONFIG_NAME
 from pgrunbook.errors import ConfigError
+from pgrunbook.prisma.config_file import read_prisma_project
+from pgrunbook.prisma.version import detect_prisma_version
 
 TEMPLATE = """\
 # pgrunbook configuration. Database URLs never go in this file: each environment names the
@@ -17,7 +19,7 @@ TEMPLATE = """\
 [project]
 name = "{name}"
 id = "{project_id}"   # this project's identity in backup storage: keep it; projects sharing a folder see only their own
-migrations = "{migrations}"
+migrations = "{migrations}"{migrations_note}
 # owner = "ops@example.com"          # who owns the backup schedule; shown in alerts
 
 [backup]
@@ -26,9 +28,12 @@ compression = "zstd"                 # zstd (fast, default) | gzip (plain pg_dum
 retention = {{ daily = 7, weekly = 4, monthly = 6 }}
 timezone = "UTC"                     # calendar days/weeks/months of retention are taken here
 
+[migrate]
+{version_line}
+
 [environments.default]
-database_url_env = "DATABASE_URL"
-# direct_url_env = "DIRECT_DATABASE_URL"   # bypasses a transaction-mode pooler for migrations/backups
+database_url_env = "{url_env}"{url_note}
+{direct_line}
 # protected = true
 """
 
@@ -52,10 +57,33 @@ def new_project_id(root: Path) -> str:
     return f"{project_name(root)}-{secrets.token_hex(4)}"
 
 
+def render_config(root: Path) -> str:
+    """The template filled from the project's Prisma files (prisma/config_file.py), each value's source
+    in a comment; what they do not say keeps Prisma's defaults."""
+    prisma = read_prisma_project(root)
+    problems = "".join(f"# could not read: {p}\n" for p in prisma.unreadable)
+    version = detect_prisma_version(root)
+    direct = prisma.direct_url_env
+    return problems + TEMPLATE.format(
+        name=project_name(root),
+        project_id=new_project_id(root),
+        migrations=prisma.migrations.value if prisma.migrations else detect_migrations(root),
+        migrations_note=f"  # from {prisma.migrations.source}" if prisma.migrations else "",
+        version_line=f'prisma_version = "{version.value}"   # from {version.source}; 7.4+ runs scripts statement '
+        "by statement"
+        if version
+        else '# prisma_version = "7.4.0"          # not found in package.json, lock file or node_modules',
+        url_env=prisma.url_env.value if prisma.url_env else "DATABASE_URL",
+        url_note=f"  # from {prisma.url_env.source}" if prisma.url_env else "",
+        direct_line=f'direct_url_env = "{direct.value}"  # from {direct.source}'
+        if direct
+        else '# direct_url_env = "DIRECT_DATABASE_URL"   # bypasses a transaction-mode pooler for migrations/backups',
+    )
+
+
 def write_config(root: Path, *, force: bool = False) -> Path:
     path = root / CONFIG_NAME
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists", hint="edit it, or pass --force to overwrite it")
-    text = TEMPLATE.format(migrations=detect_migrations(root), name=project_name(root), project_id=new_project_id(root))
-    path.write_text(text, encoding="utf-8")
+    path.write_text(render_config(root), encoding="utf-8")
     return path

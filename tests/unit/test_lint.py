@@ -132,6 +132,18 @@ def test_syntax_error_is_a_finding_not_a_crash() -> None:
     assert f.rule == "syntax-error" and f.severity == "error"
 
 
+def test_concurrently_rule_follows_the_prisma_version(tmp_path: Path) -> None:
+    """Prisma 7.4+ splits a file its splitter parses: CONCURRENTLY among other statements then applies."""
+    mixed = tmp_path / "mixed.sql"
+    mixed.write_text('ALTER TABLE "t" ADD COLUMN "c" INT;\nCREATE INDEX CONCURRENTLY "i" ON "t"("c");\n')
+    unparsed = tmp_path / "unparsed.sql"  # sqlparser 0.61 cannot parse DO: Prisma 7 sends it whole
+    unparsed.write_text('DO $$ BEGIN PERFORM 1; END $$;\nCREATE INDEX CONCURRENTLY "j" ON "t"("c");\n')
+    rule = "concurrently-in-multi-statement-script"
+    assert rule in {f.rule for f in lint_files([mixed], split=False)}
+    assert rule not in {f.rule for f in lint_files([mixed], split=True)}
+    assert rule in {f.rule for f in lint_files([unparsed], split=True)}
+
+
 def _seed_migration(rows: int) -> str:
     """A Prisma seed migration: a table, then one INSERT per row (what `prisma db seed` dumps)."""
     head = 'CREATE TABLE "Seed" ("id" INT, "name" TEXT, "note" TEXT);\n'

@@ -16,10 +16,11 @@ from rich.table import Table
 
 from pgrunbook import __version__
 from pgrunbook.cli.render import Output, human_age, human_size, step_line
-from pgrunbook.config import Config, load_config
+from pgrunbook.config import Config
 from pgrunbook.environment import Environment, ProgressFn
 from pgrunbook.errors import EXIT_FAILURE, EXIT_NEGATIVE, EXIT_USAGE, PgRunbookError
 from pgrunbook.postgres.url import redact
+from pgrunbook.prisma.config_file import load_project_config
 
 if TYPE_CHECKING:
     from pgrunbook.procedures.journal import Journal
@@ -38,7 +39,7 @@ class State:
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load_config(self.config_path)
+            self._config = load_project_config(self.config_path)
         return self._config
 
     def env(self, name: str | None) -> Environment:
@@ -208,7 +209,7 @@ def _state() -> State:
 @json_option
 @handle_errors
 def init(force: bool) -> None:
-    """Write a commented pgrunbook.toml here, detecting prisma/migrations."""
+    """Write a commented pgrunbook.toml here from the project's Prisma files (prisma.config.ts, package.json)."""
     from pgrunbook.init import write_config
 
     path = write_config(Path.cwd(), force=force)
@@ -239,9 +240,9 @@ def doctor(env_name: str | None) -> None:
             "skipped": "[dim]skip[/]",
         }
         for c in checks:
-            st.output.out.print(f"{marks[c.status]:>16}  {c.name}: {c.detail}", highlight=False)
+            st.output.out.print(f"{marks[c.status]:>16}  {c.name}: {escape(c.detail)}", highlight=False)
             if c.hint and c.status in ("warning", "failed"):
-                st.output.out.print(f"{'':>6}  hint: {c.hint}", highlight=False)
+                st.output.out.print(f"{'':>6}  hint: {escape(c.hint)}", highlight=False)
     sys.exit(exit_code(checks))
 
 
@@ -611,7 +612,11 @@ def migrate_lint_cmd(paths: tuple[Path, ...], env_name: str | None, all_: bool) 
 
     st = _state()
     files, scope = migration_files(st.config, list(paths), env_name, all_)
-    findings = lint_files(files, engine=st.config.migrate.engine, root=st.config.migrations_dir)
+    from pgrunbook.prisma.splitter import config_splits
+
+    findings = lint_files(
+        files, engine=st.config.migrate.engine, root=st.config.migrations_dir, split=config_splits(st.config)
+    )
     code = 2 if any(f.severity == "error" for f in findings) else (1 if findings else 0)
     if st.json_mode:
         st.output.emit_json({"scope": scope, "files": len(files), "findings": [f.to_dict() for f in findings]})

@@ -164,6 +164,13 @@ def parse_database_url(url: str, *, source: str = "DATABASE_URL") -> DatabaseTar
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key == "schema":
             schema = value or "public"
+            if "\x00" in schema or len(schema.encode()) > 63:
+                raise ConfigError(
+                    f"{source}: ?schema= names an invalid PostgreSQL schema ({len(schema.encode())} bytes"
+                    f"{', a NUL character' if chr(0) in schema else ''})",
+                    hint="a schema name is at most 63 bytes without NUL characters; percent-encode spaces and "
+                    "quotes in the URL (Billing%20Prod)",
+                )
         elif key == "password":
             password = value
         elif key in LIBPQ_KEYWORDS or key == "sslpassword":

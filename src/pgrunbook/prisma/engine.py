@@ -3,8 +3,9 @@
 Behaviour follows schema-engine/core/src/commands/ (apply_migrations.rs, mark_migration_applied.rs) and
 flavour/postgres.rs: the advisory lock 72707369 held for the whole command, the history table created
 only in an empty schema (else P3005), deploy refused while a failed migration is unresolved (P3009),
-each script sent as ONE string over the simple query protocol, so explicit BEGIN/COMMIT and a lone
-CREATE INDEX CONCURRENTLY behave exactly as under Prisma.
+each script sent as the project's Prisma version sends it (prisma/splitter.py: one string before 7.4,
+statement by statement from 7.4), with search_path set to the URL's ``?schema=`` as quaint sets it, and
+that schema created when missing (postgres.rs, setup_connection).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.url import redact
 from pgrunbook.prisma.history import PRISMA_LOCK_ID, History, HistoryRow
 from pgrunbook.prisma.migrations_dir import LocalMigration, read_migrations
+from pgrunbook.prisma.splitter import config_splits, plan_script
 from pgrunbook.prisma.status import LocalScript, MigrationStatus, compute_status
 
 #: called as (event, migration name, seconds or None): "start", "ok", "failed"
@@ -66,12 +68,23 @@ class DeployReport:
 
 
 def _connect(env: Environment, purpose: str) -> psycopg.Connection:
-    return connect(
-        env.target(direct=True),
+    """The migration connection, its search_path the URL's schema (quaint: SET search_path = "schema")."""
+    target = env.target(direct=True)
+    conn = connect(
+        target,
         purpose=f"{purpose} {env.name}",
         var=env.url_var(),
         connect_timeout=env.config.postgres.connect_timeout,
     )
+    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema)))
+    return conn
+
+
+def ensure_schema(conn: psycopg.Connection, schema: str) -> None:
+    """setup_connection in flavour/postgres.rs: a missing ``?schema=`` schema is created before anything else."""
+    found = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema,)).fetchone()
+    if not (found and found[0]):
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
 
 
 def local_scripts(migrations: list[LocalMigration]) -> list[LocalScript]:
@@ -231,11 +244,13 @@ def migrate_deploy(
             return report
         if before_apply is not None:
             before_apply(target.dbname)
+        ensure_schema(conn, target.schema)
         if not exists:
             history.create()
         _set_timeouts(conn, env)
+        split = config_splits(env.config)
         for m in pending:
-            report.applied.append(_apply_one(conn, history, m, progress, target.secrets()))
+            report.applied.append(_apply_one(conn, history, m, progress, target.secrets(), split=split))
     return report
 
 
@@ -246,31 +261,56 @@ def _set_timeouts(conn: psycopg.Connection, env: Environment) -> None:
 
 
 def _apply_one(
-    conn: psycopg.Connection, history: History, m: LocalMigration, progress: MigrationProgress, secrets: list[str]
+    conn: psycopg.Connection,
+    history: History,
+    m: LocalMigration,
+    progress: MigrationProgress,
+    secrets: list[str],
+    *,
+    split: bool = False,
 ) -> AppliedMigration:
+    """One migration as Prisma runs it: row started, script (whole or statement by statement), row finished.
+
+    Split or not, applied_steps_count goes to 1 only when the whole script succeeded, as in
+    apply_migrations.rs (one step per script); after a failure the statements before the failing one
+    stay committed under split semantics, and the logs show the failing statement's text."""
     try:
         script = m.script.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{m.script_path} is not UTF-8 text") from None
+    plan = plan_script(script, split=split)
     progress("start", m.name, None)
     row_id = history.record_started(m.name, m.checksum)
     t0 = time.monotonic()
+    piece, done = plan.pieces[0].text, 0  # done: how many pieces committed before the running one
     try:
-        conn.execute(script)  # type: ignore[call-overload]  # no parameters: the simple query protocol
+        for statement in plan.pieces:
+            piece = statement.text
+            conn.execute(piece)  # type: ignore[call-overload]  # no parameters: the simple query protocol
+            done += 1
     except psycopg.Error as exc:
         elapsed = time.monotonic() - t0
         if conn.closed or getattr(conn, "broken", False):
-            raise _connection_lost(m.name, elapsed, exc) from None
+            raise _connection_lost(m.name, elapsed, exc, committed=done) from None
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.execute("ROLLBACK")  # the script's own BEGIN left the session in a failed transaction
-        logs = redact(format_logs(exc, script), secrets)
+        logs = redact(format_logs(exc, piece), secrets)
         history.record_failure(row_id, logs)
         progress("failed", m.name, elapsed)
         message = (exc.diag.message_primary or str(exc)).strip().splitlines()[0]
+        where = f" (statement {done + 1} of {len(plan.pieces)})" if plan.split else ""
+        left = (
+            f"the {done} statement(s) before it stayed applied (Prisma 7.4+ runs them one by one): undo them, then "
+            f"pgrunbook migrate resolve --rolled-back {m.name}, or finish the rest by hand and --applied {m.name}"
+            if done
+            else f"fix the cause, then pgrunbook migrate resolve --rolled-back {m.name} (nothing applied) or "
+            f"--applied {m.name} (completed by hand)"
+        )
         raise MigrationFailed(
-            f"migration {m.name} failed after {elapsed:.1f}s: {exc.diag.sqlstate or ''} {message}".replace("  ", " "),
-            hint=f"its history row keeps the logs; fix the cause, then pgrunbook migrate resolve --rolled-back "
-            f"{m.name} (nothing applied) or --applied {m.name} (completed by hand)",
+            f"migration {m.name} failed after {elapsed:.1f}s{where}: {exc.diag.sqlstate or ''} {message}".replace(
+                "  ", " "
+            ),
+            hint=f"its history row keeps the logs; {left}",
         ) from None
     history.record_success(row_id)
     elapsed = time.monotonic() - t0
@@ -278,17 +318,24 @@ def _apply_one(
     return AppliedMigration(m.name, round(elapsed, 3))
 
 
-def _connection_lost(name: str, elapsed: float, exc: psycopg.Error) -> MigrationFailed:
+def _connection_lost(name: str, elapsed: float, exc: psycopg.Error, *, committed: int = 0) -> MigrationFailed:
     """The server went away mid-script (crash, restart, failover, network): nothing can be recorded.
 
-    The script ran as one implicit transaction, so it did not commit unless it commits on its own;
-    its history row stays started and unfinished, which Prisma and pgrunbook both count as failed.
+    The statement running then did not commit (an implicit transaction), nor did the rest of a script sent
+    as one string unless it commits on its own; sent statement by statement (Prisma 7.4+), the
+    ``committed`` ones before it did. The history row stays started and unfinished, which Prisma and
+    pgrunbook both count as failed.
     """
     why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    applied = (
+        f"its first {committed} statement(s) were applied and stay; undo them or finish the rest by hand"
+        if committed
+        else "unless the script commits on its own nothing of it was applied"
+    )
     return MigrationFailed(
         f"lost the connection to PostgreSQL while migration {name} ran (after {elapsed:.1f}s): {why}",
-        hint=f"when the server is back: pgrunbook status shows {name} as failed; unless the script commits "
-        f"on its own nothing of it was applied — then pgrunbook migrate resolve --rolled-back {name}",
+        hint=f"when the server is back: pgrunbook status shows {name} as failed; {applied} — then pgrunbook "
+        f"migrate resolve --rolled-back {name}",
     )
 
 
@@ -335,6 +382,7 @@ def resolve_applied(env: Environment, name: str) -> None:
         )
     with _connect(env, "resolve") as conn:
         acquire_prisma_lock(conn, env.config.migrate.lock_wait_s)
+        ensure_schema(conn, env.target().schema)
         history = History(conn, env.target().schema)
         if not history.exists():
             history.create()

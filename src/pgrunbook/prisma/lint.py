@@ -19,6 +19,8 @@ import pglast
 from pglast import ast
 from pglast.enums import AlterTableType, ConstrType, ObjectType
 
+from pgrunbook.prisma.splitter import plan_script
+
 Severity = Literal["error", "warning"]
 
 
@@ -59,7 +61,9 @@ RULES: dict[str, Rule] = {
             "concurrently-in-multi-statement-script",
             "error",
             "uses CONCURRENTLY in a file with other statements",
-            "Prisma sends the file as one script, an implicit transaction: CONCURRENTLY fails there",
+            "Prisma before 7.4 sends the file as one script, an implicit transaction (and 7.4+ too when its "
+            "splitter cannot parse the file, e.g. with DROP INDEX CONCURRENTLY or a DO block): "
+            "CONCURRENTLY fails there",
             "put the CONCURRENTLY statement alone in its own migration",
         ),
         Rule(
@@ -193,6 +197,9 @@ class Finding:
 class _Context:
     new_tables: set[str] = field(default_factory=set)
     engine: str = "native"
+    #: the project's Prisma splits scripts into statements (7.4+): CONCURRENTLY among other statements
+    #: fails only where its splitter falls back to one string
+    split: bool = False
 
 
 def _name(rv: ast.RangeVar | None) -> str:
@@ -313,10 +320,12 @@ def lint_text(text: str, file: str, ctx: _Context | None = None) -> list[Finding
     new = ctx.new_tables | created_here
     findings: list[Finding] = []
     has_timeout = bool(re.search(r"set\s+(local\s+)?lock_timeout", text, re.IGNORECASE))
+    # statements sent together in one implicit transaction: all of them, unless Prisma splits this file
+    batch_size = 1 if ctx.split and plan_script(text, split=True).split else count
     ddl_seen = False
     for st, tree in zip(stmts, trees, strict=True):
         skip = _ignored(st.comments) | file_ignores
-        for rule_id in _check(tree, new, count) if tree is not None else ():
+        for rule_id in _check(tree, new, batch_size) if tree is not None else ():
             ddl_seen = True
             if rule_id not in skip:
                 r = RULES[rule_id]
@@ -425,9 +434,13 @@ def _volatile(expr: ast.Node | None) -> bool:
     return found
 
 
-def lint_files(paths: Sequence[Path], engine: str = "native", root: Path | None = None) -> list[Finding]:
-    """Lint files in the order given; tables created by an earlier file count as new for later ones."""
-    ctx = _Context(engine=engine)
+def lint_files(
+    paths: Sequence[Path], engine: str = "native", root: Path | None = None, *, split: bool = False
+) -> list[Finding]:
+    """Lint files in the order given; tables created by an earlier file count as new for later ones.
+
+    ``split``: the project's Prisma runs scripts statement by statement (prisma/splitter.py)."""
+    ctx = _Context(engine=engine, split=split)
     out: list[Finding] = []
     for path in paths:
         shown = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)

@@ -26,6 +26,7 @@ from pgrunbook.prisma.engine import MigrationFailed, migrate_deploy, migration_s
 from pgrunbook.prisma.history import History
 from pgrunbook.prisma.lint import lint_files
 from pgrunbook.prisma.migrations_dir import read_migrations
+from pgrunbook.prisma.splitter import config_splits
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.journal import Journal, Run, RunRecord
 from pgrunbook.procedures.point_app import point_app
@@ -265,7 +266,10 @@ def _preflight(env: Environment, opts: DeployOptions, report: DeployReport) -> l
         return []
     pending = [m for m in read_migrations(env.config.migrations_dir) if m.name in status.pending]
     findings = lint_files(
-        [m.script_path for m in pending], engine=env.config.migrate.engine, root=env.config.migrations_dir
+        [m.script_path for m in pending],
+        engine=env.config.migrate.engine,
+        root=env.config.migrations_dir,
+        split=config_splits(env.config),
     )
     for f in findings:
         if f.severity == "warning" or f.rule in opts.allow_lint:

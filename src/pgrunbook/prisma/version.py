@@ -1,0 +1,116 @@
+"""Which Prisma version the project runs, read from its files (no Node, no network).
+
+Order, most exact first: ``node_modules/prisma/package.json`` (what ``npx prisma`` runs), then the lock
+file (``package-lock.json``, ``pnpm-lock.yaml``, ``yarn.lock``: what CI installs), then the version range
+in ``package.json`` (its lowest version). ``prisma`` is looked for first, then ``@prisma/client`` (they are
+released together). Folders are searched from the project root upwards, as Node resolves packages, so a
+monorepo's root lock file is found from an app's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Found:
+    """One value and where it came from, e.g. ``prisma.config.ts: migrations.path``."""
+
+    value: str
+    source: str
+
+
+PACKAGES = ("prisma", "@prisma/client")
+
+
+def detect_prisma_version(root: Path) -> Found | None:
+    """The version and the file it came from, e.g. Found("7.4.2", "package-lock.json"); None when unknown."""
+    for folder in (root, *root.parents):
+        for reader in (_node_modules, _package_lock, _pnpm_lock, _yarn_lock, _package_json):
+            found = reader(folder)
+            if found is not None:
+                return Found(found.value, found.source.replace(f"{root}/", ""))
+        if (folder / ".git").exists():
+            break
+    return None
+
+
+def _load_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _node_modules(folder: Path) -> Found | None:
+    for name in PACKAGES:
+        path = folder / "node_modules" / name / "package.json"
+        data = _load_json(path)
+        if data and isinstance(data.get("version"), str):
+            return Found(data["version"], str(path))
+    return None
+
+
+def _package_lock(folder: Path) -> Found | None:
+    path = folder / "package-lock.json"
+    data = _load_json(path)
+    if not data:
+        return None
+    packages = data.get("packages") or {}
+    for name in PACKAGES:
+        entry = packages.get(f"node_modules/{name}") or (data.get("dependencies") or {}).get(name)
+        if isinstance(entry, dict) and isinstance(entry.get("version"), str):
+            return Found(entry["version"], str(path))
+    return None
+
+
+def _pnpm_lock(folder: Path) -> Found | None:
+    path = folder / "pnpm-lock.yaml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    for name in PACKAGES:
+        quoted = re.escape(name)
+        # importers: '.': devDependencies: prisma: {specifier: ^7.4.0, version: 7.4.2(typescript@5.6.3)}
+        m = re.search(
+            rf"^\s+'?{quoted}'?:\s*\n\s+specifier:[^\n]*\n\s+version:\s*'?(\d+\.\d+\.\d+[^\s('\"]*)", text, re.M
+        )
+        m = m or re.search(rf"^\s+/?'?{quoted}@(\d+\.\d+\.\d+[^\s('\":]*)", text, re.M)
+        if m:
+            return Found(m.group(1), str(path))
+    return None
+
+
+def _yarn_lock(folder: Path) -> Found | None:
+    path = folder / "yarn.lock"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    for name in PACKAGES:
+        quoted = re.escape(name)
+        m = re.search(rf'^"?{quoted}@[^\n]*:\n(?:\s+[^\n]*\n)*?\s+version:?\s+"?(\d+\.\d+\.\d+[^"\s]*)', text, re.M)
+        if m:
+            return Found(m.group(1), str(path))
+    return None
+
+
+def _package_json(folder: Path) -> Found | None:
+    path = folder / "package.json"
+    data = _load_json(path)
+    if not data:
+        return None
+    for name in PACKAGES:
+        for section in ("dependencies", "devDependencies"):
+            spec = (data.get(section) or {}).get(name)
+            if isinstance(spec, str) and re.search(r"\d", spec) and not spec.startswith(("file:", "link:", "git")):
+                m = re.search(r"\d+(?:\.\d+){0,2}", spec)
+                if m:
+                    parts = ([*m.group().split("."), "0", "0"])[:3]
+                    return Found(".".join(parts), f"{path} ({section}.{name} {spec!r}, lowest version of the range)")
+    return None
