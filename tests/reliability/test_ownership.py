@@ -24,7 +24,7 @@ from psycopg import sql
 from pgrunbook.backup.identity import foreign_key, is_backup_id, own_file_name
 from pgrunbook.postgres.cluster import LocalCluster
 from tests import evidence
-from tests.conftest import PASSWORD, Project, assert_clean_error, seed
+from tests.conftest import BASE_CONFIG, PASSWORD, Project, assert_clean_error, seed
 from tests.s3_support import MotoServer, aws_env, client
 
 pytestmark = pytest.mark.reliability
@@ -166,6 +166,29 @@ def test_symlinked_files_inside_the_repository_are_not_followed(seeded: Project,
     r = seeded.cli("backup", "prune")
     assert r.returncode == 0, r.stderr
     assert outside.read_bytes() == b"precious"
+
+
+def test_a_backup_folder_that_is_a_symlink_is_neither_listed_nor_pruned(seeded: Project, tmp_path: Path) -> None:
+    """Found by a trial: a link named like a backup id, to a real backup's copy outside the repository
+    with an old date, was listed and then pruned through the link. It is not pgrunbook's to touch."""
+    assert seeded.cli("backup", "create").returncode == 0
+    env_dir = seeded.storage / "default"
+    real = next(p for p in env_dir.iterdir() if p.is_dir() and (p / "manifest.json").exists())
+    outside = tmp_path / "outside" / "20200101T000000Z-old"
+    shutil.copytree(real, outside)
+    manifest = json.loads((outside / "manifest.json").read_text())
+    manifest["id"] = outside.name
+    manifest["started_at"] = manifest["finished_at"] = "2020-01-01T00:00:00+00:00"
+    (outside / "manifest.json").write_text(json.dumps(manifest))
+    (env_dir / outside.name).symlink_to(outside, target_is_directory=True)
+    before = _tree(outside.parent)
+    evidence.data_loss_scenario("prune with a backup folder that is a symlink out of the repository")
+    listed = seeded.cli("backup", "list", "--json")
+    assert outside.name not in listed.stdout
+    seeded.write_config(BASE_CONFIG + "retention = { daily = 1, weekly = 0, monthly = 0 }\n")
+    r = seeded.cli("backup", "prune")
+    assert outside.name not in r.stdout
+    assert _tree(outside.parent) == before
 
 
 # --- two projects, one storage folder --------------------------------------------------------------
