@@ -300,7 +300,7 @@ def test_the_page_degrades_to_what_it_can_show_when_local_state_is_damaged(
     serving.append(served)
     page = served.get("/")
     assert page.status_code == 200 and bid in page.text
-    assert f"journal {folder / 'journal.db'} is unreadable" in page.text and "Move the file aside" in page.text
+    assert f"journal {folder / 'journal.db'} is damaged" in page.text and "move it aside" in page.text
     assert f"serve state {folder / 'serve-state.json'} is unreadable" in page.text
     health = served.get("/healthz").json()
     assert "starts afresh" in health["scheduler"]["state_load_error"]

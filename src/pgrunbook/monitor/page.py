@@ -161,9 +161,7 @@ def _recent_runs(path: Path, environment: str, limit: int) -> tuple[list[dict[st
                 result["runs"] = [rec.to_dict() for rec in journal.runs(limit=limit, environment=environment)]
             finally:
                 journal.close()
-        except sqlite3.OperationalError as exc:
-            result["error"] = exc
-        except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
+        except (PgRunbookError, sqlite3.Error, OSError, ValueError, TypeError) as exc:
             result["error"] = exc
         finally:
             _journal_reader.release()
@@ -176,6 +174,9 @@ def _recent_runs(path: Path, environment: str, limit: int) -> tuple[list[dict[st
             f"journal {path} is locked by another process (a deploy or restore writing to it?); "
             "the last runs are shown once it is free"
         )
+    if isinstance(result.get("error"), PgRunbookError):  # the journal's own named error, with its hint
+        err = result["error"]
+        return [], f"{err}; {err.hint}. The last runs cannot be shown" if err.hint else str(err)
     if "error" in result:
         exc = result["error"]
         return [], (
