@@ -156,6 +156,7 @@ def test_postgresql_restarted_mid_restore(seeded: Project, cluster) -> None:
     with psycopg.connect(seeded.url, autocommit=True) as conn:
         gone = conn.execute("SELECT count(*) FROM pg_database WHERE datname = 'half_restored'").fetchone()
     assert gone == (0,)
+    assert "hint: the partially restored database 'half_restored' was dropped" in err, err  # true, as it is
     assert fingerprint(seeded.url) == before
     again = seeded.cli("--json", "restore", bid, "--into", "half_restored")
     assert again.returncode == 0, again.stderr

@@ -39,7 +39,7 @@ from pgrunbook.backup.archive import (
     require_intact,
     stored_bytes,
     toc_check,
-    tools_for_archive,
+    tools_to_restore,
 )
 from pgrunbook.backup.codec import codec
 from pgrunbook.backup.manifest import Check, Manifest
@@ -367,7 +367,8 @@ def _restore_data(
     items = data_items(archive.listing, manifest)
     counts = EarlyCounts(target, var, items, jobs)
     load = LoadProgress(items, manifest.row_counts(), progress)
-    args = ["--no-owner", "--exit-on-error", "--verbose", f"--jobs={jobs}"]  # --verbose: "finished item N"
+    # --verbose: "finished item N"; the error flags are those for this server (tools.restore_flags)
+    args = ["--no-owner", *tools.restore_flags(), "--verbose", f"--jobs={jobs}"]
     try:
         with runner.start(
             tools.pg_restore,
@@ -379,15 +380,14 @@ def _restore_data(
             inherit_fds=archive.inherit_fds,
             die_with_parent=True,
         ) as restoring:
-            tail = read_verbose(restoring.stderr, counts, load)
+            every_error: list[str] = []  # all of them: one unexpected error anywhere fails the restore
+            tail = read_verbose(restoring.stderr, counts, load, errors=every_error)
             for line in tail:
                 restoring.note(line)
-            restoring.wait()
-            if restoring.failure() is not None:
-                errors = [ln for ln in tail if ln.startswith(("pg_restore: error:", "error:"))]  # see read_verbose
-                _raise_if_failed(
-                    restoring.proc.returncode, redact((errors or list(tail) or [""])[-1], target.secrets())
-                )
+            rc = restoring.wait()
+            failed = tools.restore_failed(rc, [*every_error, *tail])
+            if failed is not None:
+                _raise_if_failed(rc or 1, redact(failed, target.secrets()))
         load.done()
     except BaseException:
         counts.abandon()
@@ -400,13 +400,18 @@ def _restore_stream(
 ) -> None:
     """pg_restore --no-owner from a stream into ``target``; raises PgRunbookError when it fails."""
     with runner.start(
-        tools.pg_restore, ["--no-owner", "--exit-on-error"], target=target, settings=settings, stdin=subprocess.PIPE
+        tools.pg_restore,
+        ["--no-owner", *tools.restore_flags()],
+        target=target,
+        settings=settings,
+        stdin=subprocess.PIPE,
     ) as restoring:
         runner.feed(restoring, data)
-        restoring.wait()
-        failure = restoring.failure()
-    if failure is not None:
-        _raise_if_failed(failure.exit_code, failure.last_line)
+        rc = restoring.wait()
+        # the only error ever let through is pg_restore >= 17's on a server <= 16 (ClientTools.restore_failed)
+        failed = tools.restore_failed(rc, [*restoring.errors, *restoring.lines()])
+    if failed is not None:
+        _raise_if_failed(rc or 1, redact(failed, target.secrets()))
 
 
 def _fed(chunks: Iterator[bytes], progress: ProgressFn, total: int | None) -> Iterator[bytes]:
@@ -419,7 +424,7 @@ def _fed(chunks: Iterator[bytes], progress: ProgressFn, total: int | None) -> It
 
 
 class RestoreFailed(PgRunbookError):
-    """pg_restore failed; the target database holds a partial restore."""
+    """pg_restore failed; the hint, set where the database is dealt with, says what became of it."""
 
 
 class CannotCreate(DatabaseError):
@@ -432,11 +437,9 @@ class CannotCreate(DatabaseError):
 
 
 def _raise_if_failed(rc: int, last: str) -> None:
+    """pg_restore's failure; the caller's hint says what became of the database (_fate_hint)."""
     if rc != 0:
-        raise RestoreFailed(
-            f"pg_restore failed: {last or f'exit code {rc}'}",
-            hint="the target database holds a partial restore; it was not put into use",
-        )
+        raise RestoreFailed(f"pg_restore failed: {last or f'exit code {rc}'}")
 
 
 # --- verifying a restored database --------------------------------------------------------------------
@@ -515,7 +518,7 @@ def restore_into_new_database(
     t0 = time.monotonic()
     validate_dbname(dbname)
     manifest = env.repository.get(backup_id)
-    tools = tools_for_archive(env, manifest)
+    tools = tools_to_restore(env, manifest, env.target(direct=True), env.url_var())
     report = RestoreReport(manifest.id, dbname)
     method, jobs, in_memory = choose_method(env, manifest)
     where = "memory" if in_memory and runner.has_memfd() else "a temp file"
@@ -594,23 +597,23 @@ def restore_into(
                 bad = [c for c in checks if not c.ok]
                 if bad and verify_strictly:
                     raise VerificationFailed(
-                        f"restored database {dbname} differs from the backup: {bad[0].name}: {bad[0].detail}",
-                        hint="it was not put into use; inspect it, then drop it",
+                        f"restored database {dbname} differs from the backup: {bad[0].name}: {bad[0].detail}"
                     )
             if created:
                 verified_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 admin.execute("SET synchronous_commit = on")  # durable: see restore_settings
                 _comment(admin, dbname, f"pgrunbook: restored from backup {manifest.id}, verified {verified_at}")
         except BaseException as exc:
-            if created:
-                why = _drop_partial(admin, server, var, dbname)
-                if why is not None:
-                    if not isinstance(exc, PgRunbookError):
-                        raise DatabaseError(
-                            f"restore into {dbname!r} broke off: {redact(str(exc), server.secrets())}".splitlines()[0],
-                            hint=_leftover_hint(dbname, why),
-                        ) from None
-                    exc.hint = _leftover_hint(dbname, why)
+            # the hint says what became of the database, as it is: dropped, or left and why
+            why = _drop_partial(admin, server, var, dbname) if created else "it existed before this restore"
+            fate = _fate_hint(dbname, created, why)
+            if isinstance(exc, PgRunbookError):
+                exc.hint = fate
+            elif why is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise DatabaseError(
+                    f"restore into {dbname!r} broke off: {redact(str(exc), server.secrets())}".splitlines()[0],
+                    hint=fate,
+                ) from None
             raise
     return checks
 
@@ -637,6 +640,18 @@ def _drop_partial(admin: psycopg.Connection, target: DatabaseTarget, var: str, d
             why = exc.message if isinstance(exc, PgRunbookError) else str(exc).splitlines()[0]
             time.sleep(0.5)
     return redact(why, target.secrets())
+
+
+def _fate_hint(dbname: str, created: bool, why: str | None) -> str:
+    """What became of the restore's database after a failure, for the hint: true in every case."""
+    if why is None:
+        return f"the partially restored database {dbname!r} was dropped; nothing was put into use"
+    if not created:
+        return (
+            f"{dbname!r} existed (empty) before this restore, so it was not dropped: it holds a partial restore "
+            f'and was not put into use — drop it before trying again: DROP DATABASE "{dbname}"'
+        )
+    return _leftover_hint(dbname, why)
 
 
 def _leftover_hint(dbname: str, why: str) -> str:

@@ -187,9 +187,10 @@ class LineReader(Protocol):
     def line(self, text: str) -> None: ...
 
 
-def read_verbose(stream: IO[str], *readers: LineReader, keep: int = 20) -> deque[str]:
+def read_verbose(stream: IO[str], *readers: LineReader, keep: int = 20, errors: list[str] | None = None) -> deque[str]:
     """Feed pg_restore's --verbose progress lines to each of `readers`; return the last lines that are
-    not progress information (errors and their context), for a one-line failure message."""
+    not progress information (errors and their context), for a one-line failure message. `errors`, when
+    given, receives every error line (up to 10,000): a tolerated error is judged against all of them."""
     tail: deque[str] = deque(maxlen=keep)
     for raw in stream:
         line = _PREFIXES.sub("pg_restore: ", raw.rstrip("\n"), count=1)
@@ -198,4 +199,6 @@ def read_verbose(stream: IO[str], *readers: LineReader, keep: int = 20) -> deque
                 reader.line(line)
         elif line.strip() and _NOT_INFO.match(line):
             tail.append(line)
+            if errors is not None and "error:" in line and len(errors) < 10_000:
+                errors.append(line)
     return tail

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from pgrunbook import __version__
-from pgrunbook.backup.archive import check_stored, tools_for_archive
+from pgrunbook.backup.archive import check_stored, tools_for_archive, tools_to_restore
 from pgrunbook.backup.manifest import Check, Manifest, Verification
 from pgrunbook.backup.restore import CannotCreate, RestoreFailed, RestoreReport, restore_into
 from pgrunbook.config import database_target
@@ -88,6 +88,12 @@ def _drop(server: DatabaseTarget, var: str, scratch: str) -> None:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
 
 
+def _drill_tools(env: Environment, manifest: Manifest) -> ClientTools:
+    """pg_restore able to read this archive and restore it into the drill's server."""
+    target, var = drill_target(env)
+    return tools_to_restore(env, manifest, target, var)
+
+
 def verify_backup(
     env: Environment,
     backup_id: str,
@@ -100,10 +106,13 @@ def verify_backup(
     t0 = time.monotonic()
     manifest = env.repository.get(backup_id)
     tools = tools_for_archive(env, manifest)
+    # a drill's pg_restore is chosen for the drill's server before anything is read: tools that cannot
+    # restore there are refused (a problem of this machine), never recorded against the backup
+    drill_tools = _drill_tools(env, manifest) if drill_restore else tools
     checks = check_stored(env, manifest, tools, progress)
     if drill_restore:
         if all(c.ok for c in checks):
-            checks.extend(drill(env, manifest, tools, progress))
+            checks.extend(drill(env, manifest, drill_tools, progress))
         else:
             checks.append(Check(name="drill restore", ok=False, detail="skipped: the stored file failed its checks"))
     ok = all(c.ok for c in checks)
