@@ -31,16 +31,43 @@ from psycopg import sql
 from pgrunbook.config import load_config
 from pgrunbook.environment import Environment
 from pgrunbook.postgres.cluster import LocalCluster
+from pgrunbook.postgres.connect import server_version
+from pgrunbook.postgres.tools import ClientTools, find_client_tools
 from tests import evidence
 
 # A distinctive password: tests grep every output for it.
 PASSWORD = "Pw-s3cr3t-Zq9!"
 
+# The PostgreSQL under test (scripts/test-majors sets them per combination; unset: what is installed).
+# SERVER_BIN: initdb/pg_ctl/postgres of the suite's cluster. TOOLS_BIN: the client tools pgrunbook is
+# pointed at ([postgres] bin_dir through its environment variable), as a user would.
+SERVER_BIN = os.environ.get("PGRUNBOOK_TEST_SERVER_BIN") or None
+TOOLS_BIN = os.environ.get("PGRUNBOOK_TEST_TOOLS_BIN") or None
+SERVER: dict[str, Any] = {}  # the running cluster's {"major": 15, "version": "15.18"}, asked once it runs
+
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(password=PASSWORD, name="pgrunbook-test") as c:
+    with LocalCluster(bin_dir=SERVER_BIN, password=PASSWORD, name="pgrunbook-test") as c:
+        with psycopg.connect(c.url()) as conn:
+            major, _, text = server_version(conn)
+        SERVER.update(major=major, version=text)
         yield c
+
+
+def suite_tools() -> ClientTools:
+    """The client tools under test: TOOLS_BIN's, else the installed ones that fit the suite's server."""
+    assert SERVER, "the cluster fixture has not started"
+    if TOOLS_BIN:
+        from pgrunbook.postgres.tools import installed_tools
+
+        return installed_tools(TOOLS_BIN)[0]
+    return find_client_tools(SERVER["major"], SERVER["version"])
+
+
+@pytest.fixture
+def tools(cluster: LocalCluster) -> ClientTools:
+    return suite_tools()
 
 
 @pytest.fixture
@@ -139,6 +166,9 @@ storage = "backups"
 def project(tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch) -> Project:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("PGRUNBOOK_", "PG"))}
     environ["DATABASE_URL"] = db
+    if TOOLS_BIN:  # the tools under test, given the way a user gives them
+        environ["PGRUNBOOK_POSTGRES__BIN_DIR"] = TOOLS_BIN
+        monkeypatch.setenv("PGRUNBOOK_POSTGRES__BIN_DIR", TOOLS_BIN)
     (tmp_path / "pgrunbook.toml").write_text(BASE_CONFIG)
     monkeypatch.setenv("DATABASE_URL", db)
     monkeypatch.chdir(tmp_path)

@@ -9,10 +9,17 @@ from typing import Literal
 import psycopg
 from psycopg import sql
 
+from pgrunbook.config import database_target
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
 from pgrunbook.postgres.connect import connect, server_version
-from pgrunbook.postgres.tools import find_client_tools
+from pgrunbook.postgres.tools import (
+    TRANSACTION_TIMEOUT_SINCE,
+    ClientTools,
+    find_client_tools,
+    needs_timeout_tolerance,
+    restore_tools,
+)
 from pgrunbook.postgres.url import redact
 from pgrunbook.prisma.splitter import config_splits
 
@@ -51,7 +58,7 @@ def run_doctor(env: Environment) -> list[DoctorCheck]:
             _check_history(env, conn, checks)
             _check_invalid_indexes(conn, checks)
     else:
-        for name in ("client tools", "prisma history", "invalid indexes"):
+        for name in ("client tools", "restore tools", "prisma history", "invalid indexes"):
             checks.append(DoctorCheck(name, "skipped", "needs a database connection"))
     _guard(checks, "storage", lambda: _storage(env))
     _guard(checks, "free space", lambda: _free_space(env))
@@ -134,13 +141,53 @@ def _check_connection(env: Environment, checks: list[DoctorCheck]) -> psycopg.Co
 
 
 def _check_tools(env: Environment, conn: psycopg.Connection, checks: list[DoctorCheck]) -> None:
+    """Which tools each operation will use here, and whether it will work: backup (pg_dump), restore of
+    such a backup back into this server (automatic rollback, in place), and drills (on their server)."""
     major, _, version = server_version(conn)
+    bin_dir = env.config.postgres.bin_dir
     try:
-        tools = find_client_tools(major, version, env.config.postgres.bin_dir)
+        tools = find_client_tools(major, version, bin_dir)
     except PgRunbookError as exc:
-        checks.append(DoctorCheck("client tools", "failed", exc.message, exc.hint or ""))
+        checks.append(DoctorCheck("client tools", "failed", f"backup: {exc.message}", exc.hint or ""))
+        checks.append(DoctorCheck("restore tools", "skipped", "needs a pg_dump that can back up this server"))
         return
-    checks.append(DoctorCheck("client tools", "ok", f"pg_dump {tools.version} at {tools.pg_dump} (server {version})"))
+    checks.append(
+        DoctorCheck("client tools", "ok", f"backup: pg_dump {tools.version} at {tools.pg_dump} (server {version})")
+    )
+    checks.append(_restore_check("restore tools", "restore into this server", tools, major, version, bin_dir))
+    drill_var = env.config.backup.drill_database_url_env
+    if drill_var:
+        checks.append(_drill_check(env, tools, drill_var))
+
+
+def _restore_check(
+    name: str, what: str, dump: ClientTools, major: int, version: str, bin_dir: str | None
+) -> DoctorCheck:
+    try:
+        chosen = restore_tools(dump.version.text, major, version, bin_dir)
+    except PgRunbookError as exc:
+        return DoctorCheck(name, "failed", f"{what}: {exc.message}", exc.hint or "")
+    detail = f"{what}: pg_restore {chosen.version} at {chosen.pg_restore} (server {version})"
+    if needs_timeout_tolerance(chosen.major, major):
+        detail += (
+            f"; its one known harmless error on servers before {TRANSACTION_TIMEOUT_SINCE} "
+            "(SET transaction_timeout) is tolerated, nothing else"
+        )
+    return DoctorCheck(name, "ok", detail)
+
+
+def _drill_check(env: Environment, dump: ClientTools, var: str) -> DoctorCheck:
+    # the drill's server, as backup.verify.drill_target names it: the URL in [backup] drill_database_url_env
+    settings = env.settings.model_copy(update={"database_url_env": var, "direct_url_env": None})
+    try:
+        target = database_target(env.name, settings)
+        with connect(target, purpose="doctor", var=var, connect_timeout=env.config.postgres.connect_timeout) as c:
+            major, _, version = server_version(c)
+    except PgRunbookError as exc:
+        return DoctorCheck("drill tools", "warning", f"drill server ({var}): {exc.message}", exc.hint or "")
+    return _restore_check(
+        "drill tools", f"drills on {target.display}", dump, major, version, env.config.postgres.bin_dir
+    )
 
 
 def _check_history(env: Environment, conn: psycopg.Connection, checks: list[DoctorCheck]) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
 from pgrunbook.environment import Environment
-from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.prisma.history import TABLE, History
 
 SYSTEM = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
@@ -29,9 +30,11 @@ QUERIES: dict[str, str] = {
         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm') AND {SYSTEM}
         AND c.relname <> '{TABLE}'""",
+    # NOT NULL is compared as a column's nullability (above): PostgreSQL 18 also stores it as a
+    # constraint row (contype 'n'), which older majors do not have
     "constraint": f"""SELECT n.nspname || '.' || c.relname || '.' || k.conname, pg_get_constraintdef(k.oid)
         FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {SYSTEM} AND c.relname <> '{TABLE}'""",
+        WHERE {SYSTEM} AND c.relname <> '{TABLE}' AND k.contype <> 'n'""",
     "index": f"""SELECT n.nspname || '.' || i.relname, pg_get_indexdef(i.oid) FROM pg_index x
         JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid
         JOIN pg_namespace n ON n.oid = i.relnamespace WHERE {SYSTEM} AND c.relname <> '{TABLE}'""",
@@ -49,7 +52,9 @@ QUERIES: dict[str, str] = {
     "trigger": f"""SELECT n.nspname || '.' || c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid)
         FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE NOT t.tgisinternal AND {SYSTEM}""",
-    "extension": "SELECT extname, extversion FROM pg_extension",
+    # an extension's version, and whether it is the one this server installs by default
+    "extension": """SELECT e.extname, e.extversion || CASE WHEN e.extversion = a.default_version
+        THEN ' (default)' ELSE '' END FROM pg_extension e LEFT JOIN pg_available_extensions a ON a.name = e.extname""",
 }
 
 
@@ -59,6 +64,7 @@ class DriftResult:
     b: str
     history: list[str] = field(default_factory=list)
     schema: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # differences that come with the server majors, not drift
 
     @property
     def aligned(self) -> bool:
@@ -70,14 +76,53 @@ class DriftResult:
             "aligned": self.aligned,
             "history": self.history,
             "schema": self.schema,
+            "notes": self.notes,
         }
 
 
 def snapshot(conn: psycopg.Connection) -> dict[str, dict[str, str]]:
-    return {
+    snap = {
         kind: {str(k): str(v) for k, v in conn.execute(q).fetchall()}  # type: ignore[arg-type]
         for kind, q in QUERIES.items()
     }
+    snap["view"] = {k: canonical_view(v) for k, v in snap["view"].items()}
+    return snap
+
+
+def canonical_view(definition: str) -> str:
+    """A view's query as pglast deparses it, column references unqualified where the query reads one
+    relation only. pg_get_viewdef's text changes between majors: 16 stopped qualifying columns of a
+    single-relation query (`SELECT id FROM member` where 15 says `SELECT member.id FROM member`), and
+    spacing and parentheses differ; the query is the same. Unparsable text is compared as it is."""
+    from pglast import parse_sql
+    from pglast.parser import ParseError
+    from pglast.stream import RawStream
+    from pglast.visitors import Visitor
+
+    class _Refs(Visitor):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.relations, self.joins = 0, 0
+            self.columns: list[Any] = []
+
+        def visit_RangeVar(self, ancestors: object, node: object) -> None:
+            self.relations += 1
+
+        def visit_JoinExpr(self, ancestors: object, node: object) -> None:
+            self.joins += 1
+
+        def visit_ColumnRef(self, ancestors: object, node: object) -> None:
+            self.columns.append(node)
+
+    try:
+        statements = parse_sql(definition)
+        refs = _Refs()
+        refs(statements)
+        if refs.relations == 1 and not refs.joins:
+            for column in refs.columns:
+                column.fields = column.fields[-1:]
+        return str(RawStream()(statements[0]))
+    except (ParseError, IndexError, ValueError):
+        return definition
 
 
 def diff_maps(kind: str, a: Mapping[str, str], b: Mapping[str, str], name_a: str, name_b: str) -> list[str]:
@@ -105,10 +150,13 @@ def compare_environments(env_a: Environment, env_b: Environment) -> DriftResult:
     result = DriftResult(env_a.name, env_b.name)
     snaps = []
     histories = []
+    found: list[int] = []
     for env in (env_a, env_b):
         with connect(env.target(direct=True), purpose="drift", var=env.url_var()) as conn:
             snaps.append(snapshot(conn))
             histories.append(_history(conn, env.target().schema))
+            found.append(server_version(conn)[0])
+    majors = (found[0], found[1])
     (applied_a, failed_a), (applied_b, failed_b) = histories
     result.history = diff_maps("migration", applied_a, applied_b, env_a.name, env_b.name)
     for name in failed_a:
@@ -116,5 +164,31 @@ def compare_environments(env_a: Environment, env_b: Environment) -> DriftResult:
     for name in failed_b:
         result.history.append(f"migration {name}: failed (unresolved) in {env_b.name}")
     for kind in QUERIES:
+        if kind == "extension":
+            continue
         result.schema.extend(diff_maps(kind, snaps[0][kind], snaps[1][kind], env_a.name, env_b.name))
+    drift, notes = extension_differences(snaps[0]["extension"], snaps[1]["extension"], env_a.name, env_b.name, majors)
+    result.schema.extend(drift)
+    result.notes.extend(notes)
     return result
+
+
+def extension_differences(
+    a: Mapping[str, str], b: Mapping[str, str], name_a: str, name_b: str, majors: tuple[int, int]
+) -> tuple[list[str], list[str]]:
+    """(drift, notes). Pure. An extension at each server's own default version, on servers of different
+    majors, differs only because the majors do (pgcrypto is 1.3 on 15, 1.4 on 18): a note, not drift.
+    Otherwise a version difference is drift: someone ran ALTER EXTENSION ... UPDATE on one side."""
+    drift, notes = [], []
+    for line in diff_maps("extension", a, b, name_a, name_b):
+        key = line.split(" ", 2)[1].rstrip(":")
+        both_default = key in a and key in b and a[key].endswith(" (default)") and b[key].endswith(" (default)")
+        if both_default and majors[0] != majors[1]:
+            va, vb = a[key].removesuffix(" (default)"), b[key].removesuffix(" (default)")
+            notes.append(
+                f"extension {key}: {name_a} has {va}, {name_b} has {vb}: each is its server's default "
+                f"(PostgreSQL {majors[0]} and {majors[1]}); not drift"
+            )
+        else:
+            drift.append(line)
+    return drift, notes

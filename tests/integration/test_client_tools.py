@@ -20,9 +20,8 @@ from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.restore import restore_into_new_database
 from pgrunbook.backup.verify import verify_backup
 from pgrunbook.postgres import runner
-from pgrunbook.postgres.tools import find_client_tools
 from pgrunbook.postgres.url import parse_database_url
-from tests.conftest import PASSWORD, Project, fingerprint
+from tests.conftest import PASSWORD, Project, fingerprint, suite_tools
 
 SSL_KEY = "Ssl-k3y-Vq7!"  # distinctive, like the password: every logged argv is searched for it
 
@@ -34,7 +33,7 @@ def _with_sslpassword(url: str) -> str:
 def _wrappers(folder: Path, log: Path) -> Path:
     """pg_dump and pg_restore wrappers that log their argv (one line per call), whether PGPASSWORD
     reached them, and a copy of the service file they were given, then run the real tool."""
-    real = find_client_tools(15, "15")
+    real = suite_tools()
     folder.mkdir()
     for name, binary in (("pg_dump", real.pg_dump), ("pg_restore", real.pg_restore)):
         script = folder / name
@@ -151,7 +150,7 @@ def test_the_service_file_outside_linux_is_private_while_the_tool_runs(
 ) -> None:
     monkeypatch.setattr(runner, "PLATFORM", "darwin")
     target = parse_database_url(_with_sslpassword(seeded.url))
-    tools = find_client_tools(15, "15")
+    tools = suite_tools()
     with runner.start(tools.pg_dump, ["--schema-only"], target=target, stdout=subprocess.PIPE) as dump:
         assert dump._conn is not None
         path = dump._conn.env["PGSERVICEFILE"]
@@ -166,7 +165,7 @@ def test_pg_restores_first_error_is_read_with_its_archive_entry(seeded: Project,
     """Restoring over the database itself: every object already exists. The first error and its
     command are pg_restore's own words, not the last line ("errors ignored on restore"). The TOC entry
     is printed at info level since PostgreSQL 12, so only with --verbose (as the parallel restore runs)."""
-    tools = find_client_tools(15, "15")
+    tools = suite_tools()
     target = parse_database_url(seeded.url)
     archive = tmp_path / "archive.dump"
     with runner.start(tools.pg_dump, ["--format=custom", f"--file={archive}"], target=target) as dump:

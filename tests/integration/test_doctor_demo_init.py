@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import PASSWORD, Project
+from tests.conftest import PASSWORD, SERVER, Project, on_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def test_doctor_all_green_then_names_each_problem(seeded: Project) -> None:
         "free space",
     }
     assert all(c["status"] in ("ok", "skipped") for c in checks.values())
-    assert "PostgreSQL 15" in checks["connection"]["detail"]
+    assert f"PostgreSQL {SERVER['version']}" in checks["connection"]["detail"]
     assert PASSWORD not in r.stdout
 
     with psycopg.connect(seeded.url, autocommit=True) as conn:
@@ -120,3 +120,16 @@ def test_init_writes_a_config_that_loads(tmp_path: Path) -> None:
 
     cfg = load_config(cwd=tmp_path, environ={})
     assert cfg.environment(None)[0] == "default"
+
+
+def test_hints_on_a_terminal_keep_their_brackets(project: Project, tmp_path: Path) -> None:
+    """rich reads `[postgres]` as markup and drops it: every detail and hint the terminal renderer prints
+    is escaped, so the hint names the setting as it is spelled in pgrunbook.toml."""
+    empty = tmp_path / "no tools [here]"
+    empty.mkdir()
+    project.write_config(f'[backup]\nstorage = "backups"\n[postgres]\nbin_dir = "{empty}"\n')
+    rc, text = on_terminal(project, "doctor")
+    assert rc == 2, text
+    flat = " ".join(text.split())
+    assert "set [postgres] bin_dir (or PGRUNBOOK_POSTGRES__BIN_DIR)" in flat, text
+    assert "no tools [here]" in flat, text

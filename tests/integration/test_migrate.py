@@ -16,8 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgrunbook.postgres.tools import find_client_tools
-from tests.conftest import PASSWORD, Project, assert_clean_error
+from tests.conftest import PASSWORD, Project, assert_clean_error, suite_tools
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +47,7 @@ def rows(url: str) -> list[dict]:
 
 
 def schema_dump(url: str) -> str:
-    tools = find_client_tools(15, "15")
+    tools = suite_tools()
     out = subprocess.run(
         [str(tools.pg_dump), "--schema-only", "--no-owner", "--exclude-table=_prisma_migrations", url],
         capture_output=True,
@@ -82,7 +81,7 @@ def test_umami_from_scratch_matches_psql_and_prisma_rows(project: Project, clust
         conn.execute("DROP DATABASE IF EXISTS umami_psql")
         conn.execute("CREATE DATABASE umami_psql")
     ref = cluster.url("umami_psql")
-    psql = find_client_tools(15, "15").pg_dump.with_name("psql")
+    psql = suite_tools().pg_dump.with_name("psql")
     for folder in sorted(p for p in src.iterdir() if p.is_dir()):
         subprocess.run(
             [str(psql), "-q", "-v", "ON_ERROR_STOP=1", "-f", str(folder / "migration.sql"), ref],

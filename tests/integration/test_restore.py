@@ -16,9 +16,8 @@ from pgrunbook.backup.restore import restore_into_new_database
 from pgrunbook.backup.restore_counts import EarlyCounts, LoadProgress, data_items
 from pgrunbook.environment import no_progress
 from pgrunbook.postgres.runner import child_env, connection
-from pgrunbook.postgres.tools import find_client_tools
 from tests import evidence
-from tests.conftest import Project, assert_clean_error, fingerprint, wait_for
+from tests.conftest import Project, assert_clean_error, fingerprint, suite_tools, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -286,7 +285,7 @@ def test_real_pg_restore_progress_drives_the_early_counts(seeded: Project, tmp_p
     archive = tmp_path / "archive.dump"
     dump = next(seeded.storage.rglob("db.dump.zst"))
     subprocess.run(["zstd", "-q", "-d", str(dump), "-o", str(archive)], check=True)
-    tools = find_client_tools(15, "15")
+    tools = suite_tools()
     listing = subprocess.run([str(tools.pg_restore), "--list", str(archive)], capture_output=True, text=True).stdout
     with psycopg.connect(seeded.url, autocommit=True) as conn:
         conn.execute("CREATE DATABASE progress_lines")

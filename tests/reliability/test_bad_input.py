@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests import evidence
-from tests.conftest import PASSWORD, Project, assert_clean_error
+from tests.conftest import PASSWORD, SERVER, Project, assert_clean_error, suite_tools
 
 pytestmark = pytest.mark.reliability
 
@@ -72,7 +72,7 @@ def test_missing_pg_dump(project: Project, tmp_path: Path) -> None:
     project.write_config(f'[backup]\nstorage = "backups"\n[postgres]\nbin_dir = "{empty}"\n')
     r = project.cli("backup", "create")
     assert_clean_error(r, 2, "pg_dump and pg_restore not found in", str(empty))
-    assert "apt-get install postgresql-client-15" in r.stderr
+    assert f"apt-get install postgresql-client-{SERVER['major']}" in r.stderr
     _no_backups(project)
 
 
@@ -90,7 +90,7 @@ def test_pg_dump_older_than_the_server(project: Project, tmp_path: Path) -> None
         script.chmod(0o755)
     project.write_config(f'[backup]\nstorage = "backups"\n[postgres]\nbin_dir = "{old}"\n')
     r = project.cli("backup", "create")
-    assert_clean_error(r, 2, "pg_dump 12.22", "older than the server (PostgreSQL 15")
+    assert_clean_error(r, 2, "pg_dump 12.22", f"older than the server (PostgreSQL {SERVER['version']})")
     assert "should-not-run" not in r.stderr
     _no_backups(project)
 
@@ -181,7 +181,6 @@ def test_a_temp_folder_too_small_fails_before_anything_is_read(
     from pgrunbook.backup.restore import CheckedArchive
     from pgrunbook.environment import no_progress
     from pgrunbook.errors import PgRunbookError
-    from pgrunbook.postgres.tools import find_client_tools
 
     env = seeded.env()
     m = create_backup(env)
@@ -198,7 +197,7 @@ def test_a_temp_folder_too_small_fails_before_anything_is_read(
     with _tmpfs(tmp_path / "tmp", "size=64k,mode=0777") as small:
         monkeypatch.setattr(tempfile, "tempdir", str(small))
         with pytest.raises(PgRunbookError, match="no space left"):
-            CheckedArchive(env, m, find_client_tools(15, "15"), no_progress, workers=2)
+            CheckedArchive(env, m, suite_tools(), no_progress, workers=2)
         assert chunks == [] and not any(small.iterdir())
 
 

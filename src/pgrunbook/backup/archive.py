@@ -23,19 +23,33 @@ from pgrunbook.backup.manifest import Check, Manifest
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import PgRunbookError, VerificationFailed
 from pgrunbook.postgres import runner
+from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.postgres.tool_errors import read_failure
-from pgrunbook.postgres.tools import ClientTools, find_client_tools, parse_tool_version
+from pgrunbook.postgres.tools import ClientTools, restore_tools, version_of
+from pgrunbook.postgres.url import DatabaseTarget
 
 _TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA ")
 
 
 def tools_for_archive(env: Environment, manifest: Manifest) -> ClientTools:
-    """pg_restore able to read this archive: at least the version of the pg_dump that wrote it."""
+    """pg_restore able to read this archive (its table of contents): see tools.restore_tools."""
+    return restore_tools(_dump_version(manifest), None, None, env.config.postgres.bin_dir)
+
+
+def tools_to_restore(env: Environment, manifest: Manifest, target: DatabaseTarget, var: str) -> ClientTools:
+    """pg_restore able to read this archive and restore it into ``target``'s server (asked its version);
+    raises ToolError, naming what to install, when none here can."""
+    with connect(target, purpose="restore", var=var) as conn:
+        major, _, text = server_version(conn)
+    return restore_tools(_dump_version(manifest), major, text, env.config.postgres.bin_dir)
+
+
+def _dump_version(manifest: Manifest) -> str:
     try:
-        v = parse_tool_version(f"(PostgreSQL) {manifest.pg_dump_version}")
+        version_of(manifest.pg_dump_version)
     except ValueError:
         raise PgRunbookError(f"manifest of {manifest.id} names an unknown pg_dump version") from None
-    return find_client_tools(v.major, manifest.pg_dump_version, env.config.postgres.bin_dir)
+    return manifest.pg_dump_version
 
 
 def stored_bytes(env: Environment, manifest: Manifest) -> Iterator[bytes]:

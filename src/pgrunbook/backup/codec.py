@@ -69,13 +69,33 @@ class Codec:
         """The codec's own integrity check of a read-back (``error``: what decoding raised, or "")."""
         return []
 
-    def restore_command(self, file: str, *, encrypted: bool) -> str:
+    def restore_command(
+        self,
+        file: str,
+        *,
+        encrypted: bool,
+        pg_restore: str = "pg_restore",
+        needs: int | None = None,
+        flags: Sequence[str] = ("--exit-on-error",),
+    ) -> str:
         """The by-hand path (SPEC principle 2): standard tools only, URL from the environment. Owners and
         grants are restored as recorded (run it as a superuser or the owning role); on another server or
-        a managed service add ``--no-owner --role=ROLE`` to give everything to one role."""
-        if encrypted:
-            return f'{_age(file)}pg_restore --exit-on-error --dbname "$TARGET_DATABASE_URL"'
-        return f'pg_restore --exit-on-error --dbname "$TARGET_DATABASE_URL" {file}'
+        a managed service add ``--no-owner --role=ROLE`` to give everything to one role.
+
+        ``pg_restore``: how to call the pg_restore that reads this archive on the machine that took it
+        (its absolute path when the one first on PATH cannot); ``needs``: the oldest pg_restore major
+        that reads the archive, said in a trailing shell comment for any other machine; ``flags``: the
+        error handling for the backed-up server's major (tools.restore_error_flags: no
+        ``--exit-on-error`` where pg_restore >= 17 meets a server <= 16 and its one SET must fail)."""
+        restore = " ".join([pg_restore, *flags, '--dbname "$TARGET_DATABASE_URL"'])
+        return _needs(self._command(file, encrypted, restore), needs)
+
+    def _command(self, file: str, encrypted: bool, restore: str) -> str:
+        return f"{_age(file)}{restore}" if encrypted else f"{restore} {file}"
+
+
+def _needs(command: str, needs: int | None) -> str:
+    return f"{command}  # needs pg_restore {needs} or newer" if needs else command
 
 
 def _age(file: str) -> str:
@@ -138,9 +158,9 @@ class Zstd(Codec):
     def checks(self, error: str, *, ok_detail: str) -> list[Check]:
         return [Check(name="compression", ok=not error, detail=error or ok_detail)]
 
-    def restore_command(self, file: str, *, encrypted: bool) -> str:
+    def _command(self, file: str, encrypted: bool, restore: str) -> str:
         read = f"{_age(file)}zstd -dc" if encrypted else f"zstd -dc {file}"
-        return f'{read} | pg_restore --exit-on-error --dbname "$TARGET_DATABASE_URL"'
+        return f"{read} | {restore}"
 
 
 class _Counted:

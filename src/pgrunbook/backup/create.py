@@ -37,7 +37,14 @@ from pgrunbook.postgres.catalog import (
 )
 from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.postgres.tool_errors import cause_of
-from pgrunbook.postgres.tools import ClientTools, find_client_tools
+from pgrunbook.postgres.tools import (
+    ClientTools,
+    find_client_tools,
+    min_restore_major,
+    path_pg_restore,
+    restore_error_flags,
+    version_of,
+)
 from pgrunbook.postgres.url import DatabaseTarget, redact
 
 
@@ -70,6 +77,17 @@ def dump_args(compression: Codec, snapshot: str | None) -> list[str]:
     if snapshot:
         args.append(f"--snapshot={snapshot}")
     return args
+
+
+def by_hand_pg_restore(tools: ClientTools) -> str:
+    """How the manifest's by-hand command calls pg_restore: plainly when the one first on this machine's
+    PATH reads archives of this pg_dump, else by the absolute path of the one beside that pg_dump."""
+    import shlex
+
+    on_path = path_pg_restore()
+    if on_path is not None and on_path.major >= min_restore_major(tools.major):
+        return "pg_restore"
+    return shlex.quote(str(tools.pg_restore))
 
 
 def create_backup(env: Environment, *, label: str = "manual", progress: ProgressFn = no_progress) -> Manifest:
@@ -184,6 +202,7 @@ def _run(
             repo.delete_backup(bid)
         raise
     finished = datetime.now(UTC)
+    needs = min_restore_major(tools.major)
     manifest = Manifest(
         id=bid,
         environment=env.name,
@@ -208,7 +227,13 @@ def _run(
         migration_head=MigrationHead(name=snap.head.name, count=snap.head.count) if snap.head else None,
         tables=[TableCount(schema=s, name=n, rows=c) for (s, n), c in sorted(snap.counts.items())],
         tool_version=__version__,
-        restore_command=compression.restore_command(file, encrypted=bool(encrypt_to)),
+        restore_command=compression.restore_command(
+            file,
+            encrypted=bool(encrypt_to),
+            pg_restore=by_hand_pg_restore(tools),
+            needs=needs,
+            flags=restore_error_flags(tools.major, version_of(version_text).major),
+        ),
         privileges=snap.privileges,
     )
     repo.write_manifest(manifest)

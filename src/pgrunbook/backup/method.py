@@ -115,7 +115,10 @@ class LogicalDump:
     def describe(self, manifest: Manifest) -> Description:
         compression = codec(manifest.compression)
         stored = f"{manifest.file}, {compression.label}" + (", age-encrypted" if manifest.encryption else "")
-        by_hand = compression.restore_command(manifest.file, encrypted=bool(manifest.encryption))
+        # the manifest's own command names the pg_restore that reads the archive (codec.restore_command)
+        by_hand = manifest.restore_command or compression.restore_command(
+            manifest.file, encrypted=bool(manifest.encryption)
+        )
         return Description(self.name, f"pg_dump {manifest.pg_dump_version}", stored, by_hand)
 
 

@@ -40,7 +40,7 @@ from pgrunbook.backup.archive import (
     require_intact,
     stored_bytes,
     toc_check,
-    tools_for_archive,
+    tools_to_restore,
 )
 from pgrunbook.backup.codec import codec
 from pgrunbook.backup.manifest import Check, Manifest
@@ -393,8 +393,9 @@ def _restore_data(
             plan.use_list() as extra,
             runner.start(
                 tools.pg_restore,
-                # --verbose: "finished item N" for the counts, "from TOC entry N" for a failure's cause
-                [*extra, "--exit-on-error", "--verbose", f"--jobs={jobs}", archive.path],
+                # --verbose: "finished item N" for the counts, "from TOC entry N" for a failure's cause;
+                # the error flags are those for the server the tools were chosen for (tools.restore_flags)
+                [*extra, *tools.restore_flags(), "--verbose", f"--jobs={jobs}", archive.path],
                 target=target,
                 settings=settings,
                 collect_stderr=False,
@@ -403,12 +404,13 @@ def _restore_data(
                 die_with_parent=True,
             ) as restoring,
         ):
-            kept = read_verbose(restoring.stderr, counts, load)
+            every_error: list[str] = []  # all of them: one unexpected error anywhere fails the restore
+            kept = read_verbose(restoring.stderr, counts, load, errors=every_error)
             for line in kept:
                 restoring.note(line)
-            restoring.wait()
-            if restoring.failure() is not None:
-                _raise_if_failed(restoring.proc.returncode, kept, target, plan)
+            rc = restoring.wait()
+            if tools.restore_failed(rc, [*every_error, *kept]) is not None:
+                _raise_if_failed(rc or 1, tools.without_tolerated(kept), target, plan)
         load.done()
     except BaseException:
         counts.abandon()
@@ -424,23 +426,24 @@ def _restore_stream(
     plan: restore_checks.Plan,
 ) -> None:
     """pg_restore from a stream into ``target`` (owners and privileges as the plan says); raises
-    RestoreFailed with the first error's cause."""
+    RestoreFailed with the first error's cause. The only error ever let through is pg_restore >= 17's
+    on a server <= 16 (ClientTools.restore_failed), and it is never taken for the cause."""
     with (
         plan.use_list() as extra,
         runner.start(
             tools.pg_restore,
-            [*extra, "--exit-on-error", "--verbose"],  # --verbose: "from TOC entry N" for a failure's cause
+            [*extra, *tools.restore_flags(), "--verbose"],  # --verbose: "from TOC entry N" for a failure's cause
             target=target,
             settings=settings,
             stdin=subprocess.PIPE,
         ) as restoring,
     ):
         runner.feed(restoring, data)
-        restoring.wait()
-        failure = restoring.failure()
+        rc = restoring.wait()
         lines = restoring.lines()
-    if failure is not None:
-        _raise_if_failed(failure.exit_code, lines, target, plan)
+        failed = tools.restore_failed(rc, [*restoring.errors, *lines])
+    if failed is not None:
+        _raise_if_failed(rc or 1, tools.without_tolerated(lines), target, plan)
 
 
 def _fed(chunks: Iterator[bytes], progress: ProgressFn, total: int | None) -> Iterator[bytes]:
@@ -559,7 +562,7 @@ def restore_into_new_database(
     options = options or RestoreOptions()
     refuse_restore_target(dbname, _source_dbname(env))
     manifest = env.repository.get(backup_id)
-    tools = tools_for_archive(env, manifest)
+    tools = tools_to_restore(env, manifest, env.target(direct=True), env.url_var())
     report = RestoreReport(manifest.id, dbname, options=options.describe())
     method, jobs, in_memory = choose_method(env, manifest)
     where = "memory" if in_memory and runner.has_memfd() else "a temp file"

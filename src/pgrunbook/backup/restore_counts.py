@@ -191,16 +191,20 @@ class LineReader(Protocol):
     def line(self, text: str) -> None: ...
 
 
-def read_verbose(stream: IO[str], *readers: LineReader, keep: int = 400) -> list[str]:
+def read_verbose(stream: IO[str], *readers: LineReader, keep: int = 400, errors: list[str] | None = None) -> list[str]:
     """Feed pg_restore's --verbose progress lines to each of `readers`; return the first lines that are
     not progress information (errors, their context, the entry they concern): the first error is the
-    cause, whatever follows it ("a worker process died unexpectedly") is not."""
+    cause, whatever follows it ("a worker process died unexpectedly") is not. `errors`, when given,
+    receives every error line (up to 10,000): a tolerated error is judged against all of them."""
     kept: list[str] = []
     for raw in stream:
         line = _PREFIXES.sub("pg_restore: ", raw.rstrip("\n"), count=1)
         if _PROGRESS.search(line):
             for reader in readers:
                 reader.line(line)
-        elif line.strip() and _NOT_INFO.match(line) and len(kept) < keep:
-            kept.append(line)
+        elif line.strip() and _NOT_INFO.match(line):
+            if len(kept) < keep:
+                kept.append(line)
+            if errors is not None and "error:" in line and len(errors) < 10_000:
+                errors.append(line)
     return kept

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from pgrunbook import __version__
-from pgrunbook.backup.archive import check_stored, tools_for_archive
+from pgrunbook.backup.archive import check_stored, tools_for_archive, tools_to_restore
 from pgrunbook.backup.manifest import Check, Manifest, Verification
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.backup.restore import CannotCreate, RestoreFailed, RestoreReport, restore_into
@@ -127,6 +127,12 @@ def _drop(server: DatabaseTarget, var: str, scratch: str) -> None:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
 
 
+def _drill_tools(env: Environment, manifest: Manifest) -> ClientTools:
+    """pg_restore able to read this archive and restore it into the drill's server."""
+    target, var = drill_target(env)
+    return tools_to_restore(env, manifest, target, var)
+
+
 def verify_backup(
     env: Environment,
     backup_id: str,
@@ -140,6 +146,9 @@ def verify_backup(
     t0 = time.monotonic()
     manifest = env.repository.get(backup_id)
     tools = tools_for_archive(env, manifest)
+    # a drill's pg_restore is chosen for the drill's server before anything is read: tools that cannot
+    # restore there are refused (a problem of this machine), never recorded against the backup
+    drill_tools = _drill_tools(env, manifest) if drill_restore else tools
     listing: list[str] = []
     checks = check_stored(env, manifest, tools, progress, listing_out=listing)
     sound = all(c.ok for c in checks)  # the backup's own checks: only these may call it damaged
@@ -147,7 +156,7 @@ def verify_backup(
     if drill_restore:
         if sound:
             try:
-                drilled = drill(env, manifest, tools, progress, listing="".join(listing), options=options)
+                drilled = drill(env, manifest, drill_tools, progress, listing="".join(listing), options=options)
             except DrillProblem as problem:
                 drilled, cause = [problem.check], problem.cause
             checks.extend(drilled)

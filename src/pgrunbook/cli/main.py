@@ -240,7 +240,7 @@ def doctor(env_name: str | None) -> None:
             "skipped": "[dim]skip[/]",
         }
         for c in checks:
-            st.output.out.print(f"{marks[c.status]:>16}  {c.name}: {escape(c.detail)}", highlight=False)
+            st.output.out.print(f"{marks[c.status]:>16}  {escape(c.name)}: {escape(c.detail)}", highlight=False)
             if c.hint and c.status in ("warning", "failed"):
                 st.output.out.print(f"{'':>6}  hint: {escape(c.hint)}", highlight=False)
     sys.exit(exit_code(checks))
@@ -368,7 +368,7 @@ def backup_list(env_name: str | None) -> None:
         )
         return
     if not manifests:
-        st.output.info(f"no backups of environment {env.name!r} in {env.storage.display}")
+        st.output.info(escape(f"no backups of environment {env.name!r} in {env.storage.display}"))
         return
     table = Table(title=f"backups of {env.name} in {env.storage.display}", title_justify="left")
     for col in ("id", "label", "age", "size", "migration head", "verified"):
@@ -414,7 +414,7 @@ def backup_verify(
     else:
         for c in result.checks:
             mark = "[green]ok[/]" if c.ok else "[red]FAIL[/]"
-            st.output.out.print(f"{mark:>14}  {c.name}: {c.detail}", highlight=False)
+            st.output.out.print(f"{mark:>14}  {escape(c.name)}: {escape(c.detail)}", highlight=False)
         st.output.out.print(f"{backup_id}: {'verified' if result.ok else 'FAILED verification'}", highlight=False)
     if not result.recorded:
         click.echo(
@@ -496,7 +496,9 @@ def status(env_name: str | None) -> None:
         st.output.emit_json(result.to_dict())
         sys.exit(result.exit_code)
     out = st.output.out
-    out.print(f"{len(result.applied)} migrations applied in {env.name} ({env.config.migrations_dir})", highlight=False)
+    out.print(
+        escape(f"{len(result.applied)} migrations applied in {env.name} ({env.config.migrations_dir})"), highlight=False
+    )
     sections = [
         ("pending", result.pending, "yellow"),
         ("failed", result.failed, "red"),
@@ -506,9 +508,9 @@ def status(env_name: str | None) -> None:
     ]
     for title, names, colour in sections:
         for name in names:
-            out.print(f"[{colour}]{title:>28}[/]  {name}", highlight=False)
+            out.print(f"[{colour}]{title:>28}[/]  {escape(name)}", highlight=False)
     for index, fix in result.invalid_indexes:
-        out.print(f"[yellow]{'invalid index':>28}[/]  {index}: clean up with {fix}", highlight=False)
+        out.print(f"[yellow]{'invalid index':>28}[/]  {escape(index)}: clean up with {escape(fix)}", highlight=False)
     if result.exit_code == 0:
         out.print("Database schema is up to date!", highlight=False)
     elif result.failed:
@@ -544,15 +546,15 @@ def migrate_deploy_cmd(env_name: str | None, dry_run: bool, confirm: str | None)
         if not st.output.interactive:
             return  # quiet when piped: the summary line or --json carries the result
         if event == "start":
-            st.output.info(f"applying {name} …")
+            st.output.info(f"applying {escape(name)} …")
         elif event == "ok":
-            st.output.info(f"  [green]applied[/] {name} in {seconds:.2f}s")
+            st.output.info(f"  [green]applied[/] {escape(name)} in {seconds:.2f}s")
         else:
-            st.output.info(f"  [red]FAILED[/] {name} after {seconds:.2f}s")
+            st.output.info(f"  [red]FAILED[/] {escape(name)} after {seconds:.2f}s")
 
     report = migrate(env, dry_run=dry_run, confirm=confirm, progress=progress)
     for w in report.warnings:
-        st.output.info(f"[yellow]warning:[/] {w}")
+        st.output.info(f"[yellow]warning:[/] {escape(w)}")
     if st.json_mode:
         st.output.emit_json(report.to_dict())
         return
@@ -628,7 +630,7 @@ def migrate_lint_cmd(paths: tuple[Path, ...], env_name: str | None, all_: bool) 
             f"{escape('[' + f.rule + ']')} {escape(f.what)}",
             highlight=False,
         )
-        st.output.out.print(f"    why: {f.why}\n    instead: {f.instead}", highlight=False)
+        st.output.out.print(f"    why: {escape(f.why)}\n    instead: {escape(f.instead)}", highlight=False)
     st.output.info(f"{len(files)} file(s) linted ({scope}): {len(findings)} finding(s)")
     sys.exit(code)
 
@@ -824,10 +826,10 @@ def rollback(
             else click.confirm("Is it an app-only regression, with no schema change?", default=False, err=True)
         )
         decision = decide(migration_failed_or_data_wrong=wrong, app_only_regression=app_only)
-        st.output.info(decision.reason)
+        st.output.info(escape(decision.reason))
         if decision.mode is None:
             for c in commands(env.name):
-                st.output.info(f"  {c}")
+                st.output.info(f"  {escape(c)}")
             sys.exit(1)
         mode = decision.mode
     journal = _journal(env)
@@ -877,7 +879,7 @@ def runs(env_name: str | None, limit: int) -> None:
         st.output.emit_json([r.to_dict() for r in records])
         return
     if not records:
-        st.output.info(f"no runs recorded in {path}")
+        st.output.info(escape(f"no runs recorded in {path}"))
     for r in records:
         st.output.out.print(
             f"[bold]{r.id}[/]  {r.kind} {r.environment}  {r.outcome}  by {r.user}@{r.host}  {r.started_at}",
@@ -980,6 +982,8 @@ def drift(env_a: str, env_b: str) -> None:
         for title, items in (("history", result.history), ("schema", result.schema)):
             for item in items:
                 st.output.out.print(f"[red]{title}[/]  {escape(item)}", highlight=False)
+        for note in result.notes:  # differences the server majors bring, shown apart
+            st.output.out.print(f"[dim]note[/]  {escape(note)}", highlight=False)
         if result.aligned:
             st.output.out.print(
                 f"{env_a} and {env_b} are aligned: same migration history, same schema", highlight=False

@@ -45,6 +45,7 @@ PLATFORM = sys.platform
 SERVICE = "pgrunbook"  # the private service file's one section
 _HEAD_LINES = 400  # stderr lines kept from the start (the first ERROR and its entry are there)
 _TAIL_LINES = 50  # and from the end
+_ERROR_LINES = 10_000  # error lines kept wherever they fall
 
 
 def is_windows() -> bool:
@@ -277,6 +278,9 @@ class ToolProcess:
         self._secrets = list(secrets)
         self._head: list[str] = []
         self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        # every error line (up to _ERROR_LINES), wherever it falls: a caller that tolerates one known
+        # error must see all the others (ClientTools.restore_failed)
+        self.errors: list[str] = []
         self._seen = 0
         self._reader: threading.Thread | None = None
         if collect_stderr and proc.stderr is not None:
@@ -306,6 +310,8 @@ class ToolProcess:
     def note(self, line: str) -> None:
         """Keep one stderr line (for callers that read stderr themselves, e.g. for progress)."""
         line = line.rstrip("\r\n")
+        if _ERROR.search(line) and len(self.errors) < _ERROR_LINES:
+            self.errors.append(line)
         if self._seen < _HEAD_LINES:
             self._head.append(line)
         else:

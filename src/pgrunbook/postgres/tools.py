@@ -1,34 +1,49 @@
-"""Finding PostgreSQL's own client tools, and refusing ones too old for the server.
+"""Finding PostgreSQL's own client tools, and choosing (or refusing) the ones that fit, before anything
+is touched.
 
-pg_dump refuses (or worse, silently mis-dumps) a server newer than itself, so the check happens before
-any dump starts, with a message that says what was found and what to install.
+Rules (PostgreSQL's documentation and ../shared/PG-MAJORS.md, checked on every major 13-18):
+- pg_dump refuses a server newer than itself, so pg_dump must be of the server's major or newer.
+- pg_restore reads archives up to its own archive format: 1.14 (pg_dump 12-15), 1.15 (16),
+  1.16 (17, 18). pg_restore 15 cannot read pg_dump 16's archives; 16 cannot read 17's.
+- pg_restore >= 17 always sends ``SET transaction_timeout = 0`` on each of its connections, which
+  servers <= 16 reject; nothing else of the restore depends on it (see ``tolerated_restore_errors``).
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import platform
 import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pgrunbook.errors import ToolError
 
 EXE = ".exe" if sys.platform == "win32" else ""
+BIN_DIR_VAR = "PGRUNBOOK_POSTGRES__BIN_DIR"
 
 # Where distributions put versioned PostgreSQL binaries; PATH comes last since on Debian it holds
 # pg_wrapper, which picks a version by itself.
 _VERSIONED_DIRS = [
-    "/usr/lib/postgresql/*/bin",
-    "/usr/pgsql-*/bin",
-    "/opt/homebrew/opt/postgresql@*/bin",
-    "/usr/local/opt/postgresql@*/bin",
+    "/usr/lib/postgresql/*/bin",  # Debian, Ubuntu (apt.postgresql.org too)
+    "/usr/pgsql-*/bin",  # RHEL and friends (PGDG)
+    "/usr/libexec/postgresql*",  # Alpine (postgresqlN-client)
+    "/opt/homebrew/opt/postgresql@*/bin",  # Homebrew, Apple silicon
+    "/usr/local/opt/postgresql@*/bin",  # Homebrew, Intel
+    "/opt/homebrew/opt/libpq/bin",
+    "/usr/local/opt/libpq/bin",
     "/Applications/Postgres.app/Contents/Versions/*/bin",
     "C:/Program Files/PostgreSQL/*/bin",
 ]
+
+# pg_restore >= 17 opens every connection with this; servers <= 16 reject it (PG-MAJORS.md).
+TRANSACTION_TIMEOUT_SINCE = 17
+_TRANSACTION_TIMEOUT_ERROR = 'unrecognized configuration parameter "transaction_timeout"'
 
 
 @dataclass(frozen=True)
@@ -43,9 +58,58 @@ class ToolVersion:
 
 @dataclass(frozen=True)
 class ClientTools:
+    """pg_dump and pg_restore of one folder (one PostgreSQL build)."""
+
     pg_dump: Path
     pg_restore: Path
     version: ToolVersion
+    # the major of the server this pg_restore was chosen to restore into (restore_tools); None: not chosen
+    # for a server, so no error is tolerated
+    target_major: int | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.pg_restore.parent
+
+    @property
+    def major(self) -> int:
+        return self.version.major
+
+    def describe(self) -> str:
+        return f"{self.version} ({self.folder})"
+
+    def restore_flags(self) -> list[str]:
+        """pg_restore's error handling for the server it was chosen for (restore_error_flags)."""
+        return restore_error_flags(self.major, self.target_major if self.target_major is not None else self.major)
+
+    def unexpected_errors(self, stderr_lines: Iterable[str]) -> list[str]:
+        """pg_restore's errors other than the one tolerated for this server (unexpected_restore_errors)."""
+        server = self.target_major if self.target_major is not None else self.major
+        return unexpected_restore_errors(stderr_lines, self.major, server)
+
+    def without_tolerated(self, stderr_lines: Iterable[str]) -> list[str]:
+        """stderr lines minus the tolerated error (when it applies to this server), so a failure's cause
+        is read from the first error that matters, never from the transaction_timeout one."""
+        lines = list(stderr_lines)
+        server = self.target_major if self.target_major is not None else self.major
+        if not needs_timeout_tolerance(self.major, server):
+            return lines
+        return [ln for ln in lines if _TRANSACTION_TIMEOUT_ERROR not in ln and "SET transaction_timeout" not in ln]
+
+    def restore_failed(self, rc: int, stderr_lines: Iterable[str]) -> str | None:
+        """None when pg_restore's run may be trusted (row counts then prove the data); else its first
+        unexpected error, or its exit code. With the tolerance, pg_restore exits 1 and says 'errors ignored
+        on restore: N' even when the only errors were the tolerated one."""
+        lines = list(stderr_lines)
+        unexpected = self.unexpected_errors(lines)
+        if unexpected:
+            return unexpected[0]
+        if rc == 0:
+            return None
+        ignored = any("errors ignored on restore" in ln for ln in lines)
+        if rc == 1 and ignored and "--exit-on-error" not in self.restore_flags():
+            return None
+        return f"exit code {rc}"
 
 
 def parse_tool_version(output: str) -> ToolVersion:
@@ -60,6 +124,11 @@ def parse_tool_version(output: str) -> ToolVersion:
     return ToolVersion(first, second, text)
 
 
+def version_of(text: str) -> ToolVersion:
+    """A bare version such as a manifest's '18.6' or '15.18 (Debian 15.18-0+deb12u1)'."""
+    return parse_tool_version(f"(PostgreSQL) {text}")
+
+
 def tool_version(path: Path) -> ToolVersion:
     try:
         out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=20, check=True).stdout
@@ -71,6 +140,62 @@ def tool_version(path: Path) -> ToolVersion:
         raise ToolError(f"{path}: {exc}") from None
 
 
+# --- what fits --------------------------------------------------------------------------------------
+
+
+def archive_format(dump_major: int) -> str:
+    """The custom-format archive version pg_dump of this major writes (pg_backup_archiver.h K_VERS_*)."""
+    if dump_major >= 17:
+        return "1.16"
+    if dump_major == 16:
+        return "1.15"
+    return "1.14" if dump_major >= 12 else "1.13 or older"
+
+
+def min_restore_major(dump_major: int) -> int:
+    """The oldest pg_restore major that reads an archive written by pg_dump of ``dump_major``.
+    Majors newer than this table know (19+) are assumed to need their own major."""
+    if dump_major <= 11:
+        return dump_major
+    if dump_major <= 15:
+        return 12
+    if dump_major == 16:
+        return 16
+    if dump_major <= 18:
+        return 17
+    return dump_major
+
+
+def needs_timeout_tolerance(restore_major: int, server_major: int) -> bool:
+    """pg_restore >= 17 into a server <= 16: its `SET transaction_timeout` fails on every connection."""
+    return restore_major >= TRANSACTION_TIMEOUT_SINCE > server_major
+
+
+def restore_error_flags(restore_major: int, server_major: int) -> list[str]:
+    """pg_restore's error handling: stop at the first error, except where one known harmless error must
+    be let through (then every error is judged afterwards by ``unexpected_restore_errors``)."""
+    return [] if needs_timeout_tolerance(restore_major, server_major) else ["--exit-on-error"]
+
+
+def unexpected_restore_errors(stderr_lines: Iterable[str], restore_major: int, server_major: int) -> list[str]:
+    """pg_restore's reported errors other than the one tolerated; [] when the restore may be trusted
+    (row counts then prove the data). Each error is a ``pg_restore: error: ...`` line; a failed statement
+    is reported as 'could not execute query: ERROR: ...' followed by a 'Command was:' line."""
+    tolerate = needs_timeout_tolerance(restore_major, server_major)
+    out = []
+    for line in stderr_lines:
+        text = re.sub(r"^(?:pg_restore: ?)+", "", line.strip())
+        if not text.startswith("error:"):
+            continue
+        if tolerate and _TRANSACTION_TIMEOUT_ERROR in text:
+            continue
+        out.append(text)
+    return out
+
+
+# --- discovery -------------------------------------------------------------------------------------
+
+
 def candidate_dirs(bin_dir: str | None = None) -> list[Path]:
     """An explicit ``bin_dir`` is the only place looked at: the operator chose it."""
     return [d for batch in _candidate_batches(bin_dir) for d in batch]
@@ -79,7 +204,7 @@ def candidate_dirs(bin_dir: str | None = None) -> list[Path]:
 def _candidate_batches(bin_dir: str | None) -> list[list[Path]]:
     """The folders to look in, as two batches: the versioned folders, then PATH. PATH's pg_dump is
     often Debian's pg_wrapper (a Perl script, ~0.1 s to ask), only worth asking when no versioned
-    folder has the server's version."""
+    folder has what is needed."""
     if bin_dir:
         return [[Path(bin_dir).expanduser()]]
     versioned: list[Path] = []
@@ -102,32 +227,147 @@ def _dir_version(path: Path) -> tuple[int, ...]:
     return tuple(int(n) for n in nums[-2:]) if nums else (0,)
 
 
-def find_client_tools(server_major: int, server_version: str, bin_dir: str | None = None) -> ClientTools:
-    """pg_dump and pg_restore from one folder, of the server's major version or newer."""
-    found: list[ClientTools] = []
-    too_old: list[ClientTools] = []
-    for batch in _candidate_batches(bin_dir):  # the first folder of the server's version wins
+def installed_tools(bin_dir: str | None = None) -> list[ClientTools]:
+    """Every pair of pg_dump/pg_restore found, one per major (the first folder of a major wins), newest
+    major first. With ``bin_dir`` only that folder."""
+    by_major: dict[int, ClientTools] = {}
+    for batch in _candidate_batches(bin_dir):
         for tools in _probe(batch):
-            (found if tools.version.major >= server_major else too_old).append(tools)
-        same = [t for t in found if t.version.major == server_major]
-        if same:
-            return same[0]
-    if found:
-        return max(found, key=lambda t: (t.version.major, t.version.minor))
-    install = (
-        f"install the PostgreSQL {server_major} client (Debian/Ubuntu: apt-get install "
-        f"postgresql-client-{server_major}; others: https://www.postgresql.org/download/) "
-        "or point [postgres] bin_dir at it"
+            by_major.setdefault(tools.major, tools)
+    return sorted(by_major.values(), key=lambda t: (t.major, t.version.minor), reverse=True)
+
+
+def _choose(
+    bin_dir: str | None, fits: Callable[[ClientTools], bool], rank: Callable[[ClientTools], tuple[int, ...]]
+) -> tuple[ClientTools | None, list[ClientTools]]:
+    """The best fitting tools (highest rank), and everything found. A versioned folder of rank's best
+    kind ends the search before PATH is asked."""
+    seen: list[ClientTools] = []
+    for batch in _candidate_batches(bin_dir):
+        seen.extend(_probe(batch))
+        fitting = [t for t in seen if fits(t)]
+        if fitting and rank(max(fitting, key=rank))[0] == 2:
+            break
+    fitting = [t for t in seen if fits(t)]
+    return (max(fitting, key=rank) if fitting else None), seen
+
+
+def find_client_tools(server_major: int, server_version: str, bin_dir: str | None = None) -> ClientTools:
+    """The pg_dump (and its pg_restore) for a backup of this server: its major, else the newest newer."""
+    best, seen = _choose(
+        bin_dir,
+        lambda t: t.major >= server_major,
+        lambda t: (2 if t.major == server_major else 1, t.major, t.version.minor),
     )
-    if too_old:
-        newest = max(too_old, key=lambda t: (t.version.major, t.version.minor))
+    if best is not None:
+        return best
+    need = f"pg_dump {_major_text(server_major)} or newer"
+    if seen:
+        newest = max(seen, key=lambda t: (t.major, t.version.minor))
         raise ToolError(
-            f"pg_dump {newest.version} ({newest.pg_dump}) is older than the server "
-            f"(PostgreSQL {server_version}); pg_dump must be version {server_major} or newer",
-            hint=install,
+            f"pg_dump {newest.version} ({newest.pg_dump}) is older than the server (PostgreSQL {server_version}); "
+            f"a backup needs {need}",
+            hint=install_hint(server_major),
         )
-    where = str(candidate_dirs(bin_dir)[0]) if bin_dir else "PATH and the usual PostgreSQL folders"
-    raise ToolError(f"pg_dump and pg_restore not found in {where}", hint=install)
+    raise ToolError(
+        f"pg_dump and pg_restore not found in {_where(bin_dir)}; a backup needs {need}", hint=install_hint(server_major)
+    )
+
+
+dump_tools = find_client_tools
+
+
+def restore_tools(
+    dump_version: str, server_major: int | None, server_version: str | None, bin_dir: str | None = None
+) -> ClientTools:
+    """The pg_restore for an archive written by pg_dump ``dump_version``, to restore into a server of
+    ``server_major`` (None: only reading the archive, e.g. its table of contents). It must read the
+    archive's format; preferred: one that needs no tolerated error for this server, then the server's
+    own major, then the newest."""
+    need = min_restore_major(version_of(dump_version).major)
+
+    def rank(t: ClientTools) -> tuple[int, ...]:
+        clean = server_major is None or not needs_timeout_tolerance(t.major, server_major)
+        same = server_major is not None and t.major == server_major
+        return (2 if clean and (same or server_major is None) else 1, int(clean), int(same), t.major, t.version.minor)
+
+    best, seen = _choose(bin_dir, lambda t: t.major >= need, rank)
+    if best is not None:
+        return replace(best, target_major=server_major)
+    why = (
+        f"this backup's archive was written by pg_dump {dump_version} (archive format "
+        f"{archive_format(version_of(dump_version).major)}), which pg_restore {_major_text(need)} or newer reads"
+    )
+    if server_version:
+        why += f"; the target server is PostgreSQL {server_version}"
+    want = max(need, server_major or 0)
+    if seen:
+        newest = max(seen, key=lambda t: (t.major, t.version.minor))
+        raise ToolError(
+            f"pg_restore {newest.version} ({newest.pg_restore}) cannot read this backup: {why}",
+            hint=install_hint(want),
+        )
+    raise ToolError(f"pg_dump and pg_restore not found in {_where(bin_dir)}: {why}", hint=install_hint(want))
+
+
+def path_pg_restore() -> ClientTools | None:
+    """The pg_restore a shell finds first on PATH (as typed by hand), with its version; None if none."""
+    found = shutil.which("pg_restore")
+    if not found:
+        return None
+    try:
+        v = tool_version(Path(found))
+    except ToolError:
+        return None
+    return ClientTools(Path(found).with_name(f"pg_dump{EXE}"), Path(found), v)
+
+
+def _major_text(major: int) -> str:
+    return f"{major // 100}.{major % 100}" if major >= 900 else str(major)
+
+
+def _where(bin_dir: str | None) -> str:
+    return f"{Path(bin_dir).expanduser()} ([postgres] bin_dir)" if bin_dir else "PATH and the usual PostgreSQL folders"
+
+
+def install_hint(major: int, system: str | None = None, os_release: str | None = None) -> str:
+    """How to get PostgreSQL ``major``'s client tools on this machine, then how to point pgrunbook at them.
+    ``system``/``os_release`` default to this machine's (platform.system(), /etc/os-release)."""
+    system = system or platform.system()
+    if os_release is None:
+        try:
+            os_release = Path("/etc/os-release").read_text()
+        except OSError:
+            os_release = ""
+    ids = set(re.findall(r'^(?:ID|ID_LIKE)="?([^"\n]+)"?', os_release, re.M))
+    words = {w for entry in ids for w in entry.split()}
+    point = f"then set [postgres] bin_dir (or {BIN_DIR_VAR}) to its bin folder, or put that folder first on PATH"
+    if system == "Darwin":
+        get = (
+            f"macOS: brew install postgresql@{major} (found in $(brew --prefix)/opt/postgresql@{major}/bin), "
+            "or brew install libpq for the newest client only"
+        )
+        return f"{get}; {point}"
+    if words & {"debian", "ubuntu"}:
+        get = (
+            "Debian/Ubuntu: add the PostgreSQL apt repository first (sudo apt-get install postgresql-common && "
+            f"sudo /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y), then sudo apt-get install "
+            f"postgresql-client-{major} (found in /usr/lib/postgresql/{major}/bin)"
+        )
+        return f"{get}; or {point}"
+    if words & {"rhel", "fedora", "centos", "rocky", "almalinux"}:
+        get = (
+            "RHEL/Fedora: add the PGDG repository (https://www.postgresql.org/download/linux/redhat/), then "
+            f"sudo dnf install postgresql{major} (found in /usr/pgsql-{major}/bin)"
+        )
+        return f"{get}; or {point}"
+    if "alpine" in words:
+        get = f"Alpine: apk add postgresql{major}-client (found in /usr/libexec/postgresql{major})"
+        return f"{get}; or {point}"
+    return (
+        f"install the PostgreSQL {major} client tools (https://www.postgresql.org/download/; containers: an image "
+        f"such as postgres:{major} carries them); {point}"
+    )
 
 
 def _probe(folders: list[Path]) -> list[ClientTools]:
