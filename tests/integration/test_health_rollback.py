@@ -204,6 +204,28 @@ def test_rollback_with_db_without_a_known_good_backup(seeded: Project, app: tupl
     assert url_file.read_text() == seeded.url
 
 
+def test_a_refused_rollback_never_shows_an_earlier_runs_steps_or_recovery(seeded: Project) -> None:
+    """Found by a trial: a rollback refused before it started printed the previous run's steps and its
+    recovery SQL as if they were its own; running that SQL swaps the live database back."""
+    from pgrunbook.procedures.journal import Journal
+
+    seeded.write_config(
+        '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+        "[environments.production.hooks]\napp_rollback = 'true'\n"
+    )
+    journal = Journal(seeded.root / ".pgrunbook" / "journal.db")
+    earlier = journal.start("restore", "production", {})
+    with earlier.step("swap database names"):
+        pass
+    earlier.set_recovery('ALTER DATABASE "app" RENAME TO "app_restore_x"')
+    earlier.finish("failed", "killed")
+    journal.close()
+    r = seeded.cli("rollback", "--with-db")
+    assert_clean_error(r, 3, "point_app")
+    assert "ALTER DATABASE" not in r.stdout + r.stderr
+    assert "swap database names" not in r.stdout + r.stderr
+
+
 def _read_until(fd: int, needle: str, timeout: float = 30) -> str:
     import os
     import select

@@ -833,6 +833,7 @@ def rollback(
             sys.exit(1)
         mode = decision.mode
     journal = _journal(env)
+    before = {r.id for r in journal.runs(limit=1, environment=env.name)}
     try:
         with _live(st, journal, f"rollback {env.name}") as progress:
             report = do_rollback(
@@ -845,8 +846,10 @@ def rollback(
             )
     except PgRunbookError:
         if not st.json_mode:
-            last = journal.runs(limit=1)
-            if last:
+            # only this rollback's own run: a refusal before it started must never show an earlier run's
+            # steps and recovery SQL as if they were this one's (running that SQL would undo a restore)
+            last = [r for r in journal.runs(limit=1, environment=env.name) if r.id not in before]
+            if last and last[0].kind == "rollback":
                 _print_steps(st, [s.to_dict() for s in last[0].steps])
                 if last[0].recovery:
                     click.echo(f"recovery: {last[0].recovery}", err=True)
