@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 from pgrunbook.backup.identity import Owner, restored_from
 from pgrunbook.backup.repository import BackupRepository
@@ -72,19 +73,15 @@ class Environment:
 
     def _restored_from(self) -> str | None:
         """The backup id the database was restored from by pgrunbook (its comment), or None."""
-        try:
-            with connect(
-                self.target(direct=True),
-                purpose=f"identify {self.name}",
-                var=self.url_var(),
-                connect_timeout=self.config.postgres.connect_timeout,
-            ) as conn:
-                return restored_from(database_comment(conn))
-        except Exception:  # unreachable: the database name alone decides
-            return None
+        return self._identify(lambda conn: restored_from(database_comment(conn)))
 
     def _system_identifier(self) -> str | None:
         """The server's system identifier, or None when the database cannot be reached or read."""
+        return self._identify(system_identifier)
+
+    def _identify(self, ask: Callable[[Any], str | None]) -> str | None:
+        """One answer about the database for its backups' identity; None when it cannot be reached or
+        read (markers and the database's name decide then, as for a listing while the server is down)."""
         try:
             with connect(
                 self.target(direct=True),
@@ -92,8 +89,8 @@ class Environment:
                 var=self.url_var(),
                 connect_timeout=self.config.postgres.connect_timeout,
             ) as conn:
-                return system_identifier(conn)
-        except Exception:  # unreachable: markers decide, as for a listing while the server is down
+                return ask(conn)
+        except Exception:  # unreachable or unreadable: never a reason to stop a backup command
             return None
 
     def repository_for(self, storage: Storage) -> BackupRepository:

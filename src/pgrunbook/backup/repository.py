@@ -31,6 +31,7 @@ from pgrunbook.backup.identity import (
 from pgrunbook.backup.manifest import IN_PROGRESS_NAME, MANIFEST_NAME, Manifest
 from pgrunbook.backup.storage import ObjectInfo, Storage
 from pgrunbook.errors import BackupNotFound, StorageError, VerificationFailed
+from pgrunbook.postgres.runner import pid_alive
 
 # A marker from another host cannot be checked for liveness; after this long it is presumed dead.
 FOREIGN_RUN_STALE_AFTER = timedelta(hours=24)
@@ -60,18 +61,6 @@ class Leftover:
     size: int
     active: bool
     reason: str
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name != "posix":  # pragma: no cover - Windows adapter: assume alive, age decides
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class BackupRepository:
@@ -392,7 +381,7 @@ class BackupRepository:
         except (ValueError, KeyError, TypeError, json.JSONDecodeError):
             return False, "no manifest and an unreadable in-progress marker"
         if host == socket.gethostname():
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 return True, f"backup in progress (pid {pid} on this host)"
             return False, f"its backup process (pid {pid}) is gone: killed or crashed"
         if now - started < FOREIGN_RUN_STALE_AFTER:
