@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,36 +69,38 @@ def _package_lock(folder: Path) -> Found | None:
     return None
 
 
-def _pnpm_lock(folder: Path) -> Found | None:
-    path = folder / "pnpm-lock.yaml"
+def _pnpm_patterns(quoted: str) -> list[str]:
+    # importers: '.': devDependencies: prisma: {specifier: ^7.4.0, version: 7.4.2(typescript@5.6.3)}
+    return [
+        rf"^\s+'?{quoted}'?:\s*\n\s+specifier:[^\n]*\n\s+version:\s*'?(\d+\.\d+\.\d+[^\s('\"]*)",
+        rf"^\s+/?'?{quoted}@(\d+\.\d+\.\d+[^\s('\":]*)",
+    ]
+
+
+def _yarn_patterns(quoted: str) -> list[str]:
+    return [rf'^"?{quoted}@[^\n]*:\n(?:\s+[^\n]*\n)*?\s+version:?\s+"?(\d+\.\d+\.\d+[^"\s]*)']
+
+
+def _text_lock(path: Path, patterns: Callable[[str], list[str]]) -> Found | None:
+    """The first Prisma package's version that one of ``patterns`` (given the escaped package name)
+    finds in the lock file at ``path``; None when the file is missing or names none."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError:
         return None
     for name in PACKAGES:
-        quoted = re.escape(name)
-        # importers: '.': devDependencies: prisma: {specifier: ^7.4.0, version: 7.4.2(typescript@5.6.3)}
-        m = re.search(
-            rf"^\s+'?{quoted}'?:\s*\n\s+specifier:[^\n]*\n\s+version:\s*'?(\d+\.\d+\.\d+[^\s('\"]*)", text, re.M
-        )
-        m = m or re.search(rf"^\s+/?'?{quoted}@(\d+\.\d+\.\d+[^\s('\":]*)", text, re.M)
-        if m:
-            return Found(m.group(1), str(path))
+        for pattern in patterns(re.escape(name)):
+            if m := re.search(pattern, text, re.M):
+                return Found(m.group(1), str(path))
     return None
+
+
+def _pnpm_lock(folder: Path) -> Found | None:
+    return _text_lock(folder / "pnpm-lock.yaml", _pnpm_patterns)
 
 
 def _yarn_lock(folder: Path) -> Found | None:
-    path = folder / "yarn.lock"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return None
-    for name in PACKAGES:
-        quoted = re.escape(name)
-        m = re.search(rf'^"?{quoted}@[^\n]*:\n(?:\s+[^\n]*\n)*?\s+version:?\s+"?(\d+\.\d+\.\d+[^"\s]*)', text, re.M)
-        if m:
-            return Found(m.group(1), str(path))
-    return None
+    return _text_lock(folder / "yarn.lock", _yarn_patterns)
 
 
 def _package_json(folder: Path) -> Found | None:
