@@ -82,7 +82,10 @@ def _check_prisma_project(env: Environment, checks: list[DoctorCheck]) -> None:
     for key in ("prisma config", "prisma schema", "prisma schemas"):
         if key in origins:
             taken.append(f"{key}: {origins[key]}")
-    var = env.url_var()
+    try:
+        var = env.target().variable
+    except PgRunbookError:  # unset or malformed: the connection check reports it
+        var = env.settings.database_url_env
     if f"env:{var}" in origins:
         taken.append(f"{var} from {origins[f'env:{var}']}")
     if taken:
@@ -122,7 +125,7 @@ def _guard(checks: list[DoctorCheck], name: str, fn: Callable[[], DoctorCheck]) 
 def _check_connection(env: Environment, checks: list[DoctorCheck]) -> psycopg.Connection | None:
     try:
         target = env.target(direct=True)
-        conn = connect(target, purpose="doctor", var=env.url_var(), connect_timeout=env.config.postgres.connect_timeout)
+        conn = connect(target, purpose="doctor", connect_timeout=env.config.postgres.connect_timeout)
     except PgRunbookError as exc:
         checks.append(DoctorCheck("connection", "failed", exc.message, exc.hint or ""))
         return None
@@ -181,7 +184,7 @@ def _drill_check(env: Environment, dump: ClientTools, var: str) -> DoctorCheck:
     settings = env.settings.model_copy(update={"database_url_env": var, "direct_url_env": None})
     try:
         target = database_target(env.name, settings)
-        with connect(target, purpose="doctor", var=var, connect_timeout=env.config.postgres.connect_timeout) as c:
+        with connect(target, purpose="doctor", connect_timeout=env.config.postgres.connect_timeout) as c:
             major, _, version = server_version(c)
     except PgRunbookError as exc:
         return DoctorCheck("drill tools", "warning", f"drill server ({var}): {exc.message}", exc.hint or "")

@@ -152,7 +152,7 @@ def compare_environments(env_a: Environment, env_b: Environment) -> DriftResult:
     histories = []
     found: list[int] = []
     for env in (env_a, env_b):
-        with connect(env.target(direct=True), purpose="drift", var=env.url_var()) as conn:
+        with connect(env.target(direct=True), purpose="drift") as conn:
             snaps.append(snapshot(conn))
             histories.append(_history(conn, env.target().schema))
             found.append(server_version(conn)[0])

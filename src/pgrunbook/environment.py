@@ -41,14 +41,9 @@ class Environment:
         env_name, settings = config.environment(name)
         return cls(config, env_name, settings)
 
-    def url_var(self, direct: bool = True) -> str:
-        import os
-
-        if direct and self.settings.direct_url_env and os.environ.get(self.settings.direct_url_env):
-            return self.settings.direct_url_env
-        return self.settings.database_url_env
-
     def target(self, direct: bool = True) -> DatabaseTarget:
+        """The database URL, parsed; ``direct`` prefers the pooler-bypassing variable when it is set.
+        The target carries the variable it came from (``.variable``) for hints and errors."""
         return database_target(self.name, self.settings, direct=direct)
 
     @property
@@ -86,7 +81,6 @@ class Environment:
             with connect(
                 self.target(direct=True),
                 purpose=f"identify {self.name}",
-                var=self.url_var(),
                 connect_timeout=self.config.postgres.connect_timeout,
             ) as conn:
                 return ask(conn)

@@ -95,9 +95,9 @@ def probe_http(url: str, timeout_s: float) -> HealthCheck:
     return HealthCheck("http", True, f"{shown}: HTTP {resp.status_code}, status ok")
 
 
-def probe_database(target: DatabaseTarget, read_query: str, var: str, timeout_s: float) -> HealthCheck:
+def probe_database(target: DatabaseTarget, read_query: str, timeout_s: float) -> HealthCheck:
     try:
-        with connect(target, purpose="health", var=var, connect_timeout=max(1, int(timeout_s))) as conn:
+        with connect(target, purpose="health", connect_timeout=max(1, int(timeout_s))) as conn:
             try:
                 # the application reads its ?schema= schema first, as Prisma Client sets search_path
                 conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema)))
@@ -129,7 +129,7 @@ def check_health(
         checks = []
         if check_http and url:
             checks.append(probe_http(url, s.health_timeout_s))
-        checks.append(probe_database(db_target, s.read_query, env.url_var(direct=False), s.health_timeout_s))
+        checks.append(probe_database(db_target, s.read_query, s.health_timeout_s))
         ok = all(c.ok for c in checks)
         elapsed = time.monotonic() - t0
         if ok or elapsed + s.health_interval_s >= deadline_s:

@@ -96,3 +96,22 @@ def test_check_state_that_is_corrupt_is_named_and_replaced(seeded: Project, rece
     fault("check state corrupt")
     r = seeded.cli("--json", "check")
     assert "notes" not in json.loads(r.stdout) and len(got) == 1
+
+
+def test_the_check_hint_names_the_variable_it_connected_with(seeded: Project) -> None:
+    """check reads the migration history through the direct URL when one is set: a failure there must
+    name that variable, not the pooled one (it named APP_POOLED_URL while using APP_DIRECT_URL)."""
+    from tests.conftest import free_port
+
+    seeded.environ["APP_POOLED_URL"] = seeded.url
+    seeded.environ["APP_DIRECT_URL"] = f"postgresql://nobody:pw@127.0.0.1:{free_port()}/shop"
+    seeded.write_config(
+        '[backup]\nstorage = "backups"\n[environments.default]\n'
+        'database_url_env = "APP_POOLED_URL"\ndirect_url_env = "APP_DIRECT_URL"\n'
+    )
+    r = seeded.cli("--json", "check")
+    data = json.loads(r.stdout)
+    [migrations] = [c for c in data["checks"] if c["name"] == "migrations"]
+    assert migrations["status"] == "warning"
+    assert "connection refused" in migrations["detail"] and "APP_DIRECT_URL" in migrations["detail"], migrations
+    assert "APP_POOLED_URL" not in migrations["detail"]

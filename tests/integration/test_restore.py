@@ -290,7 +290,7 @@ def test_real_pg_restore_progress_drives_the_early_counts(seeded: Project, tmp_p
     with psycopg.connect(seeded.url, autocommit=True) as conn:
         conn.execute("CREATE DATABASE progress_lines")
     target = env.target(direct=True).with_dbname("progress_lines")
-    rec = _Recorder(target, "DATABASE_URL", data_items(listing, m), jobs=2)
+    rec = _Recorder(target, data_items(listing, m), jobs=2)
     rec.launched = set()
     proc = subprocess.run(
         [str(tools.pg_restore), "--no-owner", "--verbose", "--jobs=2", f"--dbname={target.conninfo()}", str(archive)],
@@ -318,7 +318,7 @@ def test_a_failed_restore_is_not_kept_waiting_by_a_count_in_progress(seeded: Pro
     with psycopg.connect(seeded.url) as blocker:
         blocker.execute("LOCK TABLE public.account IN ACCESS EXCLUSIVE MODE")  # the count waits behind it
         release = threading.Timer(8, blocker.rollback)  # without the cancel, abandon() would wait this long
-        counts = EarlyCounts(target, "DATABASE_URL", {1: ("public", "account")}, jobs=2)
+        counts = EarlyCounts(target, {1: ("public", "account")}, jobs=2)
         counts.line("pg_restore: finished item 1 TABLE DATA account")
         with psycopg.connect(seeded.url, autocommit=True) as watch:
             wait_for(

@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pgrunbook import journal as journal_mod
 from pgrunbook.errors import LocalStateError
+from pgrunbook.journal import Journal
 from pgrunbook.postgres.cluster import LocalCluster
-from pgrunbook.procedures import journal as journal_mod
-from pgrunbook.procedures.journal import Journal
 from tests import evidence
 from tests.conftest import Project, assert_clean_error
 from tests.integration.test_migrate import make_migrations

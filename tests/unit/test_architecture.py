@@ -27,7 +27,6 @@ LOCAL_IMPORTS_ALLOWED = {
     ("pgrunbook.cli.demo", "pgrunbook.monitor.serve"): "the demo's monitor part, loaded when it runs",
     ("pgrunbook.doctor", "pgrunbook.prisma.engine"): "the invalid-index check only",
     ("pgrunbook.monitor.page", "pgrunbook.prisma.engine"): "status page: loaded when the page is drawn",
-    ("pgrunbook.monitor.page", "pgrunbook.procedures.journal"): "status page: the journal's runs",
     ("pgrunbook.prisma.lint", "*"): "lint stays pure; choosing files from a database is loaded on use",
     ("pgrunbook.sampleapp", "pgrunbook.postgres.cluster"): "the sample app's own throwaway cluster",
 }
@@ -135,6 +134,25 @@ def test_the_reader_finds_the_tree_it_checks() -> None:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_engines_never_import_procedures_monitor_or_cli(engine: str) -> None:
     assert _violations(engine, ABOVE_ENGINES) == []
+
+
+def test_monitoring_never_imports_procedures_or_cli() -> None:
+    """monitor/ sits below procedures/: it reads the journal's runs (pgrunbook.journal, kernel floor)
+    and backups through the method seam, and starts no procedure."""
+    assert _violations("pgrunbook.monitor", ("pgrunbook.procedures", "pgrunbook.cli")) == []
+
+
+def test_the_kernel_imports_nothing_above_it() -> None:
+    """config, environment, errors, the journal and timespec: only postgres/ and the engines' storage
+    below them (environment opens backup storage and its repository)."""
+    kernel = (
+        "pgrunbook.config",
+        "pgrunbook.environment",
+        "pgrunbook.errors",
+        "pgrunbook.journal",
+        "pgrunbook.timespec",
+    )
+    assert _violations(kernel, ("pgrunbook.procedures", "pgrunbook.monitor", "pgrunbook.cli")) == []
 
 
 def test_config_imports_neither_monitor_nor_procedures() -> None:

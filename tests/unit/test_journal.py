@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pgrunbook.cli.render import step_line
-from pgrunbook.procedures.journal import Journal
+from pgrunbook.journal import Journal
 
 
 def _journal(tmp_path: Path) -> tuple[Journal, list[dict[str, Any]]]:

@@ -121,7 +121,7 @@ class CountingRecorder(EarlyCounts):
 
     def __init__(self, items: dict[int, tuple[str, str]], jobs: int) -> None:
         self.taken: list[tuple[tuple[str, str], set[int]]] = []
-        super().__init__(None, "DATABASE_URL", items, jobs)  # type: ignore[arg-type]
+        super().__init__(None, items, jobs)  # type: ignore[arg-type]
 
     def _work(self) -> None:
         while (table := self._next()) is not None:

@@ -506,7 +506,7 @@ def test_the_page_says_what_it_cannot_read_instead_of_failing(tmp_path: Path) ->
     runs, error = _recent_runs(corrupt, "default", 5)
     assert runs == [] and error and f"journal {corrupt} is damaged" in error and "move it aside" in error
 
-    from pgrunbook.procedures.journal import Journal
+    from pgrunbook.journal import Journal
 
     good = tmp_path / "ok.db"
     Journal(good).close()

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from pgrunbook.errors import ConfigError
 from pgrunbook.postgres.runner import connection
-from pgrunbook.postgres.url import parse_database_url, redact
+from pgrunbook.postgres.url import PRISMA_ONLY, parse_database_url, redact, url_with_dbname
 
 
 def test_prisma_url_parameters_stay_away_from_libpq() -> None:
@@ -39,8 +39,8 @@ def test_socket_host_and_ipv6_and_multi_host() -> None:
         "port": "5433",
         "dbname": "db",
     }
-    multi = parse_database_url("postgresql://u@h1:5432,h2/db")
-    assert multi.params["host"] == "h1,h2" and multi.params["port"] == "5432,5432"
+    multi = parse_database_url("postgresql://u@h1:5432,h2:5433/db")
+    assert multi.params["host"] == "h1,h2" and multi.params["port"] == "5432,5433"
 
 
 def test_non_postgres_url_is_a_config_error() -> None:
@@ -57,7 +57,9 @@ def test_redact_removes_url_passwords_and_known_secrets() -> None:
 SURROGATES: tuple[Literal["Cs"]] = ("Cs",)  # not encodable: no password can hold them
 
 
-@given(st.text(alphabet=st.characters(exclude_categories=SURROGATES), min_size=1, max_size=30))
+@given(
+    st.text(alphabet=st.characters(exclude_categories=SURROGATES, exclude_characters="\x00"), min_size=1, max_size=30)
+)
 def test_any_password_roundtrips_and_never_shows(password: str) -> None:
     from urllib.parse import quote
 
@@ -65,3 +67,109 @@ def test_any_password_roundtrips_and_never_shows(password: str) -> None:
     assert t.password == password
     assert "password" not in t.conninfo()
     assert "password" not in connection(t).env.get("PGAPPNAME", "")
+
+
+# libpq's own parser decides (psycopg.conninfo.conninfo_to_dict): the shapes its documentation shows.
+LIBPQ_CASES = [
+    ("postgresql://u@[2001:db8::1]:5433/db", {"user": "u", "host": "2001:db8::1", "port": "5433", "dbname": "db"}),
+    ("postgresql://[::1]/db", {"host": "::1", "dbname": "db"}),
+    ("postgresql://u@h1:5432,h2:5433/db", {"user": "u", "host": "h1,h2", "port": "5432,5433", "dbname": "db"}),
+    (
+        "postgresql://h1,h2/db?target_session_attrs=read-write",
+        {"host": "h1,h2", "port": ",", "dbname": "db", "target_session_attrs": "read-write"},
+    ),
+    ("postgresql:///db?host=%2Fvar%2Frun%2Fpostgresql", {"host": "/var/run/postgresql", "dbname": "db"}),
+    ("postgresql://%2Fvar%2Frun%2Fpostgresql/db", {"host": "/var/run/postgresql", "dbname": "db"}),
+    ("postgresql:///db?host=/tmp&port=5499", {"host": "/tmp", "port": "5499", "dbname": "db"}),
+    ("postgres://h/db?dbname=other", {"host": "h", "dbname": "other"}),
+    ("postgresql://h/my%20db?application_name=a%20b", {"host": "h", "dbname": "my db", "application_name": "a b"}),
+    ("postgresql://h", {"host": "h"}),
+]
+
+
+@pytest.mark.parametrize(("url", "params"), LIBPQ_CASES)
+def test_urls_are_read_as_libpq_reads_them(url: str, params: dict[str, str]) -> None:
+    assert parse_database_url(url).params == params
+
+
+@pytest.mark.parametrize(
+    ("url", "display"),
+    [
+        ("postgresql://u:pw@[::1]:5433/db", "postgresql://u:***@[::1]:5433/db"),
+        ("postgresql://u@h1:5432,h2:5433/db", "postgresql://u@h1:5432,h2:5433/db"),
+        ("postgresql://h1,h2/db", "postgresql://h1,h2/db"),
+        ("postgresql:///db?host=%2Fvar%2Frun", "postgresql:///db?host=/var/run"),
+    ],
+)
+def test_the_shown_url_keeps_every_host_and_never_the_password(url: str, display: str) -> None:
+    assert parse_database_url(url).display == display
+
+
+@pytest.mark.parametrize("key", sorted(PRISMA_ONLY - {"schema"}))
+def test_every_prisma_only_parameter_is_taken_off_before_libpq(key: str) -> None:
+    t = parse_database_url(f"postgresql://u:pw@h/db?sslmode=require&{key}=5&schema=tenant%20a")
+    assert t.params == {"user": "u", "host": "h", "dbname": "db", "sslmode": "require"}
+    assert t.ignored == (key,) and t.schema == "tenant a"
+
+
+def test_a_key_value_conninfo_string_is_refused_with_the_url_form_as_hint() -> None:
+    with pytest.raises(ConfigError, match="APP_URL is a key=value connection string") as err:
+        parse_database_url("host=db.internal dbname=app password=Sekr1t", source="APP_URL")
+    assert "postgresql://" in (err.value.hint or "") and "Sekr1t" not in err.value.message
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://u:Sekr%zz1t@h/db", "postgresql://u:Sekr1t%00@h/db", "postgresql://u@h/db?password=Sekr1t%00"]
+)
+def test_what_libpq_refuses_is_a_config_error_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL is not a URL libpq accepts") as err:
+        parse_database_url(url)
+    assert "Sekr" not in err.value.message
+
+
+def test_the_target_knows_its_variable_and_gives_a_child_the_full_url() -> None:
+    url = "postgresql://app:p%40ss@db:5432/shop?schema=tenant&sslmode=require&connection_limit=3"
+    t = parse_database_url(url, source="DIRECT_URL")
+    assert t.variable == "DIRECT_URL" and t.with_dbname("x").variable == "DIRECT_URL"
+    assert t.full_url() == url
+    assert t.with_dbname("shop restored").full_url() == (
+        "postgresql://app:p%40ss@db:5432/shop%20restored?schema=tenant&sslmode=require&connection_limit=3"
+    )
+    assert parse_database_url(t.with_dbname("shop restored").full_url()).params["dbname"] == "shop restored"
+    assert url_with_dbname("postgresql://h/a?dbname=b&sslmode=require", "c") == "postgresql://h/c?sslmode=require"
+    assert "p%40ss" not in repr(t) and "p@ss" not in repr(t)
+
+
+def test_environment_targets_carry_the_variable_they_were_read_from() -> None:
+    from pgrunbook.config import Config, database_target
+
+    env = Config(environments={"prod": {"database_url_env": "POOLED", "direct_url_env": "DIRECT"}}).environment("prod")[
+        1
+    ]
+    both = {"POOLED": "postgresql://h:6543/db?pgbouncer=true", "DIRECT": "postgresql://h:5432/db"}
+    assert database_target("prod", env, direct=True, environ=both).variable == "DIRECT"
+    assert database_target("prod", env, direct=False, environ=both).variable == "POOLED"
+    only_pooled = {"POOLED": both["POOLED"]}
+    assert database_target("prod", env, direct=True, environ=only_pooled).variable == "POOLED"
+
+
+@pytest.mark.parametrize(
+    "libpq_text",
+    [
+        'FATAL:  password authentication failed for user "u"',
+        'FATAL:  database "db" does not exist',
+        'FATAL:  role "u" does not exist',
+        "connection to server at 127.0.0.1, port 1 failed: Connection refused",
+        'could not translate host name "nowhere" to address: Name or service not known',
+        "connection to server at 10.0.0.1 failed: timeout expired",
+        'connection to server on socket "/tmp/.s.PGSQL.5432" failed: No such file or directory',
+        "something libpq has never said before",
+    ],
+)
+def test_every_connect_error_hint_names_the_variable_the_target_came_from(libpq_text: str) -> None:
+    from pgrunbook.postgres.connect import describe_connect_error
+
+    target = parse_database_url("postgresql://u:Pw-9@127.0.0.1:1/db", source="APP_DIRECT_URL")
+    err = describe_connect_error(Exception(libpq_text), target)
+    assert "APP_DIRECT_URL" in (err.hint or ""), err.hint
+    assert "Pw-9" not in err.message + (err.hint or "")

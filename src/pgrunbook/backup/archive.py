@@ -36,10 +36,10 @@ def tools_for_archive(env: Environment, manifest: Manifest) -> ClientTools:
     return restore_tools(_dump_version(manifest), None, None, env.config.postgres.bin_dir)
 
 
-def tools_to_restore(env: Environment, manifest: Manifest, target: DatabaseTarget, var: str) -> ClientTools:
+def tools_to_restore(env: Environment, manifest: Manifest, target: DatabaseTarget) -> ClientTools:
     """pg_restore able to read this archive and restore it into ``target``'s server (asked its version);
     raises ToolError, naming what to install, when none here can."""
-    with connect(target, purpose="restore", var=var) as conn:
+    with connect(target, purpose="restore") as conn:
         major, _, text = server_version(conn)
     return restore_tools(_dump_version(manifest), major, text, env.config.postgres.bin_dir)
 

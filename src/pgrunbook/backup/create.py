@@ -98,7 +98,6 @@ def create_backup(env: Environment, *, label: str = "manual", progress: Progress
         target,
         autocommit=True,
         purpose=f"backup {env.name}",
-        var=env.url_var(),
         connect_timeout=env.config.postgres.connect_timeout,
     )
     try:

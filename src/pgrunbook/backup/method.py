@@ -68,8 +68,8 @@ class BackupMethod(Protocol):
         owners, privileges); ``options``: --owner / --skip-… (backup/preflight.py)."""
         ...
 
-    def verify_database(self, env: Environment, backup_id: str, target: DatabaseTarget, var: str) -> list[Check]:
-        """Does the database ``target`` (its URL in ``var``) hold what the backup holds? (exact row
+    def verify_database(self, env: Environment, backup_id: str, target: DatabaseTarget) -> list[Check]:
+        """Does the database ``target`` (its URL in ``target.variable``) hold what the backup holds? (exact row
         counts, the read query; after a restore in place's swap)."""
         ...
 
@@ -109,8 +109,8 @@ class LogicalDump:
     ) -> RestoreReport:
         return restore_into_new_database(env, backup_id, dbname, progress=progress, run=run, options=options)
 
-    def verify_database(self, env: Environment, backup_id: str, target: DatabaseTarget, var: str) -> list[Check]:
-        return verify_restored(env, env.repository.get(backup_id), target, var)
+    def verify_database(self, env: Environment, backup_id: str, target: DatabaseTarget) -> list[Check]:
+        return verify_restored(env, env.repository.get(backup_id), target)
 
     def describe(self, manifest: Manifest) -> Description:
         compression = codec(manifest.compression)

@@ -53,7 +53,7 @@ from pgrunbook.postgres import runner
 from pgrunbook.postgres.catalog import count_tables, user_tables
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.tools import ClientTools
-from pgrunbook.postgres.url import DatabaseTarget, redact, url_with_dbname
+from pgrunbook.postgres.url import DatabaseTarget, redact
 
 DBNAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_$-]{0,62}"
 
@@ -288,7 +288,7 @@ def _marker_alive(comment: str) -> bool:
     return runner.pid_alive(int(m.group(1)))
 
 
-def _database_state(admin: psycopg.Connection, target: DatabaseTarget, name: str, var: str) -> tuple[str, str]:
+def _database_state(admin: psycopg.Connection, target: DatabaseTarget, name: str) -> tuple[str, str]:
     """('missing' | 'empty' | 'non-empty' | 'unfinished', its comment).
 
     'unfinished' is a database pgrunbook created for a restore that was killed before it finished: its
@@ -308,7 +308,7 @@ def _database_state(admin: psycopg.Connection, target: DatabaseTarget, name: str
                 hint="wait for that restore, or choose another name for --into",
             )
         return "unfinished", comment
-    with connect(target.with_dbname(name), purpose="restore", var=var) as conn:
+    with connect(target.with_dbname(name), purpose="restore") as conn:
         count = conn.execute(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
@@ -373,7 +373,6 @@ def _restore_data(
     archive: CheckedArchive | None,
     *,
     owned: bool,
-    var: str,
     progress: ProgressFn = no_progress,
     plan: restore_checks.Plan | None = None,
 ) -> dict[tuple[str, str], int]:
@@ -386,7 +385,7 @@ def _restore_data(
         _restore_stream(tools, target, _fed(stream, progress, manifest.archive_size), settings, plan)
         return {}
     items = data_items(archive.listing, manifest)
-    counts = EarlyCounts(target, var, items, jobs)
+    counts = EarlyCounts(target, items, jobs)
     load = LoadProgress(items, manifest.row_counts(), progress)
     try:
         with (
@@ -481,13 +480,13 @@ def _raise_if_failed(rc: int, lines: list[str], target: DatabaseTarget, plan: re
 
 
 def parallel_row_counts(
-    target: DatabaseTarget, var: str, manifest: Manifest, known: dict[tuple[str, str], int] | None = None
+    target: DatabaseTarget, manifest: Manifest, known: dict[tuple[str, str], int] | None = None
 ) -> dict[tuple[str, str], int]:
     """Exact counts of a restored copy, biggest tables spread over one connection per core: nothing
     writes to it, so no shared snapshot is needed, and verification costs less of the restore's time.
     `known`: tables already counted once their data was restored (restore_counts), not counted again."""
     known = known or {}
-    with connect(target, purpose="verify", var=var) as conn:
+    with connect(target, purpose="verify") as conn:
         every = user_tables(conn)
     tables = [t for t in every if t not in known]
     size = {(t.schema_, t.name): t.rows for t in manifest.tables}
@@ -500,7 +499,7 @@ def parallel_row_counts(
         loads[i] += size.get(table, 0) + 1
 
     def count(group: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        with connect(target, purpose="verify", var=var) as c:
+        with connect(target, purpose="verify") as c:
             return count_tables(c, group)
 
     with ThreadPoolExecutor(jobs) as pool:
@@ -512,13 +511,12 @@ def verify_restored(
     env: Environment,
     manifest: Manifest,
     target: DatabaseTarget,
-    var: str,
     known: dict[tuple[str, str], int] | None = None,
 ) -> list[Check]:
     """The "row counts" (exact, equal to the manifest) and "read query" checks of a restored database."""
-    counts = parallel_row_counts(target, var, manifest, known)
+    counts = parallel_row_counts(target, manifest, known)
     early = f" ({len(known)} counted while pg_restore built indexes)" if known else ""
-    with connect(target, purpose="drill", var=var) as conn:
+    with connect(target, purpose="drill") as conn:
         expected = manifest.row_counts()
         diffs = [
             f"{s}.{n}: {counts.get((s, n), 'missing')} vs {rows}"
@@ -562,7 +560,7 @@ def restore_into_new_database(
     options = options or RestoreOptions()
     refuse_restore_target(dbname, _source_dbname(env))
     manifest = env.repository.get(backup_id)
-    tools = tools_to_restore(env, manifest, env.target(direct=True), env.url_var())
+    tools = tools_to_restore(env, manifest, env.target(direct=True))
     report = RestoreReport(manifest.id, dbname, options=options.describe())
     method, jobs, in_memory = choose_method(env, manifest)
     where = "memory" if in_memory and runner.has_memfd() else "a temp file"
@@ -589,7 +587,6 @@ def restore_into_new_database(
                 manifest,
                 tools,
                 server,
-                env.url_var(),
                 dbname,
                 report,
                 jobs,
@@ -605,7 +602,7 @@ def restore_into_new_database(
         if archive is not None:
             archive.cleanup()
     report.verified = True
-    report.database_url = url_with_dbname(os.environ[env.url_var(direct=False)], dbname)
+    report.database_url = env.target(direct=False).with_dbname(dbname).full_url()
     report.duration_s = round(time.monotonic() - t0, 3)
     return report
 
@@ -615,7 +612,6 @@ def restore_into(
     manifest: Manifest,
     tools: ClientTools,
     server: DatabaseTarget,
-    var: str,
     dbname: str,
     report: RestoreReport,
     jobs: int = 1,
@@ -629,8 +625,8 @@ def restore_into(
     source: restore_checks.Source | None = None,
     give_owner: bool = True,
 ) -> list[Check]:
-    """Restore a checked backup into database ``dbname`` of ``server`` (``var``: its URL's variable,
-    for hints) and verify it; returns the verification's checks. The database is created (marked
+    """Restore a checked backup into database ``dbname`` of ``server`` (hints name
+    ``server.variable``) and verify it; returns the verification's checks. The database is created (marked
     unfinished until verified) unless it exists empty; a database this call created is dropped again if
     anything fails. Raises DatabaseError for an existing non-empty database (nothing changed),
     CannotCreate when the database cannot be created, RestoreFailed when pg_restore fails,
@@ -641,9 +637,9 @@ def restore_into(
     the new database gets the backed-up database's owner (not for a drill's scratch database)."""
     created = False
     source = source or restore_checks.Source(stream=lambda: archive_bytes(env, manifest, stored_bytes(env, manifest)))
-    with connect(server, purpose=f"restore {env.name}", var=var) as admin:
+    with connect(server, purpose=f"restore {env.name}") as admin:
         refuse_template(admin, dbname)
-        state, comment = _database_state(admin, server, dbname, var)
+        state, comment = _database_state(admin, server, dbname)
         if state == "non-empty":
             raise DatabaseError(
                 f"database {dbname!r} already exists and is not empty; nothing was changed",
@@ -675,14 +671,14 @@ def restore_into(
             with _maybe_step(run, "restore") as info:
                 early = _restore_data(
                     env, manifest, tools, new_target, jobs, archive,
-                    owned=created, var=var, progress=progress, plan=plan,
+                    owned=created, progress=progress, plan=plan,
                 )  # fmt: skip
-                restore_checks.apply_deferred(new_target, var, plan)
+                restore_checks.apply_deferred(new_target, plan)
                 if info is not None:
                     info["detail"] = f"{report.method} into {dbname}"
             with _maybe_step(run, "verify restore"):
-                checks = verify_restored(env, manifest, new_target, var, known=early)
-                checks.extend(restore_checks.compare_privileges(manifest, new_target, var, plan))
+                checks = verify_restored(env, manifest, new_target, known=early)
+                checks.extend(restore_checks.compare_privileges(manifest, new_target, plan))
                 bad = [c for c in checks if not c.ok]
                 if bad and verify_strictly:
                     raise VerificationFailed(
@@ -695,7 +691,7 @@ def restore_into(
                 _comment(admin, dbname, f"pgrunbook: restored from backup {manifest.id}, verified {verified_at}")
         except BaseException as exc:
             if created:
-                why = _drop_partial(admin, server, var, dbname)
+                why = _drop_partial(admin, server, dbname)
                 if why is not None:
                     if not isinstance(exc, PgRunbookError):
                         raise DatabaseError(
@@ -711,7 +707,7 @@ def restore_into(
     return checks
 
 
-def _drop_partial(admin: psycopg.Connection, target: DatabaseTarget, var: str, dbname: str) -> str | None:
+def _drop_partial(admin: psycopg.Connection, target: DatabaseTarget, dbname: str) -> str | None:
     """Drop the half-restored database; None when gone, else why not.
 
     The server may have just restarted (that may be why the restore failed): the admin connection is
@@ -726,7 +722,7 @@ def _drop_partial(admin: psycopg.Connection, target: DatabaseTarget, var: str, d
     deadline, why = time.monotonic() + 15, "the server did not answer"
     while time.monotonic() < deadline:
         try:
-            with connect(target, purpose="drop a partial restore", var=var, connect_timeout=3) as conn:
+            with connect(target, purpose="drop a partial restore", connect_timeout=3) as conn:
                 conn.execute(stmt)
             return None
         except (PgRunbookError, psycopg.Error) as exc:

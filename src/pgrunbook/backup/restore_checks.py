@@ -122,11 +122,11 @@ def give_database(admin: psycopg.Connection, dbname: str, plan: Plan) -> None:
         admin.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname), sql.Identifier(owner)))
 
 
-def apply_deferred(target: DatabaseTarget, var: str, plan: Plan) -> None:
+def apply_deferred(target: DatabaseTarget, plan: Plan) -> None:
     """The grants of entries left out for naming missing roles, minus the statements naming them."""
     if not plan.preflight.deferred:
         return
-    with connect(target, purpose="restore grants", var=var) as conn:
+    with connect(target, purpose="restore grants") as conn:
         if plan.options.owner and plan.facts is not None and plan.options.owner != plan.facts.role:
             conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(plan.options.owner)))
         conn.execute("SELECT pg_catalog.set_config('search_path', '', false)")
@@ -134,7 +134,7 @@ def apply_deferred(target: DatabaseTarget, var: str, plan: Plan) -> None:
             conn.execute(stmt.encode())
 
 
-def compare_privileges(manifest: Manifest, target: DatabaseTarget, var: str, plan: Plan) -> list[Check]:
+def compare_privileges(manifest: Manifest, target: DatabaseTarget, plan: Plan) -> list[Check]:
     """Owners and privileges of the restored objects against the manifest's (none for old manifests)."""
     if manifest.privileges is None:
         return [
@@ -144,7 +144,7 @@ def compare_privileges(manifest: Manifest, target: DatabaseTarget, var: str, pla
                 detail="not compared: the backup was taken before pgrunbook recorded them",
             )
         ]
-    with connect(target, purpose="verify privileges", var=var) as conn:
+    with connect(target, purpose="verify privileges") as conn:
         restored = read_privileges(conn)
     diffs = compare(manifest.privileges, restored, plan.mapping())
     if plan.database_owner and restored.database_owner != plan.database_owner:

@@ -67,9 +67,8 @@ class EarlyCounts:
     counted by the time pg_restore ends are counted by the verification afterwards.
     """
 
-    def __init__(self, target: DatabaseTarget, var: str, items: dict[int, tuple[str, str]], jobs: int):
+    def __init__(self, target: DatabaseTarget, items: dict[int, tuple[str, str]], jobs: int):
         self.target = target
-        self.var = var
         self.items = items
         self.jobs = jobs
         self.counts: dict[tuple[str, str], int] = {}
@@ -114,7 +113,7 @@ class EarlyCounts:
         with contextlib.suppress(Exception):  # a count not taken here is taken by the verification
             while (table := self._next()) is not None:
                 if self._conn is None:
-                    conn = connect(self.target, purpose="verify", var=self.var)
+                    conn = connect(self.target, purpose="verify")
                     conn.autocommit = True
                     conn.execute("SET max_parallel_workers_per_gather = 0")
                     with self._wake:  # published under the lock, so that _stop can cancel its query

@@ -65,14 +65,14 @@ class DrillProblem(Exception):
         self.check = check
 
 
-def drill_target(env: Environment) -> tuple[DatabaseTarget, str]:
+def drill_target(env: Environment) -> DatabaseTarget:
     """Where drills restore: a dedicated server if configured, else the environment's own server."""
     var = env.config.backup.drill_database_url_env
     if var:
         return database_target(
             env.name, env.settings.model_copy(update={"database_url_env": var, "direct_url_env": None})
-        ), var
-    return env.target(direct=True), env.url_var()
+        )
+    return env.target(direct=True)
 
 
 def drill(
@@ -88,7 +88,7 @@ def drill(
     from storage), compare exact row counts, owners and privileges, run the read query, drop it. A
     differing copy is a failed check; a drill that cannot restore for a reason outside the backup (the
     drill server, the database's definition) raises DrillProblem with the classified cause."""
-    server, var = drill_target(env)
+    server = drill_target(env)
     scratch = f"pgrunbook_drill_{secrets.token_hex(4)}"
     report = RestoreReport(manifest.id, scratch, method="stream")
     t0 = time.monotonic()
@@ -96,7 +96,7 @@ def drill(
     try:
         try:
             checks = restore_into(
-                env, manifest, tools, server, var, scratch, report,
+                env, manifest, tools, server, scratch, report,
                 verify_strictly=False, options=options, listing=listing, give_owner=False,
             )  # fmt: skip
         except RestoreFailed as exc:
@@ -116,21 +116,20 @@ def drill(
         return [Check(name="drill restore", ok=True, detail=f"restored in {time.monotonic() - t0:.1f}s"), *checks]
     finally:
         try:
-            _drop(server, var, scratch)
+            _drop(server, scratch)
         except (PgRunbookError, psycopg.Error):
             if settled:
                 raise
 
 
-def _drop(server: DatabaseTarget, var: str, scratch: str) -> None:
-    with connect(server, purpose="drill", var=var) as admin:
+def _drop(server: DatabaseTarget, scratch: str) -> None:
+    with connect(server, purpose="drill") as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
 
 
 def _drill_tools(env: Environment, manifest: Manifest) -> ClientTools:
     """pg_restore able to read this archive and restore it into the drill's server."""
-    target, var = drill_target(env)
-    return tools_to_restore(env, manifest, target, var)
+    return tools_to_restore(env, manifest, drill_target(env))
 
 
 def verify_backup(

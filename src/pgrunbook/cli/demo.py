@@ -25,10 +25,10 @@ from pgrunbook.cli.render import Output
 from pgrunbook.config import load_config
 from pgrunbook.doctor import run_doctor
 from pgrunbook.environment import Environment
+from pgrunbook.journal import Journal, journal_path
 from pgrunbook.postgres.cluster import LocalCluster
 from pgrunbook.prisma.engine import migration_status
 from pgrunbook.procedures.deploy import DeployFailed, DeployOptions, deploy
-from pgrunbook.procedures.journal import Journal, journal_path
 from pgrunbook.procedures.migrate import migrate
 
 SAMPLE_SCHEMA = """

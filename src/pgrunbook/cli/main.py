@@ -23,7 +23,7 @@ from pgrunbook.postgres.url import redact
 from pgrunbook.prisma.config_file import load_project_config
 
 if TYPE_CHECKING:
-    from pgrunbook.procedures.journal import Journal
+    from pgrunbook.journal import Journal
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -639,7 +639,7 @@ def migrate_lint_cmd(paths: tuple[Path, ...], env_name: str | None, all_: bool) 
 
 
 def _journal(env: Environment) -> Journal:
-    from pgrunbook.procedures.journal import Journal, journal_path
+    from pgrunbook.journal import Journal, journal_path
 
     secrets: list[str] = _secrets()
     with contextlib.suppress(PgRunbookError):
@@ -873,7 +873,7 @@ def rollback(
 @handle_errors
 def runs(env_name: str | None, limit: int) -> None:
     """The journal: every operation, its steps, timings, outcome, who ran it. Newest first."""
-    from pgrunbook.procedures.journal import Journal, journal_path
+    from pgrunbook.journal import Journal, journal_path
 
     st = _state()
     path = journal_path(st.config)

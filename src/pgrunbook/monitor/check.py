@@ -83,12 +83,13 @@ def observe(env: Environment) -> Observed:
     failed: list[str] = []
     db_error = None
     try:
-        with connect(env.target(), purpose="check", var=env.url_var(direct=False), connect_timeout=5) as conn:
-            history = History(conn, env.target().schema)
+        target = env.target()
+        with connect(target, purpose="check", connect_timeout=5) as conn:
+            history = History(conn, target.schema)
             if history.exists():
                 failed = sorted({r.migration_name for r in history.rows() if r.failed})
-    except PgRunbookError as exc:
-        db_error = exc.message
+    except PgRunbookError as exc:  # the hint names the variable connected with (target.variable)
+        db_error = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
     return Observed(
         tuple(m.finished_at for m in manifests),
         drills,

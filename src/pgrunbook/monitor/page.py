@@ -29,6 +29,7 @@ from pgrunbook.backup.retention import Decision, plan_retention
 from pgrunbook.config import Config
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
+from pgrunbook.journal import Journal, journal_path
 from pgrunbook.monitor.check import CheckReport, EnvironmentCheck
 
 BUCKETS = ("daily", "weekly", "monthly")
@@ -110,7 +111,6 @@ def backup_rows(manifests: list[Manifest], decisions: list[Decision]) -> list[Ba
 
 def gather(config: Config, report: CheckReport | None, runs_limit: int = 8) -> list[EnvironmentView]:
     from pgrunbook.prisma.engine import migration_status
-    from pgrunbook.procedures.journal import journal_path
 
     checks = {e.environment: e for e in (report.environments if report else [])}
     views = []
@@ -153,8 +153,6 @@ def _recent_runs(path: Path, environment: str, limit: int) -> tuple[list[dict[st
     result: dict[str, Any] = {}
 
     def read() -> None:
-        from pgrunbook.procedures.journal import Journal
-
         try:
             journal = Journal(path)
             try:

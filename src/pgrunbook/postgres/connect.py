@@ -49,8 +49,10 @@ _KNOWN_FAILURES: list[tuple[str, str, str]] = [
 ]
 
 
-def describe_connect_error(exc: BaseException, target: DatabaseTarget, var: str = "DATABASE_URL") -> DatabaseError:
-    """Map libpq's multi-line text to one line plus a hint; the password never survives."""
+def describe_connect_error(exc: BaseException, target: DatabaseTarget) -> DatabaseError:
+    """Map libpq's multi-line text to one line plus a hint naming the variable the target came from
+    (``target.variable``); the password never survives."""
+    var = target.variable
     text = redact(str(exc), target.secrets())
     fields = {
         "server": target.display,
@@ -72,16 +74,16 @@ def connect(
     autocommit: bool = True,
     purpose: str = "",
     connect_timeout: int = 10,
-    var: str = "DATABASE_URL",
 ) -> psycopg.Connection:
-    """Open a connection named after pgrunbook, so that pg_stat_activity shows who holds what."""
+    """Open a connection named after pgrunbook, so that pg_stat_activity shows who holds what. A failure
+    is a DatabaseError whose hint names ``target.variable``."""
     kwargs = target.connect_kwargs()
     kwargs.setdefault("connect_timeout", str(connect_timeout))
     kwargs["application_name"] = f"{APPLICATION_NAME} {purpose}".strip()[:63]
     try:
         return psycopg.connect(**kwargs, autocommit=autocommit)  # type: ignore[arg-type]
     except psycopg.Error as exc:
-        raise describe_connect_error(exc, target, var) from None
+        raise describe_connect_error(exc, target) from None
 
 
 @contextmanager

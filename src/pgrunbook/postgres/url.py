@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from functools import cache
 from urllib.parse import parse_qsl, quote, unquote
+
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
 
 from pgrunbook.errors import ConfigError
 from pgrunbook.postgres.redaction import REDACTED, redact
 
-# libpq connection keywords (PostgreSQL 17 docs, "Parameter Key Words"); anything else in a URL's query
-# string is Prisma's or a pooler's and must not reach libpq.
+# libpq connection keywords (PostgreSQL 17 docs, "Parameter Key Words"): the fallback when the linked
+# libpq cannot list its own (libpq_keywords()); anything else in a URL's query string is Prisma's or a
+# pooler's and must not reach libpq.
 LIBPQ_KEYWORDS = frozenset(
     [
         "host",
@@ -60,6 +66,8 @@ LIBPQ_KEYWORDS = frozenset(
         "load_balance_hosts",
     ]
 )
+# The query parameters Prisma's engines read that libpq does not know (prisma-engines,
+# quaint/src/connector/postgres/url.rs); Prisma discards any other unknown parameter, and so do we.
 PRISMA_ONLY = frozenset(
     [
         "schema",
@@ -70,6 +78,8 @@ PRISMA_ONLY = frozenset(
         "socket_timeout",
         "sslaccept",
         "sslidentity",
+        "max_connection_lifetime",
+        "max_idle_connection_lifetime",
     ]
 )
 SECRET_KEYWORDS = frozenset({"password", "sslpassword"})
@@ -84,13 +94,16 @@ _POOLER_HINTS = (
 
 @dataclass(frozen=True)
 class DatabaseTarget:
-    """A parsed database URL: libpq parameters, the secret kept apart, and Prisma's schema."""
+    """A parsed database URL: libpq parameters, the secret kept apart, Prisma's schema, and the
+    environment variable it came from (``variable``, named in every hint about it)."""
 
     params: dict[str, str]
     password: str | None = field(default=None, repr=False)
     schema: str = "public"
     ignored: tuple[str, ...] = ()
     pooler_suspected: bool = False
+    variable: str = "DATABASE_URL"
+    url: str = field(default="", repr=False, compare=False)  # as written, secrets included: full_url()
 
     @property
     def dbname(self) -> str:
@@ -104,12 +117,23 @@ class DatabaseTarget:
         host = self.params.get("host", "localhost")
         if host.startswith("/"):
             return f"postgresql://{auth}/{quote(self.dbname, safe='')}?host={host}"
-        port = self.params.get("port")
-        return f"postgresql://{auth}{host}{':' + port if port else ''}/{quote(self.dbname, safe='')}"
+        hosts, ports = host.split(","), self.params.get("port", "").split(",")
+        ports = ports if len(ports) == len(hosts) else ports[:1] * len(hosts)  # one port serves every host
+        where = ",".join(
+            f"{'[' + h + ']' if ':' in h else h}{':' + p if p else ''}" for h, p in zip(hosts, ports, strict=True)
+        )
+        return f"postgresql://{auth}{where}/{quote(self.dbname, safe='')}"
 
     def with_dbname(self, dbname: str) -> DatabaseTarget:
         """The same server and credentials, another database (scratch, restore target)."""
-        return replace(self, params={**self.params, "dbname": dbname})
+        return replace(self, params={**self.params, "dbname": dbname}, url=url_with_dbname(self.url, dbname))
+
+    def full_url(self) -> str:
+        """The whole URL, password and Prisma's parameters included, for a child process's environment
+        only (the point_app hook's ``PGRUNBOOK_DATABASE_URL``, Prisma's CLI): never argv, logs or text."""
+        if not self.url:
+            raise ConfigError(f"{self.variable}: no URL to hand to a child process")
+        return self.url
 
     def conninfo(self) -> str:
         """A libpq keyword/value string without any secret (password, sslpassword): safe for argv.
@@ -135,35 +159,37 @@ def _quote_conninfo(value: str) -> str:
 
 
 def parse_database_url(url: str, *, source: str = "DATABASE_URL") -> DatabaseTarget:
-    """Parse a postgresql:// URL the way libpq reads it, keeping Prisma's extras out of libpq's way."""
-    m = re.fullmatch(r"(postgres(?:ql)?)://([^/?#]*)(/[^?#]*)?(\?[^#]*)?(#.*)?", url.strip())
+    """Parse a postgresql:// URL with libpq's own parser (``PQconninfoParse`` through
+    ``psycopg.conninfo.conninfo_to_dict``) once Prisma's parameters are taken off its query string.
+
+    ``source`` is the variable the URL came from; the target keeps it (``.variable``) for hints.
+    Prisma-only parameters (PRISMA_ONLY; ``schema`` is kept as ``.schema``) and parameters neither
+    libpq nor Prisma knows (``.ignored``) never reach libpq, which would refuse them. Raises
+    ConfigError (no secret in its text) for a key=value string, another scheme, or what libpq refuses.
+    """
+    text = url.strip()
+    m = re.fullmatch(r"(postgres(?:ql)?://[^?#]*)(?:\?([^#]*))?(?:#.*)?", text)
     if not m:
+        if "://" not in text and "=" in text:
+            raise ConfigError(
+                f"{source} is a key=value connection string, not a postgresql:// URL",
+                hint="Prisma and pgrunbook read the same variable: write it as "
+                "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (a socket directory as ?host=/var/run/postgresql)",
+            )
         raise ConfigError(
             f"{source} is not a postgresql:// URL",
             hint="expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
         )
-    netloc, path, query = m.group(2), m.group(3) or "", (m.group(4) or "")[1:]
-    params: dict[str, str] = {}
-    password: str | None = None
-    if "@" in netloc:
-        userinfo, netloc = netloc.rsplit("@", 1)
-        user, sep, pw = userinfo.partition(":")
-        if user:
-            params["user"] = unquote(user)
-        if sep:
-            password = unquote(pw)
-    hosts, ports = _split_hosts(netloc, source)
-    if hosts:
-        params["host"] = ",".join(hosts)
-    if any(ports):
-        params["port"] = ",".join(ports)
-    if path.strip("/"):
-        params["dbname"] = unquote(path[1:])
+    base, query = m.group(1), m.group(2) or ""
+    kept: list[str] = []
     schema = "public"
     ignored: list[str] = []
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key == "schema":
-            schema = value or "public"
+    for pair in filter(None, query.split("&")):
+        key = unquote(pair.partition("=")[0])
+        if key in libpq_keywords():
+            kept.append(pair)
+        elif key == "schema":  # Prisma reads its query string form-encoded ("+" is a space)
+            schema = (parse_qsl(pair, keep_blank_values=True) or [("", "")])[0][1] or "public"
             if "\x00" in schema or len(schema.encode()) > 63:
                 raise ConfigError(
                     f"{source}: ?schema= names an invalid PostgreSQL schema ({len(schema.encode())} bytes"
@@ -171,39 +197,47 @@ def parse_database_url(url: str, *, source: str = "DATABASE_URL") -> DatabaseTar
                     hint="a schema name is at most 63 bytes without NUL characters; percent-encode spaces and "
                     "quotes in the URL (Billing%20Prod)",
                 )
-        elif key == "password":
-            password = value
-        elif key in LIBPQ_KEYWORDS or key == "sslpassword":
-            params[key] = value
         else:
             ignored.append(key)
-    pooler = any(p.search(url) for p in _POOLER_HINTS)
-    return DatabaseTarget(params, password, schema, tuple(ignored), pooler)
+    libpq_url = base + ("?" + "&".join(kept) if kept else "")
+    try:
+        params = {k: str(v) for k, v in conninfo_to_dict(libpq_url).items() if v is not None}
+    except psycopg.Error as exc:
+        raise ConfigError(
+            f"{source} is not a URL libpq accepts: {redact(str(exc).strip(), _raw_secrets(text))}",
+            hint="percent-encode special characters in the user name, password and database (@ is %40, / is %2F)",
+        ) from None
+    password = params.pop("password", None)
+    pooler = any(p.search(text) for p in _POOLER_HINTS)
+    return DatabaseTarget(params, password, schema, tuple(ignored), pooler, variable=source, url=text)
 
 
-def _split_hosts(netloc: str, source: str) -> tuple[list[str], list[str]]:
-    hosts: list[str] = []
-    ports: list[str] = []
-    if not netloc:
-        return hosts, ports
-    for part in netloc.split(","):
-        hm = re.fullmatch(r"(\[[^\]]*\]|[^:]*)(?::(\d*))?", part)
-        if not hm:
-            raise ConfigError(f"{source} has an unreadable host part", hint="check the URL's host:port")
-        host = unquote(hm.group(1).strip("[]"))
-        hosts.append(host or "localhost")
-        ports.append(hm.group(2) or "")
-    if any(ports) and not all(ports):
-        ports = [p or "5432" for p in ports]
-    return hosts, ports
+@cache
+def libpq_keywords() -> frozenset[str]:
+    """The connection keywords the linked libpq knows (``PQconndefaults``), e.g. ``sslpassword`` from
+    PostgreSQL 13 on; LIBPQ_KEYWORDS if libpq cannot be asked."""
+    try:
+        return frozenset(d.keyword.decode() for d in pq.Conninfo.get_defaults()) | {"password"}
+    except Exception:  # a libpq that cannot list its defaults: the documented list
+        return LIBPQ_KEYWORDS | {"password", "sslpassword"}
+
+
+def _raw_secrets(url: str) -> list[str]:
+    """The password as written in a URL libpq refused (userinfo and ?password=, raw and decoded)."""
+    found = re.findall(r"://[^:/@?#]*:([^@/?#]*)@", url) + re.findall(r"[?&](?:ssl)?password=([^&#]*)", url)
+    return [form for raw in found if raw for form in (raw, unquote(raw))]
 
 
 def url_with_dbname(url: str, dbname: str) -> str:
-    """The same URL (user, password, host, parameters such as ?schema=) for another database."""
-    m = re.fullmatch(r"(postgres(?:ql)?://[^/?#]*)(/[^?#]*)?(\?[^#]*)?(#.*)?", url.strip())
+    """The same URL (user, password, host, parameters such as ?schema=) for another database; a
+    ``?dbname=`` (which libpq prefers over the path) is dropped. An empty ``url`` stays empty."""
+    if not url:
+        return url
+    m = re.fullmatch(r"(postgres(?:ql)?://[^/?#]*)(/[^?#]*)?(?:\?([^#]*))?(#.*)?", url.strip())
     if not m:
         raise ConfigError("cannot derive the restored database's URL from a URL that is not postgresql://")
-    return f"{m.group(1)}/{quote(dbname, safe='')}{m.group(3) or ''}"
+    query = "&".join(p for p in (m.group(3) or "").split("&") if p and unquote(p.partition("=")[0]) != "dbname")
+    return f"{m.group(1)}/{quote(dbname, safe='')}{'?' + query if query else ''}"
 
 
 __all__ = ["REDACTED", "DatabaseTarget", "parse_database_url", "redact", "url_with_dbname"]

@@ -73,7 +73,6 @@ def _connect(env: Environment, purpose: str) -> psycopg.Connection:
     conn = connect(
         target,
         purpose=f"{purpose} {env.name}",
-        var=env.url_var(),
         connect_timeout=env.config.postgres.connect_timeout,
     )
     conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema)))
@@ -348,8 +347,7 @@ def _deploy_with_prisma(env: Environment, *, dry_run: bool, before_apply: Callab
     target = env.target(direct=True)
     if before_apply is not None:
         before_apply(target.dbname)
-    url = os.environ[env.url_var()]
-    child = {**os.environ, "DATABASE_URL": url}
+    child = {**os.environ, "DATABASE_URL": target.full_url()}
     t0 = time.monotonic()
     proc = subprocess.run(
         env.config.migrate.prisma_command, shell=True, cwd=env.config.root, env=child, capture_output=True, text=True

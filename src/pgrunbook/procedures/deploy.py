@@ -20,6 +20,7 @@ from pgrunbook.doctor import run_doctor
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
+from pgrunbook.journal import Journal, Run, RunRecord
 from pgrunbook.postgres.catalog import try_session_lock
 from pgrunbook.postgres.connect import connect
 from pgrunbook.prisma.engine import MigrationFailed, migrate_deploy, migration_status
@@ -28,7 +29,6 @@ from pgrunbook.prisma.lint import lint_files
 from pgrunbook.prisma.migrations_dir import read_migrations
 from pgrunbook.prisma.splitter import config_splits
 from pgrunbook.procedures.hooks import env_hook
-from pgrunbook.procedures.journal import Journal, Run, RunRecord
 from pgrunbook.procedures.point_app import point_app
 from pgrunbook.procedures.rollback import decide
 from pgrunbook.procedures.steps import maintenance_off, maintenance_on, verified_backup
@@ -149,7 +149,6 @@ def _deploy_lock(env: Environment) -> psycopg.Connection:
     conn = connect(
         env.target(direct=True),
         purpose=f"deploy {env.name}",
-        var=env.url_var(),
         connect_timeout=env.config.postgres.connect_timeout,
     )
     try:
@@ -292,8 +291,9 @@ def _staging_check(env: Environment, pending: list[str]) -> None:
         return
     staging = Environment.resolve(env.config, "staging")
     local = {m.name: m for m in read_migrations(env.config.migrations_dir)}
-    with connect(staging.target(direct=True), purpose="deploy staging-check", var=staging.url_var()) as conn:
-        history = History(conn, staging.target().schema)
+    target = staging.target(direct=True)
+    with connect(target, purpose="deploy staging-check") as conn:
+        history = History(conn, target.schema)
         rows = [r for r in history.rows() if r.applied] if history.exists() else []
     applied = {r.migration_name: r.checksum for r in rows}
     for name in pending:

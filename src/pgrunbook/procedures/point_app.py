@@ -9,8 +9,8 @@ from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
+from pgrunbook.journal import Run
 from pgrunbook.procedures.hooks import env_hook
-from pgrunbook.procedures.journal import Run
 
 
 def point_app(env: Environment, report: RestoreReport, run_id: str) -> None:

@@ -7,18 +7,17 @@ the swap it is untouched; after it, the replaced one is kept under another name.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 
 from pgrunbook.backup.method import RestoreReport, VerifyResult, method_for
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, VerificationFailed
+from pgrunbook.journal import Run
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.database_swap import describe as describe_carried
 from pgrunbook.postgres.database_swap import swap as swap_databases
-from pgrunbook.postgres.url import DatabaseTarget, url_with_dbname
-from pgrunbook.procedures.journal import Run
+from pgrunbook.postgres.url import DatabaseTarget
 from pgrunbook.procedures.steps import maintenance_off, maintenance_on, verified_backup
 
 
@@ -61,7 +60,7 @@ def restore_in_place(
                 f"the swap is one transaction: {live} is either untouched or replaced by {staging} (then kept as "
                 f"{replaced}); the pre-restore backup is {safety.id}"
             )
-            report.carried_over = _swap(target, env.url_var(), live, staging, replaced)
+            report.carried_over = _swap(target, live, staging, replaced)
             info["detail"] = (
                 f"{staging} -> {live} with the live database's {report.carried_over}; "
                 f"the previous {live} is now {replaced}"
@@ -71,9 +70,9 @@ def restore_in_place(
             f'ALTER DATABASE "{replaced}" RENAME TO "{live}" (or restore the pre-restore backup {safety.id})'
         )
         report.database, report.replaced_database = live, replaced
-        report.database_url = url_with_dbname(os.environ[env.url_var(direct=False)], live)
+        report.database_url = env.target(direct=False).with_dbname(live).full_url()
         with run.step("verify live database"):
-            checks = method.verify_database(env, backup_id, target, env.url_var())
+            checks = method.verify_database(env, backup_id, target)
             if not all(c.ok for c in checks):
                 raise VerificationFailed(f"database {live} after the swap differs from the backup")
         ok = True
@@ -94,10 +93,10 @@ def _require_intact(result: VerifyResult) -> None:
         )
 
 
-def _swap(target: DatabaseTarget, var: str, live: str, staging: str, replaced: str) -> str:
+def _swap(target: DatabaseTarget, live: str, staging: str, replaced: str) -> str:
     """Rename live -> replaced and staging -> live in one transaction from a connection to another
     database, carrying the live database's own settings over (postgres/database_swap.py); returns a
     description of what was carried."""
     maint = "postgres" if live != "postgres" else "template1"
-    with connect(target.with_dbname(maint), purpose="restore swap", var=var) as admin:
+    with connect(target.with_dbname(maint), purpose="restore swap") as admin:
         return describe_carried(swap_databases(admin, live, staging, replaced))

@@ -15,8 +15,8 @@ from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
+from pgrunbook.journal import Journal, Run
 from pgrunbook.procedures.hooks import env_hook
-from pgrunbook.procedures.journal import Journal, Run
 from pgrunbook.procedures.point_app import point_app
 
 Mode = Literal["app-only", "with-db"]

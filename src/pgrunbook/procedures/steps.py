@@ -7,8 +7,8 @@ from pgrunbook.backup.manifest import Manifest
 from pgrunbook.backup.method import BackupMethod, method_for
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import VerificationFailed
+from pgrunbook.journal import Run
 from pgrunbook.procedures.hooks import env_hook
-from pgrunbook.procedures.journal import Run
 
 
 def verified_backup(
