@@ -118,6 +118,9 @@ class Journal:
         #: told of every step as it starts (status "running") and as it ends, after the journal row is
         #: written: how a terminal shows a procedure live instead of only at its end
         self.on_step: StepObserver | None = None
+        #: the runs started through this object, oldest first: how a caller finds the run a procedure
+        #: it called had started, e.g. to show that run's recovery note after a failure
+        self.started: list[str] = []
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.db = sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None)
@@ -153,6 +156,7 @@ class Journal:
                 self._clean(json.dumps(args or {}, default=str)),
             ),
         )
+        self.started.append(run_id)
         return Run(self, run_id)
 
     def reopen(self, run_id: str) -> Run:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
+from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.manifest import Manifest
 from pgrunbook.backup.repository import BackupRepository
-from pgrunbook.environment import Environment
+from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import PgRunbookError, StorageError, VerificationFailed
 
 
@@ -94,3 +95,12 @@ def make_copies(env: Environment, manifest: Manifest) -> list[str]:
             ) from None
         done.append(location)
     return done
+
+
+def backup_with_copies(
+    env: Environment, *, label: str, progress: ProgressFn = no_progress
+) -> tuple[Manifest, list[str]]:
+    """``backup create``: a backup of ``env``, then its ``[backup] copies`` (make_copies). Returns the
+    manifest and the copies' locations; a failed copy raises PgRunbookError after the backup is stored."""
+    manifest = create_backup(env, label=label, progress=progress)
+    return manifest, make_copies(env, manifest)

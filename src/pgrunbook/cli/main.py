@@ -266,16 +266,13 @@ def backup() -> None:
 @handle_errors
 def backup_create(env_name: str | None, label: str) -> None:
     """Dump, compress, checksum, store; the manifest last. Prints the backup id."""
-    from pgrunbook.backup.create import create_backup
+    from pgrunbook.backup.copy import backup_with_copies
 
     st = _state()
     env = st.env(env_name)
-    from pgrunbook.backup.copy import make_copies
-
     with st.output.progress(f"backup {env.name}") as progress:
-        m = create_backup(env, label=label, progress=progress)
+        m, copies = backup_with_copies(env, label=label, progress=progress)
     location = f"{env.storage.display}/{env.repository.key(m.id, m.file)}"
-    copies = make_copies(env, m)
     if st.json_mode:
         st.output.emit_json(
             {
@@ -692,8 +689,7 @@ def restore(
     skip_superuser_objects: bool,
 ) -> None:
     """Restore a backup into a new database (checked first, verified after), or in place."""
-    from pgrunbook.procedures.point_app import restore_into_and_point
-    from pgrunbook.procedures.restore_in_place import restore_in_place
+    from pgrunbook.procedures.restore import restore as run_restore
 
     if bool(into) == in_place:
         raise PgRunbookError("give exactly one of --into NEWDB or --in-place --confirm DBNAME", exit_code=EXIT_USAGE)
@@ -701,33 +697,26 @@ def restore(
     env = st.env(env_name)
     options = _restore_options(owner, skip_missing_roles, skip_superuser_objects)
     journal = _journal(env)
-    run = journal.start("restore", env.name, {"backup": backup_id, "into": into, "in_place": in_place})
     try:
         with _live(st, journal, f"restore {backup_id}") as progress:
-            if in_place:
-                report = restore_in_place(
-                    env,
-                    backup_id,
-                    confirm=confirm,
-                    run=run,
-                    progress=progress,
-                    keep_maintenance_on_failure=keep_maintenance_on_failure,
-                    options=options,
-                )
-            else:
-                assert into is not None
-                report = restore_into_and_point(
-                    env, backup_id, into, run=run, progress=progress, point=point_app, options=options
-                )
-        run.finish("succeeded")
-    except BaseException as exc:
-        run.finish("failed", str(getattr(exc, "message", exc)))
-        rec = journal.get(run.id)
+            report, run_id = run_restore(
+                env,
+                journal,
+                backup_id,
+                into=into,
+                confirm=confirm,
+                point=point_app,
+                keep_maintenance_on_failure=keep_maintenance_on_failure,
+                options=options,
+                progress=progress,
+            )
+    except BaseException:
+        rec = journal.get(journal.started[-1]) if journal.started else None
         if rec and rec.recovery and not st.json_mode:
             click.echo(f"recovery: {rec.recovery}", err=True)
         raise
     if st.json_mode:
-        st.output.emit_json({**report.to_dict(), "run_id": run.id})
+        st.output.emit_json({**report.to_dict(), "run_id": run_id})
         return
     st.output.info(
         f"restored {report.backup_id} into {report.database} in {report.duration_s:.1f}s "
@@ -1013,16 +1002,10 @@ def drift(env_a: str, env_b: str) -> None:
 @handle_errors
 def check(env_names: tuple[str, ...], prom_file: Path | None) -> None:
     """Backup freshness, last drill, retention, failed migrations, storage. Exit 0 ok, 1 warning, 2 critical."""
-    from datetime import UTC, datetime
-
-    from pgrunbook.monitor.check import notify_changes, run_check, write_prometheus
+    from pgrunbook.monitor.check import check as check_and_notify
 
     st = _state()
-    now = datetime.now(UTC)
-    report = run_check(st.config, list(env_names) or None, now)
-    if prom_file:
-        write_prometheus(prom_file, report, now)
-    report.notified = notify_changes(st.config, report)
+    report = check_and_notify(st.config, list(env_names) or None, prometheus=prom_file)
     if st.json_mode:
         st.output.emit_json(report.to_dict())
     else:

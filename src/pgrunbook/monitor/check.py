@@ -179,6 +179,17 @@ _OBSERVED_METRICS: list[tuple[str, str, Callable[[Observed, datetime], float | N
 ]
 
 
+def check(config: Config, env_names: list[str] | None = None, *, prometheus: Path | None = None) -> CheckReport:
+    """``pgrunbook check``: evaluate every environment (run_check), write the metrics textfile when
+    ``prometheus`` names one, and notify status changes (``report.notified``: the channels told)."""
+    now = datetime.now(UTC)
+    report = run_check(config, env_names, now)
+    if prometheus:
+        write_prometheus(prometheus, report, now)
+    report.notified = notify_changes(config, report)
+    return report
+
+
 def write_prometheus(path: Path, report: CheckReport, now: datetime) -> None:
     """The textfile-collector format for node_exporter, written atomically (temp + rename) by
     prometheus_client so node_exporter never reads half a file."""
