@@ -22,7 +22,13 @@ ABOVE_ENGINES = ("pgrunbook.procedures", "pgrunbook.monitor", "pgrunbook.cli")
 # Function-local imports of pgrunbook's own modules, each with why it is not at the top. A new one
 # needs a reason here: one that only dodges an import cycle means the code sits on the wrong floor.
 LOCAL_IMPORTS_ALLOWED = {
-    ("pgrunbook.cli.main", "*"): "the CLI loads each command's library only when that command runs",
+    ("pgrunbook.cli.app", "*"): "the CLI loads each command's library only when that command runs",
+    ("pgrunbook.cli.backup", "*"): "the CLI loads each command's library only when that command runs",
+    ("pgrunbook.cli.migrate", "*"): "the CLI loads each command's library only when that command runs",
+    ("pgrunbook.cli.misc", "*"): "the CLI loads each command's library only when that command runs",
+    ("pgrunbook.cli.monitor", "*"): "the CLI loads each command's library only when that command runs",
+    ("pgrunbook.cli.procedures", "*"): "the CLI loads each command's library only when that command runs",
+    ("pgrunbook.cli.restore", "*"): "the CLI loads each command's library only when that command runs",
     ("pgrunbook.cli.demo", "pgrunbook.monitor.check"): "the demo's monitor part, loaded when it runs",
     ("pgrunbook.cli.demo", "pgrunbook.monitor.serve"): "the demo's monitor part, loaded when it runs",
     ("pgrunbook.doctor", "pgrunbook.prisma.engine"): "the invalid-index check only",
@@ -244,3 +250,53 @@ def test_procedures_and_monitoring_reach_backups_through_the_method_seam(caller:
     """Deploy, rollback, restore in place and monitoring call `BackupMethod`, so that another method
     (physical, with point-in-time recovery) plugs in without touching them."""
     assert _violations(caller, LOGICAL_DUMP) == []
+
+
+# What composing a procedure looks like in code: journal runs and steps, hooks, maintenance, the shared
+# steps, backups chained with other work. The CLI calls a procedure that does these; it never does them.
+COMPOSING_CALLS = {"finish", "step", "skip", "set_recovery", "reopen"}  # a journal run's methods
+COMPOSING_FUNCTIONS = {
+    "env_hook",
+    "maintenance_on",
+    "maintenance_off",
+    "verified_backup",
+    "point_app",
+    "restore_in_place",
+    "restore_into_and_point",
+    "create_backup",
+    "make_copies",
+    "run_check",
+    "notify_changes",
+    "write_prometheus",
+}
+
+
+def test_cli_commands_compose_no_procedure() -> None:
+    """Every cli/ module except demo.py (the demo drives the runbook end to end on purpose): no journal
+    run or step is opened or finished there, no hook or shared step is called; each command calls one
+    library function (a procedure, an engine call, a monitor function) and renders what it returns."""
+    bad = []
+    for path in sorted((SRC / "cli").glob("*.py")):
+        if path.name == "demo.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            called = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            starts_run = called == "start" and "journal" in ast.unparse(f)  # Journal.start opens a run
+            if (
+                (isinstance(f, ast.Attribute) and called in COMPOSING_CALLS)
+                or called in COMPOSING_FUNCTIONS
+                or starts_run
+            ):
+                bad.append(f"cli/{path.name}:{node.lineno} calls {called}")
+    assert bad == []
+
+
+def test_the_cli_is_split_by_command_group() -> None:
+    """One module per group of commands; main.py only gathers them (no command defined there)."""
+    main = ast.parse((SRC / "cli" / "main.py").read_text())
+    assert not [n for n in main.body if isinstance(n, ast.FunctionDef) and n.decorator_list]
+    groups = {"backup", "migrate", "restore", "procedures", "monitor", "misc"}
+    assert groups <= {p.stem for p in (SRC / "cli").glob("*.py")}

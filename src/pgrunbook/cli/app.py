@@ -1,0 +1,231 @@
+"""The ``pgrunbook`` group, its global options, shared options and the error handling every command
+uses: one ``error:`` line, one ``hint:`` line, the exit code they carry."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from pgrunbook import __version__
+from pgrunbook.cli.render import Output, step_line
+from pgrunbook.config import Config
+from pgrunbook.environment import Environment, ProgressFn
+from pgrunbook.errors import EXIT_FAILURE, EXIT_USAGE, PgRunbookError
+from pgrunbook.postgres.url import redact
+from pgrunbook.prisma.config_file import load_project_config
+
+if TYPE_CHECKING:
+    from pgrunbook.journal import Journal
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    def __init__(self, config_path: str | None, json_mode: bool, debug: bool):
+        self.config_path = config_path
+        self.json_mode = json_mode
+        self.debug = debug
+        self.output = Output(json_mode)
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_project_config(self.config_path)
+        return self._config
+
+    def env(self, name: str | None) -> Environment:
+        return Environment.resolve(self.config, name)
+
+
+def known_secrets() -> list[str]:
+    """Every secret the process can see, scrubbed from any error text whatever its origin: passwords of
+    the URLs in the environment, variables named like secrets, and the variables the configuration
+    names (webhook URL, SMTP password, serve token), when it loads."""
+    from pgrunbook.postgres.redaction import environment_secrets
+    from pgrunbook.postgres.url import parse_database_url
+
+    found = environment_secrets(os.environ)
+    for key, value in os.environ.items():
+        if value.startswith(("postgres://", "postgresql://")):
+            try:
+                found.extend(parse_database_url(value, source=key).secrets())
+            except PgRunbookError:
+                continue
+    with contextlib.suppress(Exception):  # a broken config must not hide the error being reported
+        ctx = click.get_current_context(silent=True)
+        state = ctx.find_object(State) if ctx else None
+        config = state._config if state else None
+        if config is not None:
+            names = [config.monitor.webhook_url_env, config.serve.token_env]
+            if config.monitor.smtp is not None:
+                names.append(config.monitor.smtp.password_env)
+            found.extend(os.environ[n].strip() for n in names if n and os.environ.get(n, "").strip())
+    return found
+
+
+def handle_errors(fn: F) -> F:
+    """Expected failures: one ``error:`` line and a ``hint:`` line, the exit code they carry. No traceback
+    unless --debug, and never a password."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        state: State | None = ctx.find_object(State)
+        debug = state.debug if state else False
+        try:
+            return fn(*args, **kwargs)
+        except PgRunbookError as exc:
+            if debug:
+                raise
+            secrets = known_secrets()
+            click.echo(f"error: {redact(exc.message, secrets)}", err=True)
+            for line in exc.details:
+                click.echo(f"  - {redact(line, secrets)}", err=True)
+            if exc.hint:
+                click.echo(f"hint: {redact(exc.hint, secrets)}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted; nothing half-done is listed or kept", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:
+            if debug:
+                raise
+            click.echo(
+                f"error: internal error: {type(exc).__name__}: {redact(str(exc), known_secrets())}".splitlines()[0],
+                err=True,
+            )
+            click.echo("hint: rerun with --debug for the traceback and report it", err=True)
+            sys.exit(EXIT_FAILURE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def restore_options(fn: F) -> F:
+    """--owner / --skip-missing-roles / --skip-superuser-objects, for every command that restores."""
+    fn = click.option(
+        "--skip-superuser-objects",
+        is_flag=True,
+        help="leave out what only a superuser may create (event triggers, some extensions); listed in the report",
+    )(fn)
+    fn = click.option(
+        "--skip-missing-roles",
+        is_flag=True,
+        help="leave out grants and policies naming roles the target lacks; listed in the report",
+    )(fn)
+    return click.option(
+        "--owner",
+        metavar="ROLE",
+        help="give every object and the database to ROLE (another server, a managed service); "
+        "default: the owners and privileges of the backup",
+    )(fn)
+
+
+def make_restore_options(owner: str | None, skip_missing_roles: bool, skip_superuser_objects: bool) -> Any:
+    from pgrunbook.backup.preflight import RestoreOptions
+
+    return RestoreOptions(owner, skip_missing_roles, skip_superuser_objects)
+
+
+def env_option(fn: F) -> F:
+    return click.option(
+        "--env",
+        "env_name",
+        metavar="NAME",
+        help="environment from pgrunbook.toml (may be left out when only one is defined)",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    """--json is accepted before or after the sub-command, as users type it both ways."""
+
+    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            state = ctx.find_object(State)
+            if state:
+                state.json_mode = True
+                state.output = Output(True)
+        return value
+
+    return click.option(
+        "--json", "json_flag", is_flag=True, expose_value=False, callback=set_json, help="one JSON document on stdout"
+    )(fn)
+
+
+class Group(click.Group):
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
+        except click.UsageError as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            if exc.ctx:
+                click.echo(f"hint: {exc.ctx.command_path} --help", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(EXIT_USAGE)
+
+
+@click.group(cls=Group)
+@click.version_option(__version__, prog_name="pgrunbook")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="PGRUNBOOK_CONFIG",
+    help="pgrunbook.toml to use (default: found by walking up from here)",
+)
+@click.option("--json", "json_mode", is_flag=True, help="one JSON document on stdout, nothing else there")
+@click.option("--debug", is_flag=True, help="show tracebacks")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, json_mode: bool, debug: bool) -> None:
+    """The database runbook of a Prisma + PostgreSQL application, safe to execute."""
+    ctx.obj = State(config_path, json_mode, debug)
+
+
+def state() -> State:
+    return click.get_current_context().find_object(State)  # type: ignore[return-value]
+
+
+def open_journal(env: Environment) -> Journal:
+    from pgrunbook.journal import Journal, journal_path
+
+    secrets: list[str] = known_secrets()
+    with contextlib.suppress(PgRunbookError):
+        secrets += env.target().secrets()
+    return Journal(journal_path(env.config), secrets)
+
+
+def print_steps(st: State, steps: list[dict[str, Any]]) -> None:
+    if st.output.live_steps and sys.stdout.isatty():
+        return  # the terminal showed each step as it ran
+    for step in steps:
+        st.output.out.print(step_line(step), highlight=False)
+
+
+@contextlib.contextmanager
+def live_steps(st: State, journal: Journal, description: str) -> Iterator[ProgressFn]:
+    """On a terminal, a procedure shows each step as it starts and ends, and bars for its long steps
+    (backup, restore): at 2 a.m. a silent minute reads as a hang. Quiet with --json or without one."""
+    with st.output.progress(description) as progress:
+        if st.output.interactive:
+            journal.on_step = st.output.show_step
+            st.output.live_steps = True
+        try:
+            yield progress
+        finally:
+            journal.on_step = None
