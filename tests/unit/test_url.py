@@ -173,3 +173,41 @@ def test_every_connect_error_hint_names_the_variable_the_target_came_from(libpq_
     err = describe_connect_error(Exception(libpq_text), target)
     assert "APP_DIRECT_URL" in (err.hint or ""), err.hint
     assert "Pw-9" not in err.message + (err.hint or "")
+
+
+_NAME = st.text(
+    alphabet=st.characters(exclude_categories=SURROGATES, exclude_characters="\x00"), min_size=1, max_size=12
+)
+_HOST = st.one_of(
+    st.from_regex(r"[a-z][a-z0-9-]{0,10}(\.[a-z]{2,5})?", fullmatch=True),
+    st.ip_addresses(v=6).map(str),
+    st.ip_addresses(v=4).map(str),
+)
+
+
+@given(
+    user=_NAME,
+    password=_NAME,
+    dbname=_NAME,
+    hosts=st.lists(st.tuples(_HOST, st.integers(1, 65535)), min_size=1, max_size=3),
+    prisma=st.lists(st.sampled_from(sorted(PRISMA_ONLY - {"schema"})), max_size=4, unique=True),
+)
+def test_any_url_is_read_as_libpq_reads_it_without_prismas_parameters(
+    user: str, password: str, dbname: str, hosts: list[tuple[str, int]], prisma: list[str]
+) -> None:
+    """User, password and database percent-encoded, one to three hosts (IPv6 in brackets) with ports,
+    Prisma's parameters mixed between libpq's: libpq's reading of the URL without them is the answer."""
+    from urllib.parse import quote
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    netloc = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in hosts)
+    base = f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{netloc}/{quote(dbname, safe='')}"
+    query = [f"{k}=1" for k in prisma] + ["sslmode=prefer"] + ["schema=s"]
+    t = parse_database_url(base + "?" + "&".join(query))
+    expected = {k: str(v) for k, v in conninfo_to_dict(base + "?sslmode=prefer").items()}
+    assert t.password == expected.pop("password") == password
+    assert t.params == expected
+    assert t.params["dbname"] == dbname and t.params["user"] == user
+    assert t.params["host"] == ",".join(h for h, _ in hosts)
+    assert set(t.ignored) == set(prisma) and t.schema == "s"
