@@ -207,7 +207,7 @@ def test_rollback_with_db_without_a_known_good_backup(seeded: Project, app: tupl
 def test_a_refused_rollback_never_shows_an_earlier_runs_steps_or_recovery(seeded: Project) -> None:
     """Found by a trial: a rollback refused before it started printed the previous run's steps and its
     recovery SQL as if they were its own; running that SQL swaps the live database back."""
-    from pgrunbook.procedures.journal import Journal
+    from pgrunbook.journal import Journal
 
     seeded.write_config(
         '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
