@@ -122,8 +122,11 @@ def test_failed_migration_is_recorded_refused_then_resolved(project: Project) ->
     broken = history[-1]
     assert broken["migration_name"] == "02_broken" and broken["finished_at"] is None
     assert broken["applied_steps_count"] == 0 and broken["rolled_back_at"] is None
-    assert broken["logs"].startswith("Database error code: 42703\n\nDatabase error:\nERROR: column")
-    assert "Position:" in broken["logs"] and "  1 UPDATE item SET price = no_such_column;" in broken["logs"]
+    logs = broken["logs"]  # Prisma's P3018 text, the failing line numbered from 1 as Prisma numbers it
+    assert "\n\nMigration name: 02_broken\n\nDatabase error code: 42703\n\nDatabase error:\nERROR: column" in logs
+    assert "\n\nPosition:\n\x1b[1m  0\x1b[0m\n\x1b[1m  1\x1b[0m ALTER TABLE item ADD COLUMN price int;\n" in logs
+    assert "\x1b[1m  2\x1b[1;31m UPDATE item SET price = no_such_column;\x1b[0m\n\nDbError { " in logs
+    assert "code: SqlState(E42703)" in logs and "position: Some(Original(" in logs
     with psycopg.connect(project.url) as conn:  # one implicit transaction: the first ALTER is undone too
         cols = [
             r[0]

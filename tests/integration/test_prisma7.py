@@ -331,7 +331,11 @@ def test_failing_statement_in_the_middle_leaves_what_that_prisma_leaves(
     row = _history(p7.base_url, "public")[-1]
     assert row["migration_name"] == "20260102000000_broken"
     assert row["finished_at"] is None and row["rolled_back_at"] is None and row["applied_steps_count"] == 0
-    assert row["logs"] == "Database error code: 22012\n\nDatabase error:\nERROR: division by zero"
+    logs = row["logs"]  # Prisma's P3018 text (pgrunbook.prisma.logs; tests/unit/test_prisma_logs.py)
+    assert logs.startswith("A migration failed to apply. New migrations cannot be applied before the error")
+    assert "\n\nMigration name: 20260102000000_broken\n\nDatabase error code: 22012\n\n" in logs
+    assert '\n\nDatabase error:\nERROR: division by zero\n\nDbError { severity: "ERROR", ' in logs
+    assert 'code: SqlState(E22012), message: "division by zero"' in logs and logs.endswith(" }\n")
     status = p7.cli("--json", "status")
     assert status.returncode == 2 and json.loads(status.stdout)["failed"] == ["20260102000000_broken"]
 

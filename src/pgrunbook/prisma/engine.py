@@ -25,6 +25,7 @@ from pgrunbook.postgres.catalog import LockHolder
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.url import redact
 from pgrunbook.prisma.history import PRISMA_LOCK_ID, History, HistoryRow
+from pgrunbook.prisma.logs import apply_migration_logs
 from pgrunbook.prisma.migrations_dir import LocalMigration, read_migrations
 from pgrunbook.prisma.splitter import config_splits, plan_script
 from pgrunbook.prisma.status import LocalScript, MigrationStatus, compute_status
@@ -178,25 +179,6 @@ def failed_migrations_error(failed: list[HistoryRow]) -> MigrationFailed:
     )
 
 
-def format_logs(exc: psycopg.Error, script: str) -> str:
-    """What Prisma stores in ``logs``: error code, message, and the lines around the position."""
-    diag = exc.diag
-    parts = [f"Database error code: {diag.sqlstate or 'unknown'}", "", "Database error:"]
-    parts.append(f"{diag.severity or 'ERROR'}: {diag.message_primary or str(exc).strip()}")
-    if diag.message_detail:
-        parts.append(f"DETAIL: {diag.message_detail}")
-    if diag.message_hint:
-        parts.append(f"HINT: {diag.message_hint}")
-    if diag.statement_position:
-        pos = int(diag.statement_position)
-        line_no = script[:pos].count("\n")
-        lines = script.splitlines()
-        parts += ["", "Position:"]
-        for i in range(max(0, line_no - 5), min(len(lines), line_no + 1)):
-            parts.append(f"{i:>3} {lines[i]}")
-    return "\n".join(parts)
-
-
 def migrate_deploy(
     env: Environment,
     *,
@@ -293,7 +275,7 @@ def _apply_one(
             raise _connection_lost(m.name, elapsed, exc, committed=done) from None
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.execute("ROLLBACK")  # the script's own BEGIN left the session in a failed transaction
-        logs = redact(format_logs(exc, piece), secrets)
+        logs = redact(apply_migration_logs(m.name, exc.diag, piece), secrets)
         history.record_failure(row_id, logs)
         progress("failed", m.name, elapsed)
         message = (exc.diag.message_primary or str(exc)).strip().splitlines()[0]
