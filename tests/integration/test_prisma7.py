@@ -340,6 +340,33 @@ def test_failing_statement_in_the_middle_leaves_what_that_prisma_leaves(
     assert status.returncode == 2 and json.loads(status.stdout)["failed"] == ["20260102000000_broken"]
 
 
+POSITIONED = (
+    'CREATE TABLE "a" ("id" INTEGER);\n\n-- the broken one\nUPDATE "a"\nSET "nope" = 1;\n'
+    'CREATE TABLE "b" ("id" INTEGER);\n'
+)
+B, R, X = "\x1b[1m", "\x1b[1;31m", "\x1b[0m"
+
+
+@pytest.mark.parametrize(
+    ("version", "block"),
+    [  # Prisma counts PostgreSQL's position in the text it sent: the statement (7.4+) or the whole script
+        ("7.4.0", f'{B}  0{X}\n{B}  1{X} -- the broken one\n{B}  2{X} UPDATE "a"\n{B}  3{R} SET "nope" = 1{X}'),
+        (
+            "6.19.3",
+            f'{B}  0{X}\n{B}  1{X} CREATE TABLE "a" ("id" INTEGER);\n{B}  2{X}\n{B}  3{X} -- the broken one\n'
+            f'{B}  4{X} UPDATE "a"\n{B}  5{R} SET "nope" = 1;{X}',
+        ),
+    ],
+)
+def test_the_position_in_the_logs_is_counted_in_what_was_sent(p7: P7, version: str, block: str) -> None:
+    p7.prisma_version(version)
+    p7.migration("20260102000000_pos", POSITIONED)
+    assert p7.cli("migrate", "deploy").returncode == 2
+    logs = _history(p7.base_url, "public")[-1]["logs"]
+    assert f'ERROR: column "nope" of relation "a" does not exist\n\nPosition:\n{block}\n\nDbError {{ ' in logs
+    assert "code: SqlState(E42703)" in logs
+
+
 def test_begin_commit_block_failing_inside_is_rolled_back_whole_under_split(p7: P7) -> None:
     p7.migration(
         "20260102000000_tx",
