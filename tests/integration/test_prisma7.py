@@ -367,6 +367,23 @@ def test_the_position_in_the_logs_is_counted_in_what_was_sent(p7: P7, version: s
     assert "code: SqlState(E42703)" in logs
 
 
+def test_every_field_postgresql_reports_reaches_the_logs_as_prismas_driver_renders_it(p7: P7) -> None:
+    """A unique violation carries DETAIL, schema, table and constraint: each lands where Prisma puts it."""
+    p7.migration("20260102000000_dup", 'INSERT INTO "item" ("id") VALUES (1);\nINSERT INTO "item" ("id") VALUES (1);\n')
+    assert p7.cli("migrate", "deploy").returncode == 2
+    logs = _history(p7.base_url, "public")[-1]["logs"]
+    assert (
+        "Database error code: 23505\n\nDatabase error:\nERROR: duplicate key value violates unique constraint" in logs
+    )
+    assert (
+        '\nDETAIL: Key (id)=(1) already exists.\n\nDbError { severity: "ERROR", parsed_severity: Some(Error), ' in logs
+    )
+    assert 'code: SqlState(E23505), message: "duplicate key value violates unique constraint \\"item_pkey\\"", ' in logs
+    assert 'detail: Some("Key (id)=(1) already exists."), hint: None, position: None, where_: None, ' in logs
+    assert 'schema: Some("public"), table: Some("item"), column: None, datatype: None, ' in logs
+    assert 'constraint: Some("item_pkey"), file: Some("nbtinsert.c"), line: Some(' in logs
+
+
 def test_begin_commit_block_failing_inside_is_rolled_back_whole_under_split(p7: P7) -> None:
     p7.migration(
         "20260102000000_tx",
