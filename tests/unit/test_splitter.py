@@ -180,3 +180,38 @@ def test_boundaries_match_sqlparsers_wherever_it_parses(pieces: list[str], sep: 
         return
     assert len(parsed) == len(split_statements(script))
     assert plan_script(script, split=True).split
+
+
+SENT = {
+    "a column and two CREATE INDEX CONCURRENTLY": (
+        '-- AlterTable\nALTER TABLE "item" ADD COLUMN "price" INTEGER;\n\n'
+        '-- CreateIndex\nCREATE INDEX CONCURRENTLY "a" ON "item"("price");\n'
+        'CREATE INDEX CONCURRENTLY "b" ON "item"("id", "price");\n',
+        [
+            '-- AlterTable\nALTER TABLE "item" ADD COLUMN "price" INTEGER',
+            '-- CreateIndex\nCREATE INDEX CONCURRENTLY "a" ON "item"("price")',
+            'CREATE INDEX CONCURRENTLY "b" ON "item"("id", "price")',
+        ],
+    ),
+    "a failing statement in the middle": (
+        'CREATE TABLE "first" ("id" INTEGER);\nINSERT INTO "first" SELECT 1 / 0;\nCREATE TABLE "never" ("id" INTEGER);',
+        [
+            'CREATE TABLE "first" ("id" INTEGER)',
+            'INSERT INTO "first" SELECT 1 / 0',
+            'CREATE TABLE "never" ("id" INTEGER)',
+        ],
+    ),
+    "DROP INDEX CONCURRENTLY mixed (prisma-engines #5847)": (
+        'DROP INDEX CONCURRENTLY "a";\nCREATE INDEX CONCURRENTLY "c" ON "item"("price");\n',
+        None,  # sqlparser 0.61 cannot parse it: the file is sent whole
+    ),
+    "a trailing comment after the last statement": ("SELECT 1;\n-- done\n", None),  # one statement: sent whole
+}
+
+
+@pytest.mark.parametrize("name", sorted(SENT))
+def test_what_is_sent_for_each_semantics(name: str) -> None:
+    """The texts that reach PostgreSQL, one simple query each: pieces from 7.4, the file before (and on fallback)."""
+    script, pieces = SENT[name]
+    assert [p.text for p in plan_script(script, split=False).pieces] == [script]
+    assert [p.text for p in plan_script(script, split=True).pieces] == (pieces or [script])
