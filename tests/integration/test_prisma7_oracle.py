@@ -28,7 +28,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from tests.conftest import LocalCluster
 from tests.integration.test_prisma7 import BROKEN, CONCURRENT, P7, _history, _tables
 
 pytestmark = pytest.mark.integration
@@ -67,11 +69,11 @@ def oracle_dir() -> Path:
 
 @pytest.fixture
 def prisma7(oracle_dir: Path, p7: P7) -> Iterator[Oracle]:
-    def run(command: str, *args: str) -> dict[str, Any]:
+    def run(command: str, *args: str, url: str | None = None) -> dict[str, Any]:
         r = subprocess.run(
             ["node", "oracle.mjs", command, *args, str(p7.root / "db" / "migrations")],
             cwd=oracle_dir,
-            env={**p7.environ, "DATABASE_URL": p7.environ["APP_DB_URL"]},
+            env={**p7.environ, "DATABASE_URL": url or p7.environ["APP_DB_URL"]},
             capture_output=True,
             text=True,
             timeout=180,
@@ -144,3 +146,89 @@ def test_prisma7_engine_sends_a_whole_script_through_the_adapter(p7: P7, prisma7
     assert deployed["ok"], deployed
     scripts = [p for p in deployed["pieces"] if "CREATE TABLE" in p]
     assert len(scripts) == 2 and scripts[1].count("CREATE TABLE") == 2
+
+
+# --- twin databases: the same migrations deployed by pgrunbook and by Prisma's engine, compared ---------
+
+
+@pytest.fixture
+def twin(cluster: LocalCluster) -> Iterator[str]:
+    """A second empty database, for Prisma's engine to deploy what pgrunbook deploys in the first."""
+    name = f"twin_{os.urandom(4).hex()}"
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield cluster.url(name)
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _objects(url: str) -> dict[str, Any]:
+    """What a deploy left, outside the history table: columns, indexes (and whether valid), row counts."""
+    with psycopg.connect(url) as conn:
+        columns = conn.execute(
+            "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_name <> '_prisma_migrations' "
+            "ORDER BY 1, 2, 3"
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT n.nspname, c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'pg_toast') "
+            "AND c.relname <> '_prisma_migrations_pkey' ORDER BY 1, 2"
+        ).fetchall()
+        counts = {
+            f"{s}.{t}": conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(s, t))).fetchone()
+            for s, t in {(c[0], c[1]) for c in columns}
+        }
+    return {"columns": columns, "indexes": indexes, "rows": counts}
+
+
+def _row_shapes(url: str, schema: str) -> list[tuple[Any, ...]]:
+    """The history rows as both tools must leave them (ids and times differ by nature)."""
+    return [
+        (
+            r["migration_name"],
+            r["checksum"],
+            r["finished_at"] is not None,
+            r["rolled_back_at"] is not None,
+            r["applied_steps_count"],
+            r["logs"] is None,
+        )
+        for r in _history(url, schema)
+    ]
+
+
+# the WebAssembly engine sends each file as one string: pgrunbook is judged under the same semantics
+WHOLE_FILE = "7.3.0"
+
+
+@pytest.mark.parametrize(
+    ("schema", "script", "deploys"),
+    [
+        (
+            "Billing-Prod",
+            'ALTER TABLE "item" ADD COLUMN "price" INTEGER;\nCREATE INDEX "p" ON "item"("price");\n',
+            True,
+        ),
+        ("public", 'CREATE INDEX CONCURRENTLY "item_id_idx" ON "item"("id");\n', True),
+        ("public", BROKEN, False),
+        ("Billing-Prod", BROKEN, False),
+    ],
+    ids=["schema-billing-prod", "concurrently-alone", "failing-in-the-middle", "failing-in-billing-prod"],
+)
+def test_twin_databases_deployed_by_pgrunbook_and_by_prismas_engine_are_the_same(
+    p7: P7, prisma7: Oracle, twin: str, schema: str, script: str, deploys: bool
+) -> None:
+    p7.prisma_version(WHOLE_FILE)
+    ours = p7.use_schema(schema)
+    theirs = ours.replace(p7.base_url, twin, 1)
+    p7.migration("20260102000000_next", script)
+
+    result = p7.cli("migrate", "deploy")
+    deployed = prisma7("deploy", url=theirs)
+    assert (result.returncode == 0) is deploys and deployed["ok"] is deploys, (result.stderr, deployed)
+
+    assert _objects(p7.base_url) == _objects(twin)
+    assert _row_shapes(p7.base_url, schema) == _row_shapes(twin, schema)
+    # and each tool reads the other's history the same way
+    assert json.loads(p7.cli("--json", "status").stdout)["failed"] == ([] if deploys else ["20260102000000_next"])
+    assert prisma7("status", url=ours)["result"]["failedMigrationNames"] == ([] if deploys else ["20260102000000_next"])
