@@ -13,7 +13,15 @@ What it can judge: how Prisma 7 reads pgrunbook's rows and schemas (status, fail
 and what its own deploy writes for pgrunbook to read. What it cannot: the statement splitting itself —
 prisma-engines #5767 put split_script_into_statements in the native connector only; the WebAssembly
 connector hands the whole script to the adapter (seen below: one piece per migration), so splitting is
-pinned from the source in test_prisma7.py instead.
+pinned from the source in test_prisma7.py instead. Nor can it judge the logs text: its errors come through
+the JavaScript driver adapter ("external connector error …"), not through the native connector's
+formatting (pinned in tests/unit/test_prisma_logs.py from the source and from rows Prisma wrote).
+
+Twin databases: the same migrations deployed by pgrunbook in one database and by Prisma's engine in another
+must leave the same tables, columns, indexes (and their validity), row counts and history rows. With the
+WebAssembly engine this holds for whole-file semantics; with Prisma 7's own CLI and a native engine
+supplied by the developer (PGRUNBOOK_PRISMA7_SCHEMA_ENGINE, see the end of this file), for the split cases
+and the logs text too.
 """
 
 from __future__ import annotations
@@ -232,3 +240,93 @@ def test_twin_databases_deployed_by_pgrunbook_and_by_prismas_engine_are_the_same
     # and each tool reads the other's history the same way
     assert json.loads(p7.cli("--json", "status").stdout)["failed"] == ([] if deploys else ["20260102000000_next"])
     assert prisma7("status", url=ours)["result"]["failedMigrationNames"] == ([] if deploys else ["20260102000000_next"])
+
+
+# --- Prisma 7's own CLI with a native schema engine, when one is supplied ------------------------------
+#
+# Prisma 7's CLI migrates only through the native schema-engine binary it downloads from Prisma's own
+# server; no registry this machine or CI reaches carries it (docs/migrations.md, "The oracle"). Where a
+# developer has one (schema-engine of Prisma >= 7.4 for this platform), point PGRUNBOOK_PRISMA7_SCHEMA_ENGINE
+# at it (and PGRUNBOOK_PRISMA7_CLI_VERSION at the matching CLI, 7.10.1 by default): these tests then run
+# `prisma migrate deploy` itself on a twin database for the split cases and compare everything, logs
+# included. Without it they skip, even in CI: there is nothing to install them from.
+
+NATIVE_ENGINE = os.environ.get("PGRUNBOOK_PRISMA7_SCHEMA_ENGINE", "")
+NATIVE_VERSION = os.environ.get("PGRUNBOOK_PRISMA7_CLI_VERSION", "7.10.1")
+CLI = REPO / ".cache" / f"prisma7-cli-{NATIVE_VERSION}"
+
+
+@pytest.fixture(scope="session")
+def prisma7_cli() -> Path:
+    if not NATIVE_ENGINE:
+        pytest.skip("no native Prisma 7 schema engine supplied (PGRUNBOOK_PRISMA7_SCHEMA_ENGINE)")
+    if not (CLI / "node_modules" / ".bin" / "prisma").exists():
+        CLI.mkdir(parents=True, exist_ok=True)
+        (CLI / "package.json").write_text(json.dumps({"name": "prisma7-cli", "private": True}))
+        r = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", f"prisma@{NATIVE_VERSION}", "dotenv@17"],
+            cwd=CLI,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+    return CLI
+
+
+def _prisma_deploy(cli: Path, p7: P7, url: str) -> subprocess.CompletedProcess[str]:
+    """`prisma migrate deploy` in a copy of the project, against ``url``, with the supplied engine."""
+    root = p7.root.parent / f"{p7.root.name}-prisma"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(p7.root, root)
+    (root / "node_modules").symlink_to(cli / "node_modules")  # prisma/config and dotenv for the config file
+    env = {
+        **p7.environ,
+        "APP_DB_URL": url,
+        "PRISMA_SCHEMA_ENGINE_BINARY": NATIVE_ENGINE,
+        "PRISMA_HIDE_UPDATE_MESSAGE": "1",
+        "CHECKPOINT_DISABLE": "1",
+    }
+    return subprocess.run(
+        [str(cli / "node_modules" / ".bin" / "prisma"), "migrate", "deploy"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+DROP_MIXED = 'DROP INDEX CONCURRENTLY "item_pkey_x";\nCREATE INDEX CONCURRENTLY "c" ON "item"("id");\n'
+
+
+@pytest.mark.parametrize(
+    ("schema", "script", "deploys"),
+    [
+        ("public", CONCURRENT, True),
+        ("public", BROKEN, False),
+        ("public", DROP_MIXED, False),
+        ("Billing-Prod", CONCURRENT, True),
+        ("Billing-Prod", BROKEN, False),
+    ],
+    ids=["concurrent-indexes", "failing-in-the-middle", "drop-concurrently-mixed", "billing-prod", "billing-broken"],
+)
+def test_prisma7_cli_and_pgrunbook_leave_the_same_database(
+    p7: P7, prisma7_cli: Path, twin: str, schema: str, script: str, deploys: bool
+) -> None:
+    p7.prisma_version(NATIVE_VERSION)
+    ours = p7.use_schema(schema)
+    theirs = ours.replace(p7.base_url, twin, 1)
+    p7.migration("20260102000000_next", script)
+
+    result = p7.cli("migrate", "deploy")
+    prisma = _prisma_deploy(prisma7_cli, p7, theirs)
+    assert (result.returncode == 0) is deploys and (prisma.returncode == 0) is deploys, (result.stderr, prisma)
+
+    assert _objects(p7.base_url) == _objects(twin)
+    assert _row_shapes(p7.base_url, schema) == _row_shapes(twin, schema)
+    if not deploys:  # Prisma's logs are pgrunbook's, then a newline and its engine's span trace
+        our_logs = _history(p7.base_url, schema)[-1]["logs"]
+        their_logs = _history(twin, schema)[-1]["logs"]
+        assert their_logs[: len(our_logs)] == our_logs
+        assert their_logs[len(our_logs) :].startswith("\n   0: ")
