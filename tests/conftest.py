@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +45,16 @@ PASSWORD = "Pw-s3cr3t-Zq9!"
 SERVER_BIN = os.environ.get("PGRUNBOOK_TEST_SERVER_BIN") or None
 TOOLS_BIN = os.environ.get("PGRUNBOOK_TEST_TOOLS_BIN") or None
 SERVER: dict[str, Any] = {}  # the running cluster's {"major": 15, "version": "15.18"}, asked once it runs
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite stopped by SIGTERM or SIGHUP (a CI timeout, `kill`, a closed terminal) stops its clusters too.
+
+    pytest tears its fixtures down only on KeyboardInterrupt; the default SIGTERM action ends the process
+    at once and leaves the session cluster's postmaster running forever (found by a trial)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
