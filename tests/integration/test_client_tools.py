@@ -20,6 +20,7 @@ from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.restore import restore_into_new_database
 from pgrunbook.backup.verify import verify_backup
 from pgrunbook.postgres import runner
+from pgrunbook.postgres.tool_errors import explain
 from pgrunbook.postgres.url import parse_database_url
 from tests.conftest import PASSWORD, Project, fingerprint, suite_tools
 
@@ -175,12 +176,16 @@ def test_pg_restores_first_error_is_read_with_its_archive_entry(seeded: Project,
         restore.wait()
         failure = restore.failure()
     assert failure is not None and failure.exit_code == 1
-    assert "already exists" in failure.first_error and "ERROR:" in failure.first_error
+    assert "already exists" in failure.error and failure.server and "ERROR:" in failure.line
     assert failure.command.startswith("CREATE "), restore.lines()
     if verbose:
-        assert failure.entry.split(";")[0].isdigit() and failure.command.split()[1] in failure.entry
+        assert failure.entry is not None and failure.entry.dump_id > 0
+        assert failure.entry_line.startswith(f"{failure.entry.dump_id}; ")
+        assert failure.command.split()[1] in failure.entry.type  # "CREATE TABLE …" ↔ an entry of type TABLE
     else:
-        assert failure.entry == ""
+        assert failure.entry is None and failure.entry_line == ""
     assert "errors ignored on restore" in failure.last
+    cause = explain(failure, role="app")  # the same reader's cause: the target's fault, not the archive's
+    assert cause.where == "definition" and "already exists" in cause.message
     with psycopg.connect(seeded.url) as conn:  # nothing was harmed: every statement was refused
         assert conn.execute("SELECT count(*) FROM account").fetchone() == (500,)

@@ -300,3 +300,33 @@ def test_the_cli_is_split_by_command_group() -> None:
     assert not [n for n in main.body if isinstance(n, ast.FunctionDef) and n.decorator_list]
     groups = {"backup", "migrate", "restore", "procedures", "monitor", "misc"}
     assert groups <= {p.stem for p in (SRC / "cli").glob("*.py")}
+
+
+# What only pg_dump/pg_restore print; a module that matches them in its own string constants reads the
+# tools' stderr beside the one reader (postgres/tool_errors.py).
+TOOL_MESSAGE_TEXTS = ("from TOC entry", "Command was", "Query was", "errors ignored on restore", "ERROR:", "error: ")
+
+
+def test_only_tool_errors_reads_the_client_tools_messages() -> None:
+    """One module owns parsing pg_dump's and pg_restore's stderr: no other module's code holds their
+    message texts (docstrings, comments and the CLI's own ``error:`` lines it prints do not count)."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        module = module_name(path)
+        if module == "pgrunbook.postgres.tool_errors" or _within(module, "pgrunbook.cli"):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        docstrings = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                hits = [t for t in TOOL_MESSAGE_TEXTS if t in node.value]
+                if hits and not node.value.startswith(("error: ", "storage error: ")):
+                    found.append(f"{module}:{node.lineno}: {hits} in {node.value[:60]!r}")
+    assert found == []

@@ -1,110 +1,17 @@
-"""The client tools' runner, its pure parts: how a tool's failure is read from its stderr, and how a
-connection is handed to a tool without a secret in its argv."""
+"""The client tools' runner, its pure parts: how a connection is handed to a tool without a secret in
+its argv. How a tool's failure is read from its stderr: tests/unit/test_tool_errors.py."""
 
 from __future__ import annotations
 
 import os
-import re
 import stat
-from urllib.parse import quote
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from pgrunbook.errors import ConfigError
 from pgrunbook.postgres import runner
-from pgrunbook.postgres.runner import child_env, connection, read_failure
+from pgrunbook.postgres.runner import child_env, connection
 from pgrunbook.postgres.url import parse_database_url
-
-# pg_restore 15's own words (restoring an archive over a database that already holds its tables)
-ALREADY_EXISTS = """\
-pg_restore: while PROCESSING TOC:
-pg_restore: from TOC entry 215; 1259 16386 TABLE account app
-pg_restore: error: could not execute query: ERROR:  relation "account" already exists
-Command was: CREATE TABLE public.account (
-    id bigint NOT NULL
-);
-pg_restore: from TOC entry 216; 1259 16390 TABLE invoice app
-pg_restore: error: could not execute query: ERROR:  relation "invoice" already exists
-Command was: CREATE TABLE billing.invoice (
-pg_restore: warning: errors ignored on restore: 2
-"""
-# pg_restore >= 17 against a server <= 16: the one known harmless error (PG-MAJORS.md)
-TRANSACTION_TIMEOUT = """\
-pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter "transaction_timeout"
-Command was: SET transaction_timeout = 0;
-pg_restore: from TOC entry 3370; 0 16391 TABLE DATA account app
-pg_restore: error: COPY failed for table "account": ERROR:  invalid input syntax for type bigint: "x"
-pg_restore: warning: errors ignored on restore: 2
-"""
-HARMLESS = [re.compile(r'unrecognized configuration parameter "transaction_timeout"')]
-
-
-@pytest.mark.parametrize(
-    ("stderr", "ignorable", "first", "entry", "command", "ignored"),
-    [
-        (
-            ALREADY_EXISTS,
-            [],
-            'pg_restore: error: could not execute query: ERROR:  relation "account" already exists',
-            "215; 1259 16386 TABLE account app",
-            "CREATE TABLE public.account (",
-            0,
-        ),
-        (
-            TRANSACTION_TIMEOUT,
-            [],
-            TRANSACTION_TIMEOUT.splitlines()[0],
-            "",
-            "SET transaction_timeout = 0;",
-            0,
-        ),
-        (
-            TRANSACTION_TIMEOUT,
-            HARMLESS,
-            'pg_restore: error: COPY failed for table "account": ERROR:  invalid input syntax for type bigint: "x"',
-            "3370; 0 16391 TABLE DATA account app",
-            "",
-            1,
-        ),
-        (
-            "pg_dump: error: connection to server failed: fe_sendauth: no password supplied\n",
-            [],
-            "pg_dump: error: connection to server failed: fe_sendauth: no password supplied",
-            "",
-            "",
-            0,
-        ),
-        ("", [], "", "", "", 0),
-    ],
-)
-def test_the_first_error_is_read_with_the_archive_entry_and_command_it_concerns(
-    stderr: str, ignorable: list[re.Pattern[str]], first: str, entry: str, command: str, ignored: int
-) -> None:
-    failure = read_failure("pg_restore", 1, stderr.splitlines(), ignorable=ignorable)
-    assert (failure.first_error, failure.entry, failure.command, len(failure.ignored)) == (
-        first,
-        entry,
-        command,
-        ignored,
-    )
-    # what was reported before this parser existed: the last line, else the exit code
-    last = next((ln for ln in reversed(stderr.splitlines()) if ln.strip()), "")
-    assert failure.last == (last or "exit code 1")
-
-
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=4, max_size=20))
-def test_a_failure_never_shows_a_secret(secret: str) -> None:
-    lines = [
-        f"pg_restore: from TOC entry 1; 0 0 TABLE {secret} app",
-        f"pg_restore: error: could not execute query: ERROR:  password {secret} rejected",
-        f"Command was: SELECT '{quote(secret, safe='')}';",
-    ]
-    failure = read_failure("pg_restore", 1, lines, [secret])
-    for text in (failure.first_error, failure.entry, failure.command, failure.last_line):
-        assert secret not in text and quote(secret, safe="") not in text
-
 
 SECRET_URLS = [
     "postgresql://app:Pw-1@db.internal:5432/app?sslpassword=Key-2&sslmode=require",

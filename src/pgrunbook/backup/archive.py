@@ -171,8 +171,8 @@ def _check_ciphertext_only(manifest: Manifest, tap: HashTap) -> list[Check]:
 def toc_check(manifest: Manifest, rc: int, listing: str, stderr: list[str]) -> Check:
     """The "archive" check: pg_restore --list succeeded and lists data for every table of the manifest."""
     if rc != 0:  # the first error, not the last line (postgres/tool_errors.py)
-        failure = read_failure("pg_restore", stderr)
-        first = failure.error if failure else f"exit code {rc}"
+        failure = read_failure("pg_restore", stderr, exit_code=rc)
+        first = failure.error or failure.last
         return Check(name="archive", ok=False, detail=f"pg_restore --list failed: {first}")
     data = [ln for ln in listing.splitlines() if _TABLE_DATA.match(ln)]
     missing = [

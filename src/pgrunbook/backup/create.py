@@ -36,7 +36,7 @@ from pgrunbook.postgres.catalog import (
     try_session_lock,
 )
 from pgrunbook.postgres.connect import connect, server_version
-from pgrunbook.postgres.tool_errors import cause_of
+from pgrunbook.postgres.tool_errors import explain
 from pgrunbook.postgres.tools import (
     ClientTools,
     find_client_tools,
@@ -183,9 +183,8 @@ def _run(
             dump.wait()
             snap_thread.join()
             failure = dump.failure()
-            lines = dump.lines()
         if failure is not None:  # the first error and its context, explained (tool_errors), not the last line
-            cause = cause_of("pg_dump", lines, rc=failure.exit_code, role=str(target.params.get("user") or ""))
+            cause = explain(failure, role=str(target.params.get("user") or ""))
             raise ToolError(
                 redact(cause.message, target.secrets()),
                 hint=redact(f"{cause.hint}; nothing of this backup was kept", target.secrets()),

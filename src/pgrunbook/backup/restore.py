@@ -409,7 +409,7 @@ def _restore_data(
                 restoring.note(line)
             rc = restoring.wait()
             if tools.restore_failed(rc, [*every_error, *kept]) is not None:
-                _raise_if_failed(rc or 1, tools.without_tolerated(kept), target, plan)
+                _raise_if_failed(rc or 1, kept, tools, target, plan)
         load.done()
     except BaseException:
         counts.abandon()
@@ -442,7 +442,7 @@ def _restore_stream(
         lines = restoring.lines()
         failed = tools.restore_failed(rc, [*restoring.errors, *lines])
     if failed is not None:
-        _raise_if_failed(rc or 1, tools.without_tolerated(lines), target, plan)
+        _raise_if_failed(rc or 1, lines, tools, target, plan)
 
 
 def _fed(chunks: Iterator[bytes], progress: ProgressFn, total: int | None) -> Iterator[bytes]:
@@ -467,10 +467,13 @@ class CannotCreate(DatabaseError):
         self.reason = reason
 
 
-def _raise_if_failed(rc: int, lines: list[str], target: DatabaseTarget, plan: restore_checks.Plan) -> None:
-    """The first error of pg_restore's stderr and the entry it concerns, explained (tool_errors)."""
+def _raise_if_failed(
+    rc: int, lines: list[str], tools: ClientTools, target: DatabaseTarget, plan: restore_checks.Plan
+) -> None:
+    """The first error of pg_restore's stderr and the entry it concerns, explained (tool_errors); the
+    error tolerated for this server (ClientTools.tolerated_errors) is never taken for the cause."""
     if rc != 0:
-        cause = restore_checks.cause_of_restore(lines, rc, target, plan)
+        cause = restore_checks.cause_of_restore(lines, rc, target, plan, ignorable=tools.tolerated_errors())
         raise RestoreFailed(
             redact(cause.message, target.secrets()), hint=redact(cause.hint, target.secrets()), cause=cause.to_dict()
         )

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -161,7 +162,13 @@ def compare_privileges(manifest: Manifest, target: DatabaseTarget, plan: Plan) -
     ]
 
 
-def cause_of_restore(lines: list[str], rc: int, target: DatabaseTarget, plan: Plan | None) -> Cause:
+def cause_of_restore(
+    lines: list[str], rc: int, target: DatabaseTarget, plan: Plan | None, ignorable: Sequence[re.Pattern[str]] = ()
+) -> Cause:
+    """pg_restore's failure explained (postgres/tool_errors.py), its entry named with the archive's
+    schema, the role named the one that acted (``--owner``, else the connecting one)."""
     toc = by_id(plan.entries) if plan is not None else None
     acting = plan.options.owner if plan is not None and plan.options.owner else target.params.get("user")
-    return cause_of("pg_restore", lines, rc=rc, role=str(acting or ""), toc=toc)
+    return cause_of(
+        "pg_restore", lines, rc=rc, role=str(acting or ""), toc=toc, ignorable=ignorable, secrets=target.secrets()
+    )

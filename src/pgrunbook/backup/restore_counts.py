@@ -23,6 +23,7 @@ from pgrunbook.backup.manifest import Manifest
 from pgrunbook.environment import ProgressFn
 from pgrunbook.postgres.catalog import count_tables
 from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.tool_errors import concerns_failure, error_message, fold_prefixes
 from pgrunbook.postgres.url import DatabaseTarget
 
 _TOC_DATA = re.compile(r"^(\d+); \d+ \d+ TABLE DATA (.*)$")
@@ -31,12 +32,6 @@ SETTLE = 0.05  # seconds a pg_restore job must stay idle before a count starts b
 # lines come interleaved ("pg_restore:pg_restore: finished item 7 ...", then a message without its
 # prefix): progress is found anywhere in a line, and repeated prefixes are folded into one.
 _PROGRESS = re.compile(r"(launching|finished) item (\d+) (TABLE DATA|\S+)")
-_PREFIXES = re.compile(r"^(?:pg_restore: ?)+")
-# Lines kept for the failure's cause (postgres.tool_errors): errors, their context, and the entry
-# pg_restore was working on ("from TOC entry …", printed with --verbose).
-_NOT_INFO = re.compile(
-    r"^pg_restore: (?:(?:error|warning|detail|hint):|from TOC entry |while PROCESSING TOC)|^(?!pg_restore: )"
-)
 
 
 def data_items(listing: str, manifest: Manifest) -> dict[int, tuple[str, str]]:
@@ -197,13 +192,13 @@ def read_verbose(stream: IO[str], *readers: LineReader, keep: int = 400, errors:
     receives every error line (up to 10,000): a tolerated error is judged against all of them."""
     kept: list[str] = []
     for raw in stream:
-        line = _PREFIXES.sub("pg_restore: ", raw.rstrip("\n"), count=1)
+        line = fold_prefixes(raw.rstrip("\n"))
         if _PROGRESS.search(line):
             for reader in readers:
                 reader.line(line)
-        elif line.strip() and _NOT_INFO.match(line):
+        elif concerns_failure(line):  # kept for the failure's cause (postgres/tool_errors.py)
             if len(kept) < keep:
                 kept.append(line)
-            if errors is not None and "error:" in line and len(errors) < 10_000:
+            if errors is not None and error_message(line) is not None and len(errors) < 10_000:
                 errors.append(line)
     return kept

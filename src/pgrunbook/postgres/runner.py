@@ -10,7 +10,8 @@ What it guarantees, whoever calls it (backup create, verify, drill, restore):
 - the child's environment: the parent's, minus any inherited ``PGPASSWORD*``, plus ``PGAPPNAME`` and
   the sessions' settings (``PGOPTIONS``).
 - stderr captured (or handed to the caller, for pg_restore's ``--verbose`` progress) and every report
-  from it redacted; the first ``ERROR:`` and the archive entry it concerns are parsed (`read_failure`).
+  from it redacted; its first ``ERROR:`` and the archive entry it concerns are read by
+  `pgrunbook.postgres.tool_errors`, the one reader of the tools' stderr (`ToolProcess.failure`).
 - cancellation: leaving a `ToolProcess` block by an exception kills the tool; on Linux a tool started
   with ``die_with_parent`` is killed by the kernel if pgrunbook itself dies.
 - per platform: ``preexec_fn`` and ``pass_fds`` are POSIX-only in `subprocess`, ``memfd_create`` is
@@ -30,13 +31,14 @@ import sys
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from pgrunbook.errors import ConfigError
-from pgrunbook.postgres.url import SECRET_KEYWORDS, DatabaseTarget, redact
+from pgrunbook.postgres.tool_errors import Entry, Failure, error_message, read_failure
+from pgrunbook.postgres.url import SECRET_KEYWORDS, DatabaseTarget
 
 # The platform switch: every per-platform choice of this module (and of the temporary archive of a
 # restore) reads it, so a test can take the platform as Windows.
@@ -179,80 +181,6 @@ def child_env(extra: Mapping[str, str], settings: Mapping[str, str | int] | None
     return env
 
 
-# --- what went wrong ----------------------------------------------------------------------------------
-
-_ERROR = re.compile(r"\bERROR:\s+|^(?:pg_dump|pg_restore): error: ", re.IGNORECASE)
-_ENTRY = re.compile(r"from TOC entry (.+)$")
-_COMMAND = re.compile(r"^Command was: (.*)$")
-
-
-@dataclass(frozen=True)
-class ToolFailure:
-    """A client tool's failure, read from its stderr (every string redacted).
-
-    ``first_error``: the first error line (the cause; later ones are often consequences). ``entry``:
-    the archive entry it concerns ("215; 1259 16386 TABLE public account owner"), from pg_restore's
-    "from TOC entry" line, or "". ``command``: the first line of "Command was:", or "". ``last_line``:
-    the last non-empty line. ``ignored``: errors that matched the caller's tolerated patterns.
-    """
-
-    tool: str
-    exit_code: int
-    first_error: str = ""
-    entry: str = ""
-    command: str = ""
-    last_line: str = ""
-    ignored: tuple[str, ...] = ()
-
-    @property
-    def last(self) -> str:
-        """What was reported until now: the last error line, else the last line, else the exit code."""
-        return self.last_line or f"exit code {self.exit_code}"
-
-
-def read_failure(
-    tool: str,
-    exit_code: int,
-    lines: Iterable[str],
-    secrets: Sequence[str] = (),
-    ignorable: Sequence[re.Pattern[str]] = (),
-) -> ToolFailure:
-    """Parse a tool's stderr lines into a `ToolFailure`: the first error not matched by ``ignorable``
-    (with the "from TOC entry" line before it and the "Command was:" line after it), the last line."""
-    first = entry = command = last = ""
-    ignored: list[str] = []
-    pending_entry = ""
-    after_first = False
-    for raw in lines:
-        line = raw.rstrip()
-        if not line.strip():
-            continue
-        last = line
-        if after_first:
-            if not command and (m := _COMMAND.match(line)):
-                command = m.group(1)
-            after_first = False
-            continue
-        if m := _ENTRY.search(line):
-            pending_entry = m.group(1).strip()
-            continue
-        if _ERROR.search(line) and not first:
-            if any(p.search(line) for p in ignorable):
-                ignored.append(line)
-                continue
-            first, entry, after_first = line, pending_entry, True
-    secrets = list(secrets)
-    return ToolFailure(
-        tool=tool,
-        exit_code=exit_code,
-        first_error=redact(first, secrets),
-        entry=redact(entry, secrets),
-        command=redact(command, secrets),
-        last_line=redact(last, secrets),
-        ignored=tuple(redact(i, secrets) for i in ignored),
-    )
-
-
 # --- running ------------------------------------------------------------------------------------------
 
 
@@ -310,7 +238,7 @@ class ToolProcess:
     def note(self, line: str) -> None:
         """Keep one stderr line (for callers that read stderr themselves, e.g. for progress)."""
         line = line.rstrip("\r\n")
-        if _ERROR.search(line) and len(self.errors) < _ERROR_LINES:
+        if error_message(line) is not None and len(self.errors) < _ERROR_LINES:
             self.errors.append(line)
         if self._seen < _HEAD_LINES:
             self._head.append(line)
@@ -328,12 +256,16 @@ class ToolProcess:
             self._reader.join(5)
         return rc
 
-    def failure(self, ignorable: Sequence[re.Pattern[str]] = ()) -> ToolFailure | None:
-        """After `wait`: None when the tool succeeded, else what its stderr says (redacted)."""
+    def failure(
+        self, toc: Mapping[int, Entry] | None = None, ignorable: Sequence[re.Pattern[str]] = ()
+    ) -> Failure | None:
+        """After `wait`: None when the tool succeeded, else its first error as `tool_errors.read_failure`
+        reads it from the kept stderr lines (redacted); `tool_errors.explain` gives its cause."""
         rc = self.proc.returncode
         if rc == 0:
             return None
-        return read_failure(self.tool, rc if rc is not None else -1, self.lines(), self._secrets, ignorable)
+        rc = rc if rc is not None else -1
+        return read_failure(self.tool, self.lines(), toc, exit_code=rc, ignorable=ignorable, secrets=self._secrets)
 
     def cancel(self) -> None:
         """Kill the tool if it still runs, and reap it."""

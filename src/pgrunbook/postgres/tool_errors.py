@@ -1,22 +1,30 @@
-"""The real cause of a failed pg_dump or pg_restore run, read from its stderr.
+"""The one reader of pg_dump's and pg_restore's stderr: which lines report an error, the run's first
+error with the archive entry it concerns, and the cause that error points to.
 
 pg_dump and pg_restore end a failure with lines that name nothing ("a worker process died
-unexpectedly", "Command was: …", "Query was: …"); the cause is the first server ``ERROR:`` and the
-archive entry pg_restore was working on ("from TOC entry 3363; 0 16554 TABLE DATA d app", printed with
-``--verbose``), with PostgreSQL's DETAIL, HINT and CONTEXT below it. ``read_failure`` finds those in the
-stderr lines (pure), ``explain`` turns them into one message and a hint that says what to do, with the
-kind of cause: a fault of the archive, of the target server, or of the database's own definition.
+unexpectedly", "Command was: …", "Query was: …", "errors ignored on restore: N"); the cause is the first
+server ``ERROR:`` and the archive entry pg_restore was working on ("from TOC entry 3363; 0 16554 TABLE
+DATA d app", printed with ``--verbose``), with PostgreSQL's DETAIL, HINT and CONTEXT below it.
 
-Message texts matched here are PostgreSQL's own (src/backend, PostgreSQL 12-17) and pg_dump's
-(src/bin/pg_dump); they are English only, so child processes run with ``LC_MESSAGES=C``.
+- `error_message` tells whether one line reports an error (the runner and the parallel restore collect
+  them; `postgres.tools` judges them against the one error it tolerates).
+- `read_failure` finds the first error in a run's lines (pure, redacted, never raises) → `Failure`.
+- `explain` turns a `Failure` into a `Cause`: one message and a hint that says what to do, with where
+  the fault lies: the archive, the target server, the database's own definition, or the tool.
+
+Message texts matched here are PostgreSQL's own (src/backend, PostgreSQL 12-18) and pg_dump's
+(src/bin/pg_dump); they are English only, so child processes run with ``LC_MESSAGES=C``
+(`postgres.runner.child_env`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from pgrunbook.postgres.redaction import redact
 
 # Where a cause lies. Only "archive" speaks against the backup itself, and even then only the backup's
 # own checks (size, checksum, frames, table of contents) may call it damaged.
@@ -41,10 +49,48 @@ ENTRY_TYPES = sorted(
     reverse=True,
 )  # fmt: skip
 
-_TOOL_LINE = re.compile(r"^(pg_dump|pg_restore|pg_dumpall): (?:(error|detail|warning|hint): )?(.*)$")
+# A tool's line: "pg_restore: error: …". pg_restore's parallel jobs share one stderr and write the
+# prefix apart from the message, so a line may carry it twice ("pg_restore:pg_restore: error: …").
+_TOOL_LINE = re.compile(r"^(?:(pg_dump|pg_restore|pg_dumpall): ?)+(?:(error|detail|warning|hint): )?(.*)$")
+_PREFIXES = re.compile(r"^(?:(pg_dump|pg_restore|pg_dumpall): ?)+")
+# An error line, with or without its prefix (an interleaved message can lose it).
+_ERROR_LINE = re.compile(r"^(?:(?:pg_dump|pg_restore|pg_dumpall): ?)*error: (.*)$")
 _FROM_ENTRY = re.compile(r"^from TOC entry (\d+); \d+ \d+ (.*)$")
 _SERVER_ERROR = re.compile(r"(?:^|: )(?:ERROR|FATAL|PANIC):  ?(.*)$")
 _FIELD = re.compile(r"^(DETAIL|HINT|CONTEXT|QUERY|LINE \d+):  ?(.*)$")
+_COMMAND = re.compile(r"^(?:Command|Query) was: (.*)$")
+_WORKER_DIED = "worker process died unexpectedly"
+_ERRORS_IGNORED = re.compile(r"warning: errors ignored on restore: \d+")  # anywhere: jobs interleave
+# What a failure's cause may be read from: errors, warnings and their details, the entry being
+# processed ("from TOC entry …", with --verbose), and any line that is not the tool's (the server's
+# DETAIL/HINT/CONTEXT, "Command was: …"); not the progress and info lines of --verbose.
+_CONCERNS_FAILURE = re.compile(
+    r"^(?:pg_dump|pg_restore): (?:(?:error|warning|detail|hint):|from TOC entry |while PROCESSING TOC)"
+    r"|^(?!(?:pg_dump|pg_restore): )"
+)
+
+
+def fold_prefixes(line: str) -> str:
+    """One line with a repeated tool prefix ("pg_restore:pg_restore: …") folded into one."""
+    m = _PREFIXES.match(line)
+    return f"{m.group(1)}: {line[m.end() :]}" if m else line
+
+
+def concerns_failure(line: str) -> bool:
+    """Whether a line (prefixes folded, see `fold_prefixes`) may matter to a failure's cause: what
+    pg_restore --verbose prints as progress or info does not."""
+    return bool(line.strip()) and bool(_CONCERNS_FAILURE.match(line))
+
+
+def reports_errors_ignored(lines: Iterable[str]) -> bool:
+    """pg_restore's closing "warning: errors ignored on restore: N" (it ran without --exit-on-error)."""
+    return any(_ERRORS_IGNORED.search(line) for line in lines)
+
+
+def error_message(line: str) -> str | None:
+    """The message of a line that reports an error ("pg_restore: error: X" → "X"), else None."""
+    m = _ERROR_LINE.match(line.strip())
+    return m.group(1) if m else None
 
 
 @dataclass(frozen=True)
@@ -75,15 +121,34 @@ class Entry:
 
 @dataclass(frozen=True)
 class Failure:
-    """What a failed run printed, before any interpretation."""
+    """What a run printed about its failure, before any interpretation (every text redacted).
+
+    ``error``: the server's first ERROR message, else the tool's own first error, else "" (nothing
+    looked like an error). ``line``: the line it was read from, as printed. ``entry``: the archive entry
+    it concerns (pg_restore's "from TOC entry" line, printed with ``--verbose``; ``entry_line`` as
+    printed). ``command``: the first line of the "Command was:" / "Query was:" below it.
+    ``last_line``: the run's last non-empty line (what tools end with; rarely the cause). ``ignored``:
+    error lines the caller tolerates, skipped.
+    """
 
     tool: str
-    error: str  # the server's first ERROR message, else the tool's own first error
-    server: bool  # whether ``error`` came from the server
+    error: str = ""
+    server: bool = False  # whether ``error`` came from the server
     entry: Entry | None = None
     detail: str = ""
     hint: str = ""
     context: str = ""
+    line: str = ""
+    entry_line: str = ""
+    command: str = ""
+    last_line: str = ""
+    exit_code: int = 1
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def last(self) -> str:
+        """The last line, else the exit code."""
+        return self.last_line or f"exit code {self.exit_code}"
 
 
 @dataclass(frozen=True)
@@ -120,68 +185,128 @@ def parse_entry(text: str, dump_id: int) -> Entry:
     return Entry(dump_id, kind, rest.strip(), owner=owner)
 
 
-def read_failure(tool: str, lines: Iterable[str], toc: Mapping[int, Entry] | None = None) -> Failure | None:
-    """The first error of a run's stderr with the entry it concerns; None when nothing looks like one.
+@dataclass(frozen=True)
+class _Line:
+    text: str  # as printed (redacted)
+    level: str | None  # "error", "detail", "warning", "hint", "" (a tool's info line), None: not the tool's
+    body: str  # without the tool's prefix and level
 
-    ``toc``: the archive's entries by dump id (from ``pg_restore --list``), to give the entry its schema.
+
+def _split(raw: str, secrets: Sequence[str]) -> _Line | None:
+    text = raw.rstrip("\r\n")
+    if not text.strip():
+        return None
+    text = redact(text, secrets) if secrets else text
+    m = _TOOL_LINE.match(text)
+    if m:
+        return _Line(text, m.group(2) or "", m.group(3))
+    e = _ERROR_LINE.match(text.strip())  # an interleaved error that lost its prefix
+    if e:
+        return _Line(text, "error", e.group(1))
+    return _Line(text, None, text)
+
+
+def read_failure(
+    tool: str,
+    lines: Iterable[str],
+    toc: Mapping[int, Entry] | None = None,
+    *,
+    exit_code: int = 1,
+    ignorable: Sequence[re.Pattern[str]] = (),
+    secrets: Sequence[str] = (),
+) -> Failure:
+    """The first error of a run's stderr ``lines`` with the archive entry it concerns; never raises.
+
+    The first server ``ERROR:`` wins over the tool's own errors before it (pg_dump prints "Dumping the
+    contents of table … failed" above the server's reason); without one, the tool's first error that is
+    not "a worker process died unexpectedly". Error lines matching one of ``ignorable`` are skipped
+    (listed in ``ignored``). ``toc``: the archive's entries by dump id (``pg_restore --list``), to give
+    the entry its schema. ``secrets``: redacted from every text of the result.
     """
-    entry: Entry | None = None
-    tool_error = ""
-    found: Failure | None = None
-    fields: dict[str, str] = {}
-    for raw in lines:
-        line = raw.rstrip("\n")
-        m = _TOOL_LINE.match(line)
-        if found is not None:  # collect DETAIL/HINT/CONTEXT under the first server error
-            body = m.group(3) if m else line
-            f = _FIELD.match(body.removeprefix("Error message from server: "))
-            if f and f.group(1) in ("DETAIL", "HINT", "CONTEXT"):
-                fields.setdefault(f.group(1), f.group(2).strip())
-                continue
-            if m and m.group(2) == "error":
-                break
+    items = [x for raw in lines if (x := _split(raw, list(secrets))) is not None]
+    ignored = [x for x in items if x.level == "error" and any(p.search(x.body) for p in ignorable)]
+    skip = {id(x) for x in ignored}
+    chosen, server = _first_error(items, skip)
+    if chosen < 0:
+        return Failure(tool, last_line=items[-1].text if items else "", exit_code=exit_code,
+                       ignored=tuple(x.text for x in ignored))  # fmt: skip
+    at = items[chosen]
+    entry_line, entry = _entry_before(items, chosen, toc)
+    fields, command = _below(items, chosen)
+    s = _SERVER_ERROR.search(at.body) if server else None
+    error = (s.group(1).strip() if s else "") or at.body.strip() or at.text.strip()  # never "" once chosen
+    return Failure(
+        tool,
+        error,
+        server,
+        entry,
+        fields.get("DETAIL", ""),
+        fields.get("HINT", ""),
+        fields.get("CONTEXT", ""),
+        line=at.text,
+        entry_line=entry_line,
+        command=command,
+        last_line=items[-1].text,
+        exit_code=exit_code,
+        ignored=tuple(x.text for x in ignored),
+    )
+
+
+def _first_error(items: list[_Line], skip: set[int]) -> tuple[int, bool]:
+    """(index of the chosen error line, whether it is the server's); (-1, False) when none."""
+    fallback = -1
+    for i, x in enumerate(items):
+        if id(x) in skip or x.level not in ("error", "detail"):
             continue
-        if m is None:
-            continue
-        body = m.group(3)
-        e = _FROM_ENTRY.match(body)
+        if _SERVER_ERROR.search(x.body):
+            return i, True
+        if x.level == "error" and fallback < 0 and _WORKER_DIED not in x.body:
+            fallback = i
+    return fallback, False
+
+
+def _entry_before(items: list[_Line], index: int, toc: Mapping[int, Entry] | None) -> tuple[str, Entry | None]:
+    """The last "from TOC entry" line before ``index``: (as printed, parsed with the TOC's schema)."""
+    for x in reversed(items[:index]):
+        e = _FROM_ENTRY.match(x.body) if x.level == "" else None
         if e:
             entry = parse_entry(e.group(2).strip(), int(e.group(1)))
             if toc and entry.dump_id in toc:
                 entry = toc[entry.dump_id]
+            return x.body.removeprefix("from TOC entry ").strip(), entry
+    return "", None
+
+
+def _below(items: list[_Line], index: int) -> tuple[dict[str, str], str]:
+    """PostgreSQL's DETAIL / HINT / CONTEXT and the failed command printed under the error at ``index``,
+    up to the next error."""
+    fields: dict[str, str] = {}
+    command = ""
+    for x in items[index + 1 :]:
+        if x.level == "error":
+            break
+        body = x.body.removeprefix("Error message from server: ")
+        if not command and (c := _COMMAND.match(body)):
+            command = c.group(1)
             continue
-        s = _SERVER_ERROR.search(body)
-        if s and m.group(2) in ("error", "detail"):
-            found = Failure(tool, s.group(1).strip(), True, entry)
-            continue
-        if m.group(2) == "error" and not tool_error and "worker process died unexpectedly" not in body:
-            tool_error = body.strip()
-    if found is not None:
-        return Failure(
-            tool,
-            found.error,
-            True,
-            found.entry,
-            fields.get("DETAIL", ""),
-            fields.get("HINT", ""),
-            fields.get("CONTEXT", ""),
-        )
-    if tool_error:
-        return Failure(tool, tool_error, False, entry)
-    return None
+        f = _FIELD.match(body)
+        if f and f.group(1) in ("DETAIL", "HINT", "CONTEXT"):
+            fields.setdefault(f.group(1), f.group(2).strip())
+    return fields, command
 
 
 _FUNCTION_CONTEXT = re.compile(r'(?:SQL function "([^"]+)"|PL/pgSQL function ([^\s(]+)\()')
 _MISSING_NAME = re.compile(r"^(function|relation|type|operator|schema|sequence) (.+?) does not exist")
 
 
-def explain(failure: Failure | None, *, rc: int = 1, role: str = "", tool: str = "") -> Cause:
-    """The cause of a failure and what to do about it; ``role`` is the role the tool connected as."""
-    if failure is None:
+def explain(failure: Failure, *, role: str = "") -> Cause:
+    """The cause of a failure and what to do about it; ``role`` is the role the tool connected as.
+    Never raises: a failure without any error line is reported by its exit code."""
+    if not failure.error:
         return Cause(
             "unknown",
             "tool",
-            f"{tool or 'the PostgreSQL tool'} exited with code {rc} without an error message",
+            f"{failure.tool or 'the PostgreSQL tool'} exited with code {failure.exit_code} without an error message",
             "run it by hand with --verbose to see more",
         )
     err, entry = failure.error, failure.entry
@@ -370,7 +495,15 @@ def _tool_cause(failure: Failure, at: str, where: str) -> Cause:
 
 
 def cause_of(
-    tool: str, lines: Iterable[str], *, rc: int, role: str = "", toc: Mapping[int, Entry] | None = None
+    tool: str,
+    lines: Iterable[str],
+    *,
+    rc: int,
+    role: str = "",
+    toc: Mapping[int, Entry] | None = None,
+    ignorable: Sequence[re.Pattern[str]] = (),
+    secrets: Sequence[str] = (),
 ) -> Cause:
-    """``explain(read_failure(...))``: the one call a runner needs."""
-    return explain(read_failure(tool, lines, toc), rc=rc, role=role, tool=tool)
+    """``explain(read_failure(...))``: the one call a caller of a failed tool needs."""
+    failure = read_failure(tool, lines, toc, exit_code=rc, ignorable=ignorable, secrets=secrets)
+    return explain(failure, role=role)

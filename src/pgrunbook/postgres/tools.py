@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pgrunbook.errors import ToolError
+from pgrunbook.postgres.tool_errors import error_message, reports_errors_ignored
 
 EXE = ".exe" if sys.platform == "win32" else ""
 BIN_DIR_VAR = "PGRUNBOOK_POSTGRES__BIN_DIR"
@@ -43,7 +44,7 @@ _VERSIONED_DIRS = [
 
 # pg_restore >= 17 opens every connection with this; servers <= 16 reject it (PG-MAJORS.md).
 TRANSACTION_TIMEOUT_SINCE = 17
-_TRANSACTION_TIMEOUT_ERROR = 'unrecognized configuration parameter "transaction_timeout"'
+TRANSACTION_TIMEOUT_ERROR = re.compile(r'unrecognized configuration parameter "transaction_timeout"')
 
 
 @dataclass(frozen=True)
@@ -87,14 +88,12 @@ class ClientTools:
         server = self.target_major if self.target_major is not None else self.major
         return unexpected_restore_errors(stderr_lines, self.major, server)
 
-    def without_tolerated(self, stderr_lines: Iterable[str]) -> list[str]:
-        """stderr lines minus the tolerated error (when it applies to this server), so a failure's cause
-        is read from the first error that matters, never from the transaction_timeout one."""
-        lines = list(stderr_lines)
+    def tolerated_errors(self) -> tuple[re.Pattern[str], ...]:
+        """The errors this pg_restore may report into the server it was chosen for, as patterns for
+        `tool_errors.read_failure`'s ``ignorable``: a failure's cause is then read from the first error
+        that matters, never from the transaction_timeout one."""
         server = self.target_major if self.target_major is not None else self.major
-        if not needs_timeout_tolerance(self.major, server):
-            return lines
-        return [ln for ln in lines if _TRANSACTION_TIMEOUT_ERROR not in ln and "SET transaction_timeout" not in ln]
+        return (TRANSACTION_TIMEOUT_ERROR,) if needs_timeout_tolerance(self.major, server) else ()
 
     def restore_failed(self, rc: int, stderr_lines: Iterable[str]) -> str | None:
         """None when pg_restore's run may be trusted (row counts then prove the data); else its first
@@ -106,8 +105,7 @@ class ClientTools:
             return unexpected[0]
         if rc == 0:
             return None
-        ignored = any("errors ignored on restore" in ln for ln in lines)
-        if rc == 1 and ignored and "--exit-on-error" not in self.restore_flags():
+        if rc == 1 and reports_errors_ignored(lines) and "--exit-on-error" not in self.restore_flags():
             return None
         return f"exit code {rc}"
 
@@ -184,12 +182,10 @@ def unexpected_restore_errors(stderr_lines: Iterable[str], restore_major: int, s
     tolerate = needs_timeout_tolerance(restore_major, server_major)
     out = []
     for line in stderr_lines:
-        text = re.sub(r"^(?:pg_restore: ?)+", "", line.strip())
-        if not text.startswith("error:"):
+        message = error_message(line)  # the one reader of the tools' lines (postgres/tool_errors.py)
+        if message is None or (tolerate and TRANSACTION_TIMEOUT_ERROR.search(message)):
             continue
-        if tolerate and _TRANSACTION_TIMEOUT_ERROR in text:
-            continue
-        out.append(text)
+        out.append(f"error: {message}")
     return out
 
 
