@@ -21,6 +21,7 @@ from pgrunbook.postgres.tools import (
     restore_tools,
 )
 from pgrunbook.postgres.url import redact
+from pgrunbook.prisma.engine import invalid_indexes
 from pgrunbook.prisma.splitter import config_splits
 
 Status = Literal["ok", "warning", "failed", "skipped"]
@@ -229,8 +230,6 @@ def _check_history(env: Environment, conn: psycopg.Connection, checks: list[Doct
 
 def _check_invalid_indexes(conn: psycopg.Connection, checks: list[DoctorCheck]) -> None:
     """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index that slows writes and blocks a retry."""
-    from pgrunbook.prisma.engine import invalid_indexes
-
     found = invalid_indexes(conn)
     if not found:
         checks.append(DoctorCheck("invalid indexes", "ok", "none"))

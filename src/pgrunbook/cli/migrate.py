@@ -142,7 +142,8 @@ def migrate_lint_cmd(paths: tuple[Path, ...], env_name: str | None, all_: bool) 
     Without PATHs: the pending migrations of the environment (all of them with --all, or when the
     database cannot be reached). Exit 0 clean, 1 warnings only, 2 errors.
     """
-    from pgrunbook.prisma.lint import lint_files, migration_files
+    from pgrunbook.prisma.lint import lint_files
+    from pgrunbook.prisma.lint_scope import migration_files
 
     st = state()
     files, scope = migration_files(st.config, list(paths), env_name, all_)

@@ -31,6 +31,7 @@ from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
 from pgrunbook.journal import Journal, journal_path
 from pgrunbook.monitor.check import CheckReport, EnvironmentCheck
+from pgrunbook.prisma.engine import migration_status
 
 BUCKETS = ("daily", "weekly", "monthly")
 
@@ -110,8 +111,6 @@ def backup_rows(manifests: list[Manifest], decisions: list[Decision]) -> list[Ba
 
 
 def gather(config: Config, report: CheckReport | None, runs_limit: int = 8) -> list[EnvironmentView]:
-    from pgrunbook.prisma.engine import migration_status
-
     checks = {e.environment: e for e in (report.environments if report else [])}
     views = []
     for name in config.environment_names():

@@ -446,29 +446,3 @@ def lint_files(
         shown = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
         out.extend(lint_text(path.read_text(encoding="utf-8", errors="replace"), shown, ctx))
     return out
-
-
-def migration_files(config: object, paths: list[Path], env_name: str | None, all_: bool) -> tuple[list[Path], str]:
-    """Which files to lint: given paths, else the environment's pending migrations (or all of them)."""
-    from pgrunbook.config import Config
-    from pgrunbook.environment import Environment
-    from pgrunbook.errors import PgRunbookError
-    from pgrunbook.prisma.engine import migration_status
-    from pgrunbook.prisma.migrations_dir import read_migrations
-
-    assert isinstance(config, Config)
-    if paths:
-        files: list[Path] = []
-        for p in paths:
-            files.extend(sorted(p.glob("*/migration.sql"), key=lambda f: f.parent.name.encode()) if p.is_dir() else [p])
-        return files, "given paths"
-    migrations = [m for m in read_migrations(config.migrations_dir) if m.has_script]
-    if all_:
-        return [m.script_path for m in migrations], "all migrations"
-    try:
-        pending = set(migration_status(Environment.resolve(config, env_name)).pending)
-    except PgRunbookError as exc:
-        if exc.exit_code == 3:
-            raise
-        return [m.script_path for m in migrations], f"all migrations (database unreachable: {exc.message})"
-    return [m.script_path for m in migrations if m.name in pending], "pending migrations"
