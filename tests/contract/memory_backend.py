@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pgrunbook.backup.storage import AtomicWriter, Backend, ObjectInfo, Storage, register
+from pgrunbook.backup.storage.base import AtomicWriter, Backend, ObjectInfo, Storage, register
 from pgrunbook.errors import StorageError
 
 _stores: dict[str, dict[str, tuple[bytes, datetime]]] = {}

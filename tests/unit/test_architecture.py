@@ -91,7 +91,8 @@ def _within(name: str, prefixes: tuple[str, ...] | str) -> bool:
 
 def _imported_modules(i: Import) -> list[str]:
     """``from pgrunbook import cli`` imports the module pgrunbook.cli: count submodules by their name."""
-    return [i.target, *(f"{i.target}.{n}" for n in i.names if (SRC.parent / i.target.replace(".", "/") / n).exists())]
+    folder = SRC.parent / i.target.replace(".", "/")
+    return [i.target, *(f"{i.target}.{n}" for n in i.names if (folder / n).is_dir() or (folder / f"{n}.py").is_file())]
 
 
 def _violations(importer: tuple[str, ...] | str, forbidden: tuple[str, ...] | str) -> list[str]:
@@ -352,3 +353,53 @@ def test_only_tool_errors_reads_the_client_tools_messages() -> None:
                 if hits and not node.value.startswith(("error: ", "storage error: ")):
                     found.append(f"{module}:{node.lineno}: {hits} in {node.value[:60]!r}")
     assert found == []
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_modules_import_each_other_in_one_direction_only() -> None:
+    """No import cycle among pgrunbook's modules (top-level imports; function-local ones have their
+    reasons above). The storage registry used to be one (the package imported its backends on its last
+    line, the backends imported the package); the interface now lives in backup/storage/base.py."""
+    graph: dict[str, set[str]] = {}
+    for i in all_imports():
+        if not i.local:
+            graph.setdefault(i.module, set()).update(
+                t for t in _imported_modules(i) if _within(t, "pgrunbook") and t not in (i.module, "pgrunbook")
+            )
+    assert _cycles(graph) == []

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pgrunbook.backup.storage import AtomicWriter, Backend, ObjectInfo, Storage, register
+from pgrunbook.backup.storage.base import AtomicWriter, Backend, ObjectInfo, Storage, register
 from pgrunbook.errors import StorageError
 
 CHUNK = 1 << 20

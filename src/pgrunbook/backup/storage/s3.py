@@ -39,7 +39,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pgrunbook.backup.storage import AtomicWriter, Backend, ObjectInfo, Storage, register
+from pgrunbook.backup.storage.base import AtomicWriter, Backend, ObjectInfo, Storage, register
 from pgrunbook.errors import ConfigError, StorageError
 
 MiB = 1024 * 1024
