@@ -403,3 +403,35 @@ def test_modules_import_each_other_in_one_direction_only() -> None:
                 t for t in _imported_modules(i) if _within(t, "pgrunbook") and t not in (i.module, "pgrunbook")
             )
     assert _cycles(graph) == []
+
+
+# Modules that start child processes, each with what it starts. pg_dump and pg_restore start only
+# through postgres/runner.py (argv without secrets, stderr read by postgres/tool_errors.py).
+STARTS_PROCESSES = {
+    "pgrunbook.postgres.runner": "pg_dump and pg_restore, for everyone",
+    "pgrunbook.postgres.tools": "a client tool's --version (no connection, no secret)",
+    "pgrunbook.postgres.cluster": "initdb and pg_ctl of throwaway clusters",
+    "pgrunbook.prisma.engine": "Prisma's own CLI",
+    "pgrunbook.procedures.hooks": "the operator's hooks",
+    "pgrunbook.monitor.scheduler": "pgrunbook itself, for scheduled jobs",
+    "pgrunbook.sampleapp": "the sample app",
+    "pgrunbook.cli.demo": "the sample app, for the demo",
+}
+
+
+def test_only_the_runner_starts_client_tools() -> None:
+    """backup/preflight.py started pg_restore itself (its own argv and environment, POSIX-only
+    pass_fds); every client tool now starts through the runner."""
+    starters = set()
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "subprocess"
+                and node.func.attr in ("Popen", "run", "call", "check_call", "check_output")
+            ):
+                starters.add(module_name(path))
+    assert starters <= set(STARTS_PROCESSES), starters - set(STARTS_PROCESSES)
+    assert not any(_within(m, "pgrunbook.backup") for m in starters)

@@ -18,6 +18,7 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 
@@ -30,6 +31,7 @@ from pgrunbook.backup.toc import (
     split_script,
     statements,
 )
+from pgrunbook.postgres import runner
 
 
 @dataclass(frozen=True)
@@ -325,27 +327,26 @@ def read_definitions(
     try:
         with os.fdopen(fd, "w") as f:
             f.writelines(e.line + "\n" for e in wanted)
-        cmd = [pg_restore, "--verbose", "--file=-", f"--use-list={list_path}"] + ([path] if path else [])
-        proc = subprocess.Popen(
-            cmd,
+        args = ["--verbose", "--file=-", f"--use-list={list_path}"] + ([path] if path else [])
+        out: list[bytes] = []
+        with runner.start(
+            Path(pg_restore),
+            args,
             stdin=subprocess.PIPE if stream is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            pass_fds=pass_fds,
-        )
-        out: list[bytes] = []
-        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
-        reader.start()
-        if stream is not None:
-            assert proc.stdin is not None
-            try:
-                for chunk in stream:
-                    proc.stdin.write(chunk)
-                proc.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass  # pg_restore read what it needed
-        proc.wait()
-        reader.join()
+            inherit_fds=pass_fds,
+        ) as tool:
+            reader = threading.Thread(target=lambda: out.append(tool.stdout.read()), daemon=True)
+            reader.start()
+            if stream is not None:
+                try:  # not runner.feed: the rest of the stream (the table data) is never needed here
+                    for chunk in stream:
+                        tool.stdin.write(chunk)
+                    tool.stdin.close()
+                except (BrokenPipeError, OSError):
+                    pass  # pg_restore read what it needed
+            tool.wait()
+            reader.join()
     finally:
         os.unlink(list_path)
     return split_script(b"".join(out).decode(errors="replace"))
