@@ -1,8 +1,13 @@
 """Backup speed and size, side by side in one run, on a generated realistic database.
 
     .venv/bin/python bench/backup_bench.py [--size-mb 1024] [--runs 3] [--url URL]
+        [--server-bin DIR] [--tools DIR] [--seed-dump FILE]
 
-Without --url it starts a throwaway local cluster. It prints median wall-clock times over --runs runs,
+Without --url it starts a throwaway local cluster (initdb/postgres from --server-bin, else the ones
+found as the suite finds them), filled by generating --size-mb of data, or from --seed-dump (a
+custom-format dump of a database generated before: the same data for every major, in seconds). The
+client tools compared (and given to pgrunbook) are those in --tools, else the ones pgrunbook would
+choose for the server. It prints median wall-clock times over --runs runs,
 ratios against raw ``pg_dump -Fc -Z0``, sizes against the runbook's ``pg_dump --format=custom``, and
 pgrunbook's peak memory. Targets (SPEC "Performance"): pgrunbook <= 1.5x raw time, size <= runbook's.
 """
@@ -99,6 +104,47 @@ def generate(url: str, size_mb: int) -> int:
         return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
 
 
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.1f} / {five:.1f} / {fifteen:.1f}"
+
+
+def throwaway_cluster(args: argparse.Namespace) -> tuple[LocalCluster, str, int]:
+    """A throwaway cluster with database ``bench``: generated, or restored from ``args.seed_dump``.
+    Returns the cluster, the database's URL and its size in bytes."""
+    cluster = LocalCluster(
+        bin_dir=args.server_bin, name="pgrunbook-bench", settings={"shared_buffers": "'512MB'"}
+    ).start()
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE bench")
+        major = conn.info.server_version // 10000
+    url = cluster.url("bench")
+    if args.seed_dump:
+        print(f"loading {args.seed_dump} ...", file=sys.stderr)
+        tools = find_client_tools(major, str(major), args.tools)
+        target = parse_database_url(url)
+        subprocess.run(
+            [str(tools.pg_restore), "--no-owner", "-j2", "-d", target.conninfo(), args.seed_dump],
+            env={**os.environ, **connection(target).env},
+            check=True,
+        )
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE)")
+            size = int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
+        return cluster, url, size
+    print(f"generating ~{args.size_mb} MB ...", file=sys.stderr)
+    return cluster, url, generate(url, args.size_mb)
+
+
+def add_setup_arguments(ap: argparse.ArgumentParser) -> None:
+    def folder(path: str) -> str:
+        return str(Path(path).resolve())  # the cluster runs its binaries from its own folder
+
+    ap.add_argument("--server-bin", type=folder, help="initdb/pg_ctl/postgres of the throwaway cluster's major")
+    ap.add_argument("--tools", type=folder, help="folder of the pg_dump/pg_restore compared (and given to pgrunbook)")
+    ap.add_argument("--seed-dump", help="fill the throwaway cluster from this custom-format dump")
+
+
 def timed(cmd: list[str] | str, env: dict[str, str], shell: bool = False) -> tuple[float, int, float]:
     """Wall time, the child's peak RSS (kB) and its CPU seconds (with the children it waited for)."""
     t0 = time.perf_counter()
@@ -164,7 +210,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--url", help="an existing, already generated database (else a throwaway cluster)")
     ap.add_argument("--no-s3", action="store_true", help="skip the S3 run (moto's server on loopback)")
+    add_setup_arguments(ap)
     args = ap.parse_args()
+    load_start = load_average()
     cluster = None
     work = Path(tempfile.mkdtemp(prefix="pgrunbook-bench-"))
     try:
@@ -172,19 +220,15 @@ def main() -> None:
             url = args.url
             db_size = 0
         else:
-            cluster = LocalCluster(name="pgrunbook-bench", settings={"shared_buffers": "'512MB'"}).start()
-            with psycopg.connect(cluster.url(), autocommit=True) as conn:
-                conn.execute("CREATE DATABASE bench")
-            url = cluster.url("bench")
-            print(f"generating ~{args.size_mb} MB ...", file=sys.stderr)
-            db_size = generate(url, args.size_mb)
+            cluster, url, db_size = throwaway_cluster(args)
         target = parse_database_url(url)
         with psycopg.connect(url) as conn:
             version = conn.info.server_version
             db_size = db_size or int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
-        tools = find_client_tools(version // 10000, str(version))
+        tools = find_client_tools(version // 10000, str(version), args.tools)
         env = {**os.environ, **connection(target).env, "DATABASE_URL": url}
-        (work / "pgrunbook.toml").write_text(f'[backup]\nstorage = "{work / "store"}"\n')
+        postgres = f'[postgres]\nbin_dir = "{tools.folder}"\n'
+        (work / "pgrunbook.toml").write_text(f'[backup]\nstorage = "{work / "store"}"\n{postgres}')
         raw_file, runbook_file = work / "raw.dump", work / "runbook.dump"
         methods: dict[str, list[str] | str] = {
             "raw pg_dump -Fc -Z0": [str(tools.pg_dump), "-Fc", "-Z0", "-f", str(raw_file), target.conninfo()],
@@ -205,7 +249,7 @@ def main() -> None:
         moto = None if args.no_s3 else start_moto(work)
         if moto is not None:
             env.update(moto[1])
-            (work / "s3.toml").write_text('[backup]\nstorage = "s3://bench/pg"\n')
+            (work / "s3.toml").write_text(f'[backup]\nstorage = "s3://bench/pg"\n{postgres}')
             methods["pgrunbook backup create -> S3 (moto, loopback)"] = [
                 str(Path(sys.executable).parent / "pgrunbook"),
                 "--config",
@@ -243,7 +287,7 @@ def main() -> None:
         }
         if (work / "ref.zst").exists():
             sizes["pg_dump -Fc -Z0 | zstd -T2 -3"] = (work / "ref.zst").stat().st_size
-        report(times, sizes, rss, db_size, args, cpu, server_cpu)
+        report(times, sizes, rss, db_size, args, cpu, server_cpu, (version, tools.version.text, load_start))
         if moto is not None:
             moto[0].terminate()
     finally:
@@ -260,12 +304,15 @@ def report(
     args: argparse.Namespace,
     cpu: dict[str, list[float]],
     server_cpu: list[float],
+    versions: tuple[int, str, str],
 ) -> None:
     raw = statistics.median(times["raw pg_dump -Fc -Z0"])
     runbook_size = sizes["runbook pg_dump --format=custom"]
+    server, dump, load_start = versions
     print(
-        f"\n## Backup benchmark ({platform.machine()}, {os.cpu_count()} cores, database {db_size / 1e6:.0f} MB, "
-        f"median of {args.runs})\n"
+        f"\n## Backup benchmark, PostgreSQL {server // 10000} (server {server // 10000}.{server % 10000}, pg_dump "
+        f"{dump}; {platform.machine()}, {os.cpu_count()} cores, database {db_size / 1e6:.0f} MB, median of "
+        f"{args.runs}; load average at start {load_start}, at end {load_average()})\n"
     )
     print("| method | median time | vs raw | size | vs runbook size | peak RSS | CPU (its own, with children) |")
     print("|---|---|---|---|---|---|---|")
@@ -299,6 +346,15 @@ def report(
         f"target size <= runbook's: {'met' if ok_size else 'MISSED'} "
         f"({sizes['pgrunbook backup create'] / runbook_size:.2f}x)"
     )
+    one_liner = "pg_dump -Fc -Z0 | zstd -T2 -3"
+    if one_liner in times:
+        theirs, their_size = statistics.median(times[one_liner]), sizes[one_liner]
+        ahead = ours < theirs and sizes["pgrunbook backup create"] < their_size
+        print(
+            f"target ahead of `{one_liner}` on time and size: "
+            f"{'met' if ahead else 'MISSED'} ({ours:.2f} s vs {theirs:.2f} s, "
+            f"{sizes['pgrunbook backup create'] / 1e6:.0f} MB vs {their_size / 1e6:.0f} MB)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Restore speed, side by side in one run: pgrunbook restore vs pg_restore -j N on the same dump.
 
     .venv/bin/python bench/restore_bench.py [--size-mb 1024] [--runs 3] [--jobs 2]
+        [--server-bin DIR] [--tools DIR] [--seed-dump FILE] [--warm-only]
 
 Generates the same realistic database as backup_bench.py, takes one pgrunbook backup, and times
 restoring it into a fresh database on a server with production durability (fsync, full-page writes,
@@ -46,8 +47,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from backup_bench import generate
-from pgrunbook.postgres.cluster import LocalCluster
+from backup_bench import add_setup_arguments, load_average, throwaway_cluster
 from pgrunbook.postgres.runner import connection
 from pgrunbook.postgres.tools import find_client_tools
 from pgrunbook.postgres.url import parse_database_url
@@ -81,19 +81,20 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--warm-only", action="store_true", help="measure the warm page cache only")
+    add_setup_arguments(ap)
     args = ap.parse_args()
+    load_start = load_average()
     work = Path(tempfile.mkdtemp(prefix="pgrunbook-bench-restore-"))
-    cluster = LocalCluster(name="pgrunbook-bench", settings={"shared_buffers": "'512MB'"}).start()
+    cluster, url, db_size = throwaway_cluster(args)
     try:
-        with psycopg.connect(cluster.url(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE bench")
-        url = cluster.url("bench")
-        print(f"generating ~{args.size_mb} MB ...", file=sys.stderr)
-        db_size = generate(url, args.size_mb)
         settle_source(url)
         durable(cluster.url())
         target = parse_database_url(url)
-        tools = find_client_tools(15, "15")
+        with psycopg.connect(url) as conn:
+            server = conn.info.server_version
+        tools = find_client_tools(server // 10000, str(server), args.tools)
+        versions = f"server {server // 10000}.{server % 10000}, pg_restore {tools.version.text}"
         env = {**os.environ, **connection(target).env, "DATABASE_URL": url}
         cfg = work / "pgrunbook.toml"
         cli = [str(Path(sys.executable).parent / "pgrunbook"), "--config", str(cfg)]
@@ -101,6 +102,7 @@ def main() -> None:
         def configure(method: str) -> None:
             cfg.write_text(
                 f'[backup]\nstorage = "{work / "store"}"\n[restore]\nmethod = "{method}"\njobs = {args.jobs}\n'
+                f'[postgres]\nbin_dir = "{tools.folder}"\n'
             )
 
         configure("auto")
@@ -220,13 +222,16 @@ def main() -> None:
             if cold:
                 Path("/proc/sys/vm/drop_caches").write_text("1\n")
 
-        conditions = [False, True] if can_drop_caches() else [False]
+        conditions = [False, True] if can_drop_caches() and not args.warm_only else [False]
         for cold in conditions:
             condition["cold"] = cold
+            cond_load = load_average()
             times = measure(methods, args.runs, functools.partial(settle, cold), lambda: plain(archive))
-            report(times, breakdown, args, db_size, cold)
+            report(times, breakdown, args, db_size, cold, f"{versions}; load average {cond_load} -> {load_average()}")
         if len(conditions) == 1:
-            print("\n(cold page cache not measured: emptying it needs root, /proc/sys/vm/drop_caches)")
+            why = "--warm-only" if args.warm_only else "emptying it needs root, /proc/sys/vm/drop_caches"
+            print(f"\n(cold page cache not measured: {why})")
+        print(f"\n(load average at start {load_start}, at end {load_average()})")
     finally:
         cluster.cleanup()
         shutil.rmtree(work, ignore_errors=True)
@@ -254,7 +259,12 @@ def measure(
 
 
 def report(
-    times: dict[str, list[float]], breakdown: dict[str, str], args: argparse.Namespace, db_size: int, cold: bool
+    times: dict[str, list[float]],
+    breakdown: dict[str, str],
+    args: argparse.Namespace,
+    db_size: int,
+    cold: bool,
+    versions: str,
 ) -> None:
     base = statistics.median(next(iter(times.values())))
     cache = (
@@ -264,7 +274,8 @@ def report(
         else "page cache warm: every input file was read moments before and is still in memory"
     )
     print(
-        f"\n**Restore, {'cold' if cold else 'warm'} page cache** ({os.cpu_count()} cores, database "
+        f"\n**Restore, {'cold' if cold else 'warm'} page cache, PostgreSQL {versions.split()[1].split('.')[0]}** "
+        f"({versions}; {os.cpu_count()} cores, database "
         f"{db_size / 1e6:.0f} MB, median of {args.runs}; server with fsync, full_page_writes and "
         f"synchronous_commit on; {cache})\n"
     )

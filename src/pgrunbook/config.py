@@ -80,7 +80,9 @@ class BackupConfig(_Model):
     )
     encryption: EncryptionConfig = EncryptionConfig()
     compression: Literal["zstd", "gzip"] = "zstd"
-    zstd_level: int = Field(1, ge=1, le=19, description="1: fastest, still smaller than pg_dump -Fc (bench/)")
+    zstd_level: int = Field(
+        2, ge=1, le=19, description="2: as small as level 3 on database dumps for half its CPU (bench/RESULTS.md)"
+    )
     zstd_threads: int = Field(0, ge=0, description="0 = one per CPU core")
     zstd_frame_mb: float = Field(
         64, ge=0.0625, le=4096, description="archive MB per zstd frame: restores decompress frames in parallel"

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-import httpx
 from psycopg import sql
 
 from pgrunbook.environment import Environment
@@ -66,6 +65,8 @@ class HealthResult:
 
 def probe_http(url: str, timeout_s: float) -> HealthCheck:
     """One GET; healthy only for a 2xx JSON body whose ``status`` is ``ok``."""
+    import httpx  # here, not at the top: ~0.1 s of every command's start-up, needed only by health checks
+
     shown = redact_urls(url)  # a token in the URL (?token=, user:pass@) is never echoed
     try:
         resp = httpx.get(url, timeout=timeout_s, follow_redirects=True)
