@@ -263,6 +263,20 @@ def test_a_backup_from_before_frames_still_restores(seeded: Project) -> None:
     assert fingerprint(db_url(seeded, "from_old")) == fingerprint(seeded.url)
 
 
+def test_a_backup_written_at_the_former_level_restores_and_the_default_is_smaller(seeded: Project) -> None:
+    """Backups taken before zstd level 2 became the default (level 1, same frames, same manifest) restore
+    exactly; the default now writes a smaller file of the same archive."""
+    seeded.write_config(FRAMES_CONFIG.replace("zstd_frame_mb = 0.0625\n", "zstd_level = 1\n"))
+    old = create_backup(seeded.env())
+    r = seeded.cli("--json", "restore", old.id, "--into", "from_level_1")
+    assert r.returncode == 0, r.stderr
+    assert fingerprint(db_url(seeded, "from_level_1")) == fingerprint(seeded.url)
+    seeded.write_config(FRAMES_CONFIG.replace("zstd_frame_mb = 0.0625\n", ""))
+    new = create_backup(seeded.env())
+    assert new.archive_size == old.archive_size
+    assert new.size < old.size, (new.size, old.size)
+
+
 class _Recorder(EarlyCounts):
     """EarlyCounts keeping what it learns from pg_restore's lines, without counting."""
 
