@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -80,6 +82,64 @@ def test_sigkill_mid_dump_leaves_nothing_usable(seeded: Project, moment: str) ->
     assert [n for n in kept if not n.startswith(".pgrunbook-")] == [new_id]  # the markers stay
     assert seeded.cli("backup", "verify", new_id).returncode == 0
     evidence.fault(f"SIGKILL of backup create ({moment})")
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The processes whose parent is ``pid``, with their command names (Linux /proc)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if int(rest[1]) == pid:
+            found[int(stat.parent.name)] = name
+    return found
+
+
+def _sessions(conn: psycopg.Connection, dbname: str) -> list[tuple[int, str]]:
+    return conn.execute(
+        "SELECT pid, application_name FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (dbname,),
+    ).fetchall()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_sigkill_mid_backup_takes_pg_dump_with_it(seeded: Project) -> None:
+    """pgrunbook killed while pg_dump waits for a lock: the kernel kills pg_dump too (parent-death
+    signal), so no orphan keeps its snapshot, its connection and its lock request."""
+    dbname = seeded.url.rsplit("/", 1)[1]
+    # pg_stat_activity is read once per transaction: the watcher is another connection, in autocommit
+    with psycopg.connect(seeded.url, autocommit=True) as blocker, psycopg.connect(seeded.url, autocommit=True) as watch:
+        blocker.execute("BEGIN")
+        blocker.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")  # pg_dump waits here, connected
+        proc = _start(seeded)
+        try:
+            waiting = "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
+            wait_for(lambda: watch.execute(waiting, (dbname,)).fetchone(), 60, "pg_dump waiting for the lock")
+            dumps = [pid for pid, name in _children(proc.pid).items() if name == "pg_dump"]
+            assert len(dumps) == 1, _children(proc.pid)
+            others = {pid for pid, _ in _sessions(watch, dbname)} - {blocker.info.backend_pid}
+            assert others, "the backup's sessions (pgrunbook's snapshot, pg_dump's) are there before the kill"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            t0 = time.monotonic()
+            wait_for(lambda: not Path(f"/proc/{dumps[0]}").exists() or _zombie(dumps[0]), 5, "pg_dump gone")
+            alive = lambda: {pid for pid, _ in _sessions(watch, dbname)} & others  # noqa: E731
+            wait_for(lambda: not alive(), 5, "no session of the killed backup")
+            gone_after = time.monotonic() - t0
+        finally:
+            blocker.execute("ROLLBACK")
+    assert gone_after < 5
+    evidence.fault("SIGKILL of backup create while pg_dump waits for a lock (pg_dump dies with it)")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def test_prune_leaves_a_running_backup_alone(seeded: Project) -> None:

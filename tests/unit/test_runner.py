@@ -4,7 +4,11 @@ its argv. How a tool's failure is read from its stderr: tests/unit/test_tool_err
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +84,21 @@ def test_popen_options_per_platform(platform: str, monkeypatch: pytest.MonkeyPat
         assert set(options) == {"preexec_fn"}
     else:
         assert options == {}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_every_tool_gets_the_parent_death_signal() -> None:
+    """A tool started through the runner asks prctl(PR_GET_PDEATHSIG) and finds SIGKILL (9): pgrunbook
+    killed takes it along. Python stands in for pg_dump here: any binary gets the same preexec."""
+    code = (
+        "import ctypes; v = ctypes.c_int(); "
+        "ctypes.CDLL(None).prctl(2, ctypes.byref(v)); print(v.value)"  # 2 = PR_GET_PDEATHSIG
+    )
+    with runner.start(Path(sys.executable), ["-c", code], stdout=subprocess.PIPE, text=True) as tool:
+        out = tool.stdout.read()
+        assert tool.wait() == 0
+    assert out.strip() == str(int(signal.SIGKILL))
+    with runner.start(
+        Path(sys.executable), ["-c", code], stdout=subprocess.PIPE, text=True, die_with_parent=False
+    ) as tool:
+        assert tool.stdout.read().strip() == "0" and tool.wait() == 0

@@ -111,6 +111,21 @@ def create_backup(env: Environment, *, label: str = "manual", progress: Progress
         conn.close()
 
 
+def _orphan_check(conn: psycopg.Connection) -> dict[str, str | int]:
+    """``client_connection_check_interval`` (PostgreSQL 14+, where the server's platform supports it)
+    for this connection and pg_dump's: if pgrunbook dies (pg_dump is killed with it, runner.py), a
+    session waiting for a lock or running a long query notices its client is gone within seconds
+    instead of holding its snapshot and lock request until the wait ends. Tried here first: a server
+    that refuses it gets nothing."""
+    if conn.info.server_version < 140000:
+        return {}
+    try:
+        conn.execute("SET client_connection_check_interval = '2s'")
+    except psycopg.Error:
+        return {}
+    return {"client_connection_check_interval": "2s"}
+
+
 def _with_estimate(env: Environment, progress: ProgressFn) -> ProgressFn:
     """pg_dump cannot say how much it will write; the last backup's archive size is a good guess (a
     database grows slowly), so a terminal's bar shows how far along the dump is instead of a count of
@@ -161,6 +176,7 @@ def _run(
     compression = codec(cfg.compression)
     file = compression.file_name(encrypted=bool(encrypt_to))
 
+    settings = _orphan_check(conn)
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
 
@@ -168,7 +184,7 @@ def _run(
     writer = env.storage.writer(repo.key(bid, file))
     try:
         with runner.start(
-            tools.pg_dump, dump_args(compression, snapshot_id), target=target, stdout=subprocess.PIPE
+            tools.pg_dump, dump_args(compression, snapshot_id), target=target, stdout=subprocess.PIPE, settings=settings
         ) as dump:
             snap = _Snapshot({}, None)
             snap_thread = threading.Thread(target=_read_snapshot, args=(conn, target.schema, snap), daemon=True)

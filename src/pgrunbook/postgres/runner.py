@@ -12,8 +12,11 @@ What it guarantees, whoever calls it (backup create, verify, drill, restore):
 - stderr captured (or handed to the caller, for pg_restore's ``--verbose`` progress) and every report
   from it redacted; its first ``ERROR:`` and the archive entry it concerns are read by
   `pgrunbook.postgres.tool_errors`, the one reader of the tools' stderr (`ToolProcess.failure`).
-- cancellation: leaving a `ToolProcess` block by an exception kills the tool; on Linux a tool started
-  with ``die_with_parent`` is killed by the kernel if pgrunbook itself dies.
+- cancellation: leaving a `ToolProcess` block by an exception kills the tool; on Linux every tool gets
+  the parent-death signal (``PR_SET_PDEATHSIG``): the kernel kills it when pgrunbook dies, even by
+  SIGKILL, so no pg_dump keeps a snapshot and a connection open, and no pg_restore keeps writing into
+  a database nobody will verify. The signal follows the *thread* that started the tool: start and wait
+  in the same thread (every caller does).
 - per platform: ``preexec_fn`` and ``pass_fds`` are POSIX-only in `subprocess`, ``memfd_create`` is
   Linux-only; on Windows only portable arguments are used (`PLATFORM` is the one switch).
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +37,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import IO, Any
 
@@ -79,8 +84,9 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def popen_options(*, inherit_fds: Sequence[int] = (), die_with_parent: bool = False) -> dict[str, Any]:
-    """The platform-dependent keyword arguments of `subprocess.Popen`: none at all on Windows."""
+def popen_options(*, inherit_fds: Sequence[int] = (), die_with_parent: bool = True) -> dict[str, Any]:
+    """The platform-dependent keyword arguments of `subprocess.Popen`: none at all on Windows; on Linux
+    the parent-death signal unless ``die_with_parent`` is False."""
     if is_windows():
         if inherit_fds:
             raise RuntimeError("inheriting descriptors is not available on Windows")  # callers check has_memfd
@@ -88,18 +94,48 @@ def popen_options(*, inherit_fds: Sequence[int] = (), die_with_parent: bool = Fa
     options: dict[str, Any] = {}
     if inherit_fds:
         options["pass_fds"] = tuple(inherit_fds)
-    if die_with_parent and is_linux():
-        options["preexec_fn"] = _die_with_parent
+    if die_with_parent and (preexec := parent_death_preexec()) is not None:
+        options["preexec_fn"] = preexec
     return options
 
 
-def _die_with_parent() -> None:
-    """``preexec_fn`` (Linux): the child gets SIGKILL when pgrunbook dies, so a killed restore cannot
-    keep writing into a database nobody will verify."""
-    import ctypes
-    import signal
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+@cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once in the parent (never in a forked child: loading a library there can
+    deadlock on a lock another thread held at fork time). None when it cannot be found."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+def parent_death_preexec() -> Callable[[], None] | None:
+    """A ``preexec_fn`` (Linux) that asks the kernel to SIGKILL the child when pgrunbook dies.
+
+    Python's documentation calls ``preexec_fn`` unsafe in a threaded program because the child runs
+    Python between fork and exec while other threads' locks are frozen. This one takes no lock: the
+    prctl function was resolved in the parent (`_prctl`), and the child only makes two system calls
+    (prctl, getppid) with small integers. If pgrunbook died between fork and prctl, the child has been
+    re-parented already and would never get the signal: it exits instead of running the tool."""
+    prctl = _prctl() if is_linux() else None
+    if prctl is None:
+        return None
+    parent = os.getpid()
+    signum = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signum)
+        if os.getppid() != parent:
+            os._exit(70)
+
+    return preexec
 
 
 # --- secrets and environment --------------------------------------------------------------------------
@@ -299,13 +335,14 @@ def start(
     collect_stderr: bool = True,
     text: bool = False,
     inherit_fds: Sequence[int] = (),
-    die_with_parent: bool = False,
+    die_with_parent: bool = True,
 ) -> ToolProcess:
     """Start ``binary`` with ``args``; with a ``target``, ``--no-password --dbname=<conninfo>`` are added
     (secrets in the environment or the service file, see the module's docstring).
 
     ``stdin``/``stdout``: ``subprocess.PIPE``, ``DEVNULL`` or a descriptor. ``text``: decode the pipes
     (errors replaced). ``inherit_fds``: descriptors the tool opens by /proc path (Linux; see `has_memfd`).
+    ``die_with_parent`` (default on; Linux): the kernel kills the tool when pgrunbook dies.
     Raises OSError when the binary cannot be started, ConfigError for secrets that cannot be passed.
     """
     conn = connection(target) if target is not None else None
