@@ -13,6 +13,8 @@ from pgrunbook.config import database_target
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
 from pgrunbook.postgres.connect import connect, server_version
+from pgrunbook.postgres.database_swap import drop_statement, staging_databases
+from pgrunbook.postgres.ownership import schema_ownership
 from pgrunbook.postgres.tools import (
     TRANSACTION_TIMEOUT_SINCE,
     ClientTools,
@@ -57,9 +59,11 @@ def run_doctor(env: Environment) -> list[DoctorCheck]:
         with conn:
             _check_tools(env, conn, checks)
             _check_history(env, conn, checks)
+            _guard(checks, "ownership", lambda: _ownership(env, conn))
+            _guard(checks, "leftovers", lambda: _leftovers(env, conn))
             _check_invalid_indexes(conn, checks)
     else:
-        for name in ("client tools", "restore tools", "prisma history", "invalid indexes"):
+        for name in ("client tools", "restore tools", "prisma history", "ownership", "leftovers", "invalid indexes"):
             checks.append(DoctorCheck(name, "skipped", "needs a database connection"))
     _guard(checks, "storage", lambda: _storage(env))
     _guard(checks, "free space", lambda: _free_space(env))
@@ -226,6 +230,53 @@ def _check_history(env: Environment, conn: psycopg.Connection, checks: list[Doct
         checks.append(
             DoctorCheck("prisma history", "ok", f"{applied[0] if applied else 0} migrations applied, none failed")
         )
+
+
+_SHOWN = 8  # objects and statements named in one line; the count says how many more
+
+
+def _ownership(env: Environment, conn: psycopg.Connection) -> DoctorCheck:
+    """Objects of the app's schema owned by another role than the one owning the rest: a migration
+    applied by an admin leaves them so, and the app's next migration cannot ALTER them."""
+    owners = schema_ownership(conn, env.target().schema)
+    role, foreign = owners.app_role, owners.foreign()
+    if role is None or not owners.objects:
+        return DoctorCheck("ownership", "ok", f"schema {owners.schema} has no objects yet")
+    if not foreign:
+        n = len(owners.objects)
+        return DoctorCheck("ownership", "ok", f"all {n} objects in schema {owners.schema} belong to {role}")
+    others = sorted({o.owner for o in foreign})
+    named = ", ".join(f"{o.describe()} ({o.owner})" for o in foreign[:_SHOWN])
+    more = f" and {len(foreign) - _SHOWN} more" if len(foreign) > _SHOWN else ""
+    fixes = owners.fix_statements()
+    statements = " ".join(fixes[:_SHOWN]) + (f" … ({len(fixes)} statements in all)" if len(fixes) > _SHOWN else "")
+    reassign = [r for r in others if r not in owners.superusers]
+    alt = "".join(f"; or REASSIGN OWNED BY {r} TO {role} (everything {r} owns in this database)" for r in reassign)
+    return DoctorCheck(
+        "ownership",
+        "warning",
+        f"{len(foreign)} of {len(owners.objects)} objects in schema {owners.schema} belong to {', '.join(others)}, "
+        f"not to {role} (the owner of the rest): {named}{more}",
+        f"{role}'s next migration cannot ALTER them; as a superuser or a member of both roles: {statements}{alt}. "
+        '[migrate] role = "auto" (the default) keeps new ones with ' + role,
+    )
+
+
+def _leftovers(env: Environment, conn: psycopg.Connection) -> DoctorCheck:
+    """Staging databases of in-place restores that were killed (``<db>_restore_<stamp>``): each holds a
+    partial or unused copy and takes disk space; the live database is never among them."""
+    live = env.target().dbname
+    found = staging_databases(conn, live)
+    if not found:
+        return DoctorCheck("leftovers", "ok", f"no staging database of an interrupted restore of {live}")
+    drops = " ".join(drop_statement(name) for name in found)
+    return DoctorCheck(
+        "leftovers",
+        "warning",
+        f"{len(found)} staging database(s) of an interrupted in-place restore of {live}: {', '.join(found)}",
+        f"they are not the live database ({live}); pgrunbook runs shows what the interrupted run did. "
+        f"To drop them: {drops}",
+    )
 
 
 def _check_invalid_indexes(conn: psycopg.Connection, checks: list[DoctorCheck]) -> None:

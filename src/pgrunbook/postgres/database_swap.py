@@ -177,3 +177,40 @@ def swap(conn: psycopg.Connection, live: str, staging: str, replaced: str, *, at
         f"could not swap {staging} in for {live}: {why}; nothing was swapped",
         hint=f"is the app really in maintenance, and nothing else connected to {live} or {staging}?",
     )
+
+
+# --- the names of an in-place restore's databases -------------------------------------------------------
+
+_STAMP = re.compile(r"\d{14}")
+
+
+def staging_name(live: str, stamp: str) -> str:
+    """The database an in-place restore of ``live`` restores into before the swap (``stamp``: UTC
+    YYYYmmddHHMMSS); the name keeps within PostgreSQL's 63 bytes."""
+    return f"{live[:40]}_restore_{stamp}"
+
+
+def replaced_name(live: str, stamp: str) -> str:
+    """The name the live database is kept under once the swap replaced it."""
+    return f"{live[:40]}_replaced_{stamp}"
+
+
+def staging_databases(conn: psycopg.Connection, live: str) -> list[str]:
+    """Databases named like ``staging_name(live, …)``: what a killed in-place restore left behind
+    (after a swap the staging name is gone, so the live database is never among them)."""
+    prefix = f"{live[:40]}_restore_"
+    rows = conn.execute(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, %s) AND datname <> %s ORDER BY datname",
+        (prefix, live),
+    ).fetchall()
+    return [str(r[0]) for r in rows if _STAMP.fullmatch(str(r[0])[len(prefix) :])]
+
+
+def database_exists(conn: psycopg.Connection, name: str) -> bool:
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = %s)", (name,)).fetchone()
+    return bool(row and row[0])
+
+
+def drop_statement(name: str) -> str:
+    """The exact statement that drops database ``name`` (quoted as SQL needs, sessions ended first)."""
+    return 'DROP DATABASE IF EXISTS "' + name.replace('"', '""') + '" WITH (FORCE);'

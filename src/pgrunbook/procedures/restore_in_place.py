@@ -7,18 +7,104 @@ the swap it is untouched; after it, the replaced one is kept under another name.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pgrunbook.backup.method import RestoreReport, VerifyResult, method_for
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment, ProgressFn, no_progress
-from pgrunbook.errors import ConfigError, VerificationFailed
+from pgrunbook.errors import ConfigError, PgRunbookError, VerificationFailed
 from pgrunbook.journal import Run
 from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.database_swap import database_exists, drop_statement, replaced_name, staging_name
 from pgrunbook.postgres.database_swap import describe as describe_carried
 from pgrunbook.postgres.database_swap import swap as swap_databases
 from pgrunbook.postgres.url import DatabaseTarget
 from pgrunbook.procedures.steps import maintenance_off, maintenance_on, verified_backup
+
+
+@dataclass
+class _Leftovers:
+    """What an in-place restore has left at each moment, written to the run's recovery note before each
+    change, so that a run killed anywhere (SIGKILL included) names every leftover: what is live, the
+    staging database with the exact statement that drops it (never the live one), the maintenance
+    state with the command that ends it, and the pre-restore backup."""
+
+    env: Environment
+    run: Run
+    live: str
+    staging: str
+    replaced: str
+    backup_id: str
+    maintenance: str = "off"  # off | turning on | on | kept on | turning off
+    stage: str = "before"  # before | restoring | swapping | swapped
+    safety: str | None = None
+
+    def write(self) -> None:
+        parts = (self._live(), self._staging(), self._maintenance(), self._backup())
+        self.run.set_recovery(" ".join(p for p in parts if p))
+
+    def set(self, **changes: str | None) -> None:
+        for key, value in changes.items():
+            setattr(self, key, value)
+        self.write()
+
+    def _live(self) -> str:
+        live, replaced = self.live, self.replaced
+        if self.stage == "swapped":
+            return (
+                f"live: {live} holds backup {self.backup_id} (the swap committed); the previous {live} is kept as "
+                f'{replaced}; to go back: ALTER DATABASE "{live}" RENAME TO "{self.staging}"; '
+                f'ALTER DATABASE "{replaced}" RENAME TO "{live}";'
+            )
+        if self.stage == "swapping":
+            return (
+                f"live: the swap is one transaction: if {replaced} exists it committed and {live} holds backup "
+                f"{self.backup_id}; otherwise {live} is untouched."
+            )
+        return f"live: {live} is untouched (the backup has not replaced it)."
+
+    def _staging(self) -> str:
+        drop = drop_statement(self.staging)
+        if self.stage == "restoring":
+            return f"leftover: staging database {self.staging} may hold a partial restore (it is not live): {drop}"
+        if self.stage == "swapping":
+            return f"leftover: if {self.staging} still exists the swap did not commit; it is not live: {drop}"
+        return ""
+
+    def _maintenance(self) -> str:
+        hooks = self.env.settings.hooks
+        if "maintenance_on" not in hooks:
+            return "maintenance: no maintenance hooks are configured."
+        off = hooks.get("maintenance_off")
+        how = "turn it off by hand (no maintenance_off hook)"
+        if off:
+            how = f"to turn it off, run the maintenance_off hook: {off}"
+        return {
+            "off": "maintenance: off.",
+            "turning on": f"maintenance: the maintenance_on hook was running, so maintenance may be on; {how}",
+            "on": f"maintenance: on; {how}",
+            "kept on": f"maintenance: on, kept on after the failure as asked; {how}",
+            "turning off": f"maintenance: the maintenance_off hook was running, so maintenance may still be on; {how}",
+        }[self.maintenance]
+
+    def _backup(self) -> str:
+        return f"pre-restore backup: {self.safety}." if self.safety else ""
+
+    def settle(self, target: DatabaseTarget) -> None:
+        """After a failure the process survived: the staging database is looked up (the restore drops
+        it on failure), so the note says exactly what is left."""
+        if self.stage not in ("restoring", "swapping"):
+            self.write()
+            return
+        try:
+            with connect(target.with_dbname(_maintenance_db(self.live)), purpose="restore leftovers") as admin:
+                staging_left, swapped = database_exists(admin, self.staging), database_exists(admin, self.replaced)
+        except PgRunbookError:
+            self.write()  # cannot look: the note keeps both possibilities
+            return
+        self.stage = "swapped" if swapped else "restoring" if staging_left else "before"
+        self.write()
 
 
 def restore_in_place(
@@ -33,7 +119,8 @@ def restore_in_place(
 ) -> RestoreReport:
     """Maintenance on, verified pre-restore backup, restore into a fresh database, swap names, verify,
     maintenance off. Refused (ConfigError) unless ``confirm`` is the live database's name; a backup that
-    fails its integrity check (VerificationFailed) stops it before maintenance starts."""
+    fails its integrity check (VerificationFailed) stops it before maintenance starts. The run's
+    recovery note names every leftover at each moment (`_Leftovers`)."""
     method = method_for(env)
     target = env.target(direct=True)
     live = target.dbname
@@ -46,31 +133,27 @@ def restore_in_place(
     with run.step("check backup"):
         _require_intact(method.verify(env, backup_id, progress=progress, record=False))
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    staging, replaced = f"{live[:40]}_restore_{stamp}", f"{live[:40]}_replaced_{stamp}"
-    run.set_recovery(f"database {live} is untouched; nothing to undo")
+    staging, replaced = staging_name(live, stamp), replaced_name(live, stamp)
+    left = _Leftovers(env, run, live, staging, replaced, backup_id)
+    left.write()
     ok = False
     try:
+        left.set(maintenance="turning on")
         maintenance_on(env, run)
+        left.set(maintenance="on")
         safety = verified_backup(env, run, "pre-restore backup", label="pre-restore", progress=progress, method=method)
-        run.set_recovery(f"database {live} is untouched; a pre-restore backup {safety.id} exists")
+        left.set(safety=safety.id, stage="restoring")
         report = method.restore_into(env, backup_id, staging, progress=progress, run=run, options=options)
         report.pre_restore_backup = safety.id
         with run.step("swap databases") as info:
-            run.set_recovery(
-                f"the swap is one transaction: {live} is either untouched or replaced by {staging} (then kept as "
-                f"{replaced}); the pre-restore backup is {safety.id}"
-            )
+            left.set(stage="swapping")
             report.carried_over = _swap(target, live, staging, replaced)
+            left.set(stage="swapped")
             info["detail"] = (
                 f"{staging} -> {live} with the live database's {report.carried_over}; "
                 f"the previous {live} is now {replaced}"
             )
-        run.set_recovery(
-            f'to go back to the state before the restore: ALTER DATABASE "{live}" RENAME TO "{staging}"; '
-            f'ALTER DATABASE "{replaced}" RENAME TO "{live}" (or restore the pre-restore backup {safety.id})'
-        )
         report.database, report.replaced_database = live, replaced
-        report.database_url = env.target(direct=False).with_dbname(live).full_url()
         with run.step("verify live database"):
             checks = method.verify_database(env, backup_id, target)
             if not all(c.ok for c in checks):
@@ -78,9 +161,17 @@ def restore_in_place(
         ok = True
         return report
     finally:
-        maintenance_off(
-            env, run, keep=not ok and keep_maintenance_on_failure, why_kept="kept on after a failure, as asked"
-        )
+        keep = not ok and keep_maintenance_on_failure
+        if keep:
+            left.maintenance = "kept on"
+        elif left.maintenance != "off":
+            left.set(maintenance="turning off")
+        try:
+            maintenance_off(env, run, keep=keep, why_kept="kept on after a failure, as asked")
+            if left.maintenance == "turning off":
+                left.maintenance = "off"
+        finally:
+            left.write() if ok else left.settle(target)
 
 
 def _require_intact(result: VerifyResult) -> None:
@@ -93,10 +184,13 @@ def _require_intact(result: VerifyResult) -> None:
         )
 
 
+def _maintenance_db(live: str) -> str:
+    return "postgres" if live != "postgres" else "template1"
+
+
 def _swap(target: DatabaseTarget, live: str, staging: str, replaced: str) -> str:
     """Rename live -> replaced and staging -> live in one transaction from a connection to another
     database, carrying the live database's own settings over (postgres/database_swap.py); returns a
     description of what was carried."""
-    maint = "postgres" if live != "postgres" else "template1"
-    with connect(target.with_dbname(maint), purpose="restore swap") as admin:
+    with connect(target.with_dbname(_maintenance_db(live)), purpose="restore swap") as admin:
         return describe_carried(swap_databases(admin, live, staging, replaced))
