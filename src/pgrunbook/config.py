@@ -128,6 +128,13 @@ class MigrateConfig(_Model):
     lock_wait_s: float = Field(10.0, ge=0, description="how long to wait for the migration advisory lock")
     lock_timeout: str = Field("10s", description="PostgreSQL lock_timeout while a migration runs")
     statement_timeout: str = Field("0", description="PostgreSQL statement_timeout while a migration runs; 0 = none")
+    role: str = Field(
+        "auto",
+        min_length=1,
+        max_length=63,
+        description='the role migration scripts run as: "auto" (SET ROLE to the role owning the schema\'s objects '
+        'when the connecting role is a member of it), "none" (the connecting role), or a role name',
+    )
     prisma_version: str | None = Field(
         None,
         description="the project's Prisma version (found in package.json, the lock file or node_modules when not "
@@ -199,6 +206,11 @@ class SmtpConfig(_Model):
 class EnvironmentConfig(_Model):
     database_url_env: str = "DATABASE_URL"
     direct_url_env: str | None = None
+    app_url_env: str | None = Field(
+        None,
+        description="variable holding the URL the application itself uses (its own role); point_app gets it "
+        "with only the database name changed. Unset: database_url_env's URL, refused when its role is an admin's",
+    )
     health_url: str | None = None
     health_deadline_s: float = Field(60.0, gt=0, description="keep retrying the health check this long")
     health_timeout_s: float = Field(5.0, gt=0, description="one try's timeout")
@@ -217,6 +229,13 @@ class EnvironmentConfig(_Model):
     def _window(cls, value: str | None) -> str | None:
         if value is not None:
             parse_window(value)
+        return value
+
+    @field_validator("app_url_env")
+    @classmethod
+    def _app_var(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(ENV_VAR_PATTERN, value):
+            raise ValueError(f"{value!r} is not an environment variable name (the URL goes in the variable)")
         return value
 
     @field_validator("hooks")

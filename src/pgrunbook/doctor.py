@@ -12,6 +12,7 @@ from psycopg import sql
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
+from pgrunbook.journal import Journal, journal_path
 from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.postgres.database_swap import drop_statement, staging_databases
 from pgrunbook.postgres.ownership import schema_ownership
@@ -68,6 +69,7 @@ def run_doctor(env: Environment) -> list[DoctorCheck]:
     _guard(checks, "storage", lambda: _storage(env))
     _guard(checks, "free space", lambda: _free_space(env))
     _guard(checks, "manifests", lambda: _manifests(env))
+    _guard(checks, "interrupted runs", lambda: _interrupted_runs(env))
     return checks
 
 
@@ -257,8 +259,8 @@ def _ownership(env: Environment, conn: psycopg.Connection) -> DoctorCheck:
         "warning",
         f"{len(foreign)} of {len(owners.objects)} objects in schema {owners.schema} belong to {', '.join(others)}, "
         f"not to {role} (the owner of the rest): {named}{more}",
-        f"{role}'s next migration cannot ALTER them; as a superuser or a member of both roles: {statements}{alt}. "
-        '[migrate] role = "auto" (the default) keeps new ones with ' + role,
+        f"{role}'s next migration cannot ALTER them; as a superuser or a member of both roles: {statements}{alt} "
+        f'([migrate] role = "auto", the default, gives new ones to {role})',
     )
 
 
@@ -276,6 +278,32 @@ def _leftovers(env: Environment, conn: psycopg.Connection) -> DoctorCheck:
         f"{len(found)} staging database(s) of an interrupted in-place restore of {live}: {', '.join(found)}",
         f"they are not the live database ({live}); pgrunbook runs shows what the interrupted run did. "
         f"To drop them: {drops}",
+    )
+
+
+def _interrupted_runs(env: Environment) -> DoctorCheck:
+    """Runs of this environment the journal shows as running whose process is gone: each one's recovery
+    note names what it left (a staging database, maintenance on, …)."""
+    path = journal_path(env.config)
+    if not path.exists():
+        return DoctorCheck("interrupted runs", "ok", "no journal yet")
+    journal = Journal(path)
+    try:
+        records = [r for r in journal.runs(limit=50, environment=env.name) if r.interrupted]
+    finally:
+        journal.close()
+    if not records:
+        return DoctorCheck("interrupted runs", "ok", "none")
+    detail = "; ".join(
+        f"{r.kind} {r.id} at step {r.steps[-1].name if r.steps else '?'}: {r.recovery or 'no recovery note'}"
+        for r in records
+    )
+    return DoctorCheck(
+        "interrupted runs",
+        "warning",
+        f"{len(records)} run(s) interrupted (process gone): {detail}",
+        "follow each run's recovery note (pgrunbook runs shows them); a deploy resumes with "
+        "pgrunbook deploy --resume RUN_ID",
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pgrunbook.errors import LocalStateError
+from pgrunbook.postgres.runner import pid_alive
 from pgrunbook.postgres.url import redact
 
 LOCK_WAIT_S = 30.0
@@ -87,6 +88,12 @@ class RunRecord:
     recovery: str
     steps: list[StepRecord] = field(default_factory=list)
 
+    @property
+    def interrupted(self) -> bool:
+        """Still "running" in the journal, but its process on this host is gone (killed, crashed, the
+        machine restarted): nothing will finish it, and its recovery note says what it left."""
+        return self.outcome == "running" and self.host == socket.gethostname() and not pid_alive(self.pid)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.id,
@@ -100,6 +107,7 @@ class RunRecord:
             "args": self.args,
             "detail": self.detail,
             "recovery": self.recovery,
+            "interrupted": self.interrupted,
             "steps": [s.to_dict() for s in self.steps],
         }
 

@@ -198,7 +198,8 @@ def test_rollback_with_db_names_the_cause(
         tmp_path,
         cluster.url(db),
         monkeypatch,
-        '[environments.production]\ndatabase_url_env = "DATABASE_URL"\n[environments.production.hooks]\n'
+        '[environments.production]\ndatabase_url_env = "DATABASE_URL"\napp_url_env = "DATABASE_URL"\n'
+        "[environments.production.hooks]\n"
         f"point_app = 'printf %s \"$PGRUNBOOK_DATABASE_URL\" > {url_file}'\napp_rollback = 'true'\n",
     )
     bid = backup_id(project)

@@ -43,7 +43,7 @@ class Stage:
         text = (
             '[backup]\nstorage = "backups"\n'
             "[environments.production]\n"
-            'database_url_env = "DATABASE_URL"\n'
+            'database_url_env = "DATABASE_URL"\napp_url_env = "DATABASE_URL"\n'  # the app runs as the superuser
             f'health_url = "{self.health}"\nhealth_deadline_s = 3\nhealth_interval_s = 0.2\n'
             f'read_query = "{read_query}"\n{extra_env}\n'
             "[environments.production.hooks]\n"

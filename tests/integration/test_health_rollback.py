@@ -145,6 +145,7 @@ def _rollback_config(project: Project, health: str, url_file: Path) -> None:
     marker = project.root / "app_rollback.log"
     project.write_config(
         f'[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+        'app_url_env = "DATABASE_URL"\n'  # the sample app connects as the test cluster's superuser
         f'health_url = "{health}"\nhealth_deadline_s = 5\nhealth_interval_s = 0.2\n'
         'read_query = "SELECT count(*) FROM account"\n'
         "[environments.production.hooks]\n"

@@ -159,8 +159,10 @@ def test_in_place_restore_gives_the_app_its_database_back(shop: Shop) -> None:
 
 def test_restore_into_with_point_app_gives_the_app_a_usable_copy(shop: Shop) -> None:
     url_file = shop.project.root / "app.url"
+    shop.project.environ["APP_DATABASE_URL"] = shop.app_url(shop.dbname)  # the app's own URL (point_app gets it)
     shop.project.write_config(
         '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+        'app_url_env = "APP_DATABASE_URL"\n'
         'read_query = "SELECT count(*) FROM \\"Customer\\""\nhealth_deadline_s = 5\n'
         "[environments.production.hooks]\n"
         f"point_app = 'printf %s \"$PGRUNBOOK_DATABASE_URL\" > {url_file}'\n"
@@ -180,8 +182,10 @@ def test_restore_into_with_point_app_gives_the_app_a_usable_copy(shop: Shop) -> 
 
 def test_rollback_with_db_gives_the_app_a_usable_database(shop: Shop) -> None:
     url_file = shop.project.root / "app.url"
+    shop.project.environ["APP_DATABASE_URL"] = shop.app_url(shop.dbname)  # the app's own URL (point_app gets it)
     shop.project.write_config(
         '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+        'app_url_env = "APP_DATABASE_URL"\n'
         'read_query = "SELECT count(*) FROM \\"Customer\\""\nhealth_deadline_s = 5\n'
         "[environments.production.hooks]\n"
         f"point_app = 'printf %s \"$PGRUNBOOK_DATABASE_URL\" > {url_file}'\n"

@@ -136,6 +136,9 @@ def test_sigkill_at_each_step_of_an_in_place_restore_names_every_leftover(seeded
         assert (leftovers["status"] == "warning") == bool(staging), leftovers
         for name in staging:
             assert drop_statement(name) in leftovers["hint"]
+        interrupted = next(c for c in doctor["checks"] if c["name"] == "interrupted runs")
+        assert interrupted["status"] == "warning" and run["run_id"] in interrupted["detail"]
+        assert note in interrupted["detail"] and run["interrupted"] is True
         # the text of `runs` shows the note too (wrapped to the terminal: compared without whitespace)
         assert "".join(note.split()) in "".join(seeded.cli("runs").stdout.split())
 

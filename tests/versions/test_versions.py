@@ -192,6 +192,7 @@ def stage(rich: Project) -> Iterator[tuple[Project, Path, Path]]:
     log = rich.root / "hooks.log"
     rich.write_config(
         '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+        'app_url_env = "DATABASE_URL"\n'  # the sample app connects as the test cluster's superuser
         f'health_url = "{health}"\nhealth_deadline_s = 3\nhealth_interval_s = 0.2\n'
         'read_query = "SELECT count(*) FROM account"\n[environments.production.hooks]\n'
         f"maintenance_on = 'echo on >> {log}'\nmaintenance_off = 'echo off >> {log}'\n"

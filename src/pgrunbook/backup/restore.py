@@ -79,7 +79,6 @@ class RestoreReport:
     skipped: list[str] = field(default_factory=list)  # entries left out on an explicit flag
     options: list[str] = field(default_factory=list)  # --owner / --skip-… as given
     carried_over: str | None = None  # in place: what of the live database's own settings was carried over
-    database_url: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -400,7 +399,6 @@ def _restore_data(
                 collect_stderr=False,
                 text=True,
                 inherit_fds=archive.inherit_fds,
-                die_with_parent=True,
             ) as restoring,
         ):
             every_error: list[str] = []  # all of them: one unexpected error anywhere fails the restore
@@ -605,7 +603,6 @@ def restore_into_new_database(
         if archive is not None:
             archive.cleanup()
     report.verified = True
-    report.database_url = env.target(direct=False).with_dbname(dbname).full_url()
     report.duration_s = round(time.monotonic() - t0, 3)
     return report
 

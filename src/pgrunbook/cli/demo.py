@@ -157,6 +157,7 @@ def _write_project(project: Path, health_url: str) -> None:
     (project / "pgrunbook.toml").write_text(
         '[backup]\nstorage = "backups"\nretention = { daily = 7, weekly = 4, monthly = 6 }\n'
         "[environments.default]\n"
+        'app_url_env = "DATABASE_URL"\n'  # the demo's app connects as the throwaway cluster's superuser
         f'health_url = "{health_url}"\nhealth_deadline_s = 5\nhealth_interval_s = 0.3\n'
         'read_query = "SELECT count(*) FROM customer"\n'
         "[environments.default.hooks]\n"

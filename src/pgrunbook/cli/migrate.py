@@ -85,6 +85,8 @@ def migrate_deploy_cmd(env_name: str | None, dry_run: bool, confirm: str | None)
             st.output.info(f"  [red]FAILED[/] {escape(name)} after {seconds:.2f}s")
 
     report = migrate(env, dry_run=dry_run, confirm=confirm, progress=progress)
+    if report.role_note and report.run_as is not None:  # who the scripts ran as, when not the connecting role
+        st.output.info(escape(report.role_note))
     for w in report.warnings:
         st.output.info(f"[yellow]warning:[/] {escape(w)}")
     if st.json_mode:

@@ -126,8 +126,9 @@ def runs(env_name: str | None, limit: int) -> None:
     if not records:
         st.output.info(escape(f"no runs recorded in {path}"))
     for r in records:
+        outcome = f"{r.outcome} (interrupted: process {r.pid} is gone)" if r.interrupted else r.outcome
         st.output.out.print(
-            f"[bold]{r.id}[/]  {r.kind} {r.environment}  {r.outcome}  by {r.user}@{r.host}  {r.started_at}",
+            f"[bold]{r.id}[/]  {r.kind} {r.environment}  {outcome}  by {r.user}@{r.host}  {r.started_at}",
             highlight=False,
         )
         print_steps(st, [s.to_dict() for s in r.steps])

@@ -10,10 +10,11 @@ that schema created when missing (postgres.rs, setup_connection).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import psycopg
@@ -23,6 +24,7 @@ from pgrunbook.environment import Environment
 from pgrunbook.errors import ConfigError, DatabaseError, LockBusy, PgRunbookError
 from pgrunbook.postgres.catalog import LockHolder
 from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.ownership import current_role, is_member, schema_ownership, set_role
 from pgrunbook.postgres.url import redact
 from pgrunbook.prisma.history import PRISMA_LOCK_ID, History, HistoryRow
 from pgrunbook.prisma.logs import apply_migration_logs
@@ -56,11 +58,18 @@ class DeployReport:
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
     engine: str = "native"
+    #: the role the scripts run as (SET ROLE), or None for the connecting role; ``role_note`` says why
+    run_as: str | None = None
+    connected_as: str | None = None
+    role_note: str = ""
 
     def to_dict(self) -> dict[str, object]:
         return {
             "environment": self.environment,
             "engine": self.engine,
+            "run_as": self.run_as or self.connected_as,
+            "connected_as": self.connected_as,
+            "role_note": self.role_note,
             "dry_run": self.dry_run,
             "pending": self.pending,
             "applied": [{"name": a.name, "duration_s": a.duration_s} for a in self.applied],
@@ -80,11 +89,51 @@ def _connect(env: Environment, purpose: str) -> psycopg.Connection:
     return conn
 
 
-def ensure_schema(conn: psycopg.Connection, schema: str) -> None:
-    """setup_connection in flavour/postgres.rs: a missing ``?schema=`` schema is created before anything else."""
+def ensure_schema(conn: psycopg.Connection, schema: str, owner: str | None = None) -> None:
+    """setup_connection in flavour/postgres.rs: a missing ``?schema=`` schema is created before anything
+    else; with ``owner``, owned by that role (the role the migrations run as)."""
     found = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema,)).fetchone()
     if not (found and found[0]):
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        query = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+        if owner:
+            query = sql.SQL("{} AUTHORIZATION {}").format(query, sql.Identifier(owner))
+        conn.execute(query)
+
+
+def migration_role(conn: psycopg.Connection, env: Environment, schema: str) -> tuple[str | None, str, str]:
+    """Which role the scripts run as, from ``[migrate] role``: (role to SET ROLE to or None, the
+    connecting role, a sentence saying why). "auto": the role that owns the schema's objects
+    (postgres/ownership.py), when the connecting role is another role and a member of it; "none": the
+    connecting role; a role name: that role, refused (ConfigError, nothing applied) when the
+    connecting role may not SET ROLE to it."""
+    setting = env.config.migrate.role
+    me = current_role(conn)
+    if setting == "none":
+        return None, me, f'migrations run as {me}, the connecting role ([migrate] role = "none")'
+    if setting != "auto":
+        if setting == me:
+            return None, me, f"migrations run as {me} ([migrate] role)"
+        if not is_member(conn, me, setting):
+            raise ConfigError(
+                f"[migrate] role = {setting!r}, but {me} (the role in {env.target(direct=True).variable}) "
+                f"may not SET ROLE to it (no such role, or {me} is not a member of it); nothing was applied",
+                hint=f'GRANT {setting} TO {me}, or set [migrate] role = "auto" or "none"',
+            )
+        return setting, me, f"migrations run as {setting} (SET ROLE from {me}, [migrate] role)"
+    owners = schema_ownership(conn, schema)
+    app = owners.app_role
+    if app is None or app == me:
+        return None, me, f"migrations run as {me}" + (", the owner of the schema's objects" if app else "")
+    if is_member(conn, me, app):
+        return app, me, f"migrations run as {app} (SET ROLE from {me}): {app} owns schema {schema}'s objects"
+    return (
+        None,
+        me,
+        (
+            f"migrations run as {me}, which is not a member of {app}, the owner of schema {schema}'s objects: "
+            f"what they create will belong to {me} (pgrunbook doctor lists such objects)"
+        ),
+    )
 
 
 def local_scripts(migrations: list[LocalMigration]) -> list[LocalScript]:
@@ -221,18 +270,43 @@ def migrate_deploy(
             raise ConfigError(
                 f"pending migration {missing[0]!r} has no migration.sql", hint="add the file or remove the folder"
             )
-        if dry_run or not pending:
+        if not pending:
+            return report
+        report.run_as, report.connected_as, report.role_note = migration_role(conn, env, target.schema)
+        if report.run_as is None and "not a member" in report.role_note:
+            report.warnings.append(report.role_note)
+        if dry_run:
             return report
         if before_apply is not None:
             before_apply(target.dbname)
-        ensure_schema(conn, target.schema)
+        ensure_schema(conn, target.schema, report.run_as)
         if not exists:
-            history.create()
+            with _as_role(conn, report.run_as):  # the history table belongs to the app, as under Prisma
+                history.create()
         _set_timeouts(conn, env)
         split = config_splits(env.config)
         for m in pending:
-            report.applied.append(_apply_one(conn, history, m, progress, target.secrets(), split=split))
+            report.applied.append(
+                _apply_one(conn, history, m, progress, target.secrets(), split=split, run_as=report.run_as)
+            )
     return report
+
+
+@contextlib.contextmanager
+def _as_role(conn: psycopg.Connection, role: str | None) -> Iterator[None]:
+    """SET ROLE for the block, RESET ROLE after it (when the connection still works): the history
+    rows are written as the connecting role, as before, and a script's own SET ROLE ends with it."""
+    if role is None:
+        yield
+        return
+    set_role(conn, role)
+    try:
+        yield
+    finally:
+        if not conn.closed and not getattr(conn, "broken", False):
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")  # the script's own BEGIN left the session in a failed transaction
+            conn.execute("RESET ROLE")
 
 
 def _set_timeouts(conn: psycopg.Connection, env: Environment) -> None:
@@ -249,6 +323,7 @@ def _apply_one(
     secrets: list[str],
     *,
     split: bool = False,
+    run_as: str | None = None,
 ) -> AppliedMigration:
     """One migration as Prisma runs it: row started, script (whole or statement by statement), row finished.
 
@@ -265,10 +340,11 @@ def _apply_one(
     t0 = time.monotonic()
     piece, done = plan.pieces[0].text, 0  # done: how many pieces committed before the running one
     try:
-        for statement in plan.pieces:
-            piece = statement.text
-            conn.execute(piece)  # type: ignore[call-overload]  # no parameters: the simple query protocol
-            done += 1
+        with _as_role(conn, run_as):
+            for statement in plan.pieces:
+                piece = statement.text
+                conn.execute(piece)  # type: ignore[call-overload]  # no parameters: the simple query protocol
+                done += 1
     except psycopg.Error as exc:
         elapsed = time.monotonic() - t0
         if conn.closed or getattr(conn, "broken", False):
@@ -287,6 +363,11 @@ def _apply_one(
             else f"fix the cause, then pgrunbook migrate resolve --rolled-back {m.name} (nothing applied) or "
             f"--applied {m.name} (completed by hand)"
         )
+        if run_as and exc.diag.sqlstate == "42501":  # insufficient_privilege while running as the app's role
+            left += (
+                f'; it ran as {run_as} (SET ROLE, [migrate] role = "auto"): if it needs the connecting role\'s '
+                'own rights (CREATE EXTENSION, …), set [migrate] role = "none" in pgrunbook.toml'
+            )
         raise MigrationFailed(
             f"migration {m.name} failed after {elapsed:.1f}s{where}: {exc.diag.sqlstate or ''} {message}".replace(
                 "  ", " "

@@ -29,7 +29,7 @@ from pgrunbook.prisma.lint import lint_files
 from pgrunbook.prisma.migrations_dir import read_migrations
 from pgrunbook.prisma.splitter import config_splits
 from pgrunbook.procedures.hooks import env_hook
-from pgrunbook.procedures.point_app import point_app
+from pgrunbook.procedures.point_app import check_app_url, point_app
 from pgrunbook.procedures.rollback import decide
 from pgrunbook.procedures.steps import maintenance_off, maintenance_on, verified_backup
 from pgrunbook.timespec.window import parse_window
@@ -248,6 +248,8 @@ def _preflight(env: Environment, opts: DeployOptions, report: DeployReport) -> l
     if problems:
         c = problems[0]
         raise PgRunbookError(f"preflight: {c.name}: {c.detail}", hint=c.hint or "pgrunbook doctor shows every check")
+    if opts.auto_rollback and "point_app" in env.settings.hooks:
+        check_app_url(env)  # the automatic rollback would point the app: never at an admin's URL
     window = env.settings.quiet_window
     if window and not opts.outside_window:
         now = opts.now or datetime.now(UTC)
@@ -331,8 +333,7 @@ def _on_failure(
             name = f"{live[:40]}_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}"
             restored = method_for(env).restore_into(env, backup, name, run=run, progress=opts.progress)
             with run.step("point app") as info:
-                point_app(env, restored, run.id)
-                info["detail"] = f"app pointed at {name}; {live} kept for forensics"
+                info["detail"] = f"app pointed at {point_app(env, restored, run.id)}; {live} kept for forensics"
             report.database, report.replaced_database = name, live
         if "app_rollback" in env.settings.hooks:
             with run.step("app rollback"):

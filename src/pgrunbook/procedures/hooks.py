@@ -59,8 +59,14 @@ def run_hook(
     return output
 
 
-def env_hook(env: Environment, name: str, run_id: str, extra_env: dict[str, str] | None = None) -> str | None:
-    """``run_hook`` with an environment's hooks, timeout and secrets."""
+def env_hook(
+    env: Environment,
+    name: str,
+    run_id: str,
+    extra_env: dict[str, str] | None = None,
+    secrets: list[str] | None = None,
+) -> str | None:
+    """``run_hook`` with an environment's hooks, timeout and secrets (plus ``secrets``)."""
     return run_hook(
         env.settings.hooks,
         name,
@@ -68,5 +74,5 @@ def env_hook(env: Environment, name: str, run_id: str, extra_env: dict[str, str]
         run_id=run_id,
         timeout_s=env.settings.hook_timeout_s,
         extra_env=extra_env,
-        secrets=env.target().secrets(),
+        secrets=[*env.target().secrets(), *(secrets or [])],
     )

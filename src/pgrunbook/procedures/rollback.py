@@ -17,7 +17,7 @@ from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
 from pgrunbook.journal import Journal, Run
 from pgrunbook.procedures.hooks import env_hook
-from pgrunbook.procedures.point_app import point_app
+from pgrunbook.procedures.point_app import app_target, check_app_url, point_app
 
 Mode = Literal["app-only", "with-db"]
 
@@ -95,6 +95,8 @@ def rollback(
                 f"rollback {mode} needs the {hook} hook, and environment {env.name!r} has none",
                 hint=f"add {hook} under [environments.{env.name}.hooks] in pgrunbook.toml",
             )
+    if mode == "with-db":
+        check_app_url(env)  # never the admin's URL into the app's configuration; before anything runs
     run = journal.start("rollback", env.name, {"mode": mode, "backup": backup_id})
     report = RollbackReport(run.id, mode)
     try:
@@ -103,7 +105,7 @@ def rollback(
         with run.step("app rollback"):
             env_hook(env, "app_rollback", run.id)
         with run.step("health") as info:
-            target = env.target(direct=False).with_dbname(report.database) if report.database else None
+            target = app_target(env, report.database) if report.database else None  # as the app connects
             result = check_health(env, target=target)
             info["detail"] = result.summary
             if not result.ok:
@@ -139,5 +141,4 @@ def _restore_and_point(
     report.database, report.replaced_database = restored.database, live
     run.set_recovery(f"the app's previous database {live} is kept untouched; {name} holds backup {report.backup_id}")
     with run.step("point app") as info:
-        point_app(env, restored, run.id)
-        info["detail"] = f"app pointed at {name}; {live} kept for forensics"
+        info["detail"] = f"app pointed at {point_app(env, restored, run.id)}; {live} kept for forensics"

@@ -1,0 +1,329 @@
+"""The runbook run by an admin, the app on its own role (issue #20, the trial's findings):
+
+- point_app gets the application's own URL with only the database name changed, never the admin's
+  (refused before anything is restored when pgrunbook cannot know the app's URL);
+- `migrate deploy` run by an admin leaves the new objects with the role that owns the schema's other
+  objects (SET ROLE), so the app's next migration can ALTER them; `doctor` reports mixed ownership
+  with statements that fix it.
+
+Real cluster, real roles (created here, dropped after each test), the CLI in a child process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+from pgrunbook.config import load_config
+from pgrunbook.environment import Environment
+from pgrunbook.errors import ConfigError
+from pgrunbook.postgres.ownership import schema_ownership
+from pgrunbook.postgres.url import parse_database_url, url_with_dbname
+from pgrunbook.procedures.point_app import check_app_url
+from tests.integration.test_migrate import make_migrations
+from tests.integration.test_owners import APP_PASSWORD, Shop, admin, app_can_write, drop_roles_and_databases
+from tests.integration.test_owners import shop as shop
+
+pytestmark = pytest.mark.integration
+
+HOOKS = (
+    "[environments.production.hooks]\n"
+    'point_app = \'printf %s "$PGRUNBOOK_DATABASE_URL" > app.url; '
+    'printf "%s %s" "$PGRUNBOOK_DATABASE_NAME" "$PGRUNBOOK_PREVIOUS_DATABASE_NAME" > app.names\'\n'
+    "app_rollback = 'true'\n"
+)
+
+
+def _config(app_url_env: str | None = None) -> str:
+    return (
+        '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+        + (f'app_url_env = "{app_url_env}"\n' if app_url_env else "")
+        + 'read_query = "SELECT count(*) FROM \\"Customer\\""\nhealth_deadline_s = 5\n'
+        + HOOKS
+    )
+
+
+def _databases(shop: Shop) -> set[str]:
+    with psycopg.connect(shop.admin_url("postgres")) as conn:
+        return {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+
+
+# --- 1. point_app gets the app's own URL ------------------------------------------------------------
+
+
+def test_point_app_is_refused_an_admins_url_before_anything_is_restored(shop: Shop) -> None:
+    shop.project.write_config(_config())
+    backup = json.loads(shop.project.cli("--json", "backup", "create", "--label", "pre-deploy").stdout)["id"]
+    assert shop.project.cli("backup", "verify", backup).returncode == 0
+    before = _databases(shop)
+    copy = f"{shop.dbname}_copy"
+    for args in (("restore", backup, "--into", copy, "--point-app"), ("rollback", "--with-db")):
+        r = shop.project.cli(*args)
+        assert r.returncode == 3, (args, r.stderr)
+        first = r.stderr.splitlines()[0]
+        assert first.startswith("error: point_app would give the application the URL in DATABASE_URL")
+        assert "superuser" in first and "nothing was restored" in first
+        assert "hint:" in r.stderr and "app_url_env" in r.stderr and "Traceback" not in r.stderr
+        assert shop.cluster.password not in r.stderr + r.stdout
+        assert _databases(shop) == before  # nothing created
+        assert not (shop.project.root / "app.url").exists()  # the hook never ran
+
+
+def _app_url_with_prisma_parameters(shop: Shop) -> str:
+    return shop.app_url(shop.dbname) + "?schema=public&connection_limit=3&sslmode=disable"
+
+
+def test_point_app_gets_the_apps_own_url_with_only_the_database_changed(shop: Shop) -> None:
+    app_url = _app_url_with_prisma_parameters(shop)
+    shop.project.environ["APP_DATABASE_URL"] = app_url
+    shop.project.write_config(_config("APP_DATABASE_URL"))
+    r = shop.project.cli("--json", "backup", "create", "--label", "pre-deploy")
+    backup = json.loads(r.stdout)["id"]
+    assert shop.project.cli("backup", "verify", backup).returncode == 0
+
+    copy = f"{shop.dbname}_copy"
+    r = shop.project.cli("--json", "restore", backup, "--into", copy, "--point-app")
+    assert r.returncode == 0, r.stderr
+    written = (shop.project.root / "app.url").read_text()
+    assert written == url_with_dbname(app_url, copy)  # user, password, host, Prisma's parameters kept
+    assert shop.cluster.password not in written and "postgres:" not in written
+    assert (shop.project.root / "app.names").read_text() == f"{copy} {shop.dbname}"
+    kwargs = parse_database_url(written).connect_kwargs()
+    with psycopg.connect(**kwargs, autocommit=True) as conn:  # type: ignore[arg-type]
+        assert conn.execute("SELECT current_user").fetchone() == (shop.app,)
+    app_can_write(shop, copy)
+
+    r = shop.project.cli("--json", "rollback", "--with-db", "--backup", backup)
+    assert r.returncode == 0, r.stderr
+    new = json.loads(r.stdout)["database"]
+    assert (shop.project.root / "app.url").read_text() == url_with_dbname(app_url, new)
+    point = next(s for s in json.loads(r.stdout)["steps"] if s["name"] == "point app")
+    assert APP_PASSWORD not in point["detail"] and f"{shop.app}:" in point["detail"]  # shown without password
+
+
+@pytest.mark.parametrize(
+    "kind, refused",
+    [
+        ("superuser", "a superuser"),
+        ("createrole", "allowed to create roles"),
+        ("member of the app's role", "a member of"),
+        ("the app's own role", None),
+        ("a role with grants only", None),
+    ],
+)
+def test_which_urls_are_taken_for_the_apps(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch, kind: str, refused: str | None
+) -> None:
+    """The rule, over the kinds of role a DATABASE_URL can hold: an admin's is refused, the app's own
+    (or a least-privilege role's) is taken; with app_url_env the same admin URL is fine."""
+    roles = {
+        "createrole": f"CREATE ROLE ops_{shop.tag} LOGIN CREATEROLE PASSWORD 'pw-ops'",
+        "member of the app's role": f"CREATE ROLE ops_{shop.tag} LOGIN PASSWORD 'pw-ops' IN ROLE {shop.app}",
+        "a role with grants only": f"CREATE ROLE ops_{shop.tag} LOGIN PASSWORD 'pw-ops'",
+    }
+    try:
+        if kind in roles:
+            admin(shop.cluster, roles[kind], f"GRANT CONNECT ON DATABASE {shop.dbname} TO ops_{shop.tag}")
+            url = f"postgresql://ops_{shop.tag}:pw-ops@127.0.0.1:{shop.cluster.port}/{shop.dbname}"
+        elif kind == "the app's own role":
+            url = shop.app_url(shop.dbname)
+        else:
+            url = shop.admin_url(shop.dbname)
+        shop.project.write_config(_config())
+        monkeypatch.setenv("DATABASE_URL", url)
+        env = Environment.resolve(
+            load_config(cwd=shop.project.root, environ={**shop.project.environ, "DATABASE_URL": url})
+        )
+        if refused:
+            with pytest.raises(ConfigError, match=refused):
+                check_app_url(env)
+            monkeypatch.setenv("APP_DATABASE_URL", shop.app_url(shop.dbname))
+            shop.project.write_config(_config("APP_DATABASE_URL"))
+            check_app_url(Environment.resolve(load_config(cwd=shop.project.root)))
+        else:
+            check_app_url(env)
+    finally:
+        if kind in roles:
+            admin(shop.cluster, f"REVOKE CONNECT ON DATABASE {shop.dbname} FROM ops_{shop.tag}")
+        drop_roles_and_databases(shop.cluster, "no-database", [f"ops_{shop.tag}"])
+
+
+# --- 2. migrations run as the role that owns the schema ---------------------------------------------
+
+
+@dataclass
+class Migrating:
+    shop: Shop
+    dbname: str
+
+    def cli(self, as_admin: bool, *args: str) -> tuple[int, str, str]:
+        url = self.shop.admin_url(self.dbname) if as_admin else self.shop.app_url(self.dbname)
+        r = self.shop.project.cli(*args, extra_env={"DATABASE_URL": url})
+        return r.returncode, r.stdout, r.stderr
+
+    def ownership(self) -> dict[str, str]:
+        with psycopg.connect(self.shop.admin_url(self.dbname)) as conn:
+            return {o.name: o.owner for o in schema_ownership(conn, "public").objects}
+
+
+@pytest.fixture
+def migrating(shop: Shop) -> Iterator[Migrating]:
+    """An empty database owned by the app; its first migration applied by the app itself."""
+    dbname = f"mig_{shop.tag}"
+    admin(shop.cluster, f"CREATE DATABASE {dbname} OWNER {shop.app}")
+    shop.project.write_config('[backup]\nstorage = "backups"\n')
+    make_migrations(shop.project, {"01_init": 'CREATE TABLE "User" (id serial PRIMARY KEY, email text);'})
+    m = Migrating(shop, dbname)
+    rc, _, err = m.cli(False, "migrate", "deploy")
+    assert rc == 0, err
+    yield m
+
+
+ADMIN_MIGRATION = """
+CREATE TYPE "Status" AS ENUM ('open', 'paid');
+CREATE TABLE "Invoice" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "userId" int REFERENCES "User",
+                        status "Status" NOT NULL DEFAULT 'open');
+CREATE SEQUENCE invoice_number;
+CREATE FUNCTION invoice_total(i bigint) RETURNS numeric LANGUAGE sql AS $$ SELECT 0::numeric $$;
+CREATE VIEW open_invoices AS SELECT * FROM "Invoice" WHERE status = 'open';
+"""
+APP_MIGRATION = """
+ALTER TABLE "Invoice" ADD COLUMN total numeric;
+ALTER TYPE "Status" ADD VALUE 'void';
+ALTER SEQUENCE invoice_number RESTART WITH 1000;
+CREATE OR REPLACE FUNCTION invoice_total(i bigint) RETURNS numeric LANGUAGE sql AS $$ SELECT 1::numeric $$;
+CREATE OR REPLACE VIEW open_invoices AS SELECT * FROM "Invoice" WHERE status = 'open';
+"""
+
+
+def test_an_admins_migration_leaves_everything_with_the_apps_role(migrating: Migrating) -> None:
+    shop = migrating.shop
+    make_migrations(shop.project, {"02_invoices": ADMIN_MIGRATION})
+    rc, out, err = migrating.cli(True, "--json", "migrate", "deploy")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["run_as"] == shop.app and report["connected_as"] == "postgres"
+    assert f"migrations run as {shop.app} (SET ROLE from postgres)" in report["role_note"]
+    assert set(migrating.ownership().values()) == {shop.app}, migrating.ownership()
+    # the text output says it in one line
+    make_migrations(shop.project, {"03_more": "CREATE TABLE more (id int);"})
+    rc, out, err = migrating.cli(True, "migrate", "deploy")
+    said = "".join((err + out).split())  # wrapped to the terminal's width: compared without whitespace
+    assert rc == 0 and f"migrationsrunas{shop.app}(SETROLEfrompostgres)" in said, err
+    # the app's own next migration can ALTER what the admin's created
+    make_migrations(shop.project, {"04_app": APP_MIGRATION})
+    rc, _, err = migrating.cli(False, "migrate", "deploy")
+    assert rc == 0, err
+    rc, out, _ = migrating.cli(False, "--json", "status")
+    assert rc == 0 and json.loads(out)["pending"] == [] and json.loads(out)["failed"] == []
+    rc, out, _ = migrating.cli(True, "--json", "doctor")
+    check = next(c for c in json.loads(out)["checks"] if c["name"] == "ownership")
+    assert check["status"] == "ok" and shop.app in check["detail"]
+
+
+def test_without_set_role_doctor_reports_mixed_ownership_and_its_fix_works(migrating: Migrating) -> None:
+    """[migrate] role = "none" is the old behaviour: the admin owns what it created, the app's next
+    migration fails; doctor names each object and the statements that fix it."""
+    shop = migrating.shop
+    shop.project.write_config('[backup]\nstorage = "backups"\n[migrate]\nrole = "none"\n')
+    make_migrations(shop.project, {"02_invoices": ADMIN_MIGRATION})
+    rc, out, err = migrating.cli(True, "--json", "migrate", "deploy")
+    assert rc == 0, err
+    assert json.loads(out)["run_as"] == "postgres"
+    assert migrating.ownership()['public."Invoice"'] == "postgres"
+
+    rc, out, _ = migrating.cli(True, "--json", "doctor")
+    check = next(c for c in json.loads(out)["checks"] if c["name"] == "ownership")
+    assert check["status"] == "warning", check
+    assert f"belong to postgres, not to {shop.app}" in check["detail"]
+    for thing in ('table public."Invoice"', 'type public."Status"', "function public.invoice_total(i bigint)"):
+        assert thing in check["detail"], check["detail"]
+    fixes = [s.strip() + ";" for s in check["hint"].split(": ", 1)[1].split(";") if "ALTER" in s]
+    assert fixes and all(f.startswith("ALTER ") for f in fixes)
+
+    make_migrations(shop.project, {"03_app": APP_MIGRATION})
+    rc, _, err = migrating.cli(False, "migrate", "deploy")
+    assert rc == 2 and "must be owner" in err  # the fault the trial found
+    rc, _, err = migrating.cli(True, "migrate", "resolve", "--rolled-back", "03_app")
+    assert rc == 0, err
+
+    with psycopg.connect(shop.admin_url(migrating.dbname), autocommit=True) as conn:
+        for stmt in fixes:  # the hint, as written
+            conn.execute(stmt.encode())
+    assert set(migrating.ownership().values()) == {shop.app}
+    rc, out, _ = migrating.cli(True, "--json", "doctor")
+    assert next(c for c in json.loads(out)["checks"] if c["name"] == "ownership")["status"] == "ok"
+    rc, _, err = migrating.cli(False, "migrate", "deploy")
+    assert rc == 0, err
+
+
+def test_a_named_role_the_connecting_role_cannot_become_is_refused_before_anything(migrating: Migrating) -> None:
+    shop = migrating.shop
+    admin(shop.cluster, f"CREATE ROLE other_{shop.tag}")
+    try:
+        shop.project.write_config(f'[backup]\nstorage = "backups"\n[migrate]\nrole = "other_{shop.tag}"\n')
+        make_migrations(shop.project, {"02_x": "CREATE TABLE x (id int);"})
+        rc, _, err = migrating.cli(False, "migrate", "deploy")
+        assert rc == 3 and "may not SET ROLE to it" in err and "nothing was applied" in err, err
+        rc, out, _ = migrating.cli(False, "--json", "status")
+        assert json.loads(out)["pending"] == ["02_x"]
+        # a role it can become: taken, and the table is that role's
+        admin(shop.cluster, f"GRANT other_{shop.tag} TO {shop.app}")
+        with psycopg.connect(shop.admin_url(migrating.dbname), autocommit=True) as conn:
+            conn.execute(f"GRANT ALL ON SCHEMA public TO other_{shop.tag}".encode())
+        rc, out, err = migrating.cli(False, "--json", "migrate", "deploy")
+        assert rc == 0, err
+        assert json.loads(out)["run_as"] == f"other_{shop.tag}"
+        assert migrating.ownership()["public.x"] == f"other_{shop.tag}"
+    finally:
+        with psycopg.connect(shop.admin_url(migrating.dbname), autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY other_{shop.tag} CASCADE".encode())
+        drop_roles_and_databases(shop.cluster, "no-database", [f"other_{shop.tag}"])
+
+
+def test_a_connecting_role_outside_the_apps_role_is_told_what_will_happen(migrating: Migrating) -> None:
+    """Connected as a role that is not a member of the app's role: no SET ROLE possible; the scripts
+    run as that role and a warning says the new objects will be its own."""
+    shop = migrating.shop
+    ops = f"ops_{shop.tag}"
+    admin(shop.cluster, f"CREATE ROLE {ops} LOGIN PASSWORD 'pw-ops'")
+    try:
+        with psycopg.connect(shop.admin_url(migrating.dbname), autocommit=True) as conn:
+            conn.execute(
+                f"GRANT ALL ON SCHEMA public TO {ops}; GRANT ALL ON ALL TABLES IN SCHEMA public TO {ops}".encode()
+            )
+        make_migrations(shop.project, {"02_x": "CREATE TABLE x (id int);"})
+        url = f"postgresql://{ops}:pw-ops@127.0.0.1:{shop.cluster.port}/{migrating.dbname}"
+        r = shop.project.cli("--json", "migrate", "deploy", extra_env={"DATABASE_URL": url})
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["run_as"] == ops and any(f"not a member of {shop.app}" in w for w in out["warnings"])
+    finally:
+        with psycopg.connect(shop.admin_url(migrating.dbname), autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {ops} CASCADE".encode())
+        drop_roles_and_databases(shop.cluster, "no-database", [ops])
+
+
+def test_deploy_with_auto_rollback_refuses_an_admins_url_at_preflight(migrating: Migrating) -> None:
+    """The automatic rollback would point the app: the same rule, checked before maintenance starts."""
+    shop = migrating.shop
+    log = shop.project.root / "hooks.log"
+    shop.project.write_config(
+        '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+        f"[environments.production.hooks]\nmaintenance_on = 'echo on >> {log}'\n"
+        f"maintenance_off = 'echo off >> {log}'\npoint_app = 'true'\napp_rollback = 'true'\n"
+    )
+    make_migrations(shop.project, {"02_x": "CREATE TABLE x (id int);"})
+    rc, _, err = migrating.cli(True, "deploy", "--env", "production", "--auto-rollback")
+    assert rc == 3, err
+    assert "point_app would give the application the URL in DATABASE_URL" in err and "superuser" in err
+    assert not log.exists()  # maintenance never started
+    assert not (shop.project.storage / "production").exists() or not any(
+        p.name[0].isdigit() for p in (shop.project.storage / "production").iterdir()
+    )
+    rc, out, _ = migrating.cli(True, "--json", "status")
+    assert json.loads(out)["pending"] == ["02_x"]
