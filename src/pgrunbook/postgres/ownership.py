@@ -94,19 +94,14 @@ class SchemaOwnership:
         return [o for o in self.objects if role is not None and o.owner != role]
 
     def fix_statements(self) -> list[str]:
-        """``ALTER … OWNER TO <app role>`` for each foreign object (a sequence that follows a table
-        moved by the same statements is left to its table)."""
+        """``ALTER … OWNER TO <app role>`` for each foreign object. A serial's or identity column's
+        sequence is left to its table: PostgreSQL refuses to change its owner alone, and ALTER TABLE
+        moves it along."""
         role = self.app_role
         if role is None:
             return []
-        foreign = self.foreign()
-        moved = {o.name for o in foreign if o.kind == "TABLE"}
         quoted = _ident(role)
-        return [
-            f"ALTER {o.kind} {o.name} OWNER TO {quoted};"
-            for o in foreign
-            if not (o.kind == "SEQUENCE" and o.follows in moved)
-        ]
+        return [f"ALTER {o.kind} {o.name} OWNER TO {quoted};" for o in self.foreign() if not o.follows]
 
 
 def _ident(name: str) -> str:

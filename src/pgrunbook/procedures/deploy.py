@@ -196,7 +196,9 @@ def _execute(
                 )
                 result_m = migrate_deploy(env)  # backed up just before: no protected-environment rule
                 report.applied = [a.name for a in result_m.applied]
-                info["detail"] = f"applied {', '.join(report.applied) or 'nothing'}"
+                info["detail"] = f"applied {', '.join(report.applied) or 'nothing'}" + (
+                    f" as {result_m.run_as} (SET ROLE from {result_m.connected_as})" if result_m.run_as else ""
+                )
         if "verify" not in done:
             with run.step("verify") as info:
                 health = check_health(env, check_http=bool(env.settings.health_url))

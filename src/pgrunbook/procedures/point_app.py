@@ -60,7 +60,7 @@ def check_app_url(env: Environment) -> None:
         user = app.params.get("user") or "the connecting role"
         raise ConfigError(
             f"point_app would give the application the URL in {app.variable}, whose role {user} is {why}: "
-            "the app would run as it, with its password in the app's configuration; nothing was restored",
+            "the app would run as it, with its password in the app's configuration; nothing was changed",
             hint=f'name the application\'s own URL: app_url_env = "APP_DATABASE_URL" under [environments.{env.name}] '
             f"(pgrunbook changes only its database name); if {user} really is the app's role, "
             f'set app_url_env = "{app.variable}"',
