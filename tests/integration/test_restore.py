@@ -202,7 +202,7 @@ def test_failed_in_place_restore_leaves_the_live_database_and_says_so(seeded: Pr
     r = seeded.cli("restore", good.id, "--in-place", "--confirm", live)
     assert r.returncode == 2
     assert "hook maintenance_on failed (exit 7)" in r.stderr
-    assert f"recovery: database {live} is untouched" in r.stderr
+    assert f"recovery: live: {live} is untouched" in r.stderr and "maintenance: off." in r.stderr
     assert fingerprint(seeded.url) == state
     runs = json.loads(seeded.cli("--json", "runs").stdout)
     assert runs[0]["outcome"] == "failed"
