@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -482,7 +483,7 @@ def test_parallel_ranged_reads_keep_order_and_never_mix_versions(
 
     for k, v in aws_env(moto.endpoint).items():
         monkeypatch.setenv(k, v)
-    store = open_storage(f"s3://{bucket}/r", tmp_path, {"s3": {"parts_in_flight": 3}})
+    store = open_storage(f"s3://{bucket}/r", tmp_path, {"s3": {"ranges_in_flight": 3}})
     data = secrets.token_bytes(37 * 1024 * 1024)
     store.write_bytes("obj", data)
     chunks = list(store.read("obj"))
@@ -493,3 +494,46 @@ def test_parallel_ranged_reads_keep_order_and_never_mix_versions(
     store.write_bytes("obj", b"another version " * 3_000_000)
     with pytest.raises(StorageError, match="was replaced while it was being read"):
         b"".join(reading)
+
+
+@pytest.mark.parametrize("checksum", ["sha256", "crc32", "off"])
+def test_each_part_is_hashed_once_and_its_checksum_travels_in_a_signed_header(
+    tmp_path: Path, moto: MotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch, checksum: str
+) -> None:
+    """What goes on the wire for parts and PUTs, as botocore hands it to the connection: with a checksum,
+    the x-amz-checksum-* header carries the body's digest (a signed header: the store refuses bytes that
+    do not match it) and the payload is not hashed a second time for the signature (UNSIGNED-PAYLOAD),
+    and never as an aws-chunked trailer (which several S3-compatible stores refuse); with checksum = off
+    the payload stays signed with its SHA-256, as botocore does by default."""
+    import base64
+    import hashlib
+    import zlib
+
+    for k, v in aws_env(moto.endpoint).items():
+        monkeypatch.setenv(k, v)
+    store = open_storage(f"s3://{bucket}/wire-{checksum}", tmp_path, {"s3": {"part_size_mb": 5, "checksum": checksum}})
+    sent: list[tuple[str, dict[str, str], bytes]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        body = request.body.getvalue() if hasattr(request.body, "getvalue") else request.body or b""
+        headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+        sent.append((request.method, headers, body))
+
+    for c in {id(c): c for c in (store.client, store.parts_client, store.body_client)}.values():  # type: ignore[attr-defined]
+        c.meta.events.register("before-send.s3", record)
+    data = secrets.token_bytes(11 * 1024 * 1024)  # two parts of 5 MiB and one of 1 MiB
+    store.write_bytes("big", data)
+    store.write_bytes("small", b"a manifest")
+    assert b"".join(store.read("big")) == data
+    bodies = [(h, b) for m, h, b in sent if m == "PUT" and b]
+    assert len(bodies) == 4  # three parts, one PUT
+    for headers, body in bodies:
+        assert "aws-chunked" not in headers.get("content-encoding", "")
+        if checksum == "off":
+            assert not any(k.startswith("x-amz-checksum-") for k in headers)
+            assert headers["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest()
+            continue
+        digest = hashlib.sha256(body).digest() if checksum == "sha256" else zlib.crc32(body).to_bytes(4, "big")
+        assert headers[f"x-amz-checksum-{checksum}"] == base64.b64encode(digest).decode()
+        assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+        assert f"x-amz-checksum-{checksum}" in headers["authorization"]  # the checksum header is signed

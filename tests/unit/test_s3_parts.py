@@ -113,6 +113,7 @@ def test_error_text_never_carries_s3_keys(text: str, monkeypatch: pytest.MonkeyP
     [
         ({"s3": {"parts_in_flight": 0}}, r"\[backup.s3\] parts_in_flight: Input should be greater than or equal to 1"),
         ({"s3": {"part_size_mb": 4}}, r"\[backup.s3\] part_size_mb"),
+        ({"s3": {"ranges_in_flight": 65}}, r"\[backup.s3\] ranges_in_flight"),
         ({"s3": {"checksum": "md5"}}, r"\[backup.s3\] checksum"),
         ({"s3": {"part_sise_mb": 8}}, r"\[backup.s3\] part_sise_mb: unknown key"),
         ({"s4": {"x": 1}}, r"\[backup.s4\] is not the options table of a storage backend"),
@@ -147,3 +148,26 @@ def test_config_keeps_backend_tables_for_the_registry(tmp_path: Path) -> None:
     (tmp_path / "pgrunbook.toml").write_text('[backup]\nstorag = "x"\n')
     with pytest.raises(ConfigError, match=r"backup\.storag: unknown key"):
         load_config(cwd=tmp_path, environ={})
+
+
+@settings(max_examples=60, deadline=None)
+@given(body=st.binary(max_size=70_000), algorithm=st.sampled_from(["sha256", "crc32"]))
+def test_part_checksums_are_the_values_s3_expects(body: bytes, algorithm: str) -> None:
+    """pgrunbook computes each part's x-amz-checksum-* value itself (once, in the part's thread); it must
+    be exactly what botocore would have sent, the base64 of the digest (big-endian for CRCs)."""
+    from botocore.httpchecksum import Crc32Checksum, Sha256Checksum
+
+    from pgrunbook.backup.storage.s3 import body_checksum
+
+    reference = {"sha256": Sha256Checksum, "crc32": Crc32Checksum}[algorithm]()
+    reference.update(body)
+    assert body_checksum(algorithm, body) == reference.b64digest()
+
+
+def test_known_checksum_values() -> None:
+    """Published values: SHA-256 and CRC32 of b"abc" (and of nothing)."""
+    from pgrunbook.backup.storage.s3 import body_checksum
+
+    assert body_checksum("sha256", b"abc") == "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
+    assert body_checksum("crc32", b"abc") == "NSRBwg=="
+    assert body_checksum("sha256", b"") == "47DEQpj8HBSa+/TgBhXx0zOnJXoY6Q6aJK6QAJQC7fA="

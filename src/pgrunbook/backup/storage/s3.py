@@ -12,7 +12,7 @@ checksum (SHA-256 by default) that the store checks, so bytes damaged on the wir
 part is sent again; each part is retried with backoff on its own, and only when its attempts are spent
 is the whole upload aborted, with one line naming the part and the cause.
 
-Reads: ranged GETs, ``parts_in_flight`` at once, handed to the consumer strictly in order (it hashes and
+Reads: 8 MiB ranged GETs, ``ranges_in_flight`` at once, handed to the consumer strictly in order (it hashes and
 decompresses), every range pinned to the first one's ETag so a replaced object is never stitched.
 
 A bounded pool of our own rather than s3transfer: s3transfer's ``upload_fileobj`` cuts an unknown-size
@@ -23,15 +23,18 @@ botocore; on the bench proxy neither was consistently faster (bench/s3_bench.py,
 
 from __future__ import annotations
 
+import base64
 import builtins
 import contextlib
 import ctypes
+import hashlib
 import os
 import random
 import re
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -63,7 +66,8 @@ class S3Options(BaseModel):
     kms_key_id: str | None = None
     storage_class: str | None = None
     part_size_mb: int = Field(8, ge=5, le=512, description="the first part's size; later parts grow")
-    parts_in_flight: int = Field(4, ge=1, le=64, description="parts uploaded (and ranges read) at once")
+    parts_in_flight: int = Field(4, ge=1, le=64, description="parts uploaded at once")
+    ranges_in_flight: int = Field(8, ge=1, le=64, description="8 MiB ranges read at once")
     checksum: Literal["sha256", "crc32", "crc32c", "off"] = Field(
         "sha256", description="checksum each part carries, checked by the store; off for stores that reject it"
     )
@@ -103,6 +107,27 @@ def capacity(first: int, limit: int = PART_LIMIT) -> int:
         total += size * run
         number += run
     return total
+
+
+# --- checksums -----------------------------------------------------------------------------------------
+
+
+def body_checksum(algorithm: str, body: bytes) -> str:
+    """The value of ``x-amz-checksum-<algorithm>`` for ``body``: the base64 of the digest (big-endian for
+    the CRCs), as S3 documents it (docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html).
+    ``algorithm``: sha256, crc32 or crc32c (crc32c needs awscrt). Computed here, in the part's own thread
+    (hashlib and zlib let go of the GIL), so that it is computed once: see S3Storage.body_client."""
+    if algorithm == "sha256":
+        raw = hashlib.sha256(body).digest()
+    elif algorithm == "crc32":
+        raw = zlib.crc32(body).to_bytes(4, "big")
+    elif algorithm == "crc32c":
+        from awscrt import checksums  # checked at open: S3Storage refuses crc32c without awscrt
+
+        raw = checksums.crc32c(body).to_bytes(4, "big")
+    else:
+        raise ValueError(f"unknown checksum algorithm {algorithm!r}")
+    return base64.b64encode(raw).decode()
 
 
 # --- errors, without secrets ----------------------------------------------------------------------------
@@ -332,17 +357,18 @@ class S3Writer(AtomicWriter):
     def _upload_part(self, number: int, start: int, body: bytes) -> None:
         s = self.storage
         tries = 0
+        checksum = s.checksum_of(body)
 
         def once() -> dict[str, Any]:
             nonlocal tries
             tries += 1
-            return s.parts_client.upload_part(  # type: ignore[no-any-return]
+            return s.body_client.upload_part(  # type: ignore[no-any-return]
                 Bucket=s.bucket,
                 Key=self.full,
                 UploadId=self.upload_id,
                 PartNumber=number,
                 Body=body,
-                **s.checksum_args,
+                **checksum,
             )
 
         try:
@@ -355,10 +381,10 @@ class S3Writer(AtomicWriter):
                     self._failure = self._part_error(PartFailed(number, start, len(body), tries, exc))
                 self._stop.set()
             return
+        # the checksum the store checked this part against goes into the completion's part list
         part: dict[str, Any] = {"PartNumber": number, "ETag": resp["ETag"]}
-        field = s.checksum_field
-        if field and resp.get(field):
-            part[field] = resp[field]
+        if s.checksum_field:
+            part[s.checksum_field] = checksum[s.checksum_field]
         self.parts[number] = part
 
     def _part_error(self, failed: PartFailed) -> StorageError:
@@ -383,9 +409,10 @@ class S3Writer(AtomicWriter):
         try:
             if self.upload_id is None:  # small object: one PUT, atomic by itself
                 body = bytes(self.buffer)
+                checksum = s.checksum_of(body)
                 with_retries(
-                    lambda: s.parts_client.put_object(
-                        Bucket=s.bucket, Key=self.full, Body=body, **s.put_args, **s.checksum_args
+                    lambda: s.body_client.put_object(
+                        Bucket=s.bucket, Key=self.full, Body=body, **s.put_args, **checksum
                     ),
                     attempts=self.opt.max_attempts,
                 )
@@ -484,7 +511,7 @@ class S3Storage(Storage):
         common: dict[str, Any] = {
             "connect_timeout": 10,
             "read_timeout": 60,
-            "max_pool_connections": max(10, 2 * opt.parts_in_flight + 2),
+            "max_pool_connections": max(10, opt.parts_in_flight + opt.ranges_in_flight + 2),
             "request_checksum_calculation": when,
             "response_checksum_validation": when,
         }
@@ -495,9 +522,24 @@ class S3Storage(Storage):
         )
         # uploads (parts, PUTs, create, complete) and ranged reads after the first: retried request by
         # request by with_retries (damaged bytes and cut bodies too), so attempts do not multiply
-        self.parts_client = session.client(
-            "s3", config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, **common)
+        single = {"total_max_attempts": 1, "mode": "standard"}
+        self.parts_client = session.client("s3", config=Config(retries=single, **common))
+        # Parts and PUTs that carry our checksum: the x-amz-checksum-* header is signed and the store
+        # checks the bytes against it, so SigV4 need not hash the payload a second time (botocore
+        # does over http), and over https botocore sends the checksum as a plain header instead of an
+        # aws-chunked trailer, which several S3-compatible stores refuse (rclone: MissingContentLength).
+        # Without a checksum the payload stays signed, as botocore does by default.
+        self.body_client = (
+            session.client("s3", config=Config(retries=single, s3={"payload_signing_enabled": False}, **common))
+            if self.checksum_field
+            else self.parts_client
         )
+
+    def checksum_of(self, body: bytes) -> dict[str, str]:
+        """The request parameters that send ``body``'s checksum (none with checksum = off)."""
+        if not self.checksum_field:
+            return {}
+        return {**self.checksum_args, self.checksum_field: body_checksum(self.options.checksum, body)}
 
     def full_key(self, key: str) -> str:
         if any(p in (".", "..") for p in key.split("/")):
@@ -524,7 +566,7 @@ class S3Storage(Storage):
         return S3Writer(self, key)
 
     def read(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
-        """Ranged GETs of READ_RANGE bytes, ``parts_in_flight`` at once, yielded in order.
+        """Ranged GETs of READ_RANGE bytes, ``ranges_in_flight`` at once, yielded in order.
 
         The first range tells the object's size and ETag; every later range must match that ETag
         (If-Match), so an object replaced mid-read fails instead of mixing two versions."""
@@ -575,7 +617,7 @@ class S3Storage(Storage):
 
     def _ranges(self, key: str, first: dict[str, Any], start: int, stop: int, etag: str | None) -> Iterator[bytes]:
         spans = [(a, min(a + READ_RANGE, stop)) for a in range(start, stop, READ_RANGE)]
-        window = self.options.parts_in_flight
+        window = self.options.ranges_in_flight
         pool = ThreadPoolExecutor(window, thread_name_prefix="s3-range") if spans else None
         try:
             pending: builtins.list[Future[bytes]] = []
