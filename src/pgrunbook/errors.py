@@ -56,6 +56,11 @@ class StorageError(PgRunbookError):
     """Backup storage cannot be read or written."""
 
 
+class ObjectMissing(StorageError):
+    """The object read does not exist in storage (every backend raises this one, so a caller can read
+    first and learn that a key is absent from the answer, without listing first: one round trip)."""
+
+
 class BackupNotFound(PgRunbookError):
     """No complete backup carries the requested id."""
 

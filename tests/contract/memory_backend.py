@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pgrunbook.backup.storage.base import AtomicWriter, Backend, ObjectInfo, Storage, register
-from pgrunbook.errors import StorageError
+from pgrunbook.errors import ObjectMissing, StorageError
 
 _stores: dict[str, dict[str, tuple[bytes, datetime]]] = {}
 _lock = threading.Lock()
@@ -57,7 +57,7 @@ class MemoryStorage(Storage):
         with _lock:
             found = self.objects.get(key)
         if found is None:
-            raise StorageError(f"{key} is missing from storage {self.display}")
+            raise ObjectMissing(f"{key} is missing from storage {self.display}")
         data = found[0][start:] if length is None else found[0][start : start + length]
         return iter([data] if data else [])
 

@@ -15,7 +15,7 @@ import pytest
 
 import tests.contract.memory_backend  # noqa: F401 - registers mem://, the one file a new backend takes
 from pgrunbook.backup.storage import Storage, backends, open_storage
-from pgrunbook.errors import StorageError
+from pgrunbook.errors import ObjectMissing, StorageError
 from tests.s3_support import MotoServer, RcloneServer, aws_env, client, rclone_binary
 
 BACKENDS = ["local", "s3", "s3-rclone", "memory"]
@@ -163,9 +163,9 @@ def test_concurrent_writers_never_mix(store: Storage) -> None:
 
 
 def test_missing_objects_are_a_clear_error(store: Storage) -> None:
-    with pytest.raises(StorageError, match=r"nope/db\.dump is missing from storage"):
+    with pytest.raises(ObjectMissing, match=r"nope/db\.dump is missing from storage"):
         store.read_bytes("nope/db.dump")
-    with pytest.raises(StorageError, match="missing"):
+    with pytest.raises(ObjectMissing, match="missing"):
         list(store.read("nope/db.dump", 10, 5))
     assert store.list("nope/") == []
 

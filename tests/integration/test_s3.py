@@ -537,3 +537,36 @@ def test_each_part_is_hashed_once_and_its_checksum_travels_in_a_signed_header(
         assert headers[f"x-amz-checksum-{checksum}"] == base64.b64encode(digest).decode()
         assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
         assert f"x-amz-checksum-{checksum}" in headers["authorization"]  # the checksum header is signed
+
+
+def test_manifests_are_read_without_listing_them_first(seeded: Project, moto: MotoServer, bucket: str) -> None:
+    """On an object store every request is a round trip (tens of ms on a real network): `backup list`
+    lists the folder once and reads each manifest with one GET, and a restore reads its backup's manifest
+    with one GET — never a listing per manifest first (which cost one more round trip each)."""
+    proxy = FaultProxy(moto.port)
+    try:
+        _use_s3(seeded, proxy.endpoint, bucket)
+        ids = []
+        for n in range(3):
+            made = seeded.cli("--json", "backup", "create", "--label", f"n{n}")
+            assert made.returncode == 0, made.stderr
+            ids.append(json.loads(made.stdout)["id"])
+
+        def asked_by(*args: str) -> list[str]:
+            before = len(proxy.statuses)
+            r = seeded.cli(*args, timeout=300)
+            assert r.returncode == 0, r.stderr
+            return [path for path, _status in proxy.statuses[before:]]
+
+        listed = asked_by("--json", "backup", "list")
+        assert sorted(p for p in listed if p.endswith("/manifest.json")) == sorted(
+            f"/{bucket}/team/pg/default/{i}/manifest.json" for i in ids
+        )
+        assert not [p for p in listed if "list-type" in p and "manifest.json" in p]
+        restored = asked_by("--json", "restore", ids[0], "--into", f"few_{secrets.token_hex(3)}")
+        assert [p for p in restored if p.endswith("/manifest.json")] == [
+            f"/{bucket}/team/pg/default/{ids[0]}/manifest.json"
+        ]
+        assert not [p for p in restored if "list-type" in p and "manifest.json" in p]
+    finally:
+        proxy.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -30,11 +31,13 @@ from pgrunbook.backup.identity import (
 )
 from pgrunbook.backup.manifest import IN_PROGRESS_NAME, MANIFEST_NAME, Manifest
 from pgrunbook.backup.storage import ObjectInfo, Storage
-from pgrunbook.errors import BackupNotFound, StorageError, VerificationFailed
+from pgrunbook.errors import BackupNotFound, ObjectMissing, PgRunbookError, StorageError, VerificationFailed
 from pgrunbook.postgres.runner import pid_alive
 
 # A marker from another host cannot be checked for liveness; after this long it is presumed dead.
 FOREIGN_RUN_STALE_AFTER = timedelta(hours=24)
+#: manifests and markers read at once (each is a request to an object store)
+READ_AHEAD = 8
 
 
 @dataclass
@@ -88,17 +91,25 @@ class BackupRepository:
     # --- whose is what -----------------------------------------------------------------------------
 
     def markers(self) -> list[EnvironmentMarker]:
-        out = []
-        for obj in self.storage.list(f"{self.environment}/{ENVIRONMENT_MARKERS}/"):
-            name = obj.key.rsplit("/", 1)[-1]
-            if name.endswith(".json") and not is_temp_name(name):
-                try:
-                    marker = EnvironmentMarker.from_json(self.storage.read_bytes(obj.key), obj.key)
-                except StorageError:
-                    marker = None
-                if marker is not None:
-                    out.append(marker)
-        return out
+        """The environment's markers (one listing, then the marker files read at once)."""
+        keys = [
+            o.key
+            for o in self.storage.list(f"{self.environment}/{ENVIRONMENT_MARKERS}/")
+            if o.key.endswith(".json") and not is_temp_name(o.key.rsplit("/", 1)[-1])
+        ]
+
+        def one(key: str) -> EnvironmentMarker | None:
+            try:
+                return EnvironmentMarker.from_json(self.storage.read_bytes(key), key)
+            except StorageError:
+                return None
+
+        if len(keys) <= 1:
+            found = [one(k) for k in keys]
+        else:
+            with ThreadPoolExecutor(min(READ_AHEAD, len(keys)), thread_name_prefix="marker") as pool:
+                found = list(pool.map(one, keys))
+        return [m for m in found if m is not None]
 
     def _scope(self) -> Scope:
         """Whose backups count here, from the markers. A project with an id: its own, under any database
@@ -157,13 +168,10 @@ class BackupRepository:
         """Every complete backup in the folder, sorted into this owner's and the others'."""
         scope = self._scope()
         ours, foreign, unreadable = [], [], []
-        for backup_id, objs in self._grouped().items():
-            if not any(o.key.endswith("/" + MANIFEST_NAME) for o in objs):
-                continue
-            try:
-                manifest = self.read_manifest(backup_id)
-            except (VerificationFailed, BackupNotFound, StorageError) as exc:
-                unreadable.append((backup_id, exc.message))
+        ids = [i for i, objs in self._grouped().items() if any(o.key.endswith("/" + MANIFEST_NAME) for o in objs)]
+        for backup_id, manifest in zip(ids, self._read_manifests(ids), strict=True):
+            if isinstance(manifest, PgRunbookError):
+                unreadable.append((backup_id, manifest.message))
                 continue
             reason = self._foreign(manifest, scope)
             if reason is None:
@@ -194,13 +202,34 @@ class BackupRepository:
         return None
 
     def read_manifest(self, backup_id: str) -> Manifest:
+        """The manifest of ``backup_id``, read straight away (no listing first: on an object store each
+        request is a round trip); BackupNotFound when there is none."""
         key = self.key(backup_id, MANIFEST_NAME)
-        if not is_backup_id(backup_id) or not self.storage.list(key):
+        try:
+            if not is_backup_id(backup_id):
+                raise ObjectMissing(key)
+            data = self.storage.read_bytes(key)
+        except ObjectMissing:
             raise BackupNotFound(
                 f"no backup {backup_id!r} in environment {self.environment!r} ({self.storage.display})",
                 hint=f"pgrunbook backup list --env {self.environment} shows the ids",
-            )
-        return Manifest.from_json(self.storage.read_bytes(key), f"{self.storage.display}/{key}")
+            ) from None
+        return Manifest.from_json(data, f"{self.storage.display}/{key}")
+
+    def _read_manifests(self, ids: list[str]) -> list[Manifest | PgRunbookError]:
+        """The manifests of ``ids`` (in that order), read at once (READ_AHEAD at a time): each is a round
+        trip on an object store. A manifest that cannot be read stands as its error."""
+
+        def one(backup_id: str) -> Manifest | PgRunbookError:
+            try:
+                return self.read_manifest(backup_id)
+            except (VerificationFailed, BackupNotFound, StorageError) as exc:
+                return exc
+
+        if len(ids) <= 1:
+            return [one(i) for i in ids]
+        with ThreadPoolExecutor(min(READ_AHEAD, len(ids)), thread_name_prefix="manifest") as pool:
+            return list(pool.map(one, ids))
 
     def get(self, backup_id: str) -> Manifest:
         """A backup of this owner by id; ``latest`` is the newest complete one (for schedules). Another
@@ -213,9 +242,12 @@ class BackupRepository:
                     hint=f"pgrunbook backup create --env {self.environment}",
                 )
             return newest
-        manifest = self.read_manifest(backup_id)
-        if self.owner is not None:
-            reason = self._foreign(manifest, self._scope())
+        if self.owner is None:
+            return self.read_manifest(backup_id)
+        with ThreadPoolExecutor(1, thread_name_prefix="scope") as pool:  # the markers travel meanwhile
+            scope = pool.submit(self._scope)
+            manifest = self.read_manifest(backup_id)
+            reason = self._foreign(manifest, scope.result())
             if reason is not None:
                 raise BackupNotFound(
                     f"backup {backup_id} in {self.storage.display} is a backup of {reason}, not of "

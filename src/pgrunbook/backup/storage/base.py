@@ -73,7 +73,8 @@ class Storage(ABC):
     def read(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         """The object's bytes from ``start`` (``length`` of them, or to the end), in order.
 
-        Raises StorageError ("… is missing from storage …") when the key does not exist."""
+        Raises ObjectMissing (a StorageError: "… is missing from storage …") when the key does not exist,
+        at the latest when the first bytes are asked for."""
 
     @abstractmethod
     def delete(self, key: str) -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pgrunbook.backup.storage.base import AtomicWriter, Backend, ObjectInfo, Storage, register
-from pgrunbook.errors import StorageError
+from pgrunbook.errors import ObjectMissing, StorageError
 
 CHUNK = 1 << 20
 
@@ -159,7 +159,7 @@ class LocalStorage(Storage):
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError:
-            raise StorageError(f"{key} is missing from storage {self.display}") from None
+            raise ObjectMissing(f"{key} is missing from storage {self.display}") from None
         except OSError as exc:
             raise _storage_error(exc, "read", path) from None
         return self._chunks(f, start, length)

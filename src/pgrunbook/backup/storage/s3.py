@@ -43,7 +43,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from pgrunbook.backup.storage.base import AtomicWriter, Backend, ObjectInfo, Storage, register
-from pgrunbook.errors import ConfigError, StorageError
+from pgrunbook.errors import ConfigError, ObjectMissing, StorageError
 
 MiB = 1024 * 1024
 #: S3's limits (docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html)
@@ -589,7 +589,7 @@ class S3Storage(Storage):
         except Exception as exc:
             code, _status = _code_status(exc)
             if code in ("NoSuchKey", "404"):
-                raise StorageError(f"{key} is missing from storage {self.display}") from None
+                raise ObjectMissing(f"{key} is missing from storage {self.display}") from None
             if code == "InvalidRange" and start == 0:  # an empty object has no byte 0
                 kwargs.pop("Range")
                 return client.get_object(**kwargs)  # type: ignore[no-any-return]
