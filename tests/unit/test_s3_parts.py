@@ -170,4 +170,4 @@ def test_known_checksum_values() -> None:
 
     assert body_checksum("sha256", b"abc") == "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
     assert body_checksum("crc32", b"abc") == "NSRBwg=="
-    assert body_checksum("sha256", b"") == "47DEQpj8HBSa+/TgBhXx0zOnJXoY6Q6aJK6QAJQC7fA="
+    assert body_checksum("sha256", b"") == "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
