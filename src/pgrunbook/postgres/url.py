@@ -148,8 +148,12 @@ class DatabaseTarget:
         return kwargs
 
     def secrets(self) -> list[str]:
-        """Strings that must never appear in any output."""
-        return [s for s in (self.password, self.params.get("sslpassword")) if s]
+        """Strings that must never appear in any output. A password equal to the user or database
+        name is shown with that name anyway and cannot be hidden: replacing it would only blank the
+        name in every hint (``GRANT … TO "***"``); it is still removed where it stands as a password
+        (URL userinfo, ``password=``: redaction.redact)."""
+        public = {self.params.get("user"), self.params.get("dbname")}
+        return [s for s in (self.password, self.params.get("sslpassword")) if s and s not in public]
 
 
 def _quote_conninfo(value: str) -> str:
