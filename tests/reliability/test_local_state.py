@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -221,3 +222,61 @@ def test_failing_hook_printing_the_password_json_escaped_leaks_nowhere(seeded: P
         assert not any(s in row for s in spelled), row
     runs = seeded.cli("runs", "--json")
     assert not any(s in runs.stdout for s in spelled)
+
+
+TRIAL7 = "Ad'm\"in\\%2F é%"  # trial7's admin password: quotes, a backslash, a literal %2F, non-ASCII, a final %
+
+
+@pytest.fixture
+def trial7_role(cluster: LocalCluster, seeded: Project) -> Iterator[str]:
+    role = "trial7_pw_role"
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(sql.Identifier(role), sql.Literal(TRIAL7))
+        )
+    dbname = seeded.url.rsplit("/", 1)[1]
+    yield f"postgresql://{role}:{quote(TRIAL7, safe='')}@127.0.0.1:{cluster.port}/{dbname}"
+
+
+def test_failing_hook_printing_the_password_partly_encoded_or_decomposed_leaks_nowhere(
+    seeded: Project, trial7_role: str
+) -> None:
+    """trial7 #7: encodeURIComponent leaves ' raw; quote with safe characters encodes a subset; NFD
+    decomposes é. Each spelling once in the hook's output, encodeURIComponent's last (the error line)."""
+    seeded.environ["DATABASE_URL"] = trial7_role
+    hook = (
+        "python3 -c 'import os, unicodedata; from urllib.parse import urlsplit, unquote, quote; "
+        'pw = unquote(urlsplit(os.environ["DATABASE_URL"]).password); '
+        'print("nfd", unicodedata.normalize("NFD", pw)); print("some", quote(pw, safe="\\x27\\x22\\x5c ")); '
+        'print("lower", quote(pw, safe="").lower()); '
+        'print("connecting with " + quote(pw, safe="-_.!~*\\x27()")); raise SystemExit(1)\''
+    )
+    seeded.write_config(
+        '[backup]\nstorage = "backups"\n[environments.production]\n'
+        f"[environments.production.hooks]\nmaintenance_on = '''{hook}'''\n"
+    )
+    made = seeded.cli("backup", "create")
+    bid = made.stdout.strip()
+    assert bid, made.stderr
+    r = seeded.cli("restore", bid, "--in-place", "--confirm", seeded.url.rsplit("/", 1)[1])
+    spelled = {
+        TRIAL7,
+        unicodedata.normalize("NFD", TRIAL7),
+        quote(TRIAL7, safe="'\"\\ "),
+        quote(TRIAL7, safe="").lower(),
+        quote(TRIAL7, safe="-_.!~*'()"),
+        "Ad'm",
+    }
+    text = r.stdout + r.stderr
+    evidence.output_checked(text, traceback="Traceback" in text, secret=any(s in text for s in spelled))
+    assert r.returncode == 2 and "hook maintenance_on failed (exit 1): connecting with ***" in r.stderr, r.stderr
+    assert not any(s in text for s in spelled), text
+    db = sqlite3.connect(seeded.root / JOURNAL)
+    rows = [" ".join(map(str, row)) for row in db.execute("SELECT * FROM runs")]
+    rows += [" ".join(map(str, row)) for row in db.execute("SELECT * FROM steps")]
+    db.close()
+    assert any("connecting with ***" in row for row in rows)
+    for row in rows:
+        evidence.output_checked(row, traceback=False, secret=any(s in row for s in spelled))
+        assert not any(s in row for s in spelled), row
