@@ -84,3 +84,14 @@ class LockBusy(PgRunbookError):
 class LocalStateError(PgRunbookError):
     """A file of pgrunbook's own local state (journal, manifest, state file) is damaged, locked or
     cannot be written; the message names the file and the hint says what to do with it."""
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop request by signal (SIGTERM from systemd, Kubernetes or ``serve``; SIGHUP when the terminal
+    goes away). A KeyboardInterrupt, so every cleanup that runs for Ctrl-C runs for it too: client tools
+    killed, scratch and staging databases dropped, maintenance turned off, the journal row finished."""
+
+    def __init__(self, signum: int, name: str):
+        super().__init__(f"stopped by {name}")
+        self.signum = signum
+        self.exit_code = 128 + signum  # the shell's convention: 143 for SIGTERM, 129 for SIGHUP

@@ -16,7 +16,7 @@ from pgrunbook import __version__
 from pgrunbook.cli.render import Output, step_line
 from pgrunbook.config import Config
 from pgrunbook.environment import Environment, ProgressFn
-from pgrunbook.errors import EXIT_FAILURE, EXIT_USAGE, PgRunbookError
+from pgrunbook.errors import EXIT_FAILURE, EXIT_USAGE, PgRunbookError, Stopped
 from pgrunbook.postgres.url import redact
 from pgrunbook.prisma.config_file import load_project_config
 
@@ -91,6 +91,9 @@ def handle_errors(fn: F) -> F:
                 click.echo(f"  - {redact(line, secrets)}", err=True)
             if exc.hint:
                 click.echo(f"hint: {redact(exc.hint, secrets)}", err=True)
+            sys.exit(exc.exit_code)
+        except Stopped as exc:
+            click.echo(f"error: {exc}; nothing half-done is listed or kept", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted; nothing half-done is listed or kept", err=True)

@@ -3,11 +3,29 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 from pgrunbook.cli import backup, migrate, misc, monitor, procedures, restore
 from pgrunbook.cli.app import cli
+from pgrunbook.errors import Stopped
 
 COMMAND_MODULES = (backup, migrate, misc, monitor, procedures, restore)
 
 
+# Signals that ask a command to stop. Without a handler Python dies on the spot: no cleanup, no message.
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    """Turn a stop signal into a ``Stopped`` exception in the main thread, once: a second SIGTERM (a
+    process group signalled twice) must not break off the cleanup the first one started."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Stopped(signum, signal.Signals(signum).name)
+
+
 def main() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
     cli(prog_name="pgrunbook")

@@ -1,0 +1,147 @@
+"""trial7 #27: SIGTERM (systemd, Kubernetes, ``serve`` stopping a job) and SIGHUP are handled like
+Ctrl-C: the client tools are stopped, the same cleanup as a failure runs (scratch database dropped,
+half-written archive removed, maintenance turned off), one ``error:`` line, exit 128+signal. Real
+signals to the real command line, against a real cluster."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgrunbook.postgres.cluster import LocalCluster
+from tests import evidence
+from tests.conftest import Project, wait_for
+from tests.integration.test_migrate import make_migrations
+
+pytestmark = pytest.mark.integration
+
+
+def _start(project: Project, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", *args],
+        cwd=project.root,
+        env=project.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[str], sig: signal.Signals) -> tuple[int, str]:
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    evidence.output_checked(err, traceback="Traceback" in err, secret=False)
+    return proc.returncode, err
+
+
+def _activity(cluster: LocalCluster, where: str) -> int:
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        row = conn.execute(f"SELECT count(*) FROM pg_stat_activity WHERE {where}".encode()).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _drill_databases(cluster: LocalCluster) -> list[str]:
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pgrunbook_drill%'").fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stopped_drill_drops_its_scratch_database(
+    seeded: Project, cluster: LocalCluster, sig: signal.Signals
+) -> None:
+    """The drill's read query sleeps on the scratch database; the signal arrives there."""
+    assert seeded.cli("backup", "create").returncode == 0
+    seeded.write_config('[backup]\nstorage = "backups"\n[environments.default]\nread_query = "SELECT pg_sleep(120)"\n')
+    before = set(_drill_databases(cluster))
+    proc = _start(seeded, "backup", "verify", "latest", "--drill")
+    try:
+        wait_for(
+            lambda: _activity(cluster, "datname LIKE 'pgrunbook_drill%' AND query LIKE '%pg_sleep%'"),
+            90,
+            "the drill running its read query on the scratch database",
+        )
+    except BaseException:
+        proc.kill()
+        raise
+    t0 = time.monotonic()
+    code, err = _stop(proc, sig)
+    assert code == 128 + sig, err
+    assert f"error: stopped by {sig.name}; nothing half-done is listed or kept" in err, err
+    assert "Traceback" not in err
+    assert time.monotonic() - t0 < 30
+    assert set(_drill_databases(cluster)) <= before, "the scratch database was left behind"
+    assert not _activity(cluster, "query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()")
+
+
+def test_a_terminated_backup_leaves_no_archive_and_no_pg_dump(seeded: Project, cluster: LocalCluster) -> None:
+    """A table lock makes pg_dump wait; SIGTERM arrives while it waits."""
+    holder = psycopg.connect(seeded.url)
+    holder.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")
+    try:
+        proc = _start(seeded, "backup", "create", "--label", "term")
+        try:
+            wait_for(
+                lambda: _activity(cluster, "wait_event_type = 'Lock'"),
+                60,
+                "pg_dump waiting on the table lock",
+            )
+        except BaseException as exc:
+            proc.kill()
+            raise AssertionError(proc.communicate()) from exc
+        code, err = _stop(proc, signal.SIGTERM)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert code == 143, err
+    assert "error: stopped by SIGTERM" in err and "Traceback" not in err, err
+    dbname = seeded.url.rsplit("/", 1)[1]
+    wait_for(lambda: not _activity(cluster, f"datname = '{dbname}' AND pid <> pg_backend_pid()"), 15, "pg_dump gone")
+    left = [p for p in Path(seeded.storage).rglob("*") if p.is_file()]
+    assert not [p for p in left if ".tmp" in p.name], left
+    listed = seeded.cli("backup", "list", "--json")
+    assert json.loads(listed.stdout) == [], listed.stdout
+
+
+def test_a_terminated_deploy_turns_maintenance_off_and_records_it(seeded: Project, cluster: LocalCluster) -> None:
+    """trial7: deploy terminated during its pre-deploy backup left the app in maintenance."""
+    log = seeded.root / "hooks.log"
+    seeded.write_config(
+        '[backup]\nstorage = "backups"\n[environments.default.hooks]\n'
+        f"maintenance_on = 'echo on >> {log}'\nmaintenance_off = 'echo off >> {log}'\n"
+    )
+    make_migrations(seeded, {"01_new": "CREATE TABLE IF NOT EXISTS note (id int);"})
+    holder = psycopg.connect(seeded.url)
+    holder.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")
+    try:
+        proc = _start(seeded, "deploy")
+        try:
+            wait_for(
+                lambda: _activity(cluster, "wait_event_type = 'Lock'"),
+                60,
+                "the pre-deploy backup waiting on the table lock",
+            )
+        except BaseException as exc:
+            proc.kill()
+            raise AssertionError(proc.communicate()) from exc
+        code, err = _stop(proc, signal.SIGTERM)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert code == 143, err
+    assert "error: stopped by SIGTERM" in err, err
+    assert log.read_text().split() == ["on", "off"]
+    runs = json.loads(seeded.cli("runs", "--json").stdout)
+    deploy = next(r for r in runs if r.get("kind") == "deploy")
+    assert deploy["outcome"] == "failed" and "SIGTERM" in json.dumps(deploy), deploy
