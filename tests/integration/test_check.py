@@ -115,3 +115,28 @@ def test_the_check_hint_names_the_variable_it_connected_with(seeded: Project) ->
     assert migrations["status"] == "warning"
     assert "connection refused" in migrations["detail"] and "APP_DIRECT_URL" in migrations["detail"], migrations
     assert "APP_POOLED_URL" not in migrations["detail"]
+
+
+@pytest.mark.parametrize("where", ["in /proc", "under a file", "read-only folder"])
+def test_check_prometheus_to_an_impossible_path_is_a_named_error_after_the_results(seeded: Project, where: str) -> None:
+    """trial7 #28: was ``internal error: OSError ... x.prom.25080.1397...`` (the temp name)."""
+    import os
+    from pathlib import Path
+
+    blocker = seeded.root / "blocker"
+    if where == "in /proc":
+        prom = Path("/proc/nope.prom")
+    elif where == "under a file":
+        blocker.write_text("a file")
+        prom = blocker / "x.prom"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a mode 0555 folder")
+        blocker.mkdir(mode=0o555)
+        prom = blocker / "x.prom"
+    fault(f"--prometheus {where}")
+    r = seeded.cli("check", "--prometheus", str(prom))
+    assert_clean_error(r, 2, f"cannot write the metrics textfile {prom}")
+    assert "internal error" not in r.stderr and ".prom." not in r.stderr.replace(str(prom), "")
+    assert "hint: point --prometheus at a file in a folder this user may write" in r.stderr
+    assert "backup freshness" in r.stdout and "check: critical" in r.stdout  # the checks ran and are shown

@@ -41,6 +41,8 @@ def check(env_names: tuple[str, ...], prom_file: Path | None) -> None:
                     highlight=False,
                 )
         st.output.out.print(f"check: {report.status}", highlight=False)
+    if report.prometheus_error is not None:
+        raise report.prometheus_error
     sys.exit({"ok": 0, "warning": 1, "critical": 2}[report.status])
 
 

@@ -22,7 +22,7 @@ from pgrunbook.backup.prune import backup_infos, policy_of
 from pgrunbook.backup.retention import plan_retention
 from pgrunbook.config import Config
 from pgrunbook.environment import Environment
-from pgrunbook.errors import PgRunbookError, StorageError
+from pgrunbook.errors import LocalStateError, PgRunbookError, StorageError
 from pgrunbook.monitor.evaluate import (
     Finding,
     Limits,
@@ -57,6 +57,8 @@ class CheckReport:
     environments: list[EnvironmentCheck] = field(default_factory=list)
     notified: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # local state that could not be read, and what happens
+    # The metrics textfile could not be written: the checks ran and are reported, then this is raised.
+    prometheus_error: PgRunbookError | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         checks = [{**f.to_dict(), "environment": e.environment} for e in self.environments for f in e.findings]
@@ -185,18 +187,31 @@ def check(config: Config, env_names: list[str] | None = None, *, prometheus: Pat
     now = datetime.now(UTC)
     report = run_check(config, env_names, now)
     if prometheus:
-        write_prometheus(prometheus, report, now)
+        try:
+            write_prometheus(prometheus, report, now)
+        except PgRunbookError as exc:
+            report.prometheus_error = exc  # still notify: the checks ran, only the textfile is missing
     report.notified = notify_changes(config, report)
     return report
 
 
 def write_prometheus(path: Path, report: CheckReport, now: datetime) -> None:
     """The textfile-collector format for node_exporter, written atomically (temp + rename) by
-    prometheus_client so node_exporter never reads half a file."""
+    prometheus_client so node_exporter never reads half a file. Raises LocalStateError naming
+    ``path`` when its folder cannot be made or written (read-only, no permission, /proc)."""
     registry = CollectorRegistry()
     registry.register(CheckCollector(lambda: (report, now)))  # type: ignore[arg-type]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), registry)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(path), registry)
+    except OSError as exc:
+        why = (exc.strerror or type(exc).__name__).lower()
+        raise LocalStateError(
+            f"cannot write the metrics textfile {path}: {why}",
+            hint="point --prometheus at a file in a folder this user may write, the one node_exporter's "
+            "--collector.textfile.directory reads (e.g. /var/lib/node_exporter/textfile_collector); "
+            "the checks above ran and are valid",
+        ) from None
 
 
 def status_notices(config: Config, report: CheckReport, previous: dict[str, str]) -> list[Notice]:
