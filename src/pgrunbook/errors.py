@@ -6,10 +6,25 @@ else is a bug and shows a traceback only with ``--debug``.
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_NEGATIVE = 1
 EXIT_FAILURE = 2
 EXIT_USAGE = 3
+
+# Characters a terminal acts on instead of showing: C0 and C1 controls (ESC starts colour, cursor
+# moves, title changes; CR overwrites a line), DEL, and the bidirectional overrides that reorder text.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNPRINTABLE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, *, one_line: bool = False) -> str:
+    """``text`` with every character a terminal would act on shown as its escape (``\\x1b``,
+    ``\\u202e``); with ``one_line`` newlines and tabs too. For text from storage, the database or a
+    hook, which must not clear the screen, retitle the terminal or fake an output line."""
+    pattern = _UNPRINTABLE_LINE if one_line else _UNPRINTABLE
+    return pattern.sub(lambda m: repr(m.group(0))[1:-1], text)
 
 
 class PgRunbookError(Exception):

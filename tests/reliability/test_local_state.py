@@ -280,3 +280,27 @@ def test_failing_hook_printing_the_password_partly_encoded_or_decomposed_leaks_n
     for row in rows:
         evidence.output_checked(row, traceback=False, secret=any(s in row for s in spelled))
         assert not any(s in row for s in spelled), row
+
+
+def test_hostile_manifest_text_is_shown_escaped_never_obeyed(seeded: Project) -> None:
+    """trial7 #26: a label and a migration name with escape sequences and a newline, written into the
+    manifest by hand: ``backup list`` printed them raw (screen cleared, title set, a fake line)."""
+    bid = seeded.cli("backup", "create").stdout.strip()
+    path = seeded.storage / "default" / bid / "manifest.json"
+    data = json.loads(path.read_text())
+    data["label"] = "\x1b[2J\x1b[31mok\nrestored fine"
+    data["migration_head"] = {"name": "\x1b]0;pwned\x07x", "count": 1}
+    path.write_text(json.dumps(data))
+    evidence.fault("manifest text with control characters")
+    for args in (("backup", "list"), ("backup", "show", bid), ("check",)):
+        r = seeded.cli(*args)
+        text = r.stdout + r.stderr
+        evidence.output_checked(text, traceback="Traceback" in text, secret=False)
+        assert "Traceback" not in text
+        assert not any(c in text for c in "\x1b\x07\r"), (args, repr(text))
+        assert not any(ln.strip().startswith("restored fine") for ln in text.splitlines()), text
+    listed = seeded.cli("backup", "list")
+    assert (
+        "\\x1b[2J\\x1b[31mok\\nrestored fine" in listed.stdout.replace("\n", "").replace(" ", "").replace("│", "")
+        or "\\x1b[2J" in listed.stdout
+    ), listed.stdout

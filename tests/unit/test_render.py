@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import re
 
+import pytest
 from rich.console import Console
+from rich.table import Table
 
-from pgrunbook.cli.render import Output, human_count
+from pgrunbook.cli.render import Output, SafeConsole, human_count, step_line
 from pgrunbook.environment import no_progress
+from pgrunbook.errors import printable
 
 
 def _terminal(out: Output) -> io.StringIO:
@@ -63,3 +66,41 @@ def test_human_count() -> None:
         "5.0M",
         "2.5bn",
     ]
+
+
+# --- trial7 #26: text from storage, the database or a hook is shown, never obeyed ------------------
+
+HOSTILE = [
+    "\x1b[2J\x1b[31mok",  # clear screen, red
+    "\x1b]0;pwned\x07x",  # terminal title
+    "over\rwrite",  # carriage return overwrites the line
+    "bidi \u202eexe.txt",  # right-to-left override
+    "c1 \x9b31m",  # the one-byte CSI
+    "del\x7f",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_safe_console_shows_control_characters_as_escapes(text: str) -> None:
+    buf = io.StringIO()
+    console = SafeConsole(file=buf, force_terminal=False, width=200)
+    console.print(f"label: {text}", highlight=False)
+    table = Table("id", "label")
+    table.add_row("20261201T000007Z-ansi", text)
+    console.print(table)
+    out = buf.getvalue()
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]", out), repr(out)
+    assert printable(text) in out
+
+
+def test_printable_one_line_escapes_newlines_and_keeps_ordinary_text() -> None:
+    assert printable("ok\nrestored fine", one_line=True) == "ok\\nrestored fine"
+    assert printable("ok\nrestored fine") == "ok\nrestored fine"
+    assert printable("Prisma 7 — Größe café 😀") == "Prisma 7 — Größe café 😀"
+
+
+def test_step_lines_have_no_trailing_space() -> None:
+    """trial7 #18: ``ok  maintenance on (0.0s) `` ended with a space when the step had no detail."""
+    line = step_line({"status": "succeeded", "name": "maintenance on", "duration_s": 0.01, "detail": ""})
+    assert line.endswith("(0.0s)") and not line.endswith(" ")
+    assert step_line({"status": "failed", "name": "m", "duration_s": 1, "detail": "x"}).endswith("(1.0s) x")

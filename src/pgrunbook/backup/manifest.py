@@ -11,10 +11,10 @@ import re
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pgrunbook.backup.privileges import Privileges
-from pgrunbook.errors import ConfigError, VerificationFailed
+from pgrunbook.errors import ConfigError, VerificationFailed, printable
 
 MANIFEST_NAME = "manifest.json"
 IN_PROGRESS_NAME = ".in-progress.json"
@@ -34,10 +34,18 @@ class TableCount(BaseModel):
         return f"{self.schema_}.{self.name}"
 
 
+def _one_line(value: object) -> object:
+    """A one-line field read from storage, its control characters shown as escapes: a hostile or
+    damaged manifest must not clear the screen or fake output lines (names are validated on write)."""
+    return printable(value, one_line=True) if isinstance(value, str) else value
+
+
 class MigrationHead(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None
     count: int
+
+    _printable = field_validator("name", mode="before")(_one_line)
 
 
 class Check(BaseModel):
@@ -118,6 +126,22 @@ class Manifest(BaseModel):
         """The newest drill, when it could not run for a reason outside the backup."""
         drills = [v for v in self.verifications if v.kind == "drill"]
         return drills[-1] if drills and drills[-1].cause is not None else None
+
+    _printable = field_validator(
+        "id",
+        "environment",
+        "database",
+        "project_id",
+        "project_name",
+        "system_identifier",
+        "server_version",
+        "pg_dump_version",
+        "label",
+        "tool_version",
+        "file",
+        "sha256",
+        mode="before",
+    )(_one_line)
 
     def row_counts(self) -> dict[tuple[str, str], int]:
         return {(t.schema_, t.name): t.rows for t in self.tables}

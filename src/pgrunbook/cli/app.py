@@ -16,7 +16,7 @@ from pgrunbook import __version__
 from pgrunbook.cli.render import Output, step_line
 from pgrunbook.config import Config
 from pgrunbook.environment import Environment, ProgressFn
-from pgrunbook.errors import EXIT_FAILURE, EXIT_USAGE, PgRunbookError, Stopped
+from pgrunbook.errors import EXIT_FAILURE, EXIT_USAGE, PgRunbookError, Stopped, printable
 from pgrunbook.postgres.url import redact
 from pgrunbook.prisma.config_file import load_project_config
 
@@ -86,11 +86,11 @@ def handle_errors(fn: F) -> F:
             if debug:
                 raise
             secrets = known_secrets()
-            click.echo(f"error: {redact(exc.message, secrets)}", err=True)
+            click.echo(f"error: {printable(redact(exc.message, secrets))}", err=True)
             for line in exc.details:
-                click.echo(f"  - {redact(line, secrets)}", err=True)
+                click.echo(f"  - {printable(redact(line, secrets))}", err=True)
             if exc.hint:
-                click.echo(f"hint: {redact(exc.hint, secrets)}", err=True)
+                click.echo(f"hint: {printable(redact(exc.hint, secrets))}", err=True)
             sys.exit(exc.exit_code)
         except Stopped as exc:
             click.echo(f"error: {exc}; nothing half-done is listed or kept", err=True)

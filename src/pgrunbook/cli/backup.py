@@ -20,7 +20,7 @@ from pgrunbook.cli.app import (
     state,
 )
 from pgrunbook.cli.render import human_age, human_size
-from pgrunbook.errors import EXIT_FAILURE, EXIT_NEGATIVE
+from pgrunbook.errors import EXIT_FAILURE, EXIT_NEGATIVE, printable
 from pgrunbook.postgres.url import redact
 
 
@@ -207,7 +207,9 @@ def backup_verify(
                 )
             else:  # the backup passed its own checks: the drill server or the definition is the problem
                 cause = result.cause or {}
-                click.echo(f"error: the drill could not restore {backup_id}: {cause.get('message', '')}", err=True)
+                click.echo(
+                    f"error: the drill could not restore {backup_id}: {printable(cause.get('message', ''))}", err=True
+                )
                 click.echo(
                     f"hint: {cause.get('hint') or 'see the checks above'}; the backup itself passed its checks "
                     "(size, checksum, frames, table of contents)",

@@ -26,6 +26,7 @@ from rich.table import Column
 from rich.text import Text
 
 from pgrunbook.environment import ProgressFn, no_progress
+from pgrunbook.errors import printable
 
 _MARKS = {
     "succeeded": ("ok", "green"),
@@ -42,7 +43,17 @@ def step_line(step: dict[str, Any]) -> str:
     head = f"  [{style}]{escape(text):>4}[/]  {escape(str(step['name']))}"
     if status == "running":
         return head
-    return f"{head} ({step.get('duration_s') or 0:.1f}s) {escape(str(step.get('detail') or ''))}"
+    detail = str(step.get("detail") or "")
+    return f"{head} ({step.get('duration_s') or 0:.1f}s)" + (f" {escape(detail)}" if detail else "")
+
+
+class SafeConsole(Console):
+    """A rich Console that shows, never obeys, control characters in the text it is given (a label
+    or table name from storage or the database could clear the screen or retitle the terminal); its
+    own colours are added after this, when the text is rendered."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(printable(text), **kwargs)
 
 
 class Output:
@@ -51,8 +62,8 @@ class Output:
         self.live_steps = False  # steps were shown on the terminal as they ran (show_step)
         self._bars: tuple[Progress, dict[str, Any]] | None = None  # the live display, while progress() runs
         # piped output is read by scripts and grep: never wrap a backup id across lines there
-        self.out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-        self.err = Console(stderr=True, soft_wrap=True)
+        self.out: Console = SafeConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+        self.err: Console = SafeConsole(stderr=True, soft_wrap=True)
 
     @property
     def interactive(self) -> bool:
