@@ -145,3 +145,33 @@ def test_a_terminated_deploy_turns_maintenance_off_and_records_it(seeded: Projec
     runs = json.loads(seeded.cli("runs", "--json").stdout)
     deploy = next(r for r in runs if r.get("kind") == "deploy")
     assert deploy["outcome"] == "failed" and "SIGTERM" in json.dumps(deploy), deploy
+
+
+def test_the_next_drill_drops_a_killed_drills_scratch_database(seeded: Project, cluster: LocalCluster) -> None:
+    """SIGKILL cannot be handled: the scratch database stays, marked as an unfinished restore by a pid.
+    The next drill drops it (its pid is gone) and says so; a live drill's database is left alone."""
+    assert seeded.cli("backup", "create").returncode == 0
+    seeded.write_config('[backup]\nstorage = "backups"\n[environments.default]\nread_query = "SELECT pg_sleep(120)"\n')
+    before = set(_drill_databases(cluster))
+    proc = _start(seeded, "backup", "verify", "latest", "--drill")
+    wait_for(
+        lambda: _activity(cluster, "datname LIKE 'pgrunbook_drill%' AND query LIKE '%pg_sleep%'"),
+        90,
+        "the drill running its read query",
+    )
+    proc.kill()
+    proc.communicate()
+    left = set(_drill_databases(cluster)) - before
+    assert len(left) == 1, left  # what SIGKILL leaves
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:  # the orphaned query ends with its client
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()"
+        )
+    seeded.write_config('[backup]\nstorage = "backups"\n')
+    r = seeded.cli("--json", "backup", "verify", "latest", "--drill")
+    assert r.returncode == 0, r.stderr
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    swept = checks["leftover scratch databases"]
+    assert swept["ok"] and next(iter(left)) in swept["detail"] and "unfinished restore" in swept["detail"]
+    assert not (set(_drill_databases(cluster)) - before)

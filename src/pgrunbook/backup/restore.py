@@ -287,6 +287,23 @@ def _marker_alive(comment: str) -> bool:
     return runner.pid_alive(int(m.group(1)))
 
 
+def drop_dead_leftovers(admin: psycopg.Connection, prefix: str) -> list[str]:
+    """Drop the databases named ``prefix``* that a killed restore left (SIGKILL, a lost machine): their
+    comment is the unfinished-restore marker and the process that wrote it is gone from this host.
+    Returns ``name (marker)`` for each dropped. Others (alive, another host's, no marker) stay."""
+    rows = admin.execute(
+        "SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
+        "WHERE starts_with(datname, %s)",
+        (prefix,),
+    ).fetchall()
+    dropped = []
+    for name, comment in rows:
+        if comment.startswith(UNFINISHED) and not _marker_alive(comment):
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            dropped.append(f"{name} ({comment.removeprefix('pgrunbook: ')})")
+    return dropped
+
+
 def _database_state(admin: psycopg.Connection, target: DatabaseTarget, name: str) -> tuple[str, str]:
     """('missing' | 'empty' | 'non-empty' | 'unfinished', its comment).
 

@@ -7,6 +7,7 @@ compares row counts with the manifest, and always drops it.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pgrunbook import __version__
 from pgrunbook.backup.archive import check_stored, tools_for_archive, tools_to_restore
 from pgrunbook.backup.manifest import Check, Manifest, Verification
 from pgrunbook.backup.preflight import RestoreOptions
-from pgrunbook.backup.restore import CannotCreate, RestoreFailed, RestoreReport, restore_into
+from pgrunbook.backup.restore import CannotCreate, RestoreFailed, RestoreReport, drop_dead_leftovers, restore_into
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import PgRunbookError, PreflightFailed, StorageError
@@ -89,7 +90,8 @@ def drill(
     differing copy is a failed check; a drill that cannot restore for a reason outside the backup (the
     drill server, the database's definition) raises DrillProblem with the classified cause."""
     server = drill_target(env)
-    scratch = f"pgrunbook_drill_{secrets.token_hex(4)}"
+    leftovers = _drop_leftovers(server)
+    scratch = f"{DRILL_PREFIX}{secrets.token_hex(4)}"
     report = RestoreReport(manifest.id, scratch, method="stream")
     t0 = time.monotonic()
     settled = False  # the drill came to a result: a failure to drop the scratch database is then an error
@@ -113,13 +115,27 @@ def drill(
             cause = {"kind": "target", "where": "target", "message": message, "hint": hint}
             raise DrillProblem(cause, Check(name="drill restore", ok=False, detail=message)) from None
         settled = True
-        return [Check(name="drill restore", ok=True, detail=f"restored in {time.monotonic() - t0:.1f}s"), *checks]
+        swept = [Check(name="leftover scratch databases", ok=True, detail="dropped " + "; ".join(leftovers))]
+        restored = Check(name="drill restore", ok=True, detail=f"restored in {time.monotonic() - t0:.1f}s")
+        return [*(swept if leftovers else []), restored, *checks]
     finally:
         try:
             _drop(server, scratch)
         except (PgRunbookError, psycopg.Error):
             if settled:
                 raise
+
+
+DRILL_PREFIX = "pgrunbook_drill_"
+
+
+def _drop_leftovers(server: DatabaseTarget) -> list[str]:
+    """Scratch databases of earlier drills that were killed (SIGKILL, OOM, a lost machine) before they
+    could drop their own: a full copy of the database each, dropped here. Best effort: a server that
+    cannot be reached fails the drill's own restore with the real cause."""
+    with contextlib.suppress(PgRunbookError, psycopg.Error), connect(server, purpose="drill") as admin:
+        return drop_dead_leftovers(admin, DRILL_PREFIX)
+    return []
 
 
 def _drop(server: DatabaseTarget, scratch: str) -> None:
