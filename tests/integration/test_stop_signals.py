@@ -175,3 +175,26 @@ def test_the_next_drill_drops_a_killed_drills_scratch_database(seeded: Project, 
     swept = checks["leftover scratch databases"]
     assert swept["ok"] and next(iter(left)) in swept["detail"] and "unfinished restore" in swept["detail"]
     assert not (set(_drill_databases(cluster)) - before)
+
+
+def test_a_serve_job_over_its_timeout_is_stopped_with_sigterm_and_cleans_up(
+    seeded: Project, cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve's job timeout killed the job outright (SIGKILL): a drill's scratch database stayed."""
+    from pgrunbook.monitor.schedule import Job
+    from pgrunbook.monitor.scheduler import subprocess_runner
+
+    assert seeded.cli("backup", "create").returncode == 0
+    seeded.write_config(
+        '[backup]\nstorage = "backups"\n[serve]\njob_timeout_s = 4\n'
+        '[environments.default]\nread_query = "SELECT pg_sleep(120)"\n'
+    )
+    for k, v in seeded.environ.items():
+        monkeypatch.setenv(k, v)
+    before = set(_drill_databases(cluster))
+    run = subprocess_runner(seeded.env().config, [])
+    t0 = time.monotonic()
+    result = run(Job("drill", "default", "@daily", ["backup", "verify", "latest", "--drill", "--env", "default"]))
+    assert not result.ok and result.detail.startswith("timed out after 4 s"), result
+    assert time.monotonic() - t0 < 40
+    assert set(_drill_databases(cluster)) <= before, "the timed-out drill left its scratch database"

@@ -422,22 +422,39 @@ def subprocess_runner(config: Config, secrets: list[str]) -> Runner:
 
     def run(job: Job) -> JobResult:
         t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [*base, "--json", *job.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=config.root,
+        )
         try:
-            proc = subprocess.run(
-                [*base, "--json", *job.args],
-                capture_output=True,
-                text=True,
-                timeout=config.serve.job_timeout_s,
-                cwd=config.root,
-            )
+            stdout, stderr = proc.communicate(timeout=config.serve.job_timeout_s)
         except subprocess.TimeoutExpired:
+            _stop_job(proc)
             return JobResult(False, f"timed out after {config.serve.job_timeout_s:.0f} s", time.monotonic() - t0)
         elapsed = time.monotonic() - t0
         if proc.returncode == 0:
-            return JobResult(True, _summary(proc.stdout), elapsed)
-        return JobResult(False, redact(_failure(proc.stderr, proc.returncode), secrets), elapsed)
+            return JobResult(True, _summary(stdout), elapsed)
+        return JobResult(False, redact(_failure(stderr, proc.returncode), secrets), elapsed)
 
     return run
+
+
+# How long a timed-out job has to clean up after SIGTERM (drop its scratch database, turn maintenance
+# off) before it is killed.
+JOB_STOP_GRACE_S = 60.0
+
+
+def _stop_job(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM first: the job runs its cleanup as for Ctrl-C (cli/main.py); SIGKILL after the grace."""
+    proc.terminate()
+    try:
+        proc.communicate(timeout=JOB_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
 
 
 def _failure(stderr: str, code: int) -> str:
