@@ -424,9 +424,26 @@ def test_the_clock_stepping_forward_runs_a_missed_job_once_not_a_burst(tmp_path:
     sched.wait_idle(5)
     assert len(ran) == 1 and sched.state["default/backup"].missed == 3 * 24 * 4 - 1  # 288 slots, one run
     assert sched.health.clock_steps == 1 and "stepped forward" in (sched.health.last_clock_step or "")
+    # trial7 #17: the service was running; the clock stepped. The event says so.
+    [caught] = [e for e in sched.events if e.what == "caught up"]
+    assert "when the clock stepped forward by 259199 s" in caught.detail, caught.detail
+    assert "not running" not in caught.detail
     for _ in range(5):
         _advance(sched, clock, mono, 1)
     assert len(ran) == 1
+
+
+def test_slots_missed_before_the_service_started_say_it_was_not_running(tmp_path: Path) -> None:
+    ran: list[datetime] = []
+    sched, clock, _, _ = _observed(tmp_path, Recorder(ran), cron="*/15 * * * *")
+    sched.tick()
+    sched.wait_idle(5)
+    again, later, _, _ = _observed(tmp_path, Recorder(ran), cron="*/15 * * * *")
+    later.now = clock.now + timedelta(hours=2)  # a new service (a restart) two hours later, state kept
+    again.tick()
+    again.wait_idle(5)
+    [caught] = [e for e in again.events if e.what == "caught up"]
+    assert "while the service was not running" in caught.detail, caught.detail
 
 
 def test_an_unreadable_state_file_is_named_and_the_schedule_starts_afresh(tmp_path: Path) -> None:

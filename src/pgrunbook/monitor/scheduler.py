@@ -134,6 +134,7 @@ class Scheduler:
         self._retry_mono: dict[str, float] = {}  # per job: no new attempt after an error before this
         self._save_retry_mono = 0.0
         self._last_tick: tuple[datetime, float] | None = None
+        self._gap_why = "while the service was not running"  # why slots were missed, set by each tick
         self._problems: list[tuple[str, str | None]] = []
         self._load_problem_open = False
         self.health = Health()
@@ -244,12 +245,15 @@ class Scheduler:
 
     def _clock_step(self, now: datetime, mono: float) -> None:
         last, self._last_tick = self._last_tick, (now, mono)
+        self._gap_why = "while the service was not running" if last is None else "while the scheduler was held up"
         if last is None:
             return
         skew = (now - last[0]).total_seconds() - (mono - last[1])
         if abs(skew) < CLOCK_STEP_S:
             return
         direction = "forward" if skew > 0 else "back"
+        if skew > 0:  # monotonic time stands still in a suspend too: either way the service was running
+            self._gap_why = f"when the clock stepped forward by {skew:.0f} s (or the machine was suspended)"
         self.health.clock_steps += 1
         self.health.last_clock_step = f"{_iso(now)}: the clock stepped {direction} by {abs(skew):.0f} s"
         self._event(None, "clock stepped", self.health.last_clock_step)
@@ -297,9 +301,9 @@ class Scheduler:
         if missed:
             st.missed += missed
             if self.config.serve.catch_up:
-                self._event(job, "caught up", f"{missed} slot(s) passed while the service was not running; one run now")
+                self._event(job, "caught up", f"{missed} slot(s) passed {self._gap_why}; one run now")
             else:
-                self._event(job, "missed", f"{missed} slot(s) passed while the service was not running (catch_up off)")
+                self._event(job, "missed", f"{missed} slot(s) passed {self._gap_why} (catch_up off)")
                 if late:
                     return
         if st.running_since is not None:
