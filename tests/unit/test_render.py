@@ -104,3 +104,18 @@ def test_step_lines_have_no_trailing_space() -> None:
     line = step_line({"status": "succeeded", "name": "maintenance on", "duration_s": 0.01, "detail": ""})
     assert line.endswith("(0.0s)") and not line.endswith(" ")
     assert step_line({"status": "failed", "name": "m", "duration_s": 1, "detail": "x"}).endswith("(1.0s) x")
+
+
+@pytest.mark.parametrize(
+    ("delta_s", "shown"),
+    [(5, "5s ago"), (-20, "0s ago"), (600, "10m ago"), (7200, "2h ago"), (259197, "3d ago"),
+     (-259197, "in 3d (clock skew?)"), (-600, "in 10m (clock skew?)")],
+)  # fmt: skip
+def test_human_age_is_never_negative(delta_s: int, shown: str) -> None:
+    """trial7 #18: a future-dated backup showed ``-259197s ago``."""
+    from datetime import UTC, datetime, timedelta
+
+    from pgrunbook.cli.render import human_age
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    assert human_age(now - timedelta(seconds=delta_s), now) == shown

@@ -183,11 +183,19 @@ def human_count(n: float) -> str:
 
 
 def human_age(when: datetime, now: datetime | None = None) -> str:
+    """``12m ago``; a time ahead of the clock (over a minute: not mere rounding) as ``in 3d (clock
+    skew?)``, never a negative age."""
     seconds = ((now or datetime.now(UTC)) - when).total_seconds()
+    if seconds < -60:
+        return f"in {_span(-seconds)} (clock skew?)"
+    return f"{_span(max(seconds, 0.0))} ago"
+
+
+def _span(seconds: float) -> str:
     if seconds < 90:
-        return f"{seconds:.0f}s ago"
+        return f"{seconds:.0f}s"
     if seconds < 5400:
-        return f"{seconds / 60:.0f}m ago"
+        return f"{seconds / 60:.0f}m"
     if seconds < 172800:
-        return f"{seconds / 3600:.0f}h ago"
-    return f"{seconds / 86400:.0f}d ago"
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
