@@ -144,6 +144,23 @@ def test_concurrently_rule_follows_the_prisma_version(tmp_path: Path) -> None:
     assert rule in {f.rule for f in lint_files([unparsed], split=True)}
 
 
+def test_index_advice_follows_the_prisma_version(tmp_path: Path) -> None:
+    """trial7 #18: on Prisma 7.4+ the advice said 'alone in its own migration (Prisma sends a file as
+    one script)', untrue there; where the file is sent whole (before 7.4, or unparsed) it still says so."""
+    mixed = tmp_path / "mixed.sql"
+    mixed.write_text('ALTER TABLE "t" ADD COLUMN "c" INT;\nCREATE INDEX "i" ON "t"("c");\n')
+    unparsed = tmp_path / "unparsed.sql"
+    unparsed.write_text('DO $$ BEGIN PERFORM 1; END $$;\nCREATE INDEX "j" ON "t"("c");\n')
+
+    def advice(path: Path, split: bool) -> str:
+        [f] = [f for f in lint_files([path], split=split) if f.rule == "require-concurrent-index-creation"]
+        return f.instead
+
+    assert "Prisma sends a file as one script" in advice(mixed, split=False)
+    assert "one script" not in advice(mixed, split=True) and "each statement" in advice(mixed, split=True)
+    assert "Prisma sends a file as one script" in advice(unparsed, split=True)
+
+
 def _seed_migration(rows: int) -> str:
     """A Prisma seed migration: a table, then one INSERT per row (what `prisma db seed` dumps)."""
     head = 'CREATE TABLE "Seed" ("id" INT, "name" TEXT, "note" TEXT);\n'

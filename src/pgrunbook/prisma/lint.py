@@ -193,6 +193,14 @@ class Finding:
         }
 
 
+# The advice where the project's Prisma (7.4+) sends this file statement by statement: CONCURRENTLY
+# no longer needs a migration of its own (docs/migrations.md, "Prisma 7.4 and later").
+SPLIT_INSTEAD = {
+    "require-concurrent-index-creation": "CREATE INDEX CONCURRENTLY (this Prisma sends each statement of this "
+    "file on its own, so it may stay beside the others)",
+}
+
+
 @dataclass
 class _Context:
     new_tables: set[str] = field(default_factory=set)
@@ -329,7 +337,8 @@ def lint_text(text: str, file: str, ctx: _Context | None = None) -> list[Finding
             ddl_seen = True
             if rule_id not in skip:
                 r = RULES[rule_id]
-                findings.append(Finding(file, st.line, r.id, r.severity, r.what, r.why, r.instead, st.text[:200]))
+                instead = SPLIT_INSTEAD.get(r.id, r.instead) if batch_size == 1 < count else r.instead
+                findings.append(Finding(file, st.line, r.id, r.severity, r.what, r.why, instead, st.text[:200]))
         if isinstance(tree, (ast.AlterTableStmt, ast.IndexStmt, ast.DropStmt, ast.RenameStmt)):
             ddl_seen = True
     if ctx.engine == "prisma" and ddl_seen and not has_timeout and "require-timeout-settings" not in file_ignores:
