@@ -283,8 +283,10 @@ def _backup(out: Output, env: Environment, label: str) -> dict[str, Any]:
 
 def _list(out: Output, env: Environment) -> dict[str, Any]:
     backups = env.repository.list_backups()
+    id_width = max((len(m.id) for m in backups), default=0)  # ids differ in length with their labels
+    label_width = max((len(m.label) for m in backups), default=0)
     for m in backups:
-        out.info(f"   {m.id}  {m.label:<11} {m.size / 1e6:8.2f} MB  verified={m.verified}")
+        out.info(f"   {m.id:<{id_width}}  {m.label:<{label_width}}  {m.size / 1e6:8.2f} MB  verified={m.verified}")
     return {"ok": len(backups) >= 2, "count": len(backups)}
 
 
