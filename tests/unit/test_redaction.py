@@ -292,3 +292,10 @@ def test_password_equal_to_the_user_name_keeps_names_but_not_credentials() -> No
     hint = 'GRANT "postgres" TO "app", or restore with --owner app; postgresql://app:app@db/shop PGPASSWORD=app'
     out = redact(hint, [*target.secrets(), *environment_secrets({"DATABASE_URL": target.url})])
     assert out == 'GRANT "postgres" TO "app", or restore with --owner app; postgresql://app:***@db/shop PGPASSWORD=***'
+
+
+@pytest.mark.parametrize(("secret", "text"), [("!pw", "user!pw here"), ("pw!", "a pw!x"), ("#1", "id#1")])
+def test_a_short_secret_with_a_punctuation_edge_goes_even_beside_a_word(secret: str, text: str) -> None:
+    """The token boundary applies only at an edge that is a word character: a letter beside ``!`` cannot
+    turn the secret into another word."""
+    assert secret not in redact(text, [secret])

@@ -117,9 +117,17 @@ def secret_pattern(secret: str) -> re.Pattern[str]:
     body = "|".join(
         "".join(_char_pattern(ch) for ch in form) for form in sorted(_unicode_forms(secret), key=len, reverse=True)
     )
-    if len(secret) <= WHOLE_TOKEN_BELOW:
-        return re.compile(f"{_TOKEN_BEFORE}(?:{body}){_TOKEN_AFTER}")
-    return re.compile(f"(?:{body})")
+    if len(secret) > WHOLE_TOKEN_BELOW:
+        return re.compile(f"(?:{body})")
+    # A token boundary only where the secret's own edge is a word character: ``!x`` after ``a`` is
+    # still the secret (``a`` cannot make it another word), ``app`` inside ``applied`` is not.
+    before = _TOKEN_BEFORE if _is_word(secret[0]) else ""
+    after = _TOKEN_AFTER if _is_word(secret[-1]) else ""
+    return re.compile(f"{before}(?:{body}){after}")
+
+
+def _is_word(ch: str) -> bool:
+    return bool(re.match(r"\w", ch))
 
 
 def redact_urls(text: str) -> str:
