@@ -101,7 +101,7 @@ def _char_pattern(ch: str) -> str:
 def _unicode_forms(secret: str) -> set[str]:
     """``secret`` composed, decomposed, compatibility-folded, and its UTF-8 read as Latin-1/cp1252."""
     forms = {unicodedata.normalize(nf, secret) for nf in ("NFC", "NFD", "NFKC", "NFKD")} | {secret}
-    for form in list(forms):
+    for form in {secret, unicodedata.normalize("NFC", secret)}:  # mojibake of what was typed, not of K forms
         for codec in ("latin-1", "cp1252"):
             try:
                 forms.add(form.encode("utf-8").decode(codec))
