@@ -70,3 +70,48 @@ def test_a_read_query_that_fails_on_the_copy_gets_its_own_hint(schema_project: P
     assert into.returncode != 0
     assert "read query" in into.stderr and "target's setup?" not in into.stderr
     assert "hint: the read query failed on the restored copy" in into.stderr
+
+
+# --- database names of any length and spelling ---------------------------------------------------------
+
+NAMES = [
+    "orders_service_production_eu_west_1_primary_{}",  # 52 characters: +_rollback_<14 digits> > 63 bytes
+    'Shop-Prod é "{}"',  # a space, a quote and a non-ASCII letter: legal in PostgreSQL, quoted everywhere
+]
+
+
+@pytest.mark.parametrize("pattern", NAMES, ids=["long", "spelling"])
+def test_rollback_and_in_place_restore_of_any_database_name(project: Project, pattern: str) -> None:
+    import secrets
+
+    name = pattern.format(secrets.token_hex(2))
+    server = project.url.rsplit("/", 1)[0]
+    with psycopg.connect(project.url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    url = f"{server}/{quote(name, safe='')}"
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE item (id int PRIMARY KEY); INSERT INTO item SELECT generate_series(1, 20)")
+        project.environ["DATABASE_URL"] = url
+        project.write_config(
+            '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+            "[environments.production.hooks]\npoint_app = 'true'\napp_rollback = 'true'\n"
+        )
+        made = project.cli("--json", "backup", "create", "--label", "pre-deploy")
+        assert made.returncode == 0, made.stderr
+        backup_id = json.loads(made.stdout)["id"]
+        rollback = project.cli("--json", "rollback", "--with-db", "--backup", backup_id)
+        assert rollback.returncode == 0, rollback.stderr
+        rolled = json.loads(rollback.stdout)["database"]
+        assert len(rolled.encode()) <= 63 and "_rollback_" in rolled
+        in_place = project.cli("--json", "restore", backup_id, "--in-place", "--confirm", name)
+        assert in_place.returncode == 0, in_place.stderr
+        report = json.loads(in_place.stdout)
+        assert report["database"] == name and len(report["replaced_database"].encode()) <= 63
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM item").fetchone() == (20,)
+    finally:
+        with psycopg.connect(project.url, autocommit=True) as conn:
+            prefix = name[:12]
+            for (left,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,)):
+                conn.execute(psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(psycopg.sql.Identifier(left)))

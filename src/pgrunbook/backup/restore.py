@@ -52,10 +52,9 @@ from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, Verific
 from pgrunbook.postgres import runner
 from pgrunbook.postgres.catalog import count_tables, run_read_query, user_tables
 from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.names import quote_ident, valid_dbname
 from pgrunbook.postgres.tools import ClientTools
 from pgrunbook.postgres.url import DatabaseTarget, redact
-
-DBNAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_$-]{0,62}"
 
 
 class Steps(Protocol):
@@ -98,10 +97,11 @@ class RestoreReport:
 
 
 def validate_dbname(name: str) -> str:
-    if not re.fullmatch(DBNAME_PATTERN, name):
+    """Any name PostgreSQL takes (every statement quotes it): 1 to 63 bytes, no NUL. Raises ConfigError."""
+    if not valid_dbname(name):
         raise ConfigError(
-            f"invalid database name {name!r}",
-            hint="use letters, digits, '_', '$' or '-', starting with a letter or '_' (at most 63)",
+            f"invalid database name {name!r} ({len(name.encode())} bytes)",
+            hint="a PostgreSQL database name is 1 to 63 bytes (UTF-8) without NUL characters",
         )
     return name
 
@@ -759,7 +759,7 @@ def _drop_partial(admin: psycopg.Connection, target: DatabaseTarget, dbname: str
 def _leftover_hint(dbname: str, why: str) -> str:
     return (
         f"the partial database {dbname!r} could not be dropped ({why}); it was not put into use — "
-        f'drop it when the server is back: DROP DATABASE "{dbname}"'  # names are [A-Za-z0-9_$-]
+        f"drop it when the server is back: DROP DATABASE {quote_ident(dbname)}"
     )
 
 

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from pgrunbook.errors import DatabaseError
+from pgrunbook.postgres.names import derived_dbname, quote_ident
 
 # Settings whose value is a list that PostgreSQL stores quoted element by element (GUC_LIST_QUOTE);
 # each element becomes its own literal, as pg_dumpall's makeAlterConfigCommand does.
@@ -187,18 +188,18 @@ _STAMP = re.compile(r"\d{14}")
 def staging_name(live: str, stamp: str) -> str:
     """The database an in-place restore of ``live`` restores into before the swap (``stamp``: UTC
     YYYYmmddHHMMSS); the name keeps within PostgreSQL's 63 bytes."""
-    return f"{live[:40]}_restore_{stamp}"
+    return derived_dbname(live, f"_restore_{stamp}")
 
 
 def replaced_name(live: str, stamp: str) -> str:
     """The name the live database is kept under once the swap replaced it."""
-    return f"{live[:40]}_replaced_{stamp}"
+    return derived_dbname(live, f"_replaced_{stamp}")
 
 
 def staging_databases(conn: psycopg.Connection, live: str) -> list[str]:
     """Databases named like ``staging_name(live, …)``: what a killed in-place restore left behind
     (after a swap the staging name is gone, so the live database is never among them)."""
-    prefix = f"{live[:40]}_restore_"
+    prefix = staging_name(live, "0" * 14)[:-14]  # the same cut as the names it looks for
     rows = conn.execute(
         "SELECT datname FROM pg_database WHERE starts_with(datname, %s) AND datname <> %s ORDER BY datname",
         (prefix, live),
@@ -213,4 +214,4 @@ def database_exists(conn: psycopg.Connection, name: str) -> bool:
 
 def drop_statement(name: str) -> str:
     """The exact statement that drops database ``name`` (quoted as SQL needs, sessions ended first)."""
-    return 'DROP DATABASE IF EXISTS "' + name.replace('"', '""') + '" WITH (FORCE);'
+    return f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE);"

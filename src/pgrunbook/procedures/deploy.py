@@ -23,6 +23,7 @@ from pgrunbook.health import check_health
 from pgrunbook.journal import Journal, Run, RunRecord
 from pgrunbook.postgres.catalog import try_session_lock
 from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.names import derived_dbname
 from pgrunbook.prisma.engine import MigrationFailed, migrate_deploy, migration_status
 from pgrunbook.prisma.history import History
 from pgrunbook.prisma.lint import lint_files
@@ -332,7 +333,7 @@ def _on_failure(
     try:
         if decision.mode == "with-db" and backup:
             live = env.target(direct=False).dbname
-            name = f"{live[:40]}_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}"
+            name = derived_dbname(live, f"_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}")
             restored = method_for(env).restore_into(env, backup, name, run=run, progress=opts.progress)
             with run.step("point app") as info:
                 info["detail"] = f"app pointed at {point_app(env, restored, run.id)}; {live} kept for forensics"

@@ -7,6 +7,7 @@ the swap it is untouched; after it, the replaced one is kept under another name.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,6 +20,7 @@ from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.database_swap import database_exists, drop_statement, replaced_name, staging_name
 from pgrunbook.postgres.database_swap import describe as describe_carried
 from pgrunbook.postgres.database_swap import swap as swap_databases
+from pgrunbook.postgres.names import derived_dbname, quote_ident
 from pgrunbook.postgres.url import DatabaseTarget
 from pgrunbook.procedures.steps import maintenance_off, maintenance_on, verified_backup
 
@@ -54,8 +56,8 @@ class _Leftovers:
         if self.stage == "swapped":
             return (
                 f"live: {live} holds backup {self.backup_id} (the swap committed); the previous {live} is kept as "
-                f'{replaced}; to go back: ALTER DATABASE "{live}" RENAME TO "{self.staging}"; '
-                f'ALTER DATABASE "{replaced}" RENAME TO "{live}";'
+                f"{replaced}; to go back: ALTER DATABASE {quote_ident(live)} RENAME TO {quote_ident(self.staging)}; "
+                f"ALTER DATABASE {quote_ident(replaced)} RENAME TO {quote_ident(live)};"
             )
         if self.stage == "swapping":
             return (
@@ -126,9 +128,10 @@ def restore_in_place(
     live = target.dbname
     if confirm != live:
         raise ConfigError(
-            f"in-place restore replaces database {live!r}: pass --confirm {live}"
+            f"in-place restore replaces database {live!r}: pass --confirm {shlex.quote(live)}"
             + (f" (you gave {confirm!r})" if confirm else ""),
-            hint=f"or restore into a new database: pgrunbook restore {backup_id} --into {live}_restored",
+            hint=f"or restore into a new database: pgrunbook restore {backup_id} --into "
+            + shlex.quote(derived_dbname(live, "_restored")),
         )
     with run.step("check backup"):
         _require_intact(method.verify(env, backup_id, progress=progress, record=False))
