@@ -7,9 +7,7 @@ from hypothesis import strategies as st
 
 from pgrunbook.postgres.names import MAX_NAME_BYTES, derived_dbname, quote_ident, valid_dbname
 
-NAMES = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1).filter(
-    valid_dbname
-)
+NAMES = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), min_size=1).filter(valid_dbname)
 SUFFIXES = st.sampled_from(["_rollback_20261201013102", "_restore_20261201013102", "_replaced_20261201013102"])
 
 
