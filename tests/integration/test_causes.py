@@ -250,6 +250,41 @@ def test_missing_roles_are_found_before_anything_is_created(
     assert ok == (True,)
 
 
+def test_owner_with_skip_missing_roles_verifies_onto_a_server_without_the_roles(
+    cluster: LocalCluster, roles: Roles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--owner ROLE --skip-missing-roles, the documented way onto another server: an object whose only
+    other grant was left out keeps its NULL ACL, which is the new owner's defaults: verified (trial 7 #22)."""
+    app = roles.create("app")
+    ghost = roles.create("ghost")
+    db = f"os_{roles.tag}"
+    new_db(
+        cluster,
+        db,
+        app,
+        "CREATE SCHEMA shop",
+        "CREATE TABLE shop.t (id int)",
+        "INSERT INTO shop.t VALUES (1)",
+        f"ALTER SCHEMA shop OWNER TO {app}",
+        f"ALTER TABLE shop.t OWNER TO {app}",
+        f"GRANT USAGE ON SCHEMA shop TO {ghost}",
+        f"GRANT SELECT ON shop.t TO {ghost}",
+    )
+    project = project_on(tmp_path, cluster.url(db), monkeypatch)
+    bid = backup_id(project)
+    with psycopg.connect(cluster.url(db), autocommit=True) as conn:
+        conn.execute(f"REVOKE ALL ON shop.t FROM {ghost}; REVOKE ALL ON SCHEMA shop FROM {ghost}".encode())
+    admin(cluster, f"DROP ROLE {ghost}")
+    target = f"os_{roles.tag}_copy"
+    r = project.cli("--json", "restore", bid, "--into", target, "--owner", "postgres", "--skip-missing-roles")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["verified"] is True and len(out["skipped"]) == 2
+    with psycopg.connect(cluster.url(target)) as conn:
+        acl = conn.execute("SELECT relacl IS NULL, pg_get_userbyid(relowner) FROM pg_class WHERE relname = 't'")
+        assert acl.fetchone() == (True, "postgres")
+
+
 # --- a role with only CREATEDB (a managed service's main user) ---------------------------------------
 
 
@@ -276,6 +311,32 @@ def test_a_createdb_role_backs_up_drills_and_restores_its_own_database(
     assert schema_dump(cluster.url(target)) == schema_dump(cluster.url(db))
     with psycopg.connect(roles.url(main, target), autocommit=True) as conn:
         conn.execute("INSERT INTO account (email) VALUES ('new')")
+    # --owner to itself, as a managed service's main user restores elsewhere: public keeps the owner
+    # the server gives it (the bootstrap superuser on 13/14), and that is what verification expects
+    owned = f"own_{roles.tag}_owned"
+    r = project.cli("--json", "restore", bid, "--into", owned, "--owner", main)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["verified"] is True
+
+
+def test_no_hint_hands_out_a_superuser_role(
+    cluster: LocalCluster, roles: Roles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects owned by a superuser (or --owner naming one), restored by a CREATEDB-only role: the
+    pre-flight says only a superuser may, and never suggests GRANT <superuser> TO <role>."""
+    boss = roles.create("boss", "SUPERUSER")
+    main = roles.create("main", "LOGIN CREATEDB")
+    db = f"sup_{roles.tag}"
+    new_db(cluster, db, main, f"CREATE TABLE t (id int); ALTER TABLE t OWNER TO {boss}")
+    project = project_on(tmp_path, cluster.url(db), monkeypatch)
+    bid = backup_id(project)
+    main_env = {**project.environ, "DATABASE_URL": roles.url(main, db)}
+    for extra in ((), ("--owner", boss)):
+        r = project.cli("restore", bid, "--into", f"sup_{roles.tag}_copy", *extra, extra_env=main_env)
+        assert_clean_error(r, 2, "pre-flight", "nothing was created")
+        assert "(a superuser" in r.stderr and "restore as a superuser" in r.stderr, r.stderr
+        assert f'GRANT "{boss}"' not in r.stderr and "GRANT postgres" not in r.stderr
+        assert not exists(cluster, f"sup_{roles.tag}_copy")
 
 
 def test_a_non_superuser_is_told_what_it_may_not_do_and_how_to_get_on(
