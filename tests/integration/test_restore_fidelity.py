@@ -115,3 +115,58 @@ def test_rollback_and_in_place_restore_of_any_database_name(project: Project, pa
             prefix = name[:12]
             for (left,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,)):
                 conn.execute(psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(psycopg.sql.Identifier(left)))
+
+
+# --- the database's own settings -----------------------------------------------------------------------
+
+
+def _settings(conn: psycopg.Connection, dbname: str) -> set[tuple[str | None, str]]:
+    rows = conn.execute(
+        "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, unnest(s.setconfig) "
+        "FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s",
+        (dbname,),
+    ).fetchall()
+    return set(rows)
+
+
+def test_the_rollback_database_gets_the_databases_own_settings(schema_project: Project) -> None:
+    """ALTER DATABASE … SET and ALTER ROLE … IN DATABASE … SET live on the database, not in the archive:
+    the rollback database the app is pointed at gets them, as the in-place swap does (trial 7 #8)."""
+    import secrets
+
+    p = schema_project
+    live = p.url.rsplit("/", 1)[1]
+    role = f"app_{secrets.token_hex(3)}"
+    with psycopg.connect(p.url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role}")
+        conn.execute(f"ALTER DATABASE {live} SET work_mem = '8MB'")
+        conn.execute(f"ALTER DATABASE {live} SET search_path = \"$user\", 'Shop Prod', public")
+        conn.execute(f"ALTER ROLE {role} IN DATABASE {live} SET statement_timeout = '5s'")
+        conn.execute(f"GRANT CONNECT ON DATABASE {live} TO {role}")
+        before = _settings(conn, live)
+    try:
+        made = p.cli("--json", "backup", "create")
+        backup_id = json.loads(made.stdout)["id"]
+        rollback = p.cli("--json", "rollback", "--with-db", "--backup", backup_id)
+        assert rollback.returncode == 0, rollback.stderr
+        out = json.loads(rollback.stdout)
+        point = next(s for s in out["steps"] if s["name"] == "point app")
+        assert "3 setting(s)" in point["detail"], point
+        with psycopg.connect(p.url, autocommit=True) as conn:
+            assert _settings(conn, out["database"]) == before and len(before) == 3
+            granted = conn.execute("SELECT has_database_privilege(%s, %s, 'CONNECT')", (role, out["database"]))
+            assert granted.fetchone() == (True,)
+            comment = conn.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (out["database"],)
+            ).fetchone()
+            assert comment is not None and str(comment[0]).startswith("pgrunbook: restored from backup")
+        _drop(p.url, out["database"])
+        in_place = p.cli("--json", "restore", backup_id, "--in-place", "--confirm", live)
+        assert in_place.returncode == 0, in_place.stderr
+        with psycopg.connect(p.url, autocommit=True) as conn:
+            assert _settings(conn, live) == before
+        _drop(p.url, json.loads(in_place.stdout)["replaced_database"])
+    finally:
+        with psycopg.connect(p.url, autocommit=True) as conn:
+            conn.execute(f"REVOKE ALL ON DATABASE {live} FROM {role}")
+            conn.execute(f"DROP ROLE {role}")

@@ -111,8 +111,11 @@ def setting_clause(setting: str) -> sql.Composed:
     return sql.SQL("{} TO {}").format(sql.Identifier(key), values)
 
 
-def carry_over(state: DatabaseState, to: str, *, keep_comment_prefix: str = "pgrunbook:") -> list[sql.Composed]:
-    """Statements giving database ``to`` everything ``state`` describes (run after the renames)."""
+def carry_over(
+    state: DatabaseState, to: str, *, keep_comment_prefix: str = "pgrunbook:", comment: bool = True
+) -> list[sql.Composed]:
+    """Statements giving database ``to`` everything ``state`` describes (run after the renames);
+    ``comment=False`` leaves ``to``'s own comment (a restored copy's provenance) as it is."""
     db = sql.Identifier(to)
     out = [sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, sql.Identifier(state.owner))]
     if not state.acl_is_default:
@@ -130,9 +133,29 @@ def carry_over(state: DatabaseState, to: str, *, keep_comment_prefix: str = "pgr
             out.append(
                 sql.SQL("ALTER ROLE {} IN DATABASE {} SET {}").format(sql.Identifier(role), db, setting_clause(setting))
             )
-    if state.comment and not state.comment.startswith(keep_comment_prefix):
+    if comment and state.comment and not state.comment.startswith(keep_comment_prefix):
         out.append(sql.SQL("COMMENT ON DATABASE {} IS {}").format(db, sql.Literal(state.comment)))
     return out
+
+
+def copy_database_settings(conn: psycopg.Connection, source: str, to: str) -> tuple[DatabaseState | None, list[str]]:
+    """Give database ``to`` what lives on database ``source`` itself (owner, database privileges,
+    connection limit, ``ALTER DATABASE … SET``, ``ALTER ROLE … IN DATABASE … SET``); ``to`` keeps its
+    own comment. Each statement on its own (a savepoint): one the connected role may not run (another
+    role's per-database setting, for a non-superuser) is listed, not fatal. ``conn``: autocommit, on a
+    third database. Returns (what ``source`` has, None when it does not exist; the statements refused,
+    as text with the server's reason)."""
+    state = read_database(conn, source)
+    if state is None:
+        return None, []
+    refused: list[str] = []
+    for stmt in carry_over(state, to, comment=False):
+        try:
+            with conn.transaction():
+                conn.execute(stmt)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            refused.append(f"{stmt.as_string(conn)} ({str(exc).splitlines()[0]})")
+    return state, refused
 
 
 def describe(state: DatabaseState) -> str:

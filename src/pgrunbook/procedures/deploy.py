@@ -32,7 +32,7 @@ from pgrunbook.prisma.splitter import config_splits
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.point_app import check_app_url, point_app
 from pgrunbook.procedures.rollback import decide
-from pgrunbook.procedures.steps import maintenance_off, maintenance_on, verified_backup
+from pgrunbook.procedures.steps import carry_database_settings, maintenance_off, maintenance_on, verified_backup
 from pgrunbook.timespec.window import parse_window
 
 STEPS = ("preflight", "maintenance on", "pre-deploy backup", "migrate", "verify", "maintenance off")
@@ -336,7 +336,9 @@ def _on_failure(
             name = derived_dbname(live, f"_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}")
             restored = method_for(env).restore_into(env, backup, name, run=run, progress=opts.progress)
             with run.step("point app") as info:
-                info["detail"] = f"app pointed at {point_app(env, restored, run.id)}; {live} kept for forensics"
+                carried = carry_database_settings(env, live, name)
+                pointed = point_app(env, restored, run.id)
+                info["detail"] = f"app pointed at {pointed} (with {live}'s {carried}); {live} kept for forensics"
             report.database, report.replaced_database = name, live
         if "app_rollback" in env.settings.hooks:
             with run.step("app rollback"):

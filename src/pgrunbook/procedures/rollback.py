@@ -19,6 +19,7 @@ from pgrunbook.journal import Journal, Run
 from pgrunbook.postgres.names import derived_dbname
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.point_app import app_target, check_app_url, point_app
+from pgrunbook.procedures.steps import carry_database_settings
 
 Mode = Literal["app-only", "with-db"]
 
@@ -142,4 +143,6 @@ def _restore_and_point(
     report.database, report.replaced_database = restored.database, live
     run.set_recovery(f"the app's previous database {live} is kept untouched; {name} holds backup {report.backup_id}")
     with run.step("point app") as info:
-        info["detail"] = f"app pointed at {point_app(env, restored, run.id)}; {live} kept for forensics"
+        carried = carry_database_settings(env, live, name)
+        pointed = point_app(env, restored, run.id)
+        info["detail"] = f"app pointed at {pointed} (with {live}'s {carried}); {live} kept for forensics"
