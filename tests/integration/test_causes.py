@@ -434,3 +434,47 @@ def test_a_role_that_may_not_create_databases_is_told_before_anything(
     never_misleading(r.stderr)
     admin(cluster, f"CREATE DATABASE nc_{roles.tag}_copy OWNER {plain}")  # the hint's other way: made beforehand
     assert project.cli("restore", bid, "--into", f"nc_{roles.tag}_copy").returncode == 0
+
+
+# --- in place, as a non-superuser, with a superuser's session on the database ----------------------------
+
+
+def test_in_place_as_a_non_superuser_names_a_superusers_session_before_anything(
+    cluster: LocalCluster, roles: Roles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DBA's psql on the live database: the CREATEDB owner may not end it. Said before maintenance and
+    the pre-restore backup, with the session's pid and user; at the swap itself (a session that came
+    later) the swap is rolled back and the recovery line says the live database is untouched (trial 7 #30)."""
+    from pgrunbook.errors import DatabaseError
+    from pgrunbook.postgres.database_swap import swap
+
+    main = roles.create("main", "LOGIN CREATEDB")
+    db = f"ip_{roles.tag}"
+    new_db(cluster, db, main)
+    with psycopg.connect(roles.url(main, db), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)")
+    project = project_on(tmp_path, roles.url(main, db), monkeypatch)
+    bid = backup_id(project)
+    with psycopg.connect(cluster.url(db), autocommit=True) as dba:
+        dba.execute("SET application_name = 'psql'")
+        pid = dba.execute("SELECT pg_backend_pid()").fetchone()
+        assert pid is not None
+        r = project.cli("restore", bid, "--in-place", "--confirm", db)
+        assert_clean_error(r, 2, f"cannot disconnect pid {pid[0]} (user postgres, application psql) from {db}")
+        assert "only a superuser may end it; nothing was changed" in r.stderr and "pg_terminate_backend" in r.stderr
+        never_misleading(r.stderr)
+        assert len(json.loads(project.cli("--json", "backup", "list").stdout)) == 1  # no pre-restore backup
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            made = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", (f"ip_{roles.tag}_%",))
+            assert made.fetchone() == (0,)
+        # the swap itself, as the CREATEDB role, with the superuser's session there
+        new_db(cluster, f"ip_{roles.tag}_staging", main)
+        with (
+            psycopg.connect(roles.url(main, "postgres"), autocommit=True) as conn,
+            pytest.raises(DatabaseError, match="only a superuser may end it; nothing was swapped"),
+        ):
+            swap(conn, db, f"ip_{roles.tag}_staging", f"ip_{roles.tag}_old", attempts=2)
+    assert exists(cluster, db) and exists(cluster, f"ip_{roles.tag}_staging")
+    assert not exists(cluster, f"ip_{roles.tag}_old")
+    r = project.cli("--json", "restore", bid, "--in-place", "--confirm", db)  # the session gone: it works
+    assert r.returncode == 0, r.stderr

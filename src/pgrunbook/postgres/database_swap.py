@@ -158,6 +158,43 @@ def copy_database_settings(conn: psycopg.Connection, source: str, to: str) -> tu
     return state, refused
 
 
+# Sessions the connected role may not end: PostgreSQL lets a non-superuser signal only backends of roles
+# whose privileges it has (or with pg_signal_backend), never a superuser's nor one without a role
+# (src/backend/storage/ipc/signalfuncs.c, pg_signal_backend).
+_CANNOT_END = """
+NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+AND (a.usesysid IS NULL
+     OR coalesce((SELECT rolsuper FROM pg_roles r WHERE r.oid = a.usesysid), true)
+     OR NOT (pg_has_role(current_user, a.usesysid, 'USAGE')
+             OR pg_has_role(current_user, 'pg_signal_backend', 'USAGE')))
+"""
+
+
+def sessions_in_the_way(conn: psycopg.Connection, dbname: str, *, transient: bool = True) -> list[str]:
+    """Sessions on ``dbname`` the connected role may not end, as "pid N (user U, application A)";
+    ``transient=False`` leaves out autovacuum workers (they end by themselves)."""
+    rows = conn.execute(
+        "SELECT a.pid, coalesce(a.usename, a.backend_type), coalesce(a.application_name, '') "
+        f"FROM pg_stat_activity a WHERE a.datname = %s AND a.pid <> pg_backend_pid() AND {_CANNOT_END}"
+        + ("" if transient else " AND a.backend_type IS DISTINCT FROM 'autovacuum worker'"),
+        (dbname,),
+    ).fetchall()
+    return [f"pid {pid} (user {user}{', application ' + app if app else ''})" for pid, user, app in rows]
+
+
+def refuse_sessions_in_the_way(conn: psycopg.Connection, dbname: str, outcome: str, *, transient: bool = True) -> None:
+    """DatabaseError naming the first session on ``dbname`` the connected role may not end, if any;
+    ``outcome`` says what became of the databases ("nothing was swapped")."""
+    blocking = sessions_in_the_way(conn, dbname, transient=transient)
+    if blocking:
+        more = f" and {len(blocking) - 1} more" if len(blocking) > 1 else ""
+        raise DatabaseError(
+            f"cannot disconnect {blocking[0]}{more} from {dbname}: only a superuser may end it; {outcome}",
+            hint="ask whoever runs it to close it, or a superuser to end it (SELECT pg_terminate_backend(pid)), "
+            "then run the restore again; or run it as a superuser",
+        )
+
+
 def describe(state: DatabaseState) -> str:
     parts = [f"owner {state.owner}"]
     if not state.acl_is_default:
@@ -184,8 +221,8 @@ def swap(conn: psycopg.Connection, live: str, staging: str, replaced: str, *, at
         try:
             with conn.transaction():
                 conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                    "AND pid <> pg_backend_pid()",
+                    "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.datname = %s "
+                    f"AND a.pid <> pg_backend_pid() AND NOT ({_CANNOT_END})",
                     (live,),
                 )
                 conn.execute(rename.format(sql.Identifier(live), sql.Identifier(replaced)))
@@ -196,6 +233,8 @@ def swap(conn: psycopg.Connection, live: str, staging: str, replaced: str, *, at
         except psycopg.errors.ObjectInUse as exc:
             last = exc
             time.sleep(0.3)
+    for name in (live, staging):
+        refuse_sessions_in_the_way(conn, name, "nothing was swapped")
     why = re.sub(r"\s+", " ", str(last)).strip()
     raise DatabaseError(
         f"could not swap {staging} in for {live}: {why}; nothing was swapped",
