@@ -27,6 +27,7 @@ def schema_project(project: Project) -> Project:
     project.environ["DATABASE_URL"] = f"{project.url}?schema={quote(SCHEMA, safe='')}"
     project.write_config(
         '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+        'app_url_env = "DATABASE_URL"\n'
         "read_query = 'SELECT count(*) FROM \"Customer\"'\n"
         "[environments.production.hooks]\npoint_app = 'true'\napp_rollback = 'true'\n"
     )
@@ -95,6 +96,7 @@ def test_rollback_and_in_place_restore_of_any_database_name(project: Project, pa
         project.environ["DATABASE_URL"] = url
         project.write_config(
             '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+            'app_url_env = "DATABASE_URL"\n'
             "[environments.production.hooks]\npoint_app = 'true'\napp_rollback = 'true'\n"
         )
         made = project.cli("--json", "backup", "create", "--label", "pre-deploy")
