@@ -11,10 +11,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from psycopg import sql
-
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
+from pgrunbook.postgres.catalog import run_read_query
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.redaction import redact_urls
 from pgrunbook.postgres.url import DatabaseTarget
@@ -100,9 +99,7 @@ def probe_database(target: DatabaseTarget, read_query: str, timeout_s: float) ->
     try:
         with connect(target, purpose="health", connect_timeout=max(1, int(timeout_s))) as conn:
             try:
-                # the application reads its ?schema= schema first, as Prisma Client sets search_path
-                conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema)))
-                conn.execute(read_query).fetchall()
+                run_read_query(conn, read_query, target.schema)
             except Exception as exc:
                 return HealthCheck("database", False, f"{read_query}: {str(exc).splitlines()[0]}", "read query failed")
     except PgRunbookError as exc:

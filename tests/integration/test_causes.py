@@ -250,6 +250,41 @@ def test_missing_roles_are_found_before_anything_is_created(
     assert ok == (True,)
 
 
+def test_owner_with_skip_missing_roles_verifies_onto_a_server_without_the_roles(
+    cluster: LocalCluster, roles: Roles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--owner ROLE --skip-missing-roles, the documented way onto another server: an object whose only
+    other grant was left out keeps its NULL ACL, which is the new owner's defaults: verified (trial 7 #22)."""
+    app = roles.create("app")
+    ghost = roles.create("ghost")
+    db = f"os_{roles.tag}"
+    new_db(
+        cluster,
+        db,
+        app,
+        "CREATE SCHEMA shop",
+        "CREATE TABLE shop.t (id int)",
+        "INSERT INTO shop.t VALUES (1)",
+        f"ALTER SCHEMA shop OWNER TO {app}",
+        f"ALTER TABLE shop.t OWNER TO {app}",
+        f"GRANT USAGE ON SCHEMA shop TO {ghost}",
+        f"GRANT SELECT ON shop.t TO {ghost}",
+    )
+    project = project_on(tmp_path, cluster.url(db), monkeypatch)
+    bid = backup_id(project)
+    with psycopg.connect(cluster.url(db), autocommit=True) as conn:
+        conn.execute(f"REVOKE ALL ON shop.t FROM {ghost}; REVOKE ALL ON SCHEMA shop FROM {ghost}".encode())
+    admin(cluster, f"DROP ROLE {ghost}")
+    target = f"os_{roles.tag}_copy"
+    r = project.cli("--json", "restore", bid, "--into", target, "--owner", "postgres", "--skip-missing-roles")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["verified"] is True and len(out["skipped"]) == 2
+    with psycopg.connect(cluster.url(target)) as conn:
+        acl = conn.execute("SELECT relacl IS NULL, pg_get_userbyid(relowner) FROM pg_class WHERE relname = 't'")
+        assert acl.fetchone() == (True, "postgres")
+
+
 # --- a role with only CREATEDB (a managed service's main user) ---------------------------------------
 
 
@@ -276,6 +311,32 @@ def test_a_createdb_role_backs_up_drills_and_restores_its_own_database(
     assert schema_dump(cluster.url(target)) == schema_dump(cluster.url(db))
     with psycopg.connect(roles.url(main, target), autocommit=True) as conn:
         conn.execute("INSERT INTO account (email) VALUES ('new')")
+    # --owner to itself, as a managed service's main user restores elsewhere: public keeps the owner
+    # the server gives it (the bootstrap superuser on 13/14), and that is what verification expects
+    owned = f"own_{roles.tag}_owned"
+    r = project.cli("--json", "restore", bid, "--into", owned, "--owner", main)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["verified"] is True
+
+
+def test_no_hint_hands_out_a_superuser_role(
+    cluster: LocalCluster, roles: Roles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects owned by a superuser (or --owner naming one), restored by a CREATEDB-only role: the
+    pre-flight says only a superuser may, and never suggests GRANT <superuser> TO <role>."""
+    boss = roles.create("boss", "SUPERUSER")
+    main = roles.create("main", "LOGIN CREATEDB")
+    db = f"sup_{roles.tag}"
+    new_db(cluster, db, main, f"CREATE TABLE t (id int); ALTER TABLE t OWNER TO {boss}")
+    project = project_on(tmp_path, cluster.url(db), monkeypatch)
+    bid = backup_id(project)
+    main_env = {**project.environ, "DATABASE_URL": roles.url(main, db)}
+    for extra in ((), ("--owner", boss)):
+        r = project.cli("restore", bid, "--into", f"sup_{roles.tag}_copy", *extra, extra_env=main_env)
+        assert_clean_error(r, 2, "pre-flight", "nothing was created")
+        assert "(a superuser" in r.stderr and "restore as a superuser" in r.stderr, r.stderr
+        assert f'GRANT "{boss}"' not in r.stderr and "GRANT postgres" not in r.stderr
+        assert not exists(cluster, f"sup_{roles.tag}_copy")
 
 
 def test_a_non_superuser_is_told_what_it_may_not_do_and_how_to_get_on(
@@ -373,3 +434,47 @@ def test_a_role_that_may_not_create_databases_is_told_before_anything(
     never_misleading(r.stderr)
     admin(cluster, f"CREATE DATABASE nc_{roles.tag}_copy OWNER {plain}")  # the hint's other way: made beforehand
     assert project.cli("restore", bid, "--into", f"nc_{roles.tag}_copy").returncode == 0
+
+
+# --- in place, as a non-superuser, with a superuser's session on the database ----------------------------
+
+
+def test_in_place_as_a_non_superuser_names_a_superusers_session_before_anything(
+    cluster: LocalCluster, roles: Roles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DBA's psql on the live database: the CREATEDB owner may not end it. Said before maintenance and
+    the pre-restore backup, with the session's pid and user; at the swap itself (a session that came
+    later) the swap is rolled back and the recovery line says the live database is untouched (trial 7 #30)."""
+    from pgrunbook.errors import DatabaseError
+    from pgrunbook.postgres.database_swap import swap
+
+    main = roles.create("main", "LOGIN CREATEDB")
+    db = f"ip_{roles.tag}"
+    new_db(cluster, db, main)
+    with psycopg.connect(roles.url(main, db), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)")
+    project = project_on(tmp_path, roles.url(main, db), monkeypatch)
+    bid = backup_id(project)
+    with psycopg.connect(cluster.url(db), autocommit=True) as dba:
+        dba.execute("SET application_name = 'psql'")
+        pid = dba.execute("SELECT pg_backend_pid()").fetchone()
+        assert pid is not None
+        r = project.cli("restore", bid, "--in-place", "--confirm", db)
+        assert_clean_error(r, 2, f"cannot disconnect pid {pid[0]} (user postgres, application psql) from {db}")
+        assert "only a superuser may end it; nothing was changed" in r.stderr and "pg_terminate_backend" in r.stderr
+        never_misleading(r.stderr)
+        assert len(json.loads(project.cli("--json", "backup", "list").stdout)) == 1  # no pre-restore backup
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            made = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", (f"ip_{roles.tag}_%",))
+            assert made.fetchone() == (0,)
+        # the swap itself, as the CREATEDB role, with the superuser's session there
+        new_db(cluster, f"ip_{roles.tag}_staging", main)
+        with (
+            psycopg.connect(roles.url(main, "postgres"), autocommit=True) as conn,
+            pytest.raises(DatabaseError, match="only a superuser may end it; nothing was swapped"),
+        ):
+            swap(conn, db, f"ip_{roles.tag}_staging", f"ip_{roles.tag}_old", attempts=2)
+    assert exists(cluster, db) and exists(cluster, f"ip_{roles.tag}_staging")
+    assert not exists(cluster, f"ip_{roles.tag}_old")
+    r = project.cli("--json", "restore", bid, "--in-place", "--confirm", db)  # the session gone: it works
+    assert r.returncode == 0, r.stderr

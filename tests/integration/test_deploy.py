@@ -339,3 +339,41 @@ def test_postgresql_restarted_mid_migration(stage: Stage, cluster) -> None:
     assert r.returncode == 0, r.stderr
     assert fingerprint(stage.url_file.read_text()) == before
     evidence.fault("PostgreSQL restarted (immediate stop) mid-migration during deploy")
+
+
+def test_sigkill_during_the_automatic_rollback_then_resume(stage: Stage) -> None:
+    """Killed while the automatic rollback restores: --resume continues with the rollback (the migration
+    is not run again into Prisma's P3009), reports the migration's own failure, and replaces the killed
+    restore's unfinished database instead of leaving it behind (trial 7 #21)."""
+    make_migrations(stage.project, {"02_bad": "ALTER TABLE note ADD COLUMN w int;\nSELECT 1/0;"})
+    before = fingerprint(stage.project.url)
+    live = stage.project.url.rsplit("/", 1)[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "deploy", "--env", "production", "--auto-rollback"],
+        cwd=stage.project.root,
+        env=stage.project.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    rollback_db = "SELECT datname FROM pg_database WHERE starts_with(datname, %s)"
+    try:
+        run_id = _wait_step(stage, "restore")
+        with psycopg.connect(stage.project.url, autocommit=True) as conn:  # killed once it is created
+            wait_for(lambda: conn.execute(rollback_db, (f"{live}_rollback_",)).fetchone(), what="rollback db")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with psycopg.connect(stage.project.url, autocommit=True) as conn:
+        killed = [r[0] for r in conn.execute(rollback_db, (f"{live}_rollback_",)).fetchall()]
+    assert len(killed) == 1
+    r = stage.project.cli("--json", "deploy", "--env", "production", "--resume", run_id, "--auto-rollback")
+    out = json.loads(r.stdout)
+    assert r.returncode == 2 and out["outcome"] == "rolled_back", r.stderr
+    assert "22012" in out["error"] and "division by zero" in out["error"] and "P3009" not in r.stderr + r.stdout
+    resumed = [s["name"] for s in out["steps"]]
+    assert "migrate" not in resumed and "restore" in resumed, resumed
+    assert fingerprint(stage.url_file.read_text()) == before
+    with psycopg.connect(stage.project.url, autocommit=True) as conn:
+        rollback_dbs = [r[0] for r in conn.execute(rollback_db, (f"{live}_rollback_",)).fetchall()]
+    assert rollback_dbs == killed == [out["database"]]  # the killed one replaced, not left beside it

@@ -105,7 +105,7 @@ def test_restore_refuses_a_non_empty_target_and_changes_nothing(seeded: Project)
     assert fingerprint(db_url(seeded, "occupied")) == {
         "public.precious": (1, fingerprint(db_url(seeded, "occupied"))["public.precious"][1])
     }
-    assert_clean_error(seeded.cli("restore", m.id, "--into", "bad name; drop"), 3, "invalid database name")
+    assert_clean_error(seeded.cli("restore", m.id, "--into", "é" * 32), 3, "invalid database name", "(64 bytes)")
     assert_clean_error(seeded.cli("restore", m.id), 3, "exactly one of --into")
 
 

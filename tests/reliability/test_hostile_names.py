@@ -1,6 +1,6 @@
 """Hostile names across commands: spaces, quotes, unicode and SQL metacharacters in database names,
-environment names, labels and migration names. Each is either handled exactly (identifiers quoted)
-or refused with one clear line, and nothing is touched."""
+environment names, labels and migration names. Each is either handled exactly (identifiers quoted:
+database names) or refused with one clear line, and nothing is touched."""
 
 from __future__ import annotations
 
@@ -64,8 +64,14 @@ def test_hostile_names_are_refused_cleanly_and_touch_nothing(seeded: Project, na
     bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
     with psycopg.connect(seeded.url) as conn:
         databases = conn.execute("SELECT count(*) FROM pg_database").fetchone()
-    # a database to restore into
-    assert_clean_error(seeded.cli("restore", bid, "--into", name), 3, "invalid database name")
+    # a database to restore into: any name PostgreSQL takes is restored into exactly (quoted everywhere)
+    restored = seeded.cli("--json", "restore", bid, "--into", name)
+    assert restored.returncode == 0, restored.stderr
+    assert json.loads(restored.stdout)["database"] == name
+    assert fingerprint(url_with_dbname(seeded.url, name)) == before
+    with psycopg.connect(url_with_dbname(seeded.url, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    assert_clean_error(seeded.cli("restore", bid, "--into", name + "x" * 63), 3, "invalid database name")
     # a label
     assert_clean_error(seeded.cli("backup", "create", "--label", name), 3, "invalid label")
     # an environment on the command line, and one defined in the config file

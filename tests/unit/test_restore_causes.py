@@ -397,3 +397,76 @@ def test_a_drill_that_could_not_run_is_a_warning_not_a_critical() -> None:
     drill = next(f for f in findings if f.name == "restore drill")
     assert drill.status == "warning" and "not of the backup" in drill.detail and "role reader" in drill.detail
     assert overall(findings) == "warning"
+
+
+SKIPPED_SOURCE = Privileges.of(
+    "app",
+    "",
+    [
+        ("schema", "shop", "app", "{app=UC/app,reader=U/app}"),
+        ("table", "shop.t", "app", "{app=arwdDxt/app,reader=r/app}"),
+        ("function", "shop.f()", "app", "{=X/app,app=X/app,reader=X/app}"),
+    ],
+)
+
+
+@pytest.mark.parametrize(
+    ("restored_acls", "diffs"),
+    [
+        # --owner postgres --skip-missing-roles: the owner's own grant is all that is left; the object
+        # keeps its NULL ACL, which grants the owner exactly that (trial 7 #22)
+        ({"schema": "", "table": "", "function": ""}, []),
+        # written out as acldefault() writes it; 17+ tables carry MAINTAIN (m)
+        (
+            {
+                "schema": "{postgres=UC/postgres}",
+                "table": "{postgres=arwdDxtm/postgres}",
+                "function": "{=X/postgres,postgres=X/postgres}",
+            },
+            [],
+        ),
+        # less than the defaults is a difference
+        ({"schema": "", "table": "{postgres=r/postgres}", "function": ""}, ["table shop.t: privileges"]),
+        # PUBLIC's EXECUTE revoked is a difference
+        ({"schema": "", "table": "", "function": "{postgres=X/postgres}"}, ["function shop.f(): privileges"]),
+    ],
+)
+def test_a_null_acl_is_the_owners_defaults(restored_acls: dict[str, str], diffs: list[str]) -> None:
+    names = {"schema": "shop", "table": "shop.t", "function": "shop.f()"}
+    restored = Privileges.of("postgres", "", [(k, names[k], "postgres", a) for k, a in restored_acls.items()])
+    found = compare(SKIPPED_SOURCE, restored, Mapping(owner="postgres", skipped_roles=frozenset({"reader"})))
+    assert len(found) == len(diffs) and all(f.startswith(d) for f, d in zip(found, diffs, strict=True)), found
+
+
+def test_public_keeps_the_servers_own_owner_under_owner_on_13_and_14() -> None:
+    """pg_restore --no-owner leaves public as the server made it: the bootstrap superuser on 13/14."""
+    source = Privileges.of("app", "", [("schema", "public", "postgres", "{postgres=UC/postgres,=UC/postgres}")])
+    restored = Privileges.of("main", "", [("schema", "public", "postgres", "{postgres=UC/postgres,=UC/postgres}")])
+    assert compare(source, restored, Mapping(owner="main", public_owner="postgres")) == []
+    assert compare(source, restored, Mapping(owner="main")) != []  # without the fact, it was a false failure
+
+
+PUBLIC_TOC = parse_listing(
+    "4; 2615 2200 SCHEMA - public postgres\n"
+    "2938; 0 0 ACL - SCHEMA public postgres\n"
+    "201; 1259 16388 TABLE public account main\n"
+)
+
+
+def test_public_owned_by_the_servers_bootstrap_superuser_needs_no_right() -> None:
+    on13 = TargetFacts(
+        "main", False, frozenset({"main", "postgres"}), frozenset({"main"}), {}, True,
+        frozenset({"postgres"}), "postgres",
+    )  # fmt: skip
+    assert plan(PUBLIC_TOC, {}, on13, RestoreOptions(), "main").ok
+    on15 = TargetFacts(
+        "main", False, frozenset({"main", "postgres"}), frozenset({"main"}), {}, True,
+        frozenset({"postgres"}), "pg_database_owner",
+    )  # fmt: skip
+    pre = plan(PUBLIC_TOC, {}, on15, RestoreOptions(), "main")  # a 13 archive on 15: public was altered
+    (finding,) = pre.findings
+    assert finding.subject == "role postgres" and "a superuser" in finding.action
+    assert "GRANT" not in finding.action  # never hand out a superuser role
+    owner_su = plan(PUBLIC_TOC, {}, on13, RestoreOptions(owner="postgres"), "main")
+    assert [f.kind for f in owner_su.findings] == ["owner_rights"]
+    assert "GRANT" not in owner_su.findings[0].action

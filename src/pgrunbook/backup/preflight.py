@@ -63,6 +63,10 @@ class TargetFacts:
     member_of: frozenset[str]  # roles the restoring role may give objects to (itself included)
     extensions: Mapping[str, bool] = field(default_factory=dict)  # available name → needs a superuser
     createdb: bool = True
+    superusers: frozenset[str] = frozenset()
+    # the owner of ``public`` in a database created from template0 on this server: pg_database_owner
+    # on 15+, the bootstrap superuser before (PostgreSQL 15 release notes, "public schema")
+    public_owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,12 +150,16 @@ def _owners(
                 )
             )
         elif not facts.superuser and options.owner not in facts.member_of:
+            superuser = options.owner in facts.superusers
             out.findings.append(
                 Finding(
                     "owner_rights",
                     f"role {options.owner}",
                     (),
-                    f'{facts.role} may not act as it: GRANT "{options.owner}" TO "{facts.role}", or restore '
+                    f"{facts.role} may not act as it (a superuser): restore as a superuser, or give the objects "
+                    f"to a role {facts.role} may act as (--owner {facts.role})"
+                    if superuser
+                    else f'{facts.role} may not act as it: GRANT "{options.owner}" TO "{facts.role}", or restore '
                     "as a superuser",
                 )
             )
@@ -159,6 +167,8 @@ def _owners(
     by_owner: dict[str, list[str]] = {}
     for e in entries:
         if e.owner and e.type not in ("ACL", "COMMENT", "DEFAULT ACL", "SECURITY LABEL"):
+            if _server_default_public(e, facts):
+                continue  # pg_restore's ALTER SCHEMA public OWNER TO changes nothing: no right needed
             by_owner.setdefault(e.owner, []).append(_what(e))
     if database_owner:
         by_owner.setdefault(database_owner, []).insert(0, "the database")
@@ -174,15 +184,24 @@ def _owners(
                 )
             )
         elif not facts.superuser and owner not in facts.member_of:
+            grant = "" if owner in facts.superusers else f'GRANT "{owner}" TO "{facts.role}", '
             out.findings.append(
                 Finding(
                     "owner_rights",
                     f"role {owner}",
                     tuple(what),
-                    f'owns objects that {facts.role} may not give to it: GRANT "{owner}" TO "{facts.role}", '
-                    "restore as a superuser, or restore with --owner ROLE",
+                    f"owns objects that {facts.role} may not give to it"
+                    + (" (a superuser: only a superuser may)" if not grant else "")
+                    + f": {grant}restore as a superuser, or restore with --owner ROLE",
                 )
             )
+
+
+def _server_default_public(e: TocEntry, facts: TargetFacts) -> bool:
+    """The archive's ``public`` schema already has the owner a new database's ``public`` has there (the
+    bootstrap superuser on PostgreSQL 13/14): restoring it needs no right, as pg_restore itself shows."""
+    default = facts.public_owner
+    return e.type == "SCHEMA" and e.name == "public" and default is not None and e.owner == default
 
 
 def _map_default_privileges(
@@ -300,7 +319,14 @@ def target_facts(conn: psycopg.Connection) -> TargetFacts:
             "JOIN pg_available_extensions a ON a.name = v.name AND a.default_version = v.version"
         ).fetchall()
     }
-    return TargetFacts(str(me[0]), bool(me[1]), roles, member, ext, bool(me[2]))
+    superusers = frozenset(r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolsuper").fetchall())
+    public = conn.execute(
+        "SELECT CASE WHEN current_setting('server_version_num')::int >= 150000 THEN 'pg_database_owner' "
+        "ELSE (SELECT rolname FROM pg_roles WHERE oid = 10) END"
+    ).fetchone()
+    return TargetFacts(
+        str(me[0]), bool(me[1]), roles, member, ext, bool(me[2]), superusers, str(public[0]) if public else None
+    )
 
 
 def report_lines(pre: Preflight) -> list[str]:

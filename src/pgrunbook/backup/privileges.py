@@ -180,6 +180,9 @@ class Mapping:
 
     owner: str | None = None
     skipped_roles: frozenset[str] = frozenset()
+    # the target's own owner of a new database's ``public`` (preflight.TargetFacts.public_owner): with
+    # ``--owner`` pg_restore (--no-owner) leaves ``public`` as the server made it
+    public_owner: str | None = None
 
 
 _KEEP_OWNER = {"pg_database_owner"}  # the public schema's owner (PostgreSQL 15+): follows the database
@@ -193,12 +196,14 @@ def expected(source: Privileges, mapping: Mapping) -> dict[tuple[str, str], tupl
     out = {}
     for kind, name, owner, acl in source.objects:
         new_owner = mapping.owner if mapping.owner and owner not in _KEEP_OWNER else owner
+        if mapping.owner and mapping.public_owner and (kind, name) == ("schema", "public"):
+            new_owner = mapping.public_owner
         items = set()
         for grantee, privs, _grantor in acl_items(acl):
             if grantee in mapping.skipped_roles:
                 continue
             if mapping.owner and grantee == owner and owner not in _KEEP_OWNER:
-                grantee = mapping.owner
+                grantee = new_owner
             items.add((grantee, privs))
         out[(kind, name)] = (new_owner, frozenset(items))
     return out
@@ -228,14 +233,31 @@ def compare(source: Privileges, restored: Privileges, mapping: Mapping) -> list[
         (w_owner, w_acl), (h_owner, h_acl) = want[key], have[key]
         if w_owner != h_owner:
             diffs.append(f"{kind} {name}: owned by {h_owner}, expected {w_owner}")
-        elif w_acl != h_acl and not (_default_acl(w_acl, w_owner) and _default_acl(h_acl, h_owner)):
+        elif w_acl != h_acl and not (_default_acl(w_acl, kind, w_owner) and _default_acl(h_acl, kind, h_owner)):
             diffs.append(f"{kind} {name}: privileges {_show(h_acl)}, expected {_show(w_acl)}")
     return diffs
 
 
-def _default_acl(items: frozenset[tuple[str, str]], owner: str) -> bool:
-    """An empty ACL means the default; pg_dump re-creates an explicit one equal to it as nothing."""
-    return not items
+# What an empty (NULL) ACL grants, as PostgreSQL's acldefault() spells it (src/backend/utils/adt/acl.c):
+# the owner every privilege of the kind (tables gained MAINTAIN, "m", in 17), PUBLIC EXECUTE on
+# routines and USAGE on types. Columns have no owner entry: their NULL ACL adds nothing to the table's.
+_OWNER_DEFAULT = {
+    "schema": {"UC"}, "table": {"arwdDxt", "arwdDxtm"}, "view": {"arwdDxt", "arwdDxtm"},
+    "materialized view": {"arwdDxt", "arwdDxtm"}, "foreign table": {"arwdDxt", "arwdDxtm"},
+    "sequence": {"rwU"}, "function": {"X"}, "procedure": {"X"}, "aggregate": {"X"}, "type": {"U"},
+}  # fmt: skip
+_PUBLIC_DEFAULT = {"function": "X", "procedure": "X", "aggregate": "X", "type": "U"}
+
+
+def _default_acl(items: frozenset[tuple[str, str]], kind: str, owner: str) -> bool:
+    """Whether ``items`` grant what an empty ACL grants: empty, or written out as acldefault() would
+    (an owner's explicit full grant left alone when ``--skip-missing-roles`` dropped the others)."""
+    if not items:
+        return True
+    owner_privs = {p for g, p in items if g == owner}
+    others = {(g, p) for g, p in items if g != owner}
+    public = {("", _PUBLIC_DEFAULT[kind])} if kind in _PUBLIC_DEFAULT else set()
+    return len(owner_privs) == 1 and owner_privs <= _OWNER_DEFAULT.get(kind, set()) and others == public
 
 
 def _show(items: Iterable[tuple[str, str]]) -> str:

@@ -50,12 +50,11 @@ from pgrunbook.backup.targets import refuse_restore_target, refuse_template
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, VerificationFailed
 from pgrunbook.postgres import runner
-from pgrunbook.postgres.catalog import count_tables, user_tables
+from pgrunbook.postgres.catalog import count_tables, run_read_query, user_tables
 from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.names import quote_ident, valid_dbname
 from pgrunbook.postgres.tools import ClientTools
 from pgrunbook.postgres.url import DatabaseTarget, redact
-
-DBNAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_$-]{0,62}"
 
 
 class Steps(Protocol):
@@ -98,10 +97,11 @@ class RestoreReport:
 
 
 def validate_dbname(name: str) -> str:
-    if not re.fullmatch(DBNAME_PATTERN, name):
+    """Any name PostgreSQL takes (every statement quotes it): 1 to 63 bytes, no NUL. Raises ConfigError."""
+    if not valid_dbname(name):
         raise ConfigError(
-            f"invalid database name {name!r}",
-            hint="use letters, digits, '_', '$' or '-', starting with a letter or '_' (at most 63)",
+            f"invalid database name {name!r} ({len(name.encode())} bytes)",
+            hint="a PostgreSQL database name is 1 to 63 bytes (UTF-8) without NUL characters",
         )
     return name
 
@@ -525,6 +525,31 @@ def parallel_row_counts(
     return {**{t: n for t, n in known.items() if t in every}, **{k: v for r in results for k, v in r.items()}}
 
 
+def difference_hint(bad: Check) -> str:
+    """What to do when a restored copy fails one of its checks: each check has its own cause."""
+    if bad.name == "read query":
+        return (
+            "the read query failed on the restored copy, run with search_path set to the URL's ?schema=: "
+            "check [environments] read_query with pgrunbook health against the live database"
+        )
+    if bad.name == "row counts":
+        return "the archive does not hold what its manifest says; take a new backup"
+    return (
+        "the restore did not reproduce the backup's owners or privileges: check the target server's roles "
+        "(--owner ROLE / --skip-missing-roles restore onto a server without them)"
+    )
+
+
+def app_schema(env: Environment, target: DatabaseTarget) -> str:
+    """The schema the application reads (its URL's ``?schema=``, as ``health`` uses it): a restored
+    copy, a drill server's scratch database or a rollback database is read the way the app will read it.
+    The restore target's own schema when the environment has no URL set."""
+    try:
+        return env.target(direct=False).schema
+    except PgRunbookError:
+        return target.schema
+
+
 def verify_restored(
     env: Environment,
     manifest: Manifest,
@@ -550,7 +575,7 @@ def verify_restored(
         )
         checks = [Check(name="row counts", ok=ok, detail=detail)]
         try:
-            conn.execute(env.settings.read_query).fetchall()
+            run_read_query(conn, env.settings.read_query, app_schema(env, target))
             checks.append(Check(name="read query", ok=True, detail=env.settings.read_query))
         except Exception as exc:
             checks.append(
@@ -700,7 +725,7 @@ def restore_into(
                 if bad and verify_strictly:
                     raise VerificationFailed(
                         f"restored database {dbname} differs from the backup: {bad[0].name}: {bad[0].detail}",
-                        hint="the backup's own checks passed; the restore did not reproduce it (the target's setup?)",
+                        hint=difference_hint(bad[0]),
                     )
             if created:
                 verified_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -751,7 +776,7 @@ def _drop_partial(admin: psycopg.Connection, target: DatabaseTarget, dbname: str
 def _leftover_hint(dbname: str, why: str) -> str:
     return (
         f"the partial database {dbname!r} could not be dropped ({why}); it was not put into use — "
-        f'drop it when the server is back: DROP DATABASE "{dbname}"'  # names are [A-Za-z0-9_$-]
+        f"drop it when the server is back: DROP DATABASE {quote_ident(dbname)}"
     )
 
 

@@ -73,7 +73,8 @@ class Plan:
             os.unlink(path)
 
     def mapping(self) -> Mapping:
-        return Mapping(self.options.owner, frozenset(self.preflight.skipped_roles))
+        public_owner = self.facts.public_owner if self.facts is not None else None
+        return Mapping(self.options.owner, frozenset(self.preflight.skipped_roles), public_owner)
 
     def summary(self) -> str:
         how = f"every object to {self.options.owner}" if self.options.owner else "owners and privileges kept"

@@ -8,9 +8,11 @@ database is the one being protected. These are refused before anything is read o
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from pgrunbook.errors import ConfigError
+from pgrunbook.postgres.names import derived_dbname
 
 MAINTENANCE_DATABASES = ("template0", "template1", "postgres")
 
@@ -24,13 +26,14 @@ def refuse_restore_target(dbname: str, source: str | None) -> None:
             f"refusing to restore into {dbname!r}: it is {kind}"
             + (" and every database created later would copy the backup" if dbname == "template1" else "")
             + "; nothing was changed",
-            hint=f"restore into a new database instead: --into {source or 'app'}_restored",
+            hint="restore into a new database instead: --into "
+            + shlex.quote(derived_dbname(source or "app", "_restored")),
         )
     if source is not None and dbname == source:
         raise ConfigError(
             f"refusing to restore into {dbname!r}: it is this environment's own database; nothing was changed",
-            hint=f"restore into a new database (--into {dbname}_restored), "
-            f"or replace it with --in-place --confirm {dbname}",
+            hint=f"restore into a new database (--into {shlex.quote(derived_dbname(dbname, '_restored'))}), "
+            f"or replace it with --in-place --confirm {shlex.quote(dbname)}",
         )
 
 
@@ -43,5 +46,5 @@ def refuse_template(admin: Any, dbname: str) -> None:
             f"refusing to restore into {dbname!r}: the server marks it as a template"
             + ("" if row[1] else " closed to connections")
             + "; nothing was changed",
-            hint=f"restore into a new database instead: --into {dbname}_restored",
+            hint=f"restore into a new database instead: --into {shlex.quote(derived_dbname(dbname, '_restored'))}",
         )

@@ -20,7 +20,14 @@ from pgrunbook import __version__
 from pgrunbook.backup.archive import check_stored, tools_for_archive, tools_to_restore
 from pgrunbook.backup.manifest import Check, Manifest, Verification
 from pgrunbook.backup.preflight import RestoreOptions
-from pgrunbook.backup.restore import CannotCreate, RestoreFailed, RestoreReport, drop_dead_leftovers, restore_into
+from pgrunbook.backup.restore import (
+    CannotCreate,
+    RestoreFailed,
+    RestoreReport,
+    difference_hint,
+    drop_dead_leftovers,
+    restore_into,
+)
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import PgRunbookError, PreflightFailed, StorageError
@@ -215,9 +222,6 @@ def _drill_difference(drilled: list[Check]) -> dict[str, str]:
     return {
         "kind": "rows" if rows else "target",
         "where": "archive" if rows else "target",
-        "message": f"the drill's {bad.name} differ: {bad.detail}",
-        "hint": "the archive does not hold what its manifest says; take a new backup"
-        if rows
-        else "the restore did not reproduce the backup's owners or privileges, or the read query failed there: "
-        "check the drill server's roles and [environments] read_query",
+        "message": f"the drill's {bad.name} check failed: {bad.detail}",
+        "hint": difference_hint(bad),
     }

@@ -50,6 +50,14 @@ class Head:
     count: int
 
 
+def run_read_query(conn: psycopg.Connection, query: str, schema: str) -> None:
+    """Run the environment's read query as the application would: ``search_path`` set to the URL's
+    ``?schema=`` schema first, as Prisma Client sets it, so an unqualified table name resolves the
+    same way in ``health``, drills, restores and rollbacks. Raises what the query raises."""
+    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    conn.execute(query).fetchall()
+
+
 def prisma_head(conn: psycopg.Connection, schema: str = "public") -> Head | None:
     """Last applied migration and how many are applied; None without a history table."""
     qualified = sql.Identifier(schema, "_prisma_migrations").as_string(conn)

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from pgrunbook.errors import DatabaseError
+from pgrunbook.postgres.names import derived_dbname, quote_ident
 
 # Settings whose value is a list that PostgreSQL stores quoted element by element (GUC_LIST_QUOTE);
 # each element becomes its own literal, as pg_dumpall's makeAlterConfigCommand does.
@@ -110,8 +111,11 @@ def setting_clause(setting: str) -> sql.Composed:
     return sql.SQL("{} TO {}").format(sql.Identifier(key), values)
 
 
-def carry_over(state: DatabaseState, to: str, *, keep_comment_prefix: str = "pgrunbook:") -> list[sql.Composed]:
-    """Statements giving database ``to`` everything ``state`` describes (run after the renames)."""
+def carry_over(
+    state: DatabaseState, to: str, *, keep_comment_prefix: str = "pgrunbook:", comment: bool = True
+) -> list[sql.Composed]:
+    """Statements giving database ``to`` everything ``state`` describes (run after the renames);
+    ``comment=False`` leaves ``to``'s own comment (a restored copy's provenance) as it is."""
     db = sql.Identifier(to)
     out = [sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, sql.Identifier(state.owner))]
     if not state.acl_is_default:
@@ -129,9 +133,66 @@ def carry_over(state: DatabaseState, to: str, *, keep_comment_prefix: str = "pgr
             out.append(
                 sql.SQL("ALTER ROLE {} IN DATABASE {} SET {}").format(sql.Identifier(role), db, setting_clause(setting))
             )
-    if state.comment and not state.comment.startswith(keep_comment_prefix):
+    if comment and state.comment and not state.comment.startswith(keep_comment_prefix):
         out.append(sql.SQL("COMMENT ON DATABASE {} IS {}").format(db, sql.Literal(state.comment)))
     return out
+
+
+def copy_database_settings(conn: psycopg.Connection, source: str, to: str) -> tuple[DatabaseState | None, list[str]]:
+    """Give database ``to`` what lives on database ``source`` itself (owner, database privileges,
+    connection limit, ``ALTER DATABASE … SET``, ``ALTER ROLE … IN DATABASE … SET``); ``to`` keeps its
+    own comment. Each statement on its own (a savepoint): one the connected role may not run (another
+    role's per-database setting, for a non-superuser) is listed, not fatal. ``conn``: autocommit, on a
+    third database. Returns (what ``source`` has, None when it does not exist; the statements refused,
+    as text with the server's reason)."""
+    state = read_database(conn, source)
+    if state is None:
+        return None, []
+    refused: list[str] = []
+    for stmt in carry_over(state, to, comment=False):
+        try:
+            with conn.transaction():
+                conn.execute(stmt)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            refused.append(f"{stmt.as_string(conn)} ({str(exc).splitlines()[0]})")
+    return state, refused
+
+
+# Sessions the connected role may not end: PostgreSQL lets a non-superuser signal only backends of roles
+# whose privileges it has (or with pg_signal_backend), never a superuser's nor one without a role
+# (src/backend/storage/ipc/signalfuncs.c, pg_signal_backend).
+_CANNOT_END = """
+NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+AND (a.usesysid IS NULL
+     OR coalesce((SELECT rolsuper FROM pg_roles r WHERE r.oid = a.usesysid), true)
+     OR NOT (pg_has_role(current_user, a.usesysid, 'USAGE')
+             OR pg_has_role(current_user, 'pg_signal_backend', 'USAGE')))
+"""
+
+
+def sessions_in_the_way(conn: psycopg.Connection, dbname: str, *, transient: bool = True) -> list[str]:
+    """Sessions on ``dbname`` the connected role may not end, as "pid N (user U, application A)";
+    ``transient=False`` leaves out autovacuum workers (they end by themselves)."""
+    rows = conn.execute(
+        "SELECT a.pid, coalesce(a.usename, a.backend_type), coalesce(a.application_name, '') "
+        f"FROM pg_stat_activity a WHERE a.datname = %s AND a.pid <> pg_backend_pid() AND {_CANNOT_END}"
+        + ("" if transient else " AND a.backend_type IS DISTINCT FROM 'autovacuum worker'"),
+        (dbname,),
+    ).fetchall()
+    return [f"pid {pid} (user {user}{', application ' + app if app else ''})" for pid, user, app in rows]
+
+
+def refuse_sessions_in_the_way(conn: psycopg.Connection, dbname: str, outcome: str, *, transient: bool = True) -> None:
+    """DatabaseError naming the first session on ``dbname`` the connected role may not end, if any;
+    ``outcome`` says what became of the databases ("nothing was swapped")."""
+    blocking = sessions_in_the_way(conn, dbname, transient=transient)
+    if blocking:
+        more = f" and {len(blocking) - 1} more" if len(blocking) > 1 else ""
+        raise DatabaseError(
+            f"cannot disconnect {blocking[0]}{more} from {dbname}: only a superuser may end it; {outcome}",
+            hint="ask whoever runs it to close it, or a superuser to end it (SELECT pg_terminate_backend(pid)), "
+            "then run the restore again; or run it as a superuser",
+        )
 
 
 def describe(state: DatabaseState) -> str:
@@ -160,8 +221,8 @@ def swap(conn: psycopg.Connection, live: str, staging: str, replaced: str, *, at
         try:
             with conn.transaction():
                 conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                    "AND pid <> pg_backend_pid()",
+                    "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.datname = %s "
+                    f"AND a.pid <> pg_backend_pid() AND NOT ({_CANNOT_END})",
                     (live,),
                 )
                 conn.execute(rename.format(sql.Identifier(live), sql.Identifier(replaced)))
@@ -172,6 +233,8 @@ def swap(conn: psycopg.Connection, live: str, staging: str, replaced: str, *, at
         except psycopg.errors.ObjectInUse as exc:
             last = exc
             time.sleep(0.3)
+    for name in (live, staging):
+        refuse_sessions_in_the_way(conn, name, "nothing was swapped")
     why = re.sub(r"\s+", " ", str(last)).strip()
     raise DatabaseError(
         f"could not swap {staging} in for {live}: {why}; nothing was swapped",
@@ -187,18 +250,18 @@ _STAMP = re.compile(r"\d{14}")
 def staging_name(live: str, stamp: str) -> str:
     """The database an in-place restore of ``live`` restores into before the swap (``stamp``: UTC
     YYYYmmddHHMMSS); the name keeps within PostgreSQL's 63 bytes."""
-    return f"{live[:40]}_restore_{stamp}"
+    return derived_dbname(live, f"_restore_{stamp}")
 
 
 def replaced_name(live: str, stamp: str) -> str:
     """The name the live database is kept under once the swap replaced it."""
-    return f"{live[:40]}_replaced_{stamp}"
+    return derived_dbname(live, f"_replaced_{stamp}")
 
 
 def staging_databases(conn: psycopg.Connection, live: str) -> list[str]:
     """Databases named like ``staging_name(live, …)``: what a killed in-place restore left behind
     (after a swap the staging name is gone, so the live database is never among them)."""
-    prefix = f"{live[:40]}_restore_"
+    prefix = staging_name(live, "0" * 14)[:-14]  # the same cut as the names it looks for
     rows = conn.execute(
         "SELECT datname FROM pg_database WHERE starts_with(datname, %s) AND datname <> %s ORDER BY datname",
         (prefix, live),
@@ -213,4 +276,4 @@ def database_exists(conn: psycopg.Connection, name: str) -> bool:
 
 def drop_statement(name: str) -> str:
     """The exact statement that drops database ``name`` (quoted as SQL needs, sessions ended first)."""
-    return 'DROP DATABASE IF EXISTS "' + name.replace('"', '""') + '" WITH (FORCE);'
+    return f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE);"

@@ -8,6 +8,7 @@ asks to stay in maintenance. An interrupted run is visible in ``pgrunbook runs``
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from pgrunbook.backup.method import method_for
+from pgrunbook.backup.method import UNFINISHED, method_for
 from pgrunbook.doctor import run_doctor
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, PgRunbookError
@@ -23,6 +24,7 @@ from pgrunbook.health import check_health
 from pgrunbook.journal import Journal, Run, RunRecord
 from pgrunbook.postgres.catalog import try_session_lock
 from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.names import derived_dbname
 from pgrunbook.prisma.engine import MigrationFailed, migrate_deploy, migration_status
 from pgrunbook.prisma.history import History
 from pgrunbook.prisma.lint import lint_files
@@ -31,7 +33,7 @@ from pgrunbook.prisma.splitter import config_splits
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.point_app import check_app_url, point_app
 from pgrunbook.procedures.rollback import decide
-from pgrunbook.procedures.steps import maintenance_off, maintenance_on, verified_backup
+from pgrunbook.procedures.steps import carry_database_settings, maintenance_off, maintenance_on, verified_backup
 from pgrunbook.timespec.window import parse_window
 
 STEPS = ("preflight", "maintenance on", "pre-deploy backup", "migrate", "verify", "maintenance off")
@@ -96,6 +98,7 @@ class _State:
         self.applied: list[str] = []
         self.migrate_started = False
         self.maintenance_started: float | None = None
+        self.migrate_error: str | None = None  # the interrupted run's migration had already failed: why
 
 
 def deploy(env: Environment, journal: Journal, options: DeployOptions | None = None) -> DeployReport:
@@ -139,6 +142,7 @@ def _rebuild(record: RunRecord) -> tuple[_State, set[str]]:
             state.backup_id = s.detail.split()[0]
         if s.name == "migrate":
             state.migrate_started = True
+            state.migrate_error = s.detail or "the migration failed" if s.status == "failed" else None
         if s.name == "maintenance on" and s.status in ("succeeded", "running"):
             state.maintenance_started = time.monotonic()
     return state, done
@@ -188,6 +192,10 @@ def _execute(
             state.backup_id = report.backup_id = m.id
             run.set_recovery(f"nothing migrated yet; pre-deploy backup {state.backup_id}")
         report.backup_id = state.backup_id
+        if "migrate" not in done and state.migrate_error is not None:
+            # killed during the automatic rollback: the migration failed already (running it again only
+            # meets its own failed history row, P3009); the rollback is what was left to do
+            raise MigrationFailed(state.migrate_error)
         if "migrate" not in done:
             with run.step("migrate") as info:
                 state.migrate_started = True
@@ -332,10 +340,12 @@ def _on_failure(
     try:
         if decision.mode == "with-db" and backup:
             live = env.target(direct=False).dbname
-            name = f"{live[:40]}_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}"
+            name = _rollback_name(env, live, run.id)
             restored = method_for(env).restore_into(env, backup, name, run=run, progress=opts.progress)
             with run.step("point app") as info:
-                info["detail"] = f"app pointed at {point_app(env, restored, run.id)}; {live} kept for forensics"
+                carried = carry_database_settings(env, live, name)
+                pointed = point_app(env, restored, run.id)
+                info["detail"] = f"app pointed at {pointed} (with {live}'s {carried}); {live} kept for forensics"
             report.database, report.replaced_database = name, live
         if "app_rollback" in env.settings.hooks:
             with run.step("app rollback"):
@@ -344,6 +354,23 @@ def _on_failure(
         report.rollback = []
     except PgRunbookError as rb_exc:
         report.error = f"{report.error}; the automatic rollback failed too: {rb_exc.message}"
+
+
+def _rollback_name(env: Environment, live: str, run_id: str) -> str:
+    """``<live>_rollback_<the run's start>`` (its id begins ``20261201T013102Z``): the same name when
+    ``--resume`` continues a rollback that was killed, so the restore replaces (and reports) that run's
+    unfinished database instead of leaving it behind. A database of that name that is not such a
+    leftover (a finished restore) is left alone: the rollback then takes the time of now."""
+    digits = re.sub(r"\D", "", run_id.split("-", 1)[0])
+    name = derived_dbname(live, f"_rollback_{digits if len(digits) == 14 else f'{datetime.now(UTC):%Y%m%d%H%M%S}'}")
+    target = env.target(direct=True)
+    with connect(target.with_dbname("postgres" if live != "postgres" else "template1"), purpose="rollback") as conn:
+        row = conn.execute(
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+    if row is None or str(row[0]).startswith(UNFINISHED):
+        return name
+    return derived_dbname(live, f"_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}")
 
 
 def _roll_back_interrupted(

@@ -7,18 +7,26 @@ the swap it is untouched; after it, the replaced one is kept under another name.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pgrunbook.backup.method import RestoreReport, VerifyResult, method_for
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment, ProgressFn, no_progress
-from pgrunbook.errors import ConfigError, PgRunbookError, VerificationFailed
+from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, VerificationFailed
 from pgrunbook.journal import Run
 from pgrunbook.postgres.connect import connect
-from pgrunbook.postgres.database_swap import database_exists, drop_statement, replaced_name, staging_name
+from pgrunbook.postgres.database_swap import (
+    database_exists,
+    drop_statement,
+    refuse_sessions_in_the_way,
+    replaced_name,
+    staging_name,
+)
 from pgrunbook.postgres.database_swap import describe as describe_carried
 from pgrunbook.postgres.database_swap import swap as swap_databases
+from pgrunbook.postgres.names import derived_dbname, quote_ident
 from pgrunbook.postgres.url import DatabaseTarget
 from pgrunbook.procedures.steps import maintenance_off, maintenance_on, verified_backup
 
@@ -54,8 +62,8 @@ class _Leftovers:
         if self.stage == "swapped":
             return (
                 f"live: {live} holds backup {self.backup_id} (the swap committed); the previous {live} is kept as "
-                f'{replaced}; to go back: ALTER DATABASE "{live}" RENAME TO "{self.staging}"; '
-                f'ALTER DATABASE "{replaced}" RENAME TO "{live}";'
+                f"{replaced}; to go back: ALTER DATABASE {quote_ident(live)} RENAME TO {quote_ident(self.staging)}; "
+                f"ALTER DATABASE {quote_ident(replaced)} RENAME TO {quote_ident(live)};"
             )
         if self.stage == "swapping":
             return (
@@ -126,12 +134,14 @@ def restore_in_place(
     live = target.dbname
     if confirm != live:
         raise ConfigError(
-            f"in-place restore replaces database {live!r}: pass --confirm {live}"
+            f"in-place restore replaces database {live!r}: pass --confirm {shlex.quote(live)}"
             + (f" (you gave {confirm!r})" if confirm else ""),
-            hint=f"or restore into a new database: pgrunbook restore {backup_id} --into {live}_restored",
+            hint=f"or restore into a new database: pgrunbook restore {backup_id} --into "
+            + shlex.quote(derived_dbname(live, "_restored")),
         )
     with run.step("check backup"):
         _require_intact(method.verify(env, backup_id, progress=progress, record=False))
+    _refuse_sessions_in_the_way(target, live)
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     staging, replaced = staging_name(live, stamp), replaced_name(live, stamp)
     left = _Leftovers(env, run, live, staging, replaced, backup_id)
@@ -147,7 +157,12 @@ def restore_in_place(
         report.pre_restore_backup = safety.id
         with run.step("swap databases") as info:
             left.set(stage="swapping")
-            report.carried_over = _swap(target, live, staging, replaced)
+            try:
+                report.carried_over = _swap(target, live, staging, replaced)
+            except DatabaseError as exc:
+                if "nothing was swapped" in exc.message:  # rolled back: the recovery note is settled below
+                    exc.message += f"; {live} is untouched, {staging} holds the verified restore"
+                raise
             left.set(stage="swapped")
             info["detail"] = (
                 f"{staging} -> {live} with the live database's {report.carried_over}; "
@@ -186,6 +201,13 @@ def _require_intact(result: VerifyResult) -> None:
 
 def _maintenance_db(live: str) -> str:
     return "postgres" if live != "postgres" else "template1"
+
+
+def _refuse_sessions_in_the_way(target: DatabaseTarget, live: str) -> None:
+    """Before maintenance and the pre-restore backup: a session on the live database that the runbook's
+    role may not end (a superuser's psql, a monitoring agent) would stop the swap at its very end."""
+    with connect(target.with_dbname(_maintenance_db(live)), purpose="restore swap") as admin:
+        refuse_sessions_in_the_way(admin, live, "nothing was changed", transient=False)
 
 
 def _swap(target: DatabaseTarget, live: str, staging: str, replaced: str) -> str:

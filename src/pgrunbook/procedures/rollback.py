@@ -16,8 +16,10 @@ from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
 from pgrunbook.journal import Journal, Run
+from pgrunbook.postgres.names import derived_dbname
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.point_app import app_target, check_app_url, point_app
+from pgrunbook.procedures.steps import carry_database_settings
 
 Mode = Literal["app-only", "with-db"]
 
@@ -136,9 +138,11 @@ def _restore_and_point(
         report.backup_id = backup_id or last_known_good(env)
         info["detail"] = report.backup_id
     live = env.target(direct=False).dbname
-    name = f"{live[:40]}_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}"
+    name = derived_dbname(live, f"_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}")
     restored = method_for(env).restore_into(env, report.backup_id, name, run=run, progress=progress, options=options)
     report.database, report.replaced_database = restored.database, live
     run.set_recovery(f"the app's previous database {live} is kept untouched; {name} holds backup {report.backup_id}")
     with run.step("point app") as info:
-        info["detail"] = f"app pointed at {point_app(env, restored, run.id)}; {live} kept for forensics"
+        carried = carry_database_settings(env, live, name)
+        pointed = point_app(env, restored, run.id)
+        info["detail"] = f"app pointed at {pointed} (with {live}'s {carried}); {live} kept for forensics"

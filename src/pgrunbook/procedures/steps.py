@@ -3,11 +3,17 @@ maintenance on … off. Each records itself in the run's journal under its usual
 
 from __future__ import annotations
 
+import psycopg
+
 from pgrunbook.backup.manifest import Manifest
 from pgrunbook.backup.method import BackupMethod, method_for
 from pgrunbook.environment import Environment, ProgressFn, no_progress
-from pgrunbook.errors import VerificationFailed
+from pgrunbook.errors import DatabaseError, VerificationFailed
 from pgrunbook.journal import Run
+from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.database_swap import copy_database_settings
+from pgrunbook.postgres.database_swap import describe as describe_database
+from pgrunbook.postgres.url import redact
 from pgrunbook.procedures.hooks import env_hook
 
 
@@ -32,6 +38,32 @@ def verified_backup(
             raise VerificationFailed(f"{step} {manifest.id} failed verification: {bad.name}: {bad.detail}")
         info["detail"] = f"{manifest.id} verified ({manifest.size} bytes)"
     return manifest
+
+
+def carry_database_settings(env: Environment, live: str, name: str) -> str:
+    """The rollback database gets what lives on the app's database itself (its settings, per-role
+    settings, privileges, connection limit, owner), as an in-place swap carries them: the app finds the
+    same ``search_path``, ``statement_timeout``… there. Returns a description for the step's detail,
+    naming any statement the runbook's role was refused (to be run by a superuser). Raises
+    DatabaseError when the server cannot be reached or read."""
+    target = env.target(direct=True)
+    maint = "postgres" if "postgres" not in (live, name) else "template1"
+    try:
+        with connect(target.with_dbname(maint), purpose="carry settings") as conn:
+            state, refused = copy_database_settings(conn, live, name)
+    except psycopg.Error as exc:
+        why = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, target.secrets())
+        raise DatabaseError(
+            f"could not give {name} the settings of {live}: {why}",
+            hint=f"{name} holds the verified restore without {live}'s own settings (ALTER DATABASE … SET, "
+            "ALTER ROLE … IN DATABASE … SET, privileges): copy them as a superuser or the database owner",
+        ) from None
+    if state is None:
+        return f"nothing: {live} no longer exists"
+    done = describe_database(state)
+    if refused:
+        done += f"; NOT carried over, run as a superuser: {'; '.join(refused)}"
+    return done
 
 
 def maintenance_on(env: Environment, run: Run) -> None:
