@@ -352,3 +352,34 @@ def test_a_failed_restore_is_not_kept_waiting_by_a_count_in_progress(seeded: Pro
         release.cancel()
     assert took < 3, took
     assert counts.counts == {}
+
+
+def test_in_place_restore_of_latest_restores_the_latest_backup_not_its_own_pre_restore(seeded: Project) -> None:
+    """trial7 finding 2: ``restore latest --in-place`` took its pre-restore backup (the current, bad
+    state), resolved ``latest`` again and restored that: nothing was undone, success was reported.
+    ``latest`` is now resolved once, first, and for an in-place restore never names a pre-restore
+    backup (a second ``restore latest --in-place`` restores the good backup again, not the state
+    before the first restore); by its id a pre-restore backup is restored."""
+    _hooks_config(seeded, protected=False)
+    good = create_backup(seeded.env(), label="good")
+    good_state = fingerprint(seeded.url)
+    live = seeded.url.rsplit("/", 1)[1]
+    for _ in range(2):  # the second time, the newest backup is the first run's pre-restore backup
+        with psycopg.connect(seeded.url, autocommit=True) as conn:
+            conn.execute("INSERT INTO account (email) VALUES ('BAD-ROW')")
+        r = seeded.cli("--json", "restore", "latest", "--in-place", "--confirm", live)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["backup_id"] == good.id and out["pre_restore_backup"] != good.id
+        assert fingerprint(seeded.url) == good_state
+        runs = json.loads(seeded.cli("--json", "runs").stdout)
+        assert good.id in json.dumps(runs[0])
+    # by its id, the pre-restore backup (the bad state) is what is restored
+    pre = out["pre_restore_backup"]
+    r = seeded.cli("--json", "restore", pre, "--in-place", "--confirm", live)
+    assert r.returncode == 0 and json.loads(r.stdout)["backup_id"] == pre, r.stderr
+    with psycopg.connect(seeded.url) as conn:
+        assert conn.execute("SELECT count(*) FROM account WHERE email = 'BAD-ROW'").fetchone() == (1,)
+    # restore --into latest still takes the newest backup of any label
+    r = seeded.cli("--json", "restore", "latest", "--into", "latest_copy")
+    assert r.returncode == 0 and json.loads(r.stdout)["backup_id"] != good.id, r.stderr

@@ -441,3 +441,71 @@ def test_a_restored_copy_the_app_now_uses_keeps_the_history(cluster: LocalCluste
     stranger = _other_project(tmp_path, _new_db(cluster), _project_config(shared, None), "stranger")
     listed = stranger.cli("backup", "list", "--json")
     assert json.loads(listed.stdout) == [] and "2 backups of another project/database ignored" in listed.stderr
+
+
+def test_a_project_without_id_never_prunes_backups_it_only_presumes_its_own(
+    cluster: LocalCluster, second_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """trial7 finding 23 (data loss): two hand-written configs without ``[project] id`` share a folder
+    and a database name on two servers. Y's first backup failed (as a scheduled one may), so the folder
+    holds only X's backups; Y presumed them its own and its prune deleted X's backup. Now Y lists them
+    with a note, and its prune and ``restore latest --in-place`` refuse (nothing deleted or replaced),
+    saying why and how to settle it; X, whose server wrote them, prunes as before."""
+    name = f"shop_{secrets.token_hex(3)}"
+    shared = tmp_path / "legacy"
+    config = (
+        f'[backup]\nstorage = "{shared}"\nretention = {{ daily = 1, weekly = 0, monthly = 0 }}\n'
+        '[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+    )
+    x = _other_project(tmp_path, _new_db(cluster, name), config, "x")
+    y = _other_project(tmp_path, _new_db(second_cluster, name), config, "y")
+    x_ids = [x.cli("backup", "create", "--label", label).stdout.strip() for label in ("x1", "x2")]
+    assert all(x_ids)
+    before = _tree(shared)
+    listed = y.cli("backup", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(row["id"] for row in json.loads(listed.stdout)) == sorted(x_ids)  # presumed: disaster recovery
+    assert "presumed this database's, not proven" in listed.stderr
+    evidence.data_loss_scenario("prune by a project without id whose server wrote none of the folder's backups")
+    for args in (("backup", "prune"), ("backup", "prune", "--dry-run")):
+        r = y.cli(*args)
+        assert_clean_error(r, 2, "prune removed nothing", x_ids[0], "taken on another server")
+        assert "[project] id" in r.stderr
+    r = y.cli("restore", "latest", "--in-place", "--confirm", name)
+    assert_clean_error(r, 2, "restore latest --in-place refused", x_ids[1])
+    assert f"pgrunbook restore {x_ids[1]} --in-place --confirm {name}" in r.stderr
+    assert _tree(shared) == before
+    # the database unreachable: not provable either
+    y.environ["DATABASE_URL"] = second_cluster.url(name).replace(f":{second_cluster.port}/", ":1/")
+    r = y.cli("backup", "prune")
+    assert_clean_error(r, 2, "prune removed nothing", "cannot be reached")
+    assert _tree(shared) == before
+    # X, whose server wrote them, prunes by its retention
+    px = x.cli("backup", "prune", "--json")
+    assert px.returncode == 0, px.stderr
+    assert {row["id"]: row["action"] for row in json.loads(px.stdout)} == {x_ids[1]: "keep", x_ids[0]: "remove"}
+    assert not (shared / "production" / x_ids[0]).exists()
+
+
+def test_a_moved_database_prunes_again_once_this_server_wrote_a_backup(
+    cluster: LocalCluster, second_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """The other side of finding 23: a database moved to a new server (no project id) restores its old
+    backups (restore --into latest, by id in place) but prunes none of them on presumption; after its
+    first backup from the new server, its prune works and the old server's backups are left alone."""
+    name = f"app_{secrets.token_hex(3)}"
+    shared = tmp_path / "nas"
+    config = (
+        f'[backup]\nstorage = "{shared}"\nretention = {{ daily = 1, weekly = 0, monthly = 0 }}\n'
+        '[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+    )
+    p = _other_project(tmp_path, _new_db(cluster, name), config, "p")
+    old = [p.cli("backup", "create", "--label", f"old{i}").stdout.strip() for i in range(2)]
+    p.environ["DATABASE_URL"] = _new_db(second_cluster, name)
+    assert_clean_error(p.cli("backup", "prune"), 2, "prune removed nothing")
+    assert all((shared / "production" / i / "manifest.json").exists() for i in old)
+    new = [p.cli("backup", "create", "--label", f"new{i}").stdout.strip() for i in range(2)]
+    r = p.cli("backup", "prune", "--json")
+    assert r.returncode == 0, r.stderr
+    assert {row["id"]: row["action"] for row in json.loads(r.stdout)} == {new[1]: "keep", new[0]: "remove"}
+    assert all((shared / "production" / i / "manifest.json").exists() for i in old)

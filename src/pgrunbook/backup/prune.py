@@ -65,6 +65,26 @@ def _dead_uploads(env: Environment, active: set[str], ours: set[str], sole: bool
     return out
 
 
+def _refuse_presumed(env: Environment, removals: list[Decision]) -> None:
+    """Delete only what is proven this project's and database's (repository.ownership_doubt): a
+    project without ``[project] id`` whose database never wrote a backup from this server may be
+    looking at another project's backups of a database with the same name (trial7 finding 23)."""
+    if not removals:
+        return
+    doubt = env.repository.ownership_doubt()
+    if doubt is None:
+        return
+    where = f"{env.storage.display}/{env.name}"
+    n = len(removals)
+    raise PgRunbookError(
+        f"prune removed nothing: retention would remove {n} backup{'s' if n != 1 else ''} in {where} "
+        f"(first {removals[0].id}) that may not be database {env.owner.database}'s: {doubt}",
+        hint="if several projects share this folder, give each its own [project] id in pgrunbook.toml "
+        "(docs/backups.md; backups taken before stay, never pruned); if this database moved to this server, "
+        "take a backup here first (pgrunbook backup create): the older server's are then listed apart, never pruned",
+    )
+
+
 def prune(env: Environment, *, dry_run: bool = False) -> PruneReport:
     """Decide first, then delete (manifest first, so an interrupted prune only leaves leftovers)."""
     repo = env.repository
@@ -76,6 +96,7 @@ def prune(env: Environment, *, dry_run: bool = False) -> PruneReport:
         decisions = plan_retention(backup_infos(manifests), policy_of(env), env.config.tz)
     except ValueError as exc:
         raise PgRunbookError(f"prune refused: {exc}", hint="check [backup] retention") from None
+    _refuse_presumed(env, [d for d in decisions if d.action == "remove"])
     leftovers = repo.leftovers()
     report = PruneReport(decisions, leftovers, dry_run, scan.foreign, scan.foreign_note())
     active = {lo.backup_id for lo in leftovers if lo.active}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pgrunbook.backup.identity import (
+    BACKUP_FILES,
     ENVIRONMENT_MARKERS,
     REPOSITORY_MARKERS,
     EnvironmentMarker,
@@ -38,6 +39,11 @@ from pgrunbook.postgres.runner import pid_alive
 FOREIGN_RUN_STALE_AFTER = timedelta(hours=24)
 #: manifests and markers read at once (each is a request to an object store)
 READ_AHEAD = 8
+#: a manifest is a few kB (one line per table and object privilege); anything larger is not read: a
+#: hostile or damaged file must not make every listing slow and memory-hungry
+MANIFEST_MAX_BYTES = 16 * 2**20
+#: the archive names a manifest may give: files pgrunbook writes inside the backup's own folder
+DUMP_FILES = frozenset(BACKUP_FILES - {MANIFEST_NAME, IN_PROGRESS_NAME})
 
 
 @dataclass
@@ -159,6 +165,35 @@ class BackupRepository:
             sysids = {live}
         return Scope(scope_names, sysids, any(m.adopts_legacy for m in mine), len(mine) == len(markers))
 
+    def ownership_doubt(self) -> str | None:
+        """Why this owner's backups in the folder are only presumed its own, or None when that is proven.
+
+        Proven: by the project id, or (a project without one) by a marker of its database written from
+        the live server (same system identifier; one connection). A folder whose backups come from one
+        other server is presumed the project's (its database may have moved after a disaster), but
+        it may as well be another project's database of the same name: then nothing may be deleted
+        or replaced on that presumption (pgBackRest refuses a stanza of another system identifier).
+        Backups from before markers existed, in a folder nobody has claimed, stay adopted."""
+        if self.owner is None or self.owner.project_id is not None:
+            return None
+        markers = [m for m in self.markers() if m.project_id is None]
+        if not markers:
+            return None
+        if self.owner.database is None:
+            return "the database URL is not set here, so which database's backups these are cannot be checked"
+        scope = self._scope()
+        mine = [m for m in markers if scope.names is None or m.database in scope.names]
+        servers = sorted({m.system_identifier for m in mine if m.system_identifier})
+        live = self.owner.system_identifier_of() if self.owner.system_identifier_of else None
+        if live is not None and live in servers:
+            return None
+        if not servers:
+            return "the server's system identifier could not be read when they were taken"
+        taken = f"they were taken on another server (system identifier {', '.join(servers)})"
+        if live is None:
+            return f"{taken} and the database cannot be reached or read to compare"
+        return f"{taken}; this server ({live}) has written no backup here"
+
     def _foreign(self, manifest: Manifest, scope: Scope) -> str | None:
         if self.owner is None:
             return None
@@ -208,13 +243,22 @@ class BackupRepository:
         try:
             if not is_backup_id(backup_id):
                 raise ObjectMissing(key)
-            data = self.storage.read_bytes(key)
+            # at most one byte over the cap is read: a huge file is refused without being held or parsed
+            data = b"".join(self.storage.read(key, 0, MANIFEST_MAX_BYTES + 1))
         except ObjectMissing:
             raise BackupNotFound(
                 f"no backup {backup_id!r} in environment {self.environment!r} ({self.storage.display})",
                 hint=f"pgrunbook backup list --env {self.environment} shows the ids",
             ) from None
-        return Manifest.from_json(data, f"{self.storage.display}/{key}")
+        where = f"{self.storage.display}/{key}"
+        if len(data) > MANIFEST_MAX_BYTES:
+            raise VerificationFailed(
+                f"manifest {where} is unreadable: over {MANIFEST_MAX_BYTES // 2**20} MiB, more than a manifest "
+                "can be; it was not read",
+                hint="the file is damaged or not pgrunbook's: the backup cannot be trusted and prune leaves it "
+                "alone; move the folder aside by hand (pgrunbook doctor lists them)",
+            )
+        return self._placed(Manifest.from_json(data, where), backup_id, where)
 
     def _read_manifests(self, ids: list[str]) -> list[Manifest | PgRunbookError]:
         """The manifests of ``ids`` (in that order), read at once (READ_AHEAD at a time): each is a round
@@ -231,17 +275,45 @@ class BackupRepository:
         with ThreadPoolExecutor(min(READ_AHEAD, len(ids)), thread_name_prefix="manifest") as pool:
             return list(pool.map(one, ids))
 
+    def _placed(self, manifest: Manifest, backup_id: str, where: str) -> Manifest:
+        """A manifest describes the folder it lies in: its id is the folder's name and its archive a file
+        of pgrunbook's in that folder (the environment may differ: a folder moved after a rename). A
+        folder copied or renamed by hand, or a manifest naming a file elsewhere, is unreadable
+        (verifying it would write to another backup's manifest, restoring it would read elsewhere)."""
+        moved = "; move the folder aside by hand (pgrunbook backup copy makes copies that keep their id)"
+        if manifest.id != backup_id:
+            raise VerificationFailed(
+                f"manifest {where} is unreadable: it describes backup {manifest.id}, not its own folder "
+                f"{backup_id} (copied or renamed by hand?)",
+                hint="a backup's folder is named by its id and cannot be renamed or duplicated" + moved,
+            )
+        if manifest.file not in DUMP_FILES:
+            raise VerificationFailed(
+                f"manifest {where} is unreadable: it names the archive {manifest.file!r}, which is not a file "
+                f"pgrunbook writes in the backup's own folder ({', '.join(sorted(DUMP_FILES))})",
+                hint="the manifest is damaged or hand-made and points elsewhere: nothing outside the folder is "
+                "read; the backup cannot be trusted" + moved,
+            )
+        return manifest
+
+    def latest(self, skip_labels: tuple[str, ...] = ()) -> Manifest:
+        """The newest complete backup of this owner whose label is not in ``skip_labels``; raises
+        BackupNotFound when there is none."""
+        newest = next((m for m in self.list_backups() if m.label not in skip_labels), None)
+        if newest is None:
+            skipped = f" other than {', '.join(skip_labels)} backups" if skip_labels else ""
+            raise BackupNotFound(
+                f"no backup{skipped} in environment {self.environment!r} ({self.storage.display})",
+                hint=f"pgrunbook backup create --env {self.environment}"
+                + (" (or name a backup by its id: pgrunbook backup list)" if skip_labels else ""),
+            )
+        return newest
+
     def get(self, backup_id: str) -> Manifest:
         """A backup of this owner by id; ``latest`` is the newest complete one (for schedules). Another
         project's or database's backup is refused as not found, saying whose it is."""
         if backup_id == "latest":
-            newest = next(iter(self.list_backups()), None)
-            if newest is None:
-                raise BackupNotFound(
-                    f"no backup in environment {self.environment!r} ({self.storage.display})",
-                    hint=f"pgrunbook backup create --env {self.environment}",
-                )
-            return newest
+            return self.latest()
         if self.owner is None:
             return self.read_manifest(backup_id)
         with ThreadPoolExecutor(1, thread_name_prefix="scope") as pool:  # the markers travel meanwhile

@@ -116,6 +116,14 @@ def backup_list(env_name: str | None) -> None:
     note = scan.foreign_note()
     if note:
         click.echo(f"note: {note} in {env.storage.display}/{env.name}", err=True)
+    doubt = env.repository.ownership_doubt() if manifests else None
+    if doubt:
+        click.echo(
+            f"note: these backups are presumed this database's, not proven: {doubt}; prune removes none of "
+            "them and restore latest --in-place is refused until a backup from this server or a [project] id "
+            "settles it",
+            err=True,
+        )
     if scan.unreadable:
         click.echo(
             f"warning: {len(scan.unreadable)} backup(s) with an unreadable manifest not listed; "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pgrunbook.backup.method import RestoreReport
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.errors import BackupNotFound
 from pgrunbook.journal import Journal
 from pgrunbook.procedures.point_app import restore_into_and_point
 from pgrunbook.procedures.restore_in_place import restore_in_place
@@ -28,6 +29,7 @@ def restore(
     owners, roles and superuser objects (backup/preflight.py). Returns the
     report and the journal run's id. Any failure ends the run as failed (its recovery note stays in
     the journal) and is raised again."""
+    backup_id = resolve_backup(env, backup_id, in_place=into is None)
     run = journal.start("restore", env.name, {"backup": backup_id, "into": into, "in_place": into is None})
     try:
         if into is None:
@@ -49,3 +51,25 @@ def restore(
         run.finish("failed", str(getattr(exc, "message", exc)))
         raise
     return report, run.id
+
+
+def resolve_backup(env: Environment, backup_id: str, *, in_place: bool) -> str:
+    """The fixed id a restore restores, resolved once before anything runs: an in-place restore takes a
+    pre-restore backup first, which ``latest`` would name if it were resolved again later. For an
+    in-place restore ``latest`` never names a pre-restore backup (the state before an earlier in-place
+    restore: restoring it would undo that restore); named by its id, one is restored. Nor does it
+    name a backup only presumed this database's (repository.ownership_doubt). Other ids are returned
+    as given (checked where they are read). Raises BackupNotFound."""
+    if backup_id != "latest":
+        return backup_id
+    skip = ("pre-restore",) if in_place else ()
+    chosen = env.repository.latest(skip_labels=skip).id
+    doubt = env.repository.ownership_doubt() if in_place else None
+    if doubt is not None:  # replacing the live database on a presumption: only when named by id
+        raise BackupNotFound(
+            f"restore latest --in-place refused: the newest backup, {chosen}, may not be database "
+            f"{env.owner.database}'s: {doubt}; nothing was changed",
+            hint=f"check it (pgrunbook backup list), then name it: pgrunbook restore {chosen} --in-place "
+            f"--confirm {env.owner.database}; projects sharing a folder each need their own [project] id",
+        )
+    return chosen
