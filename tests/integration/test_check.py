@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -140,3 +141,39 @@ def test_check_prometheus_to_an_impossible_path_is_a_named_error_after_the_resul
     assert "internal error" not in r.stderr and ".prom." not in r.stderr.replace(str(prom), "")
     assert "hint: point --prometheus at a file in a folder this user may write" in r.stderr
     assert "backup freshness" in r.stdout and "check: critical" in r.stdout  # the checks ran and are shown
+
+
+def test_prune_keeps_the_newest_drilled_backup_and_check_reports_the_newest_drill(seeded: Project) -> None:
+    """trial7 finding 10: prune removed the only backup with a successful drill (a newer one was
+    "newest verified"), and check then reported an older drill that could not run as "the last drill".
+    Retention now never removes the newest drilled backup, and the drill log in storage keeps each
+    drill's outcome after its backup is gone, so check reports the newest drill."""
+    config = (
+        '[backup]\nstorage = "backups"\nretention = { daily = 1, weekly = 0, monthly = 0 }\n'
+        '[environments.default]\ndatabase_url_env = "DATABASE_URL"\nread_query = "SELECT count(*) FROM {table}"\n'
+    )
+    seeded.write_config(config.replace("{table}", "no_such_table"))
+    first = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    failed = seeded.cli("backup", "verify", first, "--drill")  # could not run: the read query fails there
+    assert failed.returncode != 0
+    seeded.write_config(config.replace("{table}", "account"))
+    drilled = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    assert seeded.cli("backup", "verify", drilled, "--drill").returncode == 0
+    newer = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    assert seeded.cli("backup", "verify", newer).returncode == 0  # checksum only: the newest verified
+    pruned = json.loads(seeded.cli("--json", "backup", "prune").stdout)
+    actions = {row["id"]: (row["action"], row["reasons"]) for row in pruned}
+    assert actions[drilled] == ("keep", ["newest drilled backup (never removed)"])
+    assert actions[first][0] == "remove"
+    r = seeded.cli("--json", "check")
+    drill = next(c for c in json.loads(r.stdout)["checks"] if c["name"] == "restore drill")
+    assert drill["status"] == "ok" and "last successful drill" in drill["detail"], drill
+    # the drilled backup removed by other means (an older pgrunbook's prune, by hand): the drill log
+    # still knows the newest drill passed, and the older one that could not run stays in the past
+    shutil.rmtree(seeded.storage / "default" / drilled)
+    r = seeded.cli("--json", "check", "--prometheus", str(seeded.root / "m.prom"))
+    drill = next(c for c in json.loads(r.stdout)["checks"] if c["name"] == "restore drill")
+    assert drill["status"] == "ok" and "last successful drill" in drill["detail"], drill
+    assert (
+        'pgrunbook_drill_last_success_timestamp_seconds{environment="default"}' in (seeded.root / "m.prom").read_text()
+    )

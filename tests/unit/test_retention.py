@@ -100,19 +100,43 @@ def test_newest_verified_and_newest_pre_deploy_are_never_removed() -> None:
     assert decisions["20261123T020000Z-scheduled"].action == "remove"
 
 
+def test_the_newest_drilled_backup_is_never_removed() -> None:
+    """trial7 finding 10: prune removed the only backup with a successful drill (a newer checksum
+    verification protected another one); monitoring then had no successful drill at all."""
+    drilled = BackupInfo("20261123T020000Z-pre-deploy", datetime(2026, 11, 23, 2, tzinfo=UTC), "scheduled", True, True)
+    backups = [b("2026-11-24T14:00", verified=True), drilled, b("2026-11-22T02:00", "pre-deploy")]
+    decisions = {d.id: d for d in plan_retention(backups, Policy(daily=1, weekly=0, monthly=0), UTC)}
+    assert decisions[drilled.id].action == "keep"
+    assert decisions[drilled.id].reasons == ("newest drilled backup (never removed)",)
+    assert "newest verified backup (never removed)" in decisions["20261124T140000Z-scheduled"].reasons
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_never_removes_the_newest_drilled(data: st.DataObject) -> None:
+    backups = data.draw(backup_lists)
+    policy, tz = data.draw(policies), data.draw(zones)
+    drilled = [x for x in backups if x.drilled]
+    if drilled:
+        newest = max(drilled, key=lambda x: (x.created_at, x.id))
+        assert newest.id in kept(plan_retention(backups, policy, tz))
+
+
 # --- properties ---------------------------------------------------------------------------------------
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 backup_lists = st.lists(
     st.builds(
-        lambda minutes, label, verified: BackupInfo(
+        lambda minutes, label, verified, drilled: BackupInfo(
             f"{(EPOCH + timedelta(minutes=minutes)):%Y%m%dT%H%M%SZ}-{label}",
             EPOCH + timedelta(minutes=minutes),
             label,
-            verified,
+            verified or drilled,  # a drilled backup's verifications passed
+            drilled,
         ),
         st.integers(0, 60 * 24 * 800),
         st.sampled_from(["scheduled", "manual", "pre-deploy"]),
+        st.booleans(),
         st.booleans(),
     ),
     max_size=60,
@@ -152,8 +176,8 @@ def test_keeps_at_most_the_sum_of_counts(backups, policy, tz) -> None:
     if policy.empty:
         return
     assert len(kept(apply_policy(backups, policy, tz))) <= policy.daily + policy.weekly + policy.monthly
-    # the two never-remove rules add at most two more
-    assert len(kept(plan_retention(backups, policy, tz))) <= policy.daily + policy.weekly + policy.monthly + 2
+    # the three never-remove rules add at most three more
+    assert len(kept(plan_retention(backups, policy, tz))) <= policy.daily + policy.weekly + policy.monthly + 3
 
 
 @settings(max_examples=300, deadline=None)

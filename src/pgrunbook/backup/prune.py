@@ -44,7 +44,7 @@ class PruneReport:
 
 
 def backup_infos(manifests: list[Manifest]) -> list[BackupInfo]:
-    return [BackupInfo(m.id, m.started_at, m.label, m.verified) for m in manifests]
+    return [BackupInfo(m.id, m.started_at, m.label, m.verified, m.drilled) for m in manifests]
 
 
 def policy_of(env: Environment) -> Policy:

@@ -8,6 +8,7 @@ its temporary names) inside folders named like its ids are ever deleted; anythin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -30,7 +31,7 @@ from pgrunbook.backup.identity import (
     repository_marker,
     why_foreign,
 )
-from pgrunbook.backup.manifest import IN_PROGRESS_NAME, MANIFEST_NAME, Manifest
+from pgrunbook.backup.manifest import IN_PROGRESS_NAME, MANIFEST_NAME, Manifest, Verification
 from pgrunbook.backup.storage import ObjectInfo, Storage
 from pgrunbook.errors import BackupNotFound, ObjectMissing, PgRunbookError, StorageError, VerificationFailed
 from pgrunbook.postgres.runner import pid_alive
@@ -44,6 +45,8 @@ READ_AHEAD = 8
 MANIFEST_MAX_BYTES = 16 * 2**20
 #: the archive names a manifest may give: files pgrunbook writes inside the backup's own folder
 DUMP_FILES = frozenset(BACKUP_FILES - {MANIFEST_NAME, IN_PROGRESS_NAME})
+#: drills kept in the drill log (a weekly drill: about a year)
+DRILL_LOG_SIZE = 50
 
 
 @dataclass
@@ -61,6 +64,28 @@ class Scan:
         kinds = sorted({reason for _id, reason in self.foreign})
         n = len(self.foreign)
         return f"{n} backup{'s' if n != 1 else ''} of another project/database ignored ({'; '.join(kinds[:3])})"
+
+
+@dataclass(frozen=True)
+class DrillRecord:
+    """One restore drill in the drill log: which backup, when, whether it passed, and (when it could not
+    run for a reason outside the backup) that reason."""
+
+    backup_id: str
+    at: datetime
+    passed: bool
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"backup": self.backup_id, "at": self.at.isoformat(), "passed": self.passed, "problem": self.problem}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, object]) -> DrillRecord:
+        at = datetime.fromisoformat(str(raw["at"]))
+        if at.tzinfo is None:
+            raise ValueError("drill time without a time zone")
+        problem = raw.get("problem")
+        return cls(str(raw["backup"]), at, raw.get("passed") is True, str(problem) if problem is not None else None)
 
 
 @dataclass(frozen=True)
@@ -388,6 +413,39 @@ class BackupRepository:
             n for m in markers if m.project_id == owner.project_id and m.database == origin.database for n in m.also
         ]
         return sorted({origin.database, *earlier} - {name or ""})
+
+    # --- the drill log: drill results outlive the backups they drilled ------------------------------
+
+    def _drill_log_key(self) -> str:
+        owner = self.owner or Owner()
+        name = marker_key(owner.project_id, owner.database, None)
+        return f"{self.environment}/{ENVIRONMENT_MARKERS}/drills-{name}.json"
+
+    def drill_log(self) -> list[DrillRecord]:
+        """This owner's recorded drills, oldest first (the last DRILL_LOG_SIZE); [] when none or unreadable
+        (the manifests still carry their own drills)."""
+        key = self._drill_log_key()
+        try:
+            if not any(o.key == key for o in self.storage.list(key)):
+                return []
+            raw = json.loads(self.storage.read_bytes(key))
+            return [DrillRecord.from_dict(r) for r in raw["drills"] if isinstance(r, dict)]
+        except (StorageError, ValueError, KeyError, TypeError):
+            return []
+
+    def record_drill(self, backup_id: str, verification: Verification) -> None:
+        """Append a drill's outcome to the log, so monitoring knows the newest drill (and the newest good
+        one) after prune removed its backup. A storage that refuses the write loses only this record."""
+        record = DrillRecord(
+            backup_id,
+            verification.at,
+            verification.drill_passed,
+            (verification.cause or {}).get("message") if verification.cause else None,
+        )
+        drills = [*self.drill_log(), record][-DRILL_LOG_SIZE:]
+        data = {"kind": "pgrunbook-drills", "format": 1, "drills": [d.to_dict() for d in drills]}
+        with contextlib.suppress(StorageError):
+            self.storage.write_bytes(self._drill_log_key(), (json.dumps(data, indent=1) + "\n").encode())
 
     # --- writing and removing ----------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ class BackupInfo:
     created_at: datetime
     label: str = "manual"
     verified: bool = False
+    #: a restore drill of it passed (the proof a restore works; monitoring's "last successful drill")
+    drilled: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,23 +105,25 @@ def _label(name: str, d: datetime) -> str:
 
 
 def plan_retention(backups: Sequence[BackupInfo], policy: Policy, tz: tzinfo) -> list[Decision]:
-    """restic's policy, then the never-remove rules: the newest verified and newest pre-deploy backup."""
+    """restic's policy, then the never-remove rules: the newest pre-deploy, the newest verified and the
+    newest drilled backup (a successful restore drill is the proof restores work; like a backup that
+    pgBackRest's or restic's policy protects, it is not thrown away for a newer, undrilled one)."""
     decisions = apply_policy(backups, policy, tz)
     ordered = newest_first(backups)
-    protected: dict[str, str] = {}
-    newest_verified = next((b for b in ordered if b.verified), None)
-    newest_pre_deploy = next((b for b in ordered if b.label == "pre-deploy"), None)
-    if newest_pre_deploy:
-        protected[newest_pre_deploy.id] = "newest pre-deploy backup (never removed)"
-    if newest_verified:
-        protected.setdefault(newest_verified.id, "")
-        protected[newest_verified.id] = "; ".join(
-            r for r in (protected[newest_verified.id], "newest verified backup (never removed)") if r
-        )
+    protected: dict[str, list[str]] = {}
+    rules = (
+        (lambda b: b.label == "pre-deploy", "newest pre-deploy backup (never removed)"),
+        (lambda b: b.verified, "newest verified backup (never removed)"),
+        (lambda b: b.drilled, "newest drilled backup (never removed)"),
+    )
+    for wanted, reason in rules:
+        newest = next((b for b in ordered if wanted(b)), None)
+        if newest is not None:
+            protected.setdefault(newest.id, []).append(reason)
     out = []
     for d in decisions:
         if d.id in protected:
-            reasons = tuple(r for r in d.reasons if d.action == "keep") + tuple(protected[d.id].split("; "))
+            reasons = tuple(r for r in d.reasons if d.action == "keep") + tuple(protected[d.id])
             out.append(Decision(d.id, "keep", reasons))
         else:
             out.append(d)

@@ -189,17 +189,18 @@ def verify_backup(
     ok = all(c.ok for c in checks)
     result = VerifyResult(manifest.id, ok, checks, damaged=not sound, cause=cause)
     if record:
-        manifest.verifications.append(
-            Verification(
-                at=datetime.now(UTC),
-                kind="drill" if drill_restore else "checksum",
-                ok=sound and (cause is not None or ok),
-                checks=checks,
-                tool_version=__version__,
-                cause=cause,
-            )
+        verification = Verification(
+            at=datetime.now(UTC),
+            kind="drill" if drill_restore else "checksum",
+            ok=sound and (cause is not None or ok),
+            checks=checks,
+            tool_version=__version__,
+            cause=cause,
         )
+        manifest.verifications.append(verification)
         result.recorded, result.not_recorded = record_verification(env, manifest)
+        if drill_restore:
+            env.repository.record_drill(manifest.id, verification)
     result.duration_s = round(time.monotonic() - t0, 3)
     return result
 

@@ -78,9 +78,21 @@ def observe(env: Environment) -> Observed:
         manifests = env.repository.list_backups()
     except PgRunbookError as exc:
         return Observed((), (), 0, 0, storage_error=exc.message)
-    drills = tuple(v.at for m in manifests for v in m.verifications if v.drill_passed)
-    tried = sorted((v for m in manifests for v in m.verifications if v.kind == "drill"), key=lambda v: v.at)
-    problem = tried[-1].cause if tried and tried[-1].cause is not None else None
+    # the drill log (repository.drill_log) keeps drills whose backup prune has removed since
+    tried = sorted(
+        {
+            *(
+                (v.at, v.drill_passed, (v.cause or {}).get("message") if v.cause else None)
+                for m in manifests
+                for v in m.verifications
+                if v.kind == "drill"
+            ),
+            *((d.at, d.passed, d.problem) for d in env.repository.drill_log()),
+        },
+        key=lambda t: t[0],
+    )
+    drills = tuple(sorted({at for at, passed, _ in tried if passed}))
+    problem = tried[-1][2] if tried else None
     decisions = plan_retention(backup_infos(manifests), policy_of(env), env.config.tz) if manifests else []
     failed: list[str] = []
     db_error = None
@@ -100,7 +112,7 @@ def observe(env: Environment) -> Observed:
         failed,
         None,
         db_error,
-        problem.get("message", "") if problem else None,
+        problem,
     )
 
 
