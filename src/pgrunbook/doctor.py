@@ -70,6 +70,7 @@ def run_doctor(env: Environment) -> list[DoctorCheck]:
     _guard(checks, "free space", lambda: _free_space(env))
     _guard(checks, "manifests", lambda: _manifests(env))
     _guard(checks, "interrupted runs", lambda: _interrupted_runs(env))
+    _guard(checks, "backup ownership", lambda: _backup_ownership(env))
     return checks
 
 
@@ -343,6 +344,24 @@ def _manifests(env: Environment) -> DoctorCheck:
         f"{len(scan.unreadable)} unreadable manifest(s), those backups are not usable: {listed}{more}",
         "take a new backup; then move each folder named here aside by hand (prune never removes a backup "
         "whose manifest it cannot read: whose it is cannot be told)",
+    )
+
+
+def _backup_ownership(env: Environment) -> DoctorCheck:
+    """Whether the listed backups are proven this database's (backup/repository.ownership_doubt):
+    on presumption prune deletes nothing and restore latest --in-place is refused."""
+    if not env.repository.list_backups():
+        return DoctorCheck("backup ownership", "ok", "no backups of this database yet")
+    doubt = env.repository.ownership_doubt()
+    if doubt is None:
+        how = "project id" if env.owner.project_id else "this server's backups"
+        return DoctorCheck("backup ownership", "ok", f"the backups listed are this database's ({how})")
+    return DoctorCheck(
+        "backup ownership",
+        "warning",
+        f"the backups listed are presumed this database's, not proven: {doubt}; prune removes none of them",
+        "if other projects share this storage folder, give each its own [project] id in pgrunbook.toml; if "
+        "this database moved to this server, take a backup here (pgrunbook backup create)",
     )
 
 

@@ -471,6 +471,11 @@ def test_a_project_without_id_never_prunes_backups_it_only_presumes_its_own(
         r = y.cli(*args)
         assert_clean_error(r, 2, "prune removed nothing", x_ids[0], "taken on another server")
         assert "[project] id" in r.stderr
+    doctor = {c["name"]: c for c in json.loads(y.cli("doctor", "--json").stdout)["checks"]}
+    assert doctor["backup ownership"]["status"] == "warning" and "not proven" in doctor["backup ownership"]["detail"]
+    assert "[project] id" in doctor["backup ownership"]["hint"]
+    doctor = {c["name"]: c for c in json.loads(x.cli("doctor", "--json").stdout)["checks"]}
+    assert doctor["backup ownership"]["status"] == "ok", doctor["backup ownership"]
     r = y.cli("restore", "latest", "--in-place", "--confirm", name)
     assert_clean_error(r, 2, "restore latest --in-place refused", x_ids[1])
     assert f"pgrunbook restore {x_ids[1]} --in-place --confirm {name}" in r.stderr
