@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,6 +100,28 @@ def test_status_exit_codes() -> None:
     assert compute_status([LocalScript("01", b"x")], [row("01")]).exit_code == 0
     assert compute_status([LocalScript("01", b"x"), LocalScript("02", b"y")], [row("01")]).exit_code == 1
     assert compute_status([LocalScript("01", b"x")], [row("01", finished=False)]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("rows", "lock_held", "running", "failed", "exit_code"),
+    [
+        # the newest unfinished row without logs, while another session holds the lock: running
+        ([row("01", n=1), row("02", finished=False, n=2)], True, ["02"], [], 1),
+        # nobody holds the lock: the same row is failed (a killed run, a lost connection)
+        ([row("01", n=1), row("02", finished=False, n=2)], False, [], ["02"], 2),
+        # a row with logs has failed for good, lock or not
+        ([row("01", n=1), dataclasses.replace(row("02", finished=False, n=2), logs="boom")], True, [], ["02"], 2),
+        # the lock held by a resolve or a deploy that has not started a row yet: nothing is running
+        ([row("01", n=1), row("02", n=2)], True, [], [], 1),
+        # only the newest unfinished row can be the running one
+        ([row("02", finished=False, n=1), row("03", finished=False, n=3)], True, ["03"], ["02"], 2),
+    ],
+)
+def test_running_migration_is_not_failed(rows, lock_held, running, failed, exit_code) -> None:
+    local = [LocalScript(n, b"x") for n in ("01", "02", "03")]
+    st_ = compute_status(local, rows, lock_held=lock_held)
+    assert (st_.running, st_.failed, st_.exit_code) == (running, failed, exit_code)
+    assert not set(st_.running) & set(st_.pending)
 
 
 @given(

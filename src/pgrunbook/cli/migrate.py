@@ -41,6 +41,10 @@ def status(env_name: str | None) -> None:
     for title, names, colour in sections:
         for name in names:
             out.print(f"[{colour}]{title:>28}[/]  {escape(name)}", highlight=False)
+    by = result.running_by or {}
+    for name in result.running:
+        who = f"pid {by.get('pid')} ({by.get('application_name') or 'no application_name'}) since {by.get('since')}"
+        out.print(f"[yellow]{'running':>28}[/]  {escape(name)}: being applied now by {escape(who)}", highlight=False)
     for index, fix in result.invalid_indexes:
         out.print(f"[yellow]{'invalid index':>28}[/]  {escape(index)}: clean up with {escape(fix)}", highlight=False)
     if result.exit_code == 0:
@@ -49,6 +53,12 @@ def status(env_name: str | None) -> None:
         out.print(
             f"hint: after fixing the cause: pgrunbook migrate resolve --rolled-back {result.failed[0]} "
             f"(or --applied if completed by hand)",
+            highlight=False,
+        )
+    elif result.running:
+        out.print(
+            f"hint: wait for {result.running[0]} to finish, then pgrunbook status again; do not resolve it while it "
+            "runs",
             highlight=False,
         )
     elif result.pending and not result.inconsistent:

@@ -35,7 +35,9 @@ from pgrunbook.monitor.evaluate import (
 )
 from pgrunbook.monitor.notify import Notice, make_notice, resolve_channels, send
 from pgrunbook.postgres.connect import connect
+from pgrunbook.prisma.engine import prisma_lock_holder
 from pgrunbook.prisma.history import History
+from pgrunbook.prisma.status import running_row
 
 STATUS_VALUE = {"ok": 0, "warning": 1, "critical": 2}
 
@@ -101,7 +103,9 @@ def observe(env: Environment) -> Observed:
         with connect(target, purpose="check", connect_timeout=5) as conn:
             history = History(conn, target.schema)
             if history.exists():
-                failed = sorted({r.migration_name for r in history.rows() if r.failed})
+                rows = history.rows()
+                running = running_row(rows, prisma_lock_holder(conn) is not None)  # being applied: not failed
+                failed = sorted({r.migration_name for r in rows if r.failed and r is not running})
     except PgRunbookError as exc:  # the hint names the variable connected with (target.variable)
         db_error = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
     return Observed(

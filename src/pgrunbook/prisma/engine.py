@@ -147,8 +147,16 @@ def migration_status(env: Environment) -> MigrationStatus:
         exists = history.exists()
         rows = history.rows() if exists else []
         invalid = invalid_indexes(conn)
-    status = compute_status(local_scripts(migrations), rows, history_table=exists)
+        holder = prisma_lock_holder(conn)
+    status = compute_status(local_scripts(migrations), rows, history_table=exists, lock_held=holder is not None)
     status.invalid_indexes = invalid
+    if status.running and holder is not None:
+        status.running_by = {
+            "pid": holder.pid,
+            "application_name": holder.application_name,
+            "client": holder.client,
+            "since": holder.since.isoformat() if holder.since else None,
+        }
     return status
 
 
@@ -182,17 +190,23 @@ def prisma_lock_holder(conn: psycopg.Connection) -> LockHolder | None:
     return LockHolder(row[0], row[1], row[2], row[4], f"{row[6] or '?'}: {row[5][:160]}")
 
 
-def acquire_prisma_lock(conn: psycopg.Connection, wait_s: float) -> None:
-    """pg_advisory_lock(72707369) as Prisma takes it, but when it is held, say who holds it (P1002 is
-    the most common production complaint about prisma migrate deploy)."""
+def _wait_for_prisma_lock(conn: psycopg.Connection, wait_s: float) -> bool:
+    """pg_advisory_lock(72707369) as Prisma takes it, given up after ``wait_s`` seconds: True when taken."""
     deadline = time.monotonic() + wait_s
     while True:
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (PRISMA_LOCK_ID,)).fetchone()
         if got and got[0]:
-            return
+            return True
         if time.monotonic() >= deadline:
-            break
+            return False
         time.sleep(0.1)
+
+
+def acquire_prisma_lock(conn: psycopg.Connection, wait_s: float) -> None:
+    """pg_advisory_lock(72707369) as Prisma takes it, but when it is held, say who holds it (P1002 is
+    the most common production complaint about prisma migrate deploy)."""
+    if _wait_for_prisma_lock(conn, wait_s):
+        return
     holder = prisma_lock_holder(conn)
     who = holder.describe() + f", last query {holder.query!r}" if holder else "a session that has since ended"
     hint = (
@@ -431,6 +445,29 @@ def _deploy_with_prisma(env: Environment, *, dry_run: bool, before_apply: Callab
 # --- resolve -----------------------------------------------------------------------------------------
 
 
+def _lock_for_resolve(conn: psycopg.Connection, env: Environment, name: str) -> None:
+    """resolve takes the migration lock as deploy does (mark_migration_*.rs run under acquire_lock): while
+    a migration is being applied, recording it applied or rolled back would write a history its still
+    running script can contradict (it may yet commit, or fail)."""
+    wait_s = env.config.migrate.lock_wait_s
+    if _wait_for_prisma_lock(conn, wait_s):
+        return
+    holder = prisma_lock_holder(conn)
+    if holder is None:
+        raise LockBusy(
+            f"cannot resolve {name}: a migration was being applied for {wait_s:g}s (the migration advisory lock "
+            f"pg_advisory_lock({PRISMA_LOCK_ID}) was held) and has just finished",
+            hint="pgrunbook status shows how it ended; then resolve again if it still needs to",
+        )
+    raise LockBusy(
+        f"cannot resolve {name} while a migration is being applied: {holder.describe()} holds the migration "
+        f"advisory lock (pg_advisory_lock({PRISMA_LOCK_ID})), running {holder.query!r}",
+        hint="wait for it to finish (pgrunbook status shows it as running), then check the result; if its "
+        f"client is gone and it must stop: SELECT pg_terminate_backend({holder.pid}) (its open transaction "
+        "is rolled back), then pgrunbook status and resolve",
+    )
+
+
 def resolve_applied(env: Environment, name: str) -> None:
     """mark_migration_applied.rs: P3017 when no such folder, P3008 when already applied; failed rows of
     that name are marked rolled back first, then a finished row is inserted."""
@@ -442,7 +479,7 @@ def resolve_applied(env: Environment, name: str) -> None:
             hint="give the whole folder name, e.g. 20201207184859_initial_migration",
         )
     with _connect(env, "resolve") as conn:
-        acquire_prisma_lock(conn, env.config.migrate.lock_wait_s)
+        _lock_for_resolve(conn, env, name)
         ensure_schema(conn, env.target().schema)
         history = History(conn, env.target().schema)
         if not history.exists():
@@ -459,7 +496,7 @@ def resolve_applied(env: Environment, name: str) -> None:
 def resolve_rolled_back(env: Environment, name: str) -> None:
     """P3011 when never applied, P3012 when not in a failed state; else every failed row is rolled back."""
     with _connect(env, "resolve") as conn:
-        acquire_prisma_lock(conn, env.config.migrate.lock_wait_s)
+        _lock_for_resolve(conn, env, name)
         history = History(conn, env.target().schema)
         relevant = [r for r in history.rows() if r.migration_name == name] if history.exists() else []
         if not relevant:

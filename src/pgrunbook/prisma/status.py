@@ -22,6 +22,10 @@ class MigrationStatus:
     applied: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: started, unfinished, and Prisma's advisory lock held by another session: being applied right now
+    running: list[str] = field(default_factory=list)
+    #: who runs it (pid, application_name, since), filled in by the engine from pg_stat_activity
+    running_by: dict[str, object] | None = None
     modified: list[str] = field(default_factory=list)
     missing_locally: list[str] = field(default_factory=list)
     without_script: list[str] = field(default_factory=list)
@@ -35,16 +39,18 @@ class MigrationStatus:
 
     @property
     def exit_code(self) -> int:
-        """SPEC: 0 up to date, 1 pending, 2 failed or inconsistent."""
+        """SPEC: 0 up to date, 1 pending, 2 failed or inconsistent; a running migration counts as pending
+        (not up to date, nothing to resolve)."""
         if self.inconsistent:
             return 2
-        return 1 if self.pending else 0
+        return 1 if self.pending or self.running else 0
 
     def to_dict(self) -> dict[str, object]:
         return {
             "applied": self.applied,
             "pending": self.pending,
             "failed": self.failed,
+            "running": [{"name": n, **(self.running_by or {})} for n in self.running],
             "modified": self.modified,
             "missing_locally": self.missing_locally,
             "without_script": self.without_script,
@@ -54,19 +60,36 @@ class MigrationStatus:
         }
 
 
+def running_row(rows: Sequence[HistoryRow], lock_held: bool) -> HistoryRow | None:
+    """The row being applied right now, if any: while another session holds Prisma's advisory lock, the
+    newest started row with neither finished_at, rolled_back_at nor logs (a failure writes its logs; a
+    lost connection leaves none, but then nobody holds the lock). Prisma's own status has no such state:
+    it calls that row failed, and resolving it then records a history the running script contradicts."""
+    if not lock_held:
+        return None
+    unfinished = [r for r in rows if r.failed]
+    last = max(unfinished, key=lambda r: r.started_at, default=None)
+    return last if last is not None and last.logs is None else None
+
+
 def compute_status(
-    local: Sequence[LocalScript], rows: Sequence[HistoryRow], history_table: bool = True
+    local: Sequence[LocalScript], rows: Sequence[HistoryRow], history_table: bool = True, *, lock_held: bool = False
 ) -> MigrationStatus:
     """Prisma's rules: applied = a row finished and not rolled back; failed = a row neither; rolled-back
     rows are ignored (the migration is pending again); a local file whose checksum no longer matches its
-    applied row is modified; an applied or failed name with no local folder is missing locally."""
+    applied row is modified; an applied or failed name with no local folder is missing locally.
+    ``lock_held``: another session holds the migration advisory lock, so the newest unfinished row is
+    running (running_row), not failed."""
     st = MigrationStatus(history_table=history_table)
     local_names = {m.name for m in local}
     applied_rows: dict[str, HistoryRow] = {}
     failed_names: list[str] = []
+    running = running_row(rows, lock_held)
     for row in rows:  # ordered by started_at
         if row.applied:
             applied_rows.setdefault(row.migration_name, row)
+        elif row is running:
+            st.running.append(row.migration_name)
         elif row.failed and row.migration_name not in failed_names:
             failed_names.append(row.migration_name)
     for m in local:
@@ -78,7 +101,7 @@ def compute_status(
             st.applied.append(m.name)
             if not checksum_matches(m.script, applied_row.checksum):
                 st.modified.append(m.name)
-        elif m.name not in failed_names:
+        elif m.name not in failed_names and m.name not in st.running:
             st.pending.append(m.name)
     st.failed = failed_names
     seen: set[str] = set()

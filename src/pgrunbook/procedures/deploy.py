@@ -268,6 +268,13 @@ def _preflight(env: Environment, opts: DeployOptions, report: DeployReport) -> l
                 f"preflight: outside the quiet window ({window})", hint="wait for the window, or pass --outside-window"
             )
     status = migration_status(env)
+    if status.running:
+        by = status.running_by or {}
+        raise MigrationFailed(
+            f"preflight: migration {status.running[0]} is being applied right now by pid {by.get('pid')} "
+            f"({by.get('application_name') or 'no application_name'}) since {by.get('since')}",
+            hint="wait for it to finish and check pgrunbook status; nothing was touched",
+        )
     if status.failed:
         raise MigrationFailed(
             f"preflight: unresolved failed migration {status.failed[0]}",

@@ -1,0 +1,72 @@
+"""A migration still running on the server (its client killed, the backend alive and holding Prisma's
+advisory lock 72707369): status says "running", not "failed", and resolve refuses (trial7 finding 3)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from tests.conftest import Project, assert_clean_error
+from tests.integration.test_migrate import make_migrations
+
+pytestmark = pytest.mark.integration
+
+
+RUNNING = "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(20)%' AND pid <> pg_backend_pid()"
+
+
+def _wait_for(url: str, query: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute(query).fetchone():
+                return
+            time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {query}")
+
+
+def test_running_migration_is_running_and_cannot_be_resolved(project: Project) -> None:
+    make_migrations(project, {"01_init": "CREATE TABLE item (id int);"})
+    assert project.cli("migrate", "deploy").returncode == 0
+    make_migrations(project, {"02_slow": "ALTER TABLE item ADD COLUMN nick text;\nSELECT pg_sleep(20);\n"})
+    project.write_config('[backup]\nstorage = "backups"\n[migrate]\nlock_wait_s = 1\n')
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "migrate", "deploy"],
+        cwd=project.root,
+        env=project.environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(project.url, RUNNING)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    # the backend runs on, holding the lock; its history row is started and unfinished
+    status = project.cli("--json", "status")
+    data = json.loads(status.stdout)
+    assert data["failed"] == [] and [r["name"] for r in data["running"]] == ["02_slow"], status.stdout
+    assert status.returncode == 1  # not up to date, and nothing to resolve yet
+    assert data["running"][0]["pid"] > 0 and data["running"][0]["application_name"] == "pgrunbook migrate default"
+    text = project.cli("status")
+    assert "running" in text.stdout and "02_slow" in text.stdout
+    assert "resolve --" not in text.stdout + text.stderr and "being applied now by pid" in text.stdout
+    t0 = time.monotonic()
+    r = project.cli("migrate", "resolve", "--rolled-back", "02_slow")
+    assert time.monotonic() - t0 < 15
+    assert_clean_error(r, 2, "cannot resolve 02_slow while a migration is being applied", "pid ", "pg_sleep(20)")
+    assert "pg_terminate_backend(" in r.stderr and "wait" in r.stderr
+    applied = project.cli("migrate", "resolve", "--applied", "02_slow")
+    assert_clean_error(applied, 2, "cannot resolve 02_slow while a migration is being applied")
+    check = json.loads(project.cli("--json", "check").stdout)
+    assert "unresolved failed" not in json.dumps(check)
+    # once it finished (and committed: the client was gone but its output was only buffered)
+    _wait_for(project.url, f"SELECT 1 WHERE NOT EXISTS ({RUNNING})", timeout=60)
+    after = json.loads(project.cli("--json", "status").stdout)
+    assert after["running"] == [] and after["failed"] == ["02_slow"]  # its client never recorded the end
