@@ -38,8 +38,17 @@ class Stage:
         slow: bool = False,
         read_query: str = "SELECT count(*) FROM account",
         staging: bool = False,
+        hooks: dict[str, str | None] | None = None,
     ) -> None:
+        """``hooks``: replace a hook's command, or drop it with None."""
         pause = "sleep 1.5; " if slow else ""
+        commands: dict[str, str | None] = {
+            "maintenance_on": f"{pause}echo on >> {self.log}",
+            "maintenance_off": f"{pause}echo off >> {self.log}",
+            "point_app": f'printf %s "$PGRUNBOOK_DATABASE_URL" > {self.url_file}; echo point >> {self.log}',
+            "app_rollback": f"echo app_rollback >> {self.log}",
+            **(hooks or {}),
+        }
         text = (
             '[backup]\nstorage = "backups"\n'
             "[environments.production]\n"
@@ -47,10 +56,7 @@ class Stage:
             f'health_url = "{self.health}"\nhealth_deadline_s = 3\nhealth_interval_s = 0.2\n'
             f'read_query = "{read_query}"\n{extra_env}\n'
             "[environments.production.hooks]\n"
-            f"maintenance_on = '{pause}echo on >> {self.log}'\n"
-            f"maintenance_off = '{pause}echo off >> {self.log}'\n"
-            f"point_app = 'printf %s \"$PGRUNBOOK_DATABASE_URL\" > {self.url_file}; echo point >> {self.log}'\n"
-            f"app_rollback = 'echo app_rollback >> {self.log}'\n"
+            + "".join(f"{name} = '{cmd}'\n" for name, cmd in commands.items() if cmd is not None)
         )
         if staging:
             text += '[environments.staging]\ndatabase_url_env = "STAGING_URL"\n'
@@ -176,6 +182,40 @@ def test_migration_that_breaks_health_is_rolled_back_and_the_broken_database_kep
     evidence.fault("migration that breaks the app's health")
     with psycopg.connect(stage.project.url) as conn:  # the broken database, kept for forensics
         assert conn.execute("SELECT to_regclass('\"Account\"') IS NOT NULL").fetchone() == (True,)
+
+
+def test_auto_rollback_without_point_app_is_refused_before_anything(stage: Stage) -> None:
+    """trial7 finding 4: refused in preflight, naming the hook, before maintenance or the migration."""
+    make_migrations(stage.project, {"02_bad": "ALTER TABLE note ADD COLUMN x int;\nSELECT 1/0;"})
+    before = fingerprint(stage.project.url)
+    stage.config(hooks={"point_app": None, "app_rollback": None})
+    r, _ = stage.deploy("--auto-rollback")
+    assert_clean_error(r, 2, "--auto-rollback needs the point_app hook", "'production' has none")
+    assert "point_app =" in r.stderr and "[environments.production.hooks]" in r.stderr
+    assert stage.hooks() == [] and fingerprint(stage.project.url) == before
+    # without --auto-rollback the recovery line does not point at `pgrunbook rollback`, which would refuse
+    r, out = stage.deploy()
+    assert r.returncode == 2 and out["outcome"] == "failed"
+    assert out["rollback_commands"] == [
+        f"pgrunbook restore {out['backup_id']} --into <new database> --env production, then point the app at it "
+        "by hand (environment 'production' has no app_rollback / point_app hook for pgrunbook rollback --with-db)"
+    ]
+    assert "pgrunbook rollback" not in r.stderr.replace("for pgrunbook rollback --with-db", "")
+
+
+def test_auto_rollback_whose_point_app_fails_names_the_restored_database(stage: Stage) -> None:
+    make_migrations(stage.project, {"02_bad": "ALTER TABLE note ADD COLUMN x int;\nSELECT 1/0;"})
+    before = fingerprint(stage.project.url)
+    stage.config(hooks={"point_app": "exit 3"})
+    r, out = stage.deploy("--auto-rollback")
+    assert r.returncode == 2 and out["outcome"] == "failed"
+    restored = out["database"]
+    assert restored and restored.startswith("t_") and "_rollback_" in restored
+    assert f"{restored} holds the pre-deploy backup {out['backup_id']}, restored and verified" in r.stderr
+    assert out["rollback_commands"] == [
+        f"point the app at {restored} by hand (or fix the point_app hook and run it), then pgrunbook health"
+    ]
+    assert fingerprint(stage.project.url.rsplit("/", 1)[0] + "/" + restored) == before
 
 
 def test_preflight_refusals(stage: Stage, cluster) -> None:

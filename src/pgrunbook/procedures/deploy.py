@@ -199,9 +199,7 @@ def _execute(
         if "migrate" not in done:
             with run.step("migrate") as info:
                 state.migrate_started = True
-                run.set_recovery(
-                    f"if the schema is wrong: pgrunbook rollback --with-db --backup {state.backup_id} --env {env.name}"
-                )
+                run.set_recovery(f"if the schema is wrong: {rollback_line(env, 'with-db', state.backup_id)}")
                 result_m = migrate_deploy(env)  # backed up just before: no protected-environment rule
                 report.applied = [a.name for a in result_m.applied]
                 info["detail"] = f"applied {', '.join(report.applied) or 'nothing'}" + (
@@ -253,7 +251,36 @@ class _HealthFailed(PgRunbookError):
     """Migrations went through but the app is not healthy."""
 
 
+def _rollback_hooks_missing(env: Environment, mode: str) -> list[str]:
+    """The hooks ``pgrunbook rollback --<mode>`` refuses to run without (procedures/rollback.py)."""
+    needs = ("app_rollback",) + (("point_app",) if mode == "with-db" else ())
+    return [h for h in needs if h not in env.settings.hooks]
+
+
+def rollback_line(env: Environment, mode: str, backup: str | None) -> str:
+    """The recovery command to print: ``pgrunbook rollback`` when the environment has its hooks, else the
+    steps by hand, so a hint never points at a command that will be refused."""
+    missing = _rollback_hooks_missing(env, mode)
+    if mode == "with-db":
+        if not missing:
+            return f"pgrunbook rollback --with-db --backup {backup} --env {env.name}"
+        return (
+            f"pgrunbook restore {backup} --into <new database> --env {env.name}, then point the app at it by hand "
+            f"(environment {env.name!r} has no {' / '.join(missing)} hook for pgrunbook rollback --with-db)"
+        )
+    if not missing:
+        return f"pgrunbook rollback --app-only --env {env.name}"
+    return f"roll the app back by hand (environment {env.name!r} has no app_rollback hook)"
+
+
 def _preflight(env: Environment, opts: DeployOptions, report: DeployReport) -> list[str]:
+    if opts.auto_rollback and "point_app" not in env.settings.hooks:
+        raise ConfigError(
+            f"preflight: --auto-rollback needs the point_app hook (it points the app at the restored pre-deploy "
+            f"database), and environment {env.name!r} has none; nothing was touched",
+            hint=f'add point_app = "..." under [environments.{env.name}.hooks] in pgrunbook.toml (it gets the '
+            "database URL in PGRUNBOOK_DATABASE_URL), or deploy without --auto-rollback",
+        )
     problems = [c for c in run_doctor(env) if c.status == "failed"]
     if problems:
         c = problems[0]
@@ -338,22 +365,22 @@ def _on_failure(
     schema_touched = isinstance(exc, MigrationFailed) or bool(report.applied)
     decision = decide(migration_failed_or_data_wrong=schema_touched, app_only_regression=not schema_touched)
     backup = state.backup_id
-    if decision.mode == "with-db":
-        report.rollback = [f"pgrunbook rollback --with-db --backup {backup} --env {env.name}"]
-    else:
-        report.rollback = [f"pgrunbook rollback --app-only --env {env.name}"]
+    report.rollback = [rollback_line(env, decision.mode or "app-only", backup)]
     if not opts.auto_rollback:
         return
+    restored_name: str | None = None
     try:
         if decision.mode == "with-db" and backup:
             live = env.target(direct=False).dbname
             name = _rollback_name(env, live, run.id)
             restored = method_for(env).restore_into(env, backup, name, run=run, progress=opts.progress)
+            restored_name = name
             with run.step("point app") as info:
                 carried = carry_database_settings(env, live, name)
                 pointed = point_app(env, restored, run.id)
                 info["detail"] = f"app pointed at {pointed} (with {live}'s {carried}); {live} kept for forensics"
             report.database, report.replaced_database = name, live
+            restored_name = None  # pointed: what is left is the app's own rollback
         if "app_rollback" in env.settings.hooks:
             with run.step("app rollback"):
                 env_hook(env, "app_rollback", run.id)
@@ -361,6 +388,13 @@ def _on_failure(
         report.rollback = []
     except PgRunbookError as rb_exc:
         report.error = f"{report.error}; the automatic rollback failed too: {rb_exc.message}"
+        if restored_name is not None:  # restored and verified: only pointing the app is left
+            report.database = restored_name
+            report.error += f"; {restored_name} holds the pre-deploy backup {backup}, restored and verified"
+            report.rollback = [
+                f"point the app at {restored_name} by hand (or fix the point_app hook and run it), "
+                "then pgrunbook health"
+            ]
 
 
 def _rollback_name(env: Environment, live: str, run_id: str) -> str:
