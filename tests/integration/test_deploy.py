@@ -12,14 +12,26 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
 
 from pgrunbook import sampleapp
 from tests import evidence
-from tests.conftest import Project, assert_clean_error, drawn_in_order, fingerprint, on_terminal, seed, wait_for
+from tests.conftest import (
+    PASSWORD,
+    Project,
+    assert_clean_error,
+    drawn_in_order,
+    fingerprint,
+    on_terminal,
+    seed,
+    wait_for,
+)
 from tests.integration.test_migrate import make_migrations
+
+PASSWORD_IN_URL = quote(PASSWORD, safe="")
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +150,16 @@ def test_failing_migration_is_rolled_back_to_the_pre_deploy_state(stage: Stage, 
         assert stage.hooks() == ["on", "point", "app_rollback", "off"]
         evidence.fault("failing migration during deploy, rolled back")
         assert out["replaced_database"] == stage.project.url.rsplit("/", 1)[1]
+        # trial7 finding 9: pgrunbook's own DATABASE_URL must follow; said with the password masked
+        server = stage.project.url.rsplit("/", 1)[0].replace(PASSWORD_IN_URL, "***")
+        assert f"set DATABASE_URL={server}/{out['database']} for pgrunbook too" in out["next_step"]
+        assert f"set DATABASE_URL={server}/{out['database']}" in r.stderr  # the hint
+        assert "has none to resolve" in r.stderr and "resolve --rolled-back" not in r.stderr
+        runs = json.loads(stage.project.cli("--json", "runs").stdout)
+        assert f"set DATABASE_URL={server}/{out['database']}" in runs[0]["detail"]
+        text = stage.project.cli("runs").stdout
+        for secret in (PASSWORD, PASSWORD_IN_URL):
+            assert secret not in r.stdout + r.stderr + json.dumps(runs) + text
     else:
         assert out["outcome"] == "failed"
         cmd = f"pgrunbook rollback --with-db --backup {out['backup_id']} --env production"

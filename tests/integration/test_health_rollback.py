@@ -180,6 +180,10 @@ def test_rollback_with_db_points_the_app_at_an_exact_copy(seeded: Project, app: 
     runs = json.loads(seeded.cli("--json", "runs").stdout)
     assert runs[0]["run_id"] == out["run_id"] and runs[0]["kind"] == "rollback" and runs[0]["user"]
     assert seeded.url.split(":")[2].split("@")[0] not in json.dumps(runs)  # no password in the journal
+    # trial7 finding 9: pgrunbook's own variable must follow the app, said with the password masked
+    masked = f"{seeded.url.rsplit('@', 1)[0].rsplit(':', 1)[0]}:***@{seeded.url.rsplit('@', 1)[1].rsplit('/', 1)[0]}"
+    said = f"set DATABASE_URL={masked}/{out['database']} for pgrunbook too"
+    assert said in out["next_step"] and said in runs[0]["detail"]
 
 
 def test_rollback_app_only_and_without_a_terminal(seeded: Project, app: tuple[str, Path]) -> None:

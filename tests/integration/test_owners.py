@@ -173,6 +173,9 @@ def test_restore_into_with_point_app_gives_the_app_a_usable_copy(shop: Shop) -> 
     r = shop.project.cli("--json", "restore", backup, "--into", copy, "--point-app")
     assert r.returncode == 0, r.stderr
     assert url_file.read_text().rsplit("/", 1)[1] == copy
+    # trial7 finding 9: pgrunbook's own URL must follow the app: the line names it, password masked
+    assert f"/{copy} for pgrunbook too" in json.loads(r.stdout)["next_step"]
+    assert "set DATABASE_URL=postgresql://" in json.loads(r.stdout)["next_step"] and ":***@" in r.stdout
     assert schema_dump(shop.admin_url(copy)) == before
     with psycopg.connect(shop.admin_url("postgres")) as conn:
         owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (copy,)).fetchone()

@@ -211,3 +211,23 @@ def test_any_url_is_read_as_libpq_reads_it_without_prismas_parameters(
     assert t.params["dbname"] == dbname and t.params["user"] == user
     assert t.params["host"] == ",".join(h for h, _ in hosts)
     assert set(t.ignored) == set(prisma) and t.schema == "s"
+
+
+@given(
+    st.text(alphabet=st.characters(exclude_categories=SURROGATES, exclude_characters="\x00"), min_size=4, max_size=30)
+)
+def test_the_masked_url_of_another_database_keeps_the_query_and_never_the_password(password: str) -> None:
+    """trial7 finding 9: the URL to set after a rollback, shown whole but for the password."""
+    from urllib.parse import quote
+
+    t = parse_database_url(
+        f"postgresql://app:{quote(password, safe='')}@db.example:5432/shop?schema=shop%20s&sslmode=require"
+    )
+    shown = t.with_dbname("shop_rollback_20261201").masked_url()
+    assert shown == "postgresql://app:***@db.example:5432/shop_rollback_20261201?schema=shop%20s&sslmode=require"
+
+
+def test_a_masked_url_masks_a_password_given_as_a_parameter() -> None:
+    t = parse_database_url("postgresql://app@h/db?password=s3cr3t-xyz&sslpassword=k3y-pass")
+    shown = t.masked_url()
+    assert "s3cr3t-xyz" not in shown and "k3y-pass" not in shown and shown.startswith("postgresql://app@h/db?")

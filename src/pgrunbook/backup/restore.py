@@ -78,6 +78,7 @@ class RestoreReport:
     skipped: list[str] = field(default_factory=list)  # entries left out on an explicit flag
     options: list[str] = field(default_factory=list)  # --owner / --skip-… as given
     carried_over: str | None = None  # in place: what of the live database's own settings was carried over
+    next_step: str | None = None  # after the app was pointed here: pgrunbook's own URL to set
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -93,6 +94,7 @@ class RestoreReport:
             "skipped": self.skipped,
             "options": self.options,
             "carried_over": self.carried_over,
+            "next_step": self.next_step,
         }
 
 

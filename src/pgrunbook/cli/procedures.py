@@ -105,6 +105,8 @@ def rollback(
             f"app now on {report.database} (backup {report.backup_id}); {report.replaced_database} kept untouched",
             highlight=False,
         )
+    if report.next_step:
+        st.output.out.print(f"[bold]next:[/] {escape(report.next_step)}", highlight=False)
     st.output.out.print(f"rollback {report.run_id}: {report.outcome}", highlight=False)
 
 
@@ -205,4 +207,6 @@ def _print_deploy(st: State, report: Any) -> None:
             f"{report.replaced_database} kept for forensics",
             highlight=False,
         )
+    if report.next_step:
+        st.output.out.print(f"[bold]next:[/] {escape(report.next_step)}", highlight=False)
     st.output.out.print(f"deploy {report.run_id}: {report.outcome}", highlight=False)

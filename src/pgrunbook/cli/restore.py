@@ -4,6 +4,7 @@ each parses its options, calls one library function and renders."""
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 
 from pgrunbook.cli.app import (
     cli,
@@ -84,6 +85,8 @@ def restore(
     for check in report.checks:
         if check.name == "owners and privileges":
             st.output.info(f"owners and privileges: {check.detail}")
+    if report.next_step:
+        st.output.info(escape(f"next: {report.next_step}"))
     for line in report.skipped:
         st.output.info(f"left out: {line}")
     if report.replaced_database:

@@ -124,6 +124,11 @@ class DatabaseTarget:
         )
         return f"postgresql://{auth}{where}/{quote(self.dbname, safe='')}"
 
+    def masked_url(self) -> str:
+        """The whole URL as written (query parameters such as ?schema= included) with the password shown
+        as ``***``: what an operator copies into the variable after a switch, typing the password in."""
+        return redact(self.url, self.secrets()) if self.url else self.display
+
     def with_dbname(self, dbname: str) -> DatabaseTarget:
         """The same server and credentials, another database (scratch, restore target)."""
         return replace(self, params={**self.params, "dbname": dbname}, url=url_with_dbname(self.url, dbname))

@@ -31,7 +31,7 @@ from pgrunbook.prisma.lint import lint_files
 from pgrunbook.prisma.migrations_dir import read_migrations
 from pgrunbook.prisma.splitter import config_splits
 from pgrunbook.procedures.hooks import env_hook
-from pgrunbook.procedures.point_app import check_app_url, point_app
+from pgrunbook.procedures.point_app import check_app_url, point_app, runbook_url_note
 from pgrunbook.procedures.rollback import decide
 from pgrunbook.procedures.steps import carry_database_settings, maintenance_off, maintenance_on, verified_backup
 from pgrunbook.timespec.window import parse_window
@@ -64,6 +64,8 @@ class DeployReport:
     database: str | None = None
     replaced_database: str | None = None
     error: str | None = None
+    #: after an automatic rollback to a new database: set pgrunbook's own URL variable(s) to it
+    next_step: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +81,7 @@ class DeployReport:
             "database": self.database,
             "replaced_database": self.replaced_database,
             "error": self.error,
+            "next_step": self.next_step,
         }
 
 
@@ -235,13 +238,13 @@ def _execute(
             report.maintenance_window_s = round(time.monotonic() - state.maintenance_started, 3)
         report.steps = [dict(s) for s in run.steps]
         if report.outcome != "running":
-            run.finish(report.outcome, report.error or "")
+            run.finish(report.outcome, "; ".join(filter(None, [report.error, report.next_step])))
     if failure is not None:
         if isinstance(failure, PgRunbookError):
             raise DeployFailed(
                 f"deploy {report.outcome.replace('_', ' ')}: {report.error}",
                 report,
-                hint=" | ".join(report.rollback) or failure.hint,
+                hint=" | ".join(report.rollback) or _after_rollback_hint(report) or failure.hint,
             ) from None
         raise failure
     return report
@@ -249,6 +252,16 @@ def _execute(
 
 class _HealthFailed(PgRunbookError):
     """Migrations went through but the app is not healthy."""
+
+
+def _after_rollback_hint(report: DeployReport) -> str | None:
+    """Rolled back to a new database: what to do next there (the failed row stays in the replaced one)."""
+    if not report.next_step:
+        return None
+    return (
+        f"{report.next_step}; the failed migration's history row stays in {report.replaced_database} (kept for "
+        f"forensics), {report.database} has none to resolve: fix the migration, then deploy again"
+    )
 
 
 def _rollback_hooks_missing(env: Environment, mode: str) -> list[str]:
@@ -380,6 +393,7 @@ def _on_failure(
                 pointed = point_app(env, restored, run.id)
                 info["detail"] = f"app pointed at {pointed} (with {live}'s {carried}); {live} kept for forensics"
             report.database, report.replaced_database = name, live
+            report.next_step = runbook_url_note(env, name, live)
             restored_name = None  # pointed: what is left is the app's own rollback
         if "app_rollback" in env.settings.hooks:
             with run.step("app rollback"):
@@ -429,5 +443,5 @@ def _roll_back_interrupted(
     finally:
         maintenance_off(env, run)
         report.steps = [dict(s) for s in run.steps]
-        run.finish(report.outcome, report.error or "")
+        run.finish(report.outcome, "; ".join(filter(None, [report.error, report.next_step])))
     return report

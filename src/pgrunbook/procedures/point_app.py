@@ -110,6 +110,27 @@ def point_app(env: Environment, report: RestoreReport, run_id: str) -> str:
     return new.display
 
 
+def runbook_url_note(env: Environment, database: str, replaced: str) -> str:
+    """After the app was pointed at ``database``: pgrunbook's own variables still name ``replaced``, so its
+    scheduled backups, check, serve and the next deploy would keep working on the abandoned database.
+    The line names each variable and its new value with the password masked (``***``)."""
+    pairs: dict[str, str] = {}
+    for direct in (False, True):
+        try:
+            target = env.target(direct=direct)
+        except PgRunbookError:  # a variable that cannot be read here: the other one is still named
+            continue
+        if target.dbname == replaced:
+            pairs.setdefault(target.variable, target.with_dbname(database).masked_url())
+    if not pairs:
+        return f"point pgrunbook's own database URL at {database} too: it still names {replaced}"
+    sets = " and ".join(f"{var}={url}" for var, url in pairs.items())
+    return (
+        f"set {sets} for pgrunbook too (the password stays as it was): its backups, checks, serve and the next "
+        f"deploy still target {replaced}"
+    )
+
+
 def restore_into_and_point(
     env: Environment,
     backup_id: str,
@@ -134,4 +155,7 @@ def restore_into_and_point(
             info["detail"] = result.summary
             if not result.ok:
                 raise PgRunbookError(f"health check failed after pointing the app: {result.summary}")
+        live = env.target(direct=False).dbname
+        if live != dbname:
+            report.next_step = runbook_url_note(env, dbname, live)
     return report

@@ -46,7 +46,7 @@ def restore(
             report = restore_into_and_point(
                 env, backup_id, into, run=run, progress=progress, point=point, options=options
             )
-        run.finish("succeeded")
+        run.finish("succeeded", report.next_step or "")
     except BaseException as exc:
         run.finish("failed", str(getattr(exc, "message", exc)))
         raise

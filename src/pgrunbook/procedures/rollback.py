@@ -18,7 +18,7 @@ from pgrunbook.health import check_health
 from pgrunbook.journal import Journal, Run
 from pgrunbook.postgres.names import derived_dbname
 from pgrunbook.procedures.hooks import env_hook
-from pgrunbook.procedures.point_app import app_target, check_app_url, point_app
+from pgrunbook.procedures.point_app import app_target, check_app_url, point_app, runbook_url_note
 from pgrunbook.procedures.steps import carry_database_settings
 
 Mode = Literal["app-only", "with-db"]
@@ -57,6 +57,8 @@ class RollbackReport:
     backup_id: str | None = None
     database: str | None = None
     replaced_database: str | None = None
+    #: after --with-db: set pgrunbook's own URL variable(s) to the new database
+    next_step: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -68,6 +70,7 @@ class RollbackReport:
             "database": self.database,
             "replaced_database": self.replaced_database,
             "maintenance_window_s": None,
+            "next_step": self.next_step,
         }
 
 
@@ -116,7 +119,9 @@ def rollback(
                     hint="pgrunbook health shows the details; pgrunbook runs shows every step",
                 )
         report.outcome = "rolled_back"
-        run.finish("rolled_back")
+        if report.database and report.replaced_database:
+            report.next_step = runbook_url_note(env, report.database, report.replaced_database)
+        run.finish("rolled_back", report.next_step or "")
         return report
     except BaseException as exc:
         report.outcome = "failed"
