@@ -223,6 +223,8 @@ class EnvironmentConfig(_Model):
     schedule: ScheduleConfig | None = Field(None, description="this environment's own schedule")
     #: where database_url_env was taken from when not from pgrunbook.toml (e.g. prisma.config.ts)
     url_origin: str | None = Field(None, exclude=True)
+    #: where direct_url_env was taken from when not from pgrunbook.toml (e.g. schema.prisma's directUrl)
+    direct_url_origin: str | None = Field(None, exclude=True)
 
     @field_validator("quiet_window")
     @classmethod
@@ -376,7 +378,16 @@ def database_target(
     """The URL an environment uses; the direct (pooler-bypassing) one for migrations and backups."""
     environ = os.environ if environ is None else environ
     var = env.database_url_env
-    if direct and env.direct_url_env and environ.get(env.direct_url_env):
+    if direct and env.direct_url_env:
+        if not environ.get(env.direct_url_env):  # Prisma stops too: "Environment variable not found"
+            named = env.direct_url_origin or "pgrunbook.toml: direct_url_env"
+            raise ConfigError(
+                f"{env.direct_url_env} is not set (environment {env_name!r} reads its direct URL for migrations "
+                f"and backups from it; {named} names it); {env.database_url_env} is not used in its place, as it "
+                "may go through a pooler",
+                hint=f"set {env.direct_url_env} to the postgresql:// URL that bypasses the pooler (Prisma stops "
+                "the same way), or stop naming it if the database has no pooler in front",
+            )
         var = env.direct_url_env
     url = environ.get(var)
     if not url:
@@ -435,6 +446,9 @@ def load_config(
     url_origin = origins.get("environments.default.database_url_env")
     if url_origin:
         data["environments"]["default"]["url_origin"] = url_origin
+    direct_origin = origins.get("environments.default.direct_url_env")
+    if direct_origin:
+        data["environments"]["default"]["direct_url_origin"] = direct_origin
     try:
         return Config(**data, source=source, root=root, origins=origins)
     except ValidationError as exc:

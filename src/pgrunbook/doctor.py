@@ -24,8 +24,10 @@ from pgrunbook.postgres.tools import (
     restore_tools,
 )
 from pgrunbook.postgres.url import redact
-from pgrunbook.prisma.engine import invalid_indexes
+from pgrunbook.prisma.engine import invalid_indexes, prisma_lock_holder
+from pgrunbook.prisma.history import History
 from pgrunbook.prisma.splitter import config_splits
+from pgrunbook.prisma.status import running_row
 
 Status = Literal["ok", "warning", "failed", "skipped"]
 
@@ -139,15 +141,9 @@ def _check_connection(env: Environment, checks: list[DoctorCheck]) -> psycopg.Co
         return None
     _, _, version = server_version(conn)
     checks.append(DoctorCheck("connection", "ok", f"{target.display}: PostgreSQL {version}"))
-    if target.pooler_suspected and not env.settings.direct_url_env:
-        checks.append(
-            DoctorCheck(
-                "pooler",
-                "warning",
-                "the URL looks like a transaction-mode pooler (pgbouncer, Neon, Supabase)",
-                "set direct_url_env to a URL that bypasses the pooler for migrations and backups",
-            )
-        )
+    pooler = target.pooler_warning(direct_named=bool(env.settings.direct_url_env))
+    if pooler is not None:
+        checks.append(DoctorCheck("pooler", "warning", *pooler))
     return conn
 
 
@@ -210,29 +206,31 @@ def _check_history(env: Environment, conn: psycopg.Connection, checks: list[Doct
             DoctorCheck("prisma history", "ok", f"no {schema}._prisma_migrations table (not a Prisma database yet)")
         )
         return
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT migration_name, started_at FROM {} WHERE finished_at IS NULL AND rolled_back_at IS NULL "
-            "ORDER BY started_at"
-        ).format(table)
-    ).fetchall()
-    applied = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL").format(table)
-    ).fetchone()
-    if rows:
-        names = ", ".join(r[0] for r in rows)
+    history = History(conn, schema).rows()
+    holder = prisma_lock_holder(conn)
+    running = running_row(history, holder is not None)
+    failed = [r.migration_name for r in history if r.failed and r is not running]
+    applied = sum(1 for r in history if r.applied)
+    if running is not None and holder is not None:
+        checks.append(
+            DoctorCheck(
+                "prisma history",
+                "warning",
+                f"{running.migration_name} is being applied right now by {holder.describe()}",
+                "wait for it to finish; do not resolve it while it runs",
+            )
+        )
+    if failed:
         checks.append(
             DoctorCheck(
                 "prisma history",
                 "failed",
-                f"unresolved failed migration(s): {names}",
-                f"fix the cause, then: pgrunbook migrate resolve --rolled-back {rows[0][0]}",
+                f"unresolved failed migration(s): {', '.join(failed)}",
+                f"fix the cause, then: pgrunbook migrate resolve --rolled-back {failed[0]}",
             )
         )
-    else:
-        checks.append(
-            DoctorCheck("prisma history", "ok", f"{applied[0] if applied else 0} migrations applied, none failed")
-        )
+    elif running is None:
+        checks.append(DoctorCheck("prisma history", "ok", f"{applied} migrations applied, none failed"))
 
 
 _SHOWN = 8  # objects and statements named in one line; the count says how many more

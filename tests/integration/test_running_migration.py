@@ -54,6 +54,11 @@ def test_running_migration_is_running_and_cannot_be_resolved(project: Project) -
     assert data["failed"] == [] and [r["name"] for r in data["running"]] == ["02_slow"], status.stdout
     assert status.returncode == 1  # not up to date, and nothing to resolve yet
     assert data["running"][0]["pid"] > 0 and data["running"][0]["application_name"] == "pgrunbook migrate default"
+    doctor = json.loads(project.cli("--json", "doctor").stdout)
+    history = [c for c in doctor["checks"] if c["name"] == "prisma history"]
+    assert [c["status"] for c in history] == ["warning"] and "02_slow is being applied right now" in history[0][
+        "detail"
+    ]
     text = project.cli("status")
     assert "running" in text.stdout and "02_slow" in text.stdout
     assert "resolve --" not in text.stdout + text.stderr and "being applied now by pid" in text.stdout

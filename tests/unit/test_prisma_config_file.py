@@ -147,6 +147,13 @@ def test_prisma6_package_json_and_schema_datasource(tmp_path: Path) -> None:
     assert (env.database_url_env, env.direct_url_env) == ("POOLED_URL", "DIRECT_URL")
     assert cfg.project.migrations == "db/migrations"
     assert cfg.origins["environments.default.direct_url_env"] == 'db/schema.prisma: directUrl = env("DIRECT_URL")'
+    # trial7 finding 25: DIRECT_URL unset is an error naming where it was named, as Prisma stops too
+    from pgrunbook.config import database_target
+
+    with pytest.raises(ConfigError) as exc:
+        database_target("default", env, direct=True, environ={"POOLED_URL": "postgresql://h/db?pgbouncer=true"})
+    assert exc.value.message.startswith("DIRECT_URL is not set")
+    assert 'db/schema.prisma: directUrl = env("DIRECT_URL") names it' in exc.value.message
 
 
 def test_dotenv_is_read_as_dotenv_reads_it(tmp_path: Path) -> None:

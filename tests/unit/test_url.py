@@ -150,7 +150,32 @@ def test_environment_targets_carry_the_variable_they_were_read_from() -> None:
     assert database_target("prod", env, direct=True, environ=both).variable == "DIRECT"
     assert database_target("prod", env, direct=False, environ=both).variable == "POOLED"
     only_pooled = {"POOLED": both["POOLED"]}
-    assert database_target("prod", env, direct=True, environ=only_pooled).variable == "POOLED"
+    assert database_target("prod", env, direct=False, environ=only_pooled).variable == "POOLED"
+    # trial7 finding 25: a named direct URL that is unset is an error, never the pooled URL in its place
+    for environ in (only_pooled, {**only_pooled, "DIRECT": ""}):
+        with pytest.raises(ConfigError) as exc:
+            database_target("prod", env, direct=True, environ=environ)
+        assert exc.value.message.startswith("DIRECT is not set (environment 'prod' reads its direct URL")
+        assert "pgrunbook.toml: direct_url_env names it" in exc.value.message
+        assert "POOLED is not used in its place" in exc.value.message and "DIRECT" in (exc.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("url", "direct_named", "warned"),
+    [
+        ("postgresql://u@h:5432/db?pgbouncer=true", False, "DATABASE_URL looks like a transaction-mode pooler"),
+        ("postgresql://u@h:5432/db?schema=s&pgbouncer=true", False, "DATABASE_URL looks like"),
+        ("postgresql://u@h:6543/db", False, "DATABASE_URL looks like"),
+        ("postgresql://u@ep-x-pooler.eu.aws.neon.tech/db", False, "DATABASE_URL looks like"),
+        ("postgresql://u@h:5432/db?pgbouncer=true", True, "the direct URL for migrations and backups, looks like"),
+        ("postgresql://u@h:5432/db?pgbouncer=false", False, None),  # Prisma: a bool, exactly "true"
+        ("postgresql://u@h:5432/db?xpgbouncer=true", False, None),
+        ("postgresql://u@h:5432/db", False, None),
+    ],
+)
+def test_a_pooler_looking_url_is_warned_about(url: str, direct_named: bool, warned: str | None) -> None:
+    got = parse_database_url(url).pooler_warning(direct_named=direct_named)
+    assert (got[0] if got else None) == warned or (warned is not None and got is not None and warned in got[0])
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,7 @@ PRISMA_ONLY = frozenset(
 SECRET_KEYWORDS = frozenset({"password", "sslpassword"})
 
 _POOLER_HINTS = (
-    re.compile(r"pgbouncer=true"),
+    re.compile(r"[?&]pgbouncer=true(&|#|$)"),  # Prisma reads it as a Rust bool: exactly "true"
     re.compile(r"-pooler\."),  # Neon
     re.compile(r"pooler\.supabase\.com"),
     re.compile(r":6543(/|$)"),  # Supabase transaction mode
@@ -104,6 +104,23 @@ class DatabaseTarget:
     pooler_suspected: bool = False
     variable: str = "DATABASE_URL"
     url: str = field(default="", repr=False, compare=False)  # as written, secrets included: full_url()
+
+    def pooler_warning(self, direct_named: bool) -> tuple[str, str] | None:
+        """(detail, hint) when migrations and backups would go through what looks like a transaction-mode
+        pooler (_POOLER_HINTS: Prisma's own ``pgbouncer=true``, Neon, Supabase); ``direct_named``: this is
+        already the environment's direct URL."""
+        if not self.pooler_suspected:
+            return None
+        if direct_named:
+            return (
+                f"{self.variable}, the direct URL for migrations and backups, looks like a transaction-mode "
+                "pooler too (pgbouncer=true, Neon -pooler, Supabase :6543)",
+                f"point {self.variable} at the database itself, not through the pooler",
+            )
+        return (
+            f"{self.variable} looks like a transaction-mode pooler (pgbouncer=true, Neon -pooler, Supabase :6543)",
+            "set direct_url_env (Prisma's directUrl) to a URL that bypasses the pooler for migrations and backups",
+        )
 
     @property
     def dbname(self) -> str:

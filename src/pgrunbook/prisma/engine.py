@@ -257,8 +257,9 @@ def migrate_deploy(
     migrations = read_migrations(env.config.migrations_dir)
     target = env.target(direct=True)
     report = DeployReport(env.name, [], dry_run=dry_run)
-    if target.pooler_suspected and not env.settings.direct_url_env:
-        report.warnings.append("the URL looks like a transaction-mode pooler: set direct_url_env for migrations")
+    pooler = target.pooler_warning(direct_named=bool(env.settings.direct_url_env))
+    if pooler is not None:
+        report.warnings.append(f"{pooler[0]}: {pooler[1]}")
     with _connect(env, "migrate") as conn:
         acquire_prisma_lock(conn, env.config.migrate.lock_wait_s)
         history = History(conn, target.schema)
