@@ -225,6 +225,19 @@ class EnvironmentConfig(_Model):
     url_origin: str | None = Field(None, exclude=True)
     #: where direct_url_env was taken from when not from pgrunbook.toml (e.g. schema.prisma's directUrl)
     direct_url_origin: str | None = Field(None, exclude=True)
+    #: variable -> (``??`` or ``||``, default URL) from prisma.config.ts: used as Node would use it
+    env_fallbacks: dict[str, tuple[str, str]] = Field(default_factory=dict, exclude=True, repr=False)
+    #: why database_url_env may be unset here though the project has it (a .env Prisma 7 does not load)
+    url_note: str | None = Field(None, exclude=True)
+
+    def url_in(self, var: str, environ: Mapping[str, str]) -> str | None:
+        """The value of ``var`` as the project's config evaluates it: the variable, or the config's own
+        fallback (``process.env.X ?? "…"``: when X is undefined; ``||``: also when it is empty)."""
+        got = environ.get(var)
+        op, default = self.env_fallbacks.get(var, (None, None))
+        if (op == "??" and got is None) or (op == "||" and not got):
+            return default
+        return got
 
     @field_validator("quiet_window")
     @classmethod
@@ -379,7 +392,7 @@ def database_target(
     environ = os.environ if environ is None else environ
     var = env.database_url_env
     if direct and env.direct_url_env:
-        if not environ.get(env.direct_url_env):  # Prisma stops too: "Environment variable not found"
+        if not env.url_in(env.direct_url_env, environ):  # Prisma stops too: "Environment variable not found"
             named = env.direct_url_origin or "pgrunbook.toml: direct_url_env"
             raise ConfigError(
                 f"{env.direct_url_env} is not set (environment {env_name!r} reads its direct URL for migrations "
@@ -389,12 +402,14 @@ def database_target(
                 "the same way), or stop naming it if the database has no pooler in front",
             )
         var = env.direct_url_env
-    url = environ.get(var)
+    url = env.url_in(var, environ)
     if not url:
         origin = f"; {env.url_origin} names it" if env.url_origin and var == env.database_url_env else ""
         raise ConfigError(
-            f"{var} is not set (environment {env_name!r} reads its database URL from it{origin})",
-            hint=f"set {var} to the database's postgresql:// URL (user, password, host, port, database)",
+            f"{var} is {'empty' if var in environ else 'not set'} "
+            f"(environment {env_name!r} reads its database URL from it{origin})",
+            hint=(env.url_note if env.url_note and var == env.database_url_env and var not in environ else None)
+            or f"set {var} to the database's postgresql:// URL (user, password, host, port, database)",
         )
     return parse_database_url(url, source=var)
 

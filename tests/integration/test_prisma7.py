@@ -118,6 +118,7 @@ def test_dotenv_is_loaded_only_as_the_projects_prisma_would(p7: P7) -> None:
     (p7.root / "prisma.config.ts").write_text(CONFIG_TS.replace('import "dotenv/config";\n', ""))
     missing = p7.cli("status")
     assert_clean_error(missing, 3, "APP_DB_URL is not set", 'prisma.config.ts: datasource.url = env("APP_DB_URL")')
+    assert 'hint: .env holds APP_DB_URL, but prisma.config.ts does not import "dotenv/config"' in missing.stderr
 
     # a variable set in the environment wins over .env, as dotenv never overrides
     (p7.root / "prisma.config.ts").write_text(CONFIG_TS)

@@ -292,3 +292,46 @@ def test_config_is_found_where_prisma7_looks_and_paths_are_taken_from_its_folder
     project = read_prisma_project(tmp_path, {})
     assert project.migrations and project.migrations.value == expected
     assert project.config_file == path and project.url_env and project.url_env.value == "U"
+
+
+DEFAULT_URL = "postgresql://fallback@localhost:5432/x"
+
+
+@pytest.mark.parametrize(
+    ("expr", "environ", "url", "shown"),
+    [
+        # Node: `a ?? b` takes b when a is undefined (unset), not when it is ""
+        ('process.env.DB_URL ?? "{d}"', {}, DEFAULT_URL, 'process.env.DB_URL ?? "…"'),
+        ('process.env.DB_URL ?? "{d}"', {"DB_URL": "postgresql://h/set"}, "postgresql://h/set", None),
+        ('process.env.DB_URL ?? "{d}"', {"DB_URL": ""}, "error: DB_URL is empty", None),
+        # `a || b` takes b also when a is ""
+        ('process.env.DB_URL || "{d}"', {"DB_URL": ""}, DEFAULT_URL, 'process.env.DB_URL || "…"'),
+        ("process.env.DB_URL || '{d}'", {}, DEFAULT_URL, None),
+        ('process.env["DB_URL"] ?? `{d}`', {}, DEFAULT_URL, None),
+        ("process.env.DB_URL!", {}, "error: DB_URL is not set", "process.env.DB_URL"),
+        # prisma/config's env() throws when the variable is missing: its fallback is never reached
+        ('env("DB_URL") ?? "{d}"', {}, "error: DB_URL is not set", 'env("DB_URL") ?? "…"'),
+        ('env("DB_URL")', {"DB_URL": "postgresql://h/set"}, "postgresql://h/set", 'env("DB_URL")'),
+    ],
+)
+def test_a_url_fallback_in_the_config_is_used_as_node_would(
+    tmp_path: Path, expr: str, environ: dict[str, str], url: str, shown: str | None
+) -> None:
+    """trial7 finding 20: `process.env.X ?? "default"` is documented; the default must be used."""
+    from pgrunbook.config import database_target
+
+    (tmp_path / "prisma.config.ts").write_text(
+        'import { defineConfig, env } from "prisma/config";\n'
+        f"export default defineConfig({{ datasource: {{ url: {expr.format(d=DEFAULT_URL)} }} }});\n"
+    )
+    cfg = load_project_config(cwd=tmp_path, environ=environ)
+    if shown is not None:
+        assert cfg.origins["environments.default.database_url_env"] == f"prisma.config.ts: datasource.url = {shown}"
+    env = cfg.environments["default"]
+    if url.startswith("error: "):
+        with pytest.raises(ConfigError) as exc:
+            database_target("default", env, environ=environ)
+        assert exc.value.message.startswith(url.removeprefix("error: "))
+    else:
+        target = database_target("default", env, environ=environ)
+        assert target.full_url() == url and target.variable == "DB_URL"

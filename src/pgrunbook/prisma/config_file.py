@@ -70,6 +70,8 @@ class PrismaProject:
     schemas: list[str] = field(default_factory=list)
     dotenv_files: list[Path] = field(default_factory=list)
     dotenv_reason: str = ""
+    #: variable -> (``??`` or ``||``, the literal after it): the config's own fallback for an unset URL
+    env_fallbacks: dict[str, tuple[str, str]] = field(default_factory=dict)
     unreadable: list[Problem] = field(default_factory=list)
 
 
@@ -123,8 +125,29 @@ class Lit:
 
 @dataclass(frozen=True)
 class EnvRef:
+    """``process.env.X`` or prisma/config's ``env("X")`` (``strict``: it throws when X is unset or empty,
+    so a fallback after it is never reached), with ``op`` (``??`` or ``||``) and the literal ``default``."""
+
     var: str
     default: str | None = None
+    op: str | None = None
+    strict: bool = False
+
+    def value(self, environ: Mapping[str, str]) -> str | None:
+        """What Node evaluates it to: ``??`` takes the default when X is undefined, ``||`` also when it is
+        empty; None when the expression has no value (or throws, for a strict ``env()``)."""
+        got = environ.get(self.var)
+        if self.strict:
+            return got or None
+        if self.op == "??" and got is None:
+            return self.default
+        if self.op == "||" and not got:
+            return self.default
+        return got
+
+    def describe(self) -> str:
+        ref = f'env("{self.var}")' if self.strict else f"process.env.{self.var}"
+        return f'{ref} {self.op} "…"' if self.op else ref
 
 
 @dataclass(frozen=True)
@@ -207,9 +230,10 @@ class _Parser:
         while i < len(self.t) and self.t[i].text in ("as", "satisfies", "!"):
             i = self._skip_type(i + 1) if self.t[i].text != "!" else i + 1
         if i < len(self.t) and self.t[i].text in ("??", "||"):
+            op = self.t[i].text
             fallback, i = self.expr_at(i + 1)
             if isinstance(value, EnvRef) and isinstance(fallback, Lit):
-                return EnvRef(value.var, fallback.value), i
+                return EnvRef(value.var, fallback.value, op, value.strict), i
             value = Computed("")
         end = i
         while i < len(self.t) and self.t[i].text not in (",", "}", ")", "]", ";"):
@@ -275,7 +299,7 @@ class _Parser:
 
     def _call(self, fn: str, args: list[object]) -> object:
         if fn == "env" and len(args) == 1 and isinstance(args[0], Lit):
-            return EnvRef(args[0].value)
+            return EnvRef(args[0].value, strict=True)
         joins = ("path.join", "join", "path.resolve", "resolve", "path.posix.join")
         if fn in joins and all(isinstance(a, Lit | EnvRef) for a in args):
             return Join(tuple(args))
@@ -336,8 +360,7 @@ def _resolve(value: object, environ: dict[str, str] | None) -> str | None:
     if isinstance(value, Lit):
         return value.value
     if isinstance(value, EnvRef):
-        got = (environ or {}).get(value.var)
-        return got if got else value.default
+        return value.value(environ or {})
     if isinstance(value, Join):
         parts = [_resolve(p, environ) for p in value.parts]
         if any(p is None for p in parts):
@@ -358,7 +381,7 @@ def _from(base: Path, path: str) -> str:
 
 def _describe(value: object) -> str:
     if isinstance(value, EnvRef):
-        return f'env("{value.var}")'
+        return value.describe()
     if isinstance(value, Computed):
         return value.text or "a computed value"
     return repr(value)
@@ -411,7 +434,9 @@ def read_prisma_project(root: Path, environ: dict[str, str] | None = None) -> Pr
                     continue
                 value = datasource[key]
                 if isinstance(value, EnvRef):
-                    setattr(project, attr, Found(value.var, f'{name}: datasource.{key} = env("{value.var}")'))
+                    setattr(project, attr, Found(value.var, f"{name}: datasource.{key} = {value.describe()}"))
+                    if value.op and value.default is not None and not value.strict:
+                        project.env_fallbacks[value.var] = (value.op, value.default)
                 elif toml is not None:
                     project.unreadable.append(
                         Problem(
@@ -558,7 +583,10 @@ def apply_prisma_defaults(data: dict[str, Any], root: Path, environ: Mapping[str
         if project.direct_url_env is not None:
             default["direct_url_env"] = project.direct_url_env.value
             origins["environments.default.direct_url_env"] = project.direct_url_env.source
-        data["environments"] = {"default": default}
+        data["environments"] = {"default": {**default, "env_fallbacks": project.env_fallbacks}}
+        note = _dotenv_not_loaded(project, root, project.url_env.value)
+        if note:
+            data["environments"]["default"]["url_note"] = note
     if project.schema_file is not None:
         origins["prisma schema"] = f"{project.schema_file.value} ({project.schema_file.source})"
     if project.schemas:
@@ -584,6 +612,20 @@ def apply_prisma_defaults(data: dict[str, Any], root: Path, environ: Mapping[str
     if project.config_file is not None:
         origins["prisma config"] = project.config_file.relative_to(root).as_posix()
     return origins
+
+
+def _dotenv_not_loaded(project: PrismaProject, root: Path, var: str) -> str | None:
+    """Prisma 7 loads no .env by itself: when .env holds the URL variable but prisma.config.* does not
+    import dotenv/config, the "not set" error says so (the usual 2 a.m. guess)."""
+    if project.config_file is None or project.dotenv_files or not (root / ".env").is_file():
+        return None
+    if var not in read_dotenv(root / ".env"):
+        return None
+    name = project.config_file.relative_to(root).as_posix()
+    return (
+        f'.env holds {var}, but {name} does not import "dotenv/config" and Prisma 7 does not load .env by '
+        f'itself: add import "dotenv/config" to {name}, or export {var}'
+    )
 
 
 def load_project_config(
