@@ -90,6 +90,12 @@ class BackupConfig(_Model):
     retention: RetentionPolicy = RetentionPolicy()
     timezone: str = "UTC"
     drill_database_url_env: str | None = None
+    lock_wait_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="how long a backup waits for its tables' locks behind another session (pg_dump "
+        "--lock-wait-timeout) before it gives up naming that session; 0 = without limit",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg import sql
 
 from pgrunbook import __version__
 from pgrunbook.backup.codec import Codec, codec
@@ -36,7 +37,7 @@ from pgrunbook.postgres.catalog import (
     try_session_lock,
 )
 from pgrunbook.postgres.connect import connect, server_version
-from pgrunbook.postgres.tool_errors import explain
+from pgrunbook.postgres.tool_errors import explain, lock_wait_table
 from pgrunbook.postgres.tools import (
     ClientTools,
     find_client_tools,
@@ -71,11 +72,14 @@ class _Snapshot:
     privileges: Privileges | None = None
 
 
-def dump_args(compression: Codec, snapshot: str | None) -> list[str]:
-    """pg_dump's arguments before the connection (the runner adds it, without secrets)."""
+def dump_args(compression: Codec, snapshot: str | None, lock_wait_ms: int = 0) -> list[str]:
+    """pg_dump's arguments before the connection (the runner adds it, without secrets); ``lock_wait_ms``:
+    --lock-wait-timeout in milliseconds, 0 for none (pg_dump then waits without limit)."""
     args = ["--format=custom", *compression.dump_args()]
     if snapshot:
         args.append(f"--snapshot={snapshot}")
+    if lock_wait_ms:
+        args.append(f"--lock-wait-timeout={lock_wait_ms}")
     return args
 
 
@@ -177,14 +181,21 @@ def _run(
     file = compression.file_name(encrypted=bool(encrypt_to))
 
     settings = _orphan_check(conn)
+    lock_wait_ms = round(cfg.lock_wait_timeout_s * 1000)
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    # the row counts read in the snapshot wait for the same locks as pg_dump: no longer than it
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_wait_ms)))
     snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
 
     repo.mark_in_progress(bid, started)
     writer = env.storage.writer(repo.key(bid, file))
     try:
         with runner.start(
-            tools.pg_dump, dump_args(compression, snapshot_id), target=target, stdout=subprocess.PIPE, settings=settings
+            tools.pg_dump,
+            dump_args(compression, snapshot_id, lock_wait_ms),
+            target=target,
+            stdout=subprocess.PIPE,
+            settings=settings,
         ) as dump:
             snap = _Snapshot({}, None)
             snap_thread = threading.Thread(target=_read_snapshot, args=(conn, target.schema, snap), daemon=True)
@@ -199,6 +210,9 @@ def _run(
             dump.wait()
             snap_thread.join()
             failure = dump.failure()
+        table = lock_wait_table(failure) if failure is not None else None
+        if failure is not None and table is not None:
+            raise _lock_wait_error(target, cfg.lock_wait_timeout_s, table or None, env.config.postgres.connect_timeout)
         if failure is not None:  # the first error and its context, explained (tool_errors), not the last line
             cause = explain(failure, role=str(target.params.get("user") or ""))
             raise ToolError(
@@ -206,6 +220,8 @@ def _run(
                 hint=redact(f"{cause.hint}; nothing of this backup was kept", target.secrets()),
                 cause=cause.to_dict(),
             )
+        if isinstance(snap.error, psycopg.errors.LockNotAvailable):
+            raise _lock_wait_error(target, cfg.lock_wait_timeout_s, None, env.config.postgres.connect_timeout)
         if snap.error is not None:
             raise PgRunbookError(f"reading row counts failed: {redact(str(snap.error), target.secrets())}")
         writer.commit()
@@ -253,6 +269,46 @@ def _run(
     repo.write_manifest(manifest)
     repo.clear_in_progress(bid)
     return manifest
+
+
+def _lock_wait_error(target: DatabaseTarget, wait_s: float, table: str | None, connect_timeout: int) -> PgRunbookError:
+    """The backup gave up waiting for a lock on ``table`` (None: not known): who holds it (pg_locks), so
+    the operator can wait for that session or end it. Nothing of the backup is kept (the caller aborts)."""
+    holders: list[tuple[int, str, str, object, str, str]] = []
+    with (
+        contextlib.suppress(psycopg.Error, PgRunbookError),
+        connect(target, purpose="backup lock check", connect_timeout=connect_timeout) as look,
+    ):
+        holders = look.execute(  # type: ignore[assignment]
+            """SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local socket'),
+                      a.xact_start, coalesce(a.query, ''), l.relation::regclass::text
+               FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+               WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'AccessExclusiveLock'
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND l.pid <> pg_backend_pid()
+                 AND (%s::text IS NULL OR l.relation = to_regclass(%s::text))
+               ORDER BY a.xact_start NULLS LAST LIMIT 3""",
+            (table, table),
+        ).fetchall()
+    what = table or (holders[0][5] if holders else "a table")
+    tail = "; [backup] lock_wait_timeout_s sets how long a backup waits (0: without limit)"
+    if not holders:
+        return PgRunbookError(
+            f"the backup waited {wait_s:g}s for a lock on {what} and gave up; the session holding it has since "
+            "ended; nothing of this backup was kept",
+            hint="run the backup again" + tail,
+        )
+    pid, app, client, since, query, rel = holders[0]
+    when = since.strftime("%Y-%m-%d %H:%M:%S %Z") if isinstance(since, datetime) else "unknown time"
+    return PgRunbookError(
+        redact(
+            f"the backup waited {wait_s:g}s for a lock on {table or rel} and gave up: pid {pid} "
+            f"({app or 'no application_name'}) from {client} holds it (ACCESS EXCLUSIVE) in a transaction since "
+            f"{when}, last query {query[:160]!r}; nothing of this backup was kept",
+            target.secrets(),
+        ),
+        hint=f"wait for that session to finish, or end it: SELECT pg_terminate_backend({pid})" + tail,
+    )
 
 
 def _read_snapshot(conn: psycopg.Connection, schema: str, out: _Snapshot) -> None:

@@ -299,6 +299,23 @@ _FUNCTION_CONTEXT = re.compile(r'(?:SQL function "([^"]+)"|PL/pgSQL function ([^
 _MISSING_NAME = re.compile(r"^(function|relation|type|operator|schema|sequence) (.+?) does not exist")
 
 
+# pg_dump --lock-wait-timeout sets statement_timeout around its LOCK TABLE statements (lock_timeout on
+# some versions): giving up reads "canceling statement due to statement timeout", "Query was: LOCK TABLE …".
+_LOCK_WAIT = re.compile(r"^LOCK TABLE (.+?) IN ACCESS SHARE MODE")
+
+
+def lock_wait_table(failure: Failure) -> str | None:
+    """When pg_dump gave up waiting for a table's lock (``--lock-wait-timeout``): that table as printed
+    (``schema.name``; "" when not printed); None for any other failure."""
+    text = failure.error.lower()
+    if failure.tool != "pg_dump" or not ("statement timeout" in text or "lock timeout" in text):
+        return None
+    m = _LOCK_WAIT.match(failure.command)
+    if failure.command and m is None:
+        return None  # another statement timed out: not a lock wait
+    return m.group(1) if m else ""
+
+
 def explain(failure: Failure, *, role: str = "") -> Cause:
     """The cause of a failure and what to do about it; ``role`` is the role the tool connected as.
     Never raises: a failure without any error line is reported by its exit code."""
