@@ -10,9 +10,10 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -347,6 +348,12 @@ class Config(_Model):
     #: "project.migrations" -> "prisma.config.ts: migrations.path" etc.: where each value taken from the
     #: project's Prisma files (or .env) came from, for doctor
     origins: dict[str, str] = Field(default_factory=dict, exclude=True)
+    #: "backup.retention.daily" -> "PGRUNBOOK_BACKUP__RETENTION__DAILY": values set by override variables
+    overrides: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    def override_for(self, path: Sequence[object]) -> str | None:
+        """The override variable that set ``path`` (or a value inside it, or the table around it)."""
+        return override_for(self.overrides, path)
 
     @field_validator("environments")
     @classmethod
@@ -461,7 +468,7 @@ def load_config(
             raise ConfigError(f"{source}: not valid TOML: {exc}", hint="fix the file's syntax") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{source}: cannot read: {exc}") from None
-    _apply_env_overrides(data, environ)
+    overrides = _apply_env_overrides(data, environ)
     root = source.parent.resolve() if source else (cwd or Path.cwd()).resolve()
     origins = project_defaults(data, root, environ) if project_defaults is not None else {}
     url_origin = origins.get("environments.default.database_url_env")
@@ -471,15 +478,27 @@ def load_config(
     if direct_origin:
         data["environments"]["default"]["direct_url_origin"] = direct_origin
     try:
-        return Config(**data, source=source, root=root, origins=origins)
+        return Config(**data, source=source, root=root, origins=origins, overrides=overrides)
     except ValidationError as exc:
-        raise ConfigError(f"{label}: {_describe(exc)}", hint="see docs/configuration.md") from None
+        raise _invalid(exc, label, overrides) from None
     except TypeError as exc:
         raise ConfigError(f"{label}: {exc}") from None
 
 
-def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
-    """``PGRUNBOOK_BACKUP__STORAGE=s3://...`` sets ``[backup] storage``; ``__`` separates levels."""
+def override_for(overrides: Mapping[str, str], path: Sequence[object]) -> str | None:
+    """The variable in ``overrides`` (dotted path -> variable) that set ``path``, a value inside it, or
+    the table it lies in; None when the value came from the file."""
+    dotted = ".".join(str(p) for p in path)
+    for key, var in overrides.items():
+        if key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + "."):
+            return var
+    return None
+
+
+def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """``PGRUNBOOK_BACKUP__STORAGE=s3://...`` sets ``[backup] storage``; ``__`` separates levels.
+    Returns the dotted path each variable set -> the variable, so errors name the variable, not the file."""
+    applied: dict[str, str] = {}
     for var in sorted(environ):
         if not var.startswith(ENV_PREFIX) or ENV_SEPARATOR not in var:
             continue
@@ -492,6 +511,8 @@ def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> No
                 raise ConfigError(f"{var}: {'.'.join(keys[:-1])} is not a table in the configuration")
             node = child
         node[keys[-1]] = _env_value(environ[var])
+        applied[".".join(keys)] = var
+    return applied
 
 
 def _env_value(raw: str) -> Any:
@@ -504,12 +525,58 @@ def _env_value(raw: str) -> Any:
     return raw
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, overrides: Mapping[str, str] | None = None) -> str:
+    """One line for every problem; a value set by an override variable is named by that variable."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(x) if str(x).isprintable() else repr(x) for x in err["loc"])  # one line, always
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        parts.append(f"{loc}: {msg}" if loc else msg)
+            msg = f"unknown key{_known_keys(err['loc'])}"
+        var = override_for(overrides or {}, err["loc"])
+        where = f"{loc} (from {var})" if var else loc
+        parts.append(f"{where}: {msg}" if loc else msg)
     return "; ".join(parts)
+
+
+def _members(tp: Any) -> tuple[Any, ...]:
+    return get_args(tp) if get_origin(tp) in (Union, UnionType) else (tp,)
+
+
+def _step(tp: Any, key: str) -> Any:
+    """The type of ``key`` inside ``tp`` (a model's field, a dict's value), or None."""
+    for member in _members(tp):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            field = member.model_fields.get(key)
+            if field is not None:
+                return field.annotation
+        elif get_origin(member) is dict:
+            return get_args(member)[1]
+    return None
+
+
+def _known_keys(loc: Sequence[object]) -> str:
+    """`` (known keys: …)`` of the table an unknown key ``loc`` was found in, when that table is a model."""
+    tp: Any = Config
+    for key in loc[:-1]:
+        tp = _step(tp, str(key))
+    for member in _members(tp):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            known = [n for n, f in member.model_fields.items() if not f.exclude and n not in _INTERNAL_FIELDS]
+            return f" (known keys: {', '.join(known)})"
+    return ""
+
+
+_INTERNAL_FIELDS = frozenset({"other_storage_options"})
+
+
+def _invalid(exc: ValidationError, label: str, overrides: Mapping[str, str]) -> ConfigError:
+    """The file is named only when the problem is in it: a bad override names its variable alone."""
+    from_vars = {override_for(overrides, e["loc"]) for e in exc.errors()}
+    if None not in from_vars:
+        names = ", ".join(sorted(v for v in from_vars if v))
+        return ConfigError(
+            _describe(exc, overrides),
+            hint=f"fix or unset {names} ({label} itself is not at fault); see docs/configuration.md",
+        )
+    return ConfigError(f"{label}: {_describe(exc, overrides)}", hint="see docs/configuration.md")

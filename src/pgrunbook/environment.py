@@ -54,7 +54,12 @@ class Environment:
 
     def open_storage(self, location: str) -> Storage:
         """The storage at ``location`` with the backends' own options tables (``[backup.s3]`` …)."""
-        return open_storage(location, self.config.root, self.config.backup.storage_options())
+        return open_storage(
+            location,
+            self.config.root,
+            self.config.backup.storage_options(),
+            lambda table: self.config.override_for(("backup", table)),
+        )
 
     @cached_property
     def owner(self) -> Owner:

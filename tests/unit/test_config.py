@@ -67,8 +67,64 @@ def test_unknown_key_and_bad_value_are_named(tmp_path: Path) -> None:
 
 
 def test_unknown_override_variable_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"backup\.colour: unknown key"):
+    with pytest.raises(ConfigError, match=r"backup\.colour \(from PGRUNBOOK_BACKUP__COLOUR\): unknown key"):
         load_config(cwd=tmp_path, environ={"PGRUNBOOK_BACKUP__COLOUR": "red"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"PGRUNBOOK_POSTGRES__CONECT_TIMEOUT": "3"},
+            "postgres.conect_timeout (from PGRUNBOOK_POSTGRES__CONECT_TIMEOUT): unknown key (known keys: bin_dir, "
+            "connect_timeout)",
+        ),
+        (
+            {"PGRUNBOOK_BACKUP__RETENTION": '{"daily": "x"}'},
+            "backup.retention.daily (from PGRUNBOOK_BACKUP__RETENTION): Input should be a valid integer",
+        ),
+        (
+            {"PGRUNBOOK_BACKUP__RETENTION__DAILY": "x"},
+            "backup.retention.daily (from PGRUNBOOK_BACKUP__RETENTION__DAILY): Input should be a valid integer",
+        ),
+        (
+            {"PGRUNBOOK_ENVIRONMENTS__prod__HELTH_URL": "http://x"},
+            "environments.prod.helth_url (from PGRUNBOOK_ENVIRONMENTS__prod__HELTH_URL): unknown key (known keys: "
+            "database_url_env, direct_url_env,",
+        ),
+        (
+            {"PGRUNBOOK_MONITOR__MAX_AGE_H": "soon"},
+            "monitor.max_age_h (from PGRUNBOOK_MONITOR__MAX_AGE_H): Input should be a valid number",
+        ),
+    ],
+)
+def test_a_bad_override_names_its_variable_not_the_file(tmp_path: Path, environ: dict[str, str], message: str) -> None:
+    """trial7 finding 19: the file is fine; the variable is named, with the table's known keys."""
+    (tmp_path / "pgrunbook.toml").write_text('[backup]\nstorage = "b"\n[environments.prod]\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(cwd=tmp_path, environ=environ)
+    assert exc.value.message.startswith(message), exc.value.message
+    assert "pgrunbook.toml" not in exc.value.message
+    var = next(iter(environ))
+    assert (exc.value.hint or "").startswith(f"fix or unset {var} (") and "itself is not at fault" in (
+        exc.value.hint or ""
+    )
+
+
+def test_a_misspelt_backup_table_from_an_override_is_an_unknown_key_not_a_storage_backend(tmp_path: Path) -> None:
+    from pgrunbook.environment import Environment
+
+    (tmp_path / "pgrunbook.toml").write_text('[backup]\nstorage = "b"\n')
+    environ = {"PGRUNBOOK_BACKUP__RETENTON__DAILY": "3"}
+    config = load_config(cwd=tmp_path, environ=environ)
+    with pytest.raises(ConfigError) as exc:
+        _ = Environment.resolve(config, None).storage
+    assert exc.value.message == (
+        "unknown key backup.retenton (from PGRUNBOOK_BACKUP__RETENTON__DAILY): neither a [backup] key nor a "
+        "storage backend's options table"
+    )
+    assert "keys of [backup]: storage, copies, s3," in (exc.value.hint or "") and "retention" in (exc.value.hint or "")
+    assert (exc.value.hint or "").endswith("fix or unset PGRUNBOOK_BACKUP__RETENTON__DAILY")
 
 
 def test_bad_timezone_and_environment_selection(tmp_path: Path) -> None:

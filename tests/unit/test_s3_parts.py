@@ -116,7 +116,7 @@ def test_error_text_never_carries_s3_keys(text: str, monkeypatch: pytest.MonkeyP
         ({"s3": {"ranges_in_flight": 65}}, r"\[backup.s3\] ranges_in_flight"),
         ({"s3": {"checksum": "md5"}}, r"\[backup.s3\] checksum"),
         ({"s3": {"part_sise_mb": 8}}, r"\[backup.s3\] part_sise_mb: unknown key"),
-        ({"s4": {"x": 1}}, r"\[backup.s4\] is not the options table of a storage backend"),
+        ({"s4": {"x": 1}}, r"unknown key backup.s4: neither a \[backup\] key nor a storage backend.s options table"),
     ],
 )
 def test_backend_options_are_checked_by_their_backend(tables: dict[str, object], message: str, tmp_path: Path) -> None:

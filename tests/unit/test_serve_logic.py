@@ -489,9 +489,13 @@ def test_the_configuration_refuses_a_schedule_that_never_fires() -> None:
     from pgrunbook.config import load_config
     from pgrunbook.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"schedule\.backup: .*never fires"):
+    with pytest.raises(ConfigError, match=r"schedule\.backup \(from PGRUNBOOK_SCHEDULE__BACKUP\): .*never fires"):
         load_config(environ={"PGRUNBOOK_SCHEDULE__BACKUP": "0 0 31 2 *"}, cwd=Path("/"))
-    with pytest.raises(ConfigError, match=r"environments\.prod\.schedule\.drill: .*never fires"):
+    with pytest.raises(
+        ConfigError,
+        match=r"environments\.prod\.schedule\.drill \(from PGRUNBOOK_ENVIRONMENTS__prod__SCHEDULE__DRILL\): "
+        r".*never fires",
+    ):
         load_config(environ={"PGRUNBOOK_ENVIRONMENTS__prod__SCHEDULE__DRILL": "0 0 30 2 *"}, cwd=Path("/"))
 
 

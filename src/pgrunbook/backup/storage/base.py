@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from pgrunbook.config import BackupConfig
 from pgrunbook.errors import ConfigError, StorageError
 
 
@@ -171,20 +172,26 @@ def backend_for(location: str) -> Backend:
     )
 
 
-def parse_options(tables: Mapping[str, Any]) -> dict[str, Any]:
+def parse_options(tables: Mapping[str, Any], origin_of: Callable[[str], str | None] | None = None) -> dict[str, Any]:
     """Validate every backend's options table (``[backup.<name>]``) by that backend's own model.
 
-    ``tables`` maps a backend name to its raw table. Returns the name -> validated model instance.
-    Raises ConfigError for a table no backend owns or a value its backend refuses, in one line."""
+    ``tables`` maps a backend name to its raw table; ``origin_of(name)`` names the override variable that
+    set a table (``PGRUNBOOK_BACKUP__S3__SSE``), or None when it is the file's. Returns the name ->
+    validated model instance. Raises ConfigError for a table no backend owns (a [backup] key misspelt,
+    most often) or a value its backend refuses, in one line naming the variable when one set it."""
     known = backends()
     out: dict[str, Any] = {}
     for name, raw in tables.items():
         backend = known.get(name)
+        var = origin_of(name) if origin_of is not None else None
+        where = f" (from {var})" if var else ""
         if backend is None or backend.options is None:
             owners = ", ".join(sorted(n for n, b in known.items() if b.options is not None))
+            keys = ", ".join(n for n in BackupConfig.model_fields if n != "other_storage_options")
             raise ConfigError(
-                f"[backup.{name}] is not the options table of a storage backend",
-                hint=f"storage backends with options: {owners}",
+                f"unknown key backup.{name}{where}: neither a [backup] key nor a storage backend's options table",
+                hint=f"keys of [backup]: {keys}; storage backends with options: {owners}"
+                + (f"; fix or unset {var}" if var else ""),
             )
         try:
             out[name] = backend.options.model_validate(raw or {})
@@ -194,17 +201,26 @@ def parse_options(tables: Mapping[str, Any]) -> dict[str, Any]:
                 f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
                 for e in exc.errors()
             )
-            raise ConfigError(f"[backup.{name}] {problems}", hint="see docs/configuration.md") from None
+            raise ConfigError(
+                f"[backup.{name}]{where} {problems}",
+                hint=(f"fix or unset {var}; " if var else "") + "see docs/configuration.md",
+            ) from None
     return out
 
 
-def open_storage(location: str, root: Path, options: Mapping[str, Any] | None = None) -> Storage:
+def open_storage(
+    location: str,
+    root: Path,
+    options: Mapping[str, Any] | None = None,
+    origin_of: Callable[[str], str | None] | None = None,
+) -> Storage:
     """The storage at ``location``: a plain path (relative to ``root``, the config's folder),
     ``file:///path``, ``s3://bucket/prefix`` or any registered backend's scheme.
 
     ``options`` maps backend names to their raw options tables (``[backup.s3]`` …); all of them are
-    validated, not only the one this location uses, so a mistake shows before the day a copy needs it."""
-    parsed = parse_options(options or {})
+    validated, not only the one this location uses, so a mistake shows before the day a copy needs it;
+    ``origin_of``: see parse_options."""
+    parsed = parse_options(options or {}, origin_of)
     backend = backend_for(location)
     chosen = parsed.get(backend.name)
     if chosen is None and backend.options is not None:
