@@ -93,7 +93,22 @@ def test_no_pg_restore_reads_the_archive_names_what_is_needed(installed: Path) -
     assert message.startswith("pg_restore 15.18 (") and "cannot read this backup" in message
     assert "written by pg_dump 18.6 (archive format 1.16)" in message and "pg_restore 17 or newer" in message
     assert "target server is PostgreSQL 15.18" in message and "older than the server" not in message
-    assert "17" in (caught.value.hint or "")
+    assert caught.value.hint == tools.install_hint(18)  # the archive's own major, not the oldest reader
+
+
+@pytest.mark.parametrize(
+    ("dump", "server", "advised"),
+    [("18.4", None, 18), ("18.6", 15, 18), ("16.2", None, 16), ("16.2", 17, 17), ("17.10", 18, 18)],
+)
+def test_the_client_advised_is_the_archives_major_or_the_servers(
+    installed: Path, dump: str, server: int | None, advised: int
+) -> None:
+    """trial7 finding 16: a backup of a server 18 read by pg_restore 15 advises client 18, not 17."""
+    with pytest.raises(ToolError) as caught:
+        tools.restore_tools(
+            dump, server, f"{server}.1" if server else None, bin_dir=str(installed / "lib" / "15" / "bin")
+        )
+    assert caught.value.hint == tools.install_hint(advised)
 
 
 def test_doctor_like_listing_of_every_installed_major(installed: Path) -> None:
@@ -129,6 +144,8 @@ def test_install_hint_is_the_one_for_the_system(system: str, release: str, needl
     hint = tools.install_hint(17, system, OS_RELEASES[release])
     for needle in [*needles, "[postgres] bin_dir", "PGRUNBOOK_POSTGRES__BIN_DIR", "PATH"]:
         assert needle in hint, (needle, hint)
+    assert "found in" not in hint and "or then" not in hint  # trial7 finding 16: it is not found yet
+    assert "then point pgrunbook at that folder: set [postgres] bin_dir (or PGRUNBOOK_POSTGRES__BIN_DIR) to it" in hint
 
 
 def test_by_hand_command_names_its_pg_restore_and_the_major_needed() -> None:

@@ -296,7 +296,9 @@ def restore_tools(
     )
     if server_version:
         why += f"; the target server is PostgreSQL {server_version}"
-    want = max(need, server_major or 0)
+    # advise the client of the archive's own major (or the server's, when newer): it reads the archive
+    # and restores without tolerated errors; the oldest reader (``need``) would work but is a poor pick
+    want = max(need, version_of(dump_version).major, server_major or 0)
     if seen:
         newest = max(seen, key=lambda t: (t.major, t.version.minor))
         raise ToolError(
@@ -337,33 +339,33 @@ def install_hint(major: int, system: str | None = None, os_release: str | None =
             os_release = ""
     ids = set(re.findall(r'^(?:ID|ID_LIKE)="?([^"\n]+)"?', os_release, re.M))
     words = {w for entry in ids for w in entry.split()}
-    point = f"then set [postgres] bin_dir (or {BIN_DIR_VAR}) to its bin folder, or put that folder first on PATH"
+    point = (
+        f"then point pgrunbook at that folder: set [postgres] bin_dir (or {BIN_DIR_VAR}) to it, or put it first on PATH"
+    )
     if system == "Darwin":
         get = (
-            f"macOS: brew install postgresql@{major} (found in $(brew --prefix)/opt/postgresql@{major}/bin), "
+            f"macOS: brew install postgresql@{major} (it installs into $(brew --prefix)/opt/postgresql@{major}/bin), "
             "or brew install libpq for the newest client only"
         )
-        return f"{get}; {point}"
-    if words & {"debian", "ubuntu"}:
+    elif words & {"debian", "ubuntu"}:
         get = (
             "Debian/Ubuntu: add the PostgreSQL apt repository first (sudo apt-get install postgresql-common && "
             f"sudo /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y), then sudo apt-get install "
-            f"postgresql-client-{major} (found in /usr/lib/postgresql/{major}/bin)"
+            f"postgresql-client-{major} (it installs into /usr/lib/postgresql/{major}/bin)"
         )
-        return f"{get}; or {point}"
-    if words & {"rhel", "fedora", "centos", "rocky", "almalinux"}:
+    elif words & {"rhel", "fedora", "centos", "rocky", "almalinux"}:
         get = (
             "RHEL/Fedora: add the PGDG repository (https://www.postgresql.org/download/linux/redhat/), then "
-            f"sudo dnf install postgresql{major} (found in /usr/pgsql-{major}/bin)"
+            f"sudo dnf install postgresql{major} (it installs into /usr/pgsql-{major}/bin)"
         )
-        return f"{get}; or {point}"
-    if "alpine" in words:
-        get = f"Alpine: apk add postgresql{major}-client (found in /usr/libexec/postgresql{major})"
-        return f"{get}; or {point}"
-    return (
-        f"install the PostgreSQL {major} client tools (https://www.postgresql.org/download/; containers: an image "
-        f"such as postgres:{major} carries them); {point}"
-    )
+    elif "alpine" in words:
+        get = f"Alpine: apk add postgresql{major}-client (it installs into /usr/libexec/postgresql{major})"
+    else:
+        get = (
+            f"install the PostgreSQL {major} client tools (https://www.postgresql.org/download/; containers: an "
+            f"image such as postgres:{major} carries them)"
+        )
+    return f"{get}; {point}"
 
 
 def _probe(folders: list[Path]) -> list[ClientTools]:
