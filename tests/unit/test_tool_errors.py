@@ -11,7 +11,7 @@ from typing import get_args
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pgrunbook.postgres.tool_errors import (
@@ -249,13 +249,15 @@ _LINE = st.one_of(_TEXT, st.builds(lambda *p: "".join(p), _PREFIX, _LEVEL, _FRAG
     st.integers(min_value=-15, max_value=255),
     st.lists(st.sampled_from(HARMLESS), max_size=1),
 )
+@example("pg_dump", ["0\n"], 0, [])  # found by hypothesis: a line read with its line end
 def test_any_stderr_is_classified_into_a_cause_without_an_exception(
     tool: str, lines: list[str], rc: int, ignorable: list[re.Pattern[str]]
 ) -> None:
     """Whatever the tools print (or a broken pipe, a wrapper script, another locale leaves of it), the
     operator gets one message and one hint, and the fault is placed somewhere."""
     failure = read_failure(tool, lines, exit_code=rc, ignorable=ignorable)
-    assert failure.line in ("", *lines) and failure.last_line in ("", *lines)
+    printed = ("", *(x.rstrip("\r\n") for x in lines))  # lines as printed, without their line ends
+    assert failure.line in printed and failure.last_line in printed
     assert bool(failure.error) == bool(failure.line)
     cause = cause_of(tool, lines, rc=rc, role="app", ignorable=ignorable)
     assert cause.message and cause.hint and cause.where in get_args(Where)
