@@ -12,7 +12,7 @@ from psycopg import sql
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
-from pgrunbook.journal import Journal, journal_path
+from pgrunbook.journal import Journal, journal_path, unsettled
 from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.postgres.database_swap import drop_statement, staging_databases
 from pgrunbook.postgres.ownership import schema_ownership
@@ -27,7 +27,7 @@ from pgrunbook.postgres.url import redact
 from pgrunbook.prisma.engine import invalid_indexes, prisma_lock_holder
 from pgrunbook.prisma.history import History
 from pgrunbook.prisma.splitter import config_splits
-from pgrunbook.prisma.status import running_row
+from pgrunbook.prisma.status import resolve_hint, running_row
 
 Status = Literal["ok", "warning", "failed", "skipped"]
 
@@ -226,7 +226,10 @@ def _check_history(env: Environment, conn: psycopg.Connection, checks: list[Doct
                 "prisma history",
                 "failed",
                 f"unresolved failed migration(s): {', '.join(failed)}",
-                f"fix the cause, then: pgrunbook migrate resolve --rolled-back {failed[0]}",
+                resolve_hint(
+                    failed[0],
+                    outcome_unknown=any(r.migration_name == failed[0] and r.failed and r.logs is None for r in history),
+                ),
             )
         )
     elif running is None:
@@ -288,7 +291,7 @@ def _interrupted_runs(env: Environment) -> DoctorCheck:
         return DoctorCheck("interrupted runs", "ok", "no journal yet")
     journal = Journal(path)
     try:
-        records = [r for r in journal.runs(limit=50, environment=env.name) if r.interrupted]
+        records = unsettled(journal.runs(limit=50, environment=env.name))
     finally:
         journal.close()
     if not records:

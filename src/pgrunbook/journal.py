@@ -112,6 +112,21 @@ class RunRecord:
         }
 
 
+#: outcomes of a finished run that leave the environment as the runbook wants it (maintenance off)
+SETTLING_OUTCOMES = frozenset({"succeeded", "rolled_back"})
+
+
+def unsettled(records: list[RunRecord]) -> list[RunRecord]:
+    """The interrupted runs among ``records`` that no later run of the same kind has finished since
+    (outcome in SETTLING_OUTCOMES): a restore or deploy that ran again to its end leaves maintenance
+    off, so the earlier run's note is history, not a task. What a killed run left on the server (a
+    staging database) is reported by doctor's leftovers check until it is dropped. Order kept."""
+    done = [r for r in records if r.outcome in SETTLING_OUTCOMES]
+    return [
+        r for r in records if r.interrupted and not any(d.kind == r.kind and d.started_at > r.started_at for d in done)
+    ]
+
+
 class StepFailed(Exception):
     """Raised inside a step to mark it failed with a detail, without a traceback."""
 

@@ -327,3 +327,27 @@ def test_deploy_with_auto_rollback_refuses_an_admins_url_at_preflight(migrating:
     )
     rc, out, _ = migrating.cli(True, "--json", "status")
     assert json.loads(out)["pending"] == ["02_x"]
+
+
+def test_auto_rollback_by_a_role_that_may_not_create_databases_is_refused_before_anything(shop: Shop) -> None:
+    """A re-trial's finding: the app's own LOGIN role ran `deploy --auto-rollback`; the migration ran,
+    failed half-applied, and only then did the rollback find it may not create the rollback database."""
+    shop.project.environ["DATABASE_URL"] = shop.app_url(shop.dbname)
+    shop.project.write_config(_config())
+    make_migrations(shop.project, {"02_bad": 'ALTER TABLE "Customer" ADD COLUMN x int;\nSELECT 1/0;'})
+    before = _databases(shop)
+    r = shop.project.cli("deploy", "--auto-rollback")
+    assert r.returncode == 2, r.stderr
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("error: deploy failed: preflight: --auto-rollback restores the pre-deploy backup")
+    assert f"role {shop.app} may not create databases; nothing was touched" in first
+    assert f'ALTER ROLE "{shop.app}" CREATEDB' in r.stderr and "Traceback" not in r.stderr
+    assert APP_PASSWORD not in r.stderr + r.stdout
+    assert _databases(shop) == before
+    with psycopg.connect(shop.admin_url(shop.dbname)) as conn:  # the migration never ran
+        assert conn.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'Customer' AND column_name = 'x'"
+        ).fetchone() == (0,)
+    assert not (shop.project.root / "backups").exists() or not any(
+        (shop.project.root / "backups").rglob("manifest.json")
+    )

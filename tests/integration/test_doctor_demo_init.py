@@ -45,7 +45,7 @@ def test_doctor_all_green_then_names_each_problem(seeded: Project) -> None:
     r = seeded.cli("doctor")
     assert r.returncode == 2
     assert "unresolved failed migration(s): 03_broken" in r.stdout
-    assert "migrate resolve --rolled-back 03_broken" in r.stdout
+    assert "03_broken has no logs" in r.stdout and "--rolled-back 03_broken" in r.stdout  # a row without logs
     assert "1 invalid index(es): public.d_x_key" in r.stdout
     assert 'DROP INDEX CONCURRENTLY "public"."d_x_key"' in r.stdout
     (seeded.root / "prisma" / "migrations").mkdir(parents=True)

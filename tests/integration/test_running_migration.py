@@ -75,3 +75,15 @@ def test_running_migration_is_running_and_cannot_be_resolved(project: Project) -
     _wait_for(project.url, f"SELECT 1 WHERE NOT EXISTS ({RUNNING})", timeout=60)
     after = json.loads(project.cli("--json", "status").stdout)
     assert after["running"] == [] and after["failed"] == ["02_slow"]  # its client never recorded the end
+    # a re-trial's finding: "failed" plus a --rolled-back hint led to a history the schema contradicts
+    assert after["outcome_unknown"] == ["02_slow"]
+    with psycopg.connect(project.url) as conn:  # the orphaned backend committed the script
+        assert conn.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'item' AND column_name = 'nick'"
+        ).fetchone() == (1,)
+    text = project.cli("status")
+    hint = next(line for line in text.stdout.splitlines() if line.startswith("hint:"))
+    assert "02_slow has no logs" in hint and "may be applied in full, in part or not at all" in hint
+    assert "resolve --applied 02_slow if all of it is there" in hint
+    deploy = project.cli("migrate", "deploy")
+    assert deploy.returncode != 0 and "02_slow has no logs" in deploy.stderr

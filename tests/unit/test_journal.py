@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pgrunbook.cli.render import step_line
-from pgrunbook.journal import Journal
+from pgrunbook.journal import Journal, RunRecord, unsettled
 
 
 def _journal(tmp_path: Path) -> tuple[Journal, list[dict[str, Any]]]:
@@ -58,3 +59,42 @@ def test_step_lines_align_their_marks_and_escape_names() -> None:
     assert running == "  [yellow]   …[/]  restore \\[db]"  # no duration while it runs
     assert done == "  [green]  ok[/]  restore \\[db] (1.2s) into x"
     assert failed == "  [red]FAIL[/]  migrate (0.0s) boom"
+
+
+def _record(kind: str, started: str, outcome: str, *, dead: bool) -> RunRecord:
+    import socket
+    import subprocess
+
+    pid = os.getpid()
+    if dead:  # a process that has ended: its pid is free (the kernel does not reuse it this soon)
+        child = subprocess.Popen(["true"])
+        child.wait()
+        pid = child.pid
+    return RunRecord(
+        f"{started}-{kind}", kind, "production", started, None, outcome, "u", socket.gethostname(), pid, {}, "", ""
+    )
+
+
+@pytest.mark.parametrize(
+    "later, reported",
+    [
+        (None, True),  # nothing since: the note is a task
+        (("restore", "succeeded"), False),  # the same kind ran to its end since: history
+        (("restore", "rolled_back"), False),
+        (("restore", "failed"), True),  # a failed retry settles nothing
+        (("backup", "succeeded"), True),  # another kind says nothing of the restore's leftovers
+    ],
+)
+def test_an_interrupted_run_is_reported_until_a_later_run_of_its_kind_finishes(
+    later: tuple[str, str] | None, reported: bool
+) -> None:
+    """A re-trial's finding: doctor warned of a killed in-place restore forever, even after a later
+    restore had succeeded and the leftover was dropped; nothing could clear it."""
+    killed = _record("restore", "2026-12-01T01:00:00Z", "running", dead=True)
+    records = [killed]
+    if later is not None:
+        records.insert(0, _record(later[0], "2026-12-01T02:00:00Z", later[1], dead=False))
+    assert killed.interrupted
+    assert (unsettled(records) == [killed]) is reported
+    older = _record("restore", "2026-12-01T00:00:00Z", "succeeded", dead=False)
+    assert (unsettled([killed, older]) == [killed]) is True  # only a later run settles it

@@ -137,3 +137,22 @@ def test_every_local_migration_is_pending_or_recorded(events, local_names) -> No
     for name in local_names:
         assert (name in s.pending) != (name in s.applied or name in s.failed)
     assert not set(s.missing_locally) & local_names
+
+
+@pytest.mark.parametrize(
+    "logs, unknown",
+    [(None, True), ("P3018 …\nDatabase error: ERROR: division by zero", False)],
+)
+def test_a_failed_row_without_logs_has_an_unknown_outcome_and_its_own_hint(logs: str | None, unknown: bool) -> None:
+    """A failing statement writes its logs; a row without them was left by a run that was killed or
+    lost its connection (the server may have finished the script): resolving it --rolled-back on the
+    word "failed" records a history the schema contradicts (a re-trial's finding)."""
+    from pgrunbook.prisma.status import resolve_hint
+
+    failed = dataclasses.replace(row("02_x", finished=False, n=1), logs=logs)
+    st_ = compute_status([LocalScript("01_a", b"x"), LocalScript("02_x", b"x")], [row("01_a"), failed])
+    assert st_.failed == ["02_x"] and st_.outcome_unknown == (["02_x"] if unknown else [])
+    assert st_.to_dict()["outcome_unknown"] == st_.outcome_unknown
+    hint = resolve_hint("02_x", outcome_unknown=unknown)
+    assert ("--applied 02_x if all of it is there" in hint) is unknown
+    assert "--rolled-back 02_x" in hint

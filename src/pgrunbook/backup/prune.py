@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pgrunbook.backup.identity import is_backup_id, own_file_name
 from pgrunbook.backup.manifest import Manifest
-from pgrunbook.backup.repository import Leftover
+from pgrunbook.backup.repository import DATABASE_UNREACHABLE, Leftover
 from pgrunbook.backup.retention import BackupInfo, Decision, Policy, plan_retention
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
@@ -75,11 +75,13 @@ def _refuse_presumed(env: Environment, removals: list[Decision]) -> None:
     if doubt is None:
         return
     where = f"{env.storage.display}/{env.name}"
+    down = doubt.startswith(DATABASE_UNREACHABLE)
     n = len(removals)
     raise PgRunbookError(
         f"prune removed nothing: retention would remove {n} backup{'s' if n != 1 else ''} in {where} "
         f"(first {removals[0].id}) that may not be database {env.owner.database}'s: {doubt}",
-        hint="if several projects share this folder, give each its own [project] id in pgrunbook.toml "
+        hint=("run prune again once the database is reachable (pgrunbook doctor says why it is not); " if down else "")
+        + "if several projects share this folder, give each its own [project] id in pgrunbook.toml "
         "(docs/backups.md; backups taken before stay, never pruned); if this database moved to this server, "
         "take a backup here first (pgrunbook backup create): the older server's are then listed apart, never pruned",
     )

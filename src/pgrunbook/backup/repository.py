@@ -49,6 +49,10 @@ DUMP_FILES = frozenset(BACKUP_FILES - {MANIFEST_NAME, IN_PROGRESS_NAME})
 DRILL_LOG_SIZE = 50
 
 
+# the start of an ownership doubt that only an unreachable database causes (prune's hint tells it apart)
+DATABASE_UNREACHABLE = "the database cannot be reached or read"
+
+
 @dataclass
 class Scan:
     """One pass over an environment folder: this owner's backups (newest first), the others' (id and
@@ -214,10 +218,15 @@ class BackupRepository:
             return None
         if not servers:
             return "the server's system identifier could not be read when they were taken"
-        taken = f"they were taken on another server (system identifier {', '.join(servers)})"
-        if live is None:
-            return f"{taken} and the database cannot be reached or read to compare"
-        return f"{taken}; this server ({live}) has written no backup here"
+        if live is None:  # down, not foreign: say so, the likeliest case is a database that is only down now
+            return (
+                f"{DATABASE_UNREACHABLE}, so whether the server that took them (system identifier "
+                f"{', '.join(servers)}) is this database's cannot be checked"
+            )
+        return (
+            f"they were taken on another server (system identifier {', '.join(servers)}); this server ({live}) "
+            "has written no backup here"
+        )
 
     def _foreign(self, manifest: Manifest, scope: Scope) -> str | None:
         if self.owner is None:

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from pgrunbook.cli.app import cli, env_option, handle_errors, json_option, state
 from pgrunbook.errors import EXIT_USAGE, PgRunbookError
+from pgrunbook.prisma.status import resolve_hint
 
 
 @cli.command()
@@ -50,10 +51,9 @@ def status(env_name: str | None) -> None:
     if result.exit_code == 0:
         out.print("Database schema is up to date!", highlight=False)
     elif result.failed:
+        name = result.failed[0]
         out.print(
-            f"hint: after fixing the cause: pgrunbook migrate resolve --rolled-back {result.failed[0]} "
-            f"(or --applied if completed by hand)",
-            highlight=False,
+            escape(f"hint: {resolve_hint(name, outcome_unknown=name in result.outcome_unknown)}"), highlight=False
         )
     elif result.running:
         out.print(

@@ -30,7 +30,7 @@ from pgrunbook.prisma.history import PRISMA_LOCK_ID, History, HistoryRow
 from pgrunbook.prisma.logs import apply_migration_logs
 from pgrunbook.prisma.migrations_dir import LocalMigration, read_migrations
 from pgrunbook.prisma.splitter import config_splits, plan_script
-from pgrunbook.prisma.status import LocalScript, MigrationStatus, compute_status
+from pgrunbook.prisma.status import LocalScript, MigrationStatus, compute_status, resolve_hint
 
 #: called as (event, migration name, seconds or None): "start", "ok", "failed"
 MigrationProgress = Callable[[str, str, float | None], None]
@@ -237,8 +237,7 @@ def failed_migrations_error(failed: list[HistoryRow]) -> MigrationFailed:
     return MigrationFailed(
         "P3009: migrate found failed migrations in the target database, new migrations will not be applied. "
         + " ".join(d.splitlines()[0] for d in details),
-        hint=f"if {first} left nothing behind: pgrunbook migrate resolve --rolled-back {first}; if you finished "
-        f"it by hand: pgrunbook migrate resolve --applied {first} (https://pris.ly/d/migrate-resolve)",
+        hint=resolve_hint(first, outcome_unknown=failed[0].logs is None) + " (https://pris.ly/d/migrate-resolve)",
     )
 
 

@@ -30,6 +30,8 @@ class MigrationStatus:
     missing_locally: list[str] = field(default_factory=list)
     without_script: list[str] = field(default_factory=list)
     history_table: bool = True
+    #: failed names whose row has no logs: the run applying it ended without recording an outcome
+    outcome_unknown: list[str] = field(default_factory=list)
     #: (index, the statement that cleans it): left INVALID by a failed CREATE INDEX CONCURRENTLY
     invalid_indexes: list[tuple[str, str]] = field(default_factory=list)
 
@@ -50,6 +52,7 @@ class MigrationStatus:
             "applied": self.applied,
             "pending": self.pending,
             "failed": self.failed,
+            "outcome_unknown": self.outcome_unknown,
             "running": [{"name": n, **(self.running_by or {})} for n in self.running],
             "modified": self.modified,
             "missing_locally": self.missing_locally,
@@ -70,6 +73,24 @@ def running_row(rows: Sequence[HistoryRow], lock_held: bool) -> HistoryRow | Non
     unfinished = [r for r in rows if r.failed]
     last = max(unfinished, key=lambda r: r.started_at, default=None)
     return last if last is not None and last.logs is None else None
+
+
+def resolve_hint(name: str, *, outcome_unknown: bool) -> str:
+    """What to do about failed migration ``name``. A row without logs was not failed by an error (a
+    failing statement writes its logs): the run applying it was killed or lost its connection, and the
+    server may have finished the script after that. Resolving it --rolled-back on the word "failed"
+    then records a history the schema contradicts (a trial's finding), so such a row gets its own hint."""
+    if outcome_unknown:
+        return (
+            f"{name} has no logs: the run applying it ended without recording an outcome, so its statements may "
+            f"be applied in full, in part or not at all; compare the schema with it (pgrunbook drift), then "
+            f"pgrunbook migrate resolve --applied {name} if all of it is there, or undo what is and "
+            f"--rolled-back {name}"
+        )
+    return (
+        f"fix the cause, then pgrunbook migrate resolve --rolled-back {name} (nothing applied) or "
+        f"--applied {name} (completed by hand)"
+    )
 
 
 def compute_status(
@@ -104,6 +125,8 @@ def compute_status(
         elif m.name not in failed_names and m.name not in st.running:
             st.pending.append(m.name)
     st.failed = failed_names
+    latest_failed = {r.migration_name: r for r in rows if r.failed and r is not running}  # rows by started_at
+    st.outcome_unknown = [n for n in failed_names if latest_failed[n].logs is None]
     seen: set[str] = set()
     for row in rows:
         if (row.applied or row.failed) and row.migration_name not in local_names and row.migration_name not in seen:

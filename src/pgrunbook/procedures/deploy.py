@@ -30,6 +30,7 @@ from pgrunbook.prisma.history import History
 from pgrunbook.prisma.lint import lint_files
 from pgrunbook.prisma.migrations_dir import read_migrations
 from pgrunbook.prisma.splitter import config_splits
+from pgrunbook.prisma.status import resolve_hint
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.point_app import check_app_url, point_app, runbook_url_note
 from pgrunbook.procedures.rollback import decide
@@ -300,6 +301,7 @@ def _preflight(env: Environment, opts: DeployOptions, report: DeployReport) -> l
         raise PgRunbookError(f"preflight: {c.name}: {c.detail}", hint=c.hint or "pgrunbook doctor shows every check")
     if opts.auto_rollback and "point_app" in env.settings.hooks:
         check_app_url(env)  # the automatic rollback would point the app: never at an admin's URL
+        _check_can_create_databases(env)
     window = env.settings.quiet_window
     if window and not opts.outside_window:
         now = opts.now or datetime.now(UTC)
@@ -318,7 +320,7 @@ def _preflight(env: Environment, opts: DeployOptions, report: DeployReport) -> l
     if status.failed:
         raise MigrationFailed(
             f"preflight: unresolved failed migration {status.failed[0]}",
-            hint=f"pgrunbook migrate resolve --rolled-back {status.failed[0]} once its cause is fixed",
+            hint=resolve_hint(status.failed[0], outcome_unknown=status.failed[0] in status.outcome_unknown),
         )
     if not status.pending:
         return []
@@ -401,7 +403,8 @@ def _on_failure(
         report.outcome = "rolled_back"
         report.rollback = []
     except PgRunbookError as rb_exc:
-        report.error = f"{report.error}; the automatic rollback failed too: {rb_exc.message}"
+        why = f": {'; '.join(rb_exc.details)}" if rb_exc.details else ""  # pre-flight findings: the reason itself
+        report.error = f"{report.error}; the automatic rollback failed too: {rb_exc.message}{why}"
         if restored_name is not None:  # restored and verified: only pointing the app is left
             report.database = restored_name
             report.error += f"; {restored_name} holds the pre-deploy backup {backup}, restored and verified"
@@ -409,6 +412,23 @@ def _on_failure(
                 f"point the app at {restored_name} by hand (or fix the point_app hook and run it), "
                 "then pgrunbook health"
             ]
+
+
+def _check_can_create_databases(env: Environment) -> None:
+    """The automatic rollback restores the pre-deploy backup into a new database. A role that may not
+    create one would find out only after the migration failed, leaving the app on a half-migrated
+    database (a trial's finding), so --auto-rollback is refused before anything is touched."""
+    with connect(env.target(direct=True), purpose="preflight") as conn:
+        row = conn.execute(
+            "SELECT current_user, rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+    if row is not None and not row[1]:
+        raise PgRunbookError(
+            f"preflight: --auto-rollback restores the pre-deploy backup into a new database, and role {row[0]} "
+            "may not create databases; nothing was touched",
+            hint=f'ALTER ROLE "{row[0]}" CREATEDB (as an admin), run the runbook as a role that may create '
+            "databases, or deploy without --auto-rollback",
+        )
 
 
 def _rollback_name(env: Environment, live: str, run_id: str) -> str:
