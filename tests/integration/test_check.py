@@ -177,3 +177,34 @@ def test_prune_keeps_the_newest_drilled_backup_and_check_reports_the_newest_dril
     assert (
         'pgrunbook_drill_last_success_timestamp_seconds{environment="default"}' in (seeded.root / "m.prom").read_text()
     )
+
+
+def test_check_warns_of_a_killed_run_until_a_later_run_of_its_kind_finished(seeded: Project) -> None:
+    """A re-trial's finding: a killed in-place restore (maintenance still on, a staging database left)
+    was reported by doctor and runs only; check, which serve, /metrics and the notifications use, said
+    nothing. The journal row is the one a SIGKILL leaves: running, its process gone."""
+    import sqlite3
+    import subprocess
+
+    from pgrunbook.journal import Journal
+
+    seeded.write_config('[backup]\nstorage = "backups"\n')
+    journal_file = seeded.root / ".pgrunbook" / "journal.db"
+    journal = Journal(journal_file)
+    killed = journal.start("restore", "default", {})
+    with killed.step("restore"):
+        pass
+    journal.close()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with sqlite3.connect(journal_file) as db:
+        db.execute("UPDATE runs SET pid = ? WHERE id = ?", (gone.pid, killed.id))
+    checks = {c["name"]: c for c in json.loads(seeded.cli("--json", "check").stdout)["checks"]}
+    assert checks["interrupted runs"]["status"] == "warning"
+    assert f"restore {killed.id} at step restore" in checks["interrupted runs"]["detail"]
+    journal = Journal(journal_file)
+    later = journal.start("restore", "default", {})
+    later.finish("succeeded")
+    journal.close()
+    checks = {c["name"]: c for c in json.loads(seeded.cli("--json", "check").stdout)["checks"]}
+    assert "interrupted runs" not in checks

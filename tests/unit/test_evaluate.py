@@ -105,3 +105,17 @@ def test_older_is_never_better(a: float, b: float) -> None:
     younger, older = sorted((a, b))
     verdict = [ORDER[overall(evaluate(NOW, seen(age), Limits()))] for age in (younger, older)]
     assert verdict[0] <= verdict[1]
+
+
+@pytest.mark.parametrize("interrupted", [[], ["restore 20261201T014641Z-restore-abc123 at step restore"]])
+def test_a_killed_run_is_a_warning_of_check_until_settled(interrupted: list[str]) -> None:
+    """A re-trial's finding: only doctor and runs told of a killed in-place restore or deploy; check (and
+    so serve, /metrics and the notifications) said nothing while maintenance stayed on."""
+    seen = Observed((NOW,), (NOW,), 1, 0, interrupted_runs=interrupted)
+    found = {f.name: f for f in evaluate(NOW, seen, Limits())}
+    if not interrupted:
+        assert "interrupted runs" not in found and overall(list(found.values())) == "ok"
+        return
+    f = found["interrupted runs"]
+    assert f.status == "warning" and interrupted[0] in f.detail and "pgrunbook runs" in f.detail
+    assert overall(list(found.values())) == "warning"

@@ -23,6 +23,7 @@ from pgrunbook.backup.retention import plan_retention
 from pgrunbook.config import Config
 from pgrunbook.environment import Environment
 from pgrunbook.errors import LocalStateError, PgRunbookError, StorageError
+from pgrunbook.journal import Journal, journal_path, unsettled
 from pgrunbook.monitor.evaluate import (
     Finding,
     Limits,
@@ -117,7 +118,25 @@ def observe(env: Environment) -> Observed:
         None,
         db_error,
         problem,
+        _interrupted_runs(env),
     )
+
+
+def _interrupted_runs(env: Environment) -> list[str]:
+    """This host's journal's killed runs of ``env`` that nothing has settled since; [] without a journal
+    (check on another host) or when it cannot be read (its own commands name that file's problem)."""
+    path = journal_path(env.config)
+    if not path.exists():
+        return []
+    try:
+        journal = Journal(path)
+        try:
+            records = unsettled(journal.runs(limit=50, environment=env.name))
+        finally:
+            journal.close()
+    except PgRunbookError:
+        return []
+    return [f"{r.kind} {r.id} at step {r.steps[-1].name if r.steps else '?'}" for r in records]
 
 
 def limits_of(config: Config) -> Limits:

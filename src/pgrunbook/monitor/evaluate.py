@@ -40,6 +40,9 @@ class Observed:
     # the newest drill, when it could not run for a reason outside the backup (its cause's message);
     # a problem of the drill server or the database's definition: a warning, never a critical
     drill_problem: str | None = None
+    # runs of this environment killed before they finished that no later run of their kind settled
+    # (journal.unsettled): "<kind> <run id> at step <step>", newest first
+    interrupted_runs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,16 @@ def evaluate(now: datetime, seen: Observed, limits: Limits) -> list[Finding]:
         )
     else:
         out.append(Finding("migrations", "ok", "no failed migration"))
+    if seen.interrupted_runs:  # maintenance may still be on, a staging database left: a task, not history
+        out.append(
+            Finding(
+                "interrupted runs",
+                "warning",
+                f"{len(seen.interrupted_runs)} run(s) killed before they finished: "
+                f"{'; '.join(seen.interrupted_runs)}; pgrunbook runs shows each one's recovery note "
+                "(a deploy resumes with pgrunbook deploy --resume RUN_ID)",
+            )
+        )
     return out
 
 
