@@ -18,6 +18,7 @@ import argparse
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -164,10 +165,26 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def serving_s3(port: int) -> dict[str, str]:
+    """Wait (up to 15 s) until the S3 test server on loopback ``port`` accepts connections; the
+    environment that points boto3 at it with the bench's throwaway keys."""
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return {
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
 def start_moto(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]] | None:
     """moto's S3 server on a free loopback port, with a bucket; None when moto is not installed."""
     import importlib.util
-    import socket
 
     from pgrunbook.postgres.cluster import free_port
 
@@ -180,18 +197,7 @@ def start_moto(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]] | N
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    env = {
-        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
+    env = serving_s3(port)
     import boto3
 
     boto3.client(

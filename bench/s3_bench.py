@@ -35,7 +35,7 @@ from pathlib import Path
 
 import psycopg
 
-from backup_bench import generate, process_cpu, start_moto, timed
+from backup_bench import generate, process_cpu, serving_s3, start_moto, timed
 from pgrunbook.postgres.cluster import LocalCluster, free_port
 
 # Runs the CLI in this very process and writes its peak RSS (VmHWM: the high-water mark of this address
@@ -73,18 +73,7 @@ def start_rclone(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]] |
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    env = {
-        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
+    env = serving_s3(port)
     return proc, env
 
 
