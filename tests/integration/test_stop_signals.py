@@ -57,6 +57,24 @@ def _drill_databases(cluster: LocalCluster) -> list[str]:
     return [r[0] for r in rows]
 
 
+def _terminated_behind_a_lock(seeded: Project, cluster: LocalCluster, *args: str) -> tuple[int, str]:
+    """``pgrunbook *args`` started while another session holds a lock on its table, stopped by SIGTERM
+    once its pg_dump waits on that lock (a stop that arrives mid-work, at a point the test controls)."""
+    holder = psycopg.connect(seeded.url)
+    holder.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")
+    try:
+        proc = _start(seeded, *args)
+        try:
+            wait_for(lambda: _activity(cluster, "wait_event_type = 'Lock'"), 60, f"{args[0]} waiting on the table lock")
+        except BaseException as exc:
+            proc.kill()
+            raise AssertionError(proc.communicate()) from exc
+        return _stop(proc, signal.SIGTERM)
+    finally:
+        holder.rollback()
+        holder.close()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_stopped_drill_drops_its_scratch_database(
     seeded: Project, cluster: LocalCluster, sig: signal.Signals
@@ -87,23 +105,7 @@ def test_a_stopped_drill_drops_its_scratch_database(
 
 def test_a_terminated_backup_leaves_no_archive_and_no_pg_dump(seeded: Project, cluster: LocalCluster) -> None:
     """A table lock makes pg_dump wait; SIGTERM arrives while it waits."""
-    holder = psycopg.connect(seeded.url)
-    holder.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")
-    try:
-        proc = _start(seeded, "backup", "create", "--label", "term")
-        try:
-            wait_for(
-                lambda: _activity(cluster, "wait_event_type = 'Lock'"),
-                60,
-                "pg_dump waiting on the table lock",
-            )
-        except BaseException as exc:
-            proc.kill()
-            raise AssertionError(proc.communicate()) from exc
-        code, err = _stop(proc, signal.SIGTERM)
-    finally:
-        holder.rollback()
-        holder.close()
+    code, err = _terminated_behind_a_lock(seeded, cluster, "backup", "create", "--label", "term")
     assert code == 143, err
     assert "error: stopped by SIGTERM" in err and "Traceback" not in err, err
     dbname = seeded.url.rsplit("/", 1)[1]
@@ -122,23 +124,7 @@ def test_a_terminated_deploy_turns_maintenance_off_and_records_it(seeded: Projec
         f"maintenance_on = 'echo on >> {log}'\nmaintenance_off = 'echo off >> {log}'\n"
     )
     make_migrations(seeded, {"01_new": "CREATE TABLE IF NOT EXISTS note (id int);"})
-    holder = psycopg.connect(seeded.url)
-    holder.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")
-    try:
-        proc = _start(seeded, "deploy")
-        try:
-            wait_for(
-                lambda: _activity(cluster, "wait_event_type = 'Lock'"),
-                60,
-                "the pre-deploy backup waiting on the table lock",
-            )
-        except BaseException as exc:
-            proc.kill()
-            raise AssertionError(proc.communicate()) from exc
-        code, err = _stop(proc, signal.SIGTERM)
-    finally:
-        holder.rollback()
-        holder.close()
+    code, err = _terminated_behind_a_lock(seeded, cluster, "deploy")
     assert code == 143, err
     assert "error: stopped by SIGTERM" in err, err
     assert log.read_text().split() == ["on", "off"]

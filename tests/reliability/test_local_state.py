@@ -38,6 +38,22 @@ def _corrupt_journal(project: Project) -> Path:
     return path
 
 
+def _journal_rows(project: Project) -> list[str]:
+    """Every row of the journal's runs and steps tables as one line of text each."""
+    db = sqlite3.connect(project.root / JOURNAL)
+    try:
+        rows = [" ".join(map(str, row)) for row in db.execute("SELECT * FROM runs")]
+        return rows + [" ".join(map(str, row)) for row in db.execute("SELECT * FROM steps")]
+    finally:
+        db.close()
+
+
+def _assert_no_spelling_in(rows: list[str], spelled: set[str]) -> None:
+    for row in rows:
+        evidence.output_checked(row, traceback=False, secret=any(s in row for s in spelled))
+        assert not any(s in row for s in spelled), row
+
+
 @pytest.mark.parametrize("command", ["runs", "deploy", "restore in place"])
 def test_corrupt_journal_is_a_named_error_with_the_file(seeded: Project, command: str) -> None:
     """The issue's example: a corrupt journal.db ended runs, in-place restore and deploy in an internal
@@ -212,14 +228,9 @@ def test_failing_hook_printing_the_password_json_escaped_leaks_nowhere(seeded: P
     evidence.output_checked(text, traceback="Traceback" in text, secret=any(s in text for s in spelled))
     assert r.returncode == 2 and "hook maintenance_on failed (exit 3)" in r.stderr, r.stderr
     assert not any(s in text for s in spelled), text
-    db = sqlite3.connect(seeded.root / JOURNAL)
-    rows = [" ".join(map(str, row)) for row in db.execute("SELECT * FROM runs")]
-    rows += [" ".join(map(str, row)) for row in db.execute("SELECT * FROM steps")]
-    db.close()
+    rows = _journal_rows(seeded)
     assert any("maintenance_on" in row for row in rows)
-    for row in rows:
-        evidence.output_checked(row, traceback=False, secret=any(s in row for s in spelled))
-        assert not any(s in row for s in spelled), row
+    _assert_no_spelling_in(rows, spelled)
     runs = seeded.cli("runs", "--json")
     assert not any(s in runs.stdout for s in spelled)
 
@@ -272,14 +283,9 @@ def test_failing_hook_printing_the_password_partly_encoded_or_decomposed_leaks_n
     evidence.output_checked(text, traceback="Traceback" in text, secret=any(s in text for s in spelled))
     assert r.returncode == 2 and "hook maintenance_on failed (exit 1): connecting with ***" in r.stderr, r.stderr
     assert not any(s in text for s in spelled), text
-    db = sqlite3.connect(seeded.root / JOURNAL)
-    rows = [" ".join(map(str, row)) for row in db.execute("SELECT * FROM runs")]
-    rows += [" ".join(map(str, row)) for row in db.execute("SELECT * FROM steps")]
-    db.close()
+    rows = _journal_rows(seeded)
     assert any("connecting with ***" in row for row in rows)
-    for row in rows:
-        evidence.output_checked(row, traceback=False, secret=any(s in row for s in spelled))
-        assert not any(s in row for s in spelled), row
+    _assert_no_spelling_in(rows, spelled)
 
 
 def test_hostile_manifest_text_is_shown_escaped_never_obeyed(seeded: Project) -> None:
