@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pgrunbook.backup.identity import Owner, restored_from
-from pgrunbook.backup.repository import BackupRepository
-from pgrunbook.backup.storage import Storage, open_storage
 from pgrunbook.config import Config, EnvironmentConfig, database_target
 from pgrunbook.errors import PgRunbookError
 from pgrunbook.postgres.catalog import database_comment, system_identifier
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.url import DatabaseTarget
+
+if TYPE_CHECKING:
+    from pgrunbook.backup.repository import BackupRepository
+    from pgrunbook.backup.storage import Storage
 
 
 class ProgressFn(Protocol):
@@ -54,6 +56,10 @@ class Environment:
 
     def open_storage(self, location: str) -> Storage:
         """The storage at ``location`` with the backends' own options tables (``[backup.s3]`` …)."""
+        # Loaded here, not at the top: the storage backends (and their clients) are start-up time that
+        # commands which never touch backups (status, migrate, health) should not pay.
+        from pgrunbook.backup.storage import open_storage
+
         return open_storage(
             location,
             self.config.root,
@@ -94,6 +100,9 @@ class Environment:
 
     def repository_for(self, storage: Storage) -> BackupRepository:
         """This environment's backups in ``storage`` (the configured one, or a copy's destination)."""
+        # Loaded here for start-up time, as open_storage above: manifests, privileges and their models.
+        from pgrunbook.backup.repository import BackupRepository
+
         return BackupRepository(storage, self.name, self.owner)
 
     @cached_property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -14,13 +15,12 @@ import click
 
 from pgrunbook import __version__
 from pgrunbook.cli.render import Output, step_line
-from pgrunbook.config import Config
-from pgrunbook.environment import Environment, ProgressFn
 from pgrunbook.errors import EXIT_FAILURE, EXIT_USAGE, PgRunbookError, Stopped, printable
-from pgrunbook.postgres.url import redact
-from pgrunbook.prisma.config_file import load_project_config
+from pgrunbook.postgres.redaction import redact
 
 if TYPE_CHECKING:
+    from pgrunbook.config import Config
+    from pgrunbook.environment import Environment, ProgressFn
     from pgrunbook.journal import Journal
 
 
@@ -38,10 +38,14 @@ class State:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from pgrunbook.prisma.config_file import load_project_config  # start-up time: see COMMANDS
+
             self._config = load_project_config(self.config_path)
         return self._config
 
     def env(self, name: str | None) -> Environment:
+        from pgrunbook.environment import Environment  # start-up time: see COMMANDS
+
         return Environment.resolve(self.config, name)
 
 
@@ -164,7 +168,41 @@ def json_option(fn: F) -> F:
     )(fn)
 
 
+# The module that defines each top-level command. A command's module, and the library it calls, load
+# only when that command is looked up: `pgrunbook status` does not pay for the backup storage clients,
+# manifests and progress bars, and `pgrunbook --help` loads no library at all (start-up time, SPEC
+# "Performance"). tests/unit/test_startup.py checks this table against the commands the modules define.
+COMMANDS: dict[str, str] = {
+    "backup": "pgrunbook.cli.backup",
+    "check": "pgrunbook.cli.monitor",
+    "demo": "pgrunbook.cli.misc",
+    "deploy": "pgrunbook.cli.procedures",
+    "doctor": "pgrunbook.cli.misc",
+    "drift": "pgrunbook.cli.misc",
+    "health": "pgrunbook.cli.misc",
+    "init": "pgrunbook.cli.misc",
+    "migrate": "pgrunbook.cli.migrate",
+    "restore": "pgrunbook.cli.restore",
+    "rollback": "pgrunbook.cli.procedures",
+    "runs": "pgrunbook.cli.procedures",
+    "schedule": "pgrunbook.cli.monitor",
+    "serve": "pgrunbook.cli.monitor",
+    "status": "pgrunbook.cli.migrate",
+}
+
+
 class Group(click.Group):
+    """The root group: loads a command's module when the command is first looked up (``COMMANDS``),
+    and turns click's usage errors into the ``error:``/``hint:`` lines every command uses."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(COMMANDS[cmd_name])  # its decorators register it on this group
+        return super().get_command(ctx, cmd_name)
+
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]

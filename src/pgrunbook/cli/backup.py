@@ -7,7 +7,6 @@ import sys
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from pgrunbook.cli.app import (
     cli,
@@ -21,7 +20,7 @@ from pgrunbook.cli.app import (
 )
 from pgrunbook.cli.render import human_age, human_size
 from pgrunbook.errors import EXIT_FAILURE, EXIT_NEGATIVE, printable
-from pgrunbook.postgres.url import redact
+from pgrunbook.postgres.redaction import redact
 
 
 @cli.group()
@@ -150,6 +149,8 @@ def backup_list(env_name: str | None) -> None:
     if not manifests:
         st.output.info(escape(f"no backups of environment {env.name!r} in {env.storage.display}"))
         return
+    from rich.table import Table  # start-up time: only the table view needs it (--json does not)
+
     table = Table(title=f"backups of {env.name} in {env.storage.display}", title_justify="left")
     for col in ("id", "label", "age", "size", "migration head", "verified"):
         table.add_column(col)

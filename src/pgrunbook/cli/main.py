@@ -1,17 +1,14 @@
 """``pgrunbook``: a thin click layer over the library. The commands live in one module per group
-(backup, migrate, restore, procedures, monitor, misc); importing them registers them on the group."""
+(backup, migrate, restore, procedures, monitor, misc); the group loads a command's module only when
+that command is looked up (``pgrunbook.cli.app.COMMANDS``), so start-up pays only for what runs."""
 
 from __future__ import annotations
 
 import signal
 from types import FrameType
 
-from pgrunbook.cli import backup, migrate, misc, monitor, procedures, restore
 from pgrunbook.cli.app import cli
 from pgrunbook.errors import Stopped
-
-COMMAND_MODULES = (backup, migrate, misc, monitor, procedures, restore)
-
 
 # Signals that ask a command to stop. Without a handler Python dies on the spot: no cleanup, no message.
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))

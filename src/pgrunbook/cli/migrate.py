@@ -11,7 +11,6 @@ from rich.markup import escape
 
 from pgrunbook.cli.app import cli, env_option, handle_errors, json_option, state
 from pgrunbook.errors import EXIT_USAGE, PgRunbookError
-from pgrunbook.prisma.status import resolve_hint
 
 
 @cli.command()
@@ -21,6 +20,7 @@ from pgrunbook.prisma.status import resolve_hint
 def status(env_name: str | None) -> None:
     """Prisma migration status. Exit 0 up to date, 1 pending, 2 failed or inconsistent."""
     from pgrunbook.prisma.engine import migration_status
+    from pgrunbook.prisma.status import resolve_hint
 
     st = state()
     env = st.env(env_name)

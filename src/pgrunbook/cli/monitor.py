@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from pgrunbook.cli.app import cli, handle_errors, json_option, known_secrets, state
 from pgrunbook.errors import EXIT_USAGE, PgRunbookError
-from pgrunbook.postgres.url import redact
+from pgrunbook.postgres.redaction import redact
 
 
 @cli.command()

@@ -8,25 +8,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Column
 from rich.text import Text
 
-from pgrunbook.environment import ProgressFn, no_progress
 from pgrunbook.errors import printable
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from pgrunbook.environment import ProgressFn
 
 _MARKS = {
     "succeeded": ("ok", "green"),
@@ -93,16 +86,25 @@ class Output:
     def progress(self, description: str) -> Iterator[ProgressFn]:
         """A live bar per stage on a terminal (bytes and rate, or a count of rows; what is under way
         beside it); nothing at all otherwise."""
+        # Loaded here, not at the top: the bars (rich.progress) and the library's progress type are
+        # start-up time that a command which shows no bar (--help, status, --json) should not pay.
+        from pgrunbook.environment import no_progress
+
         if not self.interactive:
             yield no_progress
             return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.table import Column
+
+        from pgrunbook.cli.bars import AmountColumn, RateColumn
+
         width = self.err.width  # narrow: a short bar, and labels cut to the stage, so nothing wraps
         fixed = Column(no_wrap=True)
         with Progress(
             TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
             BarColumn(bar_width=20 if width < 120 else 40),
-            _AmountColumn(table_column=fixed),
-            _RateColumn(table_column=fixed),
+            AmountColumn(table_column=fixed),
+            RateColumn(table_column=fixed),
             TimeElapsedColumn(table_column=fixed),
             TextColumn("{task.fields[note]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
             console=self.err,
@@ -131,33 +133,6 @@ class Output:
                 yield update
             finally:
                 self._bars = None
-
-
-class _AmountColumn(ProgressColumn):
-    """Bytes as sizes (a transfer); any other unit as a count with its noun ("3.2M/5.0M rows")."""
-
-    def __init__(self, table_column: Column | None = None) -> None:
-        super().__init__(table_column)
-        self._bytes = DownloadColumn()
-
-    def render(self, task: Task) -> Text:
-        unit = task.fields.get("unit", "bytes")
-        if unit == "bytes":
-            return self._bytes.render(task)
-        done = human_count(task.completed)
-        text = f"{done}/{human_count(task.total)} {unit}" if task.total is not None else f"{done} {unit}"
-        return Text(text, style="progress.download")
-
-
-class _RateColumn(ProgressColumn):
-    """A transfer's rate; nothing for counts, whose pace is uneven (a table's rows arrive at once)."""
-
-    def __init__(self, table_column: Column | None = None) -> None:
-        super().__init__(table_column)
-        self._speed = TransferSpeedColumn()
-
-    def render(self, task: Task) -> Text:
-        return self._speed.render(task) if task.fields.get("unit", "bytes") == "bytes" else Text("")
 
 
 def _default(value: Any) -> Any:

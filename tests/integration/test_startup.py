@@ -1,0 +1,65 @@
+"""Start-up time (SPEC "Performance") for the commands that read the configuration and connect: each
+loads what it uses and not the rest (the lazy command table in pgrunbook.cli.app, the lazy storage and
+repository in pgrunbook.environment, the progress bars in pgrunbook.cli.bars). Not a timing test: it
+lists the modules the real command line loads against a real server (tests/startup_probe.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Project
+from tests.startup_probe import loaded, modules_after
+
+pytestmark = pytest.mark.integration
+
+# Neither backups, the journal, procedures, monitoring, bars nor storage clients.
+NOT_FOR_STATUS = (
+    "pgrunbook.backup.repository",
+    "pgrunbook.backup.manifest",
+    "pgrunbook.backup.privileges",
+    "pgrunbook.backup.storage",
+    "pgrunbook.journal",
+    "pgrunbook.procedures",
+    "pgrunbook.monitor",
+    "rich.progress",
+    "rich.table",
+    "boto3",
+    "botocore",
+    "httpx",
+    "jinja2",
+    "apprise",
+    "sqlite3",
+    "prometheus_client",
+)
+# Local storage and no backups yet: no S3 client, procedures, monitoring, bars or journal.
+NOT_FOR_BACKUP_LIST = (
+    "pgrunbook.journal",
+    "pgrunbook.procedures",
+    "pgrunbook.monitor",
+    "pgrunbook.prisma.engine",
+    "rich.progress",
+    "boto3",
+    "botocore",
+    "httpx",
+    "jinja2",
+    "apprise",
+    "sqlite3",
+    "prometheus_client",
+)
+MUST_NOT_LOAD = {
+    ("status",): NOT_FOR_STATUS,
+    ("--json", "status"): NOT_FOR_STATUS,
+    ("backup", "list"): NOT_FOR_BACKUP_LIST,
+    ("--json", "backup", "list"): (*NOT_FOR_BACKUP_LIST, "rich.table"),
+}
+
+
+@pytest.mark.parametrize("args", sorted(MUST_NOT_LOAD), ids=" ".join)
+def test_a_command_loads_only_what_it_uses(project: Project, args: tuple[str, ...]) -> None:
+    folder = project.root / "prisma" / "migrations" / "20240101000000_init"
+    folder.mkdir(parents=True)
+    (folder / "migration.sql").write_text("CREATE TABLE startup_probe (id int);\n")
+    modules, code = modules_after(list(args), project.root, project.environ)
+    assert code == (1 if "status" in args else 0)  # status: one migration pending
+    assert "pgrunbook.config" in modules and "psycopg" in modules  # it did read the config and connect
+    assert loaded(modules, MUST_NOT_LOAD[args]) == []
