@@ -7,6 +7,10 @@ Commands: ``--help``, ``restore --help``, ``status`` (one pending migration, a r
 ``backup list`` (local storage, no backups). The target (SPEC "Performance") is the whole `status`
 command under 0.5 s; CPU time (user + system of the child) moves less with the machine's load than
 wall time, the module count not at all. Prints the load average at start and end.
+
+Each command runs twice per round: with its bytecode cached (as from an installed wheel; the cache in a
+temporary folder, PYTHONPYCACHEPREFIX) and compiled from source on every run (PYTHONDONTWRITEBYTECODE=1,
+as on a machine whose environment sets it: the other benches' figures there include this).
 """
 
 from __future__ import annotations
@@ -68,25 +72,34 @@ def main() -> None:
         (folder / "migration.sql").write_text("CREATE TABLE t (id int);\n")
         base = {k: v for k, v in os.environ.items() if not k.startswith(("PGRUNBOOK_", "PG"))}
         base["DATABASE_URL"] = cl.url()
-        results: dict[tuple[str, tuple[str, ...]], list[tuple[float, float, int]]] = {}
-        for _ in range(args.runs):  # interleaved: tree A, tree B, A, B ... for each command
+        base.pop("PYTHONDONTWRITEBYTECODE", None)
+        modes = {
+            "cached": {"PYTHONPYCACHEPREFIX": str(work / "pycache")},
+            "compiled": {"PYTHONDONTWRITEBYTECODE": "1"},
+        }
+        for src in trees.values():  # fills the bytecode cache
             for command in COMMANDS:
-                for name, src in trees.items():
-                    env = {**base, "PYTHONPATH": src}
-                    results.setdefault((name, command), []).append(run_once(command, work, env))
+                run_once(command, work, {**base, "PYTHONPATH": src, **modes["cached"]})
+        results: dict[tuple[str, str, tuple[str, ...]], list[tuple[float, float, int]]] = {}
+        for _ in range(args.runs):  # interleaved: tree A, tree B, A, B ... for each command and mode
+            for command in COMMANDS:
+                for mode, extra in modes.items():
+                    for name, src in trees.items():
+                        env = {**base, "PYTHONPATH": src, **extra}
+                        results.setdefault((mode, name, command), []).append(run_once(command, work, env))
     print(f"\n**Start-up** (median of {args.runs}, {os.cpu_count()} cores)\n")
-    print("| command | tree | wall | CPU | modules |")
-    print("|---|---|---|---|---|")
+    print("| command | bytecode | tree | wall | CPU | modules |")
+    print("|---|---|---|---|---|---|")
     summary = {}
     for command in COMMANDS:
-        for name in trees:
-            runs = results[(name, command)]
-            wall = statistics.median(r[0] for r in runs)
-            cpu = statistics.median(r[1] for r in runs)
-            modules = runs[-1][2]
-            line = f"pgrunbook {' '.join(command)}"
-            summary[f"{name}: {line}"] = {"wall_ms": round(wall * 1000), "cpu_ms": round(cpu * 1000)}
-            print(f"| `{line}` | {name} | {wall * 1000:.0f} ms | {cpu * 1000:.0f} ms | {modules} |")
+        for mode in modes:
+            for name in trees:
+                runs = results[(mode, name, command)]
+                wall = statistics.median(r[0] for r in runs)
+                cpu = statistics.median(r[1] for r in runs)
+                line = f"pgrunbook {' '.join(command)}"
+                summary[f"{mode}, {name}: {line}"] = {"wall_ms": round(wall * 1000), "cpu_ms": round(cpu * 1000)}
+                print(f"| `{line}` | {mode} | {name} | {wall * 1000:.0f} ms | {cpu * 1000:.0f} ms | {runs[-1][2]} |")
     print(f"\nload average at end: {os.getloadavg()}")
     print(json.dumps(summary))
 
