@@ -9,6 +9,7 @@ from typing import Literal
 import psycopg
 from psycopg import sql
 
+from pgrunbook.app_url import admin_reason, admin_url_error, app_target, try_app_login
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
@@ -64,6 +65,8 @@ def run_doctor(env: Environment) -> list[DoctorCheck]:
             _check_history(env, conn, checks)
             _guard(checks, "ownership", lambda: _ownership(env, conn))
             _guard(checks, "leftovers", lambda: _leftovers(env, conn))
+            if "point_app" in env.settings.hooks:
+                _guard(checks, "app url", lambda: _app_url(env, conn))
             _check_invalid_indexes(conn, checks)
     else:
         for name in ("client tools", "restore tools", "prisma history", "ownership", "leftovers", "invalid indexes"):
@@ -281,6 +284,23 @@ def _leftovers(env: Environment, conn: psycopg.Connection) -> DoctorCheck:
         f"they are not the live database ({live}); pgrunbook runs shows what the interrupted run did. "
         f"To drop them: {drops}",
     )
+
+
+def _app_url(env: Environment, conn: psycopg.Connection) -> DoctorCheck:
+    """The URL point_app would hand the app (a rollback or restore --point-app): not an admin's, and
+    it logs in. Found here rather than at 2 a.m., when a rollback's pre-flight refuses it (app_url.py)."""
+    app = app_target(env)
+    if env.settings.app_url_env is None:
+        why = admin_reason(conn, app)
+        if why:
+            problem = admin_url_error(env, app, why)
+            return DoctorCheck("app url", "warning", problem.message, problem.hint or "")
+    try:
+        try_app_login(env, app)
+    except PgRunbookError as exc:
+        return DoctorCheck("app url", "warning", exc.message, exc.hint or "")
+    user = app.params.get("user") or "the connecting role"
+    return DoctorCheck("app url", "ok", f"point_app gets the URL in {app.variable} (role {user}); it logs in")
 
 
 def _interrupted_runs(env: Environment) -> DoctorCheck:

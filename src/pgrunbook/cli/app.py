@@ -42,7 +42,9 @@ class State:
         return self._config
 
     def env(self, name: str | None) -> Environment:
-        return Environment.resolve(self.config, name)
+        env = Environment.resolve(self.config, name)
+        env.notice = lambda kind, message, fields: self.output.notice(kind, message, fields)  # --json may come later
+        return env
 
 
 def known_secrets() -> list[str]:
