@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -424,7 +425,14 @@ def database_target(
             hint=(env.url_note if env.url_note and var == env.database_url_env and var not in environ else None)
             or f"set {var} to the database's postgresql:// URL (user, password, host, port, database)",
         )
-    return parse_database_url(url, source=var)
+    target = parse_database_url(url, source=var)
+    if url == environ.get(var):
+        return target
+    # the project config's own default (process.env.X ?? "…"): hints name it, not X (trial7b N5)
+    named = (env.url_origin if var == env.database_url_env else env.direct_url_origin) or "the project's config"
+    note = env.url_note if var == env.database_url_env and var not in environ else None
+    unset = "empty" if var in environ else "not set"
+    return replace(target, origin=f"{var}'s default in {named.split(':')[0]} ({var} is {unset})", note=note or "")
 
 
 def find_config_file(start: Path | None = None) -> Path | None:

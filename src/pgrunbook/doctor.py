@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import psycopg
 from psycopg import sql
 
 from pgrunbook.app_url import admin_reason, admin_url_error, app_target, try_app_login
+from pgrunbook.backup.manifest import Manifest
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
@@ -390,11 +392,12 @@ def _free_space(env: Environment) -> DoctorCheck:
     free = env.storage.free_bytes()
     if free is None:
         return DoctorCheck("free space", "skipped", "not measurable for this storage")
-    newest = next(iter(env.repository.list_backups()), None)
-    if newest is None:
+    backups = env.repository.list_backups()
+    if not backups:
         return DoctorCheck("free space", "ok", f"{free / 1e9:.1f} GB free; no backup yet to compare with")
+    newest = newest_real(backups, datetime.now(UTC))
     need = newest.size
-    detail = f"{free / 1e9:.2f} GB free; last backup {need / 1e9:.2f} GB"
+    detail = f"{free / 1e9:.2f} GB free; last backup {need / 1e9:.2f} GB ({newest.id})"
     if free < need:
         return DoctorCheck("free space", "failed", detail, "the next backup will not fit: free space or move storage")
     if free < need * 2:
@@ -402,4 +405,11 @@ def _free_space(env: Environment) -> DoctorCheck:
     return DoctorCheck("free space", "ok", detail)
 
 
-__all__ = ["DoctorCheck", "exit_code", "redact", "run_doctor"]
+def newest_real(backups: list[Manifest], now: datetime) -> Manifest:
+    """The newest backup not dated ahead of ``now`` (over a minute: a clock-skewed or hand-made
+    manifest, trial7 #18), to size the next one by; when all are, the largest."""
+    real = [m for m in backups if m.created_at <= now + timedelta(minutes=1)]
+    return max(real, key=lambda m: m.created_at) if real else max(backups, key=lambda m: m.size)
+
+
+__all__ = ["DoctorCheck", "exit_code", "newest_real", "redact", "run_doctor"]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgrunbook.backup.preflight import RestoreOptions, TargetFacts, plan
+from pgrunbook.backup.preflight import RestoreOptions, TargetFacts, plan, remedy
 from pgrunbook.backup.privileges import Mapping, Privileges, acl_items, compare
 from pgrunbook.backup.toc import parse_listing, roles_named, split_script
 from pgrunbook.postgres.database_swap import DatabaseState, Grant, carry_over, setting_clause, split_list_value
@@ -289,6 +289,25 @@ def test_preflight_for_a_non_superuser() -> None:
     assert mapped.deferred == ['ALTER DEFAULT PRIVILEGES FOR ROLE "admin" GRANT SELECT ON TABLES TO reader;']
     stranger = plan(TOC, defs, facts(superuser=False), RestoreOptions(owner="reader"))
     assert any(f.kind == "owner_rights" and f.subject == "role reader" for f in stranger.findings)
+
+
+def test_the_preflight_hint_names_only_the_problems_found() -> None:
+    """trial7 #18: a refused pre-flight whose one problem was CREATEDB got the generic hint (create the
+    role, --owner, --skip-…). The hint is the remedy of what was found, nothing else."""
+    createdb_only = TargetFacts("app7", False, frozenset({"app7"}), frozenset({"app7"}), {}, createdb=False)
+    pre = plan([], {}, createdb_only, RestoreOptions(), creates=True)
+    assert [f.kind for f in pre.findings] == ["createdb"]
+    hint = remedy(pre)
+    assert hint.startswith('role app7: may not create databases: ALTER ROLE "app7" CREATEDB'), hint
+    assert "--owner" not in hint and "--skip" not in hint and "CREATE ROLE" not in hint, hint
+
+    roles_only = plan(TOC, DEFS, facts(roles={"postgres", "app"}), RestoreOptions(), "app")
+    hint = remedy(roles_only)  # two missing roles: the one remedy of that kind, once
+    assert hint.count("create the missing role") == 1 and "superuser" not in hint and "CREATEDB" not in hint, hint
+
+    mixed = plan(TOC, {k: v for k, v in DEFS.items() if k != 3360}, facts(superuser=False), RestoreOptions(), "app")
+    hint = remedy(mixed)
+    assert "--skip-superuser-objects" in hint and "--owner ROLE" in hint and "--skip-missing-roles" not in hint, hint
 
 
 def test_acl_items() -> None:

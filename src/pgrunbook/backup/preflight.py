@@ -333,6 +333,27 @@ def report_lines(pre: Preflight) -> list[str]:
     return [f.line() for f in pre.findings]
 
 
+# What to do, per kind of finding, for the hint under the report (one kind: only its remedy)
+_REMEDIES = {
+    "createdb": "let the role create databases (ALTER ROLE … CREATEDB) or create the database beforehand",
+    "missing_role": "create the missing role, or restore with --owner ROLE (owners) / --skip-missing-roles "
+    "(grants and policies)",
+    "owner_rights": "restore as a superuser, or with --owner ROLE",
+    "superuser": "restore as a superuser, or with --skip-superuser-objects",
+    "missing_extension": "install the extension's package on the target server",
+}
+
+
+def remedy(pre: Preflight) -> str:
+    """The hint for a refused pre-flight: one finding, its own action; several, the remedy of each kind
+    found, once, in the report's order — never the remedies of problems that are not there (trial7 #18:
+    a CREATEDB-only problem was told to create roles and pass --owner)."""
+    if len(pre.findings) == 1:
+        return f"{pre.findings[0].subject}: {pre.findings[0].action}"
+    kinds = list(dict.fromkeys(f.kind for f in pre.findings))
+    return "each line says what to do: " + "; ".join(_REMEDIES.get(k, "see the line") for k in kinds)
+
+
 def read_definitions(
     pg_restore: str,
     entries: list[TocEntry],
