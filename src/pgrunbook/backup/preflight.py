@@ -77,7 +77,8 @@ class Finding:
     action: str
 
     def line(self) -> str:
-        shown = ", ".join(self.what[:3]) + (f" and {len(self.what) - 3} more" if len(self.what) > 3 else "")
+        what = tuple(dict.fromkeys(self.what))  # an object named twice (two entries) is listed once
+        shown = ", ".join(what[:3]) + (f" and {len(what) - 3} more" if len(what) > 3 else "")
         return f"{self.subject} ({shown}): {self.action}" if shown else f"{self.subject}: {self.action}"
 
 
@@ -166,7 +167,8 @@ def _owners(
         return
     by_owner: dict[str, list[str]] = {}
     for e in entries:
-        if e.owner and e.type not in ("ACL", "COMMENT", "DEFAULT ACL", "SECURITY LABEL"):
+        # data entries fill objects their own entries create (and own): listed once, as the object
+        if e.owner and e.type not in ("ACL", "COMMENT", "DEFAULT ACL", "SECURITY LABEL", "TABLE DATA", "SEQUENCE SET"):
             if _server_default_public(e, facts):
                 continue  # pg_restore's ALTER SCHEMA public OWNER TO changes nothing: no right needed
             by_owner.setdefault(e.owner, []).append(_what(e))
