@@ -290,8 +290,12 @@ def _leftovers(env: Environment, conn: psycopg.Connection) -> DoctorCheck:
 
 def _app_url(env: Environment, conn: psycopg.Connection) -> DoctorCheck:
     """The URL point_app would hand the app (a rollback or restore --point-app): not an admin's, and
-    it logs in. Found here rather than at 2 a.m., when a rollback's pre-flight refuses it (app_url.py)."""
-    app = app_target(env)
+    it logs in. Found here rather than at 2 a.m., when a rollback's pre-flight refuses it (app_url.py).
+    Only warnings: a plain deploy does not point the app, so none of this may stop its pre-flight."""
+    try:
+        app = app_target(env)
+    except PgRunbookError as exc:  # app_url_env names an unset variable
+        return DoctorCheck("app url", "warning", exc.message, exc.hint or "")
     if env.settings.app_url_env is None:
         why = admin_reason(conn, app)
         if why:

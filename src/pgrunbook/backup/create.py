@@ -324,9 +324,11 @@ class _LockWatch:
             if self._wait_s
             else "it waits without limit (lock_wait_timeout_s = 0)"
         )
+        # no granted mode: that session waits itself, ahead in the queue, for a lock that conflicts
+        how = f"holds {mode}" if mode else "is ahead of it in the lock queue, waiting for a conflicting lock"
         message = (
             f"the backup is waiting for a lock on {table}: pid {pid} ({app or 'no application_name'}) from "
-            f"{client} holds {mode or 'a conflicting lock'}, its query started at {when}; {limit} "
+            f"{client} {how}, its query started at {when}; {limit} "
             "([backup] lock_wait_timeout_s); to go on now, end that session: "
             f"SELECT pg_terminate_backend({pid})"
         )
@@ -354,7 +356,7 @@ SELECT DISTINCT ON (b.pid)
 FROM pg_stat_activity w
 JOIN pg_locks wl ON wl.pid = w.pid AND NOT wl.granted AND wl.locktype = 'relation'
 CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS bp(pid)
-JOIN pg_stat_activity b ON b.pid = bp.pid
+JOIN pg_stat_activity b ON b.pid = bp.pid AND b.pid <> %(snap)s
 WHERE w.datname = current_database() AND w.wait_event_type = 'Lock'
   AND (w.pid = %(snap)s
        OR (w.query ILIKE 'LOCK TABLE%%'
