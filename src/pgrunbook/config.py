@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -424,7 +425,14 @@ def database_target(
             hint=(env.url_note if env.url_note and var == env.database_url_env and var not in environ else None)
             or f"set {var} to the database's postgresql:// URL (user, password, host, port, database)",
         )
-    return parse_database_url(url, source=var)
+    target = parse_database_url(url, source=var)
+    if url == environ.get(var):
+        return target
+    # the project config's own default (process.env.X ?? "…"): hints name it, not X (trial7b N5)
+    named = (env.url_origin if var == env.database_url_env else env.direct_url_origin) or "the project's config"
+    note = env.url_note if var == env.database_url_env and var not in environ else None
+    unset = "empty" if var in environ else "not set"
+    return replace(target, origin=f"{var}'s default in {named.split(':')[0]} ({var} is {unset})", note=note or "")
 
 
 def find_config_file(start: Path | None = None) -> Path | None:
@@ -478,11 +486,35 @@ def load_config(
     if direct_origin:
         data["environments"]["default"]["direct_url_origin"] = direct_origin
     try:
-        return Config(**data, source=source, root=root, origins=origins, overrides=overrides)
+        config = Config(**data, source=source, root=root, origins=origins, overrides=overrides)
     except ValidationError as exc:
         raise _invalid(exc, label, overrides) from None
     except TypeError as exc:
         raise ConfigError(f"{label}: {exc}") from None
+    _check_migrate_role(config, label)
+    return config
+
+
+def _check_migrate_role(config: Config, label: str) -> None:
+    """``[migrate] role`` with ``engine = "prisma"`` is refused: Prisma's CLI runs the scripts in its
+    own session as the role of the URL it reads, and pgrunbook has no SET ROLE there. The one means a
+    URL has (libpq's ``options=-c role=…``) could not be proven to reach Prisma's migrate deploy here,
+    and under Prisma 7 the URL is whatever variable prisma.config.ts reads, so a role that might
+    silently not apply is an error instead. "none" (the URL's role) is what Prisma does, so it is fine."""
+    migrate = config.migrate
+    if migrate.engine != "prisma" or "role" not in migrate.model_fields_set or migrate.role == "none":
+        return
+    role_var, engine_var = config.override_for(("migrate", "role")), config.override_for(("migrate", "engine"))
+    where = f"{role_var} sets" if role_var else f"{label}:"
+    engine = f'engine = "prisma" (from {engine_var})' if engine_var else 'engine = "prisma"'
+    raise ConfigError(
+        f'{where} [migrate] role = "{migrate.role}" with {engine}: Prisma\'s CLI runs the migration '
+        "scripts as the role of the URL it is given, and pgrunbook cannot SET ROLE inside its session",
+        hint=f"{f'unset {role_var}' if role_var else 'remove role from [migrate]'} (Prisma runs them as the URL's "
+        "role), or "
+        'give Prisma the URL of the role that should run them, or use engine = "native" (it runs them under SET '
+        "ROLE); docs/migrations.md",
+    )
 
 
 def override_for(overrides: Mapping[str, str], path: Sequence[object]) -> str | None:

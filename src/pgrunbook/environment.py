@@ -31,12 +31,26 @@ def no_progress(stage: str, done: int, total: int | None, /, *, unit: str = "byt
     """The default for library callers and non-TTY runs: silence."""
 
 
+class NoticeFn(Protocol):
+    """A one-line notice while a step runs, about something the operator may act on now (a backup
+    waiting behind another session's lock): `kind` names it for machines ("lock_wait"), `message` is
+    the sentence for people, `fields` its facts (JSON-able)."""
+
+    def __call__(self, kind: str, message: str, fields: dict[str, Any], /) -> None: ...
+
+
+def no_notice(kind: str, message: str, fields: dict[str, Any], /) -> None:
+    """The default for library callers: silence (the command line prints notices, or emits them as
+    JSON lines on stderr with --json)."""
+
+
 @dataclass
 class Environment:
     config: Config
     name: str
     settings: EnvironmentConfig
     _storage: Storage | None = field(default=None, repr=False)
+    notice: NoticeFn = field(default=no_notice, repr=False)
 
     @classmethod
     def resolve(cls, config: Config, name: str | None = None) -> Environment:

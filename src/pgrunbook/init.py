@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from pathlib import Path
@@ -46,9 +47,21 @@ def detect_migrations(root: Path) -> str:
 
 
 def project_name(root: Path) -> str:
-    """The folder's name, as a project is usually called; only letters, digits, '.', '_' and '-'."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.resolve().name).strip("-._") or "project"
+    """package.json's ``name`` (without an npm scope: ``@acme/shop`` is ``shop``), else the folder's
+    name, as a project is usually called; only letters, digits, '.', '_' and '-'."""
+    declared = _package_name(root)
+    raw = declared if declared else root.resolve().name
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", raw).strip("-._") or "project"
     return name[:40]
+
+
+def _package_name(root: Path) -> str | None:
+    try:
+        data = json.loads((root / "package.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name.rsplit("/", 1)[-1] if isinstance(name, str) and name.strip() else None
 
 
 def new_project_id(root: Path) -> str:
@@ -69,8 +82,8 @@ def render_config(root: Path) -> str:
         project_id=new_project_id(root),
         migrations=prisma.migrations.value if prisma.migrations else detect_migrations(root),
         migrations_note=f"  # from {prisma.migrations.source}" if prisma.migrations else "",
-        version_line=f'prisma_version = "{version.value}"   # from {version.source}; 7.4+ runs scripts statement '
-        "by statement"
+        version_line=f'# prisma_version = "{version.value}"   # found in {version.source}; left unset, it is read '
+        "there at every run, so a Prisma upgrade is seen (7.4+ runs scripts statement by statement)"
         if version
         else '# prisma_version = "7.4.0"          # not found in package.json, lock file or node_modules',
         url_env=prisma.url_env.value if prisma.url_env else "DATABASE_URL",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -24,6 +25,7 @@ from pgrunbook.errors import ConfigError
 from pgrunbook.postgres.ownership import schema_ownership
 from pgrunbook.postgres.url import parse_database_url, url_with_dbname
 from pgrunbook.procedures.point_app import check_app_url
+from tests.conftest import assert_clean_error
 from tests.integration.test_migrate import make_migrations
 from tests.integration.test_owners import APP_PASSWORD, Shop, admin, app_can_write, drop_roles_and_databases
 from tests.integration.test_owners import shop as shop
@@ -150,6 +152,72 @@ def test_which_urls_are_taken_for_the_apps(
         if kind in roles:
             admin(shop.cluster, f"REVOKE CONNECT ON DATABASE {shop.dbname} FROM ops_{shop.tag}")
         drop_roles_and_databases(shop.cluster, "no-database", [f"ops_{shop.tag}"])
+
+
+def test_an_app_url_that_cannot_log_in_stops_before_anything_changes(shop: Shop) -> None:
+    """trial7b N6: APP_DATABASE_URL with a wrong password was found only by the app, after the rollback
+    pointed it and turned maintenance off. Now every way of pointing the app tries the URL first (as
+    the app, read-only) and stops with one error naming the variable; nothing restored, no hook run."""
+    log = shop.project.root / "hooks.log"
+    wrong = shop.app_url(shop.dbname).replace(quote(APP_PASSWORD), "not-the-password")
+    shop.project.environ["APP_DATABASE_URL"] = wrong
+    shop.project.write_config(
+        _config("APP_DATABASE_URL") + f"maintenance_on = 'echo on >> {log}'\nmaintenance_off = 'echo off >> {log}'\n"
+    )
+    backup = json.loads(shop.project.cli("--json", "backup", "create", "--label", "pre-deploy").stdout)["id"]
+    assert shop.project.cli("backup", "verify", backup).returncode == 0
+    make_migrations(shop.project, {"01_next": 'ALTER TABLE "Customer" ADD COLUMN vip boolean;'})
+    before = _databases(shop)
+    copy = f"{shop.dbname}_copy"
+    for code, args in (
+        (3, ("restore", backup, "--into", copy, "--point-app")),
+        (3, ("rollback", "--with-db")),
+        (2, ("deploy", "--auto-rollback", "--outside-window")),
+    ):
+        r = shop.project.cli(*args)
+        assert_clean_error(r, code, "the application's URL in APP_DATABASE_URL cannot log in", "nothing was changed")
+        assert f"as {shop.app} to {shop.dbname}" in r.stderr and "authentication failed" in r.stderr, r.stderr
+        assert "not-the-password" not in r.stderr + r.stdout and APP_PASSWORD not in r.stderr + r.stdout
+        assert "hint: fix APP_DATABASE_URL" in r.stderr, r.stderr
+        assert _databases(shop) == before, args  # nothing created
+        assert not (shop.project.root / "app.url").exists() and not log.exists(), args  # no hook ran
+    with psycopg.connect(shop.admin_url(shop.dbname)) as conn:  # the migration was not applied either
+        assert conn.execute("SELECT to_regclass('_prisma_migrations')").fetchone() == (None,)
+
+    shop.project.environ["APP_DATABASE_URL"] = shop.app_url(shop.dbname)  # the right URL: it goes through
+    r = shop.project.cli("--json", "restore", backup, "--into", copy, "--point-app")
+    assert r.returncode == 0, r.stderr
+
+
+def _app_url_line(shop: Shop) -> dict[str, str] | None:
+    r = shop.project.cli("--json", "doctor")
+    assert r.returncode in (0, 1, 2) and "Traceback" not in r.stderr, r.stderr
+    return next((c for c in json.loads(r.stdout)["checks"] if c["name"] == "app url"), None)
+
+
+def test_doctor_warns_before_a_rollback_would_refuse_the_app_url(shop: Shop) -> None:
+    """trial7b N6: a point_app hook, no app_url_env and a superuser's DATABASE_URL were found only by a
+    rollback's pre-flight. doctor says so with the same words and hint; a wrong app password too."""
+    shop.project.write_config(_config())
+    line = _app_url_line(shop)
+    assert line is not None and line["status"] == "warning", line
+    assert "the URL in DATABASE_URL, whose role" in line["detail"] and "is a superuser" in line["detail"], line
+    assert 'app_url_env = "APP_DATABASE_URL"' in line["hint"], line
+    refused = shop.project.cli("rollback", "--with-db").stderr  # the pre-flight's words, the same hint
+    assert line["detail"] in refused and line["hint"] in refused, (line, refused)
+
+    shop.project.environ["APP_DATABASE_URL"] = shop.app_url(shop.dbname)
+    shop.project.write_config(_config("APP_DATABASE_URL"))
+    line = _app_url_line(shop)
+    assert line is not None and line["status"] == "ok" and shop.app in line["detail"], line
+
+    shop.project.environ["APP_DATABASE_URL"] = shop.app_url(shop.dbname).replace(quote(APP_PASSWORD), "wrong")
+    line = _app_url_line(shop)
+    assert line is not None and line["status"] == "warning" and "cannot log in" in line["detail"], line
+    assert "wrong" not in line["detail"] + line["hint"]  # the password itself is never shown
+
+    shop.project.write_config('[backup]\nstorage = "backups"\n[environments.production]\n')
+    assert _app_url_line(shop) is None  # no point_app hook: nothing to say
 
 
 # --- 2. migrations run as the role that owns the schema ---------------------------------------------

@@ -249,7 +249,7 @@ def test_preflight_refusals(stage: Stage, cluster) -> None:
     far = (now.tm_hour + 12) % 24
     stage.config(extra_env=f'quiet_window = "Mon-Sun {far:02d}:00-{(far + 1) % 24:02d}:00 UTC"')
     r, _ = stage.deploy("--allow-lint", "ban-drop-column")
-    assert_clean_error(r, 2, "outside the quiet window")
+    assert_clean_error(r, 2, "outside the quiet window", "it next opens", f" {far:02d}:00 UTC, in ")
     # golden rule 3: staging must have it first
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS staging_db")

@@ -102,7 +102,7 @@ def test_prisma7_project_without_toml_status_migrate_backup_deploy_and_init(p7: 
     assert init.returncode == 0, init.stderr
     text = (p7.root / "pgrunbook.toml").read_text()
     assert 'migrations = "db/migrations"' in text and 'database_url_env = "APP_DB_URL"' in text
-    assert 'prisma_version = "7.4.0"' in text
+    assert '# prisma_version = "7.4.0"' in text  # not pinned: read from package.json at every run
     assert p7.cli("status").returncode == 0  # the written file reads the same project
 
 

@@ -247,3 +247,11 @@ def test_every_command_refuses_a_malformed_config_in_one_line(project: Project, 
     project.write_config(text)
     for argv in EVERY_COMMAND:
         assert_clean_error(project.cli(*argv, timeout=30), 3, "pgrunbook.toml", needle)
+
+
+def test_a_migrate_role_with_the_prisma_engine_is_refused_before_anything(project: Project) -> None:
+    """Polish #3: the combination is refused by the command line in one line, before any connection."""
+    project.write_config('[migrate]\nengine = "prisma"\nrole = "app_owner"\n')
+    r = project.cli("migrate", "deploy", timeout=30)
+    assert_clean_error(r, 3, "pgrunbook.toml", '[migrate] role = "app_owner" with engine = "prisma"')
+    assert "hint: remove role from [migrate]" in r.stderr, r.stderr

@@ -133,6 +133,18 @@ def test_sigkill_mid_backup_takes_pg_dump_with_it(seeded: Project) -> None:
             blocker.execute("ROLLBACK")
     assert gone_after < 5
     evidence.fault("SIGKILL of backup create while pg_dump waits for a lock (pg_dump dies with it)")
+    # trial7 #18: the killed backup's folder is named for what it is, not "no backup"
+    (killed,) = [p.name for p in (seeded.storage / "default").iterdir() if p.is_dir() and p.name[:1].isdigit()]
+    for argv in (("restore", killed, "--into", f"{dbname}_x"), ("backup", "verify", killed)):
+        r = seeded.cli(*argv)
+        assert r.returncode != 0 and r.stderr.startswith(
+            f"error: backup {killed} in environment 'default' was interrupted (no manifest: its backup process"
+        ), r.stderr
+        assert "can never be restored" in r.stderr and "hint: pgrunbook backup prune --env default removes it" in (
+            r.stderr
+        ), r.stderr
+    assert seeded.cli("backup", "prune").returncode == 0
+    assert not (seeded.storage / "default" / killed).exists()  # prune removed it, as the hint says
 
 
 def _zombie(pid: int) -> bool:

@@ -263,3 +263,40 @@ def test_the_new_restore_and_frame_settings_are_checked(tmp_path: Path, text: st
     with pytest.raises(ConfigError) as exc:
         load_config(cwd=tmp_path, environ={})
     assert named in exc.value.message and "\n" not in exc.value.message
+
+
+@pytest.mark.parametrize(
+    "text, environ, refused",
+    [
+        ('[migrate]\nengine = "prisma"\nrole = "app_owner"\n', {}, 'pgrunbook.toml: [migrate] role = "app_owner"'),
+        ('[migrate]\nengine = "prisma"\nrole = "auto"\n', {}, 'pgrunbook.toml: [migrate] role = "auto"'),
+        (
+            '[migrate]\nengine = "prisma"\n',
+            {"PGRUNBOOK_MIGRATE__ROLE": "app_owner"},
+            "PGRUNBOOK_MIGRATE__ROLE sets [migrate] role",
+        ),
+        (
+            '[migrate]\nrole = "app_owner"\n',
+            {"PGRUNBOOK_MIGRATE__ENGINE": "prisma"},
+            "(from PGRUNBOOK_MIGRATE__ENGINE)",
+        ),
+        ('[migrate]\nengine = "prisma"\nrole = "none"\n', {}, None),  # what Prisma does: the URL's role
+        ('[migrate]\nengine = "prisma"\n', {}, None),  # role left out: nothing promised
+        ('[migrate]\nengine = "native"\nrole = "app_owner"\n', {}, None),  # the native engine SET ROLEs
+    ],
+)
+def test_a_migrate_role_prisma_cannot_apply_is_refused_in_one_line(
+    tmp_path: Path, text: str, environ: dict[str, str], refused: str | None
+) -> None:
+    """Polish #3: `[migrate] role` with engine = "prisma" was accepted and silently not applied."""
+    (tmp_path / "pgrunbook.toml").write_text(text)
+    if refused is None:
+        load_config(cwd=tmp_path, environ=environ)
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=tmp_path, environ=environ)
+    message, hint = caught.value.message, caught.value.hint or ""
+    assert refused in message and 'with engine = "prisma"' in message and "\n" not in message, message
+    assert "SET ROLE" in message, message
+    assert 'engine = "native"' in hint and "URL" in hint, hint
+    assert ("unset PGRUNBOOK_MIGRATE__ROLE" in hint) == ("PGRUNBOOK_MIGRATE__ROLE" in environ), hint

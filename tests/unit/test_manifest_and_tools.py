@@ -125,3 +125,24 @@ def test_path_is_asked_only_when_no_versioned_folder_has_the_servers_version(
     assert tools.find_client_tools(16, "16.4").pg_dump == wrapper / "pg_dump"  # only PATH has 16
     assert str(wrapper) in asked.read_text()
     assert tools.find_client_tools(13, "13.1").version.major == 16  # none of 13 anywhere: the newest found
+
+
+def test_doctor_sizes_the_next_backup_by_the_newest_real_one() -> None:
+    """trial7 #18: a manifest dated days ahead (clock skew, a hand-made copy) was taken as "the last
+    backup" for doctor's free-space estimate; the newest one not dated ahead is, else the largest."""
+    from datetime import timedelta
+
+    from pgrunbook.doctor import newest_real
+    from tests.factories import make_manifest
+
+    now = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
+
+    def at(when: datetime, size: int, bid: str) -> Manifest:
+        return make_manifest().model_copy(update={"id": bid, "started_at": when, "size": size})
+
+    future = at(now + timedelta(days=3), 4_400_000, "20261204T040000Z-skewed")
+    real = at(now - timedelta(hours=2), 77_000_000, "20261201T020000Z-nightly")
+    older = at(now - timedelta(days=1), 70_000_000, "20261130T020000Z-nightly")
+    assert newest_real([future, real, older], now).id == real.id
+    assert newest_real([at(now + timedelta(seconds=30), 1, "a"), real], now).id == "a"  # rounding, not skew
+    assert newest_real([future, at(now + timedelta(days=1), 9, "b")], now).id == future.id  # all ahead: largest

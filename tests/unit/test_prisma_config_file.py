@@ -241,6 +241,30 @@ def test_toml_prisma_version_wins_and_is_reported(tmp_path: Path) -> None:
     assert cfg.migrate.prisma_version == "7.4.0" and cfg.origins["migrate.prisma_version"].startswith("package.json")
 
 
+@pytest.mark.parametrize(
+    "package, name",
+    [
+        ({"name": "shop", "devDependencies": {"prisma": "^7.4.0"}}, "shop"),
+        ({"name": "@acme/billing api", "devDependencies": {"prisma": "^7.4.0"}}, "billing-api"),
+        ({"devDependencies": {"prisma": "^7.4.0"}}, None),  # no name: the folder's
+    ],
+)
+def test_init_takes_the_package_name_and_pins_no_version(tmp_path: Path, package: dict, name: str | None) -> None:
+    """trial7 #18: init named the project after the folder, not package.json's "name", and pinned
+    prisma_version = "7.4.0" from the range ^7.4.0, so a later Prisma upgrade was hidden by the pin."""
+    from pgrunbook.init import write_config
+
+    root = tmp_path / "trial7-p6"
+    root.mkdir()
+    _write(root, "package.json", json.dumps(package))
+    text = write_config(root).read_text()
+    assert f'name = "{name or "trial7-p6"}"' in text and f'id = "{name or "trial7-p6"}-' in text, text
+    assert '\nprisma_version = "' not in text and '# prisma_version = "7.4.0"' in text, text
+    assert load_project_config(cwd=root, environ={}).migrate.prisma_version == "7.4.0"
+    _write(root, "package.json", json.dumps({**package, "devDependencies": {"prisma": "^7.5.1"}}))
+    assert load_project_config(cwd=root, environ={}).migrate.prisma_version == "7.5.1"  # the upgrade is seen
+
+
 def test_config_object_shapes() -> None:
     obj, dotenv = parse_config_source(PRISMA7)
     assert dotenv
@@ -335,3 +359,37 @@ def test_a_url_fallback_in_the_config_is_used_as_node_would(
     else:
         target = database_target("default", env, environ=environ)
         assert target.full_url() == url and target.variable == "DB_URL"
+
+
+@pytest.mark.parametrize("dotenv", [False, True], ids=["no .env", ".env not loaded"])
+def test_a_failing_default_url_is_named_as_the_configs_default(tmp_path: Path, dotenv: bool) -> None:
+    """trial7b N5: with DB_URL unset, `process.env.DB_URL ?? "postgresql://…"` failed to connect with
+    "check host and port in DB_URL" (DB_URL was unset: the URL was prisma.config.ts's default), and a
+    .env holding DB_URL that Prisma 7 does not load (no dotenv import) was not mentioned. A real
+    connection to a closed port, so the hint is the one an operator sees."""
+    import socket
+
+    from pgrunbook.config import database_target
+    from pgrunbook.errors import DatabaseError
+    from pgrunbook.postgres.connect import connect
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "prisma.config.ts").write_text(
+        'import { defineConfig } from "prisma/config";\n'
+        f'export default defineConfig({{ datasource: {{ url: process.env.DB_URL ?? "postgresql://u@127.0.0.1:{port}/x" '
+        "} });\n"
+    )
+    if dotenv:
+        (tmp_path / ".env").write_text("DB_URL=postgresql://u@db.internal:5432/shop\n")
+    cfg = load_project_config(cwd=tmp_path, environ={})
+    target = database_target("default", cfg.environments["default"], environ={})
+    with pytest.raises(DatabaseError) as exc:
+        connect(target, connect_timeout=5)
+    hint = exc.value.hint or ""
+    assert "connection refused" in exc.value.message, exc.value.message
+    assert "check host and port in DB_URL's default in prisma.config.ts (DB_URL is not set)" in hint, hint
+    assert ('.env holds DB_URL, but prisma.config.ts does not import "dotenv/config"' in hint) == dotenv, hint
+    set_target = database_target("default", cfg.environments["default"], environ={"DB_URL": "postgresql://h/x"})
+    assert set_target.origin == "" and set_target.note == ""  # the variable itself: named as such

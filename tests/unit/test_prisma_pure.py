@@ -156,3 +156,24 @@ def test_a_failed_row_without_logs_has_an_unknown_outcome_and_its_own_hint(logs:
     hint = resolve_hint("02_x", outcome_unknown=unknown)
     assert ("--applied 02_x if all of it is there" in hint) is unknown
     assert "--rolled-back 02_x" in hint
+
+
+@pytest.mark.parametrize("committed", [0, 2])
+def test_a_lost_connection_leads_with_comparing_not_with_rolled_back(committed: int) -> None:
+    """trial7b N4: after a migration's connection was lost (its server-side statement may have
+    committed), the hint led with `resolve --rolled-back`, straight into a history the schema
+    contradicts. Now: compare the schema, --applied if all of it is there, only then --rolled-back."""
+    import psycopg
+
+    from pgrunbook.prisma.engine import connection_lost_error
+
+    err = connection_lost_error("20260302000000_slow2", 9.5, psycopg.OperationalError("server closed the connection"))
+    if committed:
+        err = connection_lost_error(
+            "20260302000000_slow2", 9.5, psycopg.OperationalError("server closed"), committed=committed
+        )
+    hint = err.hint or ""
+    assert "lost the connection" in err.message and "server closed" in err.message
+    drift, applied, rolled = hint.find("pgrunbook drift"), hint.find("--applied"), hint.find("--rolled-back")
+    assert 0 <= drift < applied < rolled, hint
+    assert (f"its first {committed} statement(s) were applied and stay" in hint) == bool(committed), hint

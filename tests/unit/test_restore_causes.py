@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgrunbook.backup.preflight import RestoreOptions, TargetFacts, plan
+from pgrunbook.backup.preflight import RestoreOptions, TargetFacts, plan, remedy
 from pgrunbook.backup.privileges import Mapping, Privileges, acl_items, compare
 from pgrunbook.backup.toc import parse_listing, roles_named, split_script
 from pgrunbook.postgres.database_swap import DatabaseState, Grant, carry_over, setting_clause, split_list_value
@@ -125,7 +125,7 @@ CASES = [
     ("pg_restore", NOT_MEMBER, "owner_rights", "target", ["FUNCTION public.dflt()", "role 'postgres'"],
      ['GRANT "postgres" TO app', "--owner"]),
     ("pg_restore", NOT_SET_ROLE_16, "owner_rights", "target", ["role 'app'"], ["--owner"]),
-    ("pg_restore", MISSING_ROLE, "missing_role", "target", ["ACL on TABLE public.\"Customer\"", "'reader'"],
+    ("pg_restore", MISSING_ROLE, "missing_role", "target", ["ACL on TABLE public.Customer", "'reader'"],
      ['CREATE ROLE "reader"', "--skip-missing-roles"]),
     ("pg_restore", EVENT_TRIGGER, "superuser", "target", ["EVENT TRIGGER etr"], ["--skip-superuser-objects"]),
     ("pg_restore", DISK_FULL, "target", "target", ["No space left on device"], ["not at fault"]),
@@ -198,7 +198,7 @@ def test_listing_is_parsed_with_types_schemas_names_and_owners() -> None:
         (3370, "COMMENT on EXTENSION pg_stat_statements", ""),
         (219, "FUNCTION public.dflt()", "postgres"),
         (215, "TABLE public.Customer", "app"),
-        (3360, 'ACL on TABLE public."Customer"', "app"),
+        (3360, "ACL on TABLE public.Customer", "app"),  # as its table's own entry reads (trial7 #18)
         (3363, "TABLE DATA public.d", "postgres"),
         (3206, "INDEX public.cust_norm", "app"),
         (3350, "POLICY p ON public.secret", "app"),
@@ -289,6 +289,41 @@ def test_preflight_for_a_non_superuser() -> None:
     assert mapped.deferred == ['ALTER DEFAULT PRIVILEGES FOR ROLE "admin" GRANT SELECT ON TABLES TO reader;']
     stranger = plan(TOC, defs, facts(superuser=False), RestoreOptions(owner="reader"))
     assert any(f.kind == "owner_rights" and f.subject == "role reader" for f in stranger.findings)
+
+
+def test_a_table_reads_the_same_and_once_in_a_preflight_report() -> None:
+    """trial7 #18: one report named `TABLE shopschema.Customer` and `TABLE shopschema."Customer"` (the
+    table's entry and its grant's, as pg_dump spells each), and its data entry beside the table."""
+    toc = parse_listing(
+        "215; 1259 16390 TABLE shopschema Customer ghost\n"
+        "3352; 0 16390 TABLE DATA shopschema Customer ghost\n"
+        '3360; 0 0 ACL shopschema TABLE "Customer" ghost\n'
+    )
+    defs = {3360: 'GRANT SELECT ON TABLE shopschema."Customer" TO ghost;'}
+    pre = plan(toc, defs, facts(roles={"postgres"}), RestoreOptions())
+    lines = [f.line() for f in pre.findings]
+    assert lines[0].startswith("role ghost (TABLE shopschema.Customer): owns objects"), lines
+    assert lines[1].startswith("role ghost (ACL on TABLE shopschema.Customer): is named by grants"), lines
+    assert not any('"Customer"' in ln or "TABLE DATA" in ln for ln in lines), lines
+
+
+def test_the_preflight_hint_names_only_the_problems_found() -> None:
+    """trial7 #18: a refused pre-flight whose one problem was CREATEDB got the generic hint (create the
+    role, --owner, --skip-…). The hint is the remedy of what was found, nothing else."""
+    createdb_only = TargetFacts("app7", False, frozenset({"app7"}), frozenset({"app7"}), {}, createdb=False)
+    pre = plan([], {}, createdb_only, RestoreOptions(), creates=True)
+    assert [f.kind for f in pre.findings] == ["createdb"]
+    hint = remedy(pre)
+    assert hint.startswith('role app7: may not create databases: ALTER ROLE "app7" CREATEDB'), hint
+    assert "--owner" not in hint and "--skip" not in hint and "CREATE ROLE" not in hint, hint
+
+    roles_only = plan(TOC, DEFS, facts(roles={"postgres", "app"}), RestoreOptions(), "app")
+    hint = remedy(roles_only)  # two missing roles: the one remedy of that kind, once
+    assert hint.count("create the missing role") == 1 and "superuser" not in hint and "CREATEDB" not in hint, hint
+
+    mixed = plan(TOC, {k: v for k, v in DEFS.items() if k != 3360}, facts(superuser=False), RestoreOptions(), "app")
+    hint = remedy(mixed)
+    assert "--skip-superuser-objects" in hint and "--owner ROLE" in hint and "--skip-missing-roles" not in hint, hint
 
 
 def test_acl_items() -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -39,3 +39,40 @@ def test_bad_windows_are_refused(bad: str) -> None:
 @given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)))
 def test_every_day_all_day_contains_everything(when: datetime) -> None:
     assert parse_window("Mon-Sun 00:00-24:00 UTC").contains(when)
+
+
+@pytest.mark.parametrize(
+    "window, now, opens",
+    [
+        ("Sat-Sun 02:00-05:00 UTC", "2026-12-01T04:29", "2026-12-05T02:00+00:00"),  # Tue: Saturday's start
+        ("Sat-Sun 02:00-05:00 UTC", "2026-12-05T06:00", "2026-12-06T02:00+00:00"),  # Sat after: Sunday's
+        ("Sat-Sun 02:00-05:00 UTC", "2026-12-06T05:00", "2026-12-12T02:00+00:00"),  # Sun at its end: next Sat
+        ("Fri,Sat 22:00-02:00", "2026-11-29T03:00", "2026-12-04T22:00+00:00"),  # Sun 03:00: Friday's
+        ("Mon-Fri 02:00-05:00 Europe/Berlin", "2026-11-24T04:30", "2026-11-25T02:00+01:00"),  # Tue 05:30 Berlin
+        ("Mon-Fri 02:00-05:00 Europe/Berlin", "2026-07-17T05:00", "2026-07-20T02:00+02:00"),  # Fri, summer time
+    ],
+)
+def test_next_opening_of_a_window(window: str, now: str, opens: str) -> None:
+    """trial7 #18: deploy outside the window says when it next opens (in the window's own zone)."""
+    w = parse_window(window)
+    assert not w.contains(at(now))
+    got = w.next_opening(at(now))
+    assert got == datetime.fromisoformat(opens) and got.utcoffset() == datetime.fromisoformat(opens).utcoffset()
+    assert w.contains(got)
+
+
+@given(
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+    st.sets(st.sampled_from(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]), min_size=1),
+    st.integers(0, 23),
+    st.integers(0, 23),
+)
+def test_the_next_opening_is_the_first_moment_inside(when: datetime, days: set[str], h1: int, h2: int) -> None:
+    """Any UTC window, any moment outside it: the next opening is inside, ahead, within 8 days, and the
+    minute before it is outside (no earlier opening was skipped)."""
+    w = parse_window(f"{','.join(sorted(days))} {h1:02d}:00-{h2:02d}:30 UTC")
+    if w.contains(when):
+        return
+    got = w.next_opening(when)
+    assert when < got <= when + timedelta(days=8)
+    assert w.contains(got) and not w.contains(got - timedelta(minutes=1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import subprocess
 import threading
 import time
@@ -189,6 +190,7 @@ def _run(
 
     repo.mark_in_progress(bid, started)
     writer = env.storage.writer(repo.key(bid, file))
+    watch: _LockWatch | None = None
     try:
         with runner.start(
             tools.pg_dump,
@@ -200,6 +202,7 @@ def _run(
             snap = _Snapshot({}, None)
             snap_thread = threading.Thread(target=_read_snapshot, args=(conn, target.schema, snap), daemon=True)
             snap_thread.start()
+            watch = _LockWatch(env, target, conn.info.backend_pid, cfg.lock_wait_timeout_s)
             sink = _HashingSink(writer)
             encrypting = EncryptingSink(sink, recipients(encrypt_to)) if encrypt_to else None
             raw, frames = compression.write(
@@ -231,6 +234,9 @@ def _run(
         with contextlib.suppress(StorageError):  # what cannot be removed now, prune cleans later
             repo.delete_backup(bid)
         raise
+    finally:
+        if watch is not None:
+            watch.stop()
     finished = datetime.now(UTC)
     needs = min_restore_major(tools.major)
     manifest = Manifest(
@@ -269,6 +275,94 @@ def _run(
     repo.write_manifest(manifest)
     repo.clear_in_progress(bid)
     return manifest
+
+
+class _LockWatch:
+    """Says at once, in one notice per holder, when the backup waits behind another session's lock
+    (trial7 #29): pg_dump's LOCK TABLE, or the row counts read in the same snapshot, blocked by a
+    session holding a conflicting lock. Silent until then: the first look comes after
+    ``_LOCK_LOOK_AFTER_S`` (a lock granted at once needs no words, and a small backup opens no extra
+    connection); then one look a second, from its own connection, until the dump ends.
+
+    The backup's sessions are found by the snapshot they share: the row counts' connection
+    (``snapshot_pid``) and pg_dump's, which imported its snapshot (same ``backend_xmin``) and is
+    running LOCK TABLE. Any failure to look is silent: a notice is never worth failing a backup for."""
+
+    def __init__(self, env: Environment, target: DatabaseTarget, snapshot_pid: int, wait_s: float):
+        self._env, self._target, self._pid, self._wait_s = env, target, snapshot_pid, wait_s
+        self._done = threading.Event()
+        self._told: set[int] = set()
+        self._thread = threading.Thread(target=self._run, name="backup lock watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=1)  # a look under way ends by itself; never hold up the backup
+
+    def _run(self) -> None:
+        if self._done.wait(_LOCK_LOOK_AFTER_S):
+            return
+        with contextlib.suppress(Exception), self._connect() as look:
+            while not self._done.is_set():
+                for row in look.execute(_BLOCKERS_SQL, {"snap": self._pid}).fetchall():
+                    self._tell(*row)
+                if self._done.wait(1.0):
+                    return
+
+    def _connect(self) -> psycopg.Connection:
+        timeout = self._env.config.postgres.connect_timeout
+        return connect(self._target, autocommit=True, purpose="backup lock watch", connect_timeout=timeout)
+
+    def _tell(self, table: str, pid: int, app: str, client: str, since: object, mode: str) -> None:
+        if pid in self._told:
+            return
+        self._told.add(pid)
+        mode = ", ".join(_MODE_WORDS.sub(r" \1", m.removesuffix("Lock")).strip().upper() for m in mode.split(", ") if m)
+        when = since.strftime("%H:%M:%S %Z") if isinstance(since, datetime) else "an unknown time"
+        limit = (
+            f"it gives up after {self._wait_s:g}s"
+            if self._wait_s
+            else "it waits without limit (lock_wait_timeout_s = 0)"
+        )
+        # no granted mode: that session waits itself, ahead in the queue, for a lock that conflicts
+        how = f"holds {mode}" if mode else "is ahead of it in the lock queue, waiting for a conflicting lock"
+        message = (
+            f"the backup is waiting for a lock on {table}: pid {pid} ({app or 'no application_name'}) from "
+            f"{client} {how}, its query started at {when}; {limit} "
+            "([backup] lock_wait_timeout_s); to go on now, end that session: "
+            f"SELECT pg_terminate_backend({pid})"
+        )
+        fields = {
+            "table": table,
+            "holder_pid": pid,
+            "holder_application": app,
+            "holder_client": client,
+            "holder_query_start": since,
+            "lock_wait_timeout_s": self._wait_s,
+        }
+        self._env.notice("lock_wait", redact(message, self._target.secrets()), fields)
+
+
+_LOCK_LOOK_AFTER_S = 1.0
+_MODE_WORDS = re.compile(r"([A-Z])")  # pg_locks' "AccessExclusiveLock" -> "ACCESS EXCLUSIVE", as LOCK TABLE says
+
+# the backup's waiting sessions (see _LockWatch), the relation each waits for, and who blocks it
+_BLOCKERS_SQL = """
+SELECT DISTINCT ON (b.pid)
+       coalesce(wl.relation::regclass::text, 'a table'), b.pid, coalesce(b.application_name, ''),
+       coalesce(host(b.client_addr), 'local socket'), b.query_start,
+       coalesce((SELECT string_agg(DISTINCT bl.mode, ', ') FROM pg_locks bl
+                 WHERE bl.pid = b.pid AND bl.granted AND bl.relation = wl.relation), '')
+FROM pg_stat_activity w
+JOIN pg_locks wl ON wl.pid = w.pid AND NOT wl.granted AND wl.locktype = 'relation'
+CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS bp(pid)
+JOIN pg_stat_activity b ON b.pid = bp.pid AND b.pid <> %(snap)s
+WHERE w.datname = current_database() AND w.wait_event_type = 'Lock'
+  AND (w.pid = %(snap)s
+       OR (w.query ILIKE 'LOCK TABLE%%'
+           AND w.backend_xmin = (SELECT backend_xmin FROM pg_stat_activity WHERE pid = %(snap)s)))
+ORDER BY b.pid
+"""
 
 
 def _lock_wait_error(target: DatabaseTarget, wait_s: float, table: str | None, connect_timeout: int) -> PgRunbookError:

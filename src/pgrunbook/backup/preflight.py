@@ -77,7 +77,8 @@ class Finding:
     action: str
 
     def line(self) -> str:
-        shown = ", ".join(self.what[:3]) + (f" and {len(self.what) - 3} more" if len(self.what) > 3 else "")
+        what = tuple(dict.fromkeys(self.what))  # an object named twice (two entries) is listed once
+        shown = ", ".join(what[:3]) + (f" and {len(what) - 3} more" if len(what) > 3 else "")
         return f"{self.subject} ({shown}): {self.action}" if shown else f"{self.subject}: {self.action}"
 
 
@@ -166,7 +167,8 @@ def _owners(
         return
     by_owner: dict[str, list[str]] = {}
     for e in entries:
-        if e.owner and e.type not in ("ACL", "COMMENT", "DEFAULT ACL", "SECURITY LABEL"):
+        # data entries fill objects their own entries create (and own): listed once, as the object
+        if e.owner and e.type not in ("ACL", "COMMENT", "DEFAULT ACL", "SECURITY LABEL", "TABLE DATA", "SEQUENCE SET"):
             if _server_default_public(e, facts):
                 continue  # pg_restore's ALTER SCHEMA public OWNER TO changes nothing: no right needed
             by_owner.setdefault(e.owner, []).append(_what(e))
@@ -331,6 +333,27 @@ def target_facts(conn: psycopg.Connection) -> TargetFacts:
 
 def report_lines(pre: Preflight) -> list[str]:
     return [f.line() for f in pre.findings]
+
+
+# What to do, per kind of finding, for the hint under the report (one kind: only its remedy)
+_REMEDIES = {
+    "createdb": "let the role create databases (ALTER ROLE … CREATEDB) or create the database beforehand",
+    "missing_role": "create the missing role, or restore with --owner ROLE (owners) / --skip-missing-roles "
+    "(grants and policies)",
+    "owner_rights": "restore as a superuser, or with --owner ROLE",
+    "superuser": "restore as a superuser, or with --skip-superuser-objects",
+    "missing_extension": "install the extension's package on the target server",
+}
+
+
+def remedy(pre: Preflight) -> str:
+    """The hint for a refused pre-flight: one finding, its own action; several, the remedy of each kind
+    found, once, in the report's order — never the remedies of problems that are not there (trial7 #18:
+    a CREATEDB-only problem was told to create roles and pass --owner)."""
+    if len(pre.findings) == 1:
+        return f"{pre.findings[0].subject}: {pre.findings[0].action}"
+    kinds = list(dict.fromkeys(f.kind for f in pre.findings))
+    return "each line says what to do: " + "; ".join(_REMEDIES.get(k, "see the line") for k in kinds)
 
 
 def read_definitions(

@@ -280,10 +280,7 @@ class BackupRepository:
             # at most one byte over the cap is read: a huge file is refused without being held or parsed
             data = b"".join(self.storage.read(key, 0, MANIFEST_MAX_BYTES + 1))
         except ObjectMissing:
-            raise BackupNotFound(
-                f"no backup {backup_id!r} in environment {self.environment!r} ({self.storage.display})",
-                hint=f"pgrunbook backup list --env {self.environment} shows the ids",
-            ) from None
+            raise self._missing(backup_id) from None
         where = f"{self.storage.display}/{key}"
         if len(data) > MANIFEST_MAX_BYTES:
             raise VerificationFailed(
@@ -293,6 +290,39 @@ class BackupRepository:
                 "alone; move the folder aside by hand (pgrunbook doctor lists them)",
             )
         return self._placed(Manifest.from_json(data, where), backup_id, where)
+
+    def _missing(self, backup_id: str) -> BackupNotFound:
+        """No manifest for ``backup_id``: no such backup, or a folder a backup never finished (killed,
+        failed, or still running), which is said as such: it will never be restorable (trial7 #18)."""
+        unknown = BackupNotFound(
+            f"no backup {backup_id!r} in environment {self.environment!r} ({self.storage.display})",
+            hint=f"pgrunbook backup list --env {self.environment} shows the ids",
+        )
+        if not is_backup_id(backup_id):
+            return unknown
+        try:
+            objs = [
+                o
+                for o in self.storage.list(f"{self.environment}/{backup_id}/")
+                if o.key.count("/") == 2 and own_file_name(o.key.rsplit("/", 1)[-1])
+            ]
+        except StorageError:
+            return unknown
+        if not objs:
+            return unknown
+        active, reason = self._activity(backup_id, objs, datetime.now(UTC))
+        if active:
+            return BackupNotFound(
+                f"backup {backup_id} in environment {self.environment!r} is not finished: {reason}; it has no "
+                "manifest yet",
+                hint="wait for it to finish, then run this again; pgrunbook backup list shows the finished ones",
+            )
+        return BackupNotFound(
+            f"backup {backup_id} in environment {self.environment!r} was interrupted (no manifest: {reason}); "
+            "it can never be restored or verified",
+            hint=f"pgrunbook backup prune --env {self.environment} removes it; pgrunbook backup list shows the "
+            "complete backups",
+        )
 
     def _read_manifests(self, ids: list[str]) -> list[Manifest | PgRunbookError]:
         """The manifests of ``ids`` (in that order), read at once (READ_AHEAD at a time): each is a round

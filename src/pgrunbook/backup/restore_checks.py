@@ -17,7 +17,15 @@ import psycopg
 from psycopg import sql
 
 from pgrunbook.backup.manifest import Check, Manifest
-from pgrunbook.backup.preflight import Preflight, RestoreOptions, TargetFacts, plan, read_definitions, target_facts
+from pgrunbook.backup.preflight import (
+    Preflight,
+    RestoreOptions,
+    TargetFacts,
+    plan,
+    read_definitions,
+    remedy,
+    target_facts,
+)
 from pgrunbook.backup.privileges import Mapping, compare, read_privileges, summary
 from pgrunbook.backup.toc import TocEntry, by_id, parse_listing
 from pgrunbook.errors import PreflightFailed
@@ -109,8 +117,7 @@ def preflight(
         raise PreflightFailed(
             f"pre-flight: the target cannot take backup {manifest.id} as it is "
             f"({len(pre.findings)} problem{'s' if len(pre.findings) > 1 else ''}); nothing was created",
-            hint="each line says what to do: create the role, restore with --owner ROLE, or leave the objects "
-            "out with --skip-missing-roles / --skip-superuser-objects (the report lists what was left out)",
+            hint=remedy(pre),
             details=[f.line() for f in pre.findings],
             cause={"kind": "preflight", "where": "target", "message": "; ".join(f.line() for f in pre.findings)},
         )

@@ -46,7 +46,9 @@ class State:
     def env(self, name: str | None) -> Environment:
         from pgrunbook.environment import Environment  # start-up time: see COMMANDS
 
-        return Environment.resolve(self.config, name)
+        env = Environment.resolve(self.config, name)
+        env.notice = lambda kind, message, fields: self.output.notice(kind, message, fields)  # --json may come later
+        return env
 
 
 def known_secrets() -> list[str]:

@@ -71,6 +71,17 @@ class Output:
         if not self.json_mode:
             self.err.print(message, highlight=False)
 
+    def notice(self, kind: str, message: str, fields: dict[str, Any]) -> None:
+        """A notice while a step runs (environment.NoticeFn), on stderr at once, above any live bar:
+        a ``note:`` line for people (piped too: a cron log shows why a backup sat still), or with
+        --json one JSON object per line, ``{"event": kind, "message": …, **fields}`` (stdout stays the
+        one JSON document)."""
+        if self.json_mode:
+            sys.stderr.write(json.dumps({"event": kind, "message": message, **fields}, default=_default) + "\n")
+            sys.stderr.flush()
+            return
+        self.err.print(f"[yellow]note:[/] {escape(message)}", highlight=False)
+
     def show_step(self, step: dict[str, Any]) -> None:
         """A procedure's step as it starts and as it ends, on stderr above any live bar. The bars belong
         to the step that drew them: they go when it ends, so only the running step's bars stay."""

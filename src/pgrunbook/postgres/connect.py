@@ -52,7 +52,7 @@ _KNOWN_FAILURES: list[tuple[str, str, str]] = [
 def describe_connect_error(exc: BaseException, target: DatabaseTarget) -> DatabaseError:
     """Map libpq's multi-line text to one line plus a hint naming the variable the target came from
     (``target.variable``); the password never survives."""
-    var = target.variable
+    var = target.origin or target.variable  # a project config's default is named as such, not as the variable
     text = redact(str(exc), target.secrets())
     fields = {
         "server": target.display,
@@ -61,11 +61,12 @@ def describe_connect_error(exc: BaseException, target: DatabaseTarget) -> Databa
         "user": target.params.get("user", "?"),
         "var": var,
     }
+    note = f"; {target.note}" if target.note else ""
     for pattern, message, hint in _KNOWN_FAILURES:
         if re.search(pattern, text):
-            return DatabaseError(message.format(**fields), hint=hint.format(**fields))
+            return DatabaseError(message.format(**fields), hint=hint.format(**fields) + note)
     first = next((line.strip() for line in text.splitlines() if line.strip()), "unknown error")
-    return DatabaseError(f"cannot connect to {target.display}: {first}", hint=f"check {var}")
+    return DatabaseError(f"cannot connect to {target.display}: {first}", hint=f"check {var}{note}")
 
 
 def connect(

@@ -93,6 +93,9 @@ def error_message(line: str) -> str | None:
     return m.group(1) if m else None
 
 
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')  # one double-quoted identifier, "" inside for a quote
+
+
 @dataclass(frozen=True)
 class Entry:
     """An archive entry as pg_restore names it: its dump id, type (``TABLE DATA``), schema and name."""
@@ -112,6 +115,10 @@ class Entry:
                 if self.name.startswith(known + " "):
                     kind, name = known, self.name[len(known) + 1 :]
                     break
+            # pg_dump quotes the object's name here (TABLE "Customer") but not in the object's own entry
+            # (TABLE public Customer): shown as the entry shows it, so one table reads the same in a report
+            if len(name) > 1 and _QUOTED.fullmatch(name):
+                name = name[1:-1].replace('""', '"')
             return f"{self.type} on {kind} {schema if kind != 'SCHEMA' else ''}{name}"
         if self.type in ("POLICY", "TRIGGER", "RULE", "CONSTRAINT", "FK CONSTRAINT") and " " in self.name:
             table, _, name = self.name.partition(" ")

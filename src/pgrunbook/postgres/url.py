@@ -104,6 +104,10 @@ class DatabaseTarget:
     pooler_suspected: bool = False
     variable: str = "DATABASE_URL"
     url: str = field(default="", repr=False, compare=False)  # as written, secrets included: full_url()
+    #: where the URL came from when not from ``variable`` itself, for hints: "DB_URL's default in
+    #: prisma.config.ts (DB_URL is not set)"; ``note``: why the variable may be unset (.env not loaded)
+    origin: str = field(default="", compare=False)
+    note: str = field(default="", compare=False)
 
     def pooler_warning(self, direct_named: bool) -> tuple[str, str] | None:
         """(detail, hint) when migrations and backups would go through what looks like a transaction-mode

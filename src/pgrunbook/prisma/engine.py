@@ -362,7 +362,7 @@ def _apply_one(
     except psycopg.Error as exc:
         elapsed = time.monotonic() - t0
         if conn.closed or getattr(conn, "broken", False):
-            raise _connection_lost(m.name, elapsed, exc, committed=done) from None
+            raise connection_lost_error(m.name, elapsed, exc, committed=done) from None
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.execute("ROLLBACK")  # the script's own BEGIN left the session in a failed transaction
         logs = redact(apply_migration_logs(m.name, exc.diag, piece), secrets)
@@ -394,24 +394,21 @@ def _apply_one(
     return AppliedMigration(m.name, round(elapsed, 3))
 
 
-def _connection_lost(name: str, elapsed: float, exc: psycopg.Error, *, committed: int = 0) -> MigrationFailed:
+def connection_lost_error(name: str, elapsed: float, exc: psycopg.Error, *, committed: int = 0) -> MigrationFailed:
     """The server went away mid-script (crash, restart, failover, network): nothing can be recorded.
 
-    The statement running then did not commit (an implicit transaction), nor did the rest of a script sent
-    as one string unless it commits on its own; sent statement by statement (Prisma 7.4+), the
-    ``committed`` ones before it did. The history row stays started and unfinished, which Prisma and
-    pgrunbook both count as failed.
+    Sent statement by statement (Prisma 7.4+), the ``committed`` ones before it stay applied. The one
+    running then may or may not have committed: a network loss can swallow the reply to a commit the
+    server made, and a server that outlives its client finishes what it was running. So the outcome is
+    unknown, and the hint is status.resolve_hint's for a row without logs: compare the schema, --applied
+    if all of it is there, else undo and --rolled-back, never --rolled-back first (trial7b N4). The
+    history row stays started and unfinished, which Prisma and pgrunbook both count as failed.
     """
     why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    applied = (
-        f"its first {committed} statement(s) were applied and stay; undo them or finish the rest by hand"
-        if committed
-        else "unless the script commits on its own nothing of it was applied"
-    )
+    applied = f"its first {committed} statement(s) were applied and stay; " if committed else ""
     return MigrationFailed(
         f"lost the connection to PostgreSQL while migration {name} ran (after {elapsed:.1f}s): {why}",
-        hint=f"when the server is back: pgrunbook status shows {name} as failed; {applied} — then pgrunbook "
-        f"migrate resolve --rolled-back {name}",
+        hint=f"when the server is back: {applied}{resolve_hint(name, outcome_unknown=True)}",
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -305,9 +305,13 @@ def _preflight(env: Environment, opts: DeployOptions, report: DeployReport) -> l
     window = env.settings.quiet_window
     if window and not opts.outside_window:
         now = opts.now or datetime.now(UTC)
-        if not parse_window(window).contains(now):
+        quiet = parse_window(window)
+        if not quiet.contains(now):
+            opens = quiet.next_opening(now)
             raise PgRunbookError(
-                f"preflight: outside the quiet window ({window})", hint="wait for the window, or pass --outside-window"
+                f"preflight: outside the quiet window ({window}); it next opens {opens:%a %Y-%m-%d %H:%M} "
+                f"{opens.tzname()}, in {_span(opens - now)}; nothing was touched",
+                hint="deploy then, or pass --outside-window",
             )
     status = migration_status(env)
     if status.running:
@@ -412,6 +416,16 @@ def _on_failure(
                 f"point the app at {restored_name} by hand (or fix the point_app hook and run it), "
                 "then pgrunbook health"
             ]
+
+
+def _span(delta: timedelta) -> str:
+    """``2d 4h``, ``3h 20m``, ``12m``: how long until a window opens, to the minute."""
+    minutes = max(int(delta.total_seconds() // 60), 1)
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {mins}m" if hours else f"{mins}m"
 
 
 def _check_can_create_databases(env: Environment) -> None:

@@ -1,20 +1,13 @@
 """Pointing the app at a restored database: the point_app hook, then the health check against it.
 
-Used by ``restore --into … --point-app``, the rollback, and the deploy's automatic rollback.
-
-What the hook gets (``PGRUNBOOK_DATABASE_URL``) is the application's own URL with only the database
-name changed: the URL in ``app_url_env`` when the environment names one, else the one in
-``database_url_env`` (the pooled URL the app reads, not ``direct_url_env``). The runbook is often run
-by an admin whose URL is in ``database_url_env``; handing that URL to point_app would put the admin's
-role and password into the app's configuration. So without ``app_url_env``, pointing is refused before
-anything is restored when that URL's role is a superuser, has CREATEROLE, or is a member of the role
-owning the app's tables without owning any of them itself (an operator acting for the app).
+Used by ``restore --into … --point-app``, the rollback, and the deploy's automatic rollback. Which URL
+the hook gets, and the checks on it (not an admin's; it logs in), are in app_url.py: doctor warns with
+the same words.
 """
 
 from __future__ import annotations
 
-import os
-
+from pgrunbook.app_url import admin_reason, admin_url_error, app_target, try_app_login
 from pgrunbook.backup.method import RestoreReport, method_for
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment, ProgressFn, no_progress
@@ -22,67 +15,28 @@ from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
 from pgrunbook.journal import Run
 from pgrunbook.postgres.connect import connect
-from pgrunbook.postgres.ownership import is_member, schema_ownership
-from pgrunbook.postgres.url import DatabaseTarget, parse_database_url
 from pgrunbook.procedures.hooks import env_hook
 
-
-def app_target(env: Environment, dbname: str | None = None) -> DatabaseTarget:
-    """The application's own URL (``app_url_env``, else ``database_url_env``), for ``dbname`` when
-    given. Raises ConfigError when ``app_url_env`` names an unset variable or holds no postgresql:// URL."""
-    var = env.settings.app_url_env
-    if var is None:
-        target = env.target(direct=False)
-    else:
-        url = os.environ.get(var)
-        if not url:
-            raise ConfigError(
-                f"{var} is not set (environment {env.name!r} names it as app_url_env, the application's own URL)",
-                hint=f"export {var} with the URL the application uses (its own role and password)",
-            )
-        target = parse_database_url(url, source=var)
-    return target.with_dbname(dbname) if dbname else target
+__all__ = ["check_app_url", "point_app", "restore_into_and_point", "runbook_url_note"]
 
 
 def check_app_url(env: Environment) -> None:
-    """Refuse (ConfigError, before anything is restored) to hand point_app an admin's URL: see the
-    module's docstring for the rule. With ``app_url_env`` set only that variable is checked."""
+    """Refuse (ConfigError, before anything is restored) to hand point_app an admin's URL, or one that
+    cannot log in (app_url.py has the rules). With ``app_url_env`` set, only its login is tried."""
     if "point_app" not in env.settings.hooks:
         raise ConfigError(
             f"environment {env.name!r} has no point_app hook",
             hint='add [environments.<name>.hooks] point_app = "..." to pgrunbook.toml',
         )
     app = app_target(env)
-    if env.settings.app_url_env is not None:
-        return
-    why = _admin_reason(env, app)
-    if why:
-        user = app.params.get("user") or "the connecting role"
-        raise ConfigError(
-            f"point_app would give the application the URL in {app.variable}, whose role {user} is {why}: "
-            "the app would run as it, with its password in the app's configuration; nothing was changed",
-            hint=f'name the application\'s own URL: app_url_env = "APP_DATABASE_URL" under [environments.{env.name}] '
-            f"(pgrunbook changes only its database name); if {user} really is the app's role, "
-            f'set app_url_env = "{app.variable}"',
-        )
-
-
-def _admin_reason(env: Environment, app: DatabaseTarget) -> str:
-    """Why the role in ``app`` looks like an admin's rather than the application's, or ""."""
-    with connect(env.target(direct=True), purpose="point_app check") as conn:
-        me = app.params.get("user") or str(conn.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
-        row = conn.execute("SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = %s", (me,)).fetchone()
-        if row is None:
-            return ""
-        if row[0]:
-            return "a superuser"
-        if row[1]:
-            return "allowed to create roles (CREATEROLE)"
-        owners = schema_ownership(conn, app.schema)
-        owner = owners.app_role
-        if owner and owner != me and me not in owners.counts() and is_member(conn, me, owner):
-            return f"a member of {owner} (which owns the app's tables), not {owner} itself"
-    return ""
+    if env.settings.app_url_env is None:
+        with connect(env.target(direct=True), purpose="point_app check") as conn:
+            why = admin_reason(conn, app)
+        if why:
+            raise admin_url_error(env, app, why, "; nothing was changed")
+    # as the app, to its current database: the new one may not be reachable through the app's pooler
+    # before point_app has run (a pgbouncer [databases] entry is often what the hook adds)
+    try_app_login(env, app, "; nothing was changed")
 
 
 def point_app(env: Environment, report: RestoreReport, run_id: str) -> str:

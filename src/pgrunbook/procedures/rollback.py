@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from pgrunbook.app_url import app_target
 from pgrunbook.backup.method import method_for
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment, ProgressFn, no_progress
@@ -18,7 +19,7 @@ from pgrunbook.health import check_health
 from pgrunbook.journal import Journal, Run
 from pgrunbook.postgres.names import derived_dbname
 from pgrunbook.procedures.hooks import env_hook
-from pgrunbook.procedures.point_app import app_target, check_app_url, point_app, runbook_url_note
+from pgrunbook.procedures.point_app import check_app_url, point_app, runbook_url_note
 from pgrunbook.procedures.steps import carry_database_settings
 
 Mode = Literal["app-only", "with-db"]

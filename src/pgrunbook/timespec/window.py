@@ -32,6 +32,14 @@ class QuietWindow:
             return local.weekday() in self.days
         return t < self.end and (local - timedelta(days=1)).weekday() in self.days
 
+    def next_opening(self, when: datetime) -> datetime:
+        """When the window next opens after ``when`` (aware), in the window's zone: the start time on
+        the next of its days whose start lies ahead. A start that falls into a daylight-saving gap is
+        read as the clock reads it then (zoneinfo's rule)."""
+        local = when.astimezone(self.zone)
+        starts = (datetime.combine(local.date() + timedelta(days=n), self.start, tzinfo=self.zone) for n in range(0, 9))
+        return next(s for s in starts if s.weekday() in self.days and s > local)
+
 
 def parse_window(text: str) -> QuietWindow:
     m = re.fullmatch(r"\s*([A-Za-z,\- ]+?)\s+(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})(?:\s+(\S+))?\s*", text)
