@@ -70,7 +70,10 @@ def main() -> None:
             with psycopg.connect(cluster.url(), autocommit=True) as conn:
                 conn.execute("CREATE DATABASE native")
                 conn.execute("CREATE DATABASE viapsql")
-            env = {**os.environ, "DATABASE_URL": cluster.url("native")}
+            # bytecode cached, as a pip-installed pgrunbook has it (pip compiles on install); an environment
+            # with PYTHONDONTWRITEBYTECODE=1 would otherwise recompile every module on every start
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+            env["DATABASE_URL"] = cluster.url("native")
             cli = [str(Path(sys.executable).parent / "pgrunbook")]
             t0 = time.perf_counter()
             r = subprocess.run([*cli, "migrate", "deploy"], cwd=work, env=env, capture_output=True, text=True)
