@@ -18,7 +18,15 @@ from tests.integration.test_migrate import make_migrations
 pytestmark = pytest.mark.integration
 
 
-RUNNING = "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(20)%' AND pid <> pg_backend_pid()"
+# The migration's script waits on an advisory lock the test holds (its gate): it runs on the server, holding
+# Prisma's lock, for as long as the test needs, and finishes the moment the test lets it go (it slept
+# 20 s before, most of them idle). The gate's key is its own: neither Prisma's 72707369 nor pgrunbook's.
+# The script lifts the engine's lock_timeout (10 s), which would otherwise end its wait at the gate.
+GATE = 4242424242
+SLOW = f"ALTER TABLE item ADD COLUMN nick text;\nSET lock_timeout = 0;\nSELECT pg_advisory_xact_lock({GATE});\n"
+RUNNING = (
+    f"SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_advisory_xact_lock({GATE})%' AND pid <> pg_backend_pid()"
+)
 
 
 def _wait_for(url: str, query: str, timeout: float = 30) -> None:
@@ -34,8 +42,19 @@ def _wait_for(url: str, query: str, timeout: float = 30) -> None:
 def test_running_migration_is_running_and_cannot_be_resolved(project: Project) -> None:
     make_migrations(project, {"01_init": "CREATE TABLE item (id int);"})
     assert project.cli("migrate", "deploy").returncode == 0
-    make_migrations(project, {"02_slow": "ALTER TABLE item ADD COLUMN nick text;\nSELECT pg_sleep(20);\n"})
+    make_migrations(project, {"02_slow": SLOW})
     project.write_config('[backup]\nstorage = "backups"\n[migrate]\nlock_wait_s = 1\n')
+    gate = psycopg.connect(project.url, autocommit=True)
+    gate.execute("SELECT pg_advisory_lock(%s)", (GATE,))
+    try:
+        _while_it_runs(project)
+    finally:
+        gate.execute("SELECT pg_advisory_unlock(%s)", (GATE,))  # the script goes on and commits
+        gate.close()
+    _after_it_finished(project)
+
+
+def _while_it_runs(project: Project) -> None:
     child = subprocess.Popen(
         [sys.executable, "-m", "pgrunbook", "migrate", "deploy"],
         cwd=project.root,
@@ -65,12 +84,19 @@ def test_running_migration_is_running_and_cannot_be_resolved(project: Project) -
     t0 = time.monotonic()
     r = project.cli("migrate", "resolve", "--rolled-back", "02_slow")
     assert time.monotonic() - t0 < 15
-    assert_clean_error(r, 2, "cannot resolve 02_slow while a migration is being applied", "pid ", "pg_sleep(20)")
+    assert_clean_error(
+        r, 2, "cannot resolve 02_slow while a migration is being applied", "pid ", f"pg_advisory_xact_lock({GATE})"
+    )
     assert "pg_terminate_backend(" in r.stderr and "wait" in r.stderr
     applied = project.cli("migrate", "resolve", "--applied", "02_slow")
     assert_clean_error(applied, 2, "cannot resolve 02_slow while a migration is being applied")
     check = json.loads(project.cli("--json", "check").stdout)
     assert "unresolved failed" not in json.dumps(check)
+    still = json.loads(project.cli("--json", "status").stdout)  # every check above saw it running
+    assert [r["name"] for r in still["running"]] == ["02_slow"], still
+
+
+def _after_it_finished(project: Project) -> None:
     # once it finished (and committed: the client was gone but its output was only buffered)
     _wait_for(project.url, f"SELECT 1 WHERE NOT EXISTS ({RUNNING})", timeout=60)
     after = json.loads(project.cli("--json", "status").stdout)

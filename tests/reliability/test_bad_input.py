@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -245,8 +246,14 @@ MALFORMED = {
 def test_every_command_refuses_a_malformed_config_in_one_line(project: Project, kind: str) -> None:
     text, needle = MALFORMED[kind]
     project.write_config(text)
-    for argv in EVERY_COMMAND:
-        assert_clean_error(project.cli(*argv, timeout=30), 3, "pgrunbook.toml", needle)
+    # 19 independent commands, each refused while reading the configuration: run four at a time (each one
+    # is mostly Python's start-up), then judge every result the same way, in order
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda argv: project.cli(*argv, timeout=60), EVERY_COMMAND))
+    assert len(results) == len(EVERY_COMMAND)
+    for argv, r in zip(EVERY_COMMAND, results, strict=True):
+        assert r.args[3:] == argv, (r.args, argv)  # [python, -m, pgrunbook, *argv]
+        assert_clean_error(r, 3, "pgrunbook.toml", needle)
 
 
 def test_a_migrate_role_with_the_prisma_engine_is_refused_before_anything(project: Project) -> None:
