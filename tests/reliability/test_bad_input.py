@@ -179,7 +179,7 @@ def test_a_temp_folder_too_small_fails_before_anything_is_read(
     import tempfile
 
     from pgrunbook.backup.create import create_backup
-    from pgrunbook.backup.restore import CheckedArchive
+    from pgrunbook.backup.restore_archive import CheckedArchive
     from pgrunbook.environment import no_progress
     from pgrunbook.errors import PgRunbookError
 

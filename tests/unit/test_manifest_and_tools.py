@@ -58,7 +58,7 @@ def test_manifest_reader_rejects_garbage_with_one_clear_error(data: bytes) -> No
 
 def test_restore_session_settings_join_the_users_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """pg_restore's sessions get their settings through PGOPTIONS, after whatever the user set there."""
-    from pgrunbook.backup.restore import restore_settings
+    from pgrunbook.backup.restore_run import restore_settings
     from pgrunbook.config import load_config
     from pgrunbook.environment import Environment
     from pgrunbook.postgres.runner import child_env, connection
@@ -79,7 +79,7 @@ def test_restore_session_settings_join_the_users_own(tmp_path: Path, monkeypatch
 
 def test_the_archive_is_kept_in_memory_only_when_it_fits_easily(tmp_path: Path) -> None:
     """auto: memory for an archive under a quarter of what this process may still take; else disk."""
-    from pgrunbook.backup.restore import available_memory, choose_method
+    from pgrunbook.backup.restore_run import available_memory, choose_method
     from pgrunbook.config import load_config
     from pgrunbook.environment import Environment
 

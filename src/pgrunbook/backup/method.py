@@ -13,7 +13,9 @@ from pgrunbook.backup.codec import codec
 from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.manifest import Check, Manifest
 from pgrunbook.backup.preflight import RestoreOptions
-from pgrunbook.backup.restore import UNFINISHED, RestoreReport, Steps, restore_into_new_database, verify_restored
+from pgrunbook.backup.restore import RestoreReport, Steps, restore_into_new_database
+from pgrunbook.backup.restore_database import UNFINISHED
+from pgrunbook.backup.restore_verify import verify_restored
 from pgrunbook.backup.verify import VerifyResult, verify_backup
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.postgres.url import DatabaseTarget

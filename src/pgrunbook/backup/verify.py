@@ -20,14 +20,10 @@ from pgrunbook import __version__
 from pgrunbook.backup.archive import check_stored, tools_for_archive, tools_to_restore
 from pgrunbook.backup.manifest import Check, Manifest, Verification
 from pgrunbook.backup.preflight import RestoreOptions
-from pgrunbook.backup.restore import (
-    CannotCreate,
-    RestoreFailed,
-    RestoreReport,
-    difference_hint,
-    drop_dead_leftovers,
-    restore_into,
-)
+from pgrunbook.backup.restore import RestoreReport, restore_into
+from pgrunbook.backup.restore_database import CannotCreate, drop_dead_leftovers
+from pgrunbook.backup.restore_run import RestoreFailed
+from pgrunbook.backup.restore_verify import difference_hint
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import PgRunbookError, PreflightFailed, StorageError

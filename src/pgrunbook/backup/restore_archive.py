@@ -1,0 +1,188 @@
+"""The checked archive of a parallel restore: the stored backup read back once, its bytes hashed while
+they are decompressed into a private file (memory when it fits, else a temp file), and its table of
+contents read, all before any database is created or changed (restore.py)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+
+import zstandard
+
+from pgrunbook.backup.archive import (
+    HashTap,
+    check_stored,
+    plaintext,
+    require_intact,
+    stored_bytes,
+    toc_check,
+)
+from pgrunbook.backup.codec import codec
+from pgrunbook.backup.manifest import Check, Manifest
+from pgrunbook.environment import Environment, ProgressFn
+from pgrunbook.errors import PgRunbookError, VerificationFailed
+from pgrunbook.postgres import runner
+from pgrunbook.postgres.tools import ClientTools
+
+
+def check_backup(
+    env: Environment, manifest: Manifest, tools: ClientTools, progress: ProgressFn, listing: list[str] | None = None
+) -> list[Check]:
+    """The stored file must be the one written: checked before any database is created or changed;
+    raises VerificationFailed otherwise. ``listing`` receives the table of contents."""
+    return require_intact(manifest, check_stored(env, manifest, tools, progress, listing_out=listing))
+
+
+def _read_ahead(chunks: Iterator[bytes], depth: int = 8) -> Iterator[bytes]:
+    """Read and hash storage in a thread while this one decompresses and writes: the stages overlap."""
+    q: queue.Queue[bytes | BaseException | None] = queue.Queue(depth)
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                q.put(chunk)
+            q.put(None)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := q.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _sweep_stale_temp_dirs() -> None:
+    """Remove the decompressed archives of restores that were killed (their pid is gone): each is as
+    large as the database's dump, and nothing else would ever delete it."""
+    import glob
+
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "pgrunbook-restore-*-*")):
+        m = re.match(r"pgrunbook-restore-(\d+)-", os.path.basename(path))
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        if not runner.pid_alive(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _temp_write_error(exc: OSError, folder: str, manifest: Manifest) -> PgRunbookError:
+    need = f"{(manifest.archive_size or manifest.size * 3) / 1e6:,.0f} MB"
+    if exc.errno == errno.ENOSPC:
+        return PgRunbookError(
+            f"no space left in {folder} for the decompressed archive (about {need}); nothing was restored",
+            hint='set TMPDIR to a folder with room, or [restore] method = "stream" (no temporary file)',
+        )
+    return PgRunbookError(
+        f"cannot write the decompressed archive in {folder}: {exc.strerror or exc}; nothing was restored",
+        hint="set TMPDIR to a writable folder",
+    )
+
+
+class CheckedArchive:
+    """The archive decompressed to a private temporary file while its stored bytes are hashed: the
+    integrity check and the decompression share one pass over storage, and a backup written as several
+    zstd frames is decompressed by `workers` threads at once (bench/restore_bench.py measured both).
+
+    The file is anonymous memory (memfd, Linux only) when it fits comfortably: nothing is written to
+    disk, and the kernel frees it whenever pgrunbook ends, even killed. Otherwise (and on every other
+    platform) a 0600 file in the temp folder. pg_restore reads either by path; for memory,
+    /proc/self/fd/N of the descriptor it inherits.
+    """
+
+    def __init__(
+        self,
+        env: Environment,
+        manifest: Manifest,
+        tools: ClientTools,
+        progress: ProgressFn,
+        workers: int = 1,
+        in_memory: bool = False,
+    ):
+        self.dir: str | None = None
+        self.fd: int | None = None
+        self.listing = ""
+        self.inherit_fds: tuple[int, ...] = ()
+        try:
+            fd = self._open(manifest, in_memory and runner.has_memfd())
+            tap = HashTap(stored_bytes(env, manifest), progress, manifest.size, "check")
+            try:
+                frame_error = self._decompress(fd, env, manifest, tap, workers)
+            finally:
+                if self.fd is None:
+                    os.close(fd)
+            checks = [*tap.checks(manifest)]
+            checks += codec(manifest.compression).checks(frame_error, ok_detail="zstd frames complete")
+            if all(c.ok for c in checks):
+                rc, self.listing, stderr = runner.run(
+                    tools.pg_restore, ["--list", self.path], inherit_fds=self.inherit_fds
+                )
+                checks.append(toc_check(manifest, rc, self.listing, stderr))
+            self.checks = require_intact(manifest, checks)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _open(self, manifest: Manifest, in_memory: bool) -> int:
+        if in_memory:
+            self.fd = os.memfd_create(f"pgrunbook-restore-{manifest.id}", 0)  # inheritable: pg_restore reads it
+            self.path = f"/proc/self/fd/{self.fd}"
+            self.inherit_fds = (self.fd,)
+            return self.fd
+        _sweep_stale_temp_dirs()
+        try:
+            self.dir = tempfile.mkdtemp(prefix=f"pgrunbook-restore-{os.getpid()}-")
+        except OSError as exc:
+            raise _temp_write_error(exc, tempfile.gettempdir(), manifest) from None
+        self.path = os.path.join(self.dir, "archive.dump")
+        try:
+            return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+        except OSError as exc:
+            raise _temp_write_error(exc, os.path.dirname(self.dir), manifest) from None
+
+    def _decompress(self, fd: int, env: Environment, manifest: Manifest, tap: HashTap, workers: int) -> str:
+        """Fill the file; '' when the stored stream decompressed cleanly, else what was wrong."""
+        try:
+            _preallocate(fd, manifest.archive_size)
+            ahead = _read_ahead(iter(tap))
+            stored = plaintext(env, manifest, ahead)
+            try:
+                codec(manifest.compression).read_into(fd, stored, manifest.frames, workers)
+            except (zstandard.ZstdError, VerificationFailed) as exc:
+                for _ in ahead:  # the size and checksum are still reported exactly
+                    pass
+                return str(exc)
+        except OSError as exc:
+            if self.fd is not None:
+                raise PgRunbookError(
+                    f"cannot hold the decompressed archive in memory: {exc.strerror or exc}; nothing was restored",
+                    hint='set [restore] temp = "disk"',
+                ) from None
+            raise _temp_write_error(exc, os.path.dirname(self.dir or self.path), manifest) from None
+        return ""
+
+    def cleanup(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _preallocate(fd: int, size: int | None) -> None:
+    """Reserve the archive's room before decompressing: a full disk is found at once, not after minutes of
+    work, and the writes then only fill blocks already allocated. (POSIX only; elsewhere the writes
+    allocate.)"""
+    if not size or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # the file system cannot: the writes allocate
+            return
+        raise

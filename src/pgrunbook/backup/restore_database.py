@@ -1,0 +1,148 @@
+"""The database a restore goes into: its name checked, its state read (missing, empty, non-empty, or
+left by a killed restore), created and marked unfinished until verified, dropped again when a restore
+fails, and the leftovers of killed restores swept."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg import sql
+
+from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError
+from pgrunbook.postgres import runner
+from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.names import quote_ident, valid_dbname
+from pgrunbook.postgres.url import DatabaseTarget, redact
+
+
+def validate_dbname(name: str) -> str:
+    """Any name PostgreSQL takes (every statement quotes it): 1 to 63 bytes, no NUL. Raises ConfigError."""
+    if not valid_dbname(name):
+        raise ConfigError(
+            f"invalid database name {name!r} ({len(name.encode())} bytes)",
+            hint="a PostgreSQL database name is 1 to 63 bytes (UTF-8) without NUL characters",
+        )
+    return name
+
+
+UNFINISHED = "pgrunbook: unfinished restore"
+
+
+def marker(backup_id: str) -> str:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{UNFINISHED} of {backup_id} by pid {os.getpid()} on {socket.gethostname()} since {now}"
+
+
+def _marker_alive(comment: str) -> bool:
+    """Is the restore that wrote this marker still running? Only this host's processes can be seen;
+    a marker from another host counts as alive (it may be)."""
+    m = re.search(r" by pid (\d+) on (\S+) since", comment)
+    if not m or m.group(2) != socket.gethostname():
+        return True
+    return runner.pid_alive(int(m.group(1)))
+
+
+def drop_dead_leftovers(admin: psycopg.Connection, prefix: str) -> list[str]:
+    """Drop the databases named ``prefix``* that a killed restore left (SIGKILL, a lost machine): their
+    comment is the unfinished-restore marker and the process that wrote it is gone from this host.
+    Returns ``name (marker)`` for each dropped. Others (alive, another host's, no marker) stay."""
+    rows = admin.execute(
+        "SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
+        "WHERE starts_with(datname, %s)",
+        (prefix,),
+    ).fetchall()
+    dropped = []
+    for name, comment in rows:
+        if comment.startswith(UNFINISHED) and not _marker_alive(comment):
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            dropped.append(f"{name} ({comment.removeprefix('pgrunbook: ')})")
+    return dropped
+
+
+def database_state(admin: psycopg.Connection, target: DatabaseTarget, name: str) -> tuple[str, str]:
+    """('missing' | 'empty' | 'non-empty' | 'unfinished', its comment).
+
+    'unfinished' is a database pgrunbook created for a restore that was killed before it finished: its
+    comment says so, and the process that wrote it is gone. It was never put into use.
+    """
+    row = admin.execute(
+        "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s", (name,)
+    ).fetchone()
+    if row is None:
+        return "missing", ""
+    comment = str(row[0])
+    if comment.startswith(UNFINISHED):
+        if _marker_alive(comment):
+            raise DatabaseError(
+                f"database {name!r} is being restored right now ({comment.removeprefix('pgrunbook: ')}); "
+                "nothing was changed",
+                hint="wait for that restore, or choose another name for --into",
+            )
+        return "unfinished", comment
+    with connect(target.with_dbname(name), purpose="restore") as conn:
+        count = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
+        ).fetchone()
+    return ("empty" if count and count[0] == 0 else "non-empty"), comment
+
+
+class CannotCreate(DatabaseError):
+    """The database to restore into could not be created (no CREATEDB, or the server refused);
+    ``reason``: the server's reason, redacted."""
+
+    def __init__(self, message: str, reason: str, hint: str | None = None):
+        super().__init__(message, hint=hint, cause={"kind": "target", "where": "target", "message": message})
+        self.reason = reason
+
+
+def drop_partial(admin: psycopg.Connection, target: DatabaseTarget, dbname: str) -> str | None:
+    """Drop the half-restored database; None when gone, else why not.
+
+    The server may have just restarted (that may be why the restore failed): the admin connection is
+    then dead, so a fresh one is tried for a few seconds while the server comes back.
+    """
+    stmt = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+    try:
+        admin.execute(stmt)
+        return None
+    except psycopg.Error:
+        pass
+    deadline, why = time.monotonic() + 15, "the server did not answer"
+    while time.monotonic() < deadline:
+        try:
+            with connect(target, purpose="drop a partial restore", connect_timeout=3) as conn:
+                conn.execute(stmt)
+            return None
+        except (PgRunbookError, psycopg.Error) as exc:
+            why = exc.message if isinstance(exc, PgRunbookError) else str(exc).splitlines()[0]
+            time.sleep(0.5)
+    return redact(why, target.secrets())
+
+
+def leftover_hint(dbname: str, why: str) -> str:
+    return (
+        f"the partial database {dbname!r} could not be dropped ({why}); it was not put into use — "
+        f"drop it when the server is back: DROP DATABASE {quote_ident(dbname)}"
+    )
+
+
+def comment_on_database(admin: psycopg.Connection, dbname: str, text: str) -> None:
+    admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(dbname), sql.Literal(text)))
+
+
+def create_database(admin: psycopg.Connection, server: DatabaseTarget, dbname: str) -> None:
+    try:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname)))
+    except psycopg.Error as exc:
+        cause = redact(str(exc).splitlines()[0], server.secrets())
+        raise CannotCreate(
+            f"cannot create database {dbname!r} on {server.display}: {cause}",
+            cause,
+            hint="grant CREATEDB to the URL's user, or create the empty database yourself",
+        ) from None
