@@ -110,6 +110,18 @@ def load_average() -> str:
     return f"{one:.1f} / {five:.1f} / {fifteen:.1f}"
 
 
+def compile_pgrunbook() -> None:
+    """Compile pgrunbook's bytecode once, as pip does when it installs pgrunbook from a wheel. An
+    editable install run with PYTHONDONTWRITEBYTECODE set never writes it: every command would then
+    compile pgrunbook's ~110 modules again (~0.13 s of CPU per start, measured), which no installed
+    pgrunbook pays."""
+    import compileall
+
+    import pgrunbook
+
+    compileall.compile_dir(str(Path(pgrunbook.__file__).parent), quiet=1)
+
+
 def throwaway_cluster(args: argparse.Namespace) -> tuple[LocalCluster, str, int]:
     """A throwaway cluster with database ``bench``: generated, or restored from ``args.seed_dump``.
     Returns the cluster, the database's URL and its size in bytes."""

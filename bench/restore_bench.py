@@ -47,7 +47,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from backup_bench import add_setup_arguments, load_average, throwaway_cluster
+from backup_bench import add_setup_arguments, compile_pgrunbook, load_average, throwaway_cluster
 from pgrunbook.postgres.runner import connection
 from pgrunbook.postgres.tools import find_client_tools
 from pgrunbook.postgres.url import parse_database_url
@@ -91,6 +91,7 @@ def main() -> None:
     add_setup_arguments(ap)
     args = ap.parse_args()
     load_start = load_average()
+    compile_pgrunbook()
     work = Path(tempfile.mkdtemp(prefix="pgrunbook-bench-restore-"))
     cluster, url, db_size = throwaway_cluster(args)
     try:

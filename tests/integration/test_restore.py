@@ -6,7 +6,9 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -248,6 +250,90 @@ def test_a_backup_cut_between_two_frames_fails_before_any_database_is_created(se
     assert databases(seeded) == before
     r = seeded.cli("--json", "backup", "verify", m.id)
     assert r.returncode != 0 and "holds 2 frames" in r.stdout + r.stderr
+
+
+def _check_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "pgrunbook-check"]
+
+
+def test_the_backup_is_read_back_while_the_tools_are_chosen(seeded: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check's read-back (hash and decompression) starts before the tools are chosen and runs
+    beside it: the choice (a connection, a version probe) no longer waits in line. The real storage
+    read and the real choice of tools are wrapped only to see when each runs."""
+    import pgrunbook.backup.restore as restore_module
+
+    seeded.write_config(FRAMES_CONFIG)
+    for key, value in seeded.environ.items():
+        monkeypatch.setenv(key, value)
+    env = seeded.env()
+    m = create_backup(env)
+    reading = threading.Event()
+    read = env.storage.read
+
+    def watched(key: str) -> Iterator[bytes]:
+        reading.set()
+        yield from read(key)
+
+    monkeypatch.setattr(env.storage, "read", watched)
+    choose = restore_module.tools_to_restore
+    seen: list[bool] = []
+
+    def choose_watched(*args: Any, **kwargs: Any) -> Any:
+        seen.append(reading.wait(30))  # sequential (check after the tools): never set while choosing
+        return choose(*args, **kwargs)
+
+    monkeypatch.setattr(restore_module, "tools_to_restore", choose_watched)
+    report = restore_into_new_database(env, m.id, "read_beside_tools")
+    assert seen == [True] and report.verified
+    assert fingerprint(db_url(seeded, "read_beside_tools")) == fingerprint(seeded.url)
+    assert _check_threads() == []
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_tools_that_cannot_restore_stop_the_read_back_begun_beside_them(
+    seeded: Project, tmp_path: Path, damaged: bool
+) -> None:
+    """The read-back began before the tools were chosen; when no pg_restore here can restore, the error
+    is that (what to install), never a damaged backup, even when the backup is damaged too: the checks
+    of a read-back that was abandoned are not reported. The temporary archive is removed and no
+    database created."""
+    seeded.write_config(FRAMES_CONFIG.replace('method = "parallel"', 'method = "parallel"\ntemp = "disk"'))
+    m = create_backup(seeded.env())
+    if damaged:
+        dump = seeded.storage / "default" / m.id / m.file
+        data = bytearray(dump.read_bytes())
+        data[len(data) // 3] ^= 0xFF
+        dump.write_bytes(bytes(data))
+    (tmp_path / "empty-bin").mkdir()
+    (tmp_path / "tmp").mkdir()
+    before = databases(seeded)
+    r = seeded.cli(
+        "restore", m.id, "--into", "never_created",
+        extra_env={"PGRUNBOOK_POSTGRES__BIN_DIR": str(tmp_path / "empty-bin"), "TMPDIR": str(tmp_path / "tmp")},
+    )  # fmt: skip
+    assert_clean_error(r, 2, "not found in")
+    assert "integrity" not in r.stderr and "damaged" not in r.stderr
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert databases(seeded) == before
+
+
+def test_a_damaged_backup_read_back_beside_the_tools_leaves_no_file_and_no_database(
+    seeded: Project, tmp_path: Path
+) -> None:
+    """The read-back that ran beside the choice of tools found damage: reported exactly as before (the
+    integrity check, nothing created), and its temporary archive removed."""
+    seeded.write_config(FRAMES_CONFIG.replace('method = "parallel"', 'method = "parallel"\ntemp = "disk"'))
+    m = create_backup(seeded.env())
+    dump = seeded.storage / "default" / m.id / m.file
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    (tmp_path / "tmp").mkdir()
+    before = databases(seeded)
+    r = seeded.cli("restore", m.id, "--into", "never_created", extra_env={"TMPDIR": str(tmp_path / "tmp")})
+    assert_clean_error(r, 2, "failed its integrity check", "no database was created or changed")
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert databases(seeded) == before
 
 
 def test_a_backup_from_before_frames_still_restores(seeded: Project) -> None:

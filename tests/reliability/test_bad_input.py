@@ -198,7 +198,7 @@ def test_a_temp_folder_too_small_fails_before_anything_is_read(
     with _tmpfs(tmp_path / "tmp", "size=64k,mode=0777") as small:
         monkeypatch.setattr(tempfile, "tempdir", str(small))
         with pytest.raises(PgRunbookError, match="no space left"):
-            CheckedArchive(env, m, suite_tools(), no_progress, workers=2)
+            CheckedArchive(env, m, no_progress, workers=2).check(suite_tools())
         assert chunks == [] and not any(small.iterdir())
 
 

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from typing import IO
 
+import psycopg
 import zstandard
 
 from pgrunbook.backup.codec import codec
@@ -36,11 +37,16 @@ def tools_for_archive(env: Environment, manifest: Manifest) -> ClientTools:
     return restore_tools(_dump_version(manifest), None, None, env.config.postgres.bin_dir)
 
 
-def tools_to_restore(env: Environment, manifest: Manifest, target: DatabaseTarget) -> ClientTools:
-    """pg_restore able to read this archive and restore it into ``target``'s server (asked its version);
-    raises ToolError, naming what to install, when none here can."""
-    with connect(target, purpose="restore") as conn:
+def tools_to_restore(
+    env: Environment, manifest: Manifest, target: DatabaseTarget, conn: psycopg.Connection | None = None
+) -> ClientTools:
+    """pg_restore able to read this archive and restore it into ``target``'s server (asked its version,
+    on ``conn`` when given); raises ToolError, naming what to install, when none here can."""
+    if conn is not None:
         major, _, text = server_version(conn)
+    else:
+        with connect(target, purpose="restore") as conn:
+            major, _, text = server_version(conn)
     return restore_tools(_dump_version(manifest), major, text, env.config.postgres.bin_dir)
 
 

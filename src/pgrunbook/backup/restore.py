@@ -25,20 +25,21 @@ from pgrunbook.backup.manifest import Check, Manifest
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.backup.restore_archive import CheckedArchive, check_backup
 from pgrunbook.backup.restore_database import (
+    LookedAt,
     comment_on_database,
     create_database,
-    database_state,
     drop_partial,
     leftover_hint,
+    look_at_target,
     marker,
+    still_open,
     validate_dbname,
 )
 from pgrunbook.backup.restore_run import choose_method, restore_data
 from pgrunbook.backup.restore_verify import difference_hint, verify_restored
-from pgrunbook.backup.targets import refuse_restore_target, refuse_template
+from pgrunbook.backup.targets import refuse_restore_target
 from pgrunbook.environment import Environment, ProgressFn, no_progress
 from pgrunbook.errors import DatabaseError, PgRunbookError, VerificationFailed
-from pgrunbook.postgres import runner
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.tools import ClientTools
 from pgrunbook.postgres.url import DatabaseTarget, redact
@@ -111,22 +112,36 @@ def restore_into_new_database(
     options = options or RestoreOptions()
     refuse_restore_target(dbname, _source_dbname(env))
     manifest = env.repository.get(backup_id)
-    tools = tools_to_restore(env, manifest, env.target(direct=True))
-    report = RestoreReport(manifest.id, dbname, options=options.describe())
     method, jobs, in_memory = choose_method(env, manifest)
-    where = "memory" if in_memory and runner.has_memfd() else "a temp file"
-    report.method = f"{method} (-j {jobs}, archive in {where})" if method == "parallel" else method
     archive: CheckedArchive | None = None
-    listing: list[str] = []
-    with _maybe_step(run, "check backup"):
-        if method == "parallel":
-            archive = CheckedArchive(env, manifest, tools, progress, workers=jobs, in_memory=in_memory)
-            report.checks.extend(archive.checks)
-            listing.append(archive.listing)
-        else:
-            report.checks.extend(check_backup(env, manifest, tools, progress, listing))
+    stack = contextlib.ExitStack()
+    if method == "parallel":  # the read-back (most of the check) runs while the tools are chosen
+        archive = CheckedArchive(env, manifest, progress, workers=jobs, in_memory=in_memory).start()
     try:
         server = env.target(direct=True)
+        admin = connect(server, purpose=f"restore {env.name}")
+        stack.callback(admin.close)
+        tools = tools_to_restore(env, manifest, server, conn=admin)
+        report = RestoreReport(manifest.id, dbname, options=options.describe())
+        where = "memory" if archive is not None and archive.in_memory else "a temp file"
+        report.method = f"{method} (-j {jobs}, archive in {where})" if method == "parallel" else method
+        looked: LookedAt | None = None
+        not_yet: Exception | None = None
+        try:  # read-only, beside the read-back; what it finds wrong is said after the check, as before
+            looked = look_at_target(admin, server, dbname)
+        except Exception as exc:
+            not_yet = exc
+        listing: list[str] = []
+        with _maybe_step(run, "check backup"):
+            if archive is not None:
+                report.checks.extend(archive.check(tools))
+                listing.append(archive.listing)
+            else:
+                report.checks.extend(check_backup(env, manifest, tools, progress, listing))
+        if not_yet is not None:
+            raise not_yet
+        if looked is not None and not still_open(looked.admin):  # idle through a long check: closed by the server
+            looked = None  # restore_into looks again, on a new connection
         source = (
             restore_checks.Source(path=archive.path, pass_fds=archive.inherit_fds)
             if archive is not None
@@ -147,9 +162,11 @@ def restore_into_new_database(
                 options=options,
                 listing="".join(listing),
                 source=source,
+                looked=looked,
             )
         )
     finally:
+        stack.close()
         if archive is not None:
             archive.cleanup()
     report.verified = True
@@ -174,6 +191,7 @@ def restore_into(
     listing: str = "",
     source: restore_checks.Source | None = None,
     give_owner: bool = True,
+    looked: LookedAt | None = None,
 ) -> list[Check]:
     """Restore a checked backup into database ``dbname`` of ``server`` (hints name
     ``server.variable``) and verify it; returns the verification's checks. The database is created (marked
@@ -184,12 +202,16 @@ def restore_into(
     drill reports a difference as failed checks). ``archive``: the decompressed archive for a parallel
     restore, or None to stream from storage. ``options``/``listing``/``source``: the pre-flight's (see
     backup/restore_checks.py), which raises PreflightFailed before anything is created; ``give_owner``:
-    the new database gets the backed-up database's owner (not for a drill's scratch database)."""
+    the new database gets the backed-up database's owner (not for a drill's scratch database);
+    ``looked``: the target as already looked at (look_at_target), its admin connection then closed here."""
     created = False
     source = source or restore_checks.Source(stream=lambda: archive_bytes(env, manifest, stored_bytes(env, manifest)))
-    with connect(server, purpose=f"restore {env.name}") as admin:
-        refuse_template(admin, dbname)
-        state, comment = database_state(admin, server, dbname)
+    with contextlib.ExitStack() as stack:
+        if looked is None:
+            looked = look_at_target(stack.enter_context(connect(server, purpose=f"restore {env.name}")), server, dbname)
+        else:
+            stack.enter_context(looked.admin)
+        admin, state, comment = looked.admin, looked.state, looked.comment
         if state == "non-empty":
             raise DatabaseError(
                 f"database {dbname!r} already exists and is not empty; nothing was changed",
@@ -198,7 +220,7 @@ def restore_into(
         with _maybe_step(run, "preflight") as info:  # nothing is created before it passes
             plan = restore_checks.preflight(
                 admin, tools, manifest, listing, options or RestoreOptions(), source, dbname=dbname,
-                creates=state != "empty",
+                creates=state != "empty", facts=looked.facts,
             )  # fmt: skip
             report.skipped = list(plan.preflight.skipped)
             if info is not None:
@@ -223,6 +245,8 @@ def restore_into(
                     env, manifest, tools, new_target, jobs, archive,
                     owned=created, progress=progress, plan=plan,
                 )  # fmt: skip
+                if archive is not None:
+                    archive.release()  # pg_restore has ended: its input is freed while the rest runs
                 restore_checks.apply_deferred(new_target, plan)
                 if info is not None:
                     info["detail"] = f"{report.method} into {dbname}"

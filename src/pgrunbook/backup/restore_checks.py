@@ -100,10 +100,12 @@ def preflight(
     *,
     dbname: str,
     creates: bool = True,
+    facts: TargetFacts | None = None,
 ) -> Plan:
-    """Raises PreflightFailed (nothing created) when the target cannot take the archive as it is."""
+    """Raises PreflightFailed (nothing created) when the target cannot take the archive as it is.
+    ``facts``: the target's, when already read (else read here on ``admin``)."""
     entries = parse_listing(listing)
-    facts = target_facts(admin)
+    facts = facts or target_facts(admin)
     definitions = read_definitions(
         str(tools.pg_restore),
         entries,

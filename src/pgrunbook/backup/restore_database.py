@@ -8,11 +8,14 @@ import os
 import re
 import socket
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
 
+from pgrunbook.backup.preflight import TargetFacts, target_facts
+from pgrunbook.backup.targets import refuse_template
 from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError
 from pgrunbook.postgres import runner
 from pgrunbook.postgres.connect import connect
@@ -62,6 +65,36 @@ def drop_dead_leftovers(admin: psycopg.Connection, prefix: str) -> list[str]:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             dropped.append(f"{name} ({comment.removeprefix('pgrunbook: ')})")
     return dropped
+
+
+@dataclass
+class LookedAt:
+    """What a restore learns of its target before changing anything: the admin connection it goes on
+    with, the database's state (``database_state``) and comment, and the server's roles, rights and
+    extensions (the pre-flight's facts)."""
+
+    admin: psycopg.Connection
+    state: str
+    comment: str
+    facts: TargetFacts
+
+
+def look_at_target(admin: psycopg.Connection, target: DatabaseTarget, dbname: str) -> LookedAt:
+    """Read-only: raises ConfigError for a template, DatabaseError for a database another restore is
+    filling right now (database_state); a non-empty database is the caller's to refuse."""
+    refuse_template(admin, dbname)
+    state, comment = database_state(admin, target, dbname)
+    return LookedAt(admin, state, comment, target_facts(admin))
+
+
+def still_open(admin: psycopg.Connection) -> bool:
+    """Does the server still answer on ``admin``? (It may have closed an idle session meanwhile:
+    idle_session_timeout, a restart.)"""
+    try:
+        admin.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
 
 
 def database_state(admin: psycopg.Connection, target: DatabaseTarget, name: str) -> tuple[str, str]:
