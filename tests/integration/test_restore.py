@@ -336,6 +336,45 @@ def test_a_damaged_backup_read_back_beside_the_tools_leaves_no_file_and_no_datab
     assert databases(seeded) == before
 
 
+@pytest.mark.parametrize("early", [True, False])
+def test_the_table_of_contents_is_read_from_the_first_frame_while_the_rest_decompresses(
+    seeded: Project, monkeypatch: pytest.MonkeyPatch, early: bool
+) -> None:
+    """The check's `pg_restore --list` reads the first frame's bytes while the other frames are still
+    being decompressed, and gives exactly the whole file's table of contents; when the table of contents
+    does not fit in what was kept (here: 64 bytes), the whole file's is read afterwards, as before. The
+    real runner is wrapped only to see which `--list` ran."""
+    import pgrunbook.backup.restore_archive as restore_archive
+    from pgrunbook.backup.restore_archive import CheckedArchive
+    from pgrunbook.postgres import runner
+
+    seeded.write_config(FRAMES_CONFIG)
+    for key, value in seeded.environ.items():
+        monkeypatch.setenv(key, value)
+    env = seeded.env()
+    m = create_backup(env)
+    assert len(m.frames) >= 3
+    if not early:
+        monkeypatch.setattr(restore_archive, "EARLY_LIST_MAX", 64)
+    whole_file_lists: list[list[str]] = []
+    real_run = runner.run
+
+    def watched(binary: Path, args: list[str], **kwargs: Any) -> tuple[int, str, list[str]]:
+        whole_file_lists.append(list(args))
+        return real_run(binary, args, **kwargs)
+
+    monkeypatch.setattr(runner, "run", watched)
+    archive = CheckedArchive(env, m, no_progress, workers=2).start()
+    try:
+        checks = archive.check(suite_tools())
+        assert [c.name for c in checks] == ["size", "checksum", "compression", "archive"] and all(c.ok for c in checks)
+        assert len(whole_file_lists) == (0 if early else 1)
+        rc, whole, _ = real_run(suite_tools().pg_restore, ["--list", archive.path], inherit_fds=archive.inherit_fds)
+        assert rc == 0 and archive.listing == whole and " TABLE DATA " in whole
+    finally:
+        archive.cleanup()
+
+
 def test_a_backup_from_before_frames_still_restores(seeded: Project) -> None:
     """Manifests written before the frame table have none: the archive is decompressed in one thread."""
     seeded.write_config(FRAMES_CONFIG.replace("zstd_frame_mb = 0.0625\n", ""))

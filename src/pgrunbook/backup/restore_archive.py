@@ -4,11 +4,13 @@ contents read, all before any database is created or changed (restore.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import queue
 import re
 import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -119,9 +121,13 @@ class CheckedArchive:
         self._thread: threading.Thread | None = None
         self._outcome: list[Check] | BaseException | None = None
         self._releasing: threading.Thread | None = None
+        self._first: _FirstBytes | None = None
 
     def start(self) -> CheckedArchive:
-        """Read back in a background thread; ``check()`` waits for it."""
+        """Read back in a background thread; ``check()`` waits for it, reading the table of contents
+        meanwhile from the first bytes read (see ``_list_early``)."""
+        first_frame = self.manifest.frames[0][0] if self.manifest.frames else EARLY_LIST_MAX
+        self._first = _FirstBytes(min(first_frame, EARLY_LIST_MAX))
         self._thread = threading.Thread(target=self._read_back_safely, name="pgrunbook-check", daemon=True)
         self._thread.start()
         return self
@@ -130,23 +136,53 @@ class CheckedArchive:
         """The checks of the stored file (size, sha256, compression, table of contents), all passed:
         raises VerificationFailed (or the error that stopped the read-back) otherwise, the file removed."""
         try:
+            early = None
             if self._thread is None:
                 self._read_back_safely()
             else:
+                early = self._list_early(tools)
                 self._thread.join()
+            self._first = None  # its bytes are no longer needed
             if isinstance(self._outcome, BaseException):
                 raise self._outcome
             checks = list(self._outcome or [])
             if all(c.ok for c in checks):
-                rc, self.listing, stderr = runner.run(
-                    tools.pg_restore, ["--list", self.path], inherit_fds=self.inherit_fds
-                )
+                if early is None or early[0] != 0:  # read the whole file's (an early read fell short)
+                    early = runner.run(tools.pg_restore, ["--list", self.path], inherit_fds=self.inherit_fds)
+                rc, self.listing, stderr = early
                 checks.append(toc_check(self.manifest, rc, self.listing, stderr))
             self.checks = require_intact(self.manifest, checks)
             return self.checks
         except BaseException:
             self.cleanup()
             raise
+
+    def _list_early(self, tools: ClientTools) -> tuple[int, str, list[str]] | None:
+        """``pg_restore --list`` of the archive's first bytes, read while the rest is still decompressing:
+        the table of contents comes first in a custom-format archive, and almost always fits in the
+        first frame. Used only when it succeeded and the read-back passed every check (the same stored
+        bytes, hashed); otherwise ``check`` reads the whole file's, as before. None when there was
+        nothing to read."""
+        first = self._first
+        if first is None:
+            return None
+        frame = zstandard.ZstdDecompressor().decompressobj() if self.manifest.compression == "zstd" else None
+        with runner.start(tools.pg_restore, ["--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as lister:
+            out: list[bytes] = []
+            reader = threading.Thread(target=lambda: out.append(lister.stdout.read()), daemon=True)
+            reader.start()
+            try:
+                for chunk in first.chunks():
+                    data = frame.decompress(chunk) if frame is not None else chunk
+                    if data:
+                        lister.stdin.write(data)
+            except (OSError, zstandard.ZstdError):  # it has read what it needs, or the first frame ended
+                pass
+            with contextlib.suppress(OSError):
+                lister.stdin.close()
+            rc = lister.wait()
+            reader.join()
+            return rc, b"".join(out).decode(errors="replace"), lister.lines()
 
     def _read_back_safely(self) -> None:
         try:
@@ -197,6 +233,8 @@ class CheckedArchive:
             _preallocate(fd, manifest.archive_size)
             ahead = _read_ahead(iter(tap))
             stored = plaintext(env, manifest, ahead)
+            if self._first is not None:
+                stored = self._first.tee(stored)
             try:
                 codec(manifest.compression).read_into(fd, stored, manifest.frames, workers)
             except (zstandard.ZstdError, VerificationFailed) as exc:
@@ -231,6 +269,49 @@ class CheckedArchive:
             self.fd = None
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+#: at most this many stored bytes are kept for the early table of contents (the first frame's, if smaller)
+EARLY_LIST_MAX = 64 << 20
+
+
+class _FirstBytes:
+    """The first ``limit`` stored (decrypted, still compressed) bytes, kept as the read-back passes them
+    on, for a reader in another thread (``chunks``) that may lag behind or run ahead."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._ended = False
+        self._cond = threading.Condition()
+
+    def tee(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            for chunk in chunks:
+                if self._size < self.limit:
+                    with self._cond:
+                        self._chunks.append(chunk[: self.limit - self._size])
+                        self._size += len(self._chunks[-1])
+                        self._cond.notify_all()
+                yield chunk
+        finally:
+            with self._cond:
+                self._ended = True
+                self._cond.notify_all()
+
+    def chunks(self) -> Iterator[bytes]:
+        """The kept bytes in order, waiting for more until ``limit`` is reached or the read-back ended."""
+        i = 0
+        while True:
+            with self._cond:
+                while i >= len(self._chunks) and not self._ended and self._size < self.limit:
+                    self._cond.wait()
+                if i >= len(self._chunks):
+                    return
+                chunk = self._chunks[i]
+            i += 1
+            yield chunk
 
 
 class _Abandoned(Exception):
