@@ -120,9 +120,10 @@ def main() -> None:
         zst = next((work / "store").rglob("db.dump.zst"))
         subprocess.run(["zstd", "-q", "-d", "-f", str(zst), "-o", str(archive)], check=True)
         runbook = work / "runbook.dump"
-        subprocess.run(
-            [str(tools.pg_dump), "--format=custom", f"--file={runbook}", target.conninfo()], env=env, check=True
-        )
+        if not args.core:  # only the left-out row restores it
+            subprocess.run(
+                [str(tools.pg_dump), "--format=custom", f"--file={runbook}", target.conninfo()], env=env, check=True
+            )
         counter = [0]
         condition = {"cold": False}
         breakdown: dict[str, str] = {}

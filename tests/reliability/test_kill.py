@@ -283,6 +283,50 @@ def test_sigkill_mid_restore_then_the_same_restore_again(seeded: Project, temp: 
     evidence.fault("SIGKILL of restore while pg_restore copies data")
 
 
+def test_sigkill_while_the_backup_is_read_back_leaves_no_database_and_a_clean_run_again(
+    seeded: Project, tmp_path: Path
+) -> None:
+    """pgrunbook killed while its check reads the backup back (decompressing into a temporary file on
+    disk, in the background, while the tools are chosen): no database was created, the journal shows the
+    run interrupted before "create database" with nothing to recover, and the same command run again
+    removes the orphaned file and restores exactly."""
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO billing.invoice (account_id, amount, note) SELECT 1 + g % 500, g, md5(g::text) "
+            "FROM generate_series(1, 600000) g"
+        )
+    before = fingerprint(seeded.url)
+    seeded.environ.update(
+        PGRUNBOOK_RESTORE__TEMP="disk", PGRUNBOOK_RESTORE__METHOD="parallel", PGRUNBOOK_BACKUP__ZSTD_FRAME_MB="1"
+    )
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "restore", bid, "--into", "killed_in_check"],
+        cwd=seeded.root,
+        env={**seeded.environ, "TMPDIR": str(temp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: any(temp.iterdir()) or proc.poll() is not None, 60, "the read-back's temporary file")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    orphans = list(temp.iterdir())
+    assert orphans, "the restore ended before it could be killed in its check"
+    with psycopg.connect(seeded.url) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'killed_in_check'").fetchone() is None
+    run = json.loads(seeded.cli("--json", "runs", "--limit", "1").stdout)[0]
+    assert run["kind"] == "restore" and run["interrupted"] and run["recovery"] == ""
+    assert {s["name"] for s in run["steps"]} <= {"check backup"}
+    again = seeded.cli("restore", bid, "--into", "killed_in_check", extra_env={"TMPDIR": str(temp)})
+    assert again.returncode == 0, again.stderr
+    assert list(temp.iterdir()) == []
+    assert fingerprint(url_with_dbname(seeded.url, "killed_in_check")) == before
+    evidence.fault("SIGKILL of restore while its check reads the backup back")
+
+
 def test_backups_started_together_with_prune_running_beside_them(seeded: Project) -> None:
     """Stress: rounds of four backups started at once while prune runs, unsynchronised. Every backup
     either completes and verifies or is refused in one line naming the running one; whatever is listed
