@@ -189,6 +189,10 @@ class CheckedArchive:
             self._outcome = self._read_back()
         except BaseException as exc:  # handed to check(), in the thread that asked
             self._outcome = exc
+        finally:
+            first = self._first
+            if first is not None:  # however the read-back ended, the early reader waits no longer
+                first.end()
 
     def _read_back(self) -> list[Check]:
         """Fill the file from storage; the size, checksum and compression checks (not yet required)."""
@@ -296,9 +300,12 @@ class _FirstBytes:
                         self._cond.notify_all()
                 yield chunk
         finally:
-            with self._cond:
-                self._ended = True
-                self._cond.notify_all()
+            self.end()
+
+    def end(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
 
     def chunks(self) -> Iterator[bytes]:
         """The kept bytes in order, waiting for more until ``limit`` is reached or the read-back ended."""
