@@ -289,6 +289,47 @@ def test_the_backup_is_read_back_while_the_tools_are_chosen(seeded: Project, mon
     assert _check_threads() == []
 
 
+def test_the_decompressed_archive_is_freed_while_the_restore_is_verified(
+    seeded: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once pg_restore has ended its input is freed (the memory of a large archive takes a while to give
+    back) while the verification runs, not after it. The real verification is wrapped only to look at
+    this process's open files meanwhile."""
+    import os
+
+    import pgrunbook.backup.restore as restore_module
+
+    seeded.write_config(FRAMES_CONFIG.replace('method = "parallel"', 'method = "parallel"\ntemp = "memory"'))
+    for key, value in seeded.environ.items():
+        monkeypatch.setenv(key, value)
+    env = seeded.env()
+    m = create_backup(env)
+
+    def archives_open() -> list[str]:
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                continue
+        return [link for link in links if f"pgrunbook-restore-{m.id}" in link]
+
+    real_verify = restore_module.verify_restored
+    seen: list[bool] = []
+
+    def verify_watched(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + 10
+        while archives_open() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen.append(not archives_open())
+        return real_verify(*args, **kwargs)
+
+    monkeypatch.setattr(restore_module, "verify_restored", verify_watched)
+    report = restore_into_new_database(env, m.id, "freed_early")
+    assert report.verified and report.method.endswith("archive in memory)")
+    assert seen == [True] and archives_open() == []
+
+
 @pytest.mark.parametrize("damaged", [False, True])
 def test_tools_that_cannot_restore_stop_the_read_back_begun_beside_them(
     seeded: Project, tmp_path: Path, damaged: bool
