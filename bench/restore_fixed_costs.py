@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -40,6 +41,7 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--profile", action="store_true", help="one more restore under cProfile, one under strace")
+    ap.add_argument("--baseline", metavar="REF", help="also time git REF's src/ (interleaved), e.g. main")
     add_setup_arguments(ap)
     args = ap.parse_args()
     load_start = load_average()
@@ -65,52 +67,90 @@ def main() -> None:
             [*cli, "backup", "create"], env=env, check=True, capture_output=True, text=True
         ).stdout.strip()
         counter = [0]
+        trees: dict[str, str | None] = {"this tree": None}
+        if args.baseline:
+            trees = {args.baseline: baseline_src(args.baseline, work), **trees}
 
         def drop(name: str) -> None:
             with psycopg.connect(cluster.url(), autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
                 conn.execute("CHECKPOINT")
 
-        def restore(prefix: list[str] | None = None) -> tuple[float, dict[str, float]]:
+        def restore(prefix: list[str] | None = None, src: str | None = None) -> tuple[float, float, dict[str, float]]:
+            """Wall time, CPU seconds (pgrunbook and every process it waited for), the journal's steps."""
             counter[0] += 1
             name = f"r{counter[0]}"
+            run_env = {**env, "PYTHONPATH": src} if src else env
+            cpu0 = children_cpu()
             t0 = time.perf_counter()
             subprocess.run(
-                [*(prefix or []), *cli, "restore", backup_id, "--into", name], env=env, check=True, capture_output=True
+                [*(prefix or []), *cli, "restore", backup_id, "--into", name],
+                env=run_env,
+                check=True,
+                capture_output=True,
             )
             wall = time.perf_counter() - t0
+            cpu = children_cpu() - cpu0
             last = json.loads(
                 subprocess.run(
                     [*cli, "--json", "runs", "--limit", "1"], env=env, check=True, capture_output=True, text=True
                 ).stdout
             )[0]
             drop(name)
-            return wall, {s["name"]: float(s["duration_s"]) for s in last["steps"]}
+            return wall, cpu, {s["name"]: float(s["duration_s"]) for s in last["steps"]}
 
-        start_up = []
-        for _ in range(args.runs):
+        def start_up(src: str | None) -> tuple[float, float]:
+            cpu0 = children_cpu()
             t0 = time.perf_counter()
             imports = "import pgrunbook.cli.main, pgrunbook.procedures.restore"
-            subprocess.run([sys.executable, "-c", imports], check=True)
-            start_up.append(time.perf_counter() - t0)
-        restore()  # warms the page cache and the journal
-        results = [restore() for _ in range(args.runs)]
-        walls = [w for w, _ in results]
-        names = list(results[0][1])
+            subprocess.run([sys.executable, "-c", imports], check=True, env={**env, "PYTHONPATH": src} if src else env)
+            return time.perf_counter() - t0, children_cpu() - cpu0
+
+        for src in trees.values():
+            restore(src=src)  # warms the page cache and the journal
+        results: dict[str, list[tuple[float, float, dict[str, float]]]] = {t: [] for t in trees}
+        starts: dict[str, list[tuple[float, float]]] = {t: [] for t in trees}
+        for _ in range(args.runs):  # interleaved: A, B, A, B ...
+            for tree, src in trees.items():
+                starts[tree].append(start_up(src))
+                results[tree].append(restore(src=src))
         print(f"\n## Fixed costs of `pgrunbook restore --into` (database {db_size / 1e6:.1f} MB, {versions(tools)})")
-        print(f"median of {args.runs}; load average {load_start} -> {load_average()}\n")
-        print("| phase | ms |\n|---|---|")
-        print(f"| Python start-up + imports of the restore path (measured apart) | {ms(start_up)} |")
+        print(f"median of {args.runs}, wall ms (CPU ms); load average {load_start} -> {load_average()}\n")
+        print("| phase | " + " | ".join(trees) + " |\n|---|" + "---|" * len(trees))
+        row = " | ".join(f"{ms([w for w, _ in starts[t]])} ({ms([c for _, c in starts[t]])})" for t in trees)
+        print(f"| Python start-up + imports of the restore path (measured apart) | {row} |")
+        names = list(dict.fromkeys(n for t in trees for _, _, st in results[t] for n in st))
         for n in names:
-            print(f"| step: {n} | {ms([s.get(n, 0.0) for _, s in results])} |")
-        outside = [w - sum(s.values()) for w, s in results]
-        print(f"| outside the steps (start-up, config, journal, tools, connections, exit) | {ms(outside)} |")
-        print(f"| **wall time** | **{ms(walls)}** |")
+            print(f"| step: {n} | " + " | ".join(ms([st.get(n, 0.0) for _, _, st in results[t]]) for t in trees) + " |")
+        outside = " | ".join(ms([w - sum(st.values()) for w, _, st in results[t]]) for t in trees)
+        print(f"| outside the steps (start-up, config, journal, tools, connections, exit) | {outside} |")
+        total = " | ".join(
+            f"**{ms([w for w, _, _ in results[t]])}** ({ms([c for _, c, _ in results[t]])})" for t in trees
+        )
+        print(f"| **wall time** (CPU) | {total} |")
         if args.profile:
             profile(restore, work)
     finally:
         cluster.cleanup()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def baseline_src(ref: str, work: Path) -> str:
+    """git ``ref``'s src/ unpacked under ``work`` and compiled (as installed): run through PYTHONPATH."""
+    dest = work / "baseline"
+    dest.mkdir()
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "src"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    import compileall
+
+    compileall.compile_dir(str(dest / "src"), quiet=1)
+    return str(dest / "src")
 
 
 def versions(tools: ClientTools) -> str:
@@ -121,7 +161,7 @@ def ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:.0f}"
 
 
-Restore = Callable[[list[str] | None], tuple[float, dict[str, float]]]
+Restore = Callable[..., tuple[float, float, dict[str, float]]]
 
 
 def profile(run: Restore, work: Path) -> None:
@@ -132,12 +172,13 @@ def profile(run: Restore, work: Path) -> None:
     run([sys.executable, "-m", "cProfile", "-o", str(prof)])
     print("\n### cProfile (wall clock, main thread), by cumulative time\n```")
     pstats.Stats(str(prof)).sort_stats("cumulative").print_stats(45)
+    shutil.copy(prof, Path(tempfile.gettempdir()) / "pgrunbook-restore.prof")  # for a closer look
     print("```")
     if not shutil.which("strace"):
         print("(strace not installed: no process/connection timeline)")
         return
     trace = work / "restore.strace"
-    run(["strace", "-f", "-ttt", "-e", "trace=execve,connect,exit_group", "-o", str(trace)])
+    run(["strace", "-f", "-ttt", "-e", "trace=execve,connect,exit_group,fsync,fdatasync", "-o", str(trace)])
     lines = trace.read_text().splitlines()
     t0 = float(lines[0].split()[1])
     print("\n### strace: processes started and connections opened (ms from the start)\n```")
@@ -149,6 +190,8 @@ def profile(run: Restore, work: Path) -> None:
             print(f"{(float(stamp) - t0) * 1000:8.1f}  {pid:>7} start {argv}")
         elif rest.startswith("connect(") and ("sun_path" in rest or "sin_port" in rest):
             print(f"{(float(stamp) - t0) * 1000:8.1f}  {pid:>7} connect {rest[:100]}")
+        elif rest.startswith(("fsync", "fdatasync")):
+            print(f"{(float(stamp) - t0) * 1000:8.1f}  {pid:>7} {rest[:60]}")
         elif rest.startswith("exit_group"):
             print(f"{(float(stamp) - t0) * 1000:8.1f}  {pid:>7} exit")
     print("```")

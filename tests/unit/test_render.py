@@ -119,3 +119,16 @@ def test_human_age_is_never_negative(delta_s: int, shown: str) -> None:
 
     now = datetime(2026, 12, 1, tzinfo=UTC)
     assert human_age(now - timedelta(seconds=delta_s), now) == shown
+
+
+@pytest.mark.parametrize("name", ["shop:fire:db", ":smile:", "backup :+1: note"])
+def test_emoji_codes_in_names_are_printed_as_written(name: str) -> None:
+    """A database or file name holding ":fire:" is shown as written, never turned into an emoji (and
+    rich's emoji table is not loaded for the first line every command prints)."""
+    buf = io.StringIO()
+    SafeConsole(file=buf, force_terminal=False, width=200).print(f"restored into {name}", highlight=False)
+    assert buf.getvalue().strip() == f"restored into {name}"
+    out = Output(False)
+    out.err = SafeConsole(file=buf, force_terminal=False, width=200)
+    out.info(name)
+    assert buf.getvalue().splitlines()[-1] == name

@@ -4,6 +4,7 @@ that command is looked up (``pgrunbook.cli.app.COMMANDS``), so start-up pays onl
 
 from __future__ import annotations
 
+import gc
 import signal
 from types import FrameType
 
@@ -23,6 +24,14 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
 
 
 def main() -> None:
+    # What is loaded by now (the modules, pydantic's models, psycopg) lives until the process ends:
+    # frozen out of the cyclic collector's way, so that neither the command's own collections nor the
+    # one at exit walk it again, and what the command made is frozen before exiting for the same reason
+    # (measured: 0.1-0.2 s of CPU less per command, paid on every restore's critical path).
+    gc.freeze()
     for sig in STOP_SIGNALS:
         signal.signal(sig, _stop)
-    cli(prog_name="pgrunbook")
+    try:
+        cli(prog_name="pgrunbook")
+    finally:
+        gc.freeze()
