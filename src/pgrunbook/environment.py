@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from pgrunbook.backup.identity import Owner, restored_from
 from pgrunbook.config import Config, EnvironmentConfig, database_target
@@ -13,35 +13,11 @@ from pgrunbook.errors import PgRunbookError
 from pgrunbook.postgres.catalog import database_comment, system_identifier
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.url import DatabaseTarget
+from pgrunbook.progress import NoticeFn, no_notice
 
 if TYPE_CHECKING:
     from pgrunbook.backup.repository import BackupRepository
     from pgrunbook.backup.storage import Storage
-
-
-class ProgressFn(Protocol):
-    """Progress of a long step: `stage` names its bar; `done` of `total` (None: unknown) counted in
-    `unit`, bytes by default or a noun such as "rows"; `note` says what is under way right now (during
-    a restore's last long index build, which index), so a wait is never a blank bar."""
-
-    def __call__(self, stage: str, done: int, total: int | None, /, *, unit: str = "bytes", note: str = "") -> None: ...
-
-
-def no_progress(stage: str, done: int, total: int | None, /, *, unit: str = "bytes", note: str = "") -> None:
-    """The default for library callers and non-TTY runs: silence."""
-
-
-class NoticeFn(Protocol):
-    """A one-line notice while a step runs, about something the operator may act on now (a backup
-    waiting behind another session's lock): `kind` names it for machines ("lock_wait"), `message` is
-    the sentence for people, `fields` its facts (JSON-able)."""
-
-    def __call__(self, kind: str, message: str, fields: dict[str, Any], /) -> None: ...
-
-
-def no_notice(kind: str, message: str, fields: dict[str, Any], /) -> None:
-    """The default for library callers: silence (the command line prints notices, or emits them as
-    JSON lines on stderr with --json)."""
 
 
 @dataclass

@@ -16,8 +16,8 @@ import pytest
 from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.restore import restore_into_new_database
 from pgrunbook.backup.restore_counts import EarlyCounts, LoadProgress, data_items
-from pgrunbook.environment import no_progress
 from pgrunbook.postgres.runner import child_env, connection
+from pgrunbook.progress import no_progress
 from tests import evidence
 from tests.conftest import Project, assert_clean_error, fingerprint, suite_tools, wait_for
 

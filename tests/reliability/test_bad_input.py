@@ -180,8 +180,8 @@ def test_a_temp_folder_too_small_fails_before_anything_is_read(
 
     from pgrunbook.backup.create import create_backup
     from pgrunbook.backup.restore_archive import CheckedArchive
-    from pgrunbook.environment import no_progress
     from pgrunbook.errors import PgRunbookError
+    from pgrunbook.progress import no_progress
 
     env = seeded.env()
     m = create_backup(env)

@@ -30,7 +30,6 @@ LOCAL_IMPORTS_ALLOWED = {
     ("pgrunbook.cli.procedures", "*"): "the CLI loads each command's library only when that command runs",
     ("pgrunbook.cli.restore", "*"): "the CLI loads each command's library only when that command runs",
     ("pgrunbook.cli.render", "pgrunbook.cli.bars"): "the progress bars load only when a command draws one",
-    ("pgrunbook.cli.render", "pgrunbook.environment"): "the library's no-op progress, with the first bar",
     ("pgrunbook.environment", "pgrunbook.backup.storage"): "storage backends load for commands that use them",
     ("pgrunbook.environment", "pgrunbook.backup.repository"): "manifests load for commands that read backups",
     ("pgrunbook.cli.demo", "pgrunbook.monitor.check"): "the demo's monitor part, loaded when it runs",
@@ -150,16 +149,20 @@ def test_monitoring_never_imports_procedures_or_cli() -> None:
     assert _violations("pgrunbook.monitor", ("pgrunbook.procedures", "pgrunbook.cli")) == []
 
 
+KERNEL = (
+    "pgrunbook.config",
+    "pgrunbook.environment",
+    "pgrunbook.errors",
+    "pgrunbook.journal",
+    "pgrunbook.progress",
+    "pgrunbook.timespec",
+)
+
+
 def test_the_kernel_imports_nothing_above_it() -> None:
-    """config, environment, errors, the journal and timespec: only postgres/ and the engines' storage
-    below them (environment opens backup storage and its repository)."""
-    kernel = (
-        "pgrunbook.config",
-        "pgrunbook.environment",
-        "pgrunbook.errors",
-        "pgrunbook.journal",
-        "pgrunbook.timespec",
-    )
+    """config, environment, errors, the journal, progress and timespec: only postgres/ and the engines'
+    storage below them (environment opens backup storage and its repository)."""
+    kernel = KERNEL
     assert _violations(kernel, ("pgrunbook.procedures", "pgrunbook.monitor", "pgrunbook.cli")) == []
 
 
@@ -167,10 +170,68 @@ def test_config_imports_neither_monitor_nor_procedures() -> None:
     assert _violations("pgrunbook.config", ("pgrunbook.monitor", "pgrunbook.procedures")) == []
 
 
-def test_kernel_time_specifications_are_pure() -> None:
-    """timespec (cron, quiet windows) imports nothing of pgrunbook's: config and monitor both use it."""
-    found = [f"{i.module} imports {i.target}" for i in all_imports() if _within(i.module, "pgrunbook.timespec")]
+@pytest.mark.parametrize("pure", ["pgrunbook.timespec", "pgrunbook.progress"])
+def test_kernel_time_specifications_and_progress_are_pure(pure: str) -> None:
+    """timespec (cron, quiet windows) and progress (the callback every long step reports to, its
+    helpers) import nothing of pgrunbook's: config and monitor use the one, every engine the other."""
+    found = [f"{i.module} imports {i.target}" for i in all_imports() if _within(i.module, pure)]
     assert found == []
+
+
+def test_progress_comes_from_the_kernels_progress_module_only() -> None:
+    """``ProgressFn``, ``NoticeFn`` and their helpers live in pgrunbook/progress.py (they were in
+    environment.py and prisma/engine.py): every module imports them from there, none defines another."""
+    names = {
+        *("ProgressFn", "no_progress", "NoticeFn", "no_notice", "MigrationProgress", "no_migration_progress"),
+        *("Throttle", "with_estimate", "counted"),
+    }
+    elsewhere = [
+        f"{i.module}:{i.line} imports {n} from {i.target}"
+        for i in all_imports()
+        for n in i.names
+        if n in names and i.target != "pgrunbook.progress"
+    ]
+    defined = [
+        f"{module_name(path)}:{node.lineno} defines {node.name}"
+        for path in sorted(SRC.rglob("*.py"))
+        if module_name(path) != "pgrunbook.progress"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef | ast.FunctionDef) and node.name in names
+    ]
+    assert elsewhere == [] and defined == []
+    assert any(i.target == "pgrunbook.progress" for i in all_imports() if i.module == "pgrunbook.cli.render")
+
+
+# Where a manifest's or the configuration's codec fields may be read. Everywhere else asks the stack
+# (backup/codec.py: file name, writing, reading back, checks, what a key needs, the by-hand command).
+CODEC_FIELDS_READ = {
+    "pgrunbook.backup.codec": "the codec types themselves",
+    "pgrunbook.backup.identity": "the layout's file names, spelt out for start-up (test_codec.py keeps them equal)",
+    "pgrunbook.cli.backup": "`backup list --json` reports the manifest's compression field (SPEC.md)",
+}
+
+
+SUFFIXES = {".zst", ".age", "db.dump.zst", "db.dump.age", "db.dump.zst.age"}
+
+
+def test_only_the_codec_types_decide_on_compression_or_encryption() -> None:
+    """Compression was a string compared in eight places and encryption a flag tested in four (issue
+    #15): no module but the codec types reads ``.compression``, ``.encryption``, ``.recipients`` or
+    ``.identity_file``, nor spells a stack's file name or suffix, or a by-hand command's stage."""
+    attrs = {"compression", "encryption", "recipients", "identity_file"}
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        module = module_name(path)
+        if module in CODEC_FIELDS_READ or module == "pgrunbook.config":  # config declares the settings
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in attrs:
+                bad.append(f"{module}:{node.lineno} reads .{node.attr}")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+                if text in SUFFIXES or text.startswith(("age -d", "zstd -d")):
+                    bad.append(f"{module}:{node.lineno} names {text[:40]!r}")
+    assert bad == []
 
 
 # The pure decisions (ARCHITECTURE.md: "pure decisions, impure execution") and the only pgrunbook

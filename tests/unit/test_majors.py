@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pgrunbook.backup.codec import codec
+from pgrunbook.backup.codec import stack
 from pgrunbook.drift import canonical_view, extension_differences
 from pgrunbook.errors import ToolError
 from pgrunbook.postgres import tools
@@ -149,15 +149,13 @@ def test_install_hint_is_the_one_for_the_system(system: str, release: str, needl
 
 
 def test_by_hand_command_names_its_pg_restore_and_the_major_needed() -> None:
-    cmd = codec("zstd").restore_command("db.dump.zst", encrypted=False, pg_restore="/opt/pg18/bin/pg_restore", needs=17)
+    cmd = stack("zstd").restore_command(pg_restore="/opt/pg18/bin/pg_restore", needs=17)
     assert cmd == (
         'zstd -dc db.dump.zst | /opt/pg18/bin/pg_restore --exit-on-error --dbname "$TARGET_DATABASE_URL"'
         "  # needs pg_restore 17 or newer"
     )
     # pg_dump 18 of a server 16: the by-hand pg_restore (>= 17) must get past its one SET error there
-    tolerant = codec("gzip").restore_command(
-        "db.dump", encrypted=False, needs=17, flags=tools.restore_error_flags(18, 16)
-    )
+    tolerant = stack("gzip").restore_command(needs=17, flags=tools.restore_error_flags(18, 16))
     assert tolerant == 'pg_restore --dbname "$TARGET_DATABASE_URL" db.dump  # needs pg_restore 17 or newer'
 
 

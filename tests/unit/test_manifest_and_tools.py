@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgrunbook.backup.codec import codec
+from pgrunbook.backup.codec import stack
 from pgrunbook.backup.manifest import Manifest, backup_id, validate_label
 from pgrunbook.errors import ConfigError, VerificationFailed
 from pgrunbook.postgres import tools
@@ -34,15 +34,8 @@ def test_ids_and_labels() -> None:
 
 
 def test_restore_commands_use_standard_tools_only() -> None:
-    assert (
-        codec("zstd")
-        .restore_command("db.dump.zst", encrypted=False)
-        .startswith("zstd -dc db.dump.zst | pg_restore --exit-on-error --dbname")
-    )
-    assert (
-        codec("gzip").restore_command("db.dump", encrypted=False)
-        == 'pg_restore --exit-on-error --dbname "$TARGET_DATABASE_URL" db.dump'
-    )
+    assert stack("zstd").restore_command().startswith("zstd -dc db.dump.zst | pg_restore --exit-on-error --dbname")
+    assert stack("gzip").restore_command() == 'pg_restore --exit-on-error --dbname "$TARGET_DATABASE_URL" db.dump'
 
 
 @given(

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from pgrunbook.cli.render import Output, SafeConsole, human_count, step_line
-from pgrunbook.environment import no_progress
 from pgrunbook.errors import printable
+from pgrunbook.progress import no_progress
 
 
 def _terminal(out: Output) -> io.StringIO:

@@ -18,16 +18,16 @@ from typing import IO
 import psycopg
 import zstandard
 
-from pgrunbook.backup.codec import codec
-from pgrunbook.backup.encryption import decrypted, identities
+from pgrunbook.backup.codec import CodecStack, for_reading
 from pgrunbook.backup.manifest import Check, Manifest
-from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError, VerificationFailed
 from pgrunbook.postgres import runner
 from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.postgres.tool_errors import read_failure
 from pgrunbook.postgres.tools import ClientTools, restore_tools, version_of
 from pgrunbook.postgres.url import DatabaseTarget
+from pgrunbook.progress import ProgressFn, counted, no_progress
 
 _TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA ")
 
@@ -63,21 +63,20 @@ def stored_bytes(env: Environment, manifest: Manifest) -> Iterator[bytes]:
     return env.storage.read(env.repository.dump_key(manifest))
 
 
+def codecs(env: Environment, manifest: Manifest) -> CodecStack:
+    """The codecs the backup was written with, able to read it back with this machine's keys."""
+    return for_reading(manifest, env.config.backup, env.config.root)
+
+
 def plaintext(env: Environment, manifest: Manifest, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The stored bytes decrypted (age) when the backup is encrypted: still compressed."""
-    if not manifest.encryption:
-        return chunks
-    return decrypted(chunks, identities(env.config.backup.encryption.identity_file, env.config.root))
-
-
-def decompressed(manifest: Manifest, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The archive's bytes from the stored ones; raises zstandard.ZstdError on damage."""
-    return codec(manifest.compression).read(chunks, manifest.frames)
+    """The stored bytes with every layer over the compression undone (decrypted): still compressed."""
+    return codecs(env, manifest).unwrap(chunks)
 
 
 def archive_bytes(env: Environment, manifest: Manifest, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The pg_dump archive from stored bytes: decrypted (age) if needed, then decompressed."""
-    return decompressed(manifest, plaintext(env, manifest, chunks))
+    """The pg_dump archive from stored bytes, through every codec of its stack; raises
+    zstandard.ZstdError or VerificationFailed on damage."""
+    return codecs(env, manifest).read(chunks, manifest.frames)
 
 
 class HashTap:
@@ -92,10 +91,9 @@ class HashTap:
         self.stage = stage
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.chunks:
+        for chunk in counted(self.chunks, self.progress, self.stage, self.total):
             self.sha.update(chunk)
             self.size += len(chunk)
-            self.progress(self.stage, self.size, self.total)
             yield chunk
 
     def checks(self, manifest: Manifest) -> list[Check]:
@@ -127,14 +125,16 @@ def check_stored(
     """Checksum, size, compression frame and pg_restore --list, in one pass over storage; the table of
     contents is appended to ``listing_out`` when given (the restore's pre-flight reads it)."""
     tap = HashTap(stored_bytes(env, manifest), progress, manifest.size)
-    if manifest.encryption and not env.config.backup.encryption.identity_file:
-        return _check_ciphertext_only(manifest, tap)
+    stack = codecs(env, manifest)
+    unreadable = stack.unreadable()
+    if unreadable:
+        return _check_stored_bytes_only(manifest, tap, unreadable)
     frame_error = ""
     with runner.start(tools.pg_restore, ["--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as lister:
         listing: list[bytes] = []
         reader = _read_all_in_thread(lister.stdout, listing)
         try:
-            runner.feed(lister, archive_bytes(env, manifest, iter(tap)))
+            runner.feed(lister, stack.read(iter(tap), manifest.frames))
         except (zstandard.ZstdError, VerificationFailed) as exc:
             frame_error = str(exc)
             with contextlib.suppress(OSError):
@@ -145,7 +145,7 @@ def check_stored(
         reader.join()
         stderr = lister.lines()
     checks = tap.checks(manifest)
-    checks += codec(manifest.compression).checks(frame_error, ok_detail="zstd frames complete, checksums ok")
+    checks += stack.checks(frame_error, ok_detail="zstd frames complete, checksums ok")
     text = b"".join(listing).decode(errors="replace")
     checks.append(toc_check(manifest, rc, text, stderr))
     if listing_out is not None:
@@ -159,19 +159,12 @@ def _read_all_in_thread(stream: IO[bytes], out: list[bytes]) -> threading.Thread
     return t
 
 
-def _check_ciphertext_only(manifest: Manifest, tap: HashTap) -> list[Check]:
-    """Without the identity only the stored ciphertext can be checked: size and sha256."""
+def _check_stored_bytes_only(manifest: Manifest, tap: HashTap, why: str) -> list[Check]:
+    """When a layer cannot be read back here (``why``: an encrypted backup without the identity) only
+    the stored bytes can be checked: size and sha256."""
     for _ in tap:
         pass
-    return [
-        *tap.checks(manifest),
-        Check(
-            name="archive",
-            ok=True,
-            detail="not read: the backup is age-encrypted and no identity_file is set "
-            "here (drills and restores need it)",
-        ),
-    ]
+    return [*tap.checks(manifest), Check(name="archive", ok=True, detail=f"not read: {why}")]
 
 
 def toc_check(manifest: Manifest, rc: int, listing: str, stderr: list[str]) -> Check:

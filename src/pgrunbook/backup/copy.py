@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.manifest import Manifest
 from pgrunbook.backup.repository import BackupRepository
-from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError, StorageError, VerificationFailed
+from pgrunbook.progress import ProgressFn, no_progress
 
 
 def _digest(chunks: Iterator[bytes]) -> tuple[str, int]:

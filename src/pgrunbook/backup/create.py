@@ -20,13 +20,12 @@ import psycopg
 from psycopg import sql
 
 from pgrunbook import __version__
-from pgrunbook.backup.codec import Codec, codec
-from pgrunbook.backup.encryption import EncryptingSink, recipients
+from pgrunbook.backup.codec import CodecStack, for_writing
 from pgrunbook.backup.identity import restored_from
 from pgrunbook.backup.manifest import Manifest, MigrationHead, TableCount, backup_id, validate_label
 from pgrunbook.backup.privileges import Privileges, read_privileges
 from pgrunbook.backup.storage import AtomicWriter
-from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError, StorageError, ToolError
 from pgrunbook.postgres import runner
 from pgrunbook.postgres.catalog import (
@@ -48,6 +47,7 @@ from pgrunbook.postgres.tools import (
     version_of,
 )
 from pgrunbook.postgres.url import DatabaseTarget, redact
+from pgrunbook.progress import ProgressFn, no_progress, with_estimate
 
 
 class _HashingSink:
@@ -73,10 +73,10 @@ class _Snapshot:
     privileges: Privileges | None = None
 
 
-def dump_args(compression: Codec, snapshot: str | None, lock_wait_ms: int = 0) -> list[str]:
+def dump_args(codecs: CodecStack, snapshot: str | None, lock_wait_ms: int = 0) -> list[str]:
     """pg_dump's arguments before the connection (the runner adds it, without secrets); ``lock_wait_ms``:
     --lock-wait-timeout in milliseconds, 0 for none (pg_dump then waits without limit)."""
-    args = ["--format=custom", *compression.dump_args()]
+    args = ["--format=custom", *codecs.dump_args()]
     if snapshot:
         args.append(f"--snapshot={snapshot}")
     if lock_wait_ms:
@@ -141,16 +141,7 @@ def _with_estimate(env: Environment, progress: ProgressFn) -> ProgressFn:
         last = env.repository.newest()
     except Exception:  # an estimate is never worth failing a backup for
         last = None
-    expected = last.archive_size if last is not None else None
-    if not expected:
-        return progress
-
-    def update(stage: str, done: int, total: int | None, /, *, unit: str = "bytes", note: str = "") -> None:
-        if stage == "dump" and total is None:
-            total, note = max(expected, done), note or "of about the last backup's size"
-        progress(stage, done, total, unit=unit, note=note)
-
-    return update
+    return with_estimate(progress, "dump", last.archive_size if last else None, "of about the last backup's size")
 
 
 def _new_id(env: Environment, started: datetime, label: str) -> str:
@@ -177,9 +168,8 @@ def _run(
     started = datetime.now(UTC)
     t0 = time.monotonic()
     bid = _new_id(env, started, label)
-    encrypt_to = cfg.encryption.recipients
-    compression = codec(cfg.compression)
-    file = compression.file_name(encrypted=bool(encrypt_to))
+    codecs = for_writing(cfg)
+    file = codecs.file_name
 
     settings = _orphan_check(conn)
     lock_wait_ms = round(cfg.lock_wait_timeout_s * 1000)
@@ -194,7 +184,7 @@ def _run(
     try:
         with runner.start(
             tools.pg_dump,
-            dump_args(compression, snapshot_id, lock_wait_ms),
+            dump_args(codecs, snapshot_id, lock_wait_ms),
             target=target,
             stdout=subprocess.PIPE,
             settings=settings,
@@ -204,12 +194,7 @@ def _run(
             snap_thread.start()
             watch = _LockWatch(env, target, conn.info.backend_pid, cfg.lock_wait_timeout_s)
             sink = _HashingSink(writer)
-            encrypting = EncryptingSink(sink, recipients(encrypt_to)) if encrypt_to else None
-            raw, frames = compression.write(
-                dump.stdout, encrypting or sink, cfg, lambda done: progress("dump", done, None)
-            )
-            if encrypting is not None:
-                encrypting.close()
+            raw, frames = codecs.write(dump.stdout, sink, cfg, lambda done: progress("dump", done, None))
             dump.wait()
             snap_thread.join()
             failure = dump.failure()
@@ -248,9 +233,7 @@ def _run(
         system_identifier=sysid,
         server_version=version_text,
         pg_dump_version=tools.version.text,
-        compression=cfg.compression,
-        encryption="age" if encrypt_to else None,
-        recipients=list(encrypt_to),
+        **codecs.manifest_fields(),  # compression, encryption, recipients
         file=file,
         size=sink.size,
         archive_size=raw,
@@ -263,9 +246,7 @@ def _run(
         migration_head=MigrationHead(name=snap.head.name, count=snap.head.count) if snap.head else None,
         tables=[TableCount(schema=s, name=n, rows=c) for (s, n), c in sorted(snap.counts.items())],
         tool_version=__version__,
-        restore_command=compression.restore_command(
-            file,
-            encrypted=bool(encrypt_to),
+        restore_command=codecs.restore_command(
             pg_restore=by_hand_pg_restore(tools),
             needs=needs,
             flags=restore_error_flags(tools.major, version_of(version_text).major),

@@ -33,7 +33,10 @@ MARKER_FORMAT = 1
 #: a backup id: YYYYMMDDTHHMMSSZ-<label>[-N]; nothing else under an environment is ever a backup
 ID_PATTERN = re.compile(r"\d{8}T\d{6}Z-[a-z0-9][a-z0-9._-]{0,47}")
 ENV_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-#: the only file names pgrunbook writes inside a backup's folder (temporary names derive from these)
+#: the only file names pgrunbook writes inside a backup's folder (temporary names derive from these):
+#: the manifest, the in-progress note, and the archive as every stack of codecs names it (spelt out, not
+#: asked of backup/codec.py, so that every command's start-up does not load the codecs; a unit test,
+#: test_codec.py::test_every_stack_is_a_file_name_of_the_repository_layout, keeps them equal)
 BACKUP_FILES = frozenset(
     {"manifest.json", ".in-progress.json", "db.dump", "db.dump.zst", "db.dump.age", "db.dump.zst.age"}
 )

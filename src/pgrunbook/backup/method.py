@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from pgrunbook.backup.codec import codec
+from pgrunbook.backup.codec import named_by
 from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.manifest import Check, Manifest
 from pgrunbook.backup.preflight import RestoreOptions
@@ -17,8 +17,9 @@ from pgrunbook.backup.restore import RestoreReport, Steps, restore_into_new_data
 from pgrunbook.backup.restore_database import UNFINISHED
 from pgrunbook.backup.restore_verify import verify_restored
 from pgrunbook.backup.verify import VerifyResult, verify_backup
-from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.environment import Environment
 from pgrunbook.postgres.url import DatabaseTarget
+from pgrunbook.progress import ProgressFn, no_progress
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,8 @@ class BackupMethod(Protocol):
 
 
 class LogicalDump:
-    """pg_dump's custom-format archive, compressed by a codec (backup/codec.py), optionally age-encrypted;
-    restored by pg_restore."""
+    """pg_dump's custom-format archive through a stack of codecs (backup/codec.py: a compression, then
+    optionally age encryption); restored by pg_restore."""
 
     name = "logical dump"
 
@@ -115,12 +116,10 @@ class LogicalDump:
         return verify_restored(env, env.repository.get(backup_id), target)
 
     def describe(self, manifest: Manifest) -> Description:
-        compression = codec(manifest.compression)
-        stored = f"{manifest.file}, {compression.label}" + (", age-encrypted" if manifest.encryption else "")
-        # the manifest's own command names the pg_restore that reads the archive (codec.restore_command)
-        by_hand = manifest.restore_command or compression.restore_command(
-            manifest.file, encrypted=bool(manifest.encryption)
-        )
+        codecs = named_by(manifest)
+        stored = f"{manifest.file}, {codecs.label}"
+        # the manifest's own command names the pg_restore that reads the archive (CodecStack.restore_command)
+        by_hand = manifest.restore_command or codecs.restore_command(manifest.file)
         return Description(self.name, f"pg_dump {manifest.pg_dump_version}", stored, by_hand)
 
 

@@ -38,11 +38,12 @@ from pgrunbook.backup.restore_database import (
 from pgrunbook.backup.restore_run import choose_method, restore_data
 from pgrunbook.backup.restore_verify import difference_hint, verify_restored
 from pgrunbook.backup.targets import refuse_restore_target
-from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.environment import Environment
 from pgrunbook.errors import DatabaseError, PgRunbookError, VerificationFailed
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.tools import ClientTools
 from pgrunbook.postgres.url import DatabaseTarget, redact
+from pgrunbook.progress import ProgressFn, no_progress
 
 
 class Steps(Protocol):

@@ -20,17 +20,17 @@ import zstandard
 from pgrunbook.backup.archive import (
     HashTap,
     check_stored,
-    plaintext,
+    codecs,
     require_intact,
     stored_bytes,
     toc_check,
 )
-from pgrunbook.backup.codec import codec
 from pgrunbook.backup.manifest import Check, Manifest
-from pgrunbook.environment import Environment, ProgressFn
+from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError, VerificationFailed
 from pgrunbook.postgres import runner
 from pgrunbook.postgres.tools import ClientTools
+from pgrunbook.progress import ProgressFn
 
 
 def check_backup(
@@ -166,7 +166,7 @@ class CheckedArchive:
         first = self._first
         if first is None:
             return None
-        frame = zstandard.ZstdDecompressor().decompressobj() if self.manifest.compression == "zstd" else None
+        frame = codecs(self.env, self.manifest).compression.first_bytes_decoder()
         with runner.start(tools.pg_restore, ["--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as lister:
             out: list[bytes] = []
             reader = threading.Thread(target=lambda: out.append(lister.stdout.read()), daemon=True)
@@ -206,7 +206,7 @@ class CheckedArchive:
             if self.fd is None:
                 os.close(fd)
         checks = [*tap.checks(self.manifest)]
-        return checks + codec(self.manifest.compression).checks(frame_error, ok_detail="zstd frames complete")
+        return checks + codecs(self.env, self.manifest).checks(frame_error, ok_detail="zstd frames complete")
 
     def _unless_stopped(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
@@ -236,11 +236,12 @@ class CheckedArchive:
         try:
             _preallocate(fd, manifest.archive_size)
             ahead = _read_ahead(iter(tap))
-            stored = plaintext(env, manifest, ahead)
+            stack = codecs(env, manifest)
+            stored = stack.unwrap(ahead)  # decrypted: still compressed
             if self._first is not None:
                 stored = self._first.tee(stored)
             try:
-                codec(manifest.compression).read_into(fd, stored, manifest.frames, workers)
+                stack.compression.read_into(fd, stored, manifest.frames, workers)
             except (zstandard.ZstdError, VerificationFailed) as exc:
                 for _ in ahead:  # the size and checksum are still reported exactly
                     pass

@@ -20,11 +20,11 @@ from typing import IO, Protocol
 import psycopg
 
 from pgrunbook.backup.manifest import Manifest
-from pgrunbook.environment import ProgressFn
 from pgrunbook.postgres.catalog import count_tables
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.tool_errors import concerns_failure, error_message, fold_prefixes
 from pgrunbook.postgres.url import DatabaseTarget
+from pgrunbook.progress import ProgressFn
 
 _TOC_DATA = re.compile(r"^(\d+); \d+ \d+ TABLE DATA (.*)$")
 SETTLE = 0.05  # seconds a pg_restore job must stay idle before a count starts beside it

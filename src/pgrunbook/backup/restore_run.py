@@ -15,11 +15,12 @@ from pgrunbook.backup.manifest import Manifest
 from pgrunbook.backup.preflight import Preflight, RestoreOptions
 from pgrunbook.backup.restore_archive import CheckedArchive
 from pgrunbook.backup.restore_counts import EarlyCounts, LoadProgress, data_items, read_verbose
-from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.environment import Environment
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.postgres import runner
 from pgrunbook.postgres.tools import ClientTools
 from pgrunbook.postgres.url import DatabaseTarget, redact
+from pgrunbook.progress import ProgressFn, no_progress
 
 
 def choose_method(env: Environment, manifest: Manifest) -> tuple[str, int, bool]:

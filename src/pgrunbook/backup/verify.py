@@ -25,11 +25,12 @@ from pgrunbook.backup.restore_database import CannotCreate, drop_dead_leftovers
 from pgrunbook.backup.restore_run import RestoreFailed
 from pgrunbook.backup.restore_verify import difference_hint
 from pgrunbook.config import database_target
-from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError, PreflightFailed, StorageError
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.tools import ClientTools
 from pgrunbook.postgres.url import DatabaseTarget
+from pgrunbook.progress import ProgressFn, no_progress
 
 
 @dataclass

@@ -20,8 +20,9 @@ from pgrunbook.postgres.redaction import redact
 
 if TYPE_CHECKING:
     from pgrunbook.config import Config
-    from pgrunbook.environment import Environment, ProgressFn
+    from pgrunbook.environment import Environment
     from pgrunbook.journal import Journal
+    from pgrunbook.progress import ProgressFn
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,11 +14,10 @@ from rich.markup import escape
 from rich.text import Text
 
 from pgrunbook.errors import printable
+from pgrunbook.progress import ProgressFn, Throttle, no_progress
 
 if TYPE_CHECKING:
     from rich.progress import Progress
-
-    from pgrunbook.environment import ProgressFn
 
 _MARKS = {
     "succeeded": ("ok", "green"),
@@ -78,7 +76,7 @@ class Output:
             self.err.print(message, highlight=False)
 
     def notice(self, kind: str, message: str, fields: dict[str, Any]) -> None:
-        """A notice while a step runs (environment.NoticeFn), on stderr at once, above any live bar:
+        """A notice while a step runs (progress.NoticeFn), on stderr at once, above any live bar:
         a ``note:`` line for people (piped too: a cron log shows why a backup sat still), or with
         --json one JSON object per line, ``{"event": kind, "message": …, **fields}`` (stdout stays the
         one JSON document)."""
@@ -103,10 +101,8 @@ class Output:
     def progress(self, description: str) -> Iterator[ProgressFn]:
         """A live bar per stage on a terminal (bytes and rate, or a count of rows; what is under way
         beside it); nothing at all otherwise."""
-        # Loaded here, not at the top: the bars (rich.progress) and the library's progress type are
-        # start-up time that a command which shows no bar (--help, status, --json) should not pay.
-        from pgrunbook.environment import no_progress
-
+        # The bars (rich.progress) load here, not at the top: start-up time that a command which shows
+        # no bar (--help, status, --json) should not pay. (pgrunbook.progress is pure and small.)
         if not self.interactive:
             yield no_progress
             return
@@ -129,8 +125,7 @@ class Output:
             expand=True,  # the note takes what the other columns leave, and is cut, not wrapped
         ) as bar:
             tasks: dict[str, Any] = {}
-            notes: dict[str, str] = {}
-            last = [0.0]
+            throttle = Throttle()
 
             def update(stage: str, done: int, total: int | None, /, *, unit: str = "bytes", note: str = "") -> None:
                 if stage not in tasks:
@@ -139,10 +134,7 @@ class Output:
                         label = stage
                     tasks[stage] = bar.add_task(label, total=total, unit=unit, note=note)
                     bar.refresh()  # drawn at once, not at the next tick: a short step still shows its bar
-                now = time.monotonic()
-                if now - last[0] > 0.1 or (total is not None and done >= total) or notes.get(stage) != note:
-                    last[0] = now
-                    notes[stage] = note
+                if throttle.due(stage, done, total, note):
                     bar.update(tasks[stage], completed=done, total=total, note=note)
 
             self._bars = (bar, tasks)

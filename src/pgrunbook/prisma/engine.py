@@ -31,13 +31,7 @@ from pgrunbook.prisma.logs import apply_migration_logs
 from pgrunbook.prisma.migrations_dir import LocalMigration, read_migrations
 from pgrunbook.prisma.splitter import config_splits, plan_script
 from pgrunbook.prisma.status import LocalScript, MigrationStatus, compute_status, resolve_hint
-
-#: called as (event, migration name, seconds or None): "start", "ok", "failed"
-MigrationProgress = Callable[[str, str, float | None], None]
-
-
-def _quiet(event: str, name: str, seconds: float | None) -> None:
-    """Default: library callers get no output."""
+from pgrunbook.progress import MigrationProgress, no_migration_progress
 
 
 class MigrationFailed(PgRunbookError):
@@ -246,7 +240,7 @@ def migrate_deploy(
     *,
     dry_run: bool = False,
     before_apply: Callable[[str], None] | None = None,
-    progress: MigrationProgress = _quiet,
+    progress: MigrationProgress = no_migration_progress,
 ) -> DeployReport:
     """Apply pending migrations in order, Prisma-compatible; the first failure stops and is recorded.
     ``before_apply(dbname)`` runs once pending migrations are known, before the first is applied: the

@@ -18,7 +18,7 @@ import psycopg
 
 from pgrunbook.backup.method import UNFINISHED, method_for
 from pgrunbook.doctor import run_doctor
-from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.environment import Environment
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
 from pgrunbook.journal import Journal, Run, RunRecord
@@ -35,6 +35,7 @@ from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.point_app import check_app_url, point_app, runbook_url_note
 from pgrunbook.procedures.rollback import decide
 from pgrunbook.procedures.steps import carry_database_settings, maintenance_off, maintenance_on, verified_backup
+from pgrunbook.progress import ProgressFn, no_progress
 from pgrunbook.timespec.window import parse_window
 
 STEPS = ("preflight", "maintenance on", "pre-deploy backup", "migrate", "verify", "maintenance off")

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 from pgrunbook.environment import Environment
 from pgrunbook.errors import ConfigError
-from pgrunbook.prisma.engine import DeployReport, MigrationProgress, migrate_deploy
+from pgrunbook.prisma.engine import DeployReport, migrate_deploy
+from pgrunbook.progress import MigrationProgress
 
 RECENT = timedelta(hours=1)  # how old the newest verified backup of a protected environment may be
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 from pgrunbook.app_url import admin_reason, admin_url_error, app_target, try_app_login
 from pgrunbook.backup.method import RestoreReport, method_for
 from pgrunbook.backup.preflight import RestoreOptions
-from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.environment import Environment
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
 from pgrunbook.journal import Run
 from pgrunbook.postgres.connect import connect
 from pgrunbook.procedures.hooks import env_hook
+from pgrunbook.progress import ProgressFn, no_progress
 
 __all__ = ["check_app_url", "point_app", "restore_into_and_point", "runbook_url_note"]
 

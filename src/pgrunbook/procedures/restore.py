@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pgrunbook.backup.method import RestoreReport
 from pgrunbook.backup.preflight import RestoreOptions
-from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.environment import Environment
 from pgrunbook.errors import BackupNotFound
 from pgrunbook.journal import Journal
 from pgrunbook.procedures.point_app import restore_into_and_point
 from pgrunbook.procedures.restore_in_place import restore_in_place
+from pgrunbook.progress import ProgressFn, no_progress
 
 
 def restore(

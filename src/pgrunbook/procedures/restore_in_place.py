@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from pgrunbook.backup.method import RestoreReport, VerifyResult, method_for
 from pgrunbook.backup.preflight import RestoreOptions
-from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.environment import Environment
 from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, VerificationFailed
 from pgrunbook.journal import Run
 from pgrunbook.postgres.connect import connect
@@ -29,6 +29,7 @@ from pgrunbook.postgres.database_swap import swap as swap_databases
 from pgrunbook.postgres.names import derived_dbname, quote_ident
 from pgrunbook.postgres.url import DatabaseTarget
 from pgrunbook.procedures.steps import maintenance_off, maintenance_on, verified_backup
+from pgrunbook.progress import ProgressFn, no_progress
 
 
 @dataclass

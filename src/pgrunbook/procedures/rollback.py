@@ -13,7 +13,7 @@ from typing import Literal
 from pgrunbook.app_url import app_target
 from pgrunbook.backup.method import method_for
 from pgrunbook.backup.preflight import RestoreOptions
-from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.environment import Environment
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
 from pgrunbook.journal import Journal, Run
@@ -21,6 +21,7 @@ from pgrunbook.postgres.names import derived_dbname
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.point_app import check_app_url, point_app, runbook_url_note
 from pgrunbook.procedures.steps import carry_database_settings
+from pgrunbook.progress import ProgressFn, no_progress
 
 Mode = Literal["app-only", "with-db"]
 

@@ -7,7 +7,7 @@ import psycopg
 
 from pgrunbook.backup.manifest import Manifest
 from pgrunbook.backup.method import BackupMethod, method_for
-from pgrunbook.environment import Environment, ProgressFn, no_progress
+from pgrunbook.environment import Environment
 from pgrunbook.errors import DatabaseError, VerificationFailed
 from pgrunbook.journal import Run
 from pgrunbook.postgres.connect import connect
@@ -15,6 +15,7 @@ from pgrunbook.postgres.database_swap import copy_database_settings
 from pgrunbook.postgres.database_swap import describe as describe_database
 from pgrunbook.postgres.url import redact
 from pgrunbook.procedures.hooks import env_hook
+from pgrunbook.progress import ProgressFn, no_progress
 
 
 def verified_backup(
