@@ -158,7 +158,12 @@ def test_pg_dump_killed_mid_stream_fails_the_backup_cleanly(seeded: Project) -> 
         )
     proc = _start(seeded)
     dumps: list[int] = []
-    wait_for(lambda: dumps.extend(p for p, n in _children(proc.pid).items() if n == "pg_dump") or dumps, 60, "pg_dump")
+
+    def pg_dump_started() -> bool:
+        dumps[:] = [p for p, n in _children(proc.pid).items() if n == "pg_dump"]
+        return bool(dumps)
+
+    wait_for(pg_dump_started, 60, "pg_dump")
     wait_for(lambda: any(p.stat().st_size > 0 for p in _temp_files(seeded)), 60, "stored bytes")
     assert not _zombie(dumps[0]), "pg_dump ended before it could be killed mid-stream"
     os.kill(dumps[0], signal.SIGKILL)

@@ -97,8 +97,7 @@ def test_frames_and_table_mean_the_same_for_any_size_at_frame_boundaries(
 def _read_while_the_sink_stalls(name: str) -> int:
     """Bytes read from the source while the sink's first write is held for 1.5 s (then it is let go
     and the write must complete with everything)."""
-    block = os.urandom(1 << 16)  # incompressible: every MB read becomes about a MB to write
-    data = block * 2048  # 128 MB
+    data = os.urandom(64 << 20) * 2  # 128 MB, incompressible (no repeat within zstd's window)
     src = _Source(data, 1 << 20)
     release = threading.Event()
 
@@ -176,7 +175,7 @@ def test_what_is_not_a_pipe_is_left_alone(tmp_path: object) -> None:
 def test_read_ahead_and_write_behind_hand_everything_over_in_order() -> None:
     data = os.urandom(10_000)
     sink = _Sink()
-    with ReadAhead(_Source(data, 7), 100, 2) as reader, WriteBehind(sink, 3) as out:
+    with ReadAhead(_Source(data, 7), 100, 2) as reader, WriteBehind(sink, 3) as out:  # type: ignore[arg-type]
         for chunk in reader.chunks():
             out.write(memoryview(chunk))
     assert bytes(sink.data) == data

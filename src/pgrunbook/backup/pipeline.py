@@ -114,7 +114,7 @@ class WriteBehind:
         if kind is None and self._error is not None:
             raise self._error
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | memoryview, /) -> int:
         if self._error is not None:
             raise self._error
         self._put(bytes(data))  # a copy only if it was a view: the producer may reuse its buffer
