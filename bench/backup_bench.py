@@ -228,14 +228,6 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--url", help="an existing, already generated database (else a throwaway cluster)")
     ap.add_argument("--no-s3", action="store_true", help="skip the S3 run (moto's server on loopback)")
-    ap.add_argument(
-        "--also",
-        metavar="PGRUNBOOK",
-        action="append",
-        default=[],
-        help="another pgrunbook executable (e.g. main's .venv/bin/pgrunbook) measured in the same runs, "
-        "as a before (repeatable)",
-    )
     add_setup_arguments(ap)
     args = ap.parse_args()
     load_start = load_average()
@@ -272,14 +264,6 @@ def main() -> None:
                 "create",
             ],
         }
-        for other in args.also:
-            methods[f"pgrunbook backup create ({other})"] = [
-                other,
-                "--config",
-                str(work / "pgrunbook.toml"),
-                "backup",
-                "create",
-            ]
         moto = None if args.no_s3 else start_moto(work)
         if moto is not None:
             env.update(moto[1])
@@ -308,8 +292,6 @@ def main() -> None:
                 cpu[name].append(used)
                 if name == "pgrunbook backup create":
                     ours_size = next((work / "store").rglob("db.dump.zst")).stat().st_size
-                if any(name.endswith(f"({other})") for other in args.also):
-                    sizes[name] = next((work / "store").rglob("db.dump.zst")).stat().st_size
                 if name.endswith("(moto, loopback)"):
                     sizes[name] = ours_size
                     server_cpu.append(process_cpu(moto[0].pid) - before)  # type: ignore[index]

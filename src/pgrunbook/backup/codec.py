@@ -28,13 +28,10 @@ import zstandard
 from pgrunbook.backup.encryption import EncryptingSink, decrypted, identities, recipients
 from pgrunbook.backup.frames import decompress_frames, decompress_parallel_to
 from pgrunbook.backup.manifest import Check, Manifest
-from pgrunbook.backup.pipeline import ReadAhead, WriteBehind
 from pgrunbook.config import BackupConfig, EncryptionConfig
 from pgrunbook.errors import PgRunbookError
 
 CHUNK = 1 << 20
-AHEAD = 16  # chunks of pg_dump's output read ahead of the encoder (backup/pipeline.py): 16 MB at most
-BEHIND = 16  # encoded writes (up to a chunk each, most far smaller) waiting for the sink
 Frames = list[tuple[int, int]]  # per frame: (stored bytes, archive bytes)
 BASE_NAME = "db.dump"  # every stored archive's name starts so; each codec of the stack adds its suffix
 
@@ -64,11 +61,10 @@ class Codec:
         """Move pg_dump's output from ``src`` to ``sink`` encoded; (archive bytes, frame table).
         ``progress`` gets the archive bytes read so far."""
         raw = 0
-        with ReadAhead(src, CHUNK, AHEAD) as reader, WriteBehind(sink, BEHIND) as out:
-            for chunk in reader.chunks():
-                out.write(chunk)
-                raw += len(chunk)
-                progress(raw)
+        while chunk := src.read(CHUNK):
+            sink.write(chunk)
+            raw += len(chunk)
+            progress(raw)
         return raw, []
 
     def read(self, chunks: Iterator[bytes], frames: Sequence[tuple[int, int]]) -> Iterator[bytes]:
@@ -122,25 +118,24 @@ class Zstd(Codec):
         self, src: IO[bytes], sink: Sink, cfg: BackupConfig, progress: Callable[[int], None]
     ) -> tuple[int, Frames]:
         table: Frames = []
+        out = _Counted(sink)
         raw, frame_start, in_frame, frame_raw = 0, 0, 0, int(cfg.zstd_frame_mb * (1 << 20))
         threads = cfg.zstd_threads or (os.cpu_count() or 1)
         cctx = zstandard.ZstdCompressor(level=cfg.zstd_level, threads=threads, write_checksum=True)
-        with ReadAhead(src, CHUNK, AHEAD) as reader, WriteBehind(sink, BEHIND) as behind:
-            out = _Counted(behind)
-            with cctx.stream_writer(out, closefd=False, write_size=CHUNK) as zw:  # type: ignore[arg-type]
-                for chunk in reader.chunks():
-                    raw += len(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        if in_frame == frame_raw:  # ended only when more follows: no empty frame at the end
-                            zw.flush(zstandard.FLUSH_FRAME)
-                            table.append((out.size - frame_start, in_frame))
-                            frame_start, in_frame = out.size, 0
-                        take = view[: frame_raw - in_frame]
-                        zw.write(take)
-                        in_frame += len(take)
-                        view = view[len(take) :]
-                    progress(raw)
+        with cctx.stream_writer(out, closefd=False, write_size=CHUNK) as zw:  # type: ignore[arg-type]
+            while chunk := src.read(CHUNK):
+                raw += len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    if in_frame == frame_raw:  # ended only when more follows: no empty frame at the end
+                        zw.flush(zstandard.FLUSH_FRAME)
+                        table.append((out.size - frame_start, in_frame))
+                        frame_start, in_frame = out.size, 0
+                    take = view[: frame_raw - in_frame]
+                    zw.write(take)
+                    in_frame += len(take)
+                    view = view[len(take) :]
+                progress(raw)
         table.append((out.size - frame_start, in_frame))
         return raw, table
 
