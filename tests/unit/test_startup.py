@@ -58,3 +58,19 @@ def test_the_lazy_table_names_every_command_and_its_module() -> None:
         importlib.import_module(f"pgrunbook.cli.{info.name}")
     defined = {name: command.callback.__module__ for name, command in cli.commands.items() if command.callback}
     assert defined == COMMANDS
+
+
+@pytest.mark.parametrize(
+    ("typo", "suggested"), [("bakup", "backup"), ("restor", "restore"), ("stauts", "status"), ("dotcor", "doctor")]
+)
+def test_a_mistyped_command_is_still_given_its_suggestion(typo: str, suggested: str, tmp_path: Path) -> None:
+    """click suggests from the commands loaded so far; in a fresh process with lazy loading that is none
+    (trial8 #6), so a typo must load them all before click looks."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "pgrunbook", typo, "list"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert r.returncode != 0
+    assert r.stderr.splitlines()[0] == f"error: No such command '{typo}'. Did you mean '{suggested}'?"

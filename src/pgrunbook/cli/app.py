@@ -206,6 +206,15 @@ class Group(click.Group):
             importlib.import_module(COMMANDS[cmd_name])  # its decorators register it on this group
         return super().get_command(ctx, cmd_name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in self.commands and name not in COMMANDS:
+            # a typo: click suggests "Did you mean …" from the commands loaded so far, so load them all
+            # (only on this error path; a known command still loads its own module alone)
+            for module in sorted(set(COMMANDS.values())):
+                importlib.import_module(module)
+        return super().resolve_command(ctx, args)
+
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
