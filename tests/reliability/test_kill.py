@@ -241,7 +241,7 @@ def test_postgresql_restarted_mid_restore(seeded: Project, cluster) -> None:
 @pytest.mark.parametrize("temp", ["disk", "memory"])
 def test_sigkill_mid_restore_then_the_same_restore_again(seeded: Project, temp: str) -> None:
     """pgrunbook killed while pg_restore copies data: pg_restore dies with it, the half-restored database
-    is marked unfinished (never used), and the same command run again replaces it, restores exactly and
+    is marked unfinished (not in use), and the same command run again replaces it, restores exactly and
     removes the orphaned decompressed archive (on disk; in memory the kernel freed it with the process)."""
     import glob
     import tempfile
@@ -269,7 +269,7 @@ def test_sigkill_mid_restore_then_the_same_restore_again(seeded: Project, temp: 
 
     again = seeded.cli("restore", bid, "--into", name)
     assert again.returncode == 0, again.stderr
-    assert "left by an interrupted restore and never used" in again.stderr + again.stdout
+    assert "left by an interrupted restore and not in use" in again.stderr + again.stdout
     assert fingerprint(url_with_dbname(seeded.url, name)) == before
     assert not any(os.path.exists(p) for p in orphans)
     with psycopg.connect(seeded.url, autocommit=True) as conn:
@@ -366,3 +366,36 @@ def test_backups_started_together_with_prune_running_beside_them(seeded: Project
     assert not _temp_files(seeded)
     assert not list((seeded.storage / "default").glob("*/.in-progress.json"))
     evidence.fault(f"4 backups started at once x 3 rounds with prune beside them ({refused} refused)")
+
+
+def test_a_leftover_in_use_is_never_dropped_by_the_next_restore(seeded: Project) -> None:
+    """trial8 #1: a killed restore's database (its marker names a dead pid of this host) that somebody
+    then used — a session open on it, rows written by hand — is refused by the next restore into that
+    name, untouched, naming the session; never dropped WITH (FORCE) under a live session. Once nobody is
+    connected, the same restore replaces it as before."""
+    import socket
+
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    marker = (
+        f"pgrunbook: unfinished restore of {bid} by pid {int(dead.stdout)} on {socket.gethostname()} "
+        "since 2026-12-01T00:00:00Z"
+    )
+    name = "leftover_in_use"
+    with psycopg.connect(seeded.url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        admin.execute(f"COMMENT ON DATABASE \"{name}\" IS '{marker}'")
+    with psycopg.connect(url_with_dbname(seeded.url, name), autocommit=True) as user:
+        user.execute("CREATE TABLE notes (id int)")
+        user.execute("INSERT INTO notes SELECT generate_series(1, 500)")
+        refused = seeded.cli("restore", bid, "--into", name)
+        assert refused.returncode != 0
+        first = refused.stderr.splitlines()[0]
+        assert first.startswith("error: ") and "other sessions are connected to it" in first, refused.stderr
+        assert "nothing was changed" in first and "hint: " in refused.stderr
+        assert user.execute("SELECT count(*) FROM notes").fetchone() == (500,)  # still connected, rows kept
+    evidence.data_loss_scenario("a killed restore's leftover in use when the same restore runs again")
+    again = seeded.cli("restore", bid, "--into", name)
+    assert again.returncode == 0, again.stderr
+    assert "left by an interrupted restore and not in use" in again.stderr + again.stdout
+    assert fingerprint(url_with_dbname(seeded.url, name)) == fingerprint(seeded.url)

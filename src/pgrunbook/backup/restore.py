@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from psycopg import sql
-
 from pgrunbook.backup import restore_checks
 from pgrunbook.backup.archive import archive_bytes, stored_bytes, tools_to_restore
 from pgrunbook.backup.manifest import Check, Manifest
@@ -32,6 +30,7 @@ from pgrunbook.backup.restore_database import (
     leftover_hint,
     look_at_target,
     marker,
+    replace_unfinished,
     still_open,
     validate_dbname,
 )
@@ -226,8 +225,8 @@ def restore_into(
             report.skipped = list(plan.preflight.skipped)
             if info is not None:
                 info["detail"] = plan.summary()
-        if state == "unfinished":  # a killed restore's database, never used: replaced, and said so
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        if state == "unfinished":  # a killed restore's database, not in use: replaced, and said so
+            replace_unfinished(admin, dbname)
             report.cleared_unfinished = comment
             state = "missing"
         if state == "missing":

@@ -67,6 +67,32 @@ def drop_dead_leftovers(admin: psycopg.Connection, prefix: str) -> list[str]:
     return dropped
 
 
+def replace_unfinished(admin: psycopg.Connection, name: str) -> None:
+    """Drop the database a killed restore left, so that the same name can be restored again.
+
+    Without FORCE: a session connected to it means somebody may be using it (trial8 #1: rows written by
+    hand into the leftover, or a psql left open on it), so it is refused and left untouched, naming the
+    sessions. PostgreSQL itself waits up to 5 s for other sessions to end (the killed run's own may still
+    be closing). Raises DatabaseError (exit 2) when it cannot drop it."""
+    try:
+        admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.errors.ObjectInUse:
+        rows = admin.execute(
+            "SELECT pid, coalesce(usename, ''), coalesce(application_name, ''), coalesce(client_addr::text, 'local') "
+            "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchall()
+        who = "; ".join(
+            f"pid {pid} ({user}, {app or 'no application name'}, from {addr})" for pid, user, app, addr in rows
+        )
+        raise DatabaseError(
+            f"database {name!r} was left by an interrupted restore, but other sessions are connected to it "
+            f"({who or 'they ended while being listed'}): it may be in use; nothing was changed",
+            hint=f"if it is in use, choose another name for --into; to discard it, end those sessions and run "
+            f"the restore again, or DROP DATABASE {quote_ident(name)} yourself",
+        ) from None
+
+
 @dataclass
 class LookedAt:
     """What a restore learns of its target before changing anything: the admin connection it goes on

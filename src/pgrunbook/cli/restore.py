@@ -79,7 +79,7 @@ def restore(
     )
     if report.cleared_unfinished:
         st.output.info(
-            f"replaced {report.database}, left by an interrupted restore and never used "
+            f"replaced {report.database}, left by an interrupted restore and not in use "
             f"({report.cleared_unfinished.removeprefix('pgrunbook: ')})"
         )
     for check in report.checks:
