@@ -63,7 +63,9 @@ def test_sigkill_mid_dump_leaves_nothing_usable(seeded: Project, moment: str) ->
     backup_id = folders[0].name
     assert json.loads(seeded.cli("backup", "list", "--json").stdout) == []
     verify = seeded.cli("backup", "verify", backup_id)
-    assert verify.returncode == 2 and f"no backup '{backup_id}'" in verify.stderr
+    assert verify.returncode == 2, verify.stderr
+    assert verify.stderr.startswith(f"error: backup {backup_id} in environment 'default' was interrupted (no manifest")
+    assert "hint: pgrunbook backup prune --env default removes it" in verify.stderr
     env = seeded.env()
     assert prune(env, dry_run=True).decisions == []  # not counted by retention
     leftovers = env.repository.leftovers()
