@@ -339,3 +339,35 @@ def test_a_failed_write_ends_every_layer(age_key: tuple[str, Path]) -> None:
 
 def test_every_environment_uses_the_logical_dump_today() -> None:
     assert method_for(None) is LOGICAL_DUMP  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("compression", sorted(CODECS))
+def test_a_wrong_identity_is_this_machines_problem_not_a_damaged_backup(
+    compression: str, age_key: tuple[str, Path], tmp_path: Path
+) -> None:
+    """trial8 #2: with an identity_file whose key is not among the backup's recipients, the stack says
+    it cannot read the backup here (verify then checks the stored bytes only, never "damaged"), and
+    reading it back raises ConfigError naming the recipients, not VerificationFailed. The right key
+    still reads it."""
+    recipient, key = age_key
+    other = tmp_path / "other.key"
+    other.write_text(f"{pyrage.x25519.Identity.generate()}\n")
+    write_cfg = BackupConfig.model_validate(
+        {"compression": compression, "encryption": {"recipients": [recipient], "identity_file": str(key)}}
+    )
+    writing = for_writing(write_cfg)
+    data = b"pg_dump archive bytes " * 500
+    stored, frames = _write(writing, data, 4)
+    manifest = _manifest(writing, frames=frames)
+    wrong_cfg = write_cfg.model_copy(
+        update={"encryption": write_cfg.encryption.model_copy(update={"identity_file": str(other)})}
+    )
+    wrong = for_reading(manifest, wrong_cfg, tmp_path)
+    why = wrong.unreadable()
+    assert why is not None and recipient in why and str(other) in why
+    with pytest.raises(ConfigError) as raised:
+        b"".join(wrong.read(iter([stored]), frames))
+    assert recipient in raised.value.message and "identity_file" in (raised.value.hint or "")
+    right = for_reading(manifest, write_cfg, tmp_path)
+    assert right.unreadable() is None
+    assert b"".join(right.read(iter([stored]), frames)) == data

@@ -29,7 +29,7 @@ from pgrunbook.backup.encryption import EncryptingSink, decrypted, identities, r
 from pgrunbook.backup.frames import decompress_frames, decompress_parallel_to
 from pgrunbook.backup.manifest import Check, Manifest
 from pgrunbook.config import BackupConfig, EncryptionConfig
-from pgrunbook.errors import PgRunbookError
+from pgrunbook.errors import ConfigError, PgRunbookError
 
 CHUNK = 1 << 20
 Frames = list[tuple[int, int]]  # per frame: (stored bytes, archive bytes)
@@ -219,15 +219,39 @@ class Age(Layer):
         return EncryptingSink(sink, recipients(list(self.recipients)))
 
     def reader(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        return decrypted(chunks, identities(self.identity_file, self.root))  # the keys are read now
+        keys = identities(self.identity_file, self.root)  # the keys are read now
+        if why := self._keys_mismatch(keys):  # a wrong key is this machine's problem, not a damaged backup
+            raise ConfigError(
+                f"cannot decrypt: {why}",
+                hint="set [backup.encryption] identity_file to the key of one of those recipients",
+            )
+        return decrypted(chunks, keys)
 
     def read_command(self, file: str | None) -> str:
         return 'age -d -i "$AGE_IDENTITY_FILE"' + (f" {file}" if file else "")
 
     def unreadable(self) -> str | None:
-        if self.identity_file:
+        if not self.identity_file:
+            return "the backup is age-encrypted and no identity_file is set here (drills and restores need it)"
+        try:
+            keys = identities(self.identity_file, self.root)
+        except PgRunbookError:
+            return None  # reading the backup back says why, as before
+        return self._keys_mismatch(keys)
+
+    def _keys_mismatch(self, keys: list[Any]) -> str | None:
+        """Why none of ``keys`` can open this backup (its recipients, from the manifest, are known and
+        none is the public key of a key here), or None. trial8 #2: a wrong identity must never make a
+        sound backup "damaged"."""
+        if not self.recipients:
             return None
-        return "the backup is age-encrypted and no identity_file is set here (drills and restores need it)"
+        publics = {str(key.to_public()) for key in keys}
+        if publics.isdisjoint(self.recipients):
+            return (
+                f"the backup is age-encrypted to {', '.join(self.recipients)} and the identity_file here "
+                f"({self.identity_file}) holds none of their keys (drills and restores need one of them)"
+            )
+        return None
 
     def manifest_fields(self) -> dict[str, Any]:
         return {"encryption": self.name, "recipients": list(self.recipients)}
