@@ -208,3 +208,20 @@ def test_check_warns_of_a_killed_run_until_a_later_run_of_its_kind_finished(seed
     journal.close()
     checks = {c["name"]: c for c in json.loads(seeded.cli("--json", "check").stdout)["checks"]}
     assert "interrupted runs" not in checks
+
+
+def test_a_backup_that_failed_verification_is_not_fresh(seeded: Project) -> None:
+    """trial8 #4: the only backup, damaged and found so by `verify`, must not keep `check`'s freshness
+    ok: it is no restore point."""
+    seeded.write_config('[project]\nowner = "ops@example.com"\n[backup]\nstorage = "backups"\n')
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    before = json.loads(seeded.cli("--json", "check").stdout)["checks"]
+    assert next(c for c in before if c["name"] == "backup freshness")["status"] == "ok"
+    stored = next((seeded.storage / "default" / bid).glob("db.dump*"))
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    assert seeded.cli("backup", "verify", bid).returncode != 0
+    r = seeded.cli("--json", "check")
+    fresh = next(c for c in json.loads(r.stdout)["checks"] if c["name"] == "backup freshness")
+    assert fresh["status"] == "critical", fresh

@@ -110,7 +110,8 @@ def observe(env: Environment) -> Observed:
     except PgRunbookError as exc:  # the hint names the variable connected with (target.variable)
         db_error = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
     return Observed(
-        tuple(m.finished_at for m in manifests),
+        # a backup whose latest verification failed is no restore point: not counted as fresh (trial8 #4)
+        tuple(m.finished_at for m in manifests if not (m.verifications and not m.verifications[-1].ok)),
         drills,
         len(manifests),
         sum(1 for d in decisions if d.action == "remove"),
