@@ -320,6 +320,17 @@ class CodecStack:
         """The archive from the stored bytes into the file ``fd`` (see Codec.read_into)."""
         self.compression.read_into(fd, self.unwrap(chunks), frames, workers)
 
+    def decompress_into(
+        self, fd: int, compressed: Iterator[bytes], frames: Sequence[tuple[int, int]], workers: int
+    ) -> None:
+        """The archive from the already unwrapped (decrypted) stream into ``fd``: for a reader that
+        keeps the compressed bytes too (the restore's early table of contents)."""
+        self.compression.read_into(fd, compressed, frames, workers)
+
+    def first_bytes_decoder(self) -> Any | None:
+        """The compression's decoder of the archive's first bytes (see Codec.first_bytes_decoder)."""
+        return self.compression.first_bytes_decoder()
+
     def checks(self, error: str, *, ok_detail: str) -> list[Check]:
         return self.compression.checks(error, ok_detail=ok_detail)
 

@@ -166,7 +166,7 @@ class CheckedArchive:
         first = self._first
         if first is None:
             return None
-        frame = codecs(self.env, self.manifest).compression.first_bytes_decoder()
+        frame = codecs(self.env, self.manifest).first_bytes_decoder()
         with runner.start(tools.pg_restore, ["--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as lister:
             out: list[bytes] = []
             reader = threading.Thread(target=lambda: out.append(lister.stdout.read()), daemon=True)
@@ -241,7 +241,7 @@ class CheckedArchive:
             if self._first is not None:
                 stored = self._first.tee(stored)
             try:
-                stack.compression.read_into(fd, stored, manifest.frames, workers)
+                stack.decompress_into(fd, stored, manifest.frames, workers)
             except (zstandard.ZstdError, VerificationFailed) as exc:
                 for _ in ahead:  # the size and checksum are still reported exactly
                     pass
