@@ -23,12 +23,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _default_stop_signals() -> None:
+    """The probe suite starts with SIGTERM and SIGHUP at their default action: under `nohup` SIGHUP is
+    ignored and inherited, and a suite that ignores it has nothing to stop (its conftest keeps an
+    inherited SIG_IGN on purpose)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_stopped_suite_stops_its_cluster(tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "probe.txt"
     env = {**os.environ, "PGRUNBOOK_PROBE_OUT": str(out)}
     probe = "tests/integration/sigterm_probe.py"
-    p = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", probe], cwd=ROOT, env=env)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", probe],
+        cwd=ROOT,
+        env=env,
+        preexec_fn=_default_stop_signals,  # as a terminal or CI starts it, even when this suite runs under nohup
+    )
     try:
         deadline = time.monotonic() + 120
         while not out.exists() or len(out.read_text().splitlines()) < 2:
