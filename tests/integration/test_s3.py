@@ -275,8 +275,13 @@ def test_wrong_identity_fails_clearly(seeded: Project) -> None:
         (seeded.root / "pgrunbook.toml").read_text() + f'identity_file = "{other}"\n'
     )
     r = seeded.cli("restore", bid, "--into", f"wrong_key_{secrets.token_hex(3)}")
-    assert_clean_error(r, 2, "failed its integrity check")
-    assert "decryption" in r.stderr
+    # the key here is the machine's problem, not a damaged backup (trial8 #2): named, with the recipients
+    assert_clean_error(r, 3, "cannot decrypt", recipient, "holds none of their keys")  # a config error
+    assert "integrity" not in r.stderr and "damaged" not in r.stderr
+    v = seeded.cli("--json", "backup", "verify", bid)
+    assert v.returncode == 0, v.stdout + v.stderr  # its stored bytes are checked and sound: never FAILED
+    checks = {c["name"]: c for c in json.loads(v.stdout)["checks"]}
+    assert checks["checksum"]["ok"] and "holds none of their keys" in checks["archive"]["detail"]
 
 
 # --- second copies -----------------------------------------------------------------------------------
