@@ -22,21 +22,9 @@ main()
 
 # Loaded by no command that does not connect, read config or draw bars: the validation models,
 # the PostgreSQL driver (and the asyncio it imports), the storage clients, notification and templates.
-LIBRARIES = (
-    "pydantic",
-    "psycopg",
-    "asyncio",
-    "croniter",
-    "boto3",
-    "botocore",
-    "httpx",
-    "jinja2",
-    "apprise",
-    "sqlite3",
-    "prometheus_client",
-    "rich.progress",
-    "rich.table",
-)
+# storage, notification, page and metrics clients: no start-up path before the command needs them loads one
+SERVICE_CLIENTS = ("boto3", "botocore", "httpx", "jinja2", "apprise", "sqlite3", "prometheus_client")
+LIBRARIES = ("pydantic", "psycopg", "asyncio", "croniter", *SERVICE_CLIENTS, "rich.progress", "rich.table")
 
 
 def modules_after(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[set[str], int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Project
-from tests.startup_probe import loaded, modules_after
+from tests.startup_probe import SERVICE_CLIENTS, loaded, modules_after
 
 pytestmark = pytest.mark.integration
 
@@ -23,13 +23,7 @@ NOT_FOR_STATUS = (
     "pgrunbook.monitor",
     "rich.progress",
     "rich.table",
-    "boto3",
-    "botocore",
-    "httpx",
-    "jinja2",
-    "apprise",
-    "sqlite3",
-    "prometheus_client",
+    *SERVICE_CLIENTS,
 )
 # Local storage and no backups yet: no S3 client, procedures, monitoring, bars or journal.
 NOT_FOR_BACKUP_LIST = (
@@ -38,13 +32,7 @@ NOT_FOR_BACKUP_LIST = (
     "pgrunbook.monitor",
     "pgrunbook.prisma.engine",
     "rich.progress",
-    "boto3",
-    "botocore",
-    "httpx",
-    "jinja2",
-    "apprise",
-    "sqlite3",
-    "prometheus_client",
+    *SERVICE_CLIENTS,
 )
 MUST_NOT_LOAD = {
     ("status",): NOT_FOR_STATUS,
