@@ -110,3 +110,16 @@ class Stopped(KeyboardInterrupt):
         super().__init__(f"stopped by {name}")
         self.signum = signum
         self.exit_code = 128 + signum  # the shell's convention: 143 for SIGTERM, 129 for SIGHUP
+        #: what the stop left behind, told by the innermost code that knows (``note``); None: nothing
+        #: half-done is listed or kept (every cleanup ran)
+        self.state: str | None = None
+        self.hint: str | None = None
+
+    def note(self, state: str | None = None, hint: str | None = None) -> None:
+        """Say what the stop left (restored and verified and kept? partial dropped?) and what to do;
+        the first of each wins, as the code nearest the interrupted work knows best (a caller further
+        out may add the hint: it knows which command to run again)."""
+        if self.state is None:
+            self.state = state
+        if self.hint is None:
+            self.hint = hint

@@ -184,3 +184,135 @@ def test_a_serve_job_over_its_timeout_is_stopped_with_sigterm_and_cleans_up(
     assert not result.ok and result.detail.startswith("timed out after 4 s"), result
     assert time.monotonic() - t0 < 40
     assert set(_drill_databases(cluster)) <= before, "the timed-out drill left its scratch database"
+
+
+def _comment(cluster: LocalCluster, dbname: str) -> str | None:
+    """The database's comment (pgrunbook's marker), or None when the database does not exist."""
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s",
+            (dbname,),
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _one_error(err: str) -> str:
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def test_a_restore_stopped_in_its_verification_drops_the_copy_and_says_so(
+    seeded: Project, cluster: LocalCluster
+) -> None:
+    """trial8 #5: pg_restore has ended; the verification's read query runs on the new database when
+    SIGTERM arrives. The copy is dropped, and the one error line says so, with the command to run again."""
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    seeded.write_config('[backup]\nstorage = "backups"\n[environments.default]\nread_query = "SELECT pg_sleep(120)"\n')
+    proc = _start(seeded, "restore", bid, "--into", "stopped_verifying")
+    wait_for(
+        lambda: _activity(cluster, "datname = 'stopped_verifying' AND query LIKE '%pg_sleep(120)%'"),
+        60,
+        "the verification's read query on the restored database",
+    )
+    code, err = _stop(proc, signal.SIGTERM)
+    assert code == 143, err
+    line = _one_error(err)
+    assert line.startswith("error: stopped by SIGTERM; nothing half-done is listed or kept"), err
+    assert "stopped_verifying was dropped again" in line and "the backup is not at fault" in line, err
+    assert f"hint: run the same restore again: pgrunbook restore {bid} --into stopped_verifying" in err, err
+    assert _comment(cluster, "stopped_verifying") is None  # dropped, as said
+    seeded.write_config('[backup]\nstorage = "backups"\n')
+    again = seeded.cli("restore", bid, "--into", "stopped_verifying")
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("moment", ["point_app running", "health check after point_app"])
+def test_a_restore_stopped_while_pointing_the_app_keeps_the_verified_copy_and_says_so(
+    seeded: Project, cluster: LocalCluster, tmp_path: Path, moment: str
+) -> None:
+    """trial8 #5: the restore is done and verified; SIGTERM arrives while the point_app hook runs, or in
+    the health check after it. The verified database is kept (not "nothing half-done is kept"), and the
+    error line says where the app may point."""
+    import http.server
+    import threading
+
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    mark, asked = tmp_path / "hook-ran", threading.Event()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.set()
+            time.sleep(30)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"touch {mark}; sleep 120" if moment == "point_app running" else f"touch {mark}"
+    seeded.write_config(
+        '[backup]\nstorage = "backups"\n[environments.default]\napp_url_env = "DATABASE_URL"\n'
+        f'health_url = "http://127.0.0.1:{server.server_address[1]}/health"\n'
+        f'[environments.default.hooks]\npoint_app = "{hook}"\n'
+    )
+    try:
+        proc = _start(seeded, "restore", bid, "--into", "stopped_pointing", "--point-app")
+        wait_for(lambda: (asked.is_set() if moment.startswith("health") else mark.exists()) or proc.poll(), 60, moment)
+        code, err = _stop(proc, signal.SIGTERM)
+    finally:
+        server.shutdown()
+    assert code == 143, err
+    line = _one_error(err)
+    assert line.startswith("error: stopped by SIGTERM; stopped_pointing was restored, verified and kept"), err
+    assert "nothing half-done" not in line, err
+    if moment == "point_app running":
+        assert "point_app was stopped while it ran" in line and "still at " in line, err
+    else:
+        assert "point_app had pointed the app at it" in line, err
+    assert "hint: " in err
+    assert (_comment(cluster, "stopped_pointing") or "").startswith(f"pgrunbook: restored from backup {bid}, verified")
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute('DROP DATABASE "stopped_pointing" WITH (FORCE)')
+
+
+def test_a_stop_after_the_restore_finished_says_it_is_done(seeded: Project, cluster: LocalCluster) -> None:
+    """trial8 #5: SIGTERM while the finished restore writes its journal row (the row is held by a
+    SQLite lock; the verified mark is already on the database): the restore is not undone, the journal
+    says succeeded, and the error line says the copy is verified and kept instead of "nothing kept"."""
+    import sqlite3
+
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    seeded.write_config('[backup]\nstorage = "backups"\n[environments.default]\nread_query = "SELECT pg_sleep(2)"\n')
+    proc = _start(seeded, "restore", bid, "--into", "stopped_after")
+    # hold the verified mark (a lock on the database object) until the journal is held too
+    holder = psycopg.connect(cluster.url())
+    wait_for(lambda: _activity(cluster, "datname = 'stopped_after' AND query LIKE '%pg_sleep(2)%'"), 60, "verify")
+    journal = sqlite3.connect(seeded.root / ".pgrunbook" / "journal.db", isolation_level=None)
+    try:
+        holder.execute("COMMENT ON DATABASE stopped_after IS 'held by the test'")
+        waiting = "wait_event_type = 'Lock' AND query LIKE 'COMMENT ON DATABASE%'"
+        wait_for(lambda: _activity(cluster, waiting), 30, "the verified mark waiting")
+        journal.execute("BEGIN EXCLUSIVE")
+        holder.commit()  # the verified mark goes in; then the run's last journal write waits on the lock
+        wait_for(lambda: (_comment(cluster, "stopped_after") or "").startswith("pgrunbook: restored from"), 30, "mark")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+    finally:
+        if journal.in_transaction:
+            journal.execute("ROLLBACK")
+        journal.close()
+        holder.close()
+    code, err = _stop(proc, signal.SIGTERM)
+    assert code == 143, err
+    line = _one_error(err)
+    assert line.startswith("error: stopped by SIGTERM; it came after the restore had finished"), err
+    assert f"stopped_after holds backup {bid}, verified, and is kept" in line, err
+    assert "hint: nothing to redo" in err, err
+    assert (_comment(cluster, "stopped_after") or "").startswith(f"pgrunbook: restored from backup {bid}, verified")
+    run = json.loads(seeded.cli("--json", "runs", "--limit", "1").stdout)[0]
+    assert run["kind"] == "restore" and run["outcome"] == "succeeded", run
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute('DROP DATABASE "stopped_after" WITH (FORCE)')

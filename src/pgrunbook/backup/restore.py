@@ -38,7 +38,7 @@ from pgrunbook.backup.restore_run import choose_method, restore_data
 from pgrunbook.backup.restore_verify import difference_hint, verify_restored
 from pgrunbook.backup.targets import refuse_restore_target
 from pgrunbook.environment import Environment
-from pgrunbook.errors import DatabaseError, PgRunbookError, VerificationFailed
+from pgrunbook.errors import DatabaseError, PgRunbookError, Stopped, VerificationFailed
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.tools import ClientTools
 from pgrunbook.postgres.url import DatabaseTarget, redact
@@ -232,8 +232,8 @@ def restore_into(
         if state == "missing":
             with _maybe_step(run, "create database"):
                 create_database(admin, server, dbname)
+                created = True  # from here on a failure or a stop drops it (even mid journal write)
                 comment_on_database(admin, dbname, marker(manifest.id))
-            created = True
         if created and give_owner:
             restore_checks.give_database(admin, dbname, plan)
         else:
@@ -268,14 +268,28 @@ def restore_into(
             if created:
                 why = drop_partial(admin, server, dbname)
                 if why is not None:
-                    if not isinstance(exc, PgRunbookError):
+                    if isinstance(exc, Stopped):
+                        exc.note(f"the restore into {dbname} broke off", leftover_hint(dbname, why))
+                    elif not isinstance(exc, PgRunbookError):
                         raise DatabaseError(
                             f"restore into {dbname!r} broke off: {redact(str(exc), server.secrets())}".splitlines()[0],
                             hint=leftover_hint(dbname, why),
                         ) from None
                     exc.hint = leftover_hint(dbname, why)
+                elif isinstance(exc, Stopped):
+                    exc.note(
+                        f"nothing half-done is listed or kept: the restore into {dbname} broke off and "
+                        f"{dbname} was dropped again; the backup is not at fault"
+                    )
                 elif isinstance(exc, PgRunbookError):
                     exc.message += f"; {dbname} was dropped again, nothing was kept"
+            elif isinstance(exc, Stopped):
+                exc.note(
+                    f"the restore into {dbname} broke off: {dbname} (it existed, empty, before) holds a partial "
+                    "restore and was not put into use; the backup is not at fault",
+                    f"drop {dbname} and create it empty again (or choose another name), then run the same "
+                    "command again",
+                )
             elif isinstance(exc, PgRunbookError):
                 exc.message += f"; {dbname} holds a partial restore and was not put into use"
             raise

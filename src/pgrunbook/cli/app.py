@@ -100,7 +100,11 @@ def handle_errors(fn: F) -> F:
                 click.echo(f"hint: {printable(redact(exc.hint, secrets))}", err=True)
             sys.exit(exc.exit_code)
         except Stopped as exc:
-            click.echo(f"error: {exc}; nothing half-done is listed or kept", err=True)
+            secrets = known_secrets()
+            left = exc.state or "nothing half-done is listed or kept"
+            click.echo(f"error: {exc}; {printable(redact(left, secrets))}", err=True)
+            if exc.hint:
+                click.echo(f"hint: {printable(redact(exc.hint, secrets))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted; nothing half-done is listed or kept", err=True)

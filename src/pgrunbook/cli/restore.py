@@ -3,10 +3,13 @@ each parses its options, calls one library function and renders."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 from rich.markup import escape
 
 from pgrunbook.cli.app import (
+    State,
     cli,
     env_option,
     handle_errors,
@@ -17,7 +20,10 @@ from pgrunbook.cli.app import (
     restore_options,
     state,
 )
-from pgrunbook.errors import EXIT_USAGE, PgRunbookError
+from pgrunbook.errors import EXIT_USAGE, PgRunbookError, Stopped
+
+if TYPE_CHECKING:
+    from pgrunbook.backup.method import RestoreReport
 
 
 @cli.command()
@@ -70,6 +76,16 @@ def restore(
         if rec and rec.recovery and not st.json_mode:
             click.echo(f"recovery: {rec.recovery}", err=True)
         raise
+    try:
+        _show(st, report, run_id)
+    except Stopped as exc:  # the restore is done and recorded: the error line says so
+        from pgrunbook.procedures.restore import finished_note
+
+        exc.note(*finished_note(report))
+        raise
+
+
+def _show(st: State, report: RestoreReport, run_id: str) -> None:
     if st.json_mode:
         st.output.emit_json({**report.to_dict(), "run_id": run_id})
         return

@@ -11,7 +11,7 @@ from pgrunbook.app_url import admin_reason, admin_url_error, app_target, try_app
 from pgrunbook.backup.method import RestoreReport, method_for
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment
-from pgrunbook.errors import ConfigError, PgRunbookError
+from pgrunbook.errors import ConfigError, PgRunbookError, Stopped
 from pgrunbook.health import check_health
 from pgrunbook.journal import Run
 from pgrunbook.postgres.connect import connect
@@ -65,6 +65,25 @@ def point_app(env: Environment, report: RestoreReport, run_id: str) -> str:
     return new.display
 
 
+def _stopped_pointing(env: Environment, dbname: str, pointed: bool) -> tuple[str, str]:
+    """What a stop while pointing the app leaves: the restored database is verified and kept either way;
+    the app points at it (the hook had finished) or at either database (the hook was stopped mid-run)."""
+    previous = app_target(env).dbname
+    if pointed:
+        return (
+            f"{dbname} was restored, verified and kept, and point_app had pointed the app at it; the health "
+            "check after it did not finish",
+            f"see that the app works on {dbname} (its health URL); the previous database {previous} is "
+            "untouched, point_app can point the app back at it",
+        )
+    return (
+        f"{dbname} was restored, verified and kept; point_app was stopped while it ran, so the app may point "
+        f"at {dbname} or still at {previous} (untouched)",
+        f"check where the app points; to finish, run your point_app hook again with PGRUNBOOK_DATABASE_URL "
+        f"naming {dbname}, or drop {dbname} and run the same restore again",
+    )
+
+
 def runbook_url_note(env: Environment, database: str, replaced: str) -> str:
     """After the app was pointed at ``database``: pgrunbook's own variables still name ``replaced``, so its
     scheduled backups, check, serve and the next deploy would keep working on the abandoned database.
@@ -103,13 +122,20 @@ def restore_into_and_point(
         check_app_url(env)
     report = method_for(env).restore_into(env, backup_id, dbname, progress=progress, run=run, options=options)
     if point:
-        with run.step("point app") as info:
-            info["detail"] = f"app pointed at {point_app(env, report, run.id)}"
-        with run.step("health") as info:
-            result = check_health(env, target=app_target(env, dbname))  # as the app connects
-            info["detail"] = result.summary
-            if not result.ok:
-                raise PgRunbookError(f"health check failed after pointing the app: {result.summary}")
+        pointed = False
+        try:
+            with run.step("point app") as info:
+                shown = point_app(env, report, run.id)
+                pointed = True
+                info["detail"] = f"app pointed at {shown}"
+            with run.step("health") as info:
+                result = check_health(env, target=app_target(env, dbname))  # as the app connects
+                info["detail"] = result.summary
+                if not result.ok:
+                    raise PgRunbookError(f"health check failed after pointing the app: {result.summary}")
+        except Stopped as exc:
+            exc.note(*_stopped_pointing(env, dbname, pointed))
+            raise
         live = env.target(direct=False).dbname
         if live != dbname:
             report.next_step = runbook_url_note(env, dbname, live)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pgrunbook.backup.method import RestoreReport
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment
-from pgrunbook.errors import BackupNotFound
+from pgrunbook.errors import BackupNotFound, Stopped
 from pgrunbook.journal import Journal
 from pgrunbook.procedures.point_app import restore_into_and_point
 from pgrunbook.procedures.restore_in_place import restore_in_place
@@ -47,11 +47,28 @@ def restore(
             report = restore_into_and_point(
                 env, backup_id, into, run=run, progress=progress, point=point, options=options
             )
-        run.finish("succeeded", report.next_step or "")
     except BaseException as exc:
         run.finish("failed", str(getattr(exc, "message", exc)))
+        if isinstance(exc, Stopped) and into is not None:
+            exc.note(hint=f"run the same restore again: pgrunbook restore {backup_id} --into {into} --env {env.name}")
+        raise
+    try:
+        run.finish("succeeded", report.next_step or "")
+    except Stopped as exc:  # the journal write after the work: the run did succeed, and is recorded so
+        run.finish("succeeded", report.next_step or "")
+        exc.note(*finished_note(report))
         raise
     return report, run.id
+
+
+def finished_note(report: RestoreReport) -> tuple[str, str]:
+    """A stop that arrives once the restore has finished (its journal write, its output): nothing was
+    undone, and the error line says so rather than "nothing half-done is kept"."""
+    return (
+        f"it came after the restore had finished: {report.database} holds backup {report.backup_id}, "
+        "verified, and is kept",
+        "nothing to redo; pgrunbook runs shows the run" + (f"; next: {report.next_step}" if report.next_step else ""),
+    )
 
 
 def resolve_backup(env: Environment, backup_id: str, *, in_place: bool) -> str:
