@@ -222,6 +222,14 @@ class Group(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
+        except click.exceptions.NoArgsIsHelpError as exc:  # a group named without its command
+            group = exc.ctx.command if exc.ctx else self
+            names = ", ".join(group.list_commands(exc.ctx)) if isinstance(group, click.Group) and exc.ctx else ""
+            path = exc.ctx.command_path if exc.ctx else "pgrunbook"
+            click.echo(f"error: {path} needs a command" + (f": one of {names}" if names else ""), err=True)
+            click.echo(exc.format_message(), err=True)  # the group's usage and commands
+            click.echo(f"hint: {path} COMMAND --help shows a command's options", err=True)
+            sys.exit(EXIT_USAGE)
         except click.UsageError as exc:
             click.echo(f"error: {exc.format_message()}", err=True)
             if exc.ctx:
