@@ -262,3 +262,25 @@ def test_a_migrate_role_with_the_prisma_engine_is_refused_before_anything(projec
     r = project.cli("migrate", "deploy", timeout=30)
     assert_clean_error(r, 3, "pgrunbook.toml", '[migrate] role = "app_owner" with engine = "prisma"')
     assert "hint: remove role from [migrate]" in r.stderr, r.stderr
+
+
+def test_a_missing_age_identity_file_is_named_with_its_config_key(seeded: Project) -> None:
+    """The config names an identity file that does not exist: drill and restore refuse in one line naming
+    the path and the config key, with a hint that says which key is needed (a new one reads no old backup)."""
+    import pyrage
+
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    seeded.write_config(
+        f'[backup]\nstorage = "backups"\n[backup.encryption]\nrecipients = ["{recipient}"]\n'
+        'identity_file = "keys/age.key"\n'
+    )
+    assert seeded.cli("backup", "create").returncode == 0
+    missing = seeded.root / "keys" / "age.key"
+    for argv in (("restore", "latest", "--into", "no_key_here"), ("backup", "verify", "latest", "--drill")):
+        r = seeded.cli(*argv)
+        assert_clean_error(r, 3, f"the age identity file {missing} does not exist")
+        first = r.stderr.splitlines()[0]
+        assert "[backup.encryption] identity_file = 'keys/age.key'" in first, r.stderr
+        hint = next(line for line in r.stderr.splitlines() if line.startswith("hint: "))
+        assert "[backup.encryption] identity_file" in hint and "one of the backup's recipients" in hint
+        assert "age-keygen" in hint

@@ -42,10 +42,21 @@ def identities(identity_file: str | None, root: Path) -> list[Any]:
         )
     path = Path(os.path.expanduser(identity_file))
     path = path if path.is_absolute() else root / path
+    key = "[backup.encryption] identity_file"
     try:
         lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"the age identity file {path} does not exist ({key} = {identity_file!r})",
+            hint=f"point {key} (or PGRUNBOOK_BACKUP__ENCRYPTION__IDENTITY_FILE) at the age key file holding "
+            "the secret key of one of the backup's recipients; a key made now (age-keygen -o FILE) reads "
+            "only backups encrypted to its public key",
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read the age identity file {path}: {exc.strerror}") from None
+        raise ConfigError(
+            f"cannot read the age identity file {path} ({key}): {exc.strerror}",
+            hint=f"make it readable by this user, or point {key} at a readable copy of the key",
+        ) from None
     keys = [ln.strip() for ln in lines if ln.strip().startswith("AGE-SECRET-KEY-")]
     try:
         found = [pyrage.x25519.Identity.from_str(k) for k in keys]
