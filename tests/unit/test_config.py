@@ -66,6 +66,14 @@ def test_unknown_key_and_bad_value_are_named(tmp_path: Path) -> None:
     assert "backup.compression" in exc.value.message and "'zstd' or 'gzip'" in exc.value.message
 
 
+def test_an_empty_quiet_window_is_refused_at_load(tmp_path: Path) -> None:
+    (tmp_path / "pgrunbook.toml").write_text('[environments.production]\nquiet_window = "Mon-Fri 02:00-02:00"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(cwd=tmp_path, environ={})
+    assert "environments.production.quiet_window" in exc.value.message and "is empty" in exc.value.message
+    assert "00:00-24:00" in exc.value.message and exc.value.exit_code == 3
+
+
 def test_unknown_override_variable_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"backup\.colour \(from PGRUNBOOK_BACKUP__COLOUR\): unknown key"):
         load_config(cwd=tmp_path, environ={"PGRUNBOOK_BACKUP__COLOUR": "red"})

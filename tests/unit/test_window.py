@@ -29,11 +29,27 @@ def test_over_midnight_and_lists() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["whenever", "Mon-Fri 2-5", "Xyz 02:00-05:00", "Mon 25:00-26:00", "Mon 02:00-05:00 Mars/Base"]
+    "bad",
+    [
+        "whenever",
+        "Mon-Fri 2-5",
+        "Xyz 02:00-05:00",
+        "Mon 25:00-26:00",
+        "Mon 02:00-05:00 Mars/Base",
+        "Mon 22:00-24:30",  # 24:30 was read as the end of the day
+    ],
 )
 def test_bad_windows_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_window(bad)
+
+
+@pytest.mark.parametrize("empty", ["Mon-Fri 02:00-02:00 Europe/Berlin", "Sun 00:00-00:00", "Mon 23:59-23:59 UTC"])
+def test_a_window_of_no_minutes_is_refused_with_what_to_write(empty: str) -> None:
+    """Start == end: contains() is never true, so every deploy was refused as "outside the window" with
+    an opening that never admits it. Refused where the config is read, saying what to write instead."""
+    with pytest.raises(ValueError, match=r"is empty: it starts and ends at \d\d:\d\d; for whole days write 00:00-24"):
+        parse_window(empty)
 
 
 @given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)))

@@ -53,8 +53,13 @@ def parse_window(text: str) -> QuietWindow:
         a, b = DAYS.index(bounds[0][:3]), DAYS.index(bounds[-1][:3])
         days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
     h1, m1, h2, m2 = (int(m.group(i)) for i in range(2, 6))
-    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59:
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2 != 0):
         raise ValueError(f"quiet_window {text!r}: invalid time")
+    if (h1, m1) == (h2, m2):  # contains() would never be true: every deploy refused as "outside"
+        raise ValueError(
+            f"quiet_window {text!r} is empty: it starts and ends at {h1:02d}:{m1:02d}; for whole days write "
+            "00:00-24:00, or leave quiet_window out to allow deploys at any time"
+        )
     try:
         zone = ZoneInfo(m.group(6) or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
