@@ -137,3 +137,30 @@ def test_prune_never_removes_newest_verified_or_pre_deploy(seeded: Project) -> N
     assert rows[pre]["action"] == "keep" and "newest pre-deploy backup (never removed)" in rows[pre]["reasons"]
     assert rows[verified]["action"] == "keep"
     assert rows[other]["action"] == "remove"
+
+
+def test_damaged_ciphertext_is_reported_as_encryption_not_compression(
+    seeded: Project, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """An age-encrypted backup whose stored bytes are damaged: the read-back's failure is the
+    ``encryption`` check (age's authentication failed before any compressed byte was read), never
+    "compression"."""
+    import pyrage
+
+    ident = pyrage.x25519.Identity.generate()
+    key = tmp_path_factory.mktemp("age") / "age.key"
+    key.write_text(f"{ident}\n")
+    seeded.write_config(
+        '[backup]\nstorage = "backups"\n[backup.encryption]\n'
+        f'recipients = ["{ident.to_public()}"]\nidentity_file = "{key}"\n'
+    )
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    (stored,) = (seeded.storage / "default" / bid).glob("db.dump*.age")
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte inside an age chunk: its authentication fails
+    stored.write_bytes(bytes(data))
+    r = seeded.cli("--json", "backup", "verify", bid)
+    assert r.returncode == 2, r.stderr
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert not checks["encryption"]["ok"] and "age decryption failed" in checks["encryption"]["detail"]
+    assert "compression" not in checks, checks

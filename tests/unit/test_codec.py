@@ -313,6 +313,20 @@ def test_damaged_ciphertext_is_a_verification_failure(age_key: tuple[str, Path])
         b"".join(reading.read(iter([stored[: len(stored) // 2]]), frames))
 
 
+def test_a_decryption_failure_is_the_encryption_check_not_compression(age_key: tuple[str, Path]) -> None:
+    """Damaged ciphertext: the read-back's checks name it ``encryption`` (the compression under it was
+    never reached); a clean read of an encrypted backup says both passed; a plain one has no such check."""
+    writing, reading = _stacks(*age_key)["zstd+age"]
+    stored, frames = _write(writing, os.urandom(3000), 4)
+    with pytest.raises(VerificationFailed) as raised:
+        b"".join(reading.read(iter([stored[: len(stored) // 2]]), frames))
+    checks = reading.checks(str(raised.value), ok_detail="x", failure=raised.value)
+    assert [(c.name, c.ok) for c in checks] == [("encryption", False)]
+    assert "age decryption failed" in checks[0].detail
+    assert [(c.name, c.ok) for c in reading.checks("", ok_detail="x")] == [("compression", True), ("encryption", True)]
+    assert [c.name for c in stack("zstd").checks("", ok_detail="x")] == ["compression"]
+
+
 def test_a_failed_write_ends_every_layer(age_key: tuple[str, Path]) -> None:
     """pg_dump's output breaking off mid-stream: the error reaches the caller (who aborts the stored
     file), and no encryption thread is left behind waiting for more."""

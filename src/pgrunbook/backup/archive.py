@@ -129,14 +129,14 @@ def check_stored(
     unreadable = stack.unreadable()
     if unreadable:
         return _check_stored_bytes_only(manifest, tap, unreadable)
-    frame_error = ""
+    frame_error, failure = "", None
     with runner.start(tools.pg_restore, ["--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as lister:
         listing: list[bytes] = []
         reader = _read_all_in_thread(lister.stdout, listing)
         try:
             runner.feed(lister, stack.read(iter(tap), manifest.frames))
         except (zstandard.ZstdError, VerificationFailed) as exc:
-            frame_error = str(exc)
+            frame_error, failure = str(exc), exc
             with contextlib.suppress(OSError):
                 lister.stdin.close()
             for _ in tap:  # finish hashing for an exact report
@@ -145,7 +145,7 @@ def check_stored(
         reader.join()
         stderr = lister.lines()
     checks = tap.checks(manifest)
-    checks += stack.checks(frame_error, ok_detail="zstd frames complete, checksums ok")
+    checks += stack.checks(frame_error, ok_detail="zstd frames complete, checksums ok", failure=failure)
     text = b"".join(listing).decode(errors="replace")
     checks.append(toc_check(manifest, rc, text, stderr))
     if listing_out is not None:

@@ -25,7 +25,7 @@ from typing import IO, Any, Protocol
 
 import zstandard
 
-from pgrunbook.backup.encryption import EncryptingSink, decrypted, identities, recipients
+from pgrunbook.backup.encryption import DecryptionFailed, EncryptingSink, decrypted, identities, recipients
 from pgrunbook.backup.frames import decompress_frames, decompress_parallel_to
 from pgrunbook.backup.manifest import Check, Manifest
 from pgrunbook.config import BackupConfig, EncryptionConfig
@@ -331,8 +331,16 @@ class CodecStack:
         """The compression's decoder of the archive's first bytes (see Codec.first_bytes_decoder)."""
         return self.compression.first_bytes_decoder()
 
-    def checks(self, error: str, *, ok_detail: str) -> list[Check]:
-        return self.compression.checks(error, ok_detail=ok_detail)
+    def checks(self, error: str, *, ok_detail: str, failure: BaseException | None = None) -> list[Check]:
+        """The read-back's checks: ``error`` is what reading raised ('' when clean), ``failure`` the
+        exception itself. A layer that could not be undone (age) is its own check, ``encryption``: the
+        compression under it was never reached, so it is not named."""
+        if isinstance(failure, DecryptionFailed):
+            return [Check(name="encryption", ok=False, detail=error)]
+        checks = self.compression.checks(error, ok_detail=ok_detail)
+        if not error:
+            checks += [Check(name="encryption", ok=True, detail=f"{layer.label}, decrypted") for layer in self.layers]
+        return checks
 
     def unreadable(self) -> str | None:
         """Why the archive cannot be read back here (only its stored bytes checked), or None."""

@@ -18,6 +18,11 @@ from pgrunbook.errors import ConfigError, VerificationFailed
 CHUNK = 1 << 20
 
 
+class DecryptionFailed(VerificationFailed):
+    """The age layer of a stored backup could not be undone (damaged or truncated ciphertext): reported
+    as the backup's ``encryption`` check, not as its compression."""
+
+
 class _Writable(Protocol):
     def write(self, data: bytes) -> int: ...
 
@@ -141,6 +146,6 @@ def decrypted(chunks: Iterator[bytes], ids: list[Any]) -> Iterator[bytes]:
         first = errors[0]
         if isinstance(first, VerificationFailed | ConfigError):
             raise first
-        raise VerificationFailed(
+        raise DecryptionFailed(
             f"age decryption failed: {first}", hint="wrong identity, or the stored file is damaged or truncated"
         )

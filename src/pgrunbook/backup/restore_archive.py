@@ -122,6 +122,7 @@ class CheckedArchive:
         self._outcome: list[Check] | BaseException | None = None
         self._releasing: threading.Thread | None = None
         self._first: _FirstBytes | None = None
+        self._failure: BaseException | None = None  # what reading back raised, for the checks' names
 
     def start(self) -> CheckedArchive:
         """Read back in a background thread; ``check()`` waits for it, reading the table of contents
@@ -206,7 +207,8 @@ class CheckedArchive:
             if self.fd is None:
                 os.close(fd)
         checks = [*tap.checks(self.manifest)]
-        return checks + codecs(self.env, self.manifest).checks(frame_error, ok_detail="zstd frames complete")
+        stack = codecs(self.env, self.manifest)
+        return checks + stack.checks(frame_error, ok_detail="zstd frames complete", failure=self._failure)
 
     def _unless_stopped(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
@@ -243,6 +245,7 @@ class CheckedArchive:
             try:
                 stack.decompress_into(fd, stored, manifest.frames, workers)
             except (zstandard.ZstdError, VerificationFailed) as exc:
+                self._failure = exc  # which layer failed names the check (CodecStack.checks)
                 for _ in ahead:  # the size and checksum are still reported exactly
                     pass
                 return str(exc)
