@@ -22,6 +22,7 @@ import psycopg
 from pgrunbook.environment import Environment
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.names import quote_ident
 from pgrunbook.postgres.ownership import is_member, schema_ownership
 from pgrunbook.postgres.url import DatabaseTarget, parse_database_url
 
@@ -89,8 +90,24 @@ def try_app_login(env: Environment, app: DatabaseTarget, tail: str = "") -> None
     except (PgRunbookError, psycopg.Error) as exc:
         cause = exc.message if isinstance(exc, PgRunbookError) else str(exc).strip()
         user = app.params.get("user") or "its role"
+        hint = (
+            f"fix {app.variable} (the URL the app itself uses: role, password, host) and run again; "
+            "pointing the app at a database it cannot log in to would take it down once maintenance is off"
+        )
+        if lacks_connect(cause):  # the URL is right; the role may not connect to that database
+            role = quote_ident(app.params["user"]) if app.params.get("user") else "<role>"
+            hint = (
+                f"the role may not connect to {app.dbname} (no CONNECT privilege; REVOKE … FROM PUBLIC takes "
+                f"it away): as an admin, GRANT CONNECT ON DATABASE {quote_ident(app.dbname)} TO {role}; "
+                "then run again"
+            )
         raise ConfigError(
             f"the application's URL in {app.variable} cannot log in (as {user} to {app.dbname}): {cause}{tail}",
-            hint=f"fix {app.variable} (the URL the app itself uses: role, password, host) and run again; "
-            "pointing the app at a database it cannot log in to would take it down once maintenance is off",
+            hint=hint,
         ) from None
+
+
+def lacks_connect(cause: str) -> bool:
+    """Whether a failed login's message is PostgreSQL's missing CONNECT privilege ("permission denied
+    for database …", DETAIL "User does not have CONNECT privilege.")."""
+    return "permission denied for database" in cause or "CONNECT privilege" in cause

@@ -189,6 +189,25 @@ def test_an_app_url_that_cannot_log_in_stops_before_anything_changes(shop: Shop)
     assert r.returncode == 0, r.stderr
 
 
+def test_an_app_role_without_connect_is_told_the_grant(shop: Shop) -> None:
+    """The app's URL is right but its role lost CONNECT on the database (REVOKE … FROM PUBLIC): the
+    hint names the GRANT that fixes it, not "fix APP_DATABASE_URL" (doctor and the point_app pre-flight)."""
+    shop.project.environ["APP_DATABASE_URL"] = shop.app_url(shop.dbname)
+    shop.project.write_config(_config("APP_DATABASE_URL"))
+    admin(shop.cluster, f'REVOKE CONNECT ON DATABASE "{shop.dbname}" FROM PUBLIC, "{shop.app}"')
+    grant = f'GRANT CONNECT ON DATABASE "{shop.dbname}" TO "{shop.app}"'
+    try:
+        line = _app_url_line(shop)
+        assert line is not None and line["status"] == "warning" and "cannot log in" in line["detail"], line
+        assert grant in line["hint"] and "fix APP_DATABASE_URL" not in line["hint"], line
+        backup = json.loads(shop.project.cli("--json", "backup", "create").stdout)["id"]
+        r = shop.project.cli("restore", backup, "--into", f"{shop.dbname}_copy", "--point-app")
+        assert_clean_error(r, 3, "the application's URL in APP_DATABASE_URL cannot log in", "nothing was changed")
+        assert f"hint: the role may not connect to {shop.dbname}" in r.stderr and grant in r.stderr, r.stderr
+    finally:
+        admin(shop.cluster, f'GRANT CONNECT ON DATABASE "{shop.dbname}" TO PUBLIC')
+
+
 def _app_url_line(shop: Shop) -> dict[str, str] | None:
     r = shop.project.cli("--json", "doctor")
     assert r.returncode in (0, 1, 2) and "Traceback" not in r.stderr, r.stderr
