@@ -15,7 +15,7 @@ from pgrunbook.backup.manifest import Manifest
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
-from pgrunbook.journal import Journal, journal_path, unsettled
+from pgrunbook.journal import Journal, journal_path, unsettled, where_interrupted
 from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.postgres.database_swap import drop_statement, staging_databases
 from pgrunbook.postgres.ownership import schema_ownership
@@ -322,10 +322,7 @@ def _interrupted_runs(env: Environment) -> DoctorCheck:
         journal.close()
     if not records:
         return DoctorCheck("interrupted runs", "ok", "none")
-    detail = "; ".join(
-        f"{r.kind} {r.id} at step {r.steps[-1].name if r.steps else '?'}: {r.recovery or 'no recovery note'}"
-        for r in records
-    )
+    detail = "; ".join(f"{r.kind} {r.id} {where_interrupted(r)}: {r.recovery or 'no recovery note'}" for r in records)
     return DoctorCheck(
         "interrupted runs",
         "warning",

@@ -127,6 +127,12 @@ def unsettled(records: list[RunRecord]) -> list[RunRecord]:
     ]
 
 
+def where_interrupted(record: RunRecord) -> str:
+    """Where a killed run stopped, in words: "at step <its last step>", or "before its first step" when
+    it was killed before it recorded one (a run that started and died in its first checks)."""
+    return f"at step {record.steps[-1].name}" if record.steps else "before its first step"
+
+
 class StepFailed(Exception):
     """Raised inside a step to mark it failed with a detail, without a traceback."""
 

@@ -225,3 +225,26 @@ def test_a_backup_that_failed_verification_is_not_fresh(seeded: Project) -> None
     r = seeded.cli("--json", "check")
     fresh = next(c for c in json.loads(r.stdout)["checks"] if c["name"] == "backup freshness")
     assert fresh["status"] == "critical", fresh
+
+
+def test_a_run_killed_before_its_first_step_is_said_so_not_at_step_question_mark(seeded: Project) -> None:
+    """A run killed before it recorded a step was shown as "restore <id> at step ?" by check and
+    doctor; both now say "before its first step"."""
+    import sqlite3
+    import subprocess
+
+    from pgrunbook.journal import Journal
+
+    journal_file = seeded.root / ".pgrunbook" / "journal.db"
+    journal = Journal(journal_file)
+    killed = journal.start("restore", "default", {})
+    journal.close()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with sqlite3.connect(journal_file) as db:
+        db.execute("UPDATE runs SET pid = ? WHERE id = ?", (gone.pid, killed.id))
+    checks = {c["name"]: c for c in json.loads(seeded.cli("--json", "check").stdout)["checks"]}
+    assert f"restore {killed.id} before its first step" in checks["interrupted runs"]["detail"], checks
+    doctor = {c["name"]: c for c in json.loads(seeded.cli("--json", "doctor").stdout)["checks"]}
+    detail = doctor["interrupted runs"]["detail"]
+    assert f"restore {killed.id} before its first step" in detail and "step ?" not in detail, detail

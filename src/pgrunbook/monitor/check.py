@@ -23,7 +23,7 @@ from pgrunbook.backup.retention import plan_retention
 from pgrunbook.config import Config
 from pgrunbook.environment import Environment
 from pgrunbook.errors import LocalStateError, PgRunbookError, StorageError
-from pgrunbook.journal import Journal, journal_path, unsettled
+from pgrunbook.journal import Journal, journal_path, unsettled, where_interrupted
 from pgrunbook.monitor.evaluate import (
     Finding,
     Limits,
@@ -137,7 +137,7 @@ def _interrupted_runs(env: Environment) -> list[str]:
             journal.close()
     except PgRunbookError:
         return []
-    return [f"{r.kind} {r.id} at step {r.steps[-1].name if r.steps else '?'}" for r in records]
+    return [f"{r.kind} {r.id} {where_interrupted(r)}" for r in records]
 
 
 def limits_of(config: Config) -> Limits:

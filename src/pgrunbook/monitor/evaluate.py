@@ -41,7 +41,7 @@ class Observed:
     # a problem of the drill server or the database's definition: a warning, never a critical
     drill_problem: str | None = None
     # runs of this environment killed before they finished that no later run of their kind settled
-    # (journal.unsettled): "<kind> <run id> at step <step>", newest first
+    # (journal.unsettled): "<kind> <run id> at step <step>" (or "before its first step"), newest first
     interrupted_runs: list[str] = field(default_factory=list)
 
 
