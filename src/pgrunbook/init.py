@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pgrunbook.config import CONFIG_NAME
 from pgrunbook.errors import ConfigError
-from pgrunbook.prisma.config_file import read_prisma_project
+from pgrunbook.prisma.config_file import PrismaProject, read_prisma_project
 from pgrunbook.prisma.version import detect_prisma_version
 
 TEMPLATE = """\
@@ -80,7 +80,7 @@ def render_config(root: Path) -> str:
     return problems + TEMPLATE.format(
         name=project_name(root),
         project_id=new_project_id(root),
-        migrations=prisma.migrations.value if prisma.migrations else detect_migrations(root),
+        migrations=migrations_setting(root, prisma),
         migrations_note=f"  # from {prisma.migrations.source}" if prisma.migrations else "",
         version_line=f'# prisma_version = "{version.value}"   # found in {version.source}; left unset, it is read '
         "there at every run, so a Prisma upgrade is seen (7.4+ runs scripts statement by statement)"
@@ -91,6 +91,27 @@ def render_config(root: Path) -> str:
         direct_line=f'direct_url_env = "{direct.value}"  # from {direct.source}'
         if direct
         else '# direct_url_env = "DIRECT_DATABASE_URL"   # bypasses a transaction-mode pooler for migrations/backups',
+    )
+
+
+def migrations_setting(root: Path, prisma: PrismaProject | None = None) -> str:
+    """The ``[project] migrations`` init writes: what the Prisma configuration names, else the folder
+    found (prisma/migrations, */prisma/migrations), else Prisma's default ``prisma/migrations``."""
+    prisma = prisma or read_prisma_project(root)
+    return prisma.migrations.value if prisma.migrations else detect_migrations(root)
+
+
+def missing_migrations_note(root: Path) -> str | None:
+    """init does not create the migrations folder (Prisma does, with its first ``prisma migrate dev``;
+    an empty folder made here would only hide a wrong path): when it is not there yet, where pgrunbook
+    expects it, or None when it exists."""
+    setting = migrations_setting(root)
+    folder = Path(setting) if Path(setting).is_absolute() else root / setting
+    if folder.is_dir():
+        return None
+    return (
+        f"no migrations folder at {setting} yet: pgrunbook reads the migrations there ([project] migrations); "
+        "prisma migrate dev creates it with the first migration, or set [project] migrations to where they are"
     )
 
 

@@ -122,6 +122,34 @@ def test_init_writes_a_config_that_loads(tmp_path: Path) -> None:
     assert cfg.environment(None)[0] == "default"
 
 
+def test_init_says_where_it_expects_the_migrations_when_there_are_none_yet(tmp_path: Path) -> None:
+    """SPEC: init writes pgrunbook.toml "detecting prisma/migrations". With no folder to detect it writes
+    Prisma's default and says so (a note on stderr; --json: migrations, migrations_found); it creates no
+    folder. With the folder there it says nothing more."""
+    import subprocess
+
+    def init(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "pgrunbook", *args, "init"]
+        return subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+
+    r = init(tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("wrote "), r
+    assert r.stderr.startswith("note: no migrations folder at prisma/migrations yet: pgrunbook reads"), r.stderr
+    assert "[project] migrations" in r.stderr and not (tmp_path / "prisma").exists()
+    (tmp_path / "pgrunbook.toml").unlink()
+    assert json.loads(init(tmp_path, "--json").stdout) == {
+        "path": str(tmp_path / "pgrunbook.toml"),
+        "migrations": "prisma/migrations",
+        "migrations_found": False,
+    }
+    found = tmp_path / "found"
+    (found / "prisma" / "migrations").mkdir(parents=True)
+    r = init(found)
+    assert r.returncode == 0 and r.stderr == "", r
+    (found / "pgrunbook.toml").unlink()
+    assert json.loads(init(found, "--json").stdout)["migrations_found"] is True
+
+
 def test_hints_on_a_terminal_keep_their_brackets(project: Project, tmp_path: Path) -> None:
     """rich reads `[postgres]` as markup and drops it: every detail and hint the terminal renderer prints
     is escaped, so the hint names the setting as it is spelled in pgrunbook.toml."""

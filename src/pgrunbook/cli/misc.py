@@ -19,14 +19,19 @@ from pgrunbook.errors import EXIT_FAILURE
 @handle_errors
 def init(force: bool) -> None:
     """Write a commented pgrunbook.toml here from the project's Prisma files (prisma.config.ts, package.json)."""
-    from pgrunbook.init import write_config
+    from pgrunbook.init import migrations_setting, missing_migrations_note, write_config
 
     path = write_config(Path.cwd(), force=force)
+    note = missing_migrations_note(Path.cwd())
     st = state()
     if st.json_mode:
-        st.output.emit_json({"path": str(path)})
+        st.output.emit_json(
+            {"path": str(path), "migrations": migrations_setting(Path.cwd()), "migrations_found": note is None}
+        )
     else:
         click.echo(f"wrote {path}")
+        if note:
+            click.echo(f"note: {note}", err=True)
 
 
 @cli.command()
