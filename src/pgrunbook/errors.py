@@ -7,6 +7,7 @@ else is a bug and shows a traceback only with ``--debug``.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 EXIT_OK = 0
 EXIT_NEGATIVE = 1
@@ -46,6 +47,9 @@ class PgRunbookError(Exception):
         self.hint = hint
         self.details = details or []  # one line each, printed under the error (pre-flight findings)
         self.cause = cause  # the classified cause (postgres.tool_errors.Cause.to_dict()), for records
+        #: a procedure's report of the run that failed (it has ``to_dict()``): with --json it is the one
+        #: document on stdout, outcome "failed", as SPEC's deploy/rollback fields say; None otherwise
+        self.report: Any = None
         if exit_code is not None:
             self.exit_code = exit_code
 

@@ -284,3 +284,59 @@ def test_a_missing_age_identity_file_is_named_with_its_config_key(seeded: Projec
         hint = next(line for line in r.stderr.splitlines() if line.startswith("hint: "))
         assert "[backup.encryption] identity_file" in hint and "one of the backup's recipients" in hint
         assert "age-keygen" in hint
+
+
+# trial8: with --json, where does a failure go? SPEC: stdout holds one JSON document and nothing else.
+# Every command, failing: stdout is empty (the error line on stderr, one) or the command's one document
+# (its negative answer: doctor, health, check; a procedure's failed run: deploy, rollback, outcome
+# "failed"). The server is a dead port; nothing here needs one.
+JSON_FAILURES: list[tuple[tuple[str, ...], int, str | None]] = [
+    (("backup", "create"), 2, None),
+    (("backup", "verify", "latest"), 2, None),
+    (("backup", "copy", "latest", "--to", "elsewhere"), 2, None),
+    (("migrate", "deploy"), 2, None),
+    (("migrate", "resolve", "--applied", "nope"), 3, None),
+    (("migrate", "lint", "no-such-file.sql"), 3, None),
+    (("status",), 2, None),
+    (("init",), 3, None),
+    (("drift", "default", "other"), 3, None),
+    (("deploy",), 2, None),  # refused before its run starts: no run, no document
+    (("rollback", "--with-db"), 3, None),
+    (("runs", "--limit", "x"), 3, None),
+    (("restore", "latest", "--into", "x"), 2, None),
+    (("schedule",), 3, None),
+    (("backup",), 3, None),
+    (("doctor",), 2, "checks"),
+    (("health",), 2, "checks"),
+    (("check",), 2, "checks"),
+    (("rollback", "--app-only"), 2, "outcome"),  # the run started and failed: its report, as deploy's
+]
+
+
+@pytest.mark.parametrize(("argv", "code", "document"), JSON_FAILURES, ids=[" ".join(a) for a, _, _ in JSON_FAILURES])
+def test_json_failures_keep_stdout_to_one_document(
+    tmp_path: Path, argv: tuple[str, ...], code: int, document: str | None
+) -> None:
+    (tmp_path / "pgrunbook.toml").write_text(
+        '[backup]\nstorage = "backups"\n[environments.default]\nhealth_url = "http://127.0.0.1:9/health"\n'
+        'health_deadline_s = 1\nhealth_timeout_s = 1\n[environments.default.hooks]\napp_rollback = "true"\n'
+    )
+    (tmp_path / "prisma" / "migrations").mkdir(parents=True)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PGRUNBOOK_", "PG"))}
+    environ["DATABASE_URL"] = f"postgresql://app:{PASSWORD}@127.0.0.1:9/shop"
+    for flags in (("--json", *argv), (*argv, "--json")):  # --json before or after the command
+        r = subprocess.run(
+            [sys.executable, "-m", "pgrunbook", *flags], cwd=tmp_path, env=environ, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert r.returncode == code, (flags, r.returncode, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr and PASSWORD not in r.stdout + r.stderr
+        errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+        if document is None:
+            assert r.stdout == "", (flags, r.stdout)
+            assert len(errors) == 1, (flags, r.stderr)
+        else:
+            parsed = json.loads(r.stdout)  # exactly one document: json.loads refuses trailing data
+            assert document in parsed, (flags, parsed)
+            if document == "outcome":
+                assert parsed["outcome"] == "failed" and len(errors) == 1, (flags, r.stderr)

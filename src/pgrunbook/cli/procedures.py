@@ -86,7 +86,9 @@ def rollback(
                 progress=progress,
                 options=make_restore_options(owner, skip_missing_roles, skip_superuser_objects),
             )
-    except PgRunbookError:
+    except PgRunbookError as exc:
+        if st.json_mode and exc.report is not None:  # the run started and failed: its report, as deploy's
+            st.output.emit_json(exc.report.to_dict())
         if not st.json_mode:
             # only this rollback's own run: a refusal before it started must never show an earlier run's
             # steps and recovery SQL as if they were this one's (running that SQL would undo a restore)

@@ -128,6 +128,8 @@ def rollback(
     except BaseException as exc:
         report.outcome = "failed"
         run.finish("failed", str(getattr(exc, "message", exc)))
+        if isinstance(exc, PgRunbookError):
+            exc.report = report  # --json: the failed run's report is the document, as deploy's is
         raise
     finally:
         report.steps = [dict(s) for s in run.steps]
