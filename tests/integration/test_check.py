@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
+from pgrunbook.journal import Journal, Run
 from tests.conftest import Project, age_backups, assert_clean_error
 from tests.evidence import fault
 
@@ -183,22 +185,9 @@ def test_check_warns_of_a_killed_run_until_a_later_run_of_its_kind_finished(seed
     """A re-trial's finding: a killed in-place restore (maintenance still on, a staging database left)
     was reported by doctor and runs only; check, which serve, /metrics and the notifications use, said
     nothing. The journal row is the one a SIGKILL leaves: running, its process gone."""
-    import sqlite3
-    import subprocess
-
-    from pgrunbook.journal import Journal
-
     seeded.write_config('[backup]\nstorage = "backups"\n')
     journal_file = seeded.root / ".pgrunbook" / "journal.db"
-    journal = Journal(journal_file)
-    killed = journal.start("restore", "default", {})
-    with killed.step("restore"):
-        pass
-    journal.close()
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    with sqlite3.connect(journal_file) as db:
-        db.execute("UPDATE runs SET pid = ? WHERE id = ?", (gone.pid, killed.id))
+    killed = _killed_run(journal_file, "restore")
     checks = {c["name"]: c for c in json.loads(seeded.cli("--json", "check").stdout)["checks"]}
     assert checks["interrupted runs"]["status"] == "warning"
     assert f"restore {killed.id} at step restore" in checks["interrupted runs"]["detail"]
@@ -230,21 +219,29 @@ def test_a_backup_that_failed_verification_is_not_fresh(seeded: Project) -> None
 def test_a_run_killed_before_its_first_step_is_said_so_not_at_step_question_mark(seeded: Project) -> None:
     """A run killed before it recorded a step was shown as "restore <id> at step ?" by check and
     doctor; both now say "before its first step"."""
-    import sqlite3
-    import subprocess
 
-    from pgrunbook.journal import Journal
-
-    journal_file = seeded.root / ".pgrunbook" / "journal.db"
-    journal = Journal(journal_file)
-    killed = journal.start("restore", "default", {})
-    journal.close()
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    with sqlite3.connect(journal_file) as db:
-        db.execute("UPDATE runs SET pid = ? WHERE id = ?", (gone.pid, killed.id))
+    killed = _killed_run(seeded.root / ".pgrunbook" / "journal.db", None)
     checks = {c["name"]: c for c in json.loads(seeded.cli("--json", "check").stdout)["checks"]}
     assert f"restore {killed.id} before its first step" in checks["interrupted runs"]["detail"], checks
     doctor = {c["name"]: c for c in json.loads(seeded.cli("--json", "doctor").stdout)["checks"]}
     detail = doctor["interrupted runs"]["detail"]
     assert f"restore {killed.id} before its first step" in detail and "step ?" not in detail, detail
+
+
+def _killed_run(journal_file: Path, step: str | None) -> Run:
+    """The journal row a SIGKILL leaves: a restore run still "running" (after ``step``, or before any),
+    its process gone."""
+    import sqlite3
+    import subprocess
+
+    journal = Journal(journal_file)
+    killed = journal.start("restore", "default", {})
+    if step is not None:
+        with killed.step(step):
+            pass
+    journal.close()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with sqlite3.connect(journal_file) as db:
+        db.execute("UPDATE runs SET pid = ? WHERE id = ?", (gone.pid, killed.id))
+    return killed
