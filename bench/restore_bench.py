@@ -42,15 +42,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
 from backup_bench import add_setup_arguments, compile_pgrunbook, load_average, throwaway_cluster
 from pgrunbook.postgres.runner import connection
-from pgrunbook.postgres.tools import find_client_tools
-from pgrunbook.postgres.url import parse_database_url
+from pgrunbook.postgres.tools import ClientTools, find_client_tools
+from pgrunbook.postgres.url import DatabaseTarget, parse_database_url
 
 # What pgrunbook's restore sets for pg_restore's sessions (restore.restore_settings), shown separately
 # so the table says how much of the difference is the settings and how much the rest.
@@ -76,6 +78,105 @@ def settle_source(url: str) -> None:
         conn.execute("VACUUM (ANALYZE)")
 
 
+@dataclass
+class RestoreRig:
+    """A throwaway cluster made ready for timing restores (restore_bench.py, restore_fixed_costs.py): the
+    source settled, the server durable, the client tools that fit it, the environment, and pgrunbook's
+    command line with a config file of its own. Restores are timed the same way in both benches:
+    ``timed_restore`` (pgrunbook) and ``timed_pg_restore`` (the tool alone), each into a fresh name."""
+
+    cluster: Any
+    url: str
+    work: Path
+    tools: ClientTools
+    env: dict[str, str]
+    server: int
+    counter: int = 0
+
+    @classmethod
+    def prepare(cls, cluster: Any, url: str, work: Path, tools_dir: str | None) -> RestoreRig:
+        settle_source(url)
+        durable(cluster.url())
+        with psycopg.connect(url) as conn:
+            server = conn.info.server_version
+        tools = find_client_tools(server // 10000, str(server), tools_dir)
+        env = {**os.environ, **connection(parse_database_url(url)).env, "DATABASE_URL": url}
+        return cls(cluster, url, work, tools, env, server)
+
+    @property
+    def target(self) -> DatabaseTarget:
+        return parse_database_url(self.url)
+
+    @property
+    def cli(self) -> list[str]:
+        return [str(Path(sys.executable).parent / "pgrunbook"), "--config", str(self.work / "pgrunbook.toml")]
+
+    def configure(self, method: str, jobs: int) -> None:
+        (self.work / "pgrunbook.toml").write_text(
+            f'[backup]\nstorage = "{self.work / "store"}"\n[restore]\nmethod = "{method}"\njobs = {jobs}\n'
+            f'[postgres]\nbin_dir = "{self.tools.folder}"\n'
+        )
+
+    def backup(self) -> str:
+        """One `pgrunbook backup create` of the source; its id."""
+        run = subprocess.run([*self.cli, "backup", "create"], env=self.env, check=True, capture_output=True, text=True)
+        return run.stdout.strip()
+
+    def new_name(self) -> str:
+        self.counter += 1
+        return f"r{self.counter}"
+
+    def drop(self, name: str, *, checkpoint: bool = False) -> None:
+        with psycopg.connect(self.cluster.url(), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+            if checkpoint:
+                conn.execute("CHECKPOINT")
+
+    def timed_restore(
+        self, backup_id: str, name: str, *, prefix: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> float:
+        """Wall seconds of `pgrunbook restore ID --into NAME` (``prefix``: a profiler before it)."""
+        t0 = time.perf_counter()
+        subprocess.run(
+            [*(prefix or []), *self.cli, "restore", backup_id, "--into", name],
+            env=env or self.env,
+            check=True,
+            capture_output=True,
+        )
+        return time.perf_counter() - t0
+
+    def last_steps(self) -> list[dict[str, Any]]:
+        """The journal's steps of the last run (`pgrunbook runs --limit 1`)."""
+        out = subprocess.run(
+            [*self.cli, "--json", "runs", "--limit", "1"], env=self.env, check=True, capture_output=True, text=True
+        ).stdout
+        return list(json.loads(out)[0]["steps"])
+
+    def pg_restore(self, path: Path, name: str, jobs: int, env: dict[str, str] | None = None) -> None:
+        """pg_restore -j ``jobs`` of the archive ``path`` into the database ``name``, as an operator runs it."""
+        argv = [str(self.tools.pg_restore), "--no-owner", f"-j{jobs}", "-d", self.target.with_dbname(name).conninfo()]
+        subprocess.run([*argv, str(path)], env=env or self.env, check=True)
+
+
+def start_rig(ap: argparse.ArgumentParser, prefix: str) -> tuple[argparse.Namespace, RestoreRig, int, str]:
+    """Both restore benches start alike: the setup arguments parsed, the load average noted before any
+    work, pgrunbook compiled, a throwaway cluster generated and made ready (RestoreRig). Returns the
+    arguments, the rig, the database's size and the load average at the start; the caller cleans up
+    (``rig.cluster.cleanup()``, ``rig.work``) once done, as here when the preparation fails."""
+    add_setup_arguments(ap)
+    args = ap.parse_args()
+    load_start = load_average()
+    compile_pgrunbook()
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    cluster, url, db_size = throwaway_cluster(args)
+    try:
+        return args, RestoreRig.prepare(cluster, url, work, args.tools), db_size, load_start
+    except BaseException:
+        cluster.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=int, default=1024)
@@ -88,34 +189,13 @@ def main() -> None:
         help="only the rows the target is judged on: plain pg_restore on the same archive (with and without "
         "pgrunbook's session settings) and pgrunbook's parallel restore (a third of the time)",
     )
-    add_setup_arguments(ap)
-    args = ap.parse_args()
-    load_start = load_average()
-    compile_pgrunbook()
-    work = Path(tempfile.mkdtemp(prefix="pgrunbook-bench-restore-"))
-    cluster, url, db_size = throwaway_cluster(args)
+    args, rig, db_size, load_start = start_rig(ap, "pgrunbook-bench-restore-")
+    cluster, work = rig.cluster, rig.work
     try:
-        settle_source(url)
-        durable(cluster.url())
-        target = parse_database_url(url)
-        with psycopg.connect(url) as conn:
-            server = conn.info.server_version
-        tools = find_client_tools(server // 10000, str(server), args.tools)
+        tools, env, target, server = rig.tools, rig.env, rig.target, rig.server
         versions = f"server {server // 10000}.{server % 10000}, pg_restore {tools.version.text}"
-        env = {**os.environ, **connection(target).env, "DATABASE_URL": url}
-        cfg = work / "pgrunbook.toml"
-        cli = [str(Path(sys.executable).parent / "pgrunbook"), "--config", str(cfg)]
-
-        def configure(method: str) -> None:
-            cfg.write_text(
-                f'[backup]\nstorage = "{work / "store"}"\n[restore]\nmethod = "{method}"\njobs = {args.jobs}\n'
-                f'[postgres]\nbin_dir = "{tools.folder}"\n'
-            )
-
-        configure("auto")
-        backup_id = subprocess.run(
-            [*cli, "backup", "create"], env=env, check=True, capture_output=True, text=True
-        ).stdout.strip()
+        rig.configure("auto", args.jobs)
+        backup_id = rig.backup()
         archive = work / "archive.dump"
         zst = next((work / "store").rglob("db.dump.zst"))
         subprocess.run(["zstd", "-q", "-d", "-f", str(zst), "-o", str(archive)], check=True)
@@ -124,20 +204,14 @@ def main() -> None:
             subprocess.run(
                 [str(tools.pg_dump), "--format=custom", f"--file={runbook}", target.conninfo()], env=env, check=True
             )
-        counter = [0]
         condition = {"cold": False}
         breakdown: dict[str, str] = {}
 
         def fresh() -> str:
-            counter[0] += 1
-            name = f"r{counter[0]}"
+            name = rig.new_name()
             with psycopg.connect(cluster.url(), autocommit=True) as conn:
                 conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
             return name
-
-        def drop(name: str) -> None:
-            with psycopg.connect(cluster.url(), autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
         def plain(path: Path, options: str = "", hold: bool = False) -> float:
             """`hold`: keep a copy of the archive in memory (memfd, filled before the clock starts) while
@@ -151,22 +225,11 @@ def main() -> None:
                         os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
             name = fresh()
             t0 = time.perf_counter()
-            subprocess.run(
-                [
-                    str(tools.pg_restore),
-                    "--no-owner",
-                    f"-j{args.jobs}",
-                    "-d",
-                    target.with_dbname(name).conninfo(),
-                    str(path),
-                ],
-                env={**env, "PGOPTIONS": options} if options else env,
-                check=True,
-            )
+            rig.pg_restore(path, name, args.jobs, {**env, "PGOPTIONS": options} if options else env)
             t = time.perf_counter() - t0
             if held is not None:
                 os.close(held)
-            drop(name)
+            rig.drop(name)
             return t
 
         def by_hand() -> float:
@@ -174,38 +237,19 @@ def main() -> None:
             name = fresh()
             t0 = time.perf_counter()
             subprocess.run(["zstd", "-q", "-d", "-f", str(zst), "-o", str(work / "hand.dump")], check=True)
-            subprocess.run(
-                [
-                    str(tools.pg_restore),
-                    "--no-owner",
-                    f"-j{args.jobs}",
-                    "-d",
-                    target.with_dbname(name).conninfo(),
-                    str(work / "hand.dump"),
-                ],
-                env=env,
-                check=True,
-            )
+            rig.pg_restore(work / "hand.dump", name, args.jobs)
             t = time.perf_counter() - t0
             (work / "hand.dump").unlink()
-            drop(name)
+            rig.drop(name)
             return t
 
         def ours(method: str) -> float:
-            configure(method)
-            counter[0] += 1
-            name = f"r{counter[0]}"
-            t0 = time.perf_counter()
-            subprocess.run([*cli, "restore", backup_id, "--into", name], env=env, check=True, capture_output=True)
-            t = time.perf_counter() - t0
-            last = json.loads(
-                subprocess.run(
-                    [*cli, "--json", "runs", "--limit", "1"], env=env, check=True, capture_output=True, text=True
-                ).stdout
-            )[0]
-            breakdown[method] = ", ".join(f"{st['name']} {st['duration_s']:.2f}s" for st in last["steps"])
+            rig.configure(method, args.jobs)
+            name = rig.new_name()
+            t = rig.timed_restore(backup_id, name)
+            breakdown[method] = ", ".join(f"{st['name']} {st['duration_s']:.2f}s" for st in rig.last_steps())
             print(f"    {method} steps: {breakdown[method]}", file=sys.stderr)
-            drop(name)
+            rig.drop(name)
             return t
 
         methods = {

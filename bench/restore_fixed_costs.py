@@ -15,8 +15,6 @@ connection opened, in milliseconds from the start).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import resource
 import shutil
@@ -29,11 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from backup_bench import add_setup_arguments, compile_pgrunbook, load_average, throwaway_cluster
-from pgrunbook.postgres.runner import connection
-from pgrunbook.postgres.tools import ClientTools, find_client_tools
-from pgrunbook.postgres.url import parse_database_url
-from restore_bench import durable, settle_source
+from backup_bench import load_average
+from pgrunbook.postgres.tools import ClientTools
+from restore_bench import start_rig
 
 
 def main() -> None:
@@ -42,62 +38,25 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--profile", action="store_true", help="one more restore under cProfile, one under strace")
     ap.add_argument("--baseline", metavar="REF", help="also time git REF's src/ (interleaved), e.g. main")
-    add_setup_arguments(ap)
-    args = ap.parse_args()
-    load_start = load_average()
-    compile_pgrunbook()
-    work = Path(tempfile.mkdtemp(prefix="pgrunbook-bench-fixed-"))
-    cluster, url, db_size = throwaway_cluster(args)
+    args, rig, db_size, load_start = start_rig(ap, "pgrunbook-bench-fixed-")
+    cluster, work = rig.cluster, rig.work
     try:
-        settle_source(url)
-        durable(cluster.url())
-        import psycopg
-
-        with psycopg.connect(url) as conn:
-            server = conn.info.server_version
-        tools = find_client_tools(server // 10000, str(server), args.tools)
-        env = {**os.environ, **connection(parse_database_url(url)).env, "DATABASE_URL": url}
-        cfg = work / "pgrunbook.toml"
-        cfg.write_text(
-            f'[backup]\nstorage = "{work / "store"}"\n[restore]\nmethod = "parallel"\njobs = 2\n'
-            f'[postgres]\nbin_dir = "{tools.folder}"\n'
-        )
-        cli = [str(Path(sys.executable).parent / "pgrunbook"), "--config", str(cfg)]
-        backup_id = subprocess.run(
-            [*cli, "backup", "create"], env=env, check=True, capture_output=True, text=True
-        ).stdout.strip()
-        counter = [0]
+        tools, env = rig.tools, rig.env
+        rig.configure("parallel", 2)
+        backup_id = rig.backup()
         trees: dict[str, str | None] = {"this tree": None}
         if args.baseline:
             trees = {args.baseline: baseline_src(args.baseline, work), **trees}
 
-        def drop(name: str) -> None:
-            with psycopg.connect(cluster.url(), autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-                conn.execute("CHECKPOINT")
-
         def restore(prefix: list[str] | None = None, src: str | None = None) -> tuple[float, float, dict[str, float]]:
             """Wall time, CPU seconds (pgrunbook and every process it waited for), the journal's steps."""
-            counter[0] += 1
-            name = f"r{counter[0]}"
-            run_env = {**env, "PYTHONPATH": src} if src else env
+            name = rig.new_name()
             cpu0 = children_cpu()
-            t0 = time.perf_counter()
-            subprocess.run(
-                [*(prefix or []), *cli, "restore", backup_id, "--into", name],
-                env=run_env,
-                check=True,
-                capture_output=True,
-            )
-            wall = time.perf_counter() - t0
+            wall = rig.timed_restore(backup_id, name, prefix=prefix, env={**env, "PYTHONPATH": src} if src else env)
             cpu = children_cpu() - cpu0
-            last = json.loads(
-                subprocess.run(
-                    [*cli, "--json", "runs", "--limit", "1"], env=env, check=True, capture_output=True, text=True
-                ).stdout
-            )[0]
-            drop(name)
-            return wall, cpu, {s["name"]: float(s["duration_s"]) for s in last["steps"]}
+            steps = rig.last_steps()
+            rig.drop(name, checkpoint=True)
+            return wall, cpu, {s["name"]: float(s["duration_s"]) for s in steps}
 
         def start_up(src: str | None) -> tuple[float, float]:
             cpu0 = children_cpu()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 from pgrunbook.config import CONFIG_NAME
 from pgrunbook.errors import ConfigError
 from pgrunbook.prisma.config_file import PrismaProject, read_prisma_project
-from pgrunbook.prisma.version import detect_prisma_version
+from pgrunbook.prisma.version import detect_prisma_version, json_object
 
 TEMPLATE = """\
 # pgrunbook configuration. Database URLs never go in this file: each environment names the
@@ -56,11 +55,8 @@ def project_name(root: Path) -> str:
 
 
 def _package_name(root: Path) -> str | None:
-    try:
-        data = json.loads((root / "package.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    name = data.get("name") if isinstance(data, dict) else None
+    data = json_object(root / "package.json")
+    name = data.get("name") if data else None
     return name.rsplit("/", 1)[-1] if isinstance(name, str) and name.strip() else None
 
 

@@ -17,7 +17,6 @@ Sources, as Prisma reads them (prisma/prisma ``packages/config`` and ``packages/
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -27,7 +26,7 @@ from typing import Any
 
 from pgrunbook.config import Config, load_config
 from pgrunbook.errors import ConfigError
-from pgrunbook.prisma.version import Found, detect_prisma_version
+from pgrunbook.prisma.version import Found, detect_prisma_version, json_object
 
 _EXTENSIONS = (".js", ".ts", ".mjs", ".cjs", ".mts", ".cts")
 # Where Prisma 7 looks, in its order (@prisma/config, findPrismaConfigFile): prisma7.config.* and
@@ -466,11 +465,8 @@ def read_prisma_project(root: Path, environ: dict[str, str] | None = None) -> Pr
 
 
 def _package_json_schema(root: Path) -> object | None:
-    try:
-        data = json.loads((root / "package.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    prisma = data.get("prisma") if isinstance(data, dict) else None
+    data = json_object(root / "package.json")
+    prisma = data.get("prisma") if data else None
     if isinstance(prisma, dict) and isinstance(prisma.get("schema"), str):
         return Lit(prisma["schema"])
     return None

@@ -39,7 +39,9 @@ def detect_prisma_version(root: Path) -> Found | None:
     return None
 
 
-def _load_json(path: Path) -> dict | None:
+def json_object(path: Path) -> dict | None:
+    """A JSON file's top-level object (package.json, a lock file), or None when it cannot be read, is
+    not JSON or is not an object: the project files are read as Prisma's tools would, never trusted."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -50,7 +52,7 @@ def _load_json(path: Path) -> dict | None:
 def _node_modules(folder: Path) -> Found | None:
     for name in PACKAGES:
         path = folder / "node_modules" / name / "package.json"
-        data = _load_json(path)
+        data = json_object(path)
         if data and isinstance(data.get("version"), str):
             return Found(data["version"], str(path))
     return None
@@ -58,7 +60,7 @@ def _node_modules(folder: Path) -> Found | None:
 
 def _package_lock(folder: Path) -> Found | None:
     path = folder / "package-lock.json"
-    data = _load_json(path)
+    data = json_object(path)
     if not data:
         return None
     packages = data.get("packages") or {}
@@ -105,7 +107,7 @@ def _yarn_lock(folder: Path) -> Found | None:
 
 def _package_json(folder: Path) -> Found | None:
     path = folder / "package.json"
-    data = _load_json(path)
+    data = json_object(path)
     if not data:
         return None
     for name in PACKAGES:
