@@ -127,3 +127,8 @@ class Stopped(KeyboardInterrupt):
             self.state = state
         if self.hint is None:
             self.hint = hint
+
+    def within(self, context: str) -> None:
+        """Put what the caller knows in front of what the code nearer the work said: the procedure the
+        interrupted work was part of (a drill, a deploy and its step)."""
+        self.state = f"{context}; {self.state}" if self.state else context

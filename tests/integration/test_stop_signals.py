@@ -126,7 +126,13 @@ def test_a_terminated_deploy_turns_maintenance_off_and_records_it(seeded: Projec
     make_migrations(seeded, {"01_new": "CREATE TABLE IF NOT EXISTS note (id int);"})
     code, err = _terminated_behind_a_lock(seeded, cluster, "deploy")
     assert code == 143, err
-    assert "error: stopped by SIGTERM" in err, err
+    # where it was and what getting back takes, from the journal (not "nothing half-done is kept")
+    line = _one_error(err)
+    assert line.startswith("error: stopped by SIGTERM; deploy "), err
+    assert line.endswith(
+        "was stopped at step pre-deploy backup, before migrating: nothing was migrated; maintenance was turned off"
+    ), err
+    assert "hint: run the same deploy again (pgrunbook runs shows the run)" in err, err
     assert log.read_text().split() == ["on", "off"]
     runs = json.loads(seeded.cli("runs", "--json").stdout)
     deploy = next(r for r in runs if r.get("kind") == "deploy")
@@ -218,8 +224,10 @@ def test_a_restore_stopped_in_its_verification_drops_the_copy_and_says_so(
     code, err = _stop(proc, signal.SIGTERM)
     assert code == 143, err
     line = _one_error(err)
-    assert line.startswith("error: stopped by SIGTERM; nothing half-done is listed or kept"), err
-    assert "stopped_verifying was dropped again" in line and "the backup is not at fault" in line, err
+    assert line.startswith(
+        "error: stopped by SIGTERM; the restore into stopped_verifying broke off and stopped_verifying was dropped "
+        "again; the backup is not at fault"
+    ), err
     assert f"hint: run the same restore again: pgrunbook restore {bid} --into stopped_verifying" in err, err
     assert _comment(cluster, "stopped_verifying") is None  # dropped, as said
     seeded.write_config('[backup]\nstorage = "backups"\n')

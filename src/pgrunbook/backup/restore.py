@@ -277,10 +277,8 @@ def restore_into(
                         ) from None
                     exc.hint = leftover_hint(dbname, why)
                 elif isinstance(exc, Stopped):
-                    exc.note(
-                        f"nothing half-done is listed or kept: the restore into {dbname} broke off and "
-                        f"{dbname} was dropped again; the backup is not at fault"
-                    )
+                    dropped = f"the restore into {dbname} broke off and {dbname} was dropped again"
+                    exc.note(f"{dropped}; the backup is not at fault")
                 elif isinstance(exc, PgRunbookError):
                     exc.message += f"; {dbname} was dropped again, nothing was kept"
             elif isinstance(exc, Stopped):

@@ -26,7 +26,7 @@ from pgrunbook.backup.restore_run import RestoreFailed
 from pgrunbook.backup.restore_verify import difference_hint
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment
-from pgrunbook.errors import PgRunbookError, PreflightFailed, StorageError
+from pgrunbook.errors import PgRunbookError, PreflightFailed, Stopped, StorageError
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.tools import ClientTools
 from pgrunbook.postgres.url import DatabaseTarget
@@ -113,6 +113,9 @@ def drill(
             message = exc.message + (": " + "; ".join(exc.details) if exc.details else "")
             cause = {"kind": "preflight", "where": "target", "message": message, "hint": exc.hint or ""}
             raise DrillProblem(cause, Check(name="drill restore", ok=False, detail=message)) from None
+        except Stopped as exc:  # the scratch database is dropped below, whatever the stop interrupted
+            exc.within("nothing half-done is listed or kept")
+            raise
         except CannotCreate as exc:
             message = f"cannot create the drill's scratch database on {server.display}: {exc.reason}"
             hint = "grant CREATEDB, or set [backup] drill_database_url_env to a server where it may"

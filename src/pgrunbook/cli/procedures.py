@@ -22,7 +22,7 @@ from pgrunbook.cli.app import (
     restore_options,
     state,
 )
-from pgrunbook.errors import EXIT_USAGE, PgRunbookError
+from pgrunbook.errors import EXIT_USAGE, PgRunbookError, Stopped
 
 
 @cli.command()
@@ -190,6 +190,25 @@ def deploy(
             st.output.emit_json(exc.report.to_dict())
         else:
             _print_deploy(st, exc.report)
+        raise
+    except Stopped as exc:  # the journal knows where the deploy was and what getting back takes
+        from pgrunbook.journal import where_interrupted
+
+        rec = journal.get(journal.started[-1]) if journal.started else None
+        if rec is not None:
+            hit = [s.name for s in rec.steps if s.status == "failed"]  # the step the stop broke off
+            where = f"at step {hit[0]}" if hit else where_interrupted(rec)
+            off = any(s.name == "maintenance off" and s.status == "succeeded" for s in rec.steps)
+            migrated = any(s.name == "migrate" for s in rec.steps)
+            exc.within(
+                f"deploy {rec.id} was stopped {where}"
+                + ("" if migrated else ", before migrating: nothing was migrated")
+                + ("; maintenance was turned off" if off else "")
+            )
+            shows = "pgrunbook runs shows the run"
+            if not migrated:
+                exc.note(hint=f"run the same deploy again ({shows})")
+            exc.note(hint=f"{rec.recovery} ({shows})" if rec.recovery else shows)
         raise
     if st.json_mode:
         st.output.emit_json(report.to_dict())
