@@ -84,6 +84,11 @@ class VerificationFailed(PgRunbookError):
     """A backup exists but failed one of its integrity checks."""
 
 
+class ReadQueryFailed(PgRunbookError):
+    """The application's read query failed on a restored copy whose own checks (rows, owners,
+    privileges) passed: a problem of the query or the target, never proof that the backup differs."""
+
+
 class PreflightFailed(PgRunbookError):
     """The target cannot take the archive as it is (roles, rights); nothing was created."""
 

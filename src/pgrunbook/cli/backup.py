@@ -216,9 +216,8 @@ def backup_verify(
                 )
             else:  # the backup passed its own checks: the drill server or the definition is the problem
                 cause = result.cause or {}
-                click.echo(
-                    f"error: the drill could not restore {backup_id}: {printable(cause.get('message', ''))}", err=True
-                )
+                what = "" if cause.get("kind") == "read query" else f"the drill could not restore {backup_id}: "
+                click.echo(f"error: {what}{printable(cause.get('message', ''))}", err=True)
                 click.echo(
                     f"hint: {cause.get('hint') or 'see the checks above'}; the backup itself passed its checks "
                     "(size, checksum, frames, table of contents)",
