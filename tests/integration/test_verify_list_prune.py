@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -137,3 +138,49 @@ def test_prune_never_removes_newest_verified_or_pre_deploy(seeded: Project) -> N
     assert rows[pre]["action"] == "keep" and "newest pre-deploy backup (never removed)" in rows[pre]["reasons"]
     assert rows[verified]["action"] == "keep"
     assert rows[other]["action"] == "remove"
+
+
+def _sealed(project: Project, manifest: Manifest, data: bytes) -> None:
+    """Store ``data`` as the backup's file with a manifest that matches it (size, sha256): damage done
+    before the file was hashed (a writer's bad RAM or disk), which only the archive's own checks find."""
+    (project.storage / "default" / manifest.id / manifest.file).write_bytes(data)
+    path = project.storage / "default" / manifest.id / "manifest.json"
+    fields = json.loads(path.read_text())
+    fields.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    path.write_text(json.dumps(fields))
+
+
+@pytest.mark.parametrize("where", ["middle", "end"])
+def test_gzip_verify_reads_every_data_block_and_names_the_damaged_one(seeded: Project, where: str) -> None:
+    """trial8 #3: a gzip backup (pg_dump's own compression) was checked only up to its table of
+    contents, so damage in its data went unnoticed until pg_restore. Every data block is now read and
+    decompressed (zlib's own checksum per block), and the table whose block is damaged is named."""
+    seeded.write_config('[backup]\nstorage = "backups"\ncompression = "gzip"\n')
+    m = create_backup(seeded.env())
+    intact = seeded.cli("--json", "backup", "verify", m.id)
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    checks = {c["name"]: c for c in json.loads(intact.stdout)["checks"]}
+    assert checks["compression"]["ok"] and "every data block" in checks["compression"]["detail"]
+    data = bytearray((seeded.storage / "default" / m.id / m.file).read_bytes())
+    # middle: inside the big invoice table's deflate stream; end: the last block's adler32 (before the
+    # block's closing zero-length int of 5 bytes)
+    data[len(data) // 2 if where == "middle" else len(data) - 7] ^= 0x10
+    _sealed(seeded, m, bytes(data))
+    result = seeded.cli("backup", "verify", m.id, "--drill")
+    assert_clean_error(result, 2, "failed verification")
+    line = next(ln for ln in result.stdout.splitlines() if "compression:" in ln)
+    assert "FAIL" in line and "data of table" in line, result.stdout
+    assert "checksum: sha256 matches" in result.stdout  # the stored bytes are the ones hashed
+    assert "skipped: the stored file failed its checks" in result.stdout
+    report = json.loads(seeded.cli("--json", "backup", "verify", m.id).stdout)
+    assert report["damaged"] is True
+    # the stream restore's check reads every block too, before any database is created; the parallel
+    # restore's pg_restore reads them itself (not twice), and its database is dropped again
+    seeded.write_config('[backup]\nstorage = "backups"\ncompression = "gzip"\n[restore]\nmethod = "stream"\n')
+    r = seeded.cli("restore", m.id, "--into", "gzip_damaged")
+    assert_clean_error(r, 2, "failed its integrity check", "compression: data of table")
+    seeded.write_config('[backup]\nstorage = "backups"\ncompression = "gzip"\n[restore]\nmethod = "parallel"\n')
+    r = seeded.cli("restore", m.id, "--into", "gzip_damaged")
+    assert_clean_error(r, 2, "could not uncompress data", "dropped again, nothing was kept")
+    with psycopg.connect(seeded.url) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'gzip_damaged'").fetchone() is None
