@@ -184,3 +184,47 @@ def test_gzip_verify_reads_every_data_block_and_names_the_damaged_one(seeded: Pr
     assert_clean_error(r, 2, "could not uncompress data", "dropped again, nothing was kept")
     with psycopg.connect(seeded.url) as conn:
         assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'gzip_damaged'").fetchone() is None
+
+
+FRAMES = '[backup]\nstorage = "backups"\nzstd_frame_mb = 0.0625\n[restore]\nmethod = "{method}"\njobs = 2\n'
+
+
+def _edit_manifest(project: Project, manifest: Manifest, edit: str) -> str:
+    """A hand-edited or corrupted manifest: the field it changed (the stored file is untouched)."""
+    path = project.storage / "default" / manifest.id / "manifest.json"
+    fields = json.loads(path.read_text())
+    if edit == "frame dropped":
+        fields["frames"] = fields["frames"][:-1]
+    elif edit == "frame sizes":  # same totals, wrong boundaries
+        (s0, r0), (s1, r1) = fields["frames"][:2]
+        fields["frames"][:2] = [[s0 + 7, r0], [s1 - 7, r1]]
+    else:
+        fields["archive_size"] += 1000
+    path.write_text(json.dumps(fields))
+    return "archive_size" if edit == "archive_size" else "frames"
+
+
+@pytest.mark.parametrize("edit", ["frame dropped", "frame sizes", "archive_size"])
+def test_a_manifest_inconsistent_with_its_file_is_said_so_not_called_damage(seeded: Project, edit: str) -> None:
+    """trial8 #9: a hand-edited or corrupted frame list / archive_size got an odd wording ("truncated",
+    "frame 1 is incomplete or damaged"). The true one: the manifest is inconsistent with the stored file
+    (which field, expected vs found), the file's own bytes (sha256) may be fine, and what to do."""
+    seeded.write_config(FRAMES.format(method="parallel"))
+    m = create_backup(seeded.env())
+    assert len(m.frames) >= 3
+    field = _edit_manifest(seeded, m, edit)
+    result = seeded.cli("backup", "verify", m.id)
+    assert_clean_error(result, 2, "manifest", "inconsistent with the stored file", field)
+    assert "do not rely on it" not in result.stderr and "truncated" not in result.stderr + result.stdout
+    hint = next(ln for ln in result.stderr.splitlines() if ln.startswith("hint: "))
+    assert "sha256" in hint and "manifest.json" in hint
+    assert "checksum: sha256 matches" in result.stdout
+    report = json.loads(seeded.cli("--json", "backup", "verify", m.id).stdout)
+    assert report["ok"] is False and report["damaged"] is False and report["cause"]["kind"] == "manifest"
+    for method in ("parallel", "stream"):
+        seeded.write_config(FRAMES.format(method=method))
+        r = seeded.cli("restore", m.id, "--into", "from_bad_manifest")
+        assert_clean_error(r, 2, "manifest", "inconsistent with the stored file", "no database was created")
+        assert "integrity" not in r.stderr and "damaged" not in r.stderr
+    with psycopg.connect(seeded.url) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'from_bad_manifest'").fetchone() is None

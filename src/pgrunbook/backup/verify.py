@@ -17,7 +17,14 @@ import psycopg
 from psycopg import sql
 
 from pgrunbook import __version__
-from pgrunbook.backup.archive import check_stored, tools_for_archive, tools_to_restore
+from pgrunbook.backup.archive import (
+    INCONSISTENT,
+    MANIFEST_HINT,
+    check_stored,
+    manifest_problem,
+    tools_for_archive,
+    tools_to_restore,
+)
 from pgrunbook.backup.manifest import Check, Manifest, Verification
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.backup.restore import RestoreReport, restore_into
@@ -170,10 +177,20 @@ def verify_backup(
     drill_tools = _drill_tools(env, manifest) if drill_restore else tools
     listing: list[str] = []
     checks = check_stored(env, manifest, tools, progress, listing_out=listing)
-    sound = all(c.ok for c in checks)  # the backup's own checks: only these may call it damaged
+    wrong = manifest_problem(checks)  # the manifest, not the file: never called damage (trial8 #9)
+    sound = wrong is not None or all(c.ok for c in checks)  # the backup's own checks: only these call it damaged
     cause: dict[str, str] | None = None
+    if wrong is not None:
+        cause = {
+            "kind": "manifest",
+            "where": "manifest",
+            "message": f"the manifest of {manifest.id} is {wrong.detail}",
+            "hint": MANIFEST_HINT,
+        }
     if drill_restore:
-        if sound:
+        if wrong is not None:
+            checks.append(Check(name="drill restore", ok=False, detail="skipped: the manifest is " + INCONSISTENT))
+        elif sound:
             try:
                 drilled = drill(env, manifest, drill_tools, progress, listing="".join(listing), options=options)
             except DrillProblem as problem:
@@ -189,7 +206,7 @@ def verify_backup(
         verification = Verification(
             at=datetime.now(UTC),
             kind="drill" if drill_restore else "checksum",
-            ok=sound and (cause is not None or ok),
+            ok=sound and wrong is None and (cause is not None or ok),
             checks=checks,
             tool_version=__version__,
             cause=cause,
