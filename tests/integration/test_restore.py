@@ -604,3 +604,26 @@ def test_a_drill_whose_read_query_fails_does_not_call_the_backup_damaged(seeded:
     assert data["damaged"] is False and data["cause"]["kind"] == "read query"
     checks = {c["name"]: c["ok"] for c in data["checks"]}
     assert checks["checksum"] and checks["drill restore"] and checks["row counts"] and not checks["read query"]
+
+
+def test_a_database_created_by_another_restore_meanwhile_is_not_a_createdb_problem(seeded: Project) -> None:
+    """trial8 #7: two restores --into one name; the second looked while the name was free, and its
+    CREATE DATABASE then failed: it was told to grant CREATEDB. It now says another session created it
+    (the marker's pid when written). The window is taken deterministically: the name is created (and
+    marked, as the first restore does) between the second's look and its CREATE."""
+    from pgrunbook.backup.restore_database import create_database, marker
+    from pgrunbook.errors import DatabaseError
+    from pgrunbook.postgres.connect import connect
+
+    server = seeded.env().target(direct=True)
+    with psycopg.connect(seeded.url, autocommit=True) as other:
+        other.execute('CREATE DATABASE "raced"')
+        other.execute(psycopg.sql.SQL("COMMENT ON DATABASE raced IS {}").format(psycopg.sql.Literal(marker("b1"))))
+    try:
+        with connect(server, purpose="test") as admin, pytest.raises(DatabaseError) as err:
+            create_database(admin, server, "raced")
+        assert "created by another session" in err.value.message and "pid " in err.value.message
+        assert "CREATEDB" not in (err.value.hint or "") and "wait for that restore" in (err.value.hint or "")
+    finally:
+        with psycopg.connect(seeded.url, autocommit=True) as conn:
+            conn.execute('DROP DATABASE IF EXISTS "raced"')
