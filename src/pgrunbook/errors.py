@@ -88,6 +88,16 @@ class VerificationFailed(PgRunbookError):
     """A backup exists but failed one of its integrity checks."""
 
 
+class ManifestInconsistent(PgRunbookError):
+    """A backup's manifest does not describe its stored file (frame list, archive_size), while the
+    file's own checks (size, sha256) pass: the manifest is wrong, the backup's bytes may be fine."""
+
+
+class ReadQueryFailed(PgRunbookError):
+    """The application's read query failed on a restored copy whose own checks (rows, owners,
+    privileges) passed: a problem of the query or the target, never proof that the backup differs."""
+
+
 class PreflightFailed(PgRunbookError):
     """The target cannot take the archive as it is (roles, rights); nothing was created."""
 

@@ -550,3 +550,80 @@ def test_in_place_restore_of_latest_restores_the_latest_backup_not_its_own_pre_r
     # restore --into latest still takes the newest backup of any label
     r = seeded.cli("--json", "restore", "latest", "--into", "latest_copy")
     assert r.returncode == 0 and json.loads(r.stdout)["backup_id"] != good.id, r.stderr
+
+
+# --- a read query that fails is the query's problem, not the backup's (trial8 #8) ---------------------
+
+READ_QUERY_CONFIG = '[backup]\nstorage = "backups"\n[environments.default]\nread_query = "{query}"\n'
+
+
+def _comment(project: Project, name: str) -> str:
+    with psycopg.connect(project.url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+    return str(row[0]) if row else ""
+
+
+def test_a_failing_read_query_blames_the_query_and_keeps_the_verified_copy(seeded: Project) -> None:
+    """trial8 #8: a read query that fails (a missing table) on a restored copy was reported as "differs
+    from the backup" and the good copy dropped. It is the query's problem: the error names the query's
+    own error, the hint says to fix read_query, the copy (rows equal to the backup) is kept, unused."""
+    seeded.write_config(READ_QUERY_CONFIG.format(query="SELECT count(*) FROM no_such_table"))
+    backup_id = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    into = seeded.cli("restore", backup_id, "--into", "rq_copy")
+    try:
+        assert_clean_error(into, 2, "read query", 'relation "no_such_table" does not exist', "rq_copy")
+        assert "differs from the backup" not in into.stderr and "damaged" not in into.stderr
+        hint = next(ln for ln in into.stderr.splitlines() if ln.startswith("hint: "))
+        assert "read_query" in hint and "pgrunbook health" in hint and 'DROP DATABASE "rq_copy"' in hint
+        assert "rq_copy" in databases(seeded), "the verified copy was dropped"
+        assert fingerprint(db_url(seeded, "rq_copy")) == fingerprint(seeded.url)
+        comment = _comment(seeded, "rq_copy")
+        assert comment.startswith(f"pgrunbook: restored from backup {backup_id}") and "read query failed" in comment
+        assert "unfinished" not in comment  # not taken for a killed restore's leftover, never swept
+        # the same name again: an existing non-empty database, refused as any other
+        again = seeded.cli("restore", backup_id, "--into", "rq_copy")
+        assert_clean_error(again, 2, "already exists and is not empty")
+    finally:
+        with psycopg.connect(seeded.url, autocommit=True) as conn:
+            conn.execute('DROP DATABASE IF EXISTS "rq_copy" WITH (FORCE)')
+
+
+def test_a_drill_whose_read_query_fails_does_not_call_the_backup_damaged(seeded: Project) -> None:
+    """trial8 #8, the drill: a read query with an SQL error is reported as such, never as damage."""
+    seeded.write_config(READ_QUERY_CONFIG.format(query="SELEC 1"))
+    backup_id = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    drill = seeded.cli("backup", "verify", backup_id, "--drill")
+    assert drill.returncode == 2, drill.stdout + drill.stderr
+    errors = [ln for ln in drill.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "read query" in errors[0] and 'syntax error at or near "SELEC"' in errors[0]
+    assert "could not restore" not in errors[0] and "do not rely on it" not in drill.stderr
+    assert "read_query" in drill.stderr and "damaged" not in drill.stderr
+    data = json.loads(seeded.cli("--json", "backup", "verify", backup_id, "--drill").stdout)
+    assert data["damaged"] is False and data["cause"]["kind"] == "read query"
+    checks = {c["name"]: c["ok"] for c in data["checks"]}
+    assert checks["checksum"] and checks["drill restore"] and checks["row counts"] and not checks["read query"]
+
+
+def test_a_database_created_by_another_restore_meanwhile_is_not_a_createdb_problem(seeded: Project) -> None:
+    """trial8 #7: two restores --into one name; the second looked while the name was free, and its
+    CREATE DATABASE then failed: it was told to grant CREATEDB. It now says another session created it
+    (the marker's pid when written). The window is taken deterministically: the name is created (and
+    marked, as the first restore does) between the second's look and its CREATE."""
+    from pgrunbook.backup.restore_database import create_database, marker
+    from pgrunbook.errors import DatabaseError
+    from pgrunbook.postgres.connect import connect
+
+    server = seeded.env().target(direct=True)
+    with psycopg.connect(seeded.url, autocommit=True) as other:
+        other.execute('CREATE DATABASE "raced"')
+        other.execute(psycopg.sql.SQL("COMMENT ON DATABASE raced IS {}").format(psycopg.sql.Literal(marker("b1"))))
+    try:
+        with connect(server, purpose="test") as admin, pytest.raises(DatabaseError) as err:
+            create_database(admin, server, "raced")
+        assert "created by another session" in err.value.message and "pid " in err.value.message
+        assert "CREATEDB" not in (err.value.hint or "") and "wait for that restore" in (err.value.hint or "")
+    finally:
+        with psycopg.connect(seeded.url, autocommit=True) as conn:
+            conn.execute('DROP DATABASE IF EXISTS "raced"')

@@ -70,7 +70,7 @@ def test_a_read_query_that_fails_on_the_copy_gets_its_own_hint(schema_project: P
     _drop(p.url, "copy_x")
     assert into.returncode != 0
     assert "read query" in into.stderr and "target's setup?" not in into.stderr
-    assert "hint: the read query failed on the restored copy" in into.stderr
+    assert "hint: the query, not the backup: fix [environments] read_query" in into.stderr
 
 
 # --- database names of any length and spelling ---------------------------------------------------------

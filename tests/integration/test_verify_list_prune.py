@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -164,3 +165,93 @@ def test_damaged_ciphertext_is_reported_as_encryption_not_compression(
     checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
     assert not checks["encryption"]["ok"] and "age decryption failed" in checks["encryption"]["detail"]
     assert "compression" not in checks, checks
+
+
+def _sealed(project: Project, manifest: Manifest, data: bytes) -> None:
+    """Store ``data`` as the backup's file with a manifest that matches it (size, sha256): damage done
+    before the file was hashed (a writer's bad RAM or disk), which only the archive's own checks find."""
+    (project.storage / "default" / manifest.id / manifest.file).write_bytes(data)
+    path = project.storage / "default" / manifest.id / "manifest.json"
+    fields = json.loads(path.read_text())
+    fields.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    path.write_text(json.dumps(fields))
+
+
+@pytest.mark.parametrize("where", ["middle", "end"])
+def test_gzip_verify_reads_every_data_block_and_names_the_damaged_one(seeded: Project, where: str) -> None:
+    """trial8 #3: a gzip backup (pg_dump's own compression) was checked only up to its table of
+    contents, so damage in its data went unnoticed until pg_restore. Every data block is now read and
+    decompressed (zlib's own checksum per block), and the table whose block is damaged is named."""
+    seeded.write_config('[backup]\nstorage = "backups"\ncompression = "gzip"\n')
+    m = create_backup(seeded.env())
+    intact = seeded.cli("--json", "backup", "verify", m.id)
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    checks = {c["name"]: c for c in json.loads(intact.stdout)["checks"]}
+    assert checks["compression"]["ok"] and "every data block" in checks["compression"]["detail"]
+    data = bytearray((seeded.storage / "default" / m.id / m.file).read_bytes())
+    # middle: inside the big invoice table's deflate stream; end: the last block's adler32 (before the
+    # block's closing zero-length int of 5 bytes)
+    data[len(data) // 2 if where == "middle" else len(data) - 7] ^= 0x10
+    _sealed(seeded, m, bytes(data))
+    result = seeded.cli("backup", "verify", m.id, "--drill")
+    assert_clean_error(result, 2, "failed verification")
+    line = next(ln for ln in result.stdout.splitlines() if "compression:" in ln)
+    assert "FAIL" in line and "data of table" in line, result.stdout
+    assert "checksum: sha256 matches" in result.stdout  # the stored bytes are the ones hashed
+    assert "skipped: the stored file failed its checks" in result.stdout
+    report = json.loads(seeded.cli("--json", "backup", "verify", m.id).stdout)
+    assert report["damaged"] is True
+    # the stream restore's check reads every block too, before any database is created; the parallel
+    # restore's pg_restore reads them itself (not twice), and its database is dropped again
+    seeded.write_config('[backup]\nstorage = "backups"\ncompression = "gzip"\n[restore]\nmethod = "stream"\n')
+    r = seeded.cli("restore", m.id, "--into", "gzip_damaged")
+    assert_clean_error(r, 2, "failed its integrity check", "compression: data of table")
+    seeded.write_config('[backup]\nstorage = "backups"\ncompression = "gzip"\n[restore]\nmethod = "parallel"\n')
+    r = seeded.cli("restore", m.id, "--into", "gzip_damaged")
+    assert_clean_error(r, 2, "could not uncompress data", "dropped again, nothing was kept")
+    with psycopg.connect(seeded.url) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'gzip_damaged'").fetchone() is None
+
+
+FRAMES = '[backup]\nstorage = "backups"\nzstd_frame_mb = 0.0625\n[restore]\nmethod = "{method}"\njobs = 2\n'
+
+
+def _edit_manifest(project: Project, manifest: Manifest, edit: str) -> str:
+    """A hand-edited or corrupted manifest: the field it changed (the stored file is untouched)."""
+    path = project.storage / "default" / manifest.id / "manifest.json"
+    fields = json.loads(path.read_text())
+    if edit == "frame dropped":
+        fields["frames"] = fields["frames"][:-1]
+    elif edit == "frame sizes":  # same totals, wrong boundaries
+        (s0, r0), (s1, r1) = fields["frames"][:2]
+        fields["frames"][:2] = [[s0 + 7, r0], [s1 - 7, r1]]
+    else:
+        fields["archive_size"] += 1000
+    path.write_text(json.dumps(fields))
+    return "archive_size" if edit == "archive_size" else "frames"
+
+
+@pytest.mark.parametrize("edit", ["frame dropped", "frame sizes", "archive_size"])
+def test_a_manifest_inconsistent_with_its_file_is_said_so_not_called_damage(seeded: Project, edit: str) -> None:
+    """trial8 #9: a hand-edited or corrupted frame list / archive_size got an odd wording ("truncated",
+    "frame 1 is incomplete or damaged"). The true one: the manifest is inconsistent with the stored file
+    (which field, expected vs found), the file's own bytes (sha256) may be fine, and what to do."""
+    seeded.write_config(FRAMES.format(method="parallel"))
+    m = create_backup(seeded.env())
+    assert len(m.frames) >= 3
+    field = _edit_manifest(seeded, m, edit)
+    result = seeded.cli("backup", "verify", m.id)
+    assert_clean_error(result, 2, "manifest", "inconsistent with the stored file", field)
+    assert "do not rely on it" not in result.stderr and "truncated" not in result.stderr + result.stdout
+    hint = next(ln for ln in result.stderr.splitlines() if ln.startswith("hint: "))
+    assert "sha256" in hint and "manifest.json" in hint
+    assert "checksum: sha256 matches" in result.stdout
+    report = json.loads(seeded.cli("--json", "backup", "verify", m.id).stdout)
+    assert report["ok"] is False and report["damaged"] is False and report["cause"]["kind"] == "manifest"
+    for method in ("parallel", "stream"):
+        seeded.write_config(FRAMES.format(method=method))
+        r = seeded.cli("restore", m.id, "--into", "from_bad_manifest")
+        assert_clean_error(r, 2, "manifest", "inconsistent with the stored file", "no database was created")
+        assert "integrity" not in r.stderr and "damaged" not in r.stderr
+    with psycopg.connect(seeded.url) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'from_bad_manifest'").fetchone() is None

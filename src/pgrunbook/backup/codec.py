@@ -79,6 +79,10 @@ class Codec:
             while view:
                 view = view[os.write(fd, view) :]
 
+    #: the compressed data blocks are inside the pg_dump archive (pg_dump's own compression): only
+    #: pg_restore reading every block checks them (archive.DataBlocks), not the decoding here
+    blocks_in_archive = False
+
     def checks(self, error: str, *, ok_detail: str) -> list[Check]:
         """The codec's own integrity check of a read-back (``error``: what decoding raised, or "")."""
         return []
@@ -100,6 +104,7 @@ class PgDumpCompression(Codec):
 
     name = "gzip"
     label = "pg_dump's own compression (gzip)"
+    blocks_in_archive = True  # each table's data one zlib stream (adler32) inside the archive
 
 
 class Zstd(Codec):
@@ -341,6 +346,11 @@ class CodecStack:
         if not error:
             checks += [Check(name="encryption", ok=True, detail=f"{layer.label}, decrypted") for layer in self.layers]
         return checks
+
+    @property
+    def blocks_in_archive(self) -> bool:
+        """The archive's data blocks are compressed inside it (see Codec.blocks_in_archive)."""
+        return self.compression.blocks_in_archive
 
     def unreadable(self) -> str | None:
         """Why the archive cannot be read back here (only its stored bytes checked), or None."""

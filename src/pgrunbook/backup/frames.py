@@ -25,6 +25,38 @@ class FrameError(zstandard.ZstdError):
     """The stored stream does not decompress to the archive its manifest describes."""
 
 
+class ManifestMismatch(FrameError):
+    """The stored stream decompresses, but not as the manifest's ``field`` (frames, archive_size) says:
+    when the stored bytes are the ones hashed (size, sha256), the manifest is what is wrong (trial8 #9)."""
+
+    def __init__(self, field: str, detail: str):
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+        self.detail = detail
+
+
+def frame_table_problem(
+    frames: Sequence[tuple[int, int]], archive_size: int | None, compressed_size: int | None
+) -> ManifestMismatch | None:
+    """The manifest's frame table against its own totals, before anything is read: the frames' archive
+    sizes add up to ``archive_size``, their stored sizes to ``compressed_size`` (the stored file's size
+    when no layer such as encryption changes it; None otherwise), none negative."""
+    if not frames:
+        return None
+    bad = next((i for i, (stored, raw) in enumerate(frames) if stored <= 0 or raw < 0), None)
+    if bad is not None:
+        return ManifestMismatch("frames", f"frame {bad + 1} lists {frames[bad][0]} stored / {frames[bad][1]} bytes")
+    raw = sum(r for _, r in frames)
+    if archive_size is not None and raw != archive_size:
+        return ManifestMismatch("archive_size", f"the manifest says {archive_size} bytes, its frames add up to {raw}")
+    stored = sum(s for s, _ in frames)
+    if compressed_size is not None and stored != compressed_size:
+        return ManifestMismatch(
+            "frames", f"the frames' stored sizes add up to {stored} bytes, the stored file is {compressed_size}"
+        )
+    return None
+
+
 def decompress_frames(chunks: Iterator[bytes], table: Sequence[tuple[int, int]] = ()) -> Iterator[bytes]:
     """The archive's bytes from a stream of one or more zstd frames, in one thread.
 
@@ -34,23 +66,44 @@ def decompress_frames(chunks: Iterator[bytes], table: Sequence[tuple[int, int]] 
     dobj = zstandard.ZstdDecompressor().decompressobj()
     fed = False  # has the current frame received any input?
     done = 0  # complete frames
+    stored = raw = 0  # the current frame's sizes so far, compared with the table's when it ends
     for chunk in chunks:
         while chunk:
             out = dobj.decompress(chunk)
             fed = True
+            raw += len(out)
             if out:
                 yield out
             if not dobj.eof:
+                stored += len(chunk)
                 break
+            rest = dobj.unused_data
+            stored += len(chunk) - len(rest)
+            if table:
+                _compare_frame(table, done, stored, raw)
             done += 1
-            chunk = dobj.unused_data
+            chunk = rest
             dobj, fed = zstandard.ZstdDecompressor().decompressobj(), False
+            stored = raw = 0
     if fed:
         raise FrameError("the zstd stream ends before its end of frame (truncated)")
     if done == 0:
         raise FrameError("the zstd stream is empty (truncated)")
     if table and done != len(table):
-        raise FrameError(f"the zstd stream holds {done} frames, the manifest lists {len(table)} (truncated)")
+        raise ManifestMismatch("frames", f"the zstd stream holds {done} frames, the manifest lists {len(table)}")
+
+
+def _compare_frame(table: Sequence[tuple[int, int]], index: int, stored: int, raw: int) -> None:
+    """A complete frame of the stream against the manifest's entry for it (ManifestMismatch)."""
+    if index >= len(table):
+        raise ManifestMismatch("frames", f"the manifest lists {len(table)} frames, the zstd stream holds more")
+    if (stored, raw) != tuple(table[index]):
+        listed = table[index]
+        raise ManifestMismatch(
+            "frames",
+            f"frame {index + 1}: the manifest lists {listed[0]} stored / {listed[1]} archive bytes, "
+            f"the stream's frame is {stored} / {raw}",
+        )
 
 
 def _frames_of(chunks: Iterator[bytes], table: Sequence[tuple[int, int]]) -> Iterator[tuple[int, list[memoryview]]]:

@@ -198,6 +198,19 @@ def comment_on_database(admin: psycopg.Connection, dbname: str, text: str) -> No
 def create_database(admin: psycopg.Connection, server: DatabaseTarget, dbname: str) -> None:
     try:
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname)))
+    except psycopg.errors.DuplicateDatabase:  # created meanwhile by another session (trial8 #7)
+        row = admin.execute(
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s",
+            (dbname,),
+        ).fetchone()
+        comment = str(row[0]) if row else ""
+        m = re.search(r" by pid (\d+) on (\S+)", comment)
+        who = f" (pid {m.group(1)} on {m.group(2)})" if m else ""
+        raise DatabaseError(
+            f"database {dbname!r} was just created by another session{who}, probably another restore into "
+            "the same name; nothing was changed",
+            hint="wait for that restore to finish, or choose another name for --into",
+        ) from None
     except psycopg.Error as exc:
         cause = redact(str(exc).splitlines()[0], server.secrets())
         raise CannotCreate(

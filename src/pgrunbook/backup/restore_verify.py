@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pgrunbook.backup.manifest import Check, Manifest
 from pgrunbook.environment import Environment
-from pgrunbook.errors import PgRunbookError
+from pgrunbook.errors import PgRunbookError, ReadQueryFailed
 from pgrunbook.postgres.catalog import count_tables, run_read_query, user_tables
 from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.names import quote_ident
 from pgrunbook.postgres.url import DatabaseTarget
 
 
@@ -45,15 +46,34 @@ def parallel_row_counts(
 def difference_hint(bad: Check) -> str:
     """What to do when a restored copy fails one of its checks: each check has its own cause."""
     if bad.name == "read query":
-        return (
-            "the read query failed on the restored copy, run with search_path set to the URL's ?schema=: "
-            "check [environments] read_query with pgrunbook health against the live database"
-        )
+        return READ_QUERY_HINT
     if bad.name == "row counts":
         return "the archive does not hold what its manifest says; take a new backup"
     return (
         "the restore did not reproduce the backup's owners or privileges: check the target server's roles "
         "(--owner ROLE / --skip-missing-roles restore onto a server without them)"
+    )
+
+
+#: a failing read query is the query's (or the target's) problem: the backup is not in question
+READ_QUERY_HINT = (
+    "the query, not the backup: fix [environments] read_query (it runs with search_path set to the URL's "
+    "?schema=; try it with pgrunbook health against the live database)"
+)
+
+
+def read_query_failed(dbname: str, query: Check, *, kept: bool) -> ReadQueryFailed:
+    """The error of a restore whose copy passed its own checks but not the application's read query
+    (trial8 #8): the query's own error, the copy kept (``kept``) and how to drop it."""
+    where = (
+        f"{dbname} was kept, not put into use (its rows, owners and privileges equal the backup's)"
+        if kept
+        else f"{dbname} was not put into use"
+    )
+    return ReadQueryFailed(
+        f"the read query failed on the restored database {dbname}: {query.detail}; {where}",
+        hint=f"{READ_QUERY_HINT}; then use {dbname} or drop it: DROP DATABASE {quote_ident(dbname)}",
+        cause={"kind": "read query", "where": "target", "message": query.detail},
     )
 
 

@@ -216,14 +216,12 @@ def backup_verify(
                 )
             else:  # the backup passed its own checks: the drill server or the definition is the problem
                 cause = result.cause or {}
-                click.echo(
-                    f"error: the drill could not restore {backup_id}: {printable(cause.get('message', ''))}", err=True
-                )
-                click.echo(
-                    f"hint: {cause.get('hint') or 'see the checks above'}; the backup itself passed its checks "
-                    "(size, checksum, frames, table of contents)",
-                    err=True,
-                )
+                own = cause.get("kind") in ("read query", "manifest")  # their messages say it all
+                what = "" if own else f"the drill could not restore {backup_id}: "
+                click.echo(f"error: {what}{printable(cause.get('message', ''))}", err=True)
+                passed = "; the backup itself passed its checks (size, checksum, frames, table of contents)"
+                hint = cause.get("hint") or "see the checks above"
+                click.echo(f"hint: {hint}{'' if cause.get('kind') == 'manifest' else passed}", err=True)
         sys.exit(EXIT_FAILURE)
     if not result.recorded:
         sys.exit(EXIT_NEGATIVE)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pgrunbook.backup.method import RestoreReport, VerifyResult, method_for
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment
-from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, VerificationFailed
+from pgrunbook.errors import ConfigError, DatabaseError, ManifestInconsistent, PgRunbookError, VerificationFailed
 from pgrunbook.journal import Run
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.database_swap import (
@@ -191,6 +191,11 @@ def restore_in_place(
 
 
 def _require_intact(result: VerifyResult) -> None:
+    cause = result.cause or {}
+    if cause.get("kind") == "manifest":  # the manifest, not the file: never called damage (trial8 #9)
+        raise ManifestInconsistent(
+            f"{cause['message']}; no database was created or changed", hint=cause.get("hint") or None
+        )
     bad = [c for c in result.checks if not c.ok]
     if bad:
         raise VerificationFailed(
