@@ -12,12 +12,14 @@ from psycopg import sql
 
 from pgrunbook.app_url import admin_reason, admin_url_error, app_target, try_app_login
 from pgrunbook.backup.manifest import Manifest
+from pgrunbook.backup.restore_database import dead_leftovers
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
 from pgrunbook.journal import Journal, journal_path, unsettled, where_interrupted
 from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.postgres.database_swap import drop_statement, staging_databases
+from pgrunbook.postgres.names import quote_ident
 from pgrunbook.postgres.ownership import schema_ownership
 from pgrunbook.postgres.tools import (
     TRANSACTION_TIMEOUT_SINCE,
@@ -272,19 +274,33 @@ def _ownership(env: Environment, conn: psycopg.Connection) -> DoctorCheck:
 
 
 def _leftovers(env: Environment, conn: psycopg.Connection) -> DoctorCheck:
-    """Staging databases of in-place restores that were killed (``<db>_restore_<stamp>``): each holds a
-    partial or unused copy and takes disk space; the live database is never among them."""
+    """What killed restores left on this server (trial8 #10): staging databases of in-place restores
+    (``<db>_restore_<stamp>``) and databases of ``restore --into`` or drills whose marker names a
+    process gone from this host. Each holds a partial or unused copy and takes disk space; the live
+    database is never among them. Listed with the statement that drops it, never dropped here."""
     live = env.target().dbname
-    found = staging_databases(conn, live)
-    if not found:
-        return DoctorCheck("leftovers", "ok", f"no staging database of an interrupted restore of {live}")
-    drops = " ".join(drop_statement(name) for name in found)
+    staging = staging_databases(conn, live)
+    unfinished = [(n, c) for n, c in dead_leftovers(conn) if n not in staging]  # each named once
+    if not staging and not unfinished:
+        return DoctorCheck("leftovers", "ok", f"no database left by an interrupted restore of {live}")
+    parts = []
+    if staging:
+        parts.append(
+            f"{len(staging)} staging database(s) of an interrupted in-place restore of {live}: {', '.join(staging)}"
+        )
+    if unfinished:
+        parts.append(
+            f"{len(unfinished)} database(s) left by a killed restore --into or drill: "
+            + ", ".join(f"{name} ({comment.removeprefix('pgrunbook: ')})" for name, comment in unfinished)
+        )
+    # without FORCE for a restore --into's copy: somebody may have started using it (trial8 #1)
+    drops = " ".join([*map(drop_statement, staging), *(f"DROP DATABASE {quote_ident(n)};" for n, _ in unfinished)])
     return DoctorCheck(
         "leftovers",
         "warning",
-        f"{len(found)} staging database(s) of an interrupted in-place restore of {live}: {', '.join(found)}",
-        f"they are not the live database ({live}); pgrunbook runs shows what the interrupted run did. "
-        f"To drop them: {drops}",
+        "; ".join(parts),
+        f"none is the live database ({live}); pgrunbook runs shows what the interrupted run did. Once nobody "
+        f"is connected to them (pg_stat_activity), drop them: {drops}",
     )
 
 

@@ -55,6 +55,46 @@ def test_doctor_all_green_then_names_each_problem(seeded: Project) -> None:
     ]
 
 
+def test_doctor_names_what_a_killed_restore_into_left_and_drops_nothing(seeded: Project) -> None:
+    """trial8 #10: a database left by a killed `restore --into` (its marker names a process gone from this
+    host; the marker a real restore writes, restore_database.marker) is named by doctor with the statement
+    that drops it; doctor drops nothing. One whose writer is alive (this test's own pid) is not listed."""
+    import os
+    import socket
+    import subprocess
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    made = {
+        "killed_copy": f"pgrunbook: unfinished restore of 20261201T000000Z-manual by pid {int(dead.stdout)} "
+        f"on {host} since 2026-12-01T00:00:00Z",
+        "running_copy": f"pgrunbook: unfinished restore of 20261201T000000Z-manual by pid {os.getpid()} "
+        f"on {host} since 2026-12-01T00:00:00Z",
+    }
+    with psycopg.connect(seeded.url, autocommit=True) as admin:
+        for name, comment in made.items():
+            admin.execute(f'CREATE DATABASE "{name}"')
+            admin.execute(f"COMMENT ON DATABASE \"{name}\" IS '{comment}'")
+    try:
+        r = seeded.cli("--json", "doctor")
+        assert r.returncode == 1, r.stdout + r.stderr  # a warning
+        check = {c["name"]: c for c in json.loads(r.stdout)["checks"]}["leftovers"]
+        assert check["status"] == "warning" and "killed restore --into" in check["detail"]
+        assert "killed_copy" in check["detail"] and "running_copy" not in check["detail"]
+        assert (
+            'DROP DATABASE "killed_copy";' in check["hint"]
+            and "FORCE" not in check["hint"]
+            and "running_copy" not in check["hint"]
+        )
+        with psycopg.connect(seeded.url) as conn:
+            kept = conn.execute("SELECT count(*) FROM pg_database WHERE datname IN ('killed_copy', 'running_copy')")
+            assert kept.fetchone() == (2,)
+    finally:
+        with psycopg.connect(seeded.url, autocommit=True) as admin:
+            for name in made:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
 def test_doctor_warns_when_free_space_is_short(seeded: Project, tmp_path: Path) -> None:
     import os
     import subprocess

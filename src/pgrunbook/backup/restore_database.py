@@ -50,20 +50,25 @@ def _marker_alive(comment: str) -> bool:
     return runner.pid_alive(int(m.group(1)))
 
 
-def drop_dead_leftovers(admin: psycopg.Connection, prefix: str) -> list[str]:
-    """Drop the databases named ``prefix``* that a killed restore left (SIGKILL, a lost machine): their
-    comment is the unfinished-restore marker and the process that wrote it is gone from this host.
-    Returns ``name (marker)`` for each dropped. Others (alive, another host's, no marker) stay."""
+def dead_leftovers(admin: psycopg.Connection, prefix: str = "") -> list[tuple[str, str]]:
+    """The databases named ``prefix``* that a killed restore left (SIGKILL, a lost machine): (name,
+    marker comment) for each whose comment is the unfinished-restore marker and whose writer is gone from
+    this host. Another host's marker, a live writer or no marker: not listed. Reads only."""
     rows = admin.execute(
         "SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
-        "WHERE starts_with(datname, %s)",
+        "WHERE starts_with(datname, %s) ORDER BY datname",
         (prefix,),
     ).fetchall()
+    return [(name, comment) for name, comment in rows if comment.startswith(UNFINISHED) and not _marker_alive(comment)]
+
+
+def drop_dead_leftovers(admin: psycopg.Connection, prefix: str) -> list[str]:
+    """Drop the databases :func:`dead_leftovers` lists for ``prefix``. Returns ``name (marker)`` for
+    each dropped."""
     dropped = []
-    for name, comment in rows:
-        if comment.startswith(UNFINISHED) and not _marker_alive(comment):
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            dropped.append(f"{name} ({comment.removeprefix('pgrunbook: ')})")
+    for name, comment in dead_leftovers(admin, prefix):
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        dropped.append(f"{name} ({comment.removeprefix('pgrunbook: ')})")
     return dropped
 
 
