@@ -37,7 +37,7 @@ ORIGINAL = runner.parent_death_preexec
 
 
 def _mode(with_signal: bool) -> None:
-    runner.parent_death_preexec = ORIGINAL if with_signal else (lambda: None)  # type: ignore[assignment]
+    runner.parent_death_preexec = ORIGINAL if with_signal else (lambda signum=0: None)  # type: ignore[assignment]
 
 
 def starts(pg_dump: Path, n: int) -> dict[bool, float]:

@@ -56,13 +56,16 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
 from backup_bench import add_setup_arguments, compile_pgrunbook, load_average, throwaway_cluster
+from pgrunbook.backup.restore_run import PARALLEL_GIN_SINCE
 from pgrunbook.postgres.runner import connection
 from pgrunbook.postgres.tools import ClientTools, find_client_tools
 from pgrunbook.postgres.url import DatabaseTarget, parse_database_url
 
 # What pgrunbook's restore sets for pg_restore's sessions (restore.restore_settings), shown separately
 # so the table says how much of the difference is the settings and how much the rest.
+# On servers from 18 on the maintenance workers are left at the server's own setting (PARALLEL_GIN_SINCE).
 SESSION_SETTINGS = "-c max_parallel_maintenance_workers=0 -c synchronous_commit=off"
+SESSION_SETTINGS_18 = "-c synchronous_commit=off"
 
 
 def durable(admin_url: str) -> None:
@@ -164,6 +167,19 @@ class RestoreRig:
         subprocess.run([*argv, str(path)], env=env or self.env, check=True)
 
 
+def baseline_src(ref: str, work: Path) -> str:
+    """git ``ref``'s src/ unpacked under ``work`` and compiled (as installed): run through PYTHONPATH."""
+    dest = work / "baseline"
+    dest.mkdir()
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "src"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    import compileall
+
+    compileall.compile_dir(str(dest / "src"), quiet=1)
+    return str(dest / "src")
+
+
 def start_rig(ap: argparse.ArgumentParser, prefix: str) -> tuple[argparse.Namespace, RestoreRig, int, str]:
     """Both restore benches start alike: the setup arguments parsed, the load average noted before any
     work, pgrunbook compiled, a throwaway cluster generated and made ready (RestoreRig). Returns the
@@ -194,6 +210,11 @@ def main() -> None:
         action="store_true",
         help="only the rows the target is judged on: plain pg_restore on the same archive (with and without "
         "pgrunbook's session settings) and pgrunbook's parallel restore (a third of the time)",
+    )
+    ap.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="one more row: pgrunbook's restore as git REF's src/ has it (e.g. main), interleaved with the rest",
     )
     args, rig, db_size, load_start = start_rig(ap, "pgrunbook-bench-restore-")
     cluster, work = rig.cluster, rig.work
@@ -249,12 +270,15 @@ def main() -> None:
             rig.drop(name)
             return t
 
-        def ours(method: str) -> float:
+        baseline = baseline_src(args.baseline, work) if args.baseline else None
+
+        def ours(method: str, src: str | None = None) -> float:
             rig.configure(method, args.jobs)
             name = rig.new_name()
-            t = rig.timed_restore(backup_id, name)
-            breakdown[method] = ", ".join(f"{st['name']} {st['duration_s']:.2f}s" for st in rig.last_steps())
-            print(f"    {method} steps: {breakdown[method]}", file=sys.stderr)
+            t = rig.timed_restore(backup_id, name, env={**env, "PYTHONPATH": src} if src else None)
+            label = f"{method}, {args.baseline}" if src else method
+            breakdown[label] = ", ".join(f"{st['name']} {st['duration_s']:.2f}s" for st in rig.last_steps())
+            print(f"    {label} steps: {breakdown[label]}", file=sys.stderr)
             rig.drop(name)
             return t
 
@@ -263,15 +287,19 @@ def main() -> None:
             f"pg_restore -j{args.jobs}, runbook's pg_dump --format=custom file": lambda: plain(runbook),
             f"by hand: zstd -d to a file, then pg_restore -j{args.jobs} (both timed)": by_hand,
             f"pg_restore -j{args.jobs}, same archive, with pgrunbook's session settings": lambda: plain(
-                archive, SESSION_SETTINGS
+                archive, SESSION_SETTINGS_18 if server // 10000 >= PARALLEL_GIN_SINCE else SESSION_SETTINGS
             ),
             f"pg_restore -j{args.jobs}, same archive, while as much memory as pgrunbook's decompressed "
             "archive is held": lambda: plain(archive, hold=True),
             f"pgrunbook restore --into (parallel, -j{args.jobs})": lambda: ours("parallel"),
             "pgrunbook restore --into (streaming)": lambda: ours("stream"),
         }
+        if baseline is not None:
+            methods[f"pgrunbook restore --into (parallel, -j{args.jobs}), {args.baseline}'s code"] = lambda: ours(
+                "parallel", baseline
+            )
         if args.core:
-            core = ("same archive (decompressed beforehand)", "with pgrunbook's session settings", "(parallel")
+            core = ("same archive (decompressed beforehand)", "with pgrunbook's session settings", "(parallel,")
             methods = {name: run for name, run in methods.items() if any(c in name for c in core)}
 
         def settle(cold: bool) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from backup_bench import load_average
 from pgrunbook.postgres.tools import ClientTools
-from restore_bench import start_rig
+from restore_bench import baseline_src, start_rig
 
 
 def main() -> None:
@@ -97,19 +97,6 @@ def main() -> None:
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def baseline_src(ref: str, work: Path) -> str:
-    """git ``ref``'s src/ unpacked under ``work`` and compiled (as installed): run through PYTHONPATH."""
-    dest = work / "baseline"
-    dest.mkdir()
-    repo = Path(__file__).resolve().parent.parent
-    archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "src"], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    import compileall
-
-    compileall.compile_dir(str(dest / "src"), quiet=1)
-    return str(dest / "src")
 
 
 def versions(tools: ClientTools) -> str:

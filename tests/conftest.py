@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+from hypothesis import settings
 from psycopg import sql
 
 from pgrunbook.config import load_config
@@ -35,6 +36,11 @@ from pgrunbook.postgres.cluster import LocalCluster
 from pgrunbook.postgres.connect import server_version
 from pgrunbook.postgres.tools import ClientTools, find_client_tools
 from tests import evidence
+
+# The suite shares 2 cores with PostgreSQL clusters: a property test's per-example deadline (200 ms by
+# default) fails on load, not on a wrong answer. The properties are what is checked.
+settings.register_profile("pgrunbook", deadline=None)
+settings.load_profile("pgrunbook")
 
 # A distinctive password: tests grep every output for it.
 PASSWORD = "Pw-s3cr3t-Zq9!"
@@ -282,11 +288,18 @@ def free_port() -> int:
 
 
 def age_backups(project: Project, hours: float) -> None:
-    """Make every backup look ``hours`` old, as if the schedule had stopped that long ago."""
-    for path in project.storage.rglob("manifest.json"):
-        data = json.loads(path.read_text())
-        when = (datetime.now(UTC) - timedelta(hours=hours)).isoformat()
-        data["started_at"] = data["finished_at"] = when
+    """Make the newest backup look ``hours`` old, as if the schedule had stopped that long ago, and every
+    other one as much older as it was: all shifted by one amount, so their order stays the real one (a
+    time taken per file made it the order of the folder listing)."""
+    paths = list(project.storage.rglob("manifest.json"))
+    manifests = [json.loads(p.read_text()) for p in paths]
+    if not manifests:
+        return
+    newest = max(datetime.fromisoformat(m["started_at"]) for m in manifests)
+    shift = datetime.now(UTC) - timedelta(hours=hours) - newest
+    for path, data in zip(paths, manifests, strict=True):
+        data["started_at"] = (datetime.fromisoformat(data["started_at"]) + shift).isoformat()
+        data["finished_at"] = (datetime.fromisoformat(data["finished_at"]) + shift).isoformat()
         path.write_text(json.dumps(data))
 
 

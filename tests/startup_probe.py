@@ -27,13 +27,16 @@ SERVICE_CLIENTS = ("boto3", "botocore", "httpx", "jinja2", "apprise", "sqlite3",
 LIBRARIES = ("pydantic", "psycopg", "asyncio", "croniter", *SERVICE_CLIENTS, "rich.progress", "rich.table")
 
 
-def modules_after(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[set[str], int]:
-    """The modules loaded by ``pgrunbook *args`` run in ``cwd``, and its exit code."""
+def modules_after(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, probe: str = PROBE
+) -> tuple[set[str], int]:
+    """The modules loaded by ``pgrunbook *args`` run in ``cwd`` (by the time ``probe`` writes them: at
+    exit unless told), and its exit code."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "modules.json"
         environ = {**(env if env is not None else os.environ), "PGRUNBOOK_TEST_MODULES_OUT": str(out)}
         done = subprocess.run(
-            [sys.executable, "-c", PROBE, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", probe, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=120
         )
         assert out.exists(), f"the probe wrote nothing: {done.stderr}"
         return set(json.loads(out.read_text())), done.returncode

@@ -35,6 +35,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class ConfigValueError(ValueError):
+    """A value a validator refuses: the message says why in pgrunbook's words (the key and the file
+    are added where the error is shown), ``hint`` what to write instead."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
 PROJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -67,7 +76,10 @@ class EncryptionConfig(_Model):
     def _age_recipients(cls, value: list[str]) -> list[str]:
         for r in value:
             if not r.startswith("age1"):
-                raise ValueError(f"recipient {r[:12]!r}… is not an age public key (age1…)")
+                raise ConfigValueError(
+                    f"recipient {r[:12]!r}… is not an age public key (age1…)",
+                    hint="list public keys only: age-keygen -y KEY_FILE prints the public key of a secret key",
+                )
         return value
 
 
@@ -121,7 +133,10 @@ class BackupConfig(_Model):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (expected an IANA name such as UTC)") from exc
+            raise ConfigValueError(
+                f"unknown time zone {value!r}",
+                hint="write an IANA name such as UTC or Europe/Berlin (timedatectl list-timezones lists them)",
+            ) from exc
         return value
 
 
@@ -161,7 +176,14 @@ class ScheduleConfig(_Model):
     @classmethod
     def _valid(cls, value: str) -> str:
         if value.strip() != "off":
-            Schedule(value.strip())
+            try:
+                Schedule(value.strip())
+            except ValueError as exc:
+                raise ConfigValueError(
+                    str(exc),
+                    hint="five fields, minute hour day-of-month month day-of-week ('0 2 * * *': 02:00 every "
+                    "day), or '@every 30s', or 'off'",
+                ) from None
         return value.strip()
 
 
@@ -178,7 +200,9 @@ def check_mail_address(value: str) -> str:
     try:
         validate_email(value, check_deliverability=False, globally_deliverable=False, allow_domain_literal=True)
     except EmailNotValidError as exc:
-        raise ValueError(f"{value!r} is not a mail address: {exc}") from None
+        raise ConfigValueError(
+            f"{value!r} is not a mail address: {exc}", hint="write one plain address such as ops@example.com"
+        ) from None
     return value
 
 
@@ -207,7 +231,15 @@ class SmtpConfig(_Model):
     @classmethod
     def _var(cls, value: str | None) -> str | None:
         if value is not None and not re.match(ENV_VAR_PATTERN, value):
-            raise ValueError(f"{value!r} is not an environment variable name (the value goes in the variable)")
+            if "://" in value or "@" in value:  # a value, maybe a secret: never echoed
+                raise ConfigValueError(
+                    "is a value, not an environment variable name",
+                    hint="put the value in a variable (SMTP_PASSWORD) and name the variable here",
+                )
+            raise ConfigValueError(
+                f"{value[:40]!r} is not an environment variable name",
+                hint="name a variable (letters, digits, _) and put the value in it: SMTP_PASSWORD",
+            )
         return value
 
 
@@ -251,14 +283,29 @@ class EnvironmentConfig(_Model):
     @classmethod
     def _window(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_window(value)
+            try:
+                parse_window(value)
+            except ValueError as exc:
+                raise ConfigValueError(
+                    str(exc),
+                    hint="write it like 'Mon-Fri 02:00-05:00 Europe/Berlin'; without days it is every day "
+                    "('02:00-05:00'), without a zone UTC; leave quiet_window out to allow deploys at any time",
+                ) from None
         return value
 
     @field_validator("app_url_env")
     @classmethod
     def _app_var(cls, value: str | None) -> str | None:
         if value is not None and not re.match(ENV_VAR_PATTERN, value):
-            raise ValueError(f"{value!r} is not an environment variable name (the URL goes in the variable)")
+            if "://" in value:  # the URL itself, password and all: never echoed
+                raise ConfigValueError(
+                    "is a URL, not an environment variable name",
+                    hint="put the URL in a variable (APP_DATABASE_URL) and name the variable here",
+                )
+            raise ConfigValueError(
+                f"{value[:40]!r} is not an environment variable name",
+                hint="name a variable (letters, digits, _) holding the URL: APP_DATABASE_URL",
+            )
         return value
 
     @field_validator("hooks")
@@ -267,7 +314,9 @@ class EnvironmentConfig(_Model):
         known = ("maintenance_on", "maintenance_off", "app_rollback", "point_app")
         unknown = sorted(set(value) - set(known))
         if unknown:
-            raise ValueError(f"unknown hook {unknown[0]!r} (known: {', '.join(known)})")
+            raise ConfigValueError(
+                f"unknown hook {unknown[0]!r}", hint=f"the hooks are {', '.join(known)} (docs/deploy.md)"
+            )
         return value
 
 
@@ -284,8 +333,14 @@ class MonitorConfig(_Model):
     def _webhook_var(cls, value: str | None) -> str | None:
         if value is not None and not re.match(ENV_VAR_PATTERN, value):
             if "://" in value:  # the URL itself, token and all: never echoed
-                raise ValueError("is a URL, not an environment variable name: put the URL in a variable, name it here")
-            raise ValueError(f"{value[:40]!r} is not an environment variable name")
+                raise ConfigValueError(
+                    "is a URL, not an environment variable name",
+                    hint="put the URL in a variable (SLACK_WEBHOOK_URL) and name the variable here",
+                )
+            raise ConfigValueError(
+                f"{value[:40]!r} is not an environment variable name",
+                hint="name a variable (letters, digits, _) holding the webhook URL: SLACK_WEBHOOK_URL",
+            )
         return value
 
 
@@ -321,13 +376,14 @@ class RestoreConfig(_Model):
         description="where a parallel restore keeps the decompressed archive: memory (no disk writes, freed "
         "even if pgrunbook is killed) when it takes under a quarter of the available memory, else the temp folder",
     )
-    maintenance_workers: int = Field(
-        0,
+    maintenance_workers: int | None = Field(
+        None,
         ge=0,
         le=64,
-        description="max_parallel_maintenance_workers of the restore's sessions: 0, as pg_restore's own jobs "
-        "already keep the server's cores busy building indexes (bench/); raise it when the server has "
-        "many more cores than jobs",
+        description="max_parallel_maintenance_workers of the restore's sessions; unset: 0 on servers up to "
+        "17 (pg_restore's own jobs already keep the cores busy building indexes), the server's own setting "
+        "on 18 and newer (where a GIN index, often the last and longest build, is built in parallel too; "
+        "bench/); set it for a server with many more cores than jobs",
     )
 
 
@@ -359,11 +415,13 @@ class Config(_Model):
     @field_validator("environments")
     @classmethod
     def _environment_names(cls, value: dict[str, EnvironmentConfig]) -> dict[str, EnvironmentConfig]:
-        import re
-
         for name in value:
             if not re.match(ENV_NAME_PATTERN, name):
-                raise ValueError(f"environment name {name!r} must be letters, digits, '.', '_' or '-' (at most 63)")
+                raise ConfigValueError(
+                    f"environment name {name[:70]!r} is not letters, digits, '.', '_' or '-' (at most 63, "
+                    "starting with a letter or digit)",
+                    hint="rename the table [environments.NAME], e.g. [environments.production]",
+                )
         return value
 
     def environment_names(self) -> list[str]:
@@ -559,16 +617,176 @@ def _env_value(raw: str) -> Any:
 
 def _describe(exc: ValidationError, overrides: Mapping[str, str] | None = None) -> str:
     """One line for every problem; a value set by an override variable is named by that variable."""
-    parts = []
+    return describe_problems(exc, Config, overrides=overrides)[0]
+
+
+def describe_problems(
+    exc: ValidationError,
+    model: type[BaseModel],
+    *,
+    overrides: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
+) -> tuple[str, list[str]]:
+    """``exc``'s problems in pgrunbook's words, one line (``key: what is wrong; key: …``), and the hints
+    that go with them, each once: a validator's own (``ConfigValueError.hint``), else what the key takes.
+    ``model`` is the table the errors' locations start in, ``prefix`` its path in the file (``backup.s3``)."""
+    parts: list[str] = []
+    hints: list[str] = []
     for err in exc.errors():
-        loc = ".".join(str(x) if str(x).isprintable() else repr(x) for x in err["loc"])  # one line, always
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown key{_known_keys(err['loc'])}"
-        var = override_for(overrides or {}, err["loc"])
+        loc = ".".join(str(x) if str(x).isprintable() else repr(x) for x in (*prefix, *err["loc"]))  # one line
+        field = _field_at(model, err["loc"])
+        msg, hint = _problem(err, model, field, prefix)
+        var = override_for(overrides or {}, (*prefix, *err["loc"]))
         where = f"{loc} (from {var})" if var else loc
         parts.append(f"{where}: {msg}" if loc else msg)
-    return "; ".join(parts)
+        if hint and hint not in hints:
+            hints.append(hint)
+    return "; ".join(parts), hints
+
+
+def _shown(value: Any) -> str:
+    """A refused value as the error shows it: short, one line, and never a URL (it may carry a secret)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, str):
+        if "://" in value:
+            return "a URL"
+        if re.fullmatch(r"-?[0-9]+(?:\.[0-9]+)?", value):  # a number given as text (an override variable)
+            return value
+        return repr(value[:40] + "…") if len(value) > 40 else repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _bounds(field: Any) -> str:
+    """`` from 1 to 19``, `` at least 0``, `` above 0``: the limits a numeric field's constraints set."""
+    low = high = ""
+    for m in getattr(field, "metadata", ()):
+        for attr, fmt in (("ge", " from {}"), ("gt", " above {}")):
+            if getattr(m, attr, None) is not None:
+                low = fmt.format(_shown(getattr(m, attr)))
+        for attr, fmt in (("le", " to {}"), ("lt", " below {}")):
+            if getattr(m, attr, None) is not None:
+                high = fmt.format(_shown(getattr(m, attr)))
+    integer = int in _members(getattr(field, "annotation", None))
+    if integer and low.startswith(" above") and low[7:].lstrip("-").isdigit():  # whole numbers: > 0 is >= 1
+        low = f" from {int(low[7:]) + 1}"
+    if integer and high.startswith(" below") and high[7:].lstrip("-").isdigit():
+        high = f" to {int(high[7:]) - 1}"
+    if low and high:
+        return low + high if low.startswith(" from") and high.startswith(" to") else f"{low} and{high}"
+    if low:
+        return ", at least" + low[5:] if low.startswith(" from") else "," + low
+    if high:
+        return ", at most" + high[3:] if high.startswith(" to") else "," + high
+    return ""
+
+
+def _kind(field: Any) -> str:
+    """What a field takes, in words: ``a whole number from 1 to 19``, ``true or false``, ``text``…"""
+    annotation = getattr(field, "annotation", None)
+    members = [m for m in _members(annotation) if m is not type(None)]
+    if members == [bool]:
+        return "true or false"
+    if members == [int]:
+        return "a whole number" + _bounds(field)
+    if members == [float]:
+        return "a number" + _bounds(field)
+    if get_origin(members[0] if members else None) is Literal:
+        return " or ".join(repr(a) for a in get_args(members[0]))
+    if members == [str]:
+        return "text in quotes"
+    if members and get_origin(members[0]) is list:
+        return "a list"
+    if members and (
+        get_origin(members[0]) is dict or (isinstance(members[0], type) and issubclass(members[0], BaseModel))
+    ):
+        return "a table"
+    return "a value of its kind"
+
+
+#: what a value refused by a field's pattern is not, and what to write
+_PATTERNS = {
+    PROJECT_ID_PATTERN: (
+        "is not letters, digits, '.', '_' or '-' starting with a letter or digit (at most 64)",
+        'write e.g. id = "shop-7f3a2c" (pgrunbook init generates one), or leave id out',
+    ),
+    HOST_PATTERN: (
+        "is not a host name or address alone (no scheme, port, path or spaces)",
+        'write the name alone, e.g. host = "smtp.example.com"; the port goes in port',
+    ),
+}
+
+
+def _problem(err: Any, model: type[BaseModel], field: Any, prefix: Sequence[str] = ()) -> tuple[str, str | None]:
+    """One pydantic error as (what is wrong, hint), in pgrunbook's words."""
+    kind, ctx, given = err["type"], err.get("ctx") or {}, err.get("input")
+    key = str(err["loc"][-1]) if err["loc"] else ""
+    if kind in ("value_error", "assertion_error"):
+        cause = ctx.get("error")
+        text = str(cause) if cause is not None else str(err["msg"]).removeprefix("Value error, ")
+        return text.rstrip("."), getattr(cause, "hint", None) or _default_hint(key, field)
+    if kind == "extra_forbidden":
+        return f"unknown key{_known_keys(model, err['loc'])}", "remove it, or correct its spelling"
+    if kind == "missing":
+        table = ".".join(str(x) for x in (*prefix, *err["loc"][:-1]))
+        return "is missing: this table needs it", f"add {key} = … to [{table}]"
+    if kind == "string_pattern_mismatch":
+        what, how = _PATTERNS.get(str(ctx.get("pattern")), ("does not have the form this key takes", None))
+        return f"{what}: {_shown(given)}", how or _default_hint(key, field)
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected')}, not {_shown(given)}", _default_hint(key, field)
+    if kind in ("string_too_short", "too_short"):
+        n = ctx.get("min_length", 1)
+        what = "empty" if n == 1 else f"shorter than {n}"
+        return f"must not be {what}", _default_hint(key, field)
+    if kind in ("string_too_long", "too_long"):
+        return f"is too long: at most {ctx.get('max_length')} characters", _default_hint(key, field)
+    takes = {
+        "dict_type": "a table ([section] or { key = value })",
+        "model_type": "a table ([section] or { key = value })",
+        "model_attributes_type": "a table ([section] or { key = value })",
+        "list_type": "a list ([…])",
+        "string_type": "text in quotes",
+        "bool_type": "true or false",
+        "bool_parsing": "true or false",
+    }.get(kind)
+    if takes is None and (kind.startswith(("int_", "float_", "greater_", "less_")) or kind == "multiple_of"):
+        takes = _kind(field) if field is not None else "a number"
+    if takes is not None:
+        return f"must be {takes}, not {_shown(given)}", _default_hint(key, field)
+    return str(err["msg"]).removeprefix("Value error, "), _default_hint(key, field)
+
+
+def _default_hint(key: str, field: Any) -> str | None:
+    """What to do about a refused value besides correcting it: leave the key out for its default."""
+    if field is None or field.is_required() or not key:
+        return None
+    default = field.get_default(call_default_factory=True)
+    if default is None or (isinstance(default, BaseModel | dict | list) and not default):
+        return f"correct {key} or leave it out"
+    if isinstance(default, BaseModel):
+        return f"correct {key} or leave it out for the default values"
+    shown = json.dumps(default) if isinstance(default, str | bool | int | float) else repr(default)
+    return f"correct {key} or leave it out for the default, {shown}"
+
+
+def _field_at(model: type[BaseModel], loc: Sequence[object]) -> Any:
+    """The pydantic field a location names (a key of a table), or None (a list item, a dict key)."""
+    if not loc:
+        return None
+    tp: Any = model
+    for key in loc[:-1]:
+        tp = _step(tp, str(key))
+    for member in _members(tp):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member.model_fields.get(str(loc[-1]))
+    return None
 
 
 def _members(tp: Any) -> tuple[Any, ...]:
@@ -587,9 +805,9 @@ def _step(tp: Any, key: str) -> Any:
     return None
 
 
-def _known_keys(loc: Sequence[object]) -> str:
+def _known_keys(model: type[BaseModel], loc: Sequence[object]) -> str:
     """`` (known keys: …)`` of the table an unknown key ``loc`` was found in, when that table is a model."""
-    tp: Any = Config
+    tp: Any = model
     for key in loc[:-1]:
         tp = _step(tp, str(key))
     for member in _members(tp):
@@ -604,11 +822,14 @@ _INTERNAL_FIELDS = frozenset({"other_storage_options"})
 
 def _invalid(exc: ValidationError, label: str, overrides: Mapping[str, str]) -> ConfigError:
     """The file is named only when the problem is in it: a bad override names its variable alone."""
+    message, hints = describe_problems(exc, Config, overrides=overrides)
     from_vars = {override_for(overrides, e["loc"]) for e in exc.errors()}
     if None not in from_vars:
         names = ", ".join(sorted(v for v in from_vars if v))
         return ConfigError(
-            _describe(exc, overrides),
-            hint=f"fix or unset {names} ({label} itself is not at fault); see docs/configuration.md",
+            message,
+            hint="; ".join(
+                [f"fix or unset {names} ({label} itself is not at fault)", *hints, "see docs/configuration.md"]
+            ),
         )
-    return ConfigError(f"{label}: {_describe(exc, overrides)}", hint="see docs/configuration.md")
+    return ConfigError(f"{label}: {message}", hint="; ".join([*hints, "docs/configuration.md describes every key"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,14 +14,18 @@ from psycopg import sql
 from pgrunbook.app_url import admin_reason, admin_url_error, app_target, try_app_login
 from pgrunbook.backup.manifest import Manifest
 from pgrunbook.backup.restore_database import dead_leftovers
+from pgrunbook.backup.verify import drill_createdb_hint
 from pgrunbook.config import database_target
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
 from pgrunbook.journal import Journal, journal_path, unsettled, where_interrupted
-from pgrunbook.postgres.connect import connect, server_version
+from pgrunbook.monitor.moved import app_moved
+from pgrunbook.postgres.connect import connect, missing_database, server_version
 from pgrunbook.postgres.database_swap import drop_statement, staging_databases
 from pgrunbook.postgres.names import quote_ident
 from pgrunbook.postgres.ownership import schema_ownership
+from pgrunbook.postgres.runner import login_check
+from pgrunbook.postgres.tool_errors import explain
 from pgrunbook.postgres.tools import (
     TRANSACTION_TIMEOUT_SINCE,
     ClientTools,
@@ -32,7 +37,7 @@ from pgrunbook.postgres.url import redact
 from pgrunbook.prisma.engine import invalid_indexes, prisma_lock_holder
 from pgrunbook.prisma.history import History
 from pgrunbook.prisma.splitter import config_splits
-from pgrunbook.prisma.status import resolve_hint, running_row
+from pgrunbook.prisma.status import elsewhere_warning, resolve_hint, running_row
 
 Status = Literal["ok", "warning", "failed", "skipped"]
 
@@ -63,8 +68,10 @@ def run_doctor(env: Environment) -> list[DoctorCheck]:
     )
     _check_prisma_project(env, checks)
     conn = _check_connection(env, checks)
+    db_size: int | None = None
     if conn is not None:
         with conn:
+            db_size = _database_size(conn)
             _check_tools(env, conn, checks)
             _check_history(env, conn, checks)
             _guard(checks, "ownership", lambda: _ownership(env, conn))
@@ -76,9 +83,10 @@ def run_doctor(env: Environment) -> list[DoctorCheck]:
         for name in ("client tools", "restore tools", "prisma history", "ownership", "leftovers", "invalid indexes"):
             checks.append(DoctorCheck(name, "skipped", "needs a database connection"))
     _guard(checks, "storage", lambda: _storage(env))
-    _guard(checks, "free space", lambda: _free_space(env))
+    _guard(checks, "free space", lambda: _free_space(env, db_size))
     _guard(checks, "manifests", lambda: _manifests(env))
     _guard(checks, "interrupted runs", lambda: _interrupted_runs(env))
+    _guard(checks, "app database", lambda: _app_database(env))
     _guard(checks, "backup ownership", lambda: _backup_ownership(env))
     return checks
 
@@ -140,11 +148,18 @@ def _guard(checks: list[DoctorCheck], name: str, fn: Callable[[], DoctorCheck]) 
 
 
 def _check_connection(env: Environment, checks: list[DoctorCheck]) -> psycopg.Connection | None:
+    target = None
     try:
         target = env.target(direct=True)
         conn = connect(target, purpose="doctor", connect_timeout=env.config.postgres.connect_timeout)
     except PgRunbookError as exc:
-        checks.append(DoctorCheck("connection", "failed", exc.message, exc.hint or ""))
+        hint = exc.hint or ""
+        if target is not None and missing_database(exc):  # the server answered: the database is gone, or misnamed
+            hint += (
+                f"; if it was lost, pgrunbook restore latest --into {shlex.quote(target.dbname)} --env {env.name} "
+                "recreates it from the newest backup"
+            )
+        checks.append(DoctorCheck("connection", "failed", exc.message, hint))
         return None
     _, _, version = server_version(conn)
     checks.append(DoctorCheck("connection", "ok", f"{target.display}: PostgreSQL {version}"))
@@ -165,13 +180,56 @@ def _check_tools(env: Environment, conn: psycopg.Connection, checks: list[Doctor
         checks.append(DoctorCheck("client tools", "failed", f"backup: {exc.message}", exc.hint or ""))
         checks.append(DoctorCheck("restore tools", "skipped", "needs a pg_dump that can back up this server"))
         return
-    checks.append(
-        DoctorCheck("client tools", "ok", f"backup: pg_dump {tools.version} at {tools.pg_dump} (server {version})")
-    )
+    checks.append(_login_check(env, tools, version))
     checks.append(_restore_check("restore tools", "restore into this server", tools, major, version, bin_dir))
     drill_var = env.config.backup.drill_database_url_env
+    checks.append(_create_databases(env, conn, drills=not drill_var))
     if drill_var:
-        checks.append(_drill_check(env, tools, drill_var))
+        checks.append(_drill_check(env, tools, drill_var, major, version))
+
+
+def _login_check(env: Environment, tools: ClientTools, version: str) -> DoctorCheck:
+    """The chosen pg_dump logs in to the database the way a backup's will (break11 #8: pgrunbook's own
+    connection took PGPASSWORD, pg_dump was not given it, and doctor said ok while every backup failed)."""
+    detail = f"backup: pg_dump {tools.version} at {tools.pg_dump} (server {version})"
+    target = env.target(direct=True)
+    try:
+        failure = login_check(tools.pg_dump, target, timeout=max(env.config.postgres.connect_timeout, 1) + 20)
+    except OSError as exc:
+        return DoctorCheck("client tools", "failed", f"{detail}: it does not start: {exc}", "reinstall it")
+    if failure is None:
+        return DoctorCheck("client tools", "ok", f"{detail}; it logs in")
+    cause = explain(failure, role=str(target.params.get("user") or ""))
+    secrets = target.secrets()
+    return DoctorCheck(
+        "client tools",
+        "failed",
+        redact(f"{detail}, but it cannot reach the database as a backup would: {cause.message}", secrets),
+        redact(cause.hint, secrets),
+    )
+
+
+def _may_create(conn: psycopg.Connection) -> tuple[str, bool]:
+    row = conn.execute("SELECT rolname, rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    return (str(row[0]), bool(row[1])) if row else ("?", True)
+
+
+def _create_databases(env: Environment, conn: psycopg.Connection, *, drills: bool) -> DoctorCheck:
+    """Every restore into a new database creates one: without CREATEDB they are all refused, found
+    here rather than by the weekly drill or at 2 a.m. by a rollback (trial11 F23)."""
+    role, may = _may_create(conn)
+    refused = "restore --into, rollback --with-db and deploy --auto-rollback"
+    if drills:
+        refused = "drills (backup verify --drill), " + refused
+    if may:
+        return DoctorCheck("create databases", "ok", f"role {role} may create databases here ({refused})")
+    return DoctorCheck(
+        "create databases",
+        "warning",
+        f"role {role} may not create databases on this server: {refused} will be refused "
+        "(backups, migrations and deploys without --auto-rollback still work)",
+        drill_createdb_hint(env, role),
+    )
 
 
 def _restore_check(
@@ -190,18 +248,35 @@ def _restore_check(
     return DoctorCheck(name, "ok", detail)
 
 
-def _drill_check(env: Environment, dump: ClientTools, var: str) -> DoctorCheck:
+def _drill_check(env: Environment, dump: ClientTools, var: str, source_major: int, source: str) -> DoctorCheck:
     # the drill's server, as backup.verify.drill_target names it: the URL in [backup] drill_database_url_env
     settings = env.settings.model_copy(update={"database_url_env": var, "direct_url_env": None})
     try:
         target = database_target(env.name, settings)
         with connect(target, purpose="doctor", connect_timeout=env.config.postgres.connect_timeout) as c:
             major, _, version = server_version(c)
+            role, may = _may_create(c)
     except PgRunbookError as exc:
         return DoctorCheck("drill tools", "warning", f"drill server ({var}): {exc.message}", exc.hint or "")
-    return _restore_check(
+    if not may:
+        return DoctorCheck(
+            "drill tools",
+            "warning",
+            f"drills on {target.display}: role {role} may not create databases there, so every drill is refused",
+            f'ALTER ROLE "{role}" CREATEDB there, or point {var} at a role that may',
+        )
+    check = _restore_check(
         "drill tools", f"drills on {target.display}", dump, major, version, env.config.postgres.bin_dir
     )
+    if check.status == "ok" and major < source_major:  # break11 #7: a drill server a major behind
+        return DoctorCheck(
+            "drill tools",
+            "warning",
+            f"{check.detail}; but backups of PostgreSQL {source} drilled into PostgreSQL {version} (an older "
+            "major): PostgreSQL does not support this; objects using newer features will fail",
+            f"point [backup] drill_database_url_env ({var}) at a server of PostgreSQL {source_major} or newer",
+        )
+    return check
 
 
 def _check_history(env: Environment, conn: psycopg.Connection, checks: list[DoctorCheck]) -> None:
@@ -209,6 +284,11 @@ def _check_history(env: Environment, conn: psycopg.Connection, checks: list[Doct
     table = sql.Identifier(schema, "_prisma_migrations")
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table.as_string(conn),)).fetchone()
     if not exists or not exists[0]:
+        note = elsewhere_warning(schema, History(conn, schema).elsewhere(), env.target().variable)
+        if note is not None:
+            hint = f"correct ?schema= in {env.target().variable}; if this is a new schema on purpose, go on"
+            checks.append(DoctorCheck("prisma history", "warning", note, hint))
+            return
         checks.append(
             DoctorCheck("prisma history", "ok", f"no {schema}._prisma_migrations table (not a Prisma database yet)")
         )
@@ -348,6 +428,14 @@ def _interrupted_runs(env: Environment) -> DoctorCheck:
     )
 
 
+def _app_database(env: Environment) -> DoctorCheck:
+    """Whether pgrunbook's own URL followed the app after a journaled run moved it (trial11 F10)."""
+    moved = app_moved(env)
+    if moved is None:
+        return DoctorCheck("app database", "ok", "no journaled run moved the app away from the database named here")
+    return DoctorCheck("app database", "warning", moved.message(), moved.hint())
+
+
 def _check_invalid_indexes(conn: psycopg.Connection, checks: list[DoctorCheck]) -> None:
     """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index that slows writes and blocks a retry."""
     found = invalid_indexes(conn)
@@ -390,7 +478,26 @@ def _manifests(env: Environment) -> DoctorCheck:
 def _backup_ownership(env: Environment) -> DoctorCheck:
     """Whether the listed backups are proven this database's (backup/repository.ownership_doubt):
     on presumption prune deletes nothing and restore latest --in-place is refused."""
+    shared = env.repository.id_shared_with()
+    if shared:
+        return DoctorCheck(
+            "backup ownership",
+            "warning",
+            f"[project] id {env.owner.project_id!r} also writes backups of database(s) {', '.join(shared)} in this "
+            f"folder (one pgrunbook.toml used by several apps, or this database's earlier name?); each lists, "
+            "restores latest and prunes only its own database's backups",
+            "nothing is mixed up as it is, and a backup of the other name is still restored by its id (its "
+            "folder's name); give the next app its own [project] id in pgrunbook.toml before its first backup",
+        )
     if not env.repository.list_backups():
+        found = env.repository.elsewhere()  # an environment renamed in pgrunbook.toml (trial11 F1)
+        if found is not None:
+            return DoctorCheck(
+                "backup ownership",
+                "warning",
+                f"no backups under environment {env.name!r}, but {found.note()}",
+                found.hint(),
+            )
         return DoctorCheck("backup ownership", "ok", "no backups of this database yet")
     doubt = env.repository.ownership_doubt()
     if doubt is None:
@@ -405,13 +512,43 @@ def _backup_ownership(env: Environment) -> DoctorCheck:
     )
 
 
-def _free_space(env: Environment) -> DoctorCheck:
+#: Without a backup to size the next one by, a compressed backup is taken to need up to this fraction of
+#: the database's size (pg_database_size): zstd/gzip archives are typically 5-30 % of it (indexes are
+#: not dumped, only their definitions). Less free space than this is a warning (trial11 F24).
+FIRST_BACKUP_FRACTION = 0.30
+
+
+def _database_size(conn: psycopg.Connection) -> int | None:
+    try:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    except psycopg.Error:  # no CONNECT right on another database cannot happen here; be safe anyway
+        conn.rollback()
+        return None
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def _free_space(env: Environment, db_size: int | None = None) -> DoctorCheck:
     free = env.storage.free_bytes()
     if free is None:
         return DoctorCheck("free space", "skipped", "not measurable for this storage")
     backups = env.repository.list_backups()
     if not backups:
-        return DoctorCheck("free space", "ok", f"{free / 1e9:.1f} GB free; no backup yet to compare with")
+        if db_size is None:
+            return DoctorCheck("free space", "ok", f"{free / 1e9:.2f} GB free; no backup yet to compare with")
+        detail = (
+            f"{free / 1e9:.2f} GB free; no backup yet, the database is {db_size / 1e9:.2f} GB "
+            f"(a compressed backup is typically 5-30 % of it)"
+        )
+        if free < db_size * FIRST_BACKUP_FRACTION:
+            return DoctorCheck(
+                "free space",
+                "warning",
+                detail,
+                f"the first backup may not fit: keep at least {db_size * FIRST_BACKUP_FRACTION / 1e9:.2f} GB "
+                f"({FIRST_BACKUP_FRACTION:.0%} of the database) free there, or point [backup] storage at a larger "
+                "volume; after the first backup this line compares with its size",
+            )
+        return DoctorCheck("free space", "ok", detail)
     newest = newest_real(backups, datetime.now(UTC))
     need = newest.size
     detail = f"{free / 1e9:.2f} GB free; last backup {need / 1e9:.2f} GB ({newest.id})"

@@ -11,7 +11,7 @@ from pgrunbook.backup.identity import Owner, restored_from
 from pgrunbook.config import Config, EnvironmentConfig, database_target
 from pgrunbook.errors import PgRunbookError
 from pgrunbook.postgres.catalog import database_comment, system_identifier
-from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.connect import connect, connect_server
 from pgrunbook.postgres.url import DatabaseTarget
 from pgrunbook.progress import NoticeFn, no_notice
 
@@ -55,6 +55,7 @@ class Environment:
             self.config.root,
             self.config.backup.storage_options(),
             lambda table: self.config.override_for(("backup", table)),
+            self.config.source,
         )
 
     @cached_property
@@ -65,7 +66,26 @@ class Environment:
         except PgRunbookError:  # the URL is not set here: the project id alone decides
             database = None
         project = self.config.project
-        return Owner(project.id, project.name or project.id, database, self._system_identifier, self._restored_from)
+        return Owner(
+            project.id,
+            project.name or project.id,
+            database,
+            self._system_identifier,
+            self._restored_from,
+            self._databases,
+        )
+
+    def _databases(self) -> set[str] | None:
+        """The names of the databases on the environment's server, or None when it cannot be reached."""
+        try:
+            with connect_server(
+                self.target(direct=True),
+                purpose=f"identify {self.name}",
+                connect_timeout=self.config.postgres.connect_timeout,
+            ) as conn:
+                return {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        except Exception:  # unreachable: never a reason to stop a backup command
+            return None
 
     def _restored_from(self) -> str | None:
         """The backup id the database was restored from by pgrunbook (its comment), or None."""
@@ -93,7 +113,7 @@ class Environment:
         # Loaded here for start-up time, as open_storage above: manifests, privileges and their models.
         from pgrunbook.backup.repository import BackupRepository
 
-        return BackupRepository(storage, self.name, self.owner)
+        return BackupRepository(storage, self.name, self.owner, frozenset(self.config.environments))
 
     @cached_property
     def repository(self) -> BackupRepository:

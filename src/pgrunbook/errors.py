@@ -67,6 +67,16 @@ class DatabaseError(PgRunbookError):
     """The database could not be reached or refused what was asked."""
 
 
+class MissingDatabase(DatabaseError):
+    """The server answered that the database named by the URL does not exist (lost, dropped, misnamed):
+    ``dbname``, and ``variable``, the environment variable the URL came from."""
+
+    def __init__(self, message: str, *, hint: str | None = None, dbname: str = "", variable: str = ""):
+        super().__init__(message, hint=hint)
+        self.dbname = dbname
+        self.variable = variable
+
+
 class ToolError(PgRunbookError):
     """A PostgreSQL client tool is missing, too old, or failed."""
 
@@ -128,6 +138,11 @@ class Stopped(KeyboardInterrupt):
         #: half-done is listed or kept (every cleanup ran)
         self.state: str | None = None
         self.hint: str | None = None
+
+    #: the stop this process was asked for, once its signal arrived (cli/main.py): code that swallows
+    #: the exception (pydantic-core turns one raised while it builds a model into a SchemaError) must
+    #: not turn a stop into an "internal error"
+    requested: Stopped | None = None
 
     def note(self, state: str | None = None, hint: str | None = None) -> None:
         """Say what the stop left (restored and verified and kept? partial dropped?) and what to do;

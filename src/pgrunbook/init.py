@@ -66,16 +66,17 @@ def new_project_id(root: Path) -> str:
     return f"{project_name(root)}-{secrets.token_hex(4)}"
 
 
-def render_config(root: Path) -> str:
+def render_config(root: Path, project_id: str | None = None) -> str:
     """The template filled from the project's Prisma files (prisma/config_file.py), each value's source
-    in a comment; what they do not say keeps Prisma's defaults."""
+    in a comment; what they do not say keeps Prisma's defaults. ``project_id``: the id to keep (the
+    replaced file's), else a new one."""
     prisma = read_prisma_project(root)
     problems = "".join(f"# could not read: {p}\n" for p in prisma.unreadable)
     version = detect_prisma_version(root)
     direct = prisma.direct_url_env
     return problems + TEMPLATE.format(
         name=project_name(root),
-        project_id=new_project_id(root),
+        project_id=project_id or new_project_id(root),
         migrations=migrations_setting(root, prisma),
         migrations_note=f"  # from {prisma.migrations.source}" if prisma.migrations else "",
         version_line=f'# prisma_version = "{version.value}"   # found in {version.source}; left unset, it is read '
@@ -112,8 +113,23 @@ def missing_migrations_note(root: Path) -> str | None:
 
 
 def write_config(root: Path, *, force: bool = False) -> Path:
+    """Write pgrunbook.toml; with ``force`` over an existing one, keeping its ``[project] id``: the id is
+    whose backups are whose in storage, and a new one would make every existing backup of this very
+    database "another project's" (breaker trial 11 #15)."""
     path = root / CONFIG_NAME
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists", hint="edit it, or pass --force to overwrite it")
-    path.write_text(render_config(root), encoding="utf-8")
+    path.write_text(render_config(root, existing_project_id(path)), encoding="utf-8")
     return path
+
+
+def existing_project_id(path: Path) -> str | None:
+    """``[project] id`` of the file at ``path``, or None when there is none or the file cannot be read."""
+    import tomllib
+
+    try:
+        project = tomllib.loads(path.read_text(encoding="utf-8")).get("project")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    value = project.get("id") if isinstance(project, dict) else None
+    return value if isinstance(value, str) and value.strip() else None

@@ -233,6 +233,8 @@ class Run:
         self.id = run_id
         self.seq = 0
         self.steps: list[dict[str, Any]] = []
+        #: the recovery note this process last wrote (a procedure composing its note from parts reads it)
+        self.recovery = ""
 
     @contextmanager
     def step(self, name: str) -> Iterator[dict[str, Any]]:
@@ -284,6 +286,7 @@ class Run:
     def set_recovery(self, text: str) -> None:
         """How to get back to where we started, kept current so an interruption leaves it behind."""
         self.journal.execute("UPDATE runs SET recovery = ? WHERE id = ?", (self.journal._clean(text), self.id))
+        self.recovery = text
 
     def finish(self, outcome: str, detail: str = "") -> None:
         self.journal.execute(

@@ -22,6 +22,13 @@ def no_progress(stage: str, done: int, total: int | None, /, *, unit: str = "byt
     """The default for library callers and non-TTY runs: silence."""
 
 
+def draws(progress: ProgressFn) -> bool:
+    """Whether ``progress`` shows anything: not `no_progress`, nor a callback that says it draws
+    nothing (``draws = False``: one that only readies the output, cli/render.py). Work done only for
+    what is drawn (the last backup's size, read as an estimate) is skipped when it does not."""
+    return progress is not no_progress and getattr(progress, "draws", True) is not False
+
+
 class NoticeFn(Protocol):
     """A one-line notice while a step runs, about something the operator may act on now (a backup
     waiting behind another session's lock): `kind` names it for machines ("lock_wait"), `message` is
@@ -57,7 +64,7 @@ def with_estimate(progress: ProgressFn, stage: str, expected: int | None, why: s
     (pg_dump writes an unknown amount; the last backup's size is a good guess), ``why`` as its note;
     the total grows with ``done`` when the guess was short. ``progress`` itself when there is no guess
     or nothing is drawn."""
-    if progress is no_progress or not expected:
+    if not draws(progress) or not expected:
         return progress
     guess = expected
 

@@ -3,12 +3,16 @@ final fsync (which the command waits for) has only the last bytes left. Real fil
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from pgrunbook.backup.storage import Storage, open_storage
 from pgrunbook.backup.storage.local import SYNC_EVERY, LocalWriter
+from pgrunbook.errors import StorageError
 
 CHUNK = 1 << 20
 
@@ -57,3 +61,30 @@ def test_an_abort_during_a_flush_leaves_nothing(tmp_path: Path) -> None:
     left = [p.name for p in (tmp_path / "store" / "b").iterdir()]
     assert left == [], left
     assert not any(Storage.TEMP_MARK in name for name in left)
+
+
+def test_a_flush_that_finds_the_device_full_stops_the_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """trial #4: a background flush failing with ENOSPC (a device that accepts writes into the page cache
+    and runs out of room only when they reach it: NFS, thin-provisioned volumes) stops the backup at the
+    next write, as a write that fails does, instead of writing the rest of the archive and failing at the
+    commit. The flush's failure is simulated (fdatasync replaced): the disk-full tests on a real tmpfs
+    (tests/reliability/test_bad_input.py) cannot make it happen, as tmpfs's fdatasync never fails."""
+
+    def full(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fdatasync", full, raising=False)
+    monkeypatch.setattr(os, "fsync", full)
+    store = open_storage(str(tmp_path / "store"), tmp_path)
+    writer = store.writer("b/db.dump.zst")
+    assert isinstance(writer, LocalWriter)
+    block = os.urandom(CHUNK)
+    with pytest.raises(StorageError) as caught:
+        for _ in range(4 * SYNC_EVERY // CHUNK):
+            writer.write(block)
+            if writer._syncer is not None:
+                writer._syncer.join()  # the flush (and its failure) comes before the next write
+    assert writer.written <= SYNC_EVERY + CHUNK, writer.written  # stopped at the write after the flush
+    assert caught.value.message.startswith(f"storage full: no space left on the device of {writer.final}")
+    assert "nothing of this backup was kept" in (caught.value.hint or "")
+    assert list((tmp_path / "store" / "b").iterdir()) == []

@@ -10,13 +10,15 @@ import stat
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from pgrunbook.backup.create import create_backup
-from tests.conftest import PASSWORD, Project, fingerprint, on_terminal, suite_tools, wait_for
+from pgrunbook.backup.identity import is_backup_id
+from tests.conftest import PASSWORD, Project, assert_clean_error, fingerprint, on_terminal, suite_tools, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -236,3 +238,32 @@ def test_newest_skips_a_damaged_manifest(seeded: Project) -> None:
     assert env.repository.newest() == newer
     (seeded.storage / "default" / newer.id / "manifest.json").write_text("{not json")
     assert env.repository.newest() == older
+
+
+@pytest.mark.parametrize("output", ["junk", "nothing"])
+def test_a_pg_dump_that_writes_no_archive_is_refused(seeded: Project, tmp_path: Path, output: str) -> None:
+    """break11 #4: a "pg_dump" (a wrapper that swallowed the real one's failure, a script) that exits 0
+    but writes no custom-format archive made a "successful" backup of a few bytes of text. Now refused:
+    the output must start with PGDMP; nothing is kept or listed. The fake is a real executable in a
+    bin_dir that answers --version as the real pg_dump does (a process, not a mock)."""
+    real = suite_tools()
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    for tool in ("pg_restore", "psql"):
+        (fake / tool).symlink_to(getattr(real, tool, None) or (Path(real.pg_restore).parent / tool))
+    body = 'echo "pg_dump: dumped it, honest"' if output == "junk" else "true"
+    script = fake / "pg_dump"
+    script.write_text(
+        f'#!/bin/sh\nif [ "$1" = "--version" ]; then exec "{real.pg_dump}" --version; fi\n{body}\nexit 0\n'
+    )
+    script.chmod(0o755)
+    r = seeded.cli("backup", "create", extra_env={"PGRUNBOOK_POSTGRES__BIN_DIR": str(fake)})
+    assert_clean_error(
+        r, r.returncode or 1, f"pg_dump at {script} wrote no archive (its output does not start with PGDMP"
+    )
+    assert r.returncode != 0
+    assert "nothing of this backup was kept" in r.stderr
+    assert "hint: " in r.stderr
+    left = [p for p in seeded.storage.glob("default/*/*") if is_backup_id(p.parent.name)]
+    assert left == []
+    assert json.loads(seeded.cli("--json", "backup", "list").stdout) == []

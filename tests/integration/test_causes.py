@@ -436,6 +436,43 @@ def test_a_role_that_may_not_create_databases_is_told_before_anything(
     assert project.cli("restore", bid, "--into", f"nc_{roles.tag}_copy").returncode == 0
 
 
+def test_a_drill_refused_by_its_server_is_that_servers_problem_and_doctor_says_so_first(
+    cluster: LocalCluster, roles: Roles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trial11 F23 (issue #16): run as the app's own role (no CREATEDB), `verify latest --drill` said
+    "latest: FAILED verification" for a backup that passed every check, hinting "create the database
+    beforehand" for a random scratch name; doctor was all green before it."""
+    plain = roles.create("plain", "LOGIN")
+    db = f"nd_{roles.tag}"
+    new_db(cluster, db, plain)
+    with psycopg.connect(roles.url(plain, db), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+    project = project_on(tmp_path, roles.url(plain, db), monkeypatch)
+    r = project.cli("--json", "doctor")
+    line = next(c for c in json.loads(r.stdout)["checks"] if c["name"] == "create databases")
+    assert line["status"] == "warning" and r.returncode == 1, r.stdout
+    assert f"role {plain} may not create databases on this server: drills (backup verify --drill)" in line["detail"]
+    assert "rollback --with-db and deploy --auto-rollback will be refused" in line["detail"]
+    assert f'ALTER ROLE "{plain}" CREATEDB' in line["hint"] and "[backup] drill_database_url_env" in line["hint"]
+    bid = backup_id(project)
+    r = project.cli("backup", "verify", "latest", "--drill")
+    assert r.returncode == 2, r.stderr
+    assert "FAILED" not in r.stdout and "latest: drill could not run on postgresql://" in r.stdout, r.stdout
+    assert "a problem of that server, not of the backup" in r.stdout
+    assert f"error: the drill could not restore latest: role {plain} may not create databases" in r.stderr
+    assert "beforehand" not in r.stderr and "[backup] drill_database_url_env" in r.stderr
+    assert "the backup itself passed its checks" in r.stderr
+    never_misleading(r.stdout + r.stderr)
+    data = json.loads(project.cli("--json", "backup", "verify", bid, "--drill").stdout)
+    assert (data["ok"], data["backup_ok"], data["drill_could_not_run"], data["damaged"]) == (False, True, True, False)
+    assert data["cause"]["where"] == "target" and data["cause"]["server"].startswith("postgresql://")
+    listed = json.loads(project.cli("--json", "backup", "list").stdout)
+    assert listed[0]["verified"] is True  # never recorded against the backup
+    manifest = json.loads(next(p for p in project.storage.rglob("manifest.json") if bid in str(p)).read_text())
+    assert all(v["ok"] for v in manifest["verifications"]), manifest["verifications"]
+    assert "drill could not run" in project.cli("backup", "list").stdout
+
+
 # --- in place, as a non-superuser, with a superuser's session on the database ----------------------------
 
 

@@ -66,6 +66,27 @@ def test_schedule_print_and_verify_latest(seeded: Project) -> None:
     assert bad.returncode == 3 and bad.stderr.startswith("error: ")
 
 
+def test_schedule_for_one_environment_and_as_json(seeded: Project) -> None:
+    """trial11 F13: schedule had neither --env nor --json, unlike every other command."""
+    seeded.write_config(
+        '[backup]\nstorage = "backups"\n[schedule]\nbackup = "15 1 * * *"\ndrill = "off"\n'
+        '[environments.staging]\ndatabase_url_env = "DATABASE_URL"\n'
+        '[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+    )
+    every = seeded.cli("schedule", "--print", "cron")
+    assert "--env staging" in every.stdout and "--env production" in every.stdout
+    one = seeded.cli("schedule", "--print", "cron", "--env", "production")
+    assert one.returncode == 0 and "--env production" in one.stdout and "--env staging" not in one.stdout
+    doc = json.loads(seeded.cli("schedule", "--print", "systemd", "--env", "staging", "--json").stdout)
+    assert doc["platform"] == "systemd" and doc["text"].count("OnCalendar=") == 2
+    assert [(j["environment"], j["job"], j["cron"]) for j in doc["jobs"]] == [
+        ("staging", "backup", "15 1 * * *"),
+        ("staging", "prune", doc["jobs"][1]["cron"]),
+    ]
+    assert doc["jobs"][0]["command"][-6:] == ["backup", "create", "--label", "scheduled", "--env", "staging"]
+    assert_clean_error(seeded.cli("schedule", "--print", "cron", "--env", "prod"), 3, "prod")
+
+
 def test_check_takes_a_webhook_secret_made_with_echo_and_refuses_a_malformed_one(
     seeded: Project, receiver: tuple[str, list[dict]]
 ) -> None:
@@ -245,3 +266,35 @@ def _killed_run(journal_file: Path, step: str | None) -> Run:
     with sqlite3.connect(journal_file) as db:
         db.execute("UPDATE runs SET pid = ? WHERE id = ?", (gone.pid, killed.id))
     return killed
+
+
+def test_backups_past_retention_warn_only_once_a_scheduled_prune_should_have_removed_them(seeded: Project) -> None:
+    """trial11 F19: a deploy's pre-deploy backup makes the morning's scheduled one past retention at
+    once, and check went to WARNING until the 03:30 prune, after every deploy. Now it is ok (saying the
+    next scheduled prune removes it) until the prune slot after that moment, plus an hour, has passed."""
+    seeded.write_config(
+        '[backup]\nstorage = "backups"\nretention = { daily = 1, weekly = 0, monthly = 0 }\n'
+        '[schedule]\nprune = "30 3 * * *"\n'
+    )
+    scheduled = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    r = seeded.cli("--json", "backup", "create", "--label", "pre-deploy")
+    assert r.returncode == 0, r.stderr
+    newer = json.loads(r.stdout)["id"]
+    assert seeded.cli("backup", "verify", newer, "--drill").returncode == 0
+    r = seeded.cli("--json", "check", "--prometheus", str(seeded.root / "m.prom"))
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks["retention"]["status"] == "ok" and r.returncode == 0, checks
+    assert (
+        "1 backup(s) past retention since a newer backup; the next scheduled prune removes them (by "
+        in (checks["retention"]["detail"])
+    )
+    assert 'pgrunbook_backups_past_retention{environment="default"} 1.0' in (seeded.root / "m.prom").read_text()
+    pruned = {
+        row["id"]: row["action"] for row in json.loads(seeded.cli("--json", "backup", "prune", "--dry-run").stdout)
+    }
+    assert pruned[scheduled] == "remove"
+    age_backups(seeded, 30)  # the 03:30 prune came and went without removing it: the prune job is not running
+    checks = {c["name"]: c for c in json.loads(seeded.cli("--json", "check").stdout)["checks"]}
+    assert checks["retention"]["status"] == "warning", checks
+    assert "1 backup(s) past retention for longer than the prune schedule allows" in checks["retention"]["detail"]
+    assert "run pgrunbook backup prune" in checks["retention"]["detail"]

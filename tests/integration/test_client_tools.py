@@ -6,9 +6,11 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import stat
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,9 +22,11 @@ from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.restore import restore_into_new_database
 from pgrunbook.backup.verify import verify_backup
 from pgrunbook.postgres import runner
+from pgrunbook.postgres.cluster import LocalCluster
 from pgrunbook.postgres.tool_errors import explain
+from pgrunbook.postgres.tools import BIN_DIR_VAR
 from pgrunbook.postgres.url import parse_database_url
-from tests.conftest import PASSWORD, Project, fingerprint, suite_tools
+from tests.conftest import PASSWORD, SERVER, Project, assert_clean_error, fingerprint, suite_tools
 
 SSL_KEY = "Ssl-k3y-Vq7!"  # distinctive, like the password: every logged argv is searched for it
 
@@ -189,3 +193,202 @@ def test_pg_restores_first_error_is_read_with_its_archive_entry(seeded: Project,
     assert cause.where == "definition" and "already exists" in cause.message
     with psycopg.connect(seeded.url) as conn:  # nothing was harmed: every statement was refused
         assert conn.execute("SELECT count(*) FROM account").fetchone() == (500,)
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1@", url)
+
+
+def _no_secret(*texts: str) -> None:
+    for text in texts:
+        for form in (PASSWORD, quote(PASSWORD, safe="")):
+            assert form not in text
+
+
+def test_a_password_in_pgpassword_reaches_the_tools_as_it_reaches_pgrunbook(seeded: Project) -> None:
+    """break11 #8: DATABASE_URL without a password, the password in PGPASSWORD. pgrunbook's own
+    connections log in with it; the runner stripped it from pg_dump's and pg_restore's environment, so
+    every backup, drill and restore failed as "pg_dump lost the server" while doctor said ok."""
+    env = {"DATABASE_URL": _without_password(seeded.url), "PGPASSWORD": PASSWORD}
+    doctor = seeded.cli("doctor", extra_env=env)
+    assert re.search(r"ok +client tools: backup: pg_dump .*; it logs in", doctor.stdout), doctor.stdout
+    created = seeded.cli("--json", "backup", "create", extra_env=env)
+    assert created.returncode == 0, created.stderr
+    bid = json.loads(created.stdout)["id"]
+    drilled = seeded.cli("backup", "verify", bid, "--drill", extra_env=env)
+    assert drilled.returncode == 0, drilled.stderr
+    restored = seeded.cli("restore", bid, "--into", "from_pgpassword", extra_env=env)
+    assert restored.returncode == 0, restored.stderr
+    _no_secret(*(r.stdout + r.stderr for r in (doctor, created, drilled, restored)))
+    assert fingerprint(seeded.url.rsplit("/", 1)[0] + "/from_pgpassword") == fingerprint(seeded.url)
+
+
+def test_a_tool_that_cannot_log_in_is_a_login_failure_never_lost_the_server(
+    seeded: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real pg_dump's login failures (no password; a wrong one) are read as such, with a hint about
+    the password, never as "lost the server … check that the server is up". And doctor runs pg_dump's
+    login as a backup would: a bin_dir wrapper that drops the environment (a docker exec or sudo
+    wrapper) is caught there, not at the first backup."""
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    tools = suite_tools()
+    for url, words in (
+        (_without_password(seeded.url), "no password supplied"),
+        (seeded.url.replace(quote(PASSWORD, safe=""), "Wrong-pw-1"), "password authentication failed"),
+    ):
+        failure = runner.login_check(tools.pg_dump, parse_database_url(url))
+        assert failure is not None and words in failure.error, failure
+        cause = explain(failure, role="postgres")
+        assert cause.kind == "login" and "lost the server" not in cause.message, cause
+        assert "could not log in" in cause.message and "password" in cause.hint, cause
+    assert runner.login_check(tools.pg_dump, parse_database_url(seeded.url)) is None
+
+    bin_dir = tmp_path / "wrapped"
+    bin_dir.mkdir()
+    (bin_dir / "pg_dump").write_text(f'#!/bin/sh\nunset PGPASSWORD\nexec "{tools.pg_dump}" "$@"\n')
+    (bin_dir / "pg_dump").chmod(0o755)
+    (bin_dir / "pg_restore").symlink_to(tools.pg_restore)
+    env = {"DATABASE_URL": _without_password(seeded.url), "PGPASSWORD": PASSWORD, BIN_DIR_VAR: str(bin_dir)}
+    doctor = seeded.cli("doctor", extra_env=env)
+    assert doctor.returncode == 2, doctor.stdout
+    line = next(ln for ln in doctor.stdout.splitlines() if "client tools" in ln)
+    assert "FAIL" in line and "could not log in" in line and "no password supplied" in line, doctor.stdout
+    created = seeded.cli("backup", "create", extra_env=env)
+    assert_clean_error(created, 2, "pg_dump could not log in", "no password supplied")
+    assert "lost the server" not in created.stderr and "hint: the tool was given no password" in created.stderr
+    _no_secret(doctor.stdout + doctor.stderr, created.stdout + created.stderr)
+
+
+MAJORS = Path(__file__).resolve().parents[2] / ".cache" / "pg-majors"  # scripts/pg-majors' downloads
+
+
+def _other_major_pg_restore(server_major: int) -> Path | None:
+    """A real pg_restore of another major than the suite's tools (scripts/pg-majors), or None."""
+    for major in (18, 17, 16):
+        found = MAJORS / f"tools-{major}" / "bin" / "pg_restore"
+        if major != server_major and found.is_file():
+            return found
+    return None
+
+
+def test_each_tool_of_a_bin_dir_is_asked_its_own_version(seeded: Project, tmp_path: Path) -> None:
+    """break11 #3: a bin_dir of symbolic links with pg_dump of the server's major and pg_restore 18
+    (a ~/bin of links, a half-upgraded package). Only pg_dump was asked, so pg_restore 18 was called
+    "pg_restore 15.18", refused a backup it reads, and the drill ran without the one tolerated error."""
+    tools = suite_tools()
+    other = _other_major_pg_restore(tools.major)
+    if other is None:
+        pytest.skip("no pg_restore of another major here (scripts/pg-majors fetches them)")
+    other_version = runner.run(other, ["--version"])[1].split()[-1]
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "pg_dump").symlink_to(tools.pg_dump)
+    (mixed / "pg_restore").symlink_to(other)
+    env = {BIN_DIR_VAR: str(mixed)}
+    doctor = seeded.cli("doctor", extra_env=env)
+    assert re.search(
+        rf"ok +client tools: backup: pg_dump {re.escape(str(tools.version))} at {mixed}/pg_dump", doctor.stdout
+    )
+    assert re.search(
+        rf"ok +restore tools: .*pg_restore {re.escape(other_version)} at {mixed}/pg_restore", doctor.stdout
+    )
+    created = seeded.cli("--json", "backup", "create", extra_env=env)
+    assert created.returncode == 0, created.stderr
+    bid = json.loads(created.stdout)["id"]
+    drilled = seeded.cli("backup", "verify", bid, "--drill", extra_env=env)
+    assert drilled.returncode == 0, drilled.stdout + drilled.stderr
+    restored = seeded.cli("restore", bid, "--into", "from_mixed", extra_env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert fingerprint(seeded.url.rsplit("/", 1)[0] + "/from_mixed") == fingerprint(seeded.url)
+
+
+def test_a_bin_dir_missing_a_tool_or_not_a_folder_says_which(seeded: Project, tmp_path: Path) -> None:
+    """break11 #3: a folder with pg_dump only was "pg_dump and pg_restore not found"; a bin_dir that does
+    not exist or is a file got an install hint (the fix is the typo); a pg_dump failing --version was
+    "not found" too."""
+    tools = suite_tools()
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    only_dump = tmp_path / "only-dump"
+    only_dump.mkdir()
+    (only_dump / "pg_dump").symlink_to(tools.pg_dump)
+    r = seeded.cli("restore", bid, "--into", "nope", extra_env={BIN_DIR_VAR: str(only_dump)})
+    assert_clean_error(r, 2, f"pg_restore not found in {only_dump}", f"only pg_dump {tools.version}")
+    only_restore = tmp_path / "only-restore"
+    only_restore.mkdir()
+    (only_restore / "pg_restore").symlink_to(tools.pg_restore)
+    r = seeded.cli("backup", "create", extra_env={BIN_DIR_VAR: str(only_restore)})
+    assert_clean_error(r, 2, f"pg_dump not found in {only_restore}", f"only pg_restore {tools.version}")
+    for where, words in ((tmp_path / "typo", "does not exist"), (Path("/etc/passwd"), "is not a folder")):
+        r = seeded.cli("backup", "create", extra_env={BIN_DIR_VAR: str(where)})
+        assert_clean_error(r, 2, f"[postgres] bin_dir {where} {words}")
+        assert "apt-get install" not in r.stderr and "hint: set [postgres] bin_dir" in r.stderr
+        doctor = seeded.cli("doctor", extra_env={BIN_DIR_VAR: str(where)})
+        assert f"bin_dir {where} {words}" in doctor.stdout, doctor.stdout
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "pg_dump").write_text("#!/bin/sh\necho 'libpq.so.5: cannot open shared object file' >&2\nexit 127\n")
+    (broken / "pg_dump").chmod(0o755)
+    (broken / "pg_restore").symlink_to(tools.pg_restore)
+    r = seeded.cli("backup", "create", extra_env={BIN_DIR_VAR: str(broken)})
+    assert_clean_error(r, 2, f"{broken}/pg_dump does not run: pg_dump --version failed (exit code 127: libpq.so.5")
+
+
+@pytest.fixture(scope="module")
+def newer_server(cluster: LocalCluster) -> Iterator[tuple[LocalCluster, Path]]:
+    """A server of a newer major than the suite's (scripts/pg-majors), and client tools that back it up."""
+    assert SERVER
+    for major in (16, 17, 18):
+        server_bin = MAJORS / f"server-{major}" / "package" / "native" / "bin"
+        found = [MAJORS / f"tools-{t}" / "bin" for t in (major, 18)]
+        tools_bin = next((folder for folder in found if folder.is_dir()), None)
+        if major > SERVER["major"] and (server_bin / "initdb").is_file() and tools_bin is not None:
+            with LocalCluster(bin_dir=str(server_bin), password=PASSWORD, name=f"pgrunbook-test-{major}") as c:
+                yield c, tools_bin
+            return
+    pytest.skip("no server of a newer major than the suite's here (scripts/pg-majors fetches them)")
+
+
+def test_a_backup_of_a_newer_major_into_an_older_server_is_named_as_such(
+    seeded: Project, newer_server: tuple[LocalCluster, Path]
+) -> None:
+    """break11 #7: a backup of PostgreSQL 16+ drilled or restored into the suite's older server. PostgreSQL
+    does not support loading a newer major's dump into an older server; a view using any_value() (16+)
+    fails there. The warning comes before anything is created, and the failure's hint names the
+    downgrade instead of "fix the definition in the source"."""
+    newer, tools_bin = newer_server
+    with psycopg.connect(newer.url(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS newer_app")
+        conn.execute("CREATE DATABASE newer_app")
+        newer_version = conn.execute("SHOW server_version").fetchone()[0].split()[0]  # type: ignore[index]
+    with psycopg.connect(newer.url("newer_app"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('a'), ('b')")
+    with psycopg.connect(seeded.url) as conn:
+        older_version = conn.execute("SHOW server_version").fetchone()[0].split()[0]  # type: ignore[index]
+    seeded.write_config('[project]\nid = "shop"\n[backup]\nstorage = "backups"\ndrill_database_url_env = "DRILL_URL"\n')
+    env = {"DATABASE_URL": newer.url("newer_app"), "DRILL_URL": seeded.url, BIN_DIR_VAR: str(tools_bin)}
+    warning = (
+        f"warning: backup of PostgreSQL {newer_version} into PostgreSQL {older_version} (an older major): "
+        "PostgreSQL does not support this; objects using newer features will fail"
+    )
+    doctor = seeded.cli("doctor", extra_env=env)  # the drill server is a major behind: said before any drill
+    line = next(ln for ln in doctor.stdout.splitlines() if "drill tools" in ln)
+    assert line.lstrip().startswith("warn") and f"PostgreSQL {older_version} (an older major)" in line, line
+    assert "drill_database_url_env (DRILL_URL) at a server of PostgreSQL" in doctor.stdout
+    plain = json.loads(seeded.cli("--json", "backup", "create", "--label", "plain", extra_env=env).stdout)["id"]
+    r = seeded.cli("restore", plain, "--into", "plain_on_older", extra_env={**env, "DATABASE_URL": seeded.url})
+    assert r.returncode == 0 and warning in r.stderr, r.stderr  # restored, and said
+
+    with psycopg.connect(newer.url("newer_app"), autocommit=True) as conn:
+        conn.execute("CREATE VIEW v_new AS SELECT any_value(v) AS av FROM t")  # PostgreSQL 16+
+    bid = json.loads(seeded.cli("--json", "backup", "create", "--label", "newer", extra_env=env).stdout)["id"]
+    r = seeded.cli("restore", bid, "--into", "newer_on_older", extra_env={**env, "DATABASE_URL": seeded.url})
+    assert r.returncode == 2 and r.stderr.startswith(warning + "\n"), r.stderr  # before the error, not after
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "any_value" in errors[0] and "Traceback" not in r.stderr, r.stderr
+    _no_secret(r.stdout + r.stderr)
+    hint = next(ln for ln in r.stderr.splitlines() if ln.startswith("hint: "))
+    assert "an older major, which PostgreSQL does not support" in hint and "fix the definition" not in hint, hint
+    drill = seeded.cli("backup", "verify", bid, "--drill", extra_env=env)
+    assert drill.returncode != 0 and "fix the definition" not in drill.stdout + drill.stderr
+    said = drill.stdout + drill.stderr
+    assert "an older major, which PostgreSQL does not support" in said and warning in said, said

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -167,6 +168,23 @@ def test_failing_migration_is_rolled_back_to_the_pre_deploy_state(stage: Stage, 
         assert stage.hooks() == ["on", "off"]
 
 
+def test_a_failed_migrations_detail_reaches_the_deploys_error_its_json_and_runs(stage: Stage) -> None:
+    """trial11 F6: PostgreSQL's DETAIL (which key is duplicated) was in the history row only, which after
+    an automatic rollback sits in the abandoned database; not in the error line, --json or runs."""
+    with psycopg.connect(stage.project.url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE note ADD COLUMN browser text; INSERT INTO note VALUES (1, 'firefox'), (2, 'firefox')")
+    make_migrations(stage.project, {"02_bad": 'CREATE UNIQUE INDEX "note_browser_key" ON "note"("browser");'})
+    r, out = stage.deploy("--auto-rollback", "--allow-lint", "require-concurrent-index-creation")
+    detail = "detail: Key (browser)=(firefox) is duplicated."
+    assert r.returncode == 2 and out["outcome"] == "rolled_back", r.stderr
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("error: deploy rolled back: migration 02_bad failed") and detail in first, r.stderr
+    assert detail in out["error"] and any(detail in (s.get("detail") or "") for s in out["steps"]), out
+    runs = json.loads(stage.project.cli("--json", "runs").stdout)
+    assert detail in json.dumps(runs[0])
+    assert detail in stage.project.cli("runs").stdout
+
+
 def test_a_deploy_on_a_terminal_shows_each_step_live_with_the_backup_and_restore_bars(stage: Stage) -> None:
     """The maintenance window on a terminal: each step as it starts and ends (the failed migration, the
     automatic rollback's restore), with the pre-deploy backup's bar and the restore's rows between."""
@@ -263,6 +281,33 @@ def test_preflight_refusals(stage: Stage, cluster) -> None:
     r, out = stage.deploy("--allow-lint", "ban-drop-column", "--skip-staging-check")
     assert r.returncode == 0, r.stderr
     assert any("ban-drop-column" in w for w in out["warnings"])
+
+
+def test_a_quiet_window_without_days_holds_every_day(stage: Stage) -> None:
+    """trial #3: `quiet_window = "HH:00-HH:00"` (no days) was refused for its shape by every command. It
+    is every day: a deploy outside it is refused saying when it next opens (today or tomorrow, whatever
+    the weekday), inside it the deploy runs."""
+    make_migrations(stage.project, {"02_add": "ALTER TABLE note ADD COLUMN body text;"})
+    now = time.gmtime()
+    far = (now.tm_hour + 12) % 24
+    stage.config(extra_env=f'quiet_window = "{far:02d}:00-{(far + 1) % 24:02d}:00"')
+    r, _ = stage.deploy()
+    assert_clean_error(r, 2, "outside the quiet window", "it next opens", f" {far:02d}:00 UTC, in ")
+    assert re.search(r", in 1[12]h \d+m;", r.stderr), r.stderr  # today or tomorrow, never days away
+    assert stage.hooks() == [] and "body" not in _columns(stage, "note")
+    # a window around now (an hour either side, so a run across the hour stays inside it)
+    stage.config(extra_env=f'quiet_window = "{(now.tm_hour + 23) % 24:02d}:00-{(now.tm_hour + 2) % 24:02d}:00 UTC"')
+    r, out = stage.deploy()
+    assert r.returncode == 0, r.stderr
+    assert out["applied"] == ["02_add"] and "body" in _columns(stage, "note")
+
+
+def _columns(stage: Stage, table: str) -> list[str]:
+    with psycopg.connect(stage.project.url) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,)
+        ).fetchall()
+    return [r[0] for r in rows]
 
 
 def test_two_concurrent_deploys_exactly_one_runs(stage: Stage) -> None:
@@ -369,6 +414,107 @@ def test_sigkill_at_each_step_then_resume(stage: Stage, step: str) -> None:
     evidence.fault(f"SIGKILL of deploy during '{step}'")
 
 
+def _interrupted_line(stage: Stage) -> str:
+    """doctor's interrupted-runs line (its detail carries each run's recovery note)."""
+    out = json.loads(stage.project.cli("--json", "doctor", "--env", "production").stdout)
+    return next(c["detail"] for c in out["checks"] if c["name"] == "interrupted runs")
+
+
+def test_sigkill_during_the_pre_deploy_backup_leaves_a_note_saying_maintenance_is_on(stage: Stage) -> None:
+    """trial11 F14: a deploy killed after maintenance on, in its pre-deploy backup, left no recovery note:
+    nothing said the app was still in maintenance. The note now says so, with the maintenance_off hook's
+    command, that nothing was migrated, and the command that continues; runs and doctor show it."""
+    make_migrations(stage.project, {"02_add": "ALTER TABLE note ADD COLUMN z int;"})
+    blocker = psycopg.connect(stage.project.url, autocommit=True)
+    blocker.execute("BEGIN; LOCK TABLE account IN ACCESS EXCLUSIVE MODE")  # pg_dump waits: killed in the step
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "deploy", "--env", "production", "--auto-rollback"],
+        cwd=stage.project.root,
+        env=stage.project.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        run_id = _wait_step(stage, "pre-deploy backup")
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert stage.hooks() == ["on"]  # the app is in maintenance and nothing will end it
+    run = json.loads(stage.project.cli("--json", "runs", "--limit", "1").stdout)[0]
+    note = run["recovery"]
+    assert run["run_id"] == run_id and run["interrupted"], run
+    assert note.startswith("Maintenance is on since "), note
+    assert f"end it with the maintenance_off hook (echo off >> {stage.log}) once the app is safe" in note, note
+    assert "Nothing migrated yet: the pre-deploy backup was being taken" in note, note
+    assert f"pgrunbook deploy --resume {run_id}" in note, note
+    assert note in _interrupted_line(stage)
+    assert "recovery: Maintenance is on since" in stage.project.cli("runs", "--limit", "1").stdout
+    r = stage.project.cli("--json", "deploy", "--env", "production", "--resume", run_id)
+    assert r.returncode == 0, r.stderr
+    assert stage.hooks() == ["on", "off"]
+    evidence.fault("SIGKILL of deploy in its pre-deploy backup (the note says maintenance is on)")
+
+
+def test_sigkill_during_the_automatic_rollback_resume_finishes_the_rollback_before_maintenance_off(
+    stage: Stage,
+) -> None:
+    """break11 #12: killed while the automatic rollback restored, the run's note said only "if the schema
+    is wrong: …" (not that the app is in maintenance, nor the staging database left), and a plain
+    `deploy --resume ID` skipped the unfinished restore and ended maintenance: the app went back into
+    traffic on the database whose migration failed. Now the note names all of it, and the resume
+    finishes the rollback the run was started with (--auto-rollback, from the journal) before
+    maintenance off."""
+    make_migrations(stage.project, {"02_bad": "ALTER TABLE note ADD COLUMN w int;\nSELECT 1/0;"})
+    before = fingerprint(stage.project.url)
+    live = stage.project.url.rsplit("/", 1)[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "deploy", "--env", "production", "--auto-rollback"],
+        cwd=stage.project.root,
+        env=stage.project.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    rollback_db = "SELECT datname FROM pg_database WHERE starts_with(datname, %s)"
+    try:
+        run_id = _wait_step(stage, "restore")
+        with psycopg.connect(stage.project.url, autocommit=True) as conn:  # killed once it is created
+            wait_for(lambda: conn.execute(rollback_db, (f"{live}_rollback_",)).fetchone(), what="rollback db")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with psycopg.connect(stage.project.url, autocommit=True) as conn:
+        killed = [r[0] for r in conn.execute(rollback_db, (f"{live}_rollback_",)).fetchall()]
+    assert len(killed) == 1
+    assert stage.hooks() == ["on"]
+    note = json.loads(stage.project.cli("--json", "runs", "--limit", "1").stdout)[0]["recovery"]
+    assert note.startswith("Maintenance is on since "), note
+    assert f"(echo off >> {stage.log})" in note, note
+    assert "division by zero" in note and f"the app is still on {live}, the database the migration failed" in note
+    assert (
+        f'Leftover: {killed[0]} may hold a partial restore (not in use): DROP DATABASE IF EXISTS "{killed[0]}"' in note
+    )
+    assert f"To finish the rollback: pgrunbook deploy --resume {run_id}." in note, note
+    assert note in _interrupted_line(stage)
+
+    r = stage.project.cli("--json", "deploy", "--env", "production", "--resume", run_id)  # no --auto-rollback
+    out = json.loads(r.stdout)
+    assert r.returncode == 2 and out["outcome"] == "rolled_back", r.stderr
+    resumed = [s["name"] for s in out["steps"]]
+    assert "migrate" not in resumed and "restore" in resumed, resumed
+    assert resumed.index("point app") < resumed.index("maintenance off"), resumed
+    assert stage.hooks() == ["on", "point", "app_rollback", "off"]  # maintenance off only after the rollback
+    assert fingerprint(stage.url_file.read_text()) == before
+    with psycopg.connect(stage.project.url, autocommit=True) as conn:
+        rollback_dbs = [r[0] for r in conn.execute(rollback_db, (f"{live}_rollback_",)).fetchall()]
+    assert rollback_dbs == killed == [out["database"]]  # the dead leftover replaced, not left beside it
+    evidence.fault("SIGKILL of deploy in its automatic rollback's restore, then a plain --resume")
+
+
 @pytest.mark.reliability
 def test_postgresql_restarted_mid_migration(stage: Stage, cluster) -> None:
     """The server crashes while a migration script runs: deploy stops with one clear error and the
@@ -439,3 +585,126 @@ def test_sigkill_during_the_automatic_rollback_then_resume(stage: Stage) -> None
     with psycopg.connect(stage.project.url, autocommit=True) as conn:
         rollback_dbs = [r[0] for r in conn.execute(rollback_db, (f"{live}_rollback_",)).fetchall()]
     assert rollback_dbs == killed == [out["database"]]  # the killed one replaced, not left beside it
+
+
+def test_auto_rollback_checks_health_on_the_restored_copy_and_says_what_is_true_after(stage: Stage) -> None:
+    """trial11 F7 and F3. F7: a point_app hook that fails silently (exits 0 without pointing the app)
+    left the app on the broken database, yet the run said rolled_back: no health step ran after the
+    rollback. Now a health step runs before maintenance off; its failure makes the run failed, with the
+    next step named. F3: a run that did roll back no longer keeps "if the schema is wrong: pgrunbook
+    rollback --with-db …" as its recovery (following it would restore the backup a second time)."""
+    make_migrations(stage.project, {"02_breaks_app": 'ALTER TABLE account RENAME TO "Account";'})
+    stage.config(hooks={"point_app": f"echo point >> {stage.log}"})  # says nothing, points nothing
+    r, out = stage.deploy("--auto-rollback", "--allow-lint", "renaming-table")
+    assert r.returncode == 2, r.stderr
+    assert out["outcome"] == "failed", out
+    names = [s["name"] for s in out["steps"]]
+    assert names[-3:] == ["app rollback", "health", "maintenance off"], names
+    assert out["steps"][-2]["status"] == "failed"
+    assert "the automatic rollback failed too: health check failed after the automatic rollback" in out["error"]
+    restored = out["database"]
+    assert out["rollback_commands"] == [
+        f"the app is on {restored} (pre-deploy backup {out['backup_id']}, restored and verified) but not healthy: "
+        "pgrunbook health --env production shows why; fix the app, its point_app or app_rollback hook, and "
+        "check pgrunbook health again"
+    ]
+    assert stage.hooks() == ["on", "point", "app_rollback", "off"]
+    runs = json.loads(stage.project.cli("--json", "runs", "--limit", "1").stdout)
+    assert runs[0]["outcome"] == "failed" and "pgrunbook rollback --with-db" not in (runs[0]["recovery"] or "")
+
+    # the same deploy with a point_app that points: rolled back, healthy, and the note says so
+    with psycopg.connect(stage.project.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{restored}" WITH (FORCE)')
+    with psycopg.connect(stage.project.url, autocommit=True) as conn:
+        conn.execute('ALTER TABLE "Account" RENAME TO account')
+        conn.execute("DELETE FROM _prisma_migrations WHERE migration_name = '02_breaks_app'")
+    stage.log.unlink()
+    stage.config()
+    r, out = stage.deploy("--auto-rollback", "--allow-lint", "renaming-table")
+    assert r.returncode == 2 and out["outcome"] == "rolled_back", r.stderr
+    assert [s["name"] for s in out["steps"]][-3:] == ["app rollback", "health", "maintenance off"]
+    assert stage.hooks() == ["on", "point", "app_rollback", "off"]
+    recovery = json.loads(stage.project.cli("--json", "runs", "--limit", "1").stdout)[0]["recovery"]
+    assert recovery.startswith(f"none needed: rolled back to {out['database']} (pre-deploy backup "), recovery
+    assert "pgrunbook rollback" not in recovery, recovery
+
+
+def _killed_while_pointing(stage: Stage) -> tuple[str, str]:
+    """A deploy --auto-rollback whose migration fails, killed inside point_app after the hook pointed the
+    app at the verified rollback copy: (the run's id, the copy's name)."""
+    make_migrations(stage.project, {"02_bad": "ALTER TABLE note ADD COLUMN w int;\nSELECT 1/0;"})
+    gate = stage.project.root / "resumed"
+    stage.config(
+        hooks={
+            "point_app": f'printf %s "$PGRUNBOOK_DATABASE_URL" > {stage.url_file}; echo point >> {stage.log}; '
+            f"while [ ! -e {gate} ]; do sleep 0.1; done"
+        }
+    )
+    live = stage.project.url.rsplit("/", 1)[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "deploy", "--env", "production", "--auto-rollback"],
+        cwd=stage.project.root,
+        env=stage.project.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        run_id = _wait_step(stage, "point app")
+        wait_for(lambda: "point" in stage.hooks(), what="point_app pointed the app")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        gate.touch()  # the orphaned hook ends; the resumed one does not wait
+    with psycopg.connect(stage.project.url, autocommit=True) as conn:
+        [copy] = [r[0] for r in conn.execute(ROLLBACK_DBS, (f"{live}_rollback_",)).fetchall()]
+    return run_id, copy
+
+
+ROLLBACK_DBS = "SELECT datname FROM pg_database WHERE starts_with(datname, %s)"
+
+
+def test_resume_after_the_rollback_restore_was_verified_points_the_app_at_it_without_restoring_again(
+    stage: Stage,
+) -> None:
+    """Killed while pointing the app, after the automatic rollback's restore was verified: `--resume`
+    restored the pre-deploy backup a second time into yet another database (the downtime twice) and
+    pointed the app there, leaving what the app had already written into the first copy behind. Now
+    the verified copy is used as it is ("reuse restore"), and what was written into it stays."""
+    run_id, copy = _killed_while_pointing(stage)
+    live = stage.project.url.rsplit("/", 1)[1]
+    note = json.loads(stage.project.cli("--json", "runs", "--limit", "1").stdout)[0]["recovery"]
+    assert f"pgrunbook deploy --resume {run_id} (it points the app at {copy} again, without restoring" in note
+    with psycopg.connect(stage.url_file.read_text(), autocommit=True) as conn:  # the app writes into the copy
+        conn.execute("INSERT INTO account (email) VALUES ('written-after-pointing')")
+    r = stage.project.cli("--json", "deploy", "--env", "production", "--resume", run_id)
+    out = json.loads(r.stdout)
+    assert r.returncode == 2 and out["outcome"] == "rolled_back", r.stderr
+    steps = {s["name"]: s for s in out["steps"]}
+    assert "restore" not in steps and "create database" not in steps, list(steps)
+    assert steps["reuse restore"]["detail"].startswith(f"{copy} holds pre-deploy backup {out['backup_id']}")
+    assert out["database"] == copy
+    with psycopg.connect(stage.project.url, autocommit=True) as conn:
+        assert [r[0] for r in conn.execute(ROLLBACK_DBS, (f"{live}_rollback_",)).fetchall()] == [copy]
+    with psycopg.connect(stage.url_file.read_text()) as conn:
+        assert conn.execute("SELECT count(*) FROM account WHERE email = 'written-after-pointing'").fetchone() == (1,)
+
+
+@pytest.mark.parametrize(
+    "damage", ["DROP TABLE billing.invoice CASCADE", "DELETE FROM billing.invoice WHERE amount > 10"]
+)
+def test_resume_never_reuses_a_rollback_copy_that_lost_tables_or_rows_since(stage: Stage, damage: str) -> None:
+    """breaker13 F8: the copy was reused on its comment alone, and a table dropped or rows deleted in it
+    after the kill were pointed at as "restored and verified". Now such a copy is left as it is and the
+    rollback restores the pre-deploy backup anew."""
+    run_id, copy = _killed_while_pointing(stage)
+    before_damage = fingerprint(stage.url_file.read_text())
+    with psycopg.connect(stage.url_file.read_text(), autocommit=True) as conn:
+        conn.execute(damage.encode())
+    r = stage.project.cli("--json", "deploy", "--env", "production", "--resume", run_id)
+    out = json.loads(r.stdout)
+    assert r.returncode == 2 and out["outcome"] == "rolled_back", r.stderr
+    assert "reuse restore" not in {s["name"] for s in out["steps"]} and out["database"] != copy
+    assert fingerprint(stage.url_file.read_text()) == before_damage  # the app is on an exact copy again
+    with psycopg.connect(stage.project.url, autocommit=True) as conn:  # the damaged one is kept, not dropped
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (copy,)).fetchone() is not None

@@ -120,6 +120,36 @@ def test_doctor_warns_when_free_space_is_short(seeded: Project, tmp_path: Path) 
         subprocess.run(["umount", "-l", str(small)])
 
 
+def test_doctor_compares_free_space_with_the_database_before_the_first_backup(seeded: Project, tmp_path: Path) -> None:
+    """trial11 F24: 20 MB free for a 770 MB database was "ok; no backup yet to compare with"; the
+    first backup then failed on a full disk. Without a backup, pg_database_size is the measure."""
+    import os
+    import subprocess
+
+    with psycopg.connect(seeded.url) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    assert row is not None
+    size = row[0]
+    r = seeded.cli("--json", "doctor")
+    free = {c["name"]: c for c in json.loads(r.stdout)["checks"]}["free space"]  # the test's own disk: room
+    assert free["status"] == "ok" and f"no backup yet, the database is {size / 1e9:.2f} GB" in free["detail"], free
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    small = tmp_path / "first"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(small)]).returncode != 0:
+        pytest.skip("cannot mount tmpfs")
+    try:
+        seeded.write_config(f'[backup]\nstorage = "{small}"\n')
+        r = seeded.cli("--json", "doctor")
+        free = {c["name"]: c for c in json.loads(r.stdout)["checks"]}["free space"]
+        assert free["status"] == "warning" and r.returncode == 1, free
+        assert f"the database is {size / 1e9:.2f} GB (a compressed backup is typically 5-30 % of it)" in free["detail"]
+        assert "the first backup may not fit" in free["hint"] and "[backup] storage" in free["hint"]
+    finally:
+        subprocess.run(["umount", "-l", str(small)])
+
+
 def test_demo_runs_the_runbook_and_cleans_up(tmp_path: Path) -> None:
     import subprocess
 
@@ -160,6 +190,29 @@ def test_init_writes_a_config_that_loads(tmp_path: Path) -> None:
 
     cfg = load_config(cwd=tmp_path, environ={})
     assert cfg.environment(None)[0] == "default"
+
+
+def test_init_force_keeps_the_project_id_its_backups_carry(tmp_path: Path) -> None:
+    """Breaker trial 11 #15: `init --force` minted a new [project] id, so every existing backup of this
+    very database became "another project's" and restore and rollback found none."""
+    import subprocess
+    import tomllib
+
+    def project_id() -> str:
+        return str(tomllib.loads((tmp_path / "pgrunbook.toml").read_text())["project"]["id"])
+
+    def init(*args: str) -> None:
+        argv = [sys.executable, "-m", "pgrunbook", "init", *args]
+        r = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+
+    init()
+    first = project_id()
+    init("--force")
+    assert project_id() == first
+    (tmp_path / "pgrunbook.toml").write_text("not [ toml")  # nothing to keep: a new id, as for a new project
+    init("--force")
+    assert project_id() != first
 
 
 def test_init_says_where_it_expects_the_migrations_when_there_are_none_yet(tmp_path: Path) -> None:

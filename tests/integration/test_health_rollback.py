@@ -66,10 +66,10 @@ def health_url(behaviour: Behaviour) -> Iterator[str]:
     yield from _server(behaviour)
 
 
-def _configure(project: Project, url: str) -> None:
+def _configure(project: Project, url: str, deadline_s: float = 1.0) -> None:
     project.write_config(
         f'[backup]\nstorage = "backups"\n[environments.default]\nhealth_url = "{url}"\n'
-        "health_deadline_s = 1.0\nhealth_timeout_s = 0.3\nhealth_interval_s = 0.1\n"
+        f"health_deadline_s = {deadline_s}\nhealth_timeout_s = 0.3\nhealth_interval_s = 0.1\n"
     )
 
 
@@ -94,7 +94,7 @@ def test_each_http_failure_is_named(
     project: Project, health_url: str, behaviour: Behaviour, mode: str, kind: str, text: str
 ) -> None:
     behaviour.mode = mode
-    _configure(project, health_url)
+    _configure(project, health_url, deadline_s=3.0)  # room for a retry on a loaded machine
     r = project.cli("--json", "health")
     assert r.returncode == 2
     data = json.loads(r.stdout)
@@ -141,16 +141,19 @@ def app(project: Project) -> Iterator[tuple[str, Path]]:
     proc.wait()
 
 
-def _rollback_config(project: Project, health: str, url_file: Path) -> None:
+def _rollback_config(
+    project: Project, health: str, url_file: Path, extra_hooks: str = "", point_app: str | None = None
+) -> None:
     marker = project.root / "app_rollback.log"
+    point_app = point_app or f'printf %s "$PGRUNBOOK_DATABASE_URL" > {url_file}'
     project.write_config(
         f'[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
         'app_url_env = "DATABASE_URL"\n'  # the sample app connects as the test cluster's superuser
         f'health_url = "{health}"\nhealth_deadline_s = 5\nhealth_interval_s = 0.2\n'
         'read_query = "SELECT count(*) FROM account"\n'
         "[environments.production.hooks]\n"
-        f"point_app = 'printf %s \"$PGRUNBOOK_DATABASE_URL\" > {url_file}'\n"
-        f"app_rollback = 'echo \"rolled back by $PGRUNBOOK_RUN_ID\" >> {marker}'\n"
+        f"point_app = '{point_app}'\n"
+        f"app_rollback = 'echo \"rolled back by $PGRUNBOOK_RUN_ID\" >> {marker}'\n" + extra_hooks
     )
 
 
@@ -175,7 +178,13 @@ def test_rollback_with_db_points_the_app_at_an_exact_copy(seeded: Project, app: 
     assert fingerprint(new_url) == good_state
     assert fingerprint(seeded.url) == broken_state  # the replaced database is kept, untouched
     assert f"rolled back by {out['run_id']}" in (seeded.root / "app_rollback.log").read_text()
-    assert [s["name"] for s in out["steps"]][-4:] == ["verify restore", "point app", "app rollback", "health"]
+    assert [s["name"] for s in out["steps"]][-5:] == [
+        "verify restore",
+        "point app",
+        "app rollback",
+        "health",
+        "maintenance off",  # trial11 F4: under maintenance, as deploy's automatic rollback
+    ]
     assert all(s["status"] == "succeeded" for s in out["steps"])
     runs = json.loads(seeded.cli("--json", "runs").stdout)
     assert runs[0]["run_id"] == out["run_id"] and runs[0]["kind"] == "rollback" and runs[0]["user"]
@@ -300,7 +309,7 @@ def test_rollback_on_a_terminal_shows_each_step_as_it_runs(seeded: Project, app:
         "…  health",
         "ok  health",
     )
-    assert lines[found[1]].endswith(good.id)  # the line that ends a step carries its detail
+    assert f"{good.id} (taken " in lines[found[1]]  # the line that ends a step carries its detail (and age)
     assert any(" rows" in ln and "restore" in ln for ln in lines), "no bar of rows during the restore"
     assert sum(ln.startswith("ok  health") for ln in lines) == 1  # not printed again at the end
     assert lines[-1].startswith("rollback ") and lines[-1].endswith("rolled_back")
@@ -313,3 +322,79 @@ def test_a_procedure_without_a_terminal_draws_no_live_steps(seeded: Project, app
     assert r.returncode == 0, r.stderr
     assert "…" not in r.stderr and "\r" not in r.stderr  # quiet narration for logs and scripts
     assert [ln.split()[0] for ln in r.stdout.splitlines()[:2]] == ["ok", "ok"]  # the steps, once, at the end
+
+
+def test_rollback_with_db_runs_under_maintenance_and_says_what_stays_behind(
+    seeded: Project, app: tuple[str, Path]
+) -> None:
+    """trial11 F4: the live app kept writing to the database being replaced during the whole restore,
+    and those writes were silently absent from the new one. Now maintenance_on runs before the restore
+    and maintenance_off at the end (also after a failure), and a warning names what stays behind: what
+    was written after the backup, with the backup's age."""
+    health, url_file = app
+    log = seeded.root / "hooks.log"
+    on = f"maintenance_on = 'echo on >> {log}'\n"
+    off = f"maintenance_off = 'echo off >> {log}'\n"
+    _rollback_config(seeded, health, url_file, on + off)
+    good = create_backup(seeded.env(), label="pre-deploy")
+    assert seeded.cli("backup", "verify", good.id).returncode == 0
+    r = seeded.cli("rollback", "--with-db")
+    assert r.returncode == 0, r.stderr
+    assert log.read_text().split() == ["on", "off"]
+    runs = json.loads(seeded.cli("--json", "runs", "--limit", "1").stdout)
+    names = [s["name"] for s in runs[0]["steps"]]
+    assert names[0] == "choose backup" and names[1] == "maintenance on", names
+    assert names.index("maintenance on") < names.index("restore") < names.index("point app"), names
+    assert names[-1] == "maintenance off", names
+    assert "taken 20" in runs[0]["steps"][0]["detail"] and " ago)" in runs[0]["steps"][0]["detail"]
+    live = seeded.url.rsplit("/", 1)[1]
+    warning = next(ln for ln in r.stdout.splitlines() if ln.startswith("warning: "))
+    assert f"what the app wrote to {live} after backup {good.id} was taken" in warning, warning
+    assert "ago)" in warning and f"it stays in {live}, which is kept" in warning, warning
+    assert "maintenance window: " in r.stdout
+    assert "kept untouched" not in r.stdout
+    out = json.loads(seeded.cli("--json", "rollback", "--with-db").stdout)
+    assert out["maintenance_window_s"] is not None and out["warnings"], out
+
+    # a rollback that fails after maintenance began still ends it
+    log.unlink()
+    _rollback_config(seeded, health, url_file, on + off, point_app="exit 5")
+    r = seeded.cli("rollback", "--with-db")
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert log.read_text().split() == ["on", "off"], r.stderr
+
+
+def test_doctor_and_check_warn_while_pgrunbooks_url_names_the_database_a_rollback_left(
+    seeded: Project, app: tuple[str, Path]
+) -> None:
+    """trial11 F10: after rollback --with-db the app is on <db>_rollback_<ts>, but DATABASE_URL (serve,
+    cron, check) still named the old database; doctor and check stayed green while backups went to the
+    abandoned one. They warn, naming the run and both databases, until the URL follows the app."""
+    health, url_file = app
+    _rollback_config(seeded, health, url_file)
+    good = create_backup(seeded.env(), label="pre-deploy")
+    assert seeded.cli("backup", "verify", good.id, "--drill").returncode == 0  # check: a drill, a fresh backup
+    assert seeded.cli("backup", "create").returncode == 0  # check: fresh backup, nothing else to warn about
+    old = seeded.url.rsplit("/", 1)[1]
+
+    def warnings(*extra: str, env: dict[str, str] | None = None) -> tuple[dict, dict]:
+        doc = json.loads(seeded.cli("--json", "doctor", "--env", "production", extra_env=env).stdout)
+        chk = json.loads(seeded.cli("--json", "check", extra_env=env).stdout)
+        line = next(c for c in doc["checks"] if c["name"] == "app database")
+        found = next((c for c in chk["checks"] if c["name"] == "app database"), None)
+        return line, found or {}
+
+    line, found = warnings()
+    assert line["status"] == "ok" and not found  # no journaled move yet
+    out = json.loads(seeded.cli("--json", "rollback", "--with-db").stdout)
+    assert out["outcome"] == "rolled_back", out
+    line, found = warnings()
+    said = f"rollback run {out['run_id']} moved the app to {out['database']} at "
+    assert line["status"] == "warning" and said in line["detail"], line
+    assert f"; DATABASE_URL still names {old}" in line["detail"]
+    assert f"point DATABASE_URL at {out['database']}" in line["hint"] and "abandoned" in line["hint"]
+    assert found["status"] == "warning" and said in found["detail"] and "point DATABASE_URL at" in found["detail"]
+    assert seeded.cli("check").returncode == 1
+    # the URL followed the app: no warning any more
+    line, found = warnings(env={"DATABASE_URL": url_file.read_text()})
+    assert line["status"] == "ok" and not found, (line, found)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.conftest import PASSWORD, Project, assert_clean_error, suite_tools
 
@@ -105,6 +106,39 @@ def test_umami_from_scratch_matches_psql_and_prisma_rows(project: Project, clust
         ("started_at", "timestamp with time zone", None, "NO", "now()"),
         ("applied_steps_count", "integer", None, "NO", "0"),
     ]
+
+
+DUPLICATED = "detail: Key (browser)=(firefox) is duplicated."
+
+
+def test_a_failed_migrations_error_carries_postgres_detail_and_hint(project: Project) -> None:
+    """trial11 F6: the error line said `23505 could not create unique index "session_browser_key"` and
+    dropped PostgreSQL's DETAIL, the part that says which rows to fix; status showed no error at all."""
+    folder = make_migrations(
+        project,
+        {
+            "01_init": "CREATE TABLE session (id int, browser text);\n"
+            "INSERT INTO session VALUES (1, 'firefox'), (2, 'firefox'), (3, 'lynx');",
+            "02_bad": 'CREATE UNIQUE INDEX "session_browser_key" ON "session"("browser");',
+        },
+    )
+    deploy = project.cli("migrate", "deploy")
+    assert_clean_error(
+        deploy, 2, "migration 02_bad failed", '23505 could not create unique index "session_browser_key"'
+    )
+    assert DUPLICATED in deploy.stderr.splitlines()[0], deploy.stderr
+    status = project.cli("status")
+    assert status.returncode == 2
+    assert re.search(r"failed  02_bad: 23505 could not create unique index .*; " + re.escape(DUPLICATED), status.stdout)
+    data = json.loads(project.cli("--json", "status").stdout)
+    assert DUPLICATED in data["errors"]["02_bad"] and data["errors"]["02_bad"].startswith("23505 ")
+    # PostgreSQL's HINT goes to the hint line, as a restore failure's does
+    assert project.cli("migrate", "resolve", "--rolled-back", "02_bad").returncode == 0
+    (folder / "02_bad" / "migration.sql").write_text("SELECT no_such_function(1);\n")
+    again = project.cli("--json", "migrate", "deploy")
+    assert_clean_error(again, 2, "42883 function no_such_function(integer) does not exist")
+    assert "hint: PostgreSQL says: No function matches the given name and argument types" in again.stderr
+    assert "its history row keeps the logs" in again.stderr
 
 
 def test_failed_migration_is_recorded_refused_then_resolved(project: Project) -> None:
@@ -205,6 +239,34 @@ def test_lock_held_by_someone_else_is_named(project: Project) -> None:
     finally:
         holder.close()
     assert project.cli("migrate", "deploy").returncode == 0
+
+
+def test_a_lock_holder_hidden_from_the_role_is_not_called_a_local_socket(project: Project) -> None:
+    """trial11 F16: a runbook role without pg_read_all_stats sees no client, start or query of another
+    role's session; the message said "from local socket since unknown time, last query '<insufficient
+    privilege>'" for a TCP client. It now says the details are hidden and how to see them."""
+    make_migrations(project, {"01": "CREATE TABLE t (id int);"})
+    project.write_config('[backup]\nstorage = "backups"\n[migrate]\nlock_wait_s = 1\n')
+    role, password = "runbook_no_stats", "Pw-nostats-Zq9"
+    dbname = project.url.rsplit("/", 1)[1]
+    with psycopg.connect(project.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        conn.execute(sql.SQL("GRANT ALL ON DATABASE {} TO {}").format(sql.Identifier(dbname), sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(sql.Identifier(role)))
+    url = project.url.replace(project.url.split("//", 1)[1].split("@", 1)[0], f"{role}:{password}", 1)
+    holder = psycopg.connect(project.url, autocommit=True, application_name="stuck-migrator")  # TCP, superuser
+    try:
+        holder.execute("SELECT pg_advisory_lock(72707369)")
+        r = project.cli("migrate", "deploy", extra_env={"DATABASE_URL": url})
+        pid = holder.info.backend_pid
+        assert_clean_error(r, 2, "P1002", f"pid {pid}", "hidden from this role", "pg_read_all_stats")
+        assert "local socket" not in r.stderr and "insufficient privilege" not in r.stderr
+    finally:
+        holder.close()
+        with psycopg.connect(project.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_prisma_error_rules(project: Project) -> None:

@@ -25,7 +25,7 @@ from psycopg import sql
 from pgrunbook.postgres.cluster import LocalCluster
 from pgrunbook.postgres.database_swap import read_database
 from pgrunbook.postgres.tools import find_client_tools
-from tests.conftest import Project
+from tests.conftest import TOOLS_BIN, Project
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +106,8 @@ def shop(cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     url = shop.admin_url(dbname)
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("PGRUNBOOK_", "PG"))}
     environ["DATABASE_URL"] = url
+    if TOOLS_BIN:  # the tools under test (scripts/test-majors), given as a user gives them
+        environ["PGRUNBOOK_POSTGRES__BIN_DIR"] = TOOLS_BIN
     (tmp_path / "pgrunbook.toml").write_text('[backup]\nstorage = "backups"\n')
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.chdir(tmp_path)

@@ -230,6 +230,38 @@ def test_schema_created_by_hand_gets_the_tables_too(p7: P7) -> None:
     assert _tables(p7.base_url, "public") == []
 
 
+def test_a_mistyped_schema_names_the_schema_that_has_the_history(p7: P7) -> None:
+    """trial11 F11: ``?schema=shopp`` for ``shop`` was reported as a database with nothing applied, in
+    status, doctor and migrate deploy alike, with nothing pointing at the typo. Each now names the schema
+    holding the history and the variable to correct; a new schema on purpose (a new tenant) still
+    deploys, as under Prisma."""
+    p7.use_schema("shop")
+    assert p7.cli("migrate", "deploy").returncode == 0
+    p7.use_schema("shopp")
+    status = p7.cli("status")
+    assert status.returncode == 1
+    said = "schema shopp has no migration history, but shop in the same database has one"
+    assert said in status.stdout and "?schema= in APP_DB_URL" in status.stdout
+    assert json.loads(p7.cli("--json", "status").stdout)["history_elsewhere"] == ["shop"]
+    doctor = p7.cli("--json", "doctor")
+    history = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "prisma history"]
+    assert history[0]["status"] == "warning" and said in history[0]["detail"]
+    assert "correct ?schema= in APP_DB_URL" in history[0]["hint"]
+    deploy = p7.cli("migrate", "deploy")
+    assert deploy.returncode == 0 and said in deploy.stderr
+    assert _tables(p7.base_url, "shopp") == ["_prisma_migrations", "item"]
+    # once it has its own history the schema is a tenant of its own: nothing more is said
+    again = p7.cli("status")
+    assert again.returncode == 0 and "no migration history" not in again.stdout + again.stderr
+
+
+def test_a_database_without_any_history_says_nothing_of_other_schemas(p7: P7) -> None:
+    p7.use_schema("fresh")
+    status = p7.cli("--json", "status")
+    assert json.loads(status.stdout)["history_elsewhere"] == []
+    assert "no migration history" not in p7.cli("status").stdout
+
+
 def test_invalid_schema_name_is_refused_before_anything_is_touched(p7: P7) -> None:
     p7.use_schema("x" * 64)
     for command in (("status",), ("migrate", "deploy")):
@@ -323,6 +355,9 @@ def test_failing_statement_in_the_middle_leaves_what_that_prisma_leaves(
         assert "(nothing applied)" in result.stderr
     else:  # the hint says what stayed, so resolving it is a true choice
         assert "statement 3 of 4" in result.stderr and "the 2 statement(s) before it stayed applied" in result.stderr
+    status = p7.cli("status")  # what the next on-call reads (trial11 F15): never "nothing applied" for it
+    assert status.returncode != 0 and "(nothing applied)" not in status.stdout + status.stderr
+    assert "the statements before the failing one" in status.stdout + status.stderr, status.stdout + status.stderr
     tables = _tables(p7.base_url, "public")
     assert "never" not in tables and "item" in tables  # the earlier migration stays, the rest never runs
     if first_table_rows is None:  # one implicit transaction: nothing of the script stays

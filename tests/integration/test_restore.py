@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from pgrunbook.backup.create import create_backup
 from pgrunbook.backup.restore import restore_into_new_database
@@ -111,6 +117,19 @@ def test_restore_refuses_a_non_empty_target_and_changes_nothing(seeded: Project)
     assert_clean_error(seeded.cli("restore", m.id), 3, "exactly one of --into")
 
 
+def test_runs_shows_why_a_run_failed_even_one_refused_before_any_step(seeded: Project) -> None:
+    """trial11 F2: `pgrunbook runs` printed a refused restore as a bare "failed" (it has no steps); the
+    reason was only in --json's detail."""
+    m = create_backup(seeded.env())
+    assert_clean_error(seeded.cli("restore", m.id, "--into", "postgres"), 3, "refusing to restore into")
+    detail = json.loads(seeded.cli("--json", "runs").stdout)[0]["detail"]
+    assert "refusing to restore into 'postgres'" in detail
+    text = seeded.cli("runs").stdout
+    first = text.splitlines()
+    assert "restore" in first[0] and "failed" in first[0], text
+    assert first[1] == f"      detail: {detail}", text
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_corrupt_backup_fails_before_any_database_is_created(seeded: Project, damage: str) -> None:
     m = create_backup(seeded.env())
@@ -176,6 +195,7 @@ def test_in_place_restore_refused_without_exact_confirm_then_exact_with_it(seede
     assert in_place["outcome"] == "succeeded"
     assert [s["name"] for s in in_place["steps"]] == [
         "check backup",
+        "check swap",
         "maintenance on",
         "pre-restore backup",
         "check backup",
@@ -210,6 +230,7 @@ def test_failed_in_place_restore_leaves_the_live_database_and_says_so(seeded: Pr
     assert runs[0]["outcome"] == "failed"
     assert [(s["name"], s["status"]) for s in runs[0]["steps"]] == [
         ("check backup", "succeeded"),
+        ("check swap", "succeeded"),
         ("maintenance on", "failed"),
         ("maintenance off", "succeeded"),
     ]
@@ -552,6 +573,34 @@ def test_in_place_restore_of_latest_restores_the_latest_backup_not_its_own_pre_r
     assert r.returncode == 0 and json.loads(r.stdout)["backup_id"] != good.id, r.stderr
 
 
+def test_in_place_restore_never_reuses_names_that_exist_in_the_same_second(seeded: Project) -> None:
+    """CI stop 26: two in-place restores within one second chose the same ``<db>_replaced_<second>`` and
+    the second failed at the swap, after the whole restore. The names are now the first second whose
+    staging and replaced databases are both free; here every replaced name of the next 20 seconds is
+    already taken (by databases that are not the live one's) and the restore still swaps, under a name
+    past them, leaving them as they were."""
+    _hooks_config(seeded, protected=False)
+    create_backup(seeded.env(), label="good")
+    live = seeded.url.rsplit("/", 1)[1]
+    start = datetime.now(UTC)
+    taken = [f"{live}_replaced_{start + timedelta(seconds=s):%Y%m%d%H%M%S}" for s in range(20)]
+    with psycopg.connect(seeded.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        for name in taken:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0'.encode())
+    try:
+        r = seeded.cli("--json", "restore", "latest", "--in-place", "--confirm", live)
+        assert r.returncode == 0, r.stderr
+        replaced = json.loads(r.stdout)["replaced_database"]
+        assert replaced.startswith(f"{live}_replaced_") and replaced > taken[-1]
+        with psycopg.connect(seeded.url.rsplit("/", 1)[0] + "/postgres") as conn:
+            there = {str(row[0]) for row in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        assert set(taken) <= there and replaced in there
+    finally:
+        with psycopg.connect(seeded.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            for name in taken:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"'.encode())
+
+
 # --- a read query that fails is the query's problem, not the backup's (trial8 #8) ---------------------
 
 READ_QUERY_CONFIG = '[backup]\nstorage = "backups"\n[environments.default]\nread_query = "{query}"\n'
@@ -627,3 +676,291 @@ def test_a_database_created_by_another_restore_meanwhile_is_not_a_createdb_probl
     finally:
         with psycopg.connect(seeded.url, autocommit=True) as conn:
             conn.execute('DROP DATABASE IF EXISTS "raced"')
+
+
+# What the loser of two restores into one new name may say, by where the other one was when it looked:
+# holding the name (its session's lock), its database created and marked, or created a moment before
+# the loser's own CREATE DATABASE. Each names the other's pid and says nothing was changed.
+RACE_LOST = (
+    r"^error: database '(?P<name>\w+)' is being restored right now by another restore into the same name "
+    r"\(pid \d+, .*\); nothing was changed$",
+    r"^error: database '(?P<name>\w+)' is being restored right now \(unfinished restore of .* by pid \d+ on .*\); "
+    r"nothing was changed$",
+    r"^error: database '(?P<name>\w+)' was just created by another session \(pid \d+ on .*\), probably another "
+    r"restore into the same name; nothing was changed$",
+)
+
+
+@pytest.mark.parametrize("round_", range(1, 5))
+def test_two_restore_processes_into_one_new_name_exactly_one_wins(seeded: Project, round_: int) -> None:
+    """trial #5: two real `pgrunbook restore ID --into same` processes started at once (the earlier test
+    takes the window with a second connection). Whichever wins restores and verifies; the other fails
+    with one error line naming the race and the other's pid, exit 2, and leaves the winner's database as
+    the winner made it (not dropped, not restored into twice). Four rounds: either may win. Before, the
+    loser's CREATE DATABASE, in flight beside the winner's, failed on pg_database's unique index and was
+    told "cannot create database … grant CREATEDB" (3 rounds of 12 here)."""
+    import re
+
+    with psycopg.connect(seeded.url, autocommit=True) as conn:  # a restore that takes a moment
+        conn.execute("CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g")
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    name = f"raced_{round_}"
+    argv = [sys.executable, "-m", "pgrunbook", "--json", "restore", bid, "--into", name]
+    procs = [
+        subprocess.Popen(
+            argv, cwd=seeded.root, env=seeded.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    try:
+        results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+        codes = sorted(r[0] for r in results)
+        assert codes == [0, 2], results
+        (_, won_out, _), (_, lost_out, lost_err) = sorted(results, key=lambda r: r[0])
+        lines = [ln for ln in lost_err.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("error: ")]
+        assert len(errors) == 1 and lines[0] == errors[0] and lost_out == "", lost_err
+        assert any(re.match(p, errors[0]) for p in RACE_LOST), errors[0]
+        assert f"'{name}'" in errors[0] and "Traceback" not in lost_err
+        assert lines[-1] == "hint: wait for that restore, or choose another name for --into", lost_err
+        report = json.loads(won_out)
+        assert report["database"] == name and report["verified"] is True
+        # the winner's database: whole, verified, marked by the winner, as if it had been alone
+        assert fingerprint(seeded.url.rsplit("/", 1)[0] + "/" + name) == fingerprint(seeded.url)
+        with psycopg.connect(seeded.url) as conn:
+            row = conn.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+        assert row is not None and str(row[0]).startswith(f"pgrunbook: restored from backup {bid}, verified ")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        with psycopg.connect(seeded.url, autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(name))
+            )
+
+
+def test_a_name_held_by_another_restore_is_refused_before_anything(seeded: Project) -> None:
+    """The name's lock (claim_name) held by another session, as a restore into it holds it from its first
+    look to its end: a restore --into that name stops, naming that session's pid, and creates nothing."""
+    from pgrunbook.backup.restore_database import claim_name
+
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    with psycopg.connect(seeded.url, autocommit=True, application_name="pgrunbook restore other") as other:
+        claim_name(other, "held_name")
+        r = seeded.cli("restore", bid, "--into", "held_name")
+        assert_clean_error(
+            r, 2, "database 'held_name' is being restored right now by another restore into the same name "
+            f"(pid {other.info.backend_pid}, pgrunbook restore other, since ", "); nothing was changed",
+        )  # fmt: skip
+        assert r.stderr.splitlines()[-1] == "hint: wait for that restore, or choose another name for --into"
+        exists = other.execute("SELECT 1 FROM pg_database WHERE datname = 'held_name'").fetchone()
+        assert exists is None
+    r = seeded.cli("restore", bid, "--into", "held_name")  # the lock went with its session
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        conn.execute('DROP DATABASE IF EXISTS "held_name" WITH (FORCE)')
+
+
+def test_an_app_left_on_a_restore_older_than_the_code_is_told_which_migrations_it_lacks(project: Project) -> None:
+    """trial11 F21: an in-place restore of a backup taken before the newest migrations put the app on a
+    schema its code does not match, and nothing said so. The restore says which migrations of the
+    checkout the database lacks and the two ways forward; a restore the app does not run on (--into,
+    no --point-app) and one at the checkout's head say nothing."""
+    from tests.integration.test_migrate import make_migrations
+
+    live = project.url.rsplit("/", 1)[1]
+    make_migrations(project, {"20260101000000_a": "CREATE TABLE a (id int); INSERT INTO a VALUES (1), (2);"})
+    assert project.cli("migrate", "deploy").returncode == 0
+    old = json.loads(project.cli("--json", "backup", "create").stdout)["id"]
+    make_migrations(project, {f"2026010{i}000000_{n}": f"CREATE TABLE {n} (id int);" for i, n in ((2, "b"), (3, "c"))})
+    assert project.cli("migrate", "deploy").returncode == 0
+    head = json.loads(project.cli("--json", "backup", "create").stdout)["id"]
+
+    into = project.cli("--json", "restore", old, "--into", f"{live}_aside")
+    assert into.returncode == 0, into.stderr
+    assert json.loads(into.stdout)["warnings"] == []
+    back = project.cli("restore", old, "--in-place", "--confirm", live)
+    assert back.returncode == 0, back.stderr
+    said = f"{live} has not applied 2 migration(s) of this checkout (20260102000000_b, 20260103000000_c)"
+    assert f"warning: {said}" in back.stderr.replace("\n", " ")
+    assert (
+        "pgrunbook rollback --app-only --env default" in back.stderr and "migrate deploy --env default)" in back.stderr
+    )
+    again = project.cli("--json", "restore", head, "--in-place", "--confirm", live)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["warnings"] == []
+    with psycopg.connect(project.url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{live}_aside"')
+
+
+def test_a_lost_database_is_recreated_by_restoring_into_its_own_name(seeded: Project) -> None:
+    """trial11 F18, the disaster-recovery path: with the environment's database dropped, every restore
+    failed to connect to it ("database … does not exist"), and `--into` its own name was refused as
+    "this environment's own database". Now the restore works from the server's maintenance database
+    (as createdb does), `--into` its own name recreates it exactly, an in-place restore of the missing
+    database is refused before anything with that hint, and doctor's connection line points there."""
+    before = fingerprint(seeded.url)
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    live, server = _lose(seeded)
+    with psycopg.connect(server) as conn:
+        databases = {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+    doctor = json.loads(seeded.cli("--json", "doctor").stdout)["checks"]
+    connection = next(c for c in doctor if c["name"] == "connection")
+    assert connection["status"] == "failed" and f"restore latest --into {live} --env default" in connection["hint"]
+    # breaker13 F4: the commands an on-call engineer reaches for first name the recovery too
+    for args in (("backup", "create"), ("backup", "verify", bid, "--drill")):
+        lost = seeded.cli(*args)
+        assert_clean_error(lost, 2, f"database {live!r} does not exist")
+        assert f"if it was lost, pgrunbook restore latest --into {live} --env default recreates it" in lost.stderr
+    refused = seeded.cli("restore", bid, "--in-place", "--confirm", live)
+    assert_clean_error(refused, 2, f"in-place restore replaces database {live!r}, which does not exist")
+    assert f"hint: recreate it from the backup: pgrunbook restore {bid} --into {live} --env default" in refused.stderr
+    with psycopg.connect(server) as conn:
+        assert {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()} == databases
+    pointed = seeded.cli("restore", "latest", "--into", live, "--point-app")
+    assert_clean_error(pointed, 3, "--point-app: ", "there is nothing to point")
+    assert f"hint: pgrunbook restore latest --into {live} --env default (without --point-app)" in pointed.stderr
+    back = seeded.cli("--json", "restore", "latest", "--into", live)
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["backup_id"] == bid and json.loads(back.stdout)["verified"]
+    assert json.loads(back.stdout)["database"] == live
+    assert fingerprint(seeded.url) == before
+    # restored under a staging name, renamed once verified: the app never saw a partial database
+    steps = json.loads(seeded.cli("--json", "runs", "--limit", "1").stdout)[0]["steps"]
+    rename = next(s for s in steps if s["name"] == "rename")
+    assert rename["detail"].startswith(f"{live}_restore_") and rename["detail"].endswith(f" -> {live}")
+    with psycopg.connect(server) as conn:
+        assert {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()} == databases | {live}
+    # once it exists again it is the environment's own database, refused as before
+    assert_clean_error(seeded.cli("restore", bid, "--into", live), 3, "it is this environment's own database")
+
+
+def test_recreating_a_lost_database_takes_the_newest_backup_that_is_not_a_pre_restore_one(seeded: Project) -> None:
+    """breaker13 F11: `restore latest --into <its own name>` took the newest backup of any label: the
+    pre-restore backup an earlier in-place restore took, holding the very state that restore replaced
+    (or an empty database). Like --in-place, recreating skips pre-restore backups for `latest`."""
+    _hooks_config(seeded, protected=False)
+    good = create_backup(seeded.env(), label="good")
+    good_state = fingerprint(seeded.url)
+    live = seeded.url.rsplit("/", 1)[1]
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        conn.execute("INSERT INTO account (email) VALUES ('BAD-ROW')")
+    r = seeded.cli("--json", "restore", good.id, "--in-place", "--confirm", live)
+    assert r.returncode == 0, r.stderr
+    pre = json.loads(r.stdout)["pre_restore_backup"]
+    server = seeded.url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{live}" WITH (FORCE)'.encode())
+    back = seeded.cli("--json", "restore", "latest", "--into", live)
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["backup_id"] == good.id != pre
+    assert fingerprint(seeded.url) == good_state
+
+
+def test_a_killed_recovery_of_a_lost_database_leaves_no_partial_database_under_its_name(seeded: Project) -> None:
+    """breaker13 F1: the recovery restored straight into the app's database name; killed, it left a
+    half-restored database there that the app could use and that the same command then refused as "this
+    environment's own database". Now it restores under a staging name and renames once verified: killed,
+    the name stays free, and the same command recovers."""
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO billing.invoice (account_id, amount, note) SELECT 1 + g % 500, g, md5(g::text) "
+            "FROM generate_series(1, 400000) g"
+        )
+    before = fingerprint(seeded.url)
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    live, server = _lose(seeded)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrunbook", "restore", bid, "--into", live],
+        cwd=seeded.root,
+        env=seeded.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    staging = "SELECT datname FROM pg_database WHERE starts_with(datname, %s)"
+    with psycopg.connect(server, autocommit=True) as conn:
+        try:
+            wait_for(lambda: conn.execute(staging, (f"{live}_restore_",)).fetchone() or proc.poll() is not None, 60)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (live,)).fetchone() is None
+        left = [str(r[0]) for r in conn.execute(staging, (f"{live}_restore_",)).fetchall()]
+    again = seeded.cli("--json", "restore", bid, "--into", live)
+    assert again.returncode == 0, again.stderr
+    assert fingerprint(seeded.url) == before
+    with psycopg.connect(server, autocommit=True) as conn:
+        for name in left:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+def test_the_warning_after_a_restore_names_a_migration_that_failed_in_the_restored_database(project: Project) -> None:
+    """breaker13 F7: a backup taken while a migration stood failed, restored in place: the warning left the
+    failed migration out and offered `migrate deploy`, which then stops with P3009."""
+    from tests.integration.test_migrate import make_migrations
+
+    live = project.url.rsplit("/", 1)[1]
+    folder = make_migrations(project, {"20260101000000_a": "CREATE TABLE a (id int); INSERT INTO a VALUES (1);"})
+    assert project.cli("migrate", "deploy").returncode == 0
+    make_migrations(project, {"20260102000000_b": "CREATE TABLE b (id int);\nSELECT 1/0;"})
+    assert project.cli("migrate", "deploy").returncode == 2
+    failed_state = json.loads(project.cli("--json", "backup", "create").stdout)["id"]
+    assert project.cli("migrate", "resolve", "--rolled-back", "20260102000000_b").returncode == 0
+    (folder / "20260102000000_b" / "migration.sql").write_text("CREATE TABLE b (id int);\n")
+    assert project.cli("migrate", "deploy").returncode == 0
+    r = project.cli("--json", "restore", failed_state, "--in-place", "--confirm", live)
+    assert r.returncode == 0, r.stderr
+    [warning] = json.loads(r.stdout)["warnings"]
+    assert warning.startswith(f"{live} has not applied 1 migration(s) of this checkout (20260102000000_b); ")
+    assert "20260102000000_b failed there: resolve it first (pgrunbook status shows how)" in warning
+
+
+def test_a_role_without_connect_on_the_postgres_database_restores_in_place_and_recreates(
+    project: Project, cluster: Any
+) -> None:
+    """breaker13b N1: the in-place swap, its leftover check and the rollback's settings carry-over
+    connected to the `postgres` database only: a runbook role refused it (managed services often do) got
+    "permission denied for database postgres" with the hint "check DATABASE_URL". They now fall back to
+    template1, as createdb does, and so does the recovery of a lost database."""
+    role, password = f"runbook_{secrets.token_hex(3)}", "Rb-pw-1"
+    live = project.url.rsplit("/", 1)[1]
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{password}'".encode())
+        conn.execute(f'ALTER DATABASE "{live}" OWNER TO {role}'.encode())
+        conn.execute("REVOKE CONNECT ON DATABASE postgres FROM PUBLIC")
+    try:
+        url = f"postgresql://{role}:{password}@127.0.0.1:{cluster.port}/{live}"
+        project.environ["DATABASE_URL"] = url
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE mine (id int); INSERT INTO mine VALUES (1), (2)")
+        made = project.cli("--json", "backup", "create")
+        assert made.returncode == 0, made.stderr
+        bid = json.loads(made.stdout)["id"]
+        r = project.cli("restore", bid, "--in-place", "--confirm", live)
+        assert r.returncode == 0, r.stderr
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{live}" WITH (FORCE)'.encode())
+        back = project.cli("restore", "latest", "--into", live)
+        assert back.returncode == 0, back.stderr
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM mine").fetchone() == (2,)
+    finally:
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute("GRANT CONNECT ON DATABASE postgres TO PUBLIC")
+            for (name,) in conn.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s) AND datname <> %s", (live, live)
+            ).fetchall():
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _lose(project: Project) -> tuple[str, str]:
+    """The disaster: the environment's database dropped. Returns its name and the server's `postgres` URL."""
+    live = project.url.rsplit("/", 1)[1]
+    server = project.url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{live}" WITH (FORCE)'.encode())
+    return live, server

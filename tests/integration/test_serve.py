@@ -336,3 +336,18 @@ def test_serve_refuses_a_malformed_webhook_url_at_start(seeded: Project) -> None
         r = seeded.cli("serve", "--port", "0", extra_env={"HOOK": bad}, timeout=60)
         assert_clean_error(r, 3, "HOOK (the webhook URL named by [monitor] webhook_url_env) is not a valid URL")
         assert "secret-token" not in r.stderr + r.stdout
+
+
+def test_the_status_page_is_titled_by_the_project_name(seeded: Project, serving: list[Served]) -> None:
+    """trial11 F22: the page's title and heading were the folder holding pgrunbook.toml ("app"), so
+    several services' pages open at 2 a.m. all read the same; `[project] name` (init writes it) is used."""
+    seeded.write_config(
+        '[project]\nname = "umami-like"\n[backup]\nstorage = "backups"\n'
+        '[schedule]\nbackup = "off"\nprune = "off"\ndrill = "off"\n'
+    )
+    served = Served(seeded)
+    serving.append(served)
+    page = served.get("/").text
+    assert "<title>pgrunbook — umami-like</title>" in page and "<h1>pgrunbook — umami-like</h1>" in page, page[:300]
+    assert f"pgrunbook — {seeded.root.name}<" not in page
+    assert served.stop() == 0

@@ -324,3 +324,59 @@ def test_a_stop_after_the_restore_finished_says_it_is_done(seeded: Project, clus
     assert run["kind"] == "restore" and run["outcome"] == "succeeded", run
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute('DROP DATABASE "stopped_after" WITH (FORCE)')
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        ppid = next((ln.split()[1] for ln in text.splitlines() if ln.startswith("PPid:")), None)
+        if ppid == str(pid):
+            out.append(int(status.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_no_serve_job_outlives_serve(seeded: Project, cluster: LocalCluster, how: signal.Signals) -> None:
+    """Found by two trials: serve killed (SIGKILL, the OOM killer) left its running job orphaned, running on
+    past its time limit; serve stopped with SIGTERM waited 10 s and then exited, leaving the job running
+    unlogged. Now the job gets SIGTERM when serve dies (parent-death signal) and its cleanup runs (the
+    drill drops its scratch database); a SIGTERM'd serve stops the job, logs it, and logs ``stopped`` last."""
+    from tests.integration.test_serve import Served
+
+    assert seeded.cli("backup", "create").returncode == 0
+    seeded.write_config(
+        '[backup]\nstorage = "backups"\n[schedule]\ndrill = "@every 2s"\n'
+        '[environments.default]\nread_query = "SELECT pg_sleep(300)"\n'
+    )
+    before = set(_drill_databases(cluster))
+    served = Served(seeded)
+    try:
+        wait_for(lambda: served.events("started"), 60, "the drill to start")
+        wait_for(lambda: set(_drill_databases(cluster)) - before, 60, "the drill's scratch database")
+        jobs = [p for p in _children(served.proc.pid) if "verify" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(jobs) == 1, jobs
+        evidence.fault(f"serve stopped by {how.name} while a drill runs")
+        served.proc.send_signal(how)
+        served.proc.wait(120)
+        wait_for(lambda: not _alive(jobs[0]), 90, "the job to end with serve")
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+    wait_for(lambda: not set(_drill_databases(cluster)) - before, 30, "the scratch database dropped")
+    if how == signal.SIGTERM:
+        stopped = [e for e in served.lines if e.get("event") == "job stopped"]
+        assert stopped and stopped[0]["pid"] == jobs[0] and stopped[0]["outcome"] == "stopped", served.raw
+        assert served.lines[-1].get("event") == "stopped", served.raw[-3:]

@@ -32,6 +32,35 @@ def test_list_shows_every_backup_with_the_spec_fields(seeded: Project) -> None:
     assert a.id in table.stdout and b.id in table.stdout and "pre-deploy" in table.stdout
 
 
+def test_backups_under_a_renamed_environment_are_pointed_at_not_hidden(seeded: Project) -> None:
+    """trial11 F1: init writes [environments.default]; renamed to production (the README's go-live), every
+    command said "no backups" while this project's backups sat under backups/default."""
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    assert (seeded.storage / "default" / bid / "manifest.json").is_file()
+    seeded.write_config('[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n')
+    note = f"1 backup of this project and database is under environment 'default' in {seeded.storage} (renamed?)"
+    move = f"move its backup folders from {seeded.storage}/default into {seeded.storage}/production"
+    listed = seeded.cli("backup", "list")
+    assert listed.returncode == 0 and f"warning: {note}" in listed.stderr, listed.stderr
+    assert move in listed.stderr and "name the environment 'default' again in pgrunbook.toml" in listed.stderr
+    r = seeded.cli("restore", bid, "--into", "renamed_env")
+    assert_clean_error(r, 2, f"no backup '{bid}' in environment 'production'", note)
+    assert move in r.stderr, r.stderr
+    r = seeded.cli("restore", "latest", "--into", "renamed_env")
+    assert_clean_error(r, 2, "no backup in environment 'production'", note)
+    doctor = seeded.cli("doctor")
+    line = next(ln for ln in doctor.stdout.splitlines() if "backup ownership" in ln)
+    assert "no backups under environment 'production', but " + note in line and doctor.returncode == 1, doctor.stdout
+    # with both environments configured, --env reaches them
+    seeded.write_config(
+        '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+        '[environments.default]\ndatabase_url_env = "DATABASE_URL"\n'
+    )
+    listed = seeded.cli("backup", "list", "--env", "production")
+    assert "; or use --env default" in listed.stderr, listed.stderr
+    assert bid in seeded.cli("backup", "list", "--env", "default").stdout
+
+
 def test_verify_passes_and_is_recorded_in_the_manifest(seeded: Project) -> None:
     m = create_backup(seeded.env())
     result = seeded.cli("--json", "backup", "verify", m.id)
@@ -255,3 +284,36 @@ def test_a_manifest_inconsistent_with_its_file_is_said_so_not_called_damage(seed
         assert "integrity" not in r.stderr and "damaged" not in r.stderr
     with psycopg.connect(seeded.url) as conn:
         assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'from_bad_manifest'").fetchone() is None
+
+
+@pytest.mark.parametrize("method", ["parallel", "stream"])
+def test_a_manifest_naming_another_pg_dump_than_the_archive_header_is_inconsistent(
+    seeded: Project, method: str
+) -> None:
+    """break11 #2: a hand-edited pg_dump_version made "unsupported version (1.16) in file header" a
+    FAILED verification ("do not rely on it") and restore "failed its integrity check", though the bytes
+    were exactly pg_dump's. The archive's own header (PGDMP + format version) is compared with the
+    manifest: a mismatch is the manifest's ("manifest" check, damaged false), and the pg_restore the
+    archive needs is named from the header."""
+    seeded.write_config(FRAMES.format(method=method))
+    m = create_backup(seeded.env())
+    major = int(m.pg_dump_version.split(".")[0])
+    # a pg_dump whose archive format differs from the real one, and whose archives the tools here read
+    # (so the tool choice from the manifest goes ahead and only the header can tell)
+    lie = "15.18" if major >= 16 else "11.22"
+    path = seeded.storage / "default" / m.id / "manifest.json"
+    fields = json.loads(path.read_text())
+    fields["pg_dump_version"] = lie
+    path.write_text(json.dumps(fields))
+    fmt = "1.16" if major >= 17 else "1.15" if major == 16 else "1.14"
+    result = seeded.cli("backup", "verify", m.id)
+    assert_clean_error(result, 2, "manifest", "inconsistent with the stored file", f"format {fmt}", lie)
+    assert "do not rely on it" not in result.stderr
+    assert f"needs pg_restore {min(major, 17) if major >= 16 else 12} or newer" in result.stderr
+    report = json.loads(seeded.cli("--json", "backup", "verify", m.id).stdout)
+    assert report["ok"] is False and report["damaged"] is False and report["cause"]["kind"] == "manifest"
+    r = seeded.cli("restore", m.id, "--into", "from_lying_manifest")
+    assert_clean_error(r, 2, "manifest", "inconsistent with the stored file", "no database was created")
+    assert "integrity" not in r.stderr and "damaged" not in r.stderr
+    with psycopg.connect(seeded.url) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'from_lying_manifest'").fetchone() is None

@@ -134,23 +134,61 @@ def _tmpfs(path: Path, options: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def test_disk_full_leaves_nothing_behind(project: Project, tmp_path: Path) -> None:
+# (tmpfs size, MB of random bytes in the table): 1 MB fills before the local storage's first background
+# flush; 48 MB fills after it, with a flush (fdatasync every SYNC_EVERY = 32 MB) started or under way
+DISK_FULL = {"before the first flush": ("1m", 3), "after a background flush": ("48m", 72)}
+
+
+@pytest.mark.parametrize("case", sorted(DISK_FULL))
+def test_disk_full_leaves_nothing_behind(project: Project, tmp_path: Path, case: str) -> None:
+    """A backup into storage whose disk fills up: one error naming "no space" and the archive's path in
+    that storage, a true hint, nothing left there that `backup list` (or anybody) takes for a backup,
+    exit 2, the database as it was. trial #4: also once the background flush of a large archive has
+    begun (its thread must end before the file is removed)."""
     import psycopg
 
-    with psycopg.connect(project.url, autocommit=True) as conn:  # ~3 MB that no compressor can shrink
+    from pgrunbook.backup.storage.local import SYNC_EVERY
+
+    size, mb = DISK_FULL[case]
+    with psycopg.connect(project.url, autocommit=True) as conn:  # random bytes: no compressor shrinks them
         conn.execute(
-            "CREATE TABLE blob AS SELECT g AS id, decode(md5(random()::text) || md5(random()::text), 'hex') "
-            "AS b FROM generate_series(1, 100000) g"
+            "CREATE TABLE blob AS SELECT g AS id, (SELECT decode(string_agg(md5(random()::text || g || i), ''), "
+            "'hex') FROM generate_series(1, 64) i) AS b FROM generate_series(1, %s) g",
+            (mb * 1000,),
         )
-    with _tmpfs(tmp_path / "small", "size=1m,mode=0700") as small:
+    before = _digest(project.url)
+    with _tmpfs(tmp_path / "small", f"size={size},mode=0700") as small:
         project.write_config(f'[backup]\nstorage = "{small}"\n')
         r = project.cli("backup", "create")
-        assert_clean_error(r, 2, "storage full: no space left")
-        assert "nothing of this backup was kept" in r.stderr
-        assert list(small.rglob("*.tmp-*")) == []
+        assert_clean_error(r, 2, "storage full: no space left on the device of", f"{small}/")
+        lines = r.stderr.splitlines()
+        assert lines[-1] == (
+            "hint: free space there or point [backup] storage at a larger volume; nothing of this backup was kept"
+        ), r.stderr
+        written = float(lines[0].rsplit("after writing ", 1)[1].split(" MB")[0])
+        if mb * 1e6 > SYNC_EVERY:  # the flush path: more than SYNC_EVERY bytes went out before the disk filled
+            assert written * 1e6 > SYNC_EVERY, lines[0]
+        assert list(small.rglob("*.tmp-*")) == [] and not list(small.rglob(".*.zst*"))
         assert not any(p.is_file() and ".pgrunbook-" not in str(p) for p in small.rglob("*"))  # only markers
         assert project.cli("backup", "list", "--json").stdout.strip() == "[]"
-    evidence.fault("disk full during a backup (1 MB tmpfs)")
+        assert project.cli("backup", "list").returncode == 0
+    assert _digest(project.url) == before
+    evidence.fault(f"disk full during a backup ({size} tmpfs, {case})")
+
+
+def _digest(url: str) -> list[tuple[object, ...]]:
+    """Every table's row count and a digest of its rows: the database before and after."""
+    import psycopg
+    from psycopg import sql
+
+    out: list[tuple[object, ...]] = []
+    with psycopg.connect(url) as conn:
+        for (name,) in conn.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace ORDER BY 1"
+        ).fetchall():
+            q = sql.SQL("SELECT count(*), md5(string_agg(md5(t::text), '' ORDER BY t::text)) FROM {} t")
+            out.append((name, *(conn.execute(q.format(sql.Identifier(name))).fetchone() or ())))
+    return out
 
 
 def test_disk_full_while_a_restore_decompresses(seeded: Project, tmp_path: Path) -> None:
@@ -239,6 +277,11 @@ MALFORMED = {
     "unknown key": ('[backups]\nstorage = "x"\n', "backups: unknown key"),
     "wrong type": ('[backup]\nretention = { daily = "lots" }\n', "backup.retention.daily"),
     "bad schedule": ('[schedule]\nbackup = "every night"\n', "schedule.backup"),
+    "bad quiet window": (
+        '[environments.default]\nquiet_window = "whenever"\n',
+        "environments.default.quiet_window: 'whenever' is not a quiet window",
+    ),
+    "out of range": ("[backup]\nzstd_level = 50\n", "backup.zstd_level: must be a whole number from 1 to 19, not 50"),
 }
 
 
@@ -254,6 +297,8 @@ def test_every_command_refuses_a_malformed_config_in_one_line(project: Project, 
     for argv, r in zip(EVERY_COMMAND, results, strict=True):
         assert r.args[3:] == argv, (r.args, argv)  # [python, -m, pgrunbook, *argv]
         assert_clean_error(r, 3, "pgrunbook.toml", needle)
+        assert "Value error" not in r.stderr and "Input should" not in r.stderr, r.stderr  # pydantic's words
+        assert r.stderr.splitlines()[-1].startswith("hint: "), r.stderr
 
 
 def test_a_migrate_role_with_the_prisma_engine_is_refused_before_anything(project: Project) -> None:

@@ -93,3 +93,28 @@ def test_hostile_names_are_refused_cleanly_and_touch_nothing(seeded: Project, na
     assert fingerprint(seeded.url) == before
     assert not Path("/tmp/pgrunbook-pwned").exists()
     assert [b["id"] for b in json.loads(seeded.cli("--json", "backup", "list").stdout)] == [bid]
+
+
+CONTROL = ["x\nerror: all good", "tab\there", "esc\x1b[2Jx", "bidi\u202eevil"]
+
+
+@pytest.mark.parametrize("name", CONTROL)
+def test_names_with_control_characters_are_refused_not_printed_as_other_lines(seeded: Project, name: str) -> None:
+    """Breaker trial 11 #14: `restore --into $'x\\nerror: all good'` was accepted and its output ended with a
+    fake `error: all good` line at exit 0; a migration folder named so printed a fake line in status and
+    deploy. Both are refused, the name shown escaped, nothing touched."""
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    before = fingerprint(seeded.url)
+    r = seeded.cli("restore", bid, "--into", name)
+    assert_clean_error(r, 3, "invalid database name", "control character")
+    assert name not in r.stderr + r.stdout
+    with psycopg.connect(seeded.url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)).fetchone() == (0,)
+    mig = seeded.root / "prisma" / "migrations" / f"20260101000000_{name}"
+    mig.mkdir(parents=True)
+    (mig / "migration.sql").write_text("CREATE TABLE control_probe (id int);\n")
+    for args in (("status",), ("migrate", "deploy")):
+        r = seeded.cli(*args)
+        assert_clean_error(r, 3, "holds a control character")
+        assert name not in r.stderr + r.stdout
+    assert fingerprint(seeded.url) == before

@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import time
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,6 +184,62 @@ def test_unreadable_manifest_hint_is_true_and_doctor_lists_it(seeded: Project) -
     checks = {c["name"]: c for c in json.loads(doc.stdout)["checks"]}
     assert checks["manifests"]["status"] == "warning"
     assert bid in checks["manifests"]["detail"] and "unreadable" in checks["manifests"]["detail"]
+
+
+@pytest.mark.parametrize("target", ["outside", "dangling"])
+def test_a_manifest_that_is_a_link_is_unreadable_not_missing_and_prune_keeps_the_archive(
+    seeded: Project, tmp_path: Path, target: str
+) -> None:
+    """Found by a breaker trial: a manifest.json replaced by a symbolic link was not listed at all (links
+    are never followed), so the folder looked like a killed run's leftover and prune deleted its archive
+    after ten minutes. A manifest of any kind makes the folder a backup whose manifest cannot be read:
+    never removed, named by doctor and counted by backup list."""
+    bid = seeded.cli("backup", "create").stdout.strip()
+    folder = seeded.storage / "default" / bid
+    manifest, archive = folder / "manifest.json", folder / "db.dump.zst"
+    moved = tmp_path / "moved-manifest.json"
+    manifest.rename(moved)
+    manifest.symlink_to(moved if target == "outside" else tmp_path / "nowhere.json")
+    old = time.time() - 7200
+    for p in (archive, folder):
+        os.utime(p, (old, old))
+    os.utime(manifest, (old, old), follow_symlinks=False)
+    archive_bytes = archive.read_bytes()
+    evidence.data_loss_scenario("prune with a backup's manifest replaced by a symbolic link")
+    dry = seeded.cli("backup", "prune", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert bid not in dry.stdout
+    assert seeded.cli("backup", "prune").returncode == 0
+    assert archive.read_bytes() == archive_bytes and manifest.is_symlink()
+    lst = seeded.cli("backup", "list", "--json")
+    assert json.loads(lst.stdout) == [] and "1 backup(s) with an unreadable manifest" in lst.stderr
+    doc = seeded.cli("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(doc.stdout)["checks"]}
+    assert checks["manifests"]["status"] == "warning"
+    assert bid in checks["manifests"]["detail"] and "symbolic link" in checks["manifests"]["detail"]
+    r = seeded.cli("restore", bid, "--into", "wont_happen")
+    assert_clean_error(r, 2, "symbolic link")
+
+
+def test_a_named_pipe_in_storage_is_refused_not_waited_on(seeded: Project) -> None:
+    """Found by a breaker trial: a named pipe named like a manifest or an archive made list, check,
+    verify and restore wait forever in open() (and list ignored SIGTERM while it waited). Storage reads
+    only regular files: the pipe is named as what it is, at once."""
+    bid = seeded.cli("backup", "create").stdout.strip()
+    fake = seeded.storage / "default" / "20200101T000000Z-fifo"
+    fake.mkdir()
+    os.mkfifo(fake / "manifest.json")
+    evidence.fault("a named pipe as a manifest")
+    lst = seeded.cli("backup", "list", "--json", timeout=60)
+    assert lst.returncode == 0 and [b["id"] for b in json.loads(lst.stdout)] == [bid]
+    assert "1 backup(s) with an unreadable manifest" in lst.stderr
+    archive = seeded.storage / "default" / bid / "db.dump.zst"
+    archive.unlink()
+    os.mkfifo(archive)
+    evidence.fault("a named pipe as an archive")
+    for args in (("backup", "verify", bid), ("restore", bid, "--into", "wont_happen")):
+        r = seeded.cli(*args, timeout=60)
+        assert r.returncode != 0 and "is a named pipe, not a file" in r.stdout + r.stderr, (args, r.stdout, r.stderr)
 
 
 # --- Kind 3's example: a hook prints the password JSON-escaped -----------------------------------------

@@ -199,16 +199,20 @@ def _project_config(storage: Path, project_id: str | None) -> str:
     return f'{head}[backup]\nstorage = "{storage}"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
 
 
-@pytest.mark.parametrize("with_ids", [True, False], ids=["project ids", "no project ids"])
+@pytest.mark.parametrize(
+    "ids", [("shop", "crm"), (None, None), ("shop", "shop")], ids=["project ids", "no project ids", "one id for two"]
+)
 def test_two_projects_sharing_a_folder_never_see_each_other(
-    cluster: LocalCluster, tmp_path: Path, with_ids: bool
+    cluster: LocalCluster, tmp_path: Path, ids: tuple[str | None, str | None]
 ) -> None:
     """The issue's example: two projects, one NAS folder, the same environment name. Each lists only its
     own backups (and says how many others it ignored), restore latest takes its own, prune never
-    removes the other's only backup. Without project ids the database (name) tells them apart."""
+    removes the other's only backup. Without project ids the database (name) tells them apart; so it
+    does when one pgrunbook.toml (one id) serves two databases (break11 #13: each took the other's
+    backups for its own, and prune deleted them)."""
     shared = tmp_path / "nas"
-    a = _other_project(tmp_path, _new_db(cluster), _project_config(shared, "shop" if with_ids else None), "a")
-    b = _other_project(tmp_path, _new_db(cluster), _project_config(shared, "crm" if with_ids else None), "b")
+    a = _other_project(tmp_path, _new_db(cluster), _project_config(shared, ids[0]), "a")
+    b = _other_project(tmp_path, _new_db(cluster), _project_config(shared, ids[1]), "b")
     seed(a.url, accounts=10, invoices=10)
     with psycopg.connect(b.url, autocommit=True) as conn:
         conn.execute("CREATE TABLE b_only (id int); INSERT INTO b_only VALUES (1), (2)")
@@ -229,9 +233,25 @@ def test_two_projects_sharing_a_folder_never_see_each_other(
     assert json.loads(r.stdout)["backup_id"] == b_id
     with psycopg.connect(cluster.url(into)) as conn:
         assert conn.execute("SELECT count(*) FROM b_only").fetchone() == (2,)
-    # an explicit id of the other project's backup is refused, nothing created
-    r = b.cli("restore", a_ids[0], "--into", f"r_{secrets.token_hex(3)}")
-    assert_clean_error(r, 2, "is a backup of")
+    if ids[0] == ids[1] == "shop":
+        # breaker13 F9: a database of this project with no backup of its own yet is pointed at the others
+        c = _other_project(tmp_path, _new_db(cluster), _project_config(shared, "shop"), "c")
+        none = c.cli("restore", "latest", "--into", f"r_{secrets.token_hex(3)}")
+        assert_clean_error(none, 2, "backup(s) of this project under another database name are there, the newest")
+        assert "restore it by its id: pgrunbook restore " in none.stderr
+        # by its id, a backup of the same project is restored (a database renamed outside pgrunbook keeps
+        # reaching its old backups so); doctor says the id serves two databases
+        r = b.cli("restore", a_ids[0], "--into", f"r_{secrets.token_hex(3)}", "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["backup_id"] == a_ids[0], r.stderr
+        doctor = {c["name"]: c for c in json.loads(b.cli("doctor", "--json").stdout)["checks"]}
+        ownership = doctor["backup ownership"]
+        assert (
+            ownership["status"] == "warning"
+            and f"also writes backups of database(s) {a.url.rsplit('/', 1)[1]}" in (ownership["detail"])
+        )
+    else:  # an explicit id of the other project's backup is refused, nothing created
+        r = b.cli("restore", a_ids[0], "--into", f"r_{secrets.token_hex(3)}")
+        assert_clean_error(r, 2, "is a backup of")
     # prune by a: b's only backup is not even considered, and stays
     evidence.data_loss_scenario("prune of one project on a folder shared with another project")
     pa = a.cli("backup", "prune", "--json")
@@ -239,6 +259,39 @@ def test_two_projects_sharing_a_folder_never_see_each_other(
     assert b_id not in {row["id"] for row in json.loads(pa.stdout)}
     assert (shared / "production" / b_id / "manifest.json").exists()
     assert [x["id"] for x in json.loads(b.cli("backup", "list", "--json").stdout)] == [b_id]
+
+
+def test_a_database_renamed_outside_pgrunbook_is_pointed_at_its_backups_and_never_prunes_them(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """breaker13 F6 and breaker13b N3/N5: with one project id serving two databases, a database renamed
+    by ALTER DATABASE no longer lists its earlier name's backups as its own. Taking a vanished name for
+    an earlier one was tried and withdrawn: a dropped database, or one recreated under the old name,
+    looks the same from the catalog, and the guess made prune delete another database's backups. Now
+    nothing is guessed: its `restore latest` names those backups and the command restoring one by id,
+    and neither side's prune touches the other's."""
+    shared = tmp_path / "nas"
+    old_name, new_name = f"solo_{secrets.token_hex(3)}", f"solo_v2_{secrets.token_hex(3)}"
+    p = _other_project(tmp_path, _new_db(cluster, old_name), _project_config(shared, "solo"), "p")
+    other = _other_project(tmp_path, _new_db(cluster), _project_config(shared, "solo"), "other")
+    seed(p.url, accounts=5, invoices=5)
+    mine = p.cli("backup", "create").stdout.strip()
+    theirs = other.cli("backup", "create").stdout.strip()
+    assert mine and theirs
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
+        conn.execute(rename.format(sql.Identifier(old_name), sql.Identifier(new_name)))
+    p.environ["DATABASE_URL"] = cluster.url(new_name)
+    none = p.cli("restore", "latest", "--into", f"r_{secrets.token_hex(3)}")
+    assert_clean_error(none, 2, "backup(s) of this project under another database name are there")
+    assert "restore it by its id: pgrunbook restore " in none.stderr
+    by_id = p.cli("restore", mine, "--into", f"r_{secrets.token_hex(3)}", "--json")
+    assert by_id.returncode == 0 and json.loads(by_id.stdout)["backup_id"] == mine, by_id.stderr
+    newer = p.cli("backup", "create").stdout.strip()
+    for side in (p, other):
+        assert side.cli("backup", "prune").returncode == 0
+    assert all((shared / "production" / i / "manifest.json").exists() for i in (mine, theirs, newer))
+    assert [x["id"] for x in json.loads(other.cli("backup", "list", "--json").stdout)] == [theirs]
 
 
 @pytest.fixture(scope="module")
@@ -443,6 +496,74 @@ def test_a_restored_copy_the_app_now_uses_keeps_the_history(cluster: LocalCluste
     assert json.loads(listed.stdout) == [] and "2 backups of another project/database ignored" in listed.stderr
 
 
+@pytest.mark.parametrize("project_id", [None, "shop"], ids=["no project id", "project id"])
+def test_a_restored_copy_backed_up_beside_its_live_source_never_takes_the_sources_newer_backups(
+    cluster: LocalCluster, tmp_path: Path, project_id: str | None
+) -> None:
+    """breaker13 F5 (data loss): a copy restored from the source's backup (restore --into) and backed
+    up under the same configuration while the source went on being backed up took every backup of the
+    source for its own, the newer ones too: its `restore latest` restored the source's newest backup and
+    its prune deleted the source's backups. The copy continues the source's history only up to the
+    backup it was restored from."""
+    shared = tmp_path / "nas"
+    config = _project_config(shared, project_id).replace(
+        "[environments.production]", "[backup.retention]\ndaily = 1\nweekly = 0\nmonthly = 0\n[environments.production]"
+    )
+    src = _other_project(tmp_path, _new_db(cluster), config, "src")
+    seed(src.url, accounts=5, invoices=5)
+    fork = src.cli("backup", "create", "--label", "fork").stdout.strip()
+    copy = f"copy_{secrets.token_hex(3)}"
+    assert src.cli("restore", fork, "--into", copy).returncode == 0
+    dup = _other_project(tmp_path, cluster.url(copy), config, "copy")
+    time.sleep(1.1)  # ids order by their second, then their label: one second apart, the order is the time's
+    own = dup.cli("backup", "create", "--label", "own").stdout.strip()
+    time.sleep(1.1)
+    later = src.cli("backup", "create", "--label", "later").stdout.strip()
+    assert fork and own and later
+    listed = [x["id"] for x in json.loads(dup.cli("backup", "list", "--json").stdout)]
+    assert listed == [own, fork]  # its own, and the history up to the fork; not the source's newer one
+    r = dup.cli("restore", "latest", "--into", f"r_{secrets.token_hex(3)}", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["backup_id"] == own, r.stderr
+    evidence.data_loss_scenario("prune by a restored copy while its source goes on being backed up")
+    pruned = dup.cli("backup", "prune", "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    decided = {row["id"]: row for row in json.loads(pruned.stdout)}
+    assert later not in decided
+    # breaker13b N4: the backup it was restored from is the live source's too: kept while the source exists
+    assert decided[fork]["action"] == "keep" and "which still exists: its own prune decides" in str(decided[fork])
+    assert all((shared / "production" / i / "manifest.json").exists() for i in (later, fork))
+    assert later in [x["id"] for x in json.loads(src.cli("backup", "list", "--json").stdout)]
+
+
+def test_a_copy_of_a_copy_continues_each_history_only_up_to_its_own_fork(cluster: LocalCluster, tmp_path: Path) -> None:
+    """breaker13b N12: the second copy's marker kept one cut for every earlier name, so the first
+    source's backups taken after the first fork became the second copy's history."""
+    shared = tmp_path / "nas"
+    config = _project_config(shared, "chain")
+    src = _other_project(tmp_path, _new_db(cluster), config, "src")
+    seed(src.url, accounts=5, invoices=5)
+    fork1 = src.cli("backup", "create", "--label", "fork1").stdout.strip()
+    ch1_name, ch2_name = f"ch1_{secrets.token_hex(3)}", f"ch2_{secrets.token_hex(3)}"
+    assert src.cli("restore", fork1, "--into", ch1_name).returncode == 0
+    time.sleep(1.1)  # ids order by their second, then their label: one second apart, the order is the time's
+    after_fork1 = src.cli("backup", "create", "--label", "s2").stdout.strip()
+    time.sleep(1.1)
+    ch1 = _other_project(tmp_path, cluster.url(ch1_name), config, "ch1")
+    c1 = ch1.cli("backup", "create", "--label", "c1").stdout.strip()
+    assert ch1.cli("restore", c1, "--into", ch2_name).returncode == 0
+    ch2 = _other_project(tmp_path, cluster.url(ch2_name), config, "ch2")
+    time.sleep(1.1)
+    c2 = ch2.cli("backup", "create", "--label", "c2").stdout.strip()
+    assert fork1 < after_fork1 < c1 < c2
+    assert [x["id"] for x in json.loads(ch2.cli("backup", "list", "--json").stdout)] == [c2, c1, fork1]
+    marker = next(
+        json.loads(p.read_text())
+        for p in (shared / "production" / ".pgrunbook-environment").glob("*.json")
+        if json.loads(p.read_text()).get("database", {}).get("name") == ch2_name
+    )
+    assert marker["until"] == {ch1_name: c1, src.url.rsplit("/", 1)[1]: fork1}
+
+
 def test_a_project_without_id_never_prunes_backups_it_only_presumes_its_own(
     cluster: LocalCluster, second_cluster: LocalCluster, tmp_path: Path
 ) -> None:
@@ -516,3 +637,41 @@ def test_a_moved_database_prunes_again_once_this_server_wrote_a_backup(
     assert r.returncode == 0, r.stderr
     assert {row["id"]: row["action"] for row in json.loads(r.stdout)} == {new[1]: "keep", new[0]: "remove"}
     assert all((shared / "production" / i / "manifest.json").exists() for i in old)
+
+
+def _move_backup(folder: Path, new_id: str) -> Path:
+    """Give a real backup another id (its folder and its manifest's id), as a backup of another project
+    that happened to take the same id the same night would have it; the archive is untouched."""
+    target = folder.parent / new_id
+    folder.rename(target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["id"] = new_id
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+@pytest.mark.parametrize("holder", ["another project", "another backup of this project"])
+def test_copy_never_replaces_another_backup_holding_the_same_id(seeded: Project, tmp_path: Path, holder: str) -> None:
+    """break11 #11: two projects sharing a destination take the same id the same night (the default
+    schedule and label); copying A's backup there replaced B's backup. Now refused, naming whose backup
+    holds the id; nothing at the destination changes. Only this same backup's own copy is replaced."""
+    shared = tmp_path / "shared"
+    seeded.write_config('[project]\nid = "proj-a"\n[backup]\nstorage = "backups"\n')
+    bid = seeded.cli("backup", "create", "--label", "scheduled").stdout.strip()
+    if holder == "another project":
+        seeded.write_config(f'[project]\nid = "proj-b"\n[backup]\nstorage = "{shared}"\n')
+        other = seeded.cli("backup", "create", "--label", "other").stdout.strip()
+        _move_backup(shared / "default" / other, bid)
+        seeded.write_config('[project]\nid = "proj-a"\n[backup]\nstorage = "backups"\n')
+        needle = "project proj-b's backup of database"
+    else:
+        other = seeded.cli("backup", "create", "--label", "other").stdout.strip()
+        assert seeded.cli("backup", "copy", other, "--to", str(shared)).returncode == 0
+        _move_backup(shared / "default" / other, bid)
+        needle = "project proj-a's backup of database"
+    before = _tree(shared)
+    evidence.data_loss_scenario(f"backup copy onto {holder}'s backup of the same id")
+    r = seeded.cli("backup", "copy", bid, "--to", str(shared))
+    assert_clean_error(r, 2, f"cannot copy backup {bid}: its id is taken at", needle)
+    assert "hint: nothing was copied or replaced" in r.stderr
+    assert _tree(shared) == before

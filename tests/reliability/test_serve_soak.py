@@ -154,6 +154,23 @@ def soak(seeded: Project) -> Iterator[tuple[Project, Hook, Path]]:
     hook.srv.shutdown()
 
 
+def _replace_folder_by_a_file(folder: Path, text: str) -> None:
+    """``folder`` becomes a file holding ``text`` while serve may be saving into it: the folder is moved
+    away before it is removed (rmtree in place found serve's new file: a CI run's "Directory not
+    empty"), and serve may create it again (mkdir before each save) before the file is written."""
+    for attempt in range(100):
+        if folder.is_dir():
+            gone = folder.with_name(f"{folder.name}.removed-{attempt}")
+            folder.rename(gone)
+            shutil.rmtree(gone, ignore_errors=True)
+        try:
+            folder.write_text(text)
+            return
+        except IsADirectoryError:
+            continue
+    raise AssertionError(f"{folder} kept coming back as a folder")
+
+
 def test_serve_survives_state_save_failure_idle_connection_flood_broken_webhook_and_clock_steps(
     soak: tuple[Project, Hook, Path],
 ) -> None:
@@ -170,8 +187,7 @@ def test_serve_survives_state_save_failure_idle_connection_flood_broken_webhook_
         t1 = time.monotonic()
         hook.failing = True
         state = project.root / "state"
-        shutil.rmtree(state)
-        state.write_text("the state folder is gone: every save fails with ENOTDIR")
+        _replace_folder_by_a_file(state, "the state folder is gone: every save fails with ENOTDIR")
         wait_for(lambda: "state file" in watch.last().get("problems", {}), 30, "/healthz naming the state file")
         body = watch.last()
         assert body["status"] == "degraded" and "cannot save serve state" in body["problems"]["state file"]

@@ -30,11 +30,16 @@ LOCAL_IMPORTS_ALLOWED = {
     ("pgrunbook.cli.procedures", "*"): "the CLI loads each command's library only when that command runs",
     ("pgrunbook.cli.restore", "*"): "the CLI loads each command's library only when that command runs",
     ("pgrunbook.cli.render", "pgrunbook.cli.bars"): "the progress bars load only when a command draws one",
+    ("pgrunbook.cli.render", "pgrunbook.cli.console"): "rich loads only when a command first prints through it",
     ("pgrunbook.environment", "pgrunbook.backup.storage"): "storage backends load for commands that use them",
     ("pgrunbook.environment", "pgrunbook.backup.repository"): "manifests load for commands that read backups",
     ("pgrunbook.cli.demo", "pgrunbook.monitor.check"): "the demo's monitor part, loaded when it runs",
     ("pgrunbook.cli.demo", "pgrunbook.monitor.serve"): "the demo's monitor part, loaded when it runs",
     ("pgrunbook.sampleapp", "pgrunbook.postgres.cluster"): "the sample app's own throwaway cluster",
+    ("pgrunbook.backup.create", "pgrunbook.backup.manifest"): "the manifest's models load once pg_dump runs",
+    ("pgrunbook.backup.create", "pgrunbook.backup.privileges"): "the manifest's models load once pg_dump runs",
+    ("pgrunbook.backup.codec", "pgrunbook.backup.manifest"): "a backup's manifest models load once pg_dump runs",
+    ("pgrunbook.backup.repository", "pgrunbook.backup.manifest"): "a backup's manifest models load once pg_dump runs",
 }
 
 

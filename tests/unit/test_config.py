@@ -89,11 +89,12 @@ def test_unknown_override_variable_is_named(tmp_path: Path) -> None:
         ),
         (
             {"PGRUNBOOK_BACKUP__RETENTION": '{"daily": "x"}'},
-            "backup.retention.daily (from PGRUNBOOK_BACKUP__RETENTION): Input should be a valid integer",
+            "backup.retention.daily (from PGRUNBOOK_BACKUP__RETENTION): must be a whole number, at least -1, not 'x'",
         ),
         (
             {"PGRUNBOOK_BACKUP__RETENTION__DAILY": "x"},
-            "backup.retention.daily (from PGRUNBOOK_BACKUP__RETENTION__DAILY): Input should be a valid integer",
+            "backup.retention.daily (from PGRUNBOOK_BACKUP__RETENTION__DAILY): must be a whole number, at least -1, "
+            "not 'x'",
         ),
         (
             {"PGRUNBOOK_ENVIRONMENTS__prod__HELTH_URL": "http://x"},
@@ -102,7 +103,7 @@ def test_unknown_override_variable_is_named(tmp_path: Path) -> None:
         ),
         (
             {"PGRUNBOOK_MONITOR__MAX_AGE_H": "soon"},
-            "monitor.max_age_h (from PGRUNBOOK_MONITOR__MAX_AGE_H): Input should be a valid number",
+            "monitor.max_age_h (from PGRUNBOOK_MONITOR__MAX_AGE_H): must be a number, above 0, not 'soon'",
         ),
     ],
 )
@@ -308,3 +309,151 @@ def test_a_migrate_role_prisma_cannot_apply_is_refused_in_one_line(
     assert "SET ROLE" in message, message
     assert 'engine = "native"' in hint and "URL" in hint, hint
     assert ("unset PGRUNBOOK_MIGRATE__ROLE" in hint) == ("PGRUNBOOK_MIGRATE__ROLE" in environ), hint
+
+
+# Every validator of config.py and the kinds of value pydantic refuses: (the file, what the error line
+# says after "<file>: ", what the hint says). PYDANTIC_WORDS must appear in none of them.
+BAD_VALUES = [
+    (
+        '[environments.prod]\nquiet_window = "10-12"\n',
+        "environments.prod.quiet_window: '10-12' is not a quiet window: days (optional), HH:MM-HH:MM",
+        "without days it is every day ('02:00-05:00')",
+    ),
+    (
+        '[environments.prod]\nquiet_window = "Mon-Fri 02:00-02:00"\n',
+        "environments.prod.quiet_window: 'Mon-Fri 02:00-02:00' is empty: it starts and ends at 02:00",
+        "leave quiet_window out to allow deploys at any time",
+    ),
+    (
+        '[environments.prod]\nquiet_window = "Mon 02:00-05:00 Mars/Base"\n',
+        "environments.prod.quiet_window: 'Mon 02:00-05:00 Mars/Base': unknown time zone 'Mars/Base'",
+        "write it like 'Mon-Fri 02:00-05:00 Europe/Berlin'",
+    ),
+    ('[backup]\ntimezone = "Mars/Base"\n', "backup.timezone: unknown time zone 'Mars/Base'", "IANA name such as UTC"),
+    (
+        '[backup.encryption]\nrecipients = ["ssh-rsa AAAA"]\n',
+        "backup.encryption.recipients: recipient 'ssh-rsa AAAA'… is not an age public key (age1…)",
+        "age-keygen -y KEY_FILE",
+    ),
+    (
+        '[schedule]\nbackup = "61 * * * *"\n',
+        "schedule.backup: schedule '61 * * * *' is not a five-field cron expression",
+        "minute hour day-of-month month day-of-week",
+    ),
+    (
+        '[environments.prod.schedule]\ndrill = "0 0 31 2 *"\n',
+        "environments.prod.schedule.drill: schedule '0 0 31 2 *' never fires",
+        "'@every 30s', or 'off'",
+    ),
+    (
+        '[monitor.smtp]\nhost = "mail"\nfrom_addr = "nope"\nto = ["ops@example.com"]\n',
+        "monitor.smtp.from_addr: 'nope' is not a mail address: An email address must have an @-sign",
+        "one plain address such as ops@example.com",
+    ),
+    (
+        '[monitor.smtp]\nhost = "mail"\nfrom_addr = "a@example.com"\nto = ["x"]\n',
+        "monitor.smtp.to: 'x' is not a mail address",
+        "one plain address",
+    ),
+    (
+        '[monitor.smtp]\nhost = "smtp://mail:25"\nfrom_addr = "a@example.com"\nto = ["o@example.com"]\n',
+        "monitor.smtp.host: is not a host name or address alone (no scheme, port, path or spaces): a URL",
+        'write the name alone, e.g. host = "smtp.example.com"; the port goes in port',
+    ),
+    (
+        '[monitor.smtp]\nhost = "mail"\nfrom_addr = "a@example.com"\nto = ["o@example.com"]\n'
+        'password_env = "s3cret-pass"\n',
+        "monitor.smtp.password_env: 's3cret-pass' is not an environment variable name",
+        "SMTP_PASSWORD",
+    ),
+    (
+        '[monitor.smtp]\nhost = "mail"\n',
+        "monitor.smtp.from_addr: is missing: this table needs it; monitor.smtp.to: is missing",
+        "add from_addr = … to [monitor.smtp]",
+    ),
+    (
+        '[monitor]\nwebhook_url_env = "https://hooks.slack.com/services/T0/B0/tok"\n',
+        "monitor.webhook_url_env: is a URL, not an environment variable name",
+        "SLACK_WEBHOOK_URL",
+    ),
+    (
+        '[environments.prod]\napp_url_env = "postgresql://app:pw@db/app"\n',
+        "environments.prod.app_url_env: is a URL, not an environment variable name",
+        "put the URL in a variable (APP_DATABASE_URL)",
+    ),
+    (
+        '[environments.prod.hooks]\nmaintenance = "true"\n',
+        "environments.prod.hooks: unknown hook 'maintenance'",
+        "the hooks are maintenance_on, maintenance_off, app_rollback, point_app",
+    ),
+    (
+        '[environments."prod db"]\n',
+        "environments: environment name 'prod db' is not letters, digits, '.', '_' or '-'",
+        "rename the table [environments.NAME]",
+    ),
+    (
+        '[project]\nid = "-shop"\n',
+        "project.id: is not letters, digits, '.', '_' or '-' starting with a letter or digit (at most 64): '-shop'",
+        '"shop-7f3a2c" (pgrunbook init generates one), or leave id out',
+    ),
+    (
+        "[backup]\nzstd_level = 50\n",
+        "backup.zstd_level: must be a whole number from 1 to 19, not 50",
+        "correct zstd_level or leave it out for the default, 2",
+    ),
+    (
+        '[backup]\ncompression = "lz4"\n',
+        "backup.compression: must be 'zstd' or 'gzip', not 'lz4'",
+        'leave it out for the default, "zstd"',
+    ),
+    ("[serve]\nport = 70000\n", "serve.port: must be a whole number from 0 to 65535, not 70000", "8765"),
+    (
+        '[environments.prod]\nprotected = "maybe"\n',
+        "environments.prod.protected: must be true or false, not 'maybe'",
+        "leave it out for the default, false",
+    ),
+    ("[backup]\nretention = 5\n", "backup.retention: must be a table ([section] or { key = value }), not 5", None),
+    ('[backup]\ncopies = "s3://b/x"\n', "backup.copies: must be a list ([…]), not a URL", None),
+    ('[migrate]\nrole = ""\n', "migrate.role: must not be empty", 'default, "auto"'),
+    (
+        "[environments.prod]\nhealth_deadline_s = 0\n",
+        "environments.prod.health_deadline_s: must be a number, above 0",
+        None,
+    ),
+]
+PYDANTIC_WORDS = ("Value error", "Input should", "String should", "List should", "Field required", "valid dictionary")
+
+
+@pytest.mark.parametrize(("text", "message", "hint"), BAD_VALUES, ids=[m.split(":")[0] for _, m, _ in BAD_VALUES])
+def test_every_config_error_is_one_line_in_pgrunbooks_words(
+    tmp_path: Path, text: str, message: str, hint: str | None
+) -> None:
+    """trial #2: a refused value is `<file>: <key>: <the cause>` on one line, hint what to write; never
+    pydantic's "Value error, " prefix or its "Input should be a valid dictionary or instance of …"."""
+    (tmp_path / "pgrunbook.toml").write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(cwd=tmp_path, environ={})
+    got, got_hint = exc.value.message, exc.value.hint or ""
+    assert got.startswith(f"{tmp_path / 'pgrunbook.toml'}: {message}"), got
+    assert "\n" not in got and "\n" not in got_hint and exc.value.exit_code == 3
+    assert not any(w in got or w in got_hint for w in PYDANTIC_WORDS), (got, got_hint)
+    assert hint is None or hint in got_hint, got_hint
+    assert got_hint.endswith("docs/configuration.md describes every key"), got_hint
+    assert "pw@" not in got and "tok" not in got  # a URL given where a variable's name goes is never echoed
+
+
+def test_a_storage_backends_options_name_the_file_and_key(tmp_path: Path) -> None:
+    """[backup.s3] is validated by the S3 backend when storage opens: its errors name the file too, in
+    the same words as the rest of the config."""
+    from pgrunbook.environment import Environment
+
+    (tmp_path / "pgrunbook.toml").write_text('[backup.s3]\npart_size_mb = 1\nchecksum = "md5"\n')
+    config = load_config(cwd=tmp_path, environ={})
+    with pytest.raises(ConfigError) as exc:
+        _ = Environment.resolve(config, None).storage
+    assert exc.value.message == (
+        f"{tmp_path / 'pgrunbook.toml'}: backup.s3.part_size_mb: must be a whole number from 5 to 512, not 1; "
+        "backup.s3.checksum: must be 'sha256', 'crc32', 'crc32c' or 'off', not 'md5'"
+    )
+    assert (exc.value.hint or "").startswith("correct part_size_mb or leave it out for the default, 8; ")
+    assert (exc.value.hint or "").endswith("docs/offsite.md describes [backup.s3]")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgrunbook.postgres.names import MAX_NAME_BYTES, derived_dbname, quote_ident, valid_dbname
+from pgrunbook.postgres.names import MAX_NAME_BYTES, derived_dbname, first_free_stamp, quote_ident, valid_dbname
 
 NAMES = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), min_size=1).filter(valid_dbname)
 SUFFIXES = st.sampled_from(["_rollback_20261201013102", "_restore_20261201013102", "_replaced_20261201013102"])
@@ -39,3 +42,40 @@ def test_the_trial_examples() -> None:
 def test_long_names_that_differ_only_after_the_cut_stay_distinct() -> None:
     a, b = "x" * 60 + "_eu", "x" * 60 + "_us"
     assert derived_dbname(a, "_rollback_20261201015543") != derived_dbname(b, "_rollback_20261201015543")
+
+
+# --- first_free_stamp: two runs within one second never share derived names (CI stop 26) -------------
+
+T0 = datetime(2026, 12, 2, 6, 30, 59, 900000, tzinfo=UTC)
+
+
+def _pair(stamp: str) -> tuple[str, str]:
+    return (derived_dbname("app", f"_restore_{stamp}"), derived_dbname("app", f"_replaced_{stamp}"))
+
+
+@pytest.mark.parametrize(
+    ("taken", "expected"),
+    [
+        (set(), "20261202063059"),
+        ({"app_replaced_20261202063059"}, "20261202063100"),  # one of the pair taken: the whole second is
+        ({"app_restore_20261202063059", "app_replaced_20261202063100"}, "20261202063101"),
+        ({"app", "app_replaced_20261202063058"}, "20261202063059"),  # other names do not matter
+    ],
+)
+def test_first_free_stamp_skips_every_second_whose_names_are_taken(taken: set[str], expected: str) -> None:
+    assert first_free_stamp(T0, _pair, taken) == expected
+
+
+def test_first_free_stamp_gives_up_with_a_reason_when_every_second_is_taken() -> None:
+    taken = {name for s in range(5) for name in _pair(f"{T0 + timedelta(seconds=s):%Y%m%d%H%M%S}")}
+    with pytest.raises(ValueError, match="taken"):
+        first_free_stamp(T0, _pair, taken, tries=5)
+
+
+@given(st.sets(st.integers(min_value=0, max_value=40), max_size=30))
+def test_first_free_stamp_is_the_earliest_free_second(busy: set[int]) -> None:
+    taken = {_pair(f"{T0 + timedelta(seconds=s):%Y%m%d%H%M%S}")[s % 2] for s in busy}
+    got = first_free_stamp(T0, _pair, taken)
+    first = min(set(range(42)) - busy)
+    assert got == f"{T0 + timedelta(seconds=first):%Y%m%d%H%M%S}"
+    assert not set(_pair(got)) & taken

@@ -119,3 +119,19 @@ def test_a_killed_run_is_a_warning_of_check_until_settled(interrupted: list[str]
     f = found["interrupted runs"]
     assert f.status == "warning" and interrupted[0] in f.detail and "pgrunbook runs" in f.detail
     assert overall(list(found.values())) == "warning"
+
+
+def test_past_retention_is_a_warning_only_when_overdue() -> None:
+    """trial11 F19: backups past retention that the next scheduled prune removes are no warning."""
+    due = NOW + timedelta(hours=15)
+    waiting = Observed((NOW,), (NOW,), 3, 2, prune_overdue=0, prune_due=due)
+    assert finding(waiting, "retention") == (
+        "ok",
+        "2 backup(s) past retention since a newer backup; the next scheduled prune removes them "
+        "(by 2026-11-25 03:00 UTC)",
+    )
+    assert overall(evaluate(NOW, waiting, Limits())) == "ok"
+    late = Observed((NOW,), (NOW,), 3, 2, prune_overdue=1)
+    status, detail = finding(late, "retention") or ("", "")
+    assert status == "warning" and detail.startswith("1 backup(s) past retention for longer than the prune schedule")
+    assert "(2 in all)" in detail

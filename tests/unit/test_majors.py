@@ -52,7 +52,16 @@ def test_a_restore_is_trusted_only_when_its_errors_were_the_tolerated_one() -> N
     assert chosen.restore_failed(1, [TIMEOUT_ERROR, OTHER_ERROR, ignored]) == OTHER_ERROR.removeprefix("pg_restore: ")
     assert chosen.restore_failed(1, [TIMEOUT_ERROR]) == "exit code 1"  # no 'errors ignored': unexplained
     assert chosen.restore_failed(-9, [TIMEOUT_ERROR, ignored]) == "exit code -9"  # killed
+    # parallel jobs interleave on one stderr: a context line can carry the "error:" prefix of a message
+    # printed on the next line (a CI run's finding); pg_restore's own count says whether anything else failed
+    context = "pg_restore: error: from TOC entry 3214; 2604 20554 DEFAULT account id postgres"
+    bare = TIMEOUT_ERROR.removeprefix("pg_restore: error: ")
+    two = "pg_restore: warning: errors ignored on restore: 2"
+    assert chosen.restore_failed(1, [context, bare, TIMEOUT_ERROR, two]) is None
+    assert chosen.restore_failed(1, [context, bare, OTHER_ERROR, ignored]) is not None  # 3 counted, 1 tolerated
+    assert chosen.restore_failed(1, [context, bare, two]) is not None  # 2 counted, 1 tolerated
     same = tools.ClientTools(Path("/x/pg_dump"), Path("/x/pg_restore"), tools.ToolVersion(18, 1, "18.1"), 18)
+    assert same.restore_failed(1, [context, bare, TIMEOUT_ERROR, two]) is not None  # nothing tolerated on 18
     assert same.restore_flags() == ["--exit-on-error"]
     assert same.restore_failed(1, [TIMEOUT_ERROR, ignored]) is not None  # not tolerated on 18
 
@@ -156,7 +165,13 @@ def test_by_hand_command_names_its_pg_restore_and_the_major_needed() -> None:
     )
     # pg_dump 18 of a server 16: the by-hand pg_restore (>= 17) must get past its one SET error there
     tolerant = stack("gzip").restore_command(needs=17, flags=tools.restore_error_flags(18, 16))
-    assert tolerant == 'pg_restore --dbname "$TARGET_DATABASE_URL" db.dump  # needs pg_restore 17 or newer'
+    assert tolerant.startswith('pg_restore --dbname "$TARGET_DATABASE_URL" db.dump  # needs pg_restore 17 or newer')
+    # trial11 F8: and that it ends with exit 1 and one harmless error there, so nobody takes it for a failure
+    assert tolerant.endswith(
+        "; on servers <= 16 it ends with exit 1 and one harmless error, unrecognized configuration parameter "
+        '"transaction_timeout" (docs/compatibility.md): the data is restored'
+    )
+    assert "exit 1" not in stack("gzip").restore_command(needs=17, flags=tools.restore_error_flags(18, 17))
 
 
 @pytest.mark.parametrize(("restore", "server"), [(18, 16), (17, 13), (18, 18), (16, 16), (15, 13)])

@@ -68,6 +68,27 @@ def test_restore_session_settings_join_the_users_own(tmp_path: Path, monkeypatch
     # commits wait for the disk unless pgrunbook created the database (its verified marker flushes them)
     assert restore_settings(e, owned=True) == {"max_parallel_maintenance_workers": 3, "synchronous_commit": "off"}
     assert restore_settings(e, owned=False) == {"max_parallel_maintenance_workers": 3}
+    assert restore_settings(e, owned=False, server_major=18) == {"max_parallel_maintenance_workers": 3}
+
+
+def test_restore_maintenance_workers_follow_the_server_major(tmp_path: Path) -> None:
+    """Unset, pg_restore's sessions build indexes without parallel workers on servers up to 17 (its own
+    jobs use the cores), and keep the server's own setting from 18 on, where GIN indexes are built in
+    parallel too (bench/RESULTS.md, session 11)."""
+    from pgrunbook.backup.restore_run import restore_settings
+    from pgrunbook.config import load_config
+    from pgrunbook.environment import Environment
+
+    e = Environment.resolve(load_config(cwd=tmp_path, environ={"DATABASE_URL": "postgresql://h/app"}))
+    assert e.config.restore.maintenance_workers is None
+    for major in (13, 15, 17):
+        assert restore_settings(e, owned=True, server_major=major) == {
+            "max_parallel_maintenance_workers": 0,
+            "synchronous_commit": "off",
+        }
+    assert restore_settings(e, owned=True) == {"max_parallel_maintenance_workers": 0, "synchronous_commit": "off"}
+    assert restore_settings(e, owned=True, server_major=18) == {"synchronous_commit": "off"}
+    assert restore_settings(e, owned=False, server_major=19) == {}
 
 
 def test_the_archive_is_kept_in_memory_only_when_it_fits_easily(tmp_path: Path) -> None:
@@ -139,3 +160,20 @@ def test_doctor_sizes_the_next_backup_by_the_newest_real_one() -> None:
     assert newest_real([future, real, older], now).id == real.id
     assert newest_real([at(now + timedelta(seconds=30), 1, "a"), real], now).id == "a"  # rounding, not skew
     assert newest_real([future, at(now + timedelta(days=1), 9, "b")], now).id == future.id  # all ahead: largest
+
+
+def test_find_client_tools_takes_the_folders_probed_beforehand() -> None:
+    """backup create asks pg_dump --version beside its connection (probe_first_batch) and hands the
+    answer over: the choice is the same, and the folder is not asked a second time."""
+    found = tools.installed_tools()
+    if not found:
+        pytest.skip("no pg_dump/pg_restore on this machine")
+    folder = str(found[0].pg_dump.parent)
+    probed = tools.probe_first_batch(folder)
+    assert [t.pg_dump for t in probed[0]] == [found[0].pg_dump]
+    major = probed[0][0].major
+    assert tools.find_client_tools(major, str(major), folder, first=probed) == tools.find_client_tools(
+        major, str(major), folder
+    )
+    with pytest.raises(tools.ToolError):  # given nothing for its only folder, it does not ask again
+        tools.find_client_tools(major, str(major), folder, first=([], []))

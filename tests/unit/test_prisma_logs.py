@@ -193,3 +193,22 @@ def test_rust_debug_strings_are_quoted_and_hold_no_raw_control_characters(text: 
     assert all(ch.isprintable() for ch in inner)
     # every quote inside is escaped, so the value cannot end early
     assert '"' not in inner.replace("\\\\", "").replace('\\"', "")
+
+
+def test_the_error_a_failed_rows_logs_record_is_read_back_in_one_line() -> None:
+    """trial11 F6: status names a failed migration's cause, read from its logs (Prisma's or pgrunbook's)."""
+    from pgrunbook.prisma.logs import logs_error
+
+    hint = "No function matches the given name and argument types. You might need to add explicit type casts."
+    diag = Diag(sqlstate="42883", message_primary="function to_char(text, unknown) does not exist", message_hint=hint)
+    logs = apply_migration_logs("m", diag, "SELECT to_char('x', 'y');\n")
+    assert logs_error(logs) == f"42883 function to_char(text, unknown) does not exist; hint: {hint}"
+    diag = Diag(
+        sqlstate="23505",
+        message_primary='could not create unique index "k"',
+        message_detail="Key (browser)=(firefox) is duplicated.",
+    )
+    assert logs_error(apply_migration_logs("m", diag, "CREATE UNIQUE INDEX k ON t (browser);\n")) == (
+        '23505 could not create unique index "k"; detail: Key (browser)=(firefox) is duplicated.'
+    )
+    assert logs_error(None) == "" and logs_error("some other Prisma error") == ""

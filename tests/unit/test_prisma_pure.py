@@ -15,7 +15,7 @@ from pgrunbook.errors import ConfigError
 from pgrunbook.prisma.checksum import checksum_matches, script_checksum
 from pgrunbook.prisma.history import HistoryRow
 from pgrunbook.prisma.migrations_dir import read_migrations
-from pgrunbook.prisma.status import LocalScript, compute_status
+from pgrunbook.prisma.status import LocalScript, compute_status, elsewhere_warning
 
 
 def test_checksum_is_sha256_hex_and_tolerates_git_line_endings() -> None:
@@ -177,3 +177,21 @@ def test_a_lost_connection_leads_with_comparing_not_with_rolled_back(committed: 
     drift, applied, rolled = hint.find("pgrunbook drift"), hint.find("--applied"), hint.find("--rolled-back")
     assert 0 <= drift < applied < rolled, hint
     assert (f"its first {committed} statement(s) were applied and stay" in hint) == bool(committed), hint
+
+
+@pytest.mark.parametrize(
+    ("others", "named"),
+    [
+        ([], None),
+        (["shop"], "but shop in the same database has one"),
+        (["a", "b"], "but a, b in the same database have one"),
+        ([f"t{i}" for i in range(7)], "but t0, t1, t2, t3, t4 and 2 more in the same database have one"),
+    ],
+)
+def test_a_history_elsewhere_is_named_with_the_variable_to_correct(others: list[str], named: str | None) -> None:
+    said = elsewhere_warning("shopp", others, "APP_DB_URL")
+    if named is None:
+        assert said is None
+        return
+    assert said is not None and said.startswith("schema shopp has no migration history")
+    assert named in said and "?schema= in APP_DB_URL" in said

@@ -74,6 +74,8 @@ def test_url_redact_is_the_same_function() -> None:
     [
         ("postgresql://app:hunter22@db:5432/app", "hunter22"),
         ("postgres://app:p%40ss@db/app?sslmode=require", "p%40ss"),
+        ("postgresql://app:p@ss@db/app", "ss@db"),  # an unencoded @: Prisma reads to the last one
+        ("postgresql://app:pa#s?s@db:5432/app", "pa#s?s"),
         ("s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/prefix", "wJalrXUtnFEMI"),
         ("https://user:tok3n-value@hooks.example.com/x", "tok3n-value"),
         ("https://ghp_abcdef123456@github.com/org/repo", "ghp_abcdef123456"),

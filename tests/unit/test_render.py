@@ -132,3 +132,23 @@ def test_emoji_codes_in_names_are_printed_as_written(name: str) -> None:
     out.err = SafeConsole(file=buf, force_terminal=False, width=200)
     out.info(name)
     assert buf.getvalue().splitlines()[-1] == name
+
+
+def test_a_piped_backups_progress_draws_nothing_and_readies_the_output_at_its_first_report() -> None:
+    """cli.render.preparing: where nothing is drawn the callback says so (no estimate is read for a
+    bar, progress.draws), and its first report makes the consoles (rich loads while pg_dump reads the
+    catalog). Where a bar is drawn the bar's own callback is used as it is."""
+    from pgrunbook.cli.render import preparing
+    from pgrunbook.progress import draws, with_estimate
+
+    out = Output()
+    quiet = preparing(out, no_progress)
+    assert not draws(quiet) and with_estimate(quiet, "dump", 1000, "why") is quiet
+    assert out._err is None and out._out is None
+    quiet("dump", 0, None)
+    assert out._err is not None and out._out is not None
+
+    def bar(stage: str, done: int, total: int | None, /, *, unit: str = "bytes", note: str = "") -> None:
+        pass
+
+    assert preparing(out, bar) is bar and draws(bar)

@@ -111,6 +111,30 @@ def test_the_newest_drilled_backup_is_never_removed() -> None:
     assert "newest verified backup (never removed)" in decisions["20261124T140000Z-scheduled"].reasons
 
 
+def test_the_newest_pre_restore_backup_is_never_removed() -> None:
+    """trial11 F12: the pre-restore backup an in-place restore named as its way back was removed by the
+    next prune (a newer scheduled backup took its day)."""
+    backups = [
+        b("2026-11-25T02:00", verified=True),
+        b("2026-11-24T13:00", "pre-restore"),
+        b("2026-11-24T12:00", "pre-restore"),
+        b("2026-11-24T02:00"),
+    ]
+    decisions = {d.id: d for d in plan_retention(backups, Policy(daily=1, weekly=0, monthly=0), UTC)}
+    assert decisions["20261124T130000Z-pre-restore"].reasons == ("newest pre-restore backup (never removed)",)
+    assert decisions["20261124T120000Z-pre-restore"].action == "remove"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_never_removes_the_newest_pre_restore(data: st.DataObject) -> None:
+    backups = data.draw(backup_lists)
+    policy, tz = data.draw(policies), data.draw(zones)
+    pre = [x for x in backups if x.label == "pre-restore"]
+    if pre:
+        assert max(pre, key=lambda x: (x.created_at, x.id)).id in kept(plan_retention(backups, policy, tz))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_never_removes_the_newest_drilled(data: st.DataObject) -> None:
@@ -135,7 +159,7 @@ backup_lists = st.lists(
             drilled,
         ),
         st.integers(0, 60 * 24 * 800),
-        st.sampled_from(["scheduled", "manual", "pre-deploy"]),
+        st.sampled_from(["scheduled", "manual", "pre-deploy", "pre-restore"]),
         st.booleans(),
         st.booleans(),
     ),
@@ -176,8 +200,9 @@ def test_keeps_at_most_the_sum_of_counts(backups, policy, tz) -> None:
     if policy.empty:
         return
     assert len(kept(apply_policy(backups, policy, tz))) <= policy.daily + policy.weekly + policy.monthly
-    # the three never-remove rules add at most three more
-    assert len(kept(plan_retention(backups, policy, tz))) <= policy.daily + policy.weekly + policy.monthly + 3
+    # the never-remove rules add at most one each: the newest verified, the newest drilled, the newest
+    # pre-deploy and (since session 11) the newest pre-restore backup
+    assert len(kept(plan_retention(backups, policy, tz))) <= policy.daily + policy.weekly + policy.monthly + 4
 
 
 @settings(max_examples=300, deadline=None)

@@ -70,6 +70,21 @@ def test_the_child_environment_drops_inherited_passwords_and_adds_settings(monke
     assert env["PGAPPNAME"] == "pgrunbook" and env["PGOPTIONS"].endswith("-c synchronous_commit=off")
 
 
+def test_the_tool_gets_the_password_pgrunbook_itself_logs_in_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    """break11 #8: a URL without a password logs in with PGPASSWORD (libpq reads it in pgrunbook's own
+    connections); the tools got it stripped. The URL's password, when there is one, wins, as in libpq;
+    the inherited one is a secret like the URL's (redacted everywhere)."""
+    monkeypatch.setenv("PGPASSWORD", "Inherited-pw-9")
+    bare = parse_database_url("postgresql://app@db.internal/app")
+    assert connection(bare).env["PGPASSWORD"] == "Inherited-pw-9" and "Inherited" not in connection(bare).conninfo
+    assert bare.secrets() == ["Inherited-pw-9"]
+    assert connection(parse_database_url("postgresql://app:Pw-1@db.internal/app")).env["PGPASSWORD"] == "Pw-1"
+    empty = parse_database_url("postgresql://app@db.internal/app?password=")  # libpq: .pgpass, not PGPASSWORD
+    assert connection(empty).env["PGPASSWORD"] == ""
+    monkeypatch.delenv("PGPASSWORD")
+    assert "PGPASSWORD" not in connection(bare).env and bare.secrets() == []
+
+
 @pytest.mark.parametrize("platform", ["win32", "linux", "darwin"])
 def test_popen_options_per_platform(platform: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "PLATFORM", platform)

@@ -111,11 +111,11 @@ def test_error_text_never_carries_s3_keys(text: str, monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize(
     ("tables", "message"),
     [
-        ({"s3": {"parts_in_flight": 0}}, r"\[backup.s3\] parts_in_flight: Input should be greater than or equal to 1"),
-        ({"s3": {"part_size_mb": 4}}, r"\[backup.s3\] part_size_mb"),
-        ({"s3": {"ranges_in_flight": 65}}, r"\[backup.s3\] ranges_in_flight"),
-        ({"s3": {"checksum": "md5"}}, r"\[backup.s3\] checksum"),
-        ({"s3": {"part_sise_mb": 8}}, r"\[backup.s3\] part_sise_mb: unknown key"),
+        ({"s3": {"parts_in_flight": 0}}, r"backup\.s3\.parts_in_flight: must be a whole number from 1 to 64, not 0"),
+        ({"s3": {"part_size_mb": 4}}, r"backup\.s3\.part_size_mb"),
+        ({"s3": {"ranges_in_flight": 65}}, r"backup\.s3\.ranges_in_flight"),
+        ({"s3": {"checksum": "md5"}}, r"backup\.s3\.checksum"),
+        ({"s3": {"part_sise_mb": 8}}, r"backup\.s3\.part_sise_mb: unknown key"),
         ({"s4": {"x": 1}}, r"unknown key backup.s4: neither a \[backup\] key nor a storage backend.s options table"),
     ],
 )

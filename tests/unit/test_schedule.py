@@ -56,3 +56,24 @@ def test_an_environment_schedule_wins_and_off_leaves_a_job_out() -> None:
         ("staging", "backup"): "0 2 * * *",
         ("staging", "drill"): "0 4 * * 0",
     }
+
+
+def test_kubernetes_jobs_read_each_environments_own_variables_from_a_valid_secret_name() -> None:
+    """breaker13 F12: every CronJob set DATABASE_URL, whatever variable the environment reads, from a
+    Secret named after the environment as written (``pgrunbook-Prod_EU``: not a valid name)."""
+    from pgrunbook.monitor.schedule import command
+
+    js = jobs(["Prod_EU"], "0 2 * * *", "off", "off", ("STAGING_URL", "STAGING_DIRECT_URL"))
+    k8s = render("kubernetes", js, "/usr/local/bin/pgrunbook", "/srv/app/pgrunbook.toml")
+    assert "- name: STAGING_URL" in k8s and "key: STAGING_DIRECT_URL" in k8s and "DATABASE_URL\n" not in k8s
+    assert "name: pgrunbook-prod-eu\n" in k8s and "Prod_EU\n" not in k8s.split("args:")[0]
+    assert command("kubernetes", js[0], "/usr/local/bin/pgrunbook", "/srv/x.toml")[:3] == [
+        "pgrunbook",
+        "backup",
+        "create",
+    ]
+    assert command("cron", js[0], "/usr/local/bin/pgrunbook", "/srv/x.toml")[:3] == [
+        "/usr/local/bin/pgrunbook",
+        "--config",
+        "/srv/x.toml",
+    ]

@@ -17,8 +17,9 @@ import pgrunbook.cli
 from pgrunbook.cli.app import COMMANDS, cli
 from tests.startup_probe import LIBRARIES, loaded, modules_after
 
-# Command line -> what it must not load. Help and version need click and rich's console, nothing else.
-NOTHING_BUT_THE_CLI = (*LIBRARIES, "pgrunbook.config", "pgrunbook.environment", "pgrunbook.journal")
+# Command line -> what it must not load. Help and version need click, nothing else: not even rich
+# (the consoles are made when a command first prints through them, pgrunbook.cli.render.Output).
+NOTHING_BUT_THE_CLI = (*LIBRARIES, "rich", "pgrunbook.config", "pgrunbook.environment", "pgrunbook.journal")
 ENGINES_AND_ABOVE = ("pgrunbook.backup", "pgrunbook.prisma", "pgrunbook.procedures", "pgrunbook.monitor")
 MUST_NOT_LOAD = {
     ("--help",): NOTHING_BUT_THE_CLI + ENGINES_AND_ABOVE,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Literal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgrunbook.errors import ConfigError
@@ -238,6 +238,7 @@ def test_any_url_is_read_as_libpq_reads_it_without_prismas_parameters(
     assert set(t.ignored) == set(prisma) and t.schema == "s"
 
 
+@settings(deadline=None)  # slow on a loaded machine: no deadline, the property is what counts
 @given(
     st.text(alphabet=st.characters(exclude_categories=SURROGATES, exclude_characters="\x00"), min_size=4, max_size=30)
 )
@@ -256,3 +257,58 @@ def test_a_masked_url_masks_a_password_given_as_a_parameter() -> None:
     t = parse_database_url("postgresql://app@h/db?password=s3cr3t-xyz&sslpassword=k3y-pass")
     shown = t.masked_url()
     assert "s3cr3t-xyz" not in shown and "k3y-pass" not in shown and shown.startswith("postgresql://app@h/db?")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:Zq9HUNTER#x@127.0.0.1:5432/app",
+        "postgresql://app:Zq9HUNTER?x@127.0.0.1:5432/app",
+        "postgresql://app:Zq9HUNTER/x@127.0.0.1:5432/app",
+        "postgresql://app:Zq9HUNTER?x=y@127.0.0.1:5432/app",  # an = after the ?: the port is not a number
+        "postgresql://app:12345#x@db/app",  # a password of digits reads as a port: the # still cuts it
+        "postgresql://app:12345/x@db:5432/app",
+        "postgres://app:Zq9HUNTER#@db/app?schema=s",
+        "postgresql://a:Zq9HUNTER/x@h1:5432,h2:5432/app",
+    ],
+)
+def test_a_password_cut_short_by_an_unencoded_delimiter_is_refused_without_any_of_it(url: str) -> None:
+    """Found by a breaker trial: an unencoded #, ? or / in the password made libpq read the password as
+    the host's port, and the connection error printed it (and the journal kept it)."""
+    with pytest.raises(ConfigError, match="user:password part holds an unencoded") as err:
+        parse_database_url(url)
+    text = err.value.message + (err.value.hint or "")
+    assert "Zq9HUNTER" not in text and "12345" not in text
+    assert "%23" in (err.value.hint or "") and "%2F" in (err.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://localhost/db?user=me@corp",  # an @ in a query value
+        "postgresql://localhost:5432/my@db",  # a database named my@db
+        "postgresql://h/db?options=-c%20x&application_name=a@b",
+        "postgresql://u:p%23w@h:5432/db",  # encoded, as it should be
+        "postgresql:///db?host=/var/run/postgresql&user=u@x",
+    ],
+)
+def test_an_at_sign_the_url_can_hold_is_not_taken_for_a_cut_password(url: str) -> None:
+    parse_database_url(url)
+
+
+@settings(deadline=None)  # the first URL parse loads libpq's keyword list: slow on a loaded machine
+@given(
+    password=st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00%"), min_size=1, max_size=24),
+    host=st.sampled_from(["db", "127.0.0.1", "h1:5432,h2:5433", "db.example.com:6543"]),
+)
+def test_a_password_written_unencoded_is_read_whole_or_refused_without_it(password: str, host: str) -> None:
+    """Whatever an unencoded password holds (an @ too, as Prisma's URL parser allows: the last @ ends
+    the user:password part), the URL is either read with exactly that password, which DatabaseTarget
+    keeps apart from every text, or refused with none of it in the error: never half-read, leaving the
+    rest of the password in a host, port or database name that errors print."""
+    try:
+        target = parse_database_url(f"postgresql://app:{password}@{host}/app")
+    except ConfigError as err:
+        assert password not in err.message + (err.hint or "")
+        return
+    assert target.password == password, (target.password, target.params)

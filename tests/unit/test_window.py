@@ -92,3 +92,47 @@ def test_the_next_opening_is_the_first_moment_inside(when: datetime, days: set[s
     got = w.next_opening(when)
     assert when < got <= when + timedelta(days=8)
     assert w.contains(got) and not w.contains(got - timedelta(minutes=1))
+
+
+@pytest.mark.parametrize(
+    ("window", "inside", "outside"),
+    [
+        (
+            "10:00-12:00",
+            ["2026-11-30T10:00", "2026-12-05T11:59", "2026-12-06T10:30"],
+            ["2026-12-06T12:00", "2026-12-01T09:59"],
+        ),
+        (
+            "10:00-12:00 Europe/Berlin",
+            ["2026-12-05T09:30", "2026-07-12T08:30"],
+            ["2026-12-05T11:30", "2026-07-12T10:30"],
+        ),
+        (
+            "22:00-02:00",
+            ["2026-12-05T23:00", "2026-12-07T01:30", "2026-11-30T00:10"],
+            ["2026-12-05T02:00", "2026-12-05T21:59"],
+        ),
+        ("00:00-24:00 UTC", ["2026-12-05T00:00", "2026-12-06T23:59"], []),
+    ],
+)
+def test_a_window_without_days_is_every_day(window: str, inside: list[str], outside: list[str]) -> None:
+    """trial #3: "10:00-12:00" was refused for its shape. Days left out mean every day (cron's `*`),
+    the zone left out UTC, as with days; every day of the week is checked, weekends included."""
+    w = parse_window(window)
+    assert w.days == frozenset(range(7))
+    assert all(w.contains(at(t)) for t in inside)
+    assert not any(w.contains(at(t)) for t in outside)
+
+
+def test_the_next_opening_of_a_window_without_days_is_the_next_start() -> None:
+    w = parse_window("10:00-12:00")
+    assert w.next_opening(at("2026-12-05T12:00")) == at("2026-12-06T10:00")  # Saturday to Sunday
+    assert w.next_opening(at("2026-12-05T09:00")) == at("2026-12-05T10:00")
+
+
+@pytest.mark.parametrize(
+    "bad", ["10:00", "10:00-", "daily 10:00-12:00", "Europe/Berlin 10:00-12:00", "10:00-12:00 Mars/X"]
+)
+def test_a_window_without_days_is_still_checked(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_window(bad)

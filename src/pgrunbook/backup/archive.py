@@ -22,12 +22,13 @@ import zstandard
 from pgrunbook.backup.codec import CodecStack, for_reading
 from pgrunbook.backup.frames import ManifestMismatch, frame_table_problem
 from pgrunbook.backup.manifest import Check, Manifest
+from pgrunbook.backup.naming import ARCHIVE_MAGIC
 from pgrunbook.environment import Environment
 from pgrunbook.errors import ManifestInconsistent, PgRunbookError, VerificationFailed
 from pgrunbook.postgres import runner
 from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.postgres.tool_errors import read_failure
-from pgrunbook.postgres.tools import ClientTools, restore_tools, version_of
+from pgrunbook.postgres.tools import ClientTools, archive_format, restore_tools, version_of
 from pgrunbook.postgres.url import DatabaseTarget
 from pgrunbook.progress import ProgressFn, counted, no_progress
 
@@ -58,6 +59,74 @@ def _dump_version(manifest: Manifest) -> str:
     except ValueError:
         raise PgRunbookError(f"manifest of {manifest.id} names an unknown pg_dump version") from None
     return manifest.pg_dump_version
+
+
+#: custom-format archive versions (the 3 bytes after "PGDMP": major, minor, revision; pg_backup_archiver.h
+#: K_VERS_1_x) and the PostgreSQL major whose pg_dump first wrote each, hence the oldest pg_restore that
+#: reads it (pg_restore refuses a newer one: "unsupported version (1.16) in file header"):
+#: K_VERS_1_14 (table access methods) PostgreSQL 12; K_VERS_1_15 (compression algorithm in the header)
+#: 16; K_VERS_1_16 (large-object metadata entries, relkind) 17, still written by 18. K_VERS_1_13 came
+#: with the 2018 search_path fix in minor releases of 9.3-10; every pg_restore pgrunbook supports reads
+#: it and anything older. Same table as postgres/tools.py archive_format() and min_restore_major().
+ARCHIVE_SINCE = {(1, 14): 12, (1, 15): 16, (1, 16): 17}
+
+
+def header_version(head: bytes) -> tuple[int, int] | None:
+    """The archive format version (major, minor) from an archive's first bytes; None when they are not
+    a custom-format header (pg_restore --list then says what is wrong)."""
+    if len(head) < 8 or not head.startswith(ARCHIVE_MAGIC):
+        return None
+    return head[5], head[6]
+
+
+def _writers(v: tuple[int, int]) -> tuple[str, str]:
+    """Which pg_dump writes archive format ``v``, and which pg_restore reads it."""
+    newest = max(ARCHIVE_SINCE)
+    if v > newest:
+        return "a pg_dump newer than this pgrunbook knows", f"a pg_restore newer than {ARCHIVE_SINCE[newest]}"
+    if v in ARCHIVE_SINCE:
+        since = ARCHIVE_SINCE[v]
+        later = [m for k, m in ARCHIVE_SINCE.items() if k > v]
+        until = min(later) - 1 if later else None
+        dump = f"pg_dump {since}" + ("" if until == since else f" to {until}" if until else " or newer")
+        return dump, f"pg_restore {since} or newer"
+    return "pg_dump 11 or older", "any pg_restore"
+
+
+def header_problem(manifest: Manifest, head: bytes) -> ManifestMismatch | None:
+    """The archive's own header against the manifest's pg_dump_version (break11 #2): a manifest that
+    names another pg_dump than the one whose format the archive has is inconsistent with the stored
+    file, never the file damaged; the pg_restore it needs follows from the header itself."""
+    v = header_version(head)
+    if v is None:
+        return None
+    try:
+        dump_major = version_of(manifest.pg_dump_version).major
+    except ValueError:
+        return None
+    expected = archive_format(dump_major)
+    actual = f"{v[0]}.{v[1]}"
+    if (v <= (1, 13)) if expected.endswith("or older") else actual == expected:
+        return None
+    dump, restore = _writers(v)
+    return ManifestMismatch(
+        "pg_dump_version",
+        f"the archive's header says format {actual} (written by {dump}), the manifest says pg_dump "
+        f"{manifest.pg_dump_version} (format {expected}); reading the archive needs {restore}",
+    )
+
+
+class _Head:
+    """The archive's first bytes, kept as the stream passes (header_problem)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def keep(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            if len(self.data) < 8:
+                self.data += chunk[: 8 - len(self.data)]
+            yield chunk
 
 
 def stored_bytes(env: Environment, manifest: Manifest) -> Iterator[bytes]:
@@ -144,7 +213,8 @@ def check_stored(
     ):
         listing: list[bytes] = []
         reader = _read_all_in_thread(lister.stdout, listing)
-        archive = size.count(stack.read(iter(tap), manifest.frames))
+        head = _Head()
+        archive = head.keep(size.count(stack.read(iter(tap), manifest.frames)))
         try:
             runner.feed(lister, blocks.tee(archive) if blocks is not None else archive)
         except (zstandard.ZstdError, VerificationFailed) as exc:
@@ -163,6 +233,8 @@ def check_stored(
         mismatch = ManifestMismatch(
             "archive_size", f"the manifest says {manifest.archive_size} bytes, the archive is {size.bytes}"
         )
+    if mismatch is None and not frame_error:
+        mismatch = header_problem(manifest, head.data)
     if mismatch is not None:
         return read_checks(tap.checks(manifest), stack, mismatch)
     checks = tap.checks(manifest)

@@ -13,8 +13,10 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Generic, TypeVar, cast
 
 import psycopg
 from psycopg import sql
@@ -22,11 +24,10 @@ from psycopg import sql
 from pgrunbook import __version__
 from pgrunbook.backup.codec import CodecStack, for_writing
 from pgrunbook.backup.identity import restored_from
-from pgrunbook.backup.manifest import Manifest, MigrationHead, TableCount, backup_id, validate_label
-from pgrunbook.backup.privileges import Privileges, read_privileges
+from pgrunbook.backup.naming import ARCHIVE_MAGIC, backup_id, validate_label
 from pgrunbook.backup.storage import AtomicWriter
 from pgrunbook.environment import Environment
-from pgrunbook.errors import PgRunbookError, StorageError, ToolError
+from pgrunbook.errors import DatabaseError, PgRunbookError, StorageError, ToolError, printable
 from pgrunbook.postgres import runner
 from pgrunbook.postgres.catalog import (
     Head,
@@ -35,19 +36,79 @@ from pgrunbook.postgres.catalog import (
     prisma_head,
     system_identifier,
     try_session_lock,
+    unreadable_tables,
 )
 from pgrunbook.postgres.connect import connect, server_version
+from pgrunbook.postgres.names import quote_ident
 from pgrunbook.postgres.tool_errors import explain, lock_wait_table
 from pgrunbook.postgres.tools import (
     ClientTools,
     find_client_tools,
     min_restore_major,
     path_pg_restore,
+    probe_first_batch,
     restore_error_flags,
     version_of,
 )
 from pgrunbook.postgres.url import DatabaseTarget, redact
-from pgrunbook.progress import ProgressFn, no_progress, with_estimate
+from pgrunbook.progress import ProgressFn, draws, no_progress, with_estimate
+
+if TYPE_CHECKING:
+    from pgrunbook.backup.manifest import Manifest
+    from pgrunbook.backup.privileges import Privileges
+
+T = TypeVar("T")
+
+
+class _Beside(Generic[T]):
+    """``fn()`` run in a thread beside the dump, its result (or its exception) taken with `result`:
+    for work the manifest needs that waits on something else than the dump (a tool's ``--version``)
+    and would otherwise run after the stream, delaying the end of every backup."""
+
+    def __init__(self, fn: Callable[[], T], name: str):
+        self._fn = fn
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+class _Head:
+    """pg_dump's output passed on unchanged, its first bytes kept: a "pg_dump" that exits 0 but writes
+    no archive (a wrapper that swallowed the real one's failure, a script, junk) is refused (break11 #4)."""
+
+    def __init__(self, src: IO[bytes]):
+        self.src = src
+        self.data = b""
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self.src.read(n)
+        if len(self.data) < 16:
+            self.data += chunk[: 16 - len(self.data)]
+        return chunk
+
+
+def _no_archive(tools: ClientTools, head: bytes) -> PgRunbookError:
+    seen = printable(head.decode("latin-1"), one_line=True)
+    return PgRunbookError(
+        f"pg_dump at {tools.pg_dump} wrote no archive (its output does not start with PGDMP"
+        + (f": it starts with {seen!r}" if head else ": it wrote nothing")
+        + "); nothing of this backup was kept",
+        hint="point [postgres] bin_dir (or PATH) at PostgreSQL's own pg_dump, or make the wrapper pass pg_dump's "
+        "output and exit status through unchanged",
+    )
 
 
 class _HashingSink:
@@ -99,6 +160,9 @@ def create_backup(env: Environment, *, label: str = "manual", progress: Progress
     """Take a backup of ``env`` and return its manifest; nothing is listed unless all of it succeeded."""
     validate_label(label)
     target = env.target(direct=True)
+    bin_dir = env.config.postgres.bin_dir
+    # pg_dump --version (a process start, ~20-40 ms) asked while the connection is made, not after it
+    probed = _Beside(lambda: probe_first_batch(bin_dir), "backup tools probe")
     conn = connect(
         target,
         autocommit=True,
@@ -107,13 +171,40 @@ def create_backup(env: Environment, *, label: str = "manual", progress: Progress
     )
     try:
         major, _minor, version_text = server_version(conn)
-        tools = find_client_tools(major, version_text, env.config.postgres.bin_dir)
+        tools = find_client_tools(major, version_text, bin_dir, first=probed.result())
         try_session_lock(conn, f"backup:{env.name}", f"backup of environment {env.name!r}")
         sysid = system_identifier(conn)
         env.repository.claim(target.dbname, sysid, restored_from(database_comment(conn)))
         return _run(env, conn, target, tools, version_text, label, _with_estimate(env, progress), sysid)
     finally:
         conn.close()
+
+
+def _refuse_unreadable(conn: psycopg.Connection, target: DatabaseTarget) -> None:
+    """Before pg_dump starts: every table it must dump is readable by this role, or one ``error:`` naming
+    the tables and the GRANT that fixes it (trial11 F20: a table created by a superuser without a grant
+    failed the backup as "could not import the requested snapshot" with a restore-side hint). Raises
+    DatabaseError (exit 2); nothing is written."""
+    tables = unreadable_tables(conn)
+    if not tables:
+        return
+    role = str(target.params.get("user") or conn.info.user)
+    shown = tables[:5]
+    names = ", ".join(f"{quote_ident(t.schema)}.{quote_ident(t.table)}" for t in shown)
+    more = f" and {len(tables) - len(shown)} more" if len(tables) > len(shown) else ""
+    fix = shown[0]
+    statement = (
+        f"GRANT USAGE ON SCHEMA {quote_ident(fix.schema)} TO {quote_ident(role)}"
+        if fix.no_usage
+        else f"GRANT SELECT ON {quote_ident(fix.schema)}.{quote_ident(fix.table)} TO {quote_ident(role)}"
+    )
+    raise DatabaseError(
+        f"the backup's role {role} cannot read {len(tables)} table(s) pg_dump must dump: {names}{more} "
+        f"(owned by {fix.owner}; no {'USAGE on the schema' if fix.no_usage else 'SELECT'}); nothing was dumped",
+        hint=f"as {fix.owner} (or a superuser) run {statement}, or give the table to the app's role "
+        "(ALTER TABLE … OWNER TO …), or take backups as a role that reads every table (a superuser, or a member "
+        "of pg_read_all_data on PostgreSQL 14+)",
+    )
 
 
 def _orphan_check(conn: psycopg.Connection) -> dict[str, str | int]:
@@ -135,7 +226,7 @@ def _with_estimate(env: Environment, progress: ProgressFn) -> ProgressFn:
     """pg_dump cannot say how much it will write; the last backup's archive size is a good guess (a
     database grows slowly), so a terminal's bar shows how far along the dump is instead of a count of
     bytes alone. Asked only when something is drawn: a scheduled backup reads no extra manifest."""
-    if progress is no_progress:
+    if not draws(progress):
         return progress
     try:
         last = env.repository.newest()
@@ -172,6 +263,7 @@ def _run(
     file = codecs.file_name
 
     settings = _orphan_check(conn)
+    _refuse_unreadable(conn, target)
     lock_wait_ms = round(cfg.lock_wait_timeout_s * 1000)
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     # the row counts read in the snapshot wait for the same locks as pg_dump: no longer than it
@@ -192,9 +284,18 @@ def _run(
             snap = _Snapshot({}, None)
             snap_thread = threading.Thread(target=_read_snapshot, args=(conn, target.schema, snap), daemon=True)
             snap_thread.start()
+            # the by-hand command's pg_restore (PATH's, often a wrapper script: ~50-100 ms) is asked now,
+            # while pg_dump reads the catalog, not after the stream
+            by_hand = _Beside(lambda: by_hand_pg_restore(tools), "backup by-hand pg_restore")
+            # the manifest's models load now, while pg_dump reads the catalog (backup/naming.py)
+            from pgrunbook.backup.manifest import Manifest, MigrationHead, TableCount
+
+            progress("dump", 0, None)  # pg_dump runs: a bar shows now (and the CLI readies its output)
+
             watch = _LockWatch(env, target, conn.info.backend_pid, cfg.lock_wait_timeout_s)
             sink = _HashingSink(writer)
-            raw, frames = codecs.write(dump.stdout, sink, cfg, lambda done: progress("dump", done, None))
+            head = _Head(dump.stdout)
+            raw, frames = codecs.write(cast("IO[bytes]", head), sink, cfg, lambda done: progress("dump", done, None))
             dump.wait()
             snap_thread.join()
             failure = dump.failure()
@@ -208,6 +309,8 @@ def _run(
                 hint=redact(f"{cause.hint}; nothing of this backup was kept", target.secrets()),
                 cause=cause.to_dict(),
             )
+        if not head.data.startswith(ARCHIVE_MAGIC):
+            raise _no_archive(tools, head.data)
         if isinstance(snap.error, psycopg.errors.LockNotAvailable):
             raise _lock_wait_error(target, cfg.lock_wait_timeout_s, None, env.config.postgres.connect_timeout)
         if snap.error is not None:
@@ -247,7 +350,7 @@ def _run(
         tables=[TableCount(schema=s, name=n, rows=c) for (s, n), c in sorted(snap.counts.items())],
         tool_version=__version__,
         restore_command=codecs.restore_command(
-            pg_restore=by_hand_pg_restore(tools),
+            pg_restore=by_hand.result(),
             needs=needs,
             flags=restore_error_flags(tools.major, version_of(version_text).major),
         ),
@@ -390,6 +493,8 @@ def _read_snapshot(conn: psycopg.Connection, schema: str, out: _Snapshot) -> Non
     try:
         out.counts = exact_row_counts(conn)
         out.head = prisma_head(conn, schema)
+        from pgrunbook.backup.privileges import read_privileges  # loaded by the manifest's models already
+
         out.privileges = read_privileges(conn)  # owners and grants, for the restore's comparison
     except BaseException as exc:  # reported by the main thread
         out.error = exc

@@ -52,12 +52,17 @@ def is_backup_id(name: str) -> bool:
     return bool(ID_PATTERN.fullmatch(name))
 
 
+#: a reader's in-use marker (verify, drill, restore, copy of the backup): one per reader, so prune
+#: skips the backup while it is read (break11 #9)
+IN_USE = re.compile(r"\.in-use-[0-9a-f]{8,32}\.json")
+
+
 def own_file_name(name: str) -> bool:
     """A file pgrunbook writes in a backup folder, or a writer's temporary of one."""
-    if name in BACKUP_FILES:
+    if name in BACKUP_FILES or IN_USE.fullmatch(name):
         return True
     m = _TEMP.fullmatch(name)
-    return bool(m and m.group("name") in BACKUP_FILES)
+    return bool(m and (m.group("name") in BACKUP_FILES or IN_USE.fullmatch(m.group("name"))))
 
 
 def is_temp_name(name: str) -> bool:
@@ -88,6 +93,8 @@ class Owner:
     system_identifier_of: Callable[[], str | None] | None = field(default=None, repr=False)
     #: the backup id the live database was restored from (its comment), read on demand (connects)
     restored_from_of: Callable[[], str | None] | None = field(default=None, repr=False)
+    #: the names of the databases on the live server, read on demand (connects); None when unreachable
+    databases_of: Callable[[], set[str] | None] | None = field(default=None, repr=False)
 
     def describe(self) -> str:
         project = f"project {self.project_name or self.project_id}" if self.project_id else "this project"
@@ -122,6 +129,10 @@ class EnvironmentMarker:
     #: earlier names of the same database: it was restored by pgrunbook from a backup of one of them
     #: (rollback, restore --into) and the application pointed at the copy
     also: list[str] = field(default_factory=list)
+    #: per ``also`` name, the last backup of it that is this database's history (the backup it, or the
+    #: database it came from, was restored from): later ones are that source's own, which may go on
+    #: being backed up (breaker13 F5); a name without an entry has no cut
+    until: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         data = {
@@ -132,6 +143,7 @@ class EnvironmentMarker:
             "database": {"name": self.database, "system_identifier": self.system_identifier},
             "adopts_legacy": self.adopts_legacy,
             "also": self.also,
+            "until": self.until,
             "created_at": self.created_at,
             "tool_version": __version__,
         }
@@ -153,6 +165,7 @@ class EnvironmentMarker:
                 created_at=str(raw.get("created_at", "")),
                 key=key,
                 also=[str(n) for n in raw.get("also", [])],
+                until={str(k): str(v) for k, v in raw["until"].items()} if isinstance(raw.get("until"), dict) else {},
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -166,13 +179,16 @@ class Scope:
     """What counts as the owner's in one environment folder, worked out from its markers.
 
     ``names``: database names that are the owner's (None: any; a project with an id keeps its backups
-    whatever the database is called); ``sysids``: its servers (empty: any); ``adopts_legacy``: it owns
-    the manifests from before markers; ``sole``: no other project writes here."""
+    whatever the database is called unless its id writes for another database here too); ``sysids``:
+    its servers (empty: any); ``adopts_legacy``: it owns the manifests from before markers; ``sole``: no
+    other project writes here; ``until``: where an earlier name's history stops being the owner's."""
 
     names: set[str] | None = None
     sysids: set[str] = field(default_factory=set)
     adopts_legacy: bool = True
     sole: bool = True
+    #: an earlier name → the last backup id of it that is the owner's (the backup it was restored from)
+    until: dict[str, str] = field(default_factory=dict)
 
 
 def repository_marker(owner: Owner) -> bytes:
@@ -188,7 +204,12 @@ def repository_marker(owner: Owner) -> bytes:
 
 
 def why_foreign(
-    project_id: str | None, database: str, system_identifier: str | None, owner: Owner, scope: Scope
+    project_id: str | None,
+    database: str,
+    system_identifier: str | None,
+    owner: Owner,
+    scope: Scope,
+    backup_id: str = "",
 ) -> str | None:
     """None when a backup with these facts is the owner's; else what it is instead (for the note)."""
     if project_id is None and system_identifier is None:  # written before markers existed
@@ -201,4 +222,7 @@ def why_foreign(
         return f"database {database}"
     if system_identifier and scope.sysids and system_identifier not in scope.sysids:
         return f"database {database} on another server (system identifier {system_identifier})"
+    cut = scope.until.get(database) if database != owner.database else None
+    if cut is not None and backup_id > cut:  # ids begin with their UTC time: later ids sort after
+        return f"database {database}, taken after {owner.database or 'this database'} was restored from {cut}"
     return None

@@ -7,20 +7,21 @@ without a readable manifest is a leftover, never a backup.
 from __future__ import annotations
 
 import json
-import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pgrunbook.backup.naming import IN_PROGRESS_NAME as IN_PROGRESS_NAME
+from pgrunbook.backup.naming import LABEL_PATTERN as LABEL_PATTERN
+from pgrunbook.backup.naming import MANIFEST_NAME as MANIFEST_NAME
+from pgrunbook.backup.naming import STANDARD_LABELS as STANDARD_LABELS
+from pgrunbook.backup.naming import backup_id as backup_id
+from pgrunbook.backup.naming import validate_label as validate_label
 from pgrunbook.backup.privileges import Privileges
-from pgrunbook.errors import ConfigError, VerificationFailed, printable
+from pgrunbook.errors import VerificationFailed, printable
 
-MANIFEST_NAME = "manifest.json"
-IN_PROGRESS_NAME = ".in-progress.json"
 FORMAT_VERSION = 1
-LABEL_PATTERN = r"[a-z0-9][a-z0-9._-]{0,39}"
-STANDARD_LABELS = ("scheduled", "pre-deploy", "manual", "pre-restore")
 
 
 class TableCount(BaseModel):
@@ -160,16 +161,3 @@ class Manifest(BaseModel):
                 hint="the backup cannot be trusted and prune leaves it alone (whose it is cannot be told); "
                 "take a new backup, then move that folder aside by hand (pgrunbook doctor lists them)",
             ) from None
-
-
-def validate_label(label: str) -> str:
-    if not re.fullmatch(LABEL_PATTERN, label):
-        raise ConfigError(
-            f"invalid label {label!r}",
-            hint="a label is 1-40 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
-        )
-    return label
-
-
-def backup_id(started: datetime, label: str) -> str:
-    return f"{started.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}-{label}"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pgrunbook.backup.identity import is_backup_id, own_file_name
 from pgrunbook.backup.manifest import Manifest
-from pgrunbook.backup.repository import DATABASE_UNREACHABLE, Leftover
+from pgrunbook.backup.repository import DATABASE_UNREACHABLE, BackupRepository, Leftover
 from pgrunbook.backup.retention import BackupInfo, Decision, Policy, plan_retention
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
@@ -87,6 +87,41 @@ def _refuse_presumed(env: Environment, removals: list[Decision]) -> None:
     )
 
 
+def _unless_another_database_lives(
+    env: Environment, manifests: list[Manifest], decisions: list[Decision]
+) -> list[Decision]:
+    """A backup of another database name that counts as this one's history (a restored copy's source up
+    to the backup it came from) is kept while that database still exists on the server, or when the
+    server cannot be asked: the source may need it, and its own prune decides (breaker13b N4: a copy's
+    prune deleted its live source's newest backup, the very one it was restored from)."""
+    own = env.owner.database
+    other = {m.id: m.database for m in manifests if own is not None and m.database != own}
+    removing = [d for d in decisions if d.action == "remove" and d.id in other]
+    if not removing:
+        return decisions
+    there = env.owner.databases_of() if env.owner.databases_of is not None else None
+    out = []
+    for d in decisions:
+        name = other.get(d.id)
+        if d.action == "remove" and name is not None and (there is None or name in there):
+            why = "still exists" if there is not None else "may still exist (the server could not be asked)"
+            d = Decision(d.id, "keep", (f"a backup of database {name}, which {why}: its own prune decides",))
+        out.append(d)
+    return out
+
+
+def _unless_in_use(repo: BackupRepository, d: Decision) -> Decision:
+    """A backup a running verify, drill, restore or copy reads (its in-use marker) is kept this time
+    (break11 #9): removing it would fail that reader mid-way, or leave it restoring a backup that no
+    longer exists. The next prune decides again."""
+    if d.action != "remove":
+        return d
+    holder = repo.in_use(d.id)
+    if holder is None:
+        return d
+    return Decision(d.id, "keep", (f"in use by {holder}: kept this time (a later prune decides again)",))
+
+
 def prune(env: Environment, *, dry_run: bool = False) -> PruneReport:
     """Decide first, then delete (manifest first, so an interrupted prune only leaves leftovers)."""
     repo = env.repository
@@ -99,6 +134,8 @@ def prune(env: Environment, *, dry_run: bool = False) -> PruneReport:
     except ValueError as exc:
         raise PgRunbookError(f"prune refused: {exc}", hint="check [backup] retention") from None
     _refuse_presumed(env, [d for d in decisions if d.action == "remove"])
+    decisions = _unless_another_database_lives(env, manifests, decisions)
+    decisions = [_unless_in_use(repo, d) for d in decisions]
     leftovers = repo.leftovers()
     report = PruneReport(decisions, leftovers, dry_run, scan.foreign, scan.foreign_note())
     active = {lo.backup_id for lo in leftovers if lo.active}
@@ -112,8 +149,12 @@ def prune(env: Environment, *, dry_run: bool = False) -> PruneReport:
         return report
     for key, upload_id in uploads:
         env.storage.abort_upload(key, upload_id)
-    for d in decisions:
+    for i, d in enumerate(decisions):
         if d.action == "remove":
+            kept = _unless_in_use(repo, d)  # asked again right before: a reader may have started meanwhile
+            if kept is not d:
+                report.decisions[i] = kept
+                continue
             repo.delete_backup(d.id)
     for lo in leftovers:
         if not lo.active:

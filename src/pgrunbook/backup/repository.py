@@ -11,14 +11,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
+import shlex
 import socket
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from pgrunbook.backup.identity import (
     BACKUP_FILES,
     ENVIRONMENT_MARKERS,
+    IN_USE,
     REPOSITORY_MARKERS,
     EnvironmentMarker,
     Owner,
@@ -31,10 +36,13 @@ from pgrunbook.backup.identity import (
     repository_marker,
     why_foreign,
 )
-from pgrunbook.backup.manifest import IN_PROGRESS_NAME, MANIFEST_NAME, Manifest, Verification
+from pgrunbook.backup.naming import IN_PROGRESS_NAME, MANIFEST_NAME
 from pgrunbook.backup.storage import ObjectInfo, Storage
 from pgrunbook.errors import BackupNotFound, ObjectMissing, PgRunbookError, StorageError, VerificationFailed
 from pgrunbook.postgres.runner import pid_alive
+
+if TYPE_CHECKING:
+    from pgrunbook.backup.manifest import Manifest, Verification
 
 # A marker from another host cannot be checked for liveness; after this long it is presumed dead.
 FOREIGN_RUN_STALE_AFTER = timedelta(hours=24)
@@ -51,6 +59,10 @@ DRILL_LOG_SIZE = 50
 
 # the start of an ownership doubt that only an unreachable database causes (prune's hint tells it apart)
 DATABASE_UNREACHABLE = "the database cannot be reached or read"
+
+
+class BackupRemoved(BackupNotFound):
+    """The backup was removed while it was being read (a prune, or by hand)."""
 
 
 @dataclass
@@ -101,12 +113,47 @@ class Leftover:
     reason: str
 
 
+@dataclass(frozen=True)
+class Elsewhere:
+    """This owner's backups under another environment's folder of the same storage (trial11 F1: an
+    environment renamed in pgrunbook.toml leaves its backups under the old name, and every command of
+    the new name says "no backups")."""
+
+    environment: str  # the folder they are under
+    count: int
+    here: str  # the environment asked about
+    where: str  # the storage, as displayed
+    configured: bool  # whether that environment is still configured (then --env reaches them)
+
+    def note(self) -> str:
+        n = self.count
+        return (
+            f"{n} backup{'s' if n != 1 else ''} of this project and database {'are' if n != 1 else 'is'} under "
+            f"environment {self.environment!r} in {self.where} (renamed?)"
+        )
+
+    def hint(self) -> str:
+        reach = (
+            f"use --env {self.environment}"
+            if self.configured
+            else f"name the environment {self.environment!r} again in pgrunbook.toml"
+        )
+        return (
+            f"if environment {self.environment!r} was renamed to {self.here!r}, move its backup folders from "
+            f"{self.where}/{self.environment} into {self.where}/{self.here}; or {reach}"
+        )
+
+
 class BackupRepository:
-    def __init__(self, storage: Storage, environment: str, owner: Owner | None = None):
+    def __init__(
+        self, storage: Storage, environment: str, owner: Owner | None = None, configured: frozenset[str] = frozenset()
+    ):
         self.storage = storage
         self.environment = environment
         #: whose backups count; None (tools and tests) takes every backup in the folder as its own
         self.owner = owner
+        #: the environments pgrunbook.toml defines (hints name --env only for those)
+        self.configured = configured
 
     def key(self, backup_id: str, name: str) -> str:
         return f"{self.environment}/{backup_id}/{name}"
@@ -147,10 +194,11 @@ class BackupRepository:
         return [m for m in found if m is not None]
 
     def _scope(self) -> Scope:
-        """Whose backups count here, from the markers. A project with an id: its own, under any database
-        name and server. A project without one is told apart by its database: by name when the folder
-        holds markers of more than one database (a name a restored copy took, recorded in ``also``,
-        counts as the same), and when backups of its name come from several servers, by the live
+        """Whose backups count here, from the markers. A project with an id: its own, from any server, and
+        by database name only when markers of that id name a database outside this one's lineage (one
+        id deployed for two databases). A project without one is told apart by its database: by name
+        when the folder holds markers of more than one database (a name a restored copy took, recorded
+        in ``also``, counts as the same), and when backups of its name come from several servers, by the live
         server's system identifier (one connection). With one server only, its backups stay the
         project's also when the database now lives on another server (after a disaster)."""
         if self.owner is None:
@@ -159,17 +207,18 @@ class BackupRepository:
         if not markers:
             return Scope()
         if self.owner.project_id is not None:
-            mine = [m for m in markers if m.project_id == self.owner.project_id]
-            return Scope(None, set(), any(m.adopts_legacy for m in mine), len(mine) == len(markers))
+            # break11 #13: one pgrunbook.toml (one id) deployed for two databases sharing the folder; each
+            # took the other's backups for its own, and one's prune deleted the other's
+            project = [m for m in markers if m.project_id == self.owner.project_id]
+            until: dict[str, str] = {}
+            names = self._names(project, markers, until)
+            apart = self.owner.database is not None and not {m.database for m in project if m.database} <= names
+            sole = len(project) == len(markers)
+            return Scope(names if apart else None, set(), any(m.adopts_legacy for m in project), sole, until)
         unnamed = [m for m in markers if m.project_id is None]
+        until = {}
+        names = self._names(unnamed, markers, until)
         mine = [m for m in unnamed if self.owner.database is None or m.database == self.owner.database]
-        names = {self.owner.database} if self.owner.database else {m.database for m in mine if m.database}
-        names |= {n for m in mine for n in m.also}
-        if not mine and unnamed and self.owner.restored_from_of is not None:
-            # never backed up under this name: a copy pgrunbook restored (rollback, restore --into) that
-            # the application now uses continues the history of the database it came from
-            for earlier in self._lineage(self.owner.restored_from_of(), self.owner.database, markers):
-                names.add(earlier)
         if {m.database for m in unnamed if m.database} <= names or self.owner.database is None:
             mine, scope_names = unnamed, None  # one database (lineage) writes here: no need to tell apart
         else:
@@ -192,7 +241,39 @@ class BackupRepository:
                 )
             mine = [m for m in mine if m.system_identifier in (live, None) or m.database != self.owner.database]
             sysids = {live}
-        return Scope(scope_names, sysids, any(m.adopts_legacy for m in mine), len(mine) == len(markers))
+        return Scope(scope_names, sysids, any(m.adopts_legacy for m in mine), len(mine) == len(markers), until)
+
+    def id_shared_with(self) -> list[str]:
+        """The other databases this project's id writes backups of in this environment folder (sorted):
+        one pgrunbook.toml deployed for several databases. Each then keeps to its own backups (_scope);
+        said by doctor, since each should have its own id."""
+        if self.owner is None or self.owner.project_id is None or self.owner.database is None:
+            return []
+        scope = self._scope()
+        if scope.names is None:
+            return []
+        project = [m for m in self.markers() if m.project_id == self.owner.project_id]
+        return sorted({m.database for m in project if m.database and m.database not in scope.names})
+
+    def _names(
+        self, candidates: list[EnvironmentMarker], markers: list[EnvironmentMarker], until: dict[str, str]
+    ) -> set[str]:
+        """The database names that are this owner's among ``candidates`` (markers of its project, or of
+        projects without id): its own, the earlier names its markers record (``also``), and, never
+        backed up under this name, the names of the database a copy pgrunbook restored (rollback,
+        restore --into) came from, whose history the copy the application now uses continues. Fills
+        ``until``: an earlier name's history is the owner's up to the backup it was restored from."""
+        assert self.owner is not None
+        mine = [m for m in candidates if self.owner.database is None or m.database == self.owner.database]
+        names = {self.owner.database} if self.owner.database else {m.database for m in mine if m.database}
+        for m in mine:
+            names.update(m.also)
+            until.update(m.until)
+        if not mine and candidates and self.owner.restored_from_of is not None:
+            earlier = self._lineage(self.owner.restored_from_of(), self.owner.database, markers)
+            names.update(earlier)
+            until.update(earlier)
+        return {n for n in names if n}
 
     def ownership_doubt(self) -> str | None:
         """Why this owner's backups in the folder are only presumed its own, or None when that is proven.
@@ -231,16 +312,24 @@ class BackupRepository:
     def _foreign(self, manifest: Manifest, scope: Scope) -> str | None:
         if self.owner is None:
             return None
-        return why_foreign(manifest.project_id, manifest.database, manifest.system_identifier, self.owner, scope)
+        return why_foreign(
+            manifest.project_id, manifest.database, manifest.system_identifier, self.owner, scope, manifest.id
+        )
 
     def scan(self) -> Scan:
         """Every complete backup in the folder, sorted into this owner's and the others'."""
         scope = self._scope()
         ours, foreign, unreadable = [], [], []
-        ids = [i for i, objs in self._grouped().items() if any(o.key.endswith("/" + MANIFEST_NAME) for o in objs)]
+        groups = self._grouped()
+        ids = [i for i, objs in groups.items() if any(o.key.endswith("/" + MANIFEST_NAME) for o in objs)]
         for backup_id, manifest in zip(ids, self._read_manifests(ids), strict=True):
             if isinstance(manifest, PgRunbookError):
                 unreadable.append((backup_id, manifest.message))
+                continue
+            if not any(o.key == self.dump_key(manifest) for o in groups[backup_id]):
+                # a manifest without its archive is no backup: never listed, restored or kept by retention
+                # as "newest verified" (break11 #9: a drill once rewrote one into a pruned folder)
+                unreadable.append((backup_id, self.archive_missing(manifest).message))
                 continue
             reason = self._foreign(manifest, scope)
             if reason is None:
@@ -249,6 +338,55 @@ class BackupRepository:
                 foreign.append((backup_id, reason))
         ours.sort(key=lambda m: (m.started_at, m.id), reverse=True)
         return Scan(ours, sorted(foreign), sorted(unreadable))
+
+    def elsewhere(self) -> Elsewhere | None:
+        """The other environment folder of this storage holding the most backups of this owner, or None;
+        asked only when this environment has none (it lists the whole storage and reads those folders'
+        manifests). A folder whose ownership cannot be told is passed over."""
+        if self.owner is None:
+            return None
+        try:
+            names = sorted(
+                {
+                    parts[0]
+                    for o in self.storage.list("")
+                    if len(parts := o.key.split("/")) == 3
+                    and parts[0] != self.environment
+                    and is_backup_id(parts[1])
+                    and parts[2] == MANIFEST_NAME
+                }
+            )
+        except StorageError:
+            return None
+        best: Elsewhere | None = None
+        for name in names:
+            try:
+                count = len(BackupRepository(self.storage, name, self.owner).list_backups())
+            except PgRunbookError:
+                continue
+            if count and (best is None or count > best.count):
+                best = Elsewhere(name, count, self.environment, self.storage.display, name in self.configured)
+        return best
+
+    def _none_here(self, error: BackupNotFound) -> BackupNotFound:
+        """``error`` (nothing of this name here), saying where this owner's backups are if elsewhere."""
+        found = self.elsewhere()
+        if found is not None:
+            return BackupNotFound(f"{error.message}; {found.note()}", hint=found.hint())
+        if self.owner is None or self.owner.project_id is None:
+            return error
+        # this project's backups under other database names (breaker13 F9: the copy the app had moved to,
+        # lost before its first backup, no longer names the database it came from)
+        same = sorted(i for i, reason in self.scan().foreign if reason.startswith("database "))
+        if not same:
+            return error
+        db = shlex.quote(self.owner.database or "NAME")
+        return BackupNotFound(
+            f"{error.message}; {len(same)} backup(s) of this project under another database name are there, "
+            f"the newest {same[-1]}",
+            hint=f"if that is this database's history, restore it by its id: pgrunbook restore {same[-1]} --into "
+            f"{db} --env {self.environment}; else {error.hint}",
+        )
 
     def list_backups(self) -> list[Manifest]:
         """This owner's complete backups, newest first. Unreadable manifests are skipped here, listed by
@@ -264,7 +402,9 @@ class BackupRepository:
             if any(o.key.endswith("/" + MANIFEST_NAME) for o in groups[backup_id]):
                 try:
                     manifest = self.read_manifest(backup_id)
-                except (VerificationFailed, BackupNotFound):
+                except (VerificationFailed, BackupNotFound, StorageError):
+                    continue
+                if not any(o.key == self.dump_key(manifest) for o in groups[backup_id]):
                     continue
                 if self._foreign(manifest, scope) is None:
                     return manifest
@@ -289,6 +429,8 @@ class BackupRepository:
                 hint="the file is damaged or not pgrunbook's: the backup cannot be trusted and prune leaves it "
                 "alone; move the folder aside by hand (pgrunbook doctor lists them)",
             )
+        from pgrunbook.backup.manifest import Manifest  # start-up time: see backup/naming.py
+
         return self._placed(Manifest.from_json(data, where), backup_id, where)
 
     def _missing(self, backup_id: str) -> BackupNotFound:
@@ -309,7 +451,7 @@ class BackupRepository:
         except StorageError:
             return unknown
         if not objs:
-            return unknown
+            return self._none_here(unknown)
         active, reason = self._activity(backup_id, objs, datetime.now(UTC))
         if active:
             return BackupNotFound(
@@ -363,14 +505,16 @@ class BackupRepository:
     def latest(self, skip_labels: tuple[str, ...] = ()) -> Manifest:
         """The newest complete backup of this owner whose label is not in ``skip_labels``; raises
         BackupNotFound when there is none."""
-        newest = next((m for m in self.list_backups() if m.label not in skip_labels), None)
+        backups = self.list_backups()
+        newest = next((m for m in backups if m.label not in skip_labels), None)
         if newest is None:
-            skipped = f" other than {', '.join(skip_labels)} backups" if skip_labels else ""
-            raise BackupNotFound(
+            skipped = f" other than {', '.join(skip_labels)} backups" if backups else ""
+            error = BackupNotFound(
                 f"no backup{skipped} in environment {self.environment!r} ({self.storage.display})",
                 hint=f"pgrunbook backup create --env {self.environment}"
-                + (" (or name a backup by its id: pgrunbook backup list)" if skip_labels else ""),
+                + (" (or name a backup by its id: pgrunbook backup list)" if backups else ""),
             )
+            raise self._none_here(error) if not backups else error
         return newest
 
     def get(self, backup_id: str) -> Manifest:
@@ -384,13 +528,23 @@ class BackupRepository:
             scope = pool.submit(self._scope)
             manifest = self.read_manifest(backup_id)
             reason = self._foreign(manifest, scope.result())
-            if reason is not None:
+            if reason is not None and not self._same_project(manifest):
                 raise BackupNotFound(
                     f"backup {backup_id} in {self.storage.display} is a backup of {reason}, not of "
                     f"{self.owner.describe()}; nothing was changed",
                     hint=f"pgrunbook backup list --env {self.environment} shows this project's backups",
                 )
         return manifest
+
+    def _same_project(self, manifest: Manifest) -> bool:
+        """A backup of this project (by its id) under another database name, named by its id: restored
+        or verified as asked (a database renamed outside pgrunbook keeps reaching its old backups
+        so); only ``latest``, list and prune keep to this database's own."""
+        return (
+            self.owner is not None
+            and self.owner.project_id is not None
+            and (manifest.project_id == self.owner.project_id)
+        )
 
     # --- claiming: markers -------------------------------------------------------------------------
 
@@ -425,6 +579,7 @@ class BackupRepository:
         if unset is not None:
             return
         key = marker_key(owner.project_id, name, system_identifier)
+        lineage = self._lineage(restored_from, name, markers)
         marker = EnvironmentMarker(
             project_id=owner.project_id,
             project_name=owner.project_name,
@@ -432,26 +587,33 @@ class BackupRepository:
             database=name,
             system_identifier=system_identifier,
             adopts_legacy=not markers,
-            also=self._lineage(restored_from, name, markers),
+            also=sorted(lineage),
+            until=lineage,
         )
         self.storage.write_bytes(f"{self.environment}/{ENVIRONMENT_MARKERS}/{key}.json", marker.to_json())
 
-    def _lineage(self, restored_from: str | None, name: str | None, markers: list[EnvironmentMarker]) -> list[str]:
-        """Earlier names of this database: it was restored (verified) by pgrunbook from this project's
-        backup ``restored_from`` of another name, so that database's backups are its history too."""
+    def _lineage(self, restored_from: str | None, name: str | None, markers: list[EnvironmentMarker]) -> dict[str, str]:
+        """Earlier names of this database, each with the last backup id of it that is this database's
+        history: it was restored (verified) by pgrunbook from this project's backup ``restored_from`` of
+        another name, so that database's backups up to that one are its history too, and so are the
+        earlier names that database continues, each up to its own cut or this one, the earlier
+        (breaker13b N12: a copy of a copy took the first source's backups after the first fork)."""
         if not restored_from or not is_backup_id(restored_from):
-            return []
+            return {}
         try:
             origin = self.read_manifest(restored_from)
         except (BackupNotFound, VerificationFailed, StorageError):
-            return []
+            return {}
         owner = self.owner or Owner()
         if origin.project_id != owner.project_id or origin.database == name:
-            return []
-        earlier = [
-            n for m in markers if m.project_id == owner.project_id and m.database == origin.database for n in m.also
-        ]
-        return sorted({origin.database, *earlier} - {name or ""})
+            return {}
+        cuts = {origin.database: restored_from}
+        for m in markers:
+            if m.project_id == owner.project_id and m.database == origin.database:
+                for n in m.also:
+                    cuts[n] = min(m.until.get(n, restored_from), restored_from, cuts.get(n, restored_from))
+        cuts.pop(name or "", None)
+        return cuts
 
     # --- the drill log: drill results outlive the backups they drilled ------------------------------
 
@@ -491,6 +653,91 @@ class BackupRepository:
     def write_manifest(self, manifest: Manifest) -> None:
         self.storage.write_bytes(self.key(manifest.id, MANIFEST_NAME), manifest.to_json())
 
+    def archive_missing(self, manifest: Manifest) -> BackupNotFound:
+        """The error for a manifest whose archive is not in its folder (removed by hand, or by a prune
+        that ran while the backup was read): no backup, said so, with what to do."""
+        return BackupNotFound(
+            f"backup {manifest.id} in {self.storage.display}/{self.environment} has a manifest but no archive "
+            f"({manifest.file} is missing: removed by hand, or pruned while it was being read); it cannot be "
+            "restored or verified",
+            hint=f"choose another backup (pgrunbook backup list --env {self.environment}); pgrunbook doctor "
+            f"lists the folder; remove {self.environment}/{manifest.id}/ by hand once you know why its archive went",
+        )
+
+    def rewrite_manifest(self, manifest: Manifest) -> None:
+        """Record something in an existing backup's manifest (a verification), atomically, and only while
+        the backup is still there: its manifest and archive are listed right before the replace, so a
+        prune that removed the backup meanwhile is never undone into a manifest without an archive
+        (break11 #9). Raises BackupNotFound (BackupRemoved) when the backup is gone."""
+        names = {o.key.rsplit("/", 1)[-1] for o in self.storage.list(f"{self.environment}/{manifest.id}/")}
+        if MANIFEST_NAME not in names or manifest.file not in names:
+            raise BackupRemoved(
+                f"backup {manifest.id} was removed from {self.storage.display}/{self.environment} while it was "
+                "being read (by pgrunbook backup prune, or by hand); nothing was recorded and it cannot be restored",
+                hint=f"pgrunbook backup list --env {self.environment} shows the backups that remain; verify or "
+                "restore one of those",
+            )
+        self.write_manifest(manifest)
+
+    @contextlib.contextmanager
+    def reading(self, manifest: Manifest, command: str) -> Iterator[None]:
+        """While a verify, drill, restore or copy reads this backup: an in-use marker in its folder
+        (pid, host, started_at, command; one per reader), which prune honours (in_use()). Then the
+        folder is listed: a backup removed before the marker landed, or whose archive is missing, is
+        refused here, before anything is read. A storage that refuses the marker (mounted read-only)
+        is still read: nothing can prune it either."""
+        key = self.key(manifest.id, f".in-use-{secrets.token_hex(8)}.json")
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": datetime.now(UTC).isoformat(),
+            "command": command,
+        }
+        try:
+            self.storage.write_bytes(key, json.dumps(record).encode())
+        except StorageError:
+            written = False
+        else:
+            written = True
+        try:
+            names = {o.key.rsplit("/", 1)[-1] for o in self.storage.list(f"{self.environment}/{manifest.id}/")}
+            if MANIFEST_NAME not in names:  # removed since its manifest was read
+                raise BackupRemoved(
+                    f"backup {manifest.id} was removed from {self.storage.display}/{self.environment} just as it "
+                    "was to be read (by pgrunbook backup prune, or by hand); nothing was read or changed",
+                    hint=f"pgrunbook backup list --env {self.environment} shows the backups that remain",
+                )
+            if manifest.file not in names:
+                raise self.archive_missing(manifest)
+            yield
+        finally:
+            if written:
+                with contextlib.suppress(StorageError):
+                    self.storage.delete(key)
+
+    def in_use(self, backup_id: str, now: datetime | None = None) -> str | None:
+        """Who reads ``backup_id`` now ("backup verify --drill pid 123 on db1"), from the live in-use
+        markers in its folder: a live pid on this host, or one on another host started < 24 h ago. The
+        markers of dead readers are ignored (prune removes them with the backup)."""
+        now = now or datetime.now(UTC)
+        for obj in self.storage.list(f"{self.environment}/{backup_id}/"):
+            name = obj.key.rsplit("/", 1)[-1]
+            if obj.key.count("/") != 2 or not IN_USE.fullmatch(name):
+                continue
+            try:
+                record = json.loads(self.storage.read_bytes(obj.key))
+                pid, host = int(record["pid"]), str(record["host"])
+                started = datetime.fromisoformat(record["started_at"])
+                command = str(record.get("command") or "a reader")
+            except (ValueError, KeyError, TypeError, StorageError):
+                continue
+            if host == socket.gethostname():
+                if pid_alive(pid):
+                    return f"{command} pid {pid}"
+            elif started.tzinfo is not None and now - started < FOREIGN_RUN_STALE_AFTER:
+                return f"{command} pid {pid} on {host}"
+        return None
+
     def dump_key(self, manifest: Manifest) -> str:
         return self.key(manifest.id, manifest.file)
 
@@ -515,10 +762,10 @@ class BackupRepository:
             raise StorageError(f"refusing to delete {backup_id!r}: not a pgrunbook backup id")
         objs = [o for o in self.storage.list(f"{self.environment}/{backup_id}/") if o.key.count("/") == 2]
         manifest_key = self.key(backup_id, MANIFEST_NAME)
-        if any(o.key == manifest_key for o in objs):
+        if any(o.key == manifest_key and not o.link for o in objs):
             self.storage.delete(manifest_key)
         for obj in objs:
-            if obj.key != manifest_key and own_file_name(obj.key.rsplit("/", 1)[-1]):
+            if obj.key != manifest_key and own_file_name(obj.key.rsplit("/", 1)[-1]) and not obj.link:
                 self.storage.delete(obj.key)
 
     def leftovers(self, now: datetime | None = None) -> list[Leftover]:
@@ -528,10 +775,12 @@ class BackupRepository:
         scope = self._scope()
         out = []
         for backup_id, all_objs in self._grouped().items():
-            objs = [o for o in all_objs if own_file_name(o.key.rsplit("/", 1)[-1])]
+            named = [o for o in all_objs if own_file_name(o.key.rsplit("/", 1)[-1])]
+            # a manifest of any kind (a link too) makes the folder a backup, never a killed run's remains
+            complete = any(o.key.endswith("/" + MANIFEST_NAME) for o in named)
+            objs = [o for o in named if not o.link]  # links are not pgrunbook's: never removed
             if not objs:
                 continue
-            complete = any(o.key.endswith("/" + MANIFEST_NAME) for o in objs)
             temps = [o for o in objs if is_temp_name(o.key.rsplit("/", 1)[-1])]
             if complete and not temps:
                 continue
@@ -539,7 +788,7 @@ class BackupRepository:
                 try:
                     if self._foreign(self.read_manifest(backup_id), scope) is not None:
                         continue
-                except (VerificationFailed, BackupNotFound):
+                except (VerificationFailed, BackupNotFound, StorageError):
                     continue  # an unreadable manifest: doctor reports it; whose it is cannot be told
             elif not self._left_by_us(backup_id, objs, scope.sole):
                 continue

@@ -41,7 +41,7 @@ from pgrunbook.backup.restore_verify import difference_hint, read_query_failed, 
 from pgrunbook.backup.targets import refuse_restore_target
 from pgrunbook.environment import Environment
 from pgrunbook.errors import DatabaseError, PgRunbookError, ReadQueryFailed, Stopped, VerificationFailed
-from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.connect import connect, connect_server
 from pgrunbook.postgres.tools import ClientTools
 from pgrunbook.postgres.url import DatabaseTarget, redact
 from pgrunbook.progress import ProgressFn, no_progress
@@ -69,6 +69,8 @@ class RestoreReport:
     options: list[str] = field(default_factory=list)  # --owner / --skip-… as given
     carried_over: str | None = None  # in place: what of the live database's own settings was carried over
     next_step: str | None = None  # after the app was pointed here: pgrunbook's own URL to set
+    #: what the on-call engineer should know and nothing stopped for (restore.behind_note)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -85,6 +87,7 @@ class RestoreReport:
             "options": self.options,
             "carried_over": self.carried_over,
             "next_step": self.next_step,
+            "warnings": self.warnings,
         }
 
 
@@ -112,8 +115,22 @@ def restore_into_new_database(
     t0 = time.monotonic()
     validate_dbname(dbname)
     options = options or RestoreOptions()
-    refuse_restore_target(dbname, _source_dbname(env))
+    refuse_restore_target(dbname, _source_dbname(env))  # a lost one is recreated by procedures/restore.py
     manifest = env.repository.get(backup_id)
+    # prune skips a backup while it is read (its in-use marker); one whose archive is gone is refused
+    with env.repository.reading(manifest, f"restore --into {dbname}"):
+        return _restore_new(env, manifest, dbname, t0, progress, run, options)
+
+
+def _restore_new(
+    env: Environment,
+    manifest: Manifest,
+    dbname: str,
+    t0: float,
+    progress: ProgressFn,
+    run: Steps | None,
+    options: RestoreOptions,
+) -> RestoreReport:
     method, jobs, in_memory = choose_method(env, manifest)
     archive: CheckedArchive | None = None
     stack = contextlib.ExitStack()
@@ -121,7 +138,7 @@ def restore_into_new_database(
         archive = CheckedArchive(env, manifest, progress, workers=jobs, in_memory=in_memory).start()
     try:
         server = env.target(direct=True)
-        admin = connect(server, purpose=f"restore {env.name}")
+        admin = connect_server(server, purpose=f"restore {env.name}")  # its own database may be the lost one
         stack.callback(admin.close)
         tools = tools_to_restore(env, manifest, server, conn=admin)
         report = RestoreReport(manifest.id, dbname, options=options.describe())
@@ -227,6 +244,8 @@ def restore_into(
             report.skipped = list(plan.preflight.skipped)
             if info is not None:
                 info["detail"] = plan.summary()
+            if plan.downgrade is not None:  # said before anything is created (break11 #7)
+                env.notice("downgrade", plan.downgrade.warning(), {"database": dbname})
         if state == "unfinished":  # a killed restore's database, not in use: replaced, and said so
             replace_unfinished(admin, dbname)
             report.cleared_unfinished = comment

@@ -21,6 +21,7 @@ from pgrunbook.backup.archive import (
     HashTap,
     check_stored,
     codecs,
+    header_problem,
     read_checks,
     require_intact,
     stored_bytes,
@@ -150,6 +151,11 @@ class CheckedArchive:
             if isinstance(self._outcome, BaseException):
                 raise self._outcome
             checks = list(self._outcome or [])
+            if all(c.ok for c in checks):  # the archive's own header against the manifest (break11 #2)
+                with open(self.path, "rb") as f:
+                    mismatch = header_problem(self.manifest, f.read(8))
+                if mismatch is not None:
+                    checks = read_checks(checks, codecs(self.env, self.manifest), mismatch)
             if all(c.ok for c in checks):
                 if early is None or early[0] != 0:  # read the whole file's (an early read fell short)
                     early = runner.run(tools.pg_restore, ["--list", self.path], inherit_fds=self.inherit_fds)

@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
@@ -29,9 +29,9 @@ from pgrunbook.backup.preflight import (
 from pgrunbook.backup.privileges import Mapping, compare, read_privileges, summary
 from pgrunbook.backup.toc import TocEntry, by_id, parse_listing
 from pgrunbook.errors import PreflightFailed
-from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.connect import connect, server_version
 from pgrunbook.postgres.tool_errors import Cause, cause_of
-from pgrunbook.postgres.tools import ClientTools
+from pgrunbook.postgres.tools import ClientTools, version_of
 from pgrunbook.postgres.url import DatabaseTarget
 
 
@@ -53,6 +53,13 @@ class Plan:
     facts: TargetFacts | None = None
     database_owner: str | None = None  # the owner the new database gets
     notes: list[str] = field(default_factory=list)
+    downgrade: Downgrade | None = None  # a backup of a newer major into this older server
+
+    def summary(self) -> str:
+        how = f"every object to {self.options.owner}" if self.options.owner else "owners and privileges kept"
+        left = f"; {len(self.preflight.skipped)} entries left out" if self.preflight.skipped else ""
+        warn = f"; warning: {self.downgrade.warning()}" if self.downgrade is not None else ""
+        return f"target ok: {how}{left}{warn}"
 
     def pg_restore_args(self) -> list[str]:
         """Owners: kept (pg_restore's ALTER … OWNER TO) unless ``--owner`` maps them to one role;
@@ -84,10 +91,39 @@ class Plan:
         public_owner = self.facts.public_owner if self.facts is not None else None
         return Mapping(self.options.owner, frozenset(self.preflight.skipped_roles), public_owner)
 
-    def summary(self) -> str:
-        how = f"every object to {self.options.owner}" if self.options.owner else "owners and privileges kept"
-        left = f"; {len(self.preflight.skipped)} entries left out" if self.preflight.skipped else ""
-        return f"target ok: {how}{left}"
+
+@dataclass(frozen=True)
+class Downgrade:
+    """A backup of a newer server major restored into an older server (break11 #7): PostgreSQL does not
+    support loading a newer major's dump into an older server; whatever uses a newer feature fails there
+    (a view calling any_value(), new syntax, a newer catalog's options), and only that tells."""
+
+    source: str  # the backed-up server's version, as the manifest records it
+    target: str  # the target server's
+
+    def warning(self) -> str:
+        return (
+            f"backup of PostgreSQL {self.source} into PostgreSQL {self.target} (an older major): PostgreSQL "
+            "does not support this; objects using newer features will fail"
+        )
+
+    def hint(self) -> str:
+        major = version_of(self.source).major
+        return (
+            f"the backup is of PostgreSQL {self.source} and the target server is PostgreSQL {self.target}, an "
+            f"older major, which PostgreSQL does not support: restore into a server of PostgreSQL {major} or "
+            "newer (for drills, [backup] drill_database_url_env naming one); the backup itself is not at fault"
+        )
+
+
+def downgrade(manifest: Manifest, target_version: str) -> Downgrade | None:
+    """A `Downgrade` when ``manifest``'s server major is newer than ``target_version``'s, else None (an
+    unreadable version too: nothing is claimed then)."""
+    try:
+        newer = version_of(manifest.server_version).major > version_of(target_version).major
+    except ValueError:
+        return None
+    return Downgrade(manifest.server_version.split()[0], target_version.split()[0]) if newer else None
 
 
 def preflight(
@@ -106,6 +142,7 @@ def preflight(
     ``facts``: the target's, when already read (else read here on ``admin``)."""
     entries = parse_listing(listing)
     facts = facts or target_facts(admin)
+    version = server_version(admin)[2]
     definitions = read_definitions(
         str(tools.pg_restore),
         entries,
@@ -123,7 +160,7 @@ def preflight(
             details=[f.line() for f in pre.findings],
             cause={"kind": "preflight", "where": "target", "message": "; ".join(f.line() for f in pre.findings)},
         )
-    return Plan(options, pre, entries, facts, options.owner or db_owner)
+    return Plan(options, pre, entries, facts, options.owner or db_owner, downgrade=downgrade(manifest, version))
 
 
 def give_database(admin: psycopg.Connection, dbname: str, plan: Plan) -> None:
@@ -179,6 +216,10 @@ def cause_of_restore(
     schema, the role named the one that acted (``--owner``, else the connecting one)."""
     toc = by_id(plan.entries) if plan is not None else None
     acting = plan.options.owner if plan is not None and plan.options.owner else target.params.get("user")
-    return cause_of(
+    cause = cause_of(
         "pg_restore", lines, rc=rc, role=str(acting or ""), toc=toc, ignorable=ignorable, secrets=target.secrets()
     )
+    if plan is not None and plan.downgrade is not None and cause.where in ("definition", "tool"):
+        # the definition is not at fault, nor the tool: the target is older than what the backup holds
+        return replace(cause, kind="downgrade", where="target", hint=plan.downgrade.hint())
+    return cause

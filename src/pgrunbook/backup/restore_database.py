@@ -16,9 +16,10 @@ from psycopg import sql
 
 from pgrunbook.backup.preflight import TargetFacts, target_facts
 from pgrunbook.backup.targets import refuse_template
-from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError
+from pgrunbook.errors import ConfigError, DatabaseError, PgRunbookError, printable
 from pgrunbook.postgres import runner
-from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.catalog import LOCK_CLASS, advisory_lock_holder, lock_key
+from pgrunbook.postgres.connect import connect, connect_server
 from pgrunbook.postgres.names import quote_ident, valid_dbname
 from pgrunbook.postgres.url import DatabaseTarget, redact
 
@@ -29,6 +30,12 @@ def validate_dbname(name: str) -> str:
         raise ConfigError(
             f"invalid database name {name!r} ({len(name.encode())} bytes)",
             hint="a PostgreSQL database name is 1 to 63 bytes (UTF-8) without NUL characters",
+        )
+    if printable(name, one_line=True) != name:
+        raise ConfigError(
+            f"invalid database name '{printable(name, one_line=True)}': it holds a control character, so it "
+            "would print as another line (or reorder text) in every report about it; nothing was changed",
+            hint="choose a name without control characters (newlines, tabs, escape, bidi overrides)",
         )
     return name
 
@@ -110,10 +117,36 @@ class LookedAt:
     facts: TargetFacts
 
 
+RACE_HINT = "wait for that restore, or choose another name for --into"
+
+
+def claim_name(admin: psycopg.Connection, dbname: str) -> None:
+    """Hold the name ``dbname`` for this restore: a session-level advisory lock on ``admin``, kept until
+    that connection closes (the restore's end, or its death). Two restores into one new name, started
+    at once (trial #5), both found it free and both ran CREATE DATABASE: the loser's failed on
+    pg_database's unique index and was told to grant CREATEDB, and a look between the winner's CREATE
+    and its unfinished-restore marker found an empty database to restore into. Now the second one stops
+    here, naming the session holding the name. Raises DatabaseError."""
+    key = lock_key(f"restore into:{dbname}")
+    got = admin.execute("SELECT pg_try_advisory_lock(%s::int, %s::int)", (LOCK_CLASS, key)).fetchone()
+    if got and got[0]:
+        return
+    holder = advisory_lock_holder(admin, LOCK_CLASS, key)
+    since = f", since {holder.since:%Y-%m-%d %H:%M:%S %Z}" if holder and holder.since else ""
+    who = f"pid {holder.pid}, {holder.application_name or 'no application_name'}{since}" if holder else "it ended"
+    raise DatabaseError(
+        f"database {dbname!r} is being restored right now by another restore into the same name ({who}); "
+        "nothing was changed",
+        hint=RACE_HINT,
+    )
+
+
 def look_at_target(admin: psycopg.Connection, target: DatabaseTarget, dbname: str) -> LookedAt:
-    """Read-only: raises ConfigError for a template, DatabaseError for a database another restore is
-    filling right now (database_state); a non-empty database is the caller's to refuse."""
+    """Read-only but for the name's lock (claim_name, held while ``admin`` is open): raises ConfigError
+    for a template, DatabaseError for a database another restore is filling right now (claim_name,
+    database_state); a non-empty database is the caller's to refuse."""
     refuse_template(admin, dbname)
+    claim_name(admin, dbname)
     state, comment = database_state(admin, target, dbname)
     return LookedAt(admin, state, comment, target_facts(admin))
 
@@ -145,7 +178,7 @@ def database_state(admin: psycopg.Connection, target: DatabaseTarget, name: str)
             raise DatabaseError(
                 f"database {name!r} is being restored right now ({comment.removeprefix('pgrunbook: ')}); "
                 "nothing was changed",
-                hint="wait for that restore, or choose another name for --into",
+                hint=RACE_HINT,
             )
         return "unfinished", comment
     with connect(target.with_dbname(name), purpose="restore") as conn:
@@ -180,7 +213,8 @@ def drop_partial(admin: psycopg.Connection, target: DatabaseTarget, dbname: str)
     deadline, why = time.monotonic() + 15, "the server did not answer"
     while time.monotonic() < deadline:
         try:
-            with connect(target, purpose="drop a partial restore", connect_timeout=3) as conn:
+            # the server's maintenance database when the URL's own is the one restored (disaster recovery)
+            with connect_server(target, purpose="drop a partial restore", connect_timeout=3) as conn:
                 conn.execute(stmt)
             return None
         except (PgRunbookError, psycopg.Error) as exc:
@@ -203,23 +237,35 @@ def comment_on_database(admin: psycopg.Connection, dbname: str, text: str) -> No
 def create_database(admin: psycopg.Connection, server: DatabaseTarget, dbname: str) -> None:
     try:
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname)))
-    except psycopg.errors.DuplicateDatabase:  # created meanwhile by another session (trial8 #7)
-        row = admin.execute(
-            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s",
-            (dbname,),
-        ).fetchone()
-        comment = str(row[0]) if row else ""
-        m = re.search(r" by pid (\d+) on (\S+)", comment)
+    except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation) as exc:
+        # created meanwhile by another session (trial8 #7), or being created by it at this very moment:
+        # both CREATEs in flight, this one fails on pg_database's unique index (trial #5)
+        if isinstance(exc, psycopg.errors.UniqueViolation) and exc.diag.constraint_name != "pg_database_datname_index":
+            raise _cannot_create(exc, server, dbname) from None
+        m = None
+        deadline = time.monotonic() + 3  # the other restore marks its database right after creating it
+        while m is None and time.monotonic() < deadline:
+            row = admin.execute(
+                "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s",
+                (dbname,),
+            ).fetchone()
+            m = re.search(r" by pid (\d+) on (\S+)", str(row[0]) if row else "")
+            if m is None:
+                time.sleep(0.1)
         who = f" (pid {m.group(1)} on {m.group(2)})" if m else ""
         raise DatabaseError(
             f"database {dbname!r} was just created by another session{who}, probably another restore into "
             "the same name; nothing was changed",
-            hint="wait for that restore to finish, or choose another name for --into",
+            hint=RACE_HINT,
         ) from None
     except psycopg.Error as exc:
-        cause = redact(str(exc).splitlines()[0], server.secrets())
-        raise CannotCreate(
-            f"cannot create database {dbname!r} on {server.display}: {cause}",
-            cause,
-            hint="grant CREATEDB to the URL's user, or create the empty database yourself",
-        ) from None
+        raise _cannot_create(exc, server, dbname) from None
+
+
+def _cannot_create(exc: psycopg.Error, server: DatabaseTarget, dbname: str) -> CannotCreate:
+    cause = redact(str(exc).splitlines()[0], server.secrets())
+    return CannotCreate(
+        f"cannot create database {dbname!r} on {server.display}: {cause}",
+        cause,
+        hint="grant CREATEDB to the URL's user, or create the empty database yourself",
+    )

@@ -58,14 +58,27 @@ def available_memory() -> int:
     return max(avail, 0)
 
 
-def restore_settings(env: Environment, *, owned: bool) -> dict[str, str | int]:
+#: from this server major on, GIN indexes are built in parallel too (PostgreSQL 18 release notes)
+PARALLEL_GIN_SINCE = 18
+
+
+def restore_settings(env: Environment, *, owned: bool, server_major: int | None = None) -> dict[str, str | int]:
     """The settings of pg_restore's sessions (bench/restore_bench.py measured each).
 
     `owned`: pgrunbook created the database for this restore and nothing uses it until it is verified,
     so its commits need not wait for the disk; the synchronous commit of the "verified" marker flushes
     the write-ahead log past all of them before anyone is told the restore worked.
+
+    `max_parallel_maintenance_workers`: ``[restore] maintenance_workers`` when set; else 0 on servers
+    up to 17, where pg_restore's own jobs keep the cores busy building indexes and a parallel build
+    only competes with them. From 18 on (`server_major`) the server's own setting is kept, as plain
+    pg_restore has it: a GIN index, often the last build left running alone while the other jobs are
+    idle, is then built on the idle cores too (bench/RESULTS.md, session 11).
     """
-    settings: dict[str, str | int] = {"max_parallel_maintenance_workers": env.config.restore.maintenance_workers}
+    workers = env.config.restore.maintenance_workers
+    if workers is None and (server_major is None or server_major < PARALLEL_GIN_SINCE):
+        workers = 0
+    settings: dict[str, str | int] = {} if workers is None else {"max_parallel_maintenance_workers": workers}
     if owned:
         settings["synchronous_commit"] = "off"
     return settings
@@ -85,7 +98,7 @@ def restore_data(
 ) -> dict[tuple[str, str], int]:
     """Run pg_restore (owners and privileges as the plan says); returns the row counts already taken
     while it ran (restore_counts). Raises RestoreFailed with the first error's cause."""
-    settings = restore_settings(env, owned=owned)
+    settings = restore_settings(env, owned=owned, server_major=tools.target_major)
     plan = plan or restore_checks.Plan(RestoreOptions(), Preflight(), [])
     if archive is None:
         stream = archive_bytes(env, manifest, stored_bytes(env, manifest))

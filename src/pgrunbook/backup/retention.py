@@ -105,14 +105,17 @@ def _label(name: str, d: datetime) -> str:
 
 
 def plan_retention(backups: Sequence[BackupInfo], policy: Policy, tz: tzinfo) -> list[Decision]:
-    """restic's policy, then the never-remove rules: the newest pre-deploy, the newest verified and the
-    newest drilled backup (a successful restore drill is the proof restores work; like a backup that
-    pgBackRest's or restic's policy protects, it is not thrown away for a newer, undrilled one)."""
+    """restic's policy, then the never-remove rules: the newest pre-deploy, the newest pre-restore, the
+    newest verified and the newest drilled backup (a successful restore drill is the proof restores work;
+    like a backup that pgBackRest's or restic's policy protects, it is not thrown away for a newer,
+    undrilled one). The newest pre-restore backup is the way back from the last in-place restore, which
+    its output named (trial11 F12: the next night's prune removed it)."""
     decisions = apply_policy(backups, policy, tz)
     ordered = newest_first(backups)
     protected: dict[str, list[str]] = {}
     rules = (
         (lambda b: b.label == "pre-deploy", "newest pre-deploy backup (never removed)"),
+        (lambda b: b.label == "pre-restore", "newest pre-restore backup (never removed)"),
         (lambda b: b.verified, "newest verified backup (never removed)"),
         (lambda b: b.drilled, "newest drilled backup (never removed)"),
     )

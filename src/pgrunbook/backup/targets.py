@@ -19,7 +19,8 @@ MAINTENANCE_DATABASES = ("template0", "template1", "postgres")
 
 def refuse_restore_target(dbname: str, source: str | None) -> None:
     """Raise ConfigError (exit 3) when ``dbname`` must never receive a restore; ``source`` is the
-    environment's own database. Names compare exactly, as PostgreSQL's do."""
+    environment's own database (a lost one is recreated by procedures/restore.py under a staging name,
+    then renamed). Names compare exactly, as PostgreSQL's do."""
     if dbname in MAINTENANCE_DATABASES:
         kind = "a template database" if dbname.startswith("template") else "the server's maintenance database"
         raise ConfigError(

@@ -55,10 +55,33 @@ class VerifyResult:
     recorded: bool = False
     not_recorded: str = ""
 
+    @property
+    def drill_could_not_run(self) -> bool:
+        """The backup passed its own checks and the drill failed because of its server (no right to create
+        databases, missing roles, a server too old): never the backup's failure (issue #16)."""
+        cause = self.cause or {}
+        return not self.damaged and cause.get("where") == "target" and cause.get("kind") != "read query"
+
+    def headline(self, label: str) -> str:
+        """The first line of the text report: ``label`` is the id as the user gave it (``latest``)."""
+        if self.ok:
+            return f"{label}: verified"
+        if self.drill_could_not_run:
+            server = (self.cause or {}).get("server") or "the drill's server"
+            return (
+                f"{label}: drill could not run on {server}, a problem of that server, not of the backup "
+                "(it passed its own checks and is not marked failed)"
+            )
+        return f"{label}: FAILED verification"
+
     def to_dict(self) -> dict[str, object]:
         return {
             "id": self.id,
             "ok": self.ok,
+            # the backup's own checks passed (size, checksum, frames, table of contents); with
+            # drill_could_not_run the drill failed because of its server, and the backup is not marked failed
+            "backup_ok": not self.damaged and (self.cause or {}).get("kind") != "manifest",
+            "drill_could_not_run": self.drill_could_not_run,
             "checks": [c.model_dump() for c in self.checks],
             "duration_s": self.duration_s,
             "damaged": self.damaged,
@@ -101,6 +124,7 @@ def drill(
     differing copy is a failed check; a drill that cannot restore for a reason outside the backup (the
     drill server, the database's definition) raises DrillProblem with the classified cause."""
     server = drill_target(env)
+    _may_create_databases(env, server)
     leftovers = _drop_leftovers(server)
     scratch = f"{DRILL_PREFIX}{secrets.token_hex(4)}"
     report = RestoreReport(manifest.id, scratch, method="stream")
@@ -118,7 +142,13 @@ def drill(
             raise DrillProblem(cause, Check(name="drill restore", ok=False, detail=exc.message)) from None
         except PreflightFailed as exc:
             message = exc.message + (": " + "; ".join(exc.details) if exc.details else "")
-            cause = {"kind": "preflight", "where": "target", "message": message, "hint": exc.hint or ""}
+            cause = {
+                "kind": "preflight",
+                "where": "target",
+                "message": message,
+                "hint": exc.hint or "",
+                "server": server.display,
+            }
             raise DrillProblem(cause, Check(name="drill restore", ok=False, detail=message)) from None
         except Stopped as exc:  # the scratch database is dropped below, whatever the stop interrupted
             exc.within("nothing half-done is listed or kept")
@@ -126,7 +156,7 @@ def drill(
         except CannotCreate as exc:
             message = f"cannot create the drill's scratch database on {server.display}: {exc.reason}"
             hint = "grant CREATEDB, or set [backup] drill_database_url_env to a server where it may"
-            cause = {"kind": "target", "where": "target", "message": message, "hint": hint}
+            cause = {"kind": "target", "where": "target", "message": message, "hint": hint, "server": server.display}
             raise DrillProblem(cause, Check(name="drill restore", ok=False, detail=message)) from None
         settled = True
         swept = [Check(name="leftover scratch databases", ok=True, detail="dropped " + "; ".join(leftovers))]
@@ -141,6 +171,45 @@ def drill(
 
 
 DRILL_PREFIX = "pgrunbook_drill_"
+
+
+def drill_createdb_hint(env: Environment, role: str) -> str:
+    """What lets drills (and every restore into a new database) run when ``role`` may not create
+    databases: a drill's scratch name is random, so creating it beforehand is no remedy (trial11 F23)."""
+    where = (
+        f"point {env.config.backup.drill_database_url_env} at a server where a role may"
+        if env.config.backup.drill_database_url_env
+        else "set [backup] drill_database_url_env to the URL variable of a scratch server where it may"
+    )
+    return f'ALTER ROLE "{role}" CREATEDB, run pgrunbook with an admin\'s URL that may create databases, or {where}'
+
+
+def _may_create_databases(env: Environment, server: DatabaseTarget) -> None:
+    """Refuse (DrillProblem, a problem of the drill's server) before anything is read when the role may
+    not create the scratch database there; a server that cannot be reached is left to the restore,
+    which names its real cause."""
+    try:
+        with connect(server, purpose="drill") as conn:
+            row = conn.execute(
+                "SELECT rolname, rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+    except (PgRunbookError, psycopg.Error):
+        return
+    if row is None or row[1]:
+        return
+    role = str(row[0])
+    message = (
+        f"role {role} may not create databases on {server.display}, so the drill cannot create its scratch "
+        "database there"
+    )
+    cause = {
+        "kind": "target",
+        "where": "target",
+        "message": message,
+        "hint": drill_createdb_hint(env, role),
+        "server": server.display,
+    }
+    raise DrillProblem(cause, Check(name="drill restore", ok=False, detail="could not run: " + message))
 
 
 def _drop_leftovers(server: DatabaseTarget) -> list[str]:
@@ -174,6 +243,20 @@ def verify_backup(
     """All checks; the result is recorded in the manifest (rewritten atomically) unless ``record`` is off."""
     t0 = time.monotonic()
     manifest = env.repository.get(backup_id)
+    # prune skips a backup while it is read (its in-use marker); one whose archive is gone is refused
+    with env.repository.reading(manifest, "backup verify" + (" --drill" if drill_restore else "")):
+        return _verify(env, manifest, t0, drill_restore, progress, record, options)
+
+
+def _verify(
+    env: Environment,
+    manifest: Manifest,
+    t0: float,
+    drill_restore: bool,
+    progress: ProgressFn,
+    record: bool,
+    options: RestoreOptions | None,
+) -> VerifyResult:
     tools = tools_for_archive(env, manifest)
     # a drill's pg_restore is chosen for the drill's server before anything is read: tools that cannot
     # restore there are refused (a problem of this machine), never recorded against the backup
@@ -215,6 +298,8 @@ def verify_backup(
             cause=cause,
         )
         manifest.verifications.append(verification)
+        # raises BackupRemoved (nothing recorded, no result claimed) when prune or a hand removed the
+        # backup meanwhile: a manifest is never written into a folder whose backup is gone (break11 #9)
         result.recorded, result.not_recorded = record_verification(env, manifest)
         if drill_restore:
             env.repository.record_drill(manifest.id, verification)
@@ -226,7 +311,7 @@ def record_verification(env: Environment, manifest: Manifest) -> tuple[bool, str
     """Rewrite the manifest with its new verification; (False, why) when storage refuses the write
     (a NAS mounted read-only): the checks stand and are reported, only their record is missing."""
     try:
-        env.repository.write_manifest(manifest)
+        env.repository.rewrite_manifest(manifest)
     except StorageError as exc:
         return False, exc.message
     return True, ""

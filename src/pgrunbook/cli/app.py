@@ -7,15 +7,16 @@ import contextlib
 import functools
 import importlib
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from pgrunbook import __version__
 from pgrunbook.cli.render import Output, step_line
-from pgrunbook.errors import EXIT_FAILURE, EXIT_USAGE, PgRunbookError, Stopped, printable
+from pgrunbook.errors import EXIT_FAILURE, EXIT_USAGE, MissingDatabase, PgRunbookError, Stopped, printable
 from pgrunbook.postgres.redaction import redact
 
 if TYPE_CHECKING:
@@ -78,6 +79,37 @@ def known_secrets() -> list[str]:
     return found
 
 
+def _recovery_hint(state: State | None, exc: MissingDatabase, env_name: object) -> str:
+    """When the missing database is an environment's own (its URL variable): the command that
+    recreates it (procedures/restore.py, recreate). Empty when it is another URL's (a drill server,
+    the app's own URL) or the configuration cannot be read."""
+    try:
+        config = state.config if state else None
+    except PgRunbookError:
+        return ""
+    if config is None or not exc.dbname:
+        return ""
+    names = [
+        name
+        for name, env in (config.environments or {}).items()
+        if exc.variable in (env.database_url_env, env.direct_url_env)
+    ] or (["default"] if not config.environments and exc.variable == "DATABASE_URL" else [])
+    if isinstance(env_name, str) and env_name in names:
+        names = [env_name]
+    if len(names) != 1:
+        return ""
+    return f"; if it was lost, pgrunbook restore latest --into {shlex.quote(exc.dbname)} --env {names[0]} recreates it"
+
+
+def _report_stop(exc: Stopped) -> NoReturn:
+    secrets = known_secrets()
+    left = exc.state or "nothing half-done is listed or kept"
+    click.echo(f"error: {exc}; {printable(redact(left, secrets))}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {printable(redact(exc.hint, secrets))}", err=True)
+    sys.exit(exc.exit_code)
+
+
 def handle_errors(fn: F) -> F:
     """Expected failures: one ``error:`` line and a ``hint:`` line, the exit code they carry. No traceback
     unless --debug, and never a password."""
@@ -93,6 +125,8 @@ def handle_errors(fn: F) -> F:
             if debug:
                 raise
             secrets = known_secrets()
+            if isinstance(exc, MissingDatabase):
+                exc.hint = (exc.hint or "") + _recovery_hint(state, exc, kwargs.get("env_name"))
             click.echo(f"error: {printable(redact(exc.message, secrets))}", err=True)
             for line in exc.details:
                 click.echo(f"  - {printable(redact(line, secrets))}", err=True)
@@ -100,12 +134,7 @@ def handle_errors(fn: F) -> F:
                 click.echo(f"hint: {printable(redact(exc.hint, secrets))}", err=True)
             sys.exit(exc.exit_code)
         except Stopped as exc:
-            secrets = known_secrets()
-            left = exc.state or "nothing half-done is listed or kept"
-            click.echo(f"error: {exc}; {printable(redact(left, secrets))}", err=True)
-            if exc.hint:
-                click.echo(f"hint: {printable(redact(exc.hint, secrets))}", err=True)
-            sys.exit(exc.exit_code)
+            _report_stop(exc)
         except KeyboardInterrupt:
             click.echo("error: interrupted; nothing half-done is listed or kept", err=True)
             sys.exit(130)
@@ -114,6 +143,8 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:
             if debug:
                 raise
+            if Stopped.requested is not None:  # the stop's exception was swallowed and replaced on its way
+                _report_stop(Stopped.requested)
             click.echo(
                 f"error: internal error: {type(exc).__name__}: {redact(str(exc), known_secrets())}".splitlines()[0],
                 err=True,
@@ -198,9 +229,165 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class Group(click.Group):
+#: commands an example in a hint prefers: they read and change nothing
+_EXAMPLE_COMMANDS = ("status", "list", "check", "doctor", "health", "runs", "lint", "verify")
+
+
+class CommandMissing(click.UsageError):
+    """A group given options but no command (``pgrunbook --json``, ``pgrunbook backup --json``): shown
+    as the group named alone is, with its usage, and ``hint`` (where the options go)."""
+
+    def __init__(self, ctx: click.Context, hint: str):
+        super().__init__(f"{ctx.command_path} needs a command", ctx)
+        self.hint = hint
+
+
+class MisplacedOption(click.UsageError):
+    """A command's option given before the command (``pgrunbook backup --json list``)."""
+
+    def __init__(self, message: str, ctx: click.Context, hint: str):
+        super().__init__(message, ctx)
+        self.hint = hint
+
+
+def _leaves(
+    ctx: click.Context, group: click.Group, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    """Every command below ``group`` with the words that name it from there (``("backup", "list")``)."""
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is None or command.hidden:
+            continue
+        if isinstance(command, click.Group):
+            yield from _leaves(ctx, command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def _takes(ctx: click.Context, command: click.Command, option: str) -> bool:
+    return any(option in (*p.opts, *p.secondary_opts) for p in command.get_params(ctx) if isinstance(p, click.Option))
+
+
+def _example(ctx: click.Context, group: click.Group, options: list[str]) -> tuple[str, ...] | None:
+    """The command below ``group`` to show in a hint: one taking every option of ``options`` if there
+    is one, else the first; a read-only one first (``_EXAMPLE_COMMANDS``); None when none takes it."""
+    found = [(words, command) for words, command in _leaves(ctx, group) if _takes(ctx, command, options[0])]
+    if not found:
+        return None
+    found.sort(
+        key=lambda w: (
+            not all(_takes(ctx, w[1], o) for o in options),
+            _EXAMPLE_COMMANDS.index(w[0][-1]) if w[0][-1] in _EXAMPLE_COMMANDS else len(_EXAMPLE_COMMANDS),
+            w[0],
+        )
+    )
+    return found[0][0]
+
+
+def _example_line(ctx: click.Context, words: tuple[str, ...], before: list[str], after: list[str]) -> str:
+    """``pgrunbook [before] backup verify BACKUP_ID [after]``: the command's required arguments named."""
+    command: click.Command | None = ctx.command
+    for word in words:
+        command = command.get_command(ctx, word) if isinstance(command, click.Group) else None
+    required = [
+        p.human_readable_name
+        for p in (command.get_params(ctx) if command else [])
+        if isinstance(p, click.Argument) and p.required
+    ]
+    return " ".join([ctx.command_path, *before, *words, *required, *after])
+
+
+def _option_of(token: str) -> str | None:
+    return token.split("=", 1)[0] if token.startswith("-") and token != "-" else None
+
+
+def _misplaced(group: click.Group, ctx: click.Context, args: list[str], exc: click.NoSuchOption) -> click.UsageError:
+    """``exc`` (an option this group does not take) as the error a user needs when a command below the
+    group takes it: it goes after the command. Any other unknown option stays click's error."""
+    at = next((i for i, a in enumerate(args) if _option_of(a) == exc.option_name), None)
+    if at is None:
+        return exc
+    before, moved = args[:at], args[at:]
+    # the command the user named after the option, and the sub-commands named after that
+    words: list[str] = []
+    current: click.Command = group
+    for token in moved[1:]:
+        if not isinstance(current, click.Group) or token.startswith("-"):
+            if words:
+                break
+            continue
+        command = current.get_command(ctx, token)
+        if command is None:
+            if words:
+                break
+            continue
+        words.append(token)
+        current = command
+    options = [o for o in map(_option_of, moved) if o]
+    if words and not isinstance(current, click.Group):
+        rest = list(moved)
+        for word in words:
+            rest.remove(word)
+        named = " ".join([ctx.command_path, *words])
+        if _takes(ctx, current, exc.option_name):
+            return MisplacedOption(
+                f"{exc.option_name} is an option of {named}, not of {ctx.command_path}: it goes after the command",
+                ctx,
+                hint=" ".join([ctx.command_path, *before, *words, *rest]),
+            )
+        other = _example(ctx, group, options)
+        if other is None:
+            return exc
+        return MisplacedOption(
+            f"{exc.option_name} is not an option of {ctx.command_path} nor of {named}",
+            ctx,
+            hint=f"{' '.join([ctx.command_path, *other])} takes it: {_example_line(ctx, other, before, rest)}",
+        )
+    example = _example(ctx, group, options)
+    if example is None:
+        return exc
+    line = _example_line(ctx, example, before, moved)
+    return CommandMissing(ctx, hint=f"{exc.option_name} is an option of the command and goes after it: {line}")
+
+
+def _echoed(hint: str) -> str:
+    """A hint that repeats the user's own arguments: one line, no URL's password (``--to s3://…``)."""
+    return printable(redact(hint, known_secrets()), one_line=True)
+
+
+class CommandGroup(click.Group):
+    """A group of commands (``pgrunbook backup``, ``pgrunbook migrate``, ``pgrunbook`` itself): given
+    options but no command, or a command's option before the command, it says so (``CommandMissing``,
+    ``MisplacedOption``) instead of click's "No such option" or "Missing command."."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)
+        try:
+            rest = super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            if ctx.resilient_parsing:
+                raise
+            raise _misplaced(self, ctx, given, exc) from None
+        # click keeps the command's name aside (``_protected_args`` from 8.2, ``protected_args`` before)
+        named = ctx.__dict__.get("_protected_args", ctx.__dict__.get("protected_args"))
+        if not named and not rest and not ctx.resilient_parsing:
+            example = _example(ctx, self, ["--help"])
+            line = (
+                _example_line(ctx, example, given, []) if example else f"{ctx.command_path} {' '.join(given)} COMMAND"
+            )
+            raise CommandMissing(
+                ctx,
+                hint=f"name the command after the options, e.g. {line}; {ctx.command_path} COMMAND --help "
+                "shows a command's options",
+            )
+        return rest
+
+
+class Group(CommandGroup):
     """The root group: loads a command's module when the command is first looked up (``COMMANDS``),
     and turns click's usage errors into the ``error:``/``hint:`` lines every command uses."""
+
+    group_class = CommandGroup
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *COMMANDS})
@@ -222,13 +409,18 @@ class Group(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
-        except click.exceptions.NoArgsIsHelpError as exc:  # a group named without its command
+        except (click.exceptions.NoArgsIsHelpError, CommandMissing) as exc:  # a group without its command
             group = exc.ctx.command if exc.ctx else self
             names = ", ".join(group.list_commands(exc.ctx)) if isinstance(group, click.Group) and exc.ctx else ""
             path = exc.ctx.command_path if exc.ctx else "pgrunbook"
             click.echo(f"error: {path} needs a command" + (f": one of {names}" if names else ""), err=True)
-            click.echo(exc.format_message(), err=True)  # the group's usage and commands
-            click.echo(f"hint: {path} COMMAND --help shows a command's options", err=True)
+            click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)  # the group's usage and commands
+            hint = exc.hint if isinstance(exc, CommandMissing) else f"{path} COMMAND --help shows a command's options"
+            click.echo(f"hint: {_echoed(hint)}", err=True)
+            sys.exit(EXIT_USAGE)
+        except MisplacedOption as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            click.echo(f"hint: {_echoed(exc.hint)}", err=True)
             sys.exit(EXIT_USAGE)
         except click.UsageError as exc:
             click.echo(f"error: {exc.format_message()}", err=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.markup import escape
 
 from pgrunbook.cli.app import (
     cli,
@@ -18,7 +17,7 @@ from pgrunbook.cli.app import (
     restore_options,
     state,
 )
-from pgrunbook.cli.render import human_age, human_size
+from pgrunbook.cli.render import escape, human_age, human_size, preparing
 from pgrunbook.errors import EXIT_FAILURE, EXIT_NEGATIVE, printable
 from pgrunbook.postgres.redaction import redact
 
@@ -45,7 +44,7 @@ def backup_create(env_name: str | None, label: str) -> None:
     st = state()
     env = st.env(env_name)
     with st.output.progress(f"backup {env.name}") as progress:
-        m, copies = backup_with_copies(env, label=label, progress=progress)
+        m, copies = backup_with_copies(env, label=label, progress=preparing(st.output, progress))
     location = f"{env.storage.display}/{env.repository.key(m.id, m.file)}"
     if st.json_mode:
         st.output.emit_json(
@@ -148,6 +147,10 @@ def backup_list(env_name: str | None) -> None:
         return
     if not manifests:
         st.output.info(escape(f"no backups of environment {env.name!r} in {env.storage.display}"))
+        found = env.repository.elsewhere()  # an environment renamed in pgrunbook.toml (trial11 F1)
+        if found is not None:
+            st.output.info(escape(f"warning: {found.note()}"))
+            st.output.info(escape(f"hint: {found.hint()}"))
         return
     from rich.table import Table  # start-up time: only the table view needs it (--json does not)
 
@@ -196,7 +199,7 @@ def backup_verify(
         for c in result.checks:
             mark = "[green]ok[/]" if c.ok else "[red]FAIL[/]"
             st.output.out.print(f"{mark:>14}  {escape(c.name)}: {escape(c.detail)}", highlight=False)
-        st.output.out.print(f"{backup_id}: {'verified' if result.ok else 'FAILED verification'}", highlight=False)
+        st.output.out.print(escape(result.headline(backup_id)), highlight=False)
     if not result.recorded:
         click.echo(
             f"warning: the result above was not recorded in the backup's manifest: {redact(result.not_recorded)}",

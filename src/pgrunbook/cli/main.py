@@ -20,7 +20,8 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
     process group signalled twice) must not break off the cleanup the first one started."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-    raise Stopped(signum, signal.Signals(signum).name)
+    Stopped.requested = Stopped(signum, signal.Signals(signum).name)
+    raise Stopped.requested
 
 
 def main() -> None:

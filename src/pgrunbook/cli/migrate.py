@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from pgrunbook.cli.app import cli, env_option, handle_errors, json_option, state
+from pgrunbook.cli.render import escape
 from pgrunbook.errors import EXIT_USAGE, PgRunbookError
 
 
@@ -20,7 +20,7 @@ from pgrunbook.errors import EXIT_USAGE, PgRunbookError
 def status(env_name: str | None) -> None:
     """Prisma migration status. Exit 0 up to date, 1 pending, 2 failed or inconsistent."""
     from pgrunbook.prisma.engine import migration_status
-    from pgrunbook.prisma.status import resolve_hint
+    from pgrunbook.prisma.status import elsewhere_warning, resolve_hint
 
     st = state()
     env = st.env(env_name)
@@ -41,11 +41,15 @@ def status(env_name: str | None) -> None:
     ]
     for title, names, colour in sections:
         for name in names:
-            out.print(f"[{colour}]{title:>28}[/]  {escape(name)}", highlight=False)
+            error = f": {result.errors[name]}" if title == "failed" and name in result.errors else ""
+            out.print(f"[{colour}]{title:>28}[/]  {escape(name + error)}", highlight=False)
     by = result.running_by or {}
     for name in result.running:
         who = f"pid {by.get('pid')} ({by.get('application_name') or 'no application_name'}) since {by.get('since')}"
         out.print(f"[yellow]{'running':>28}[/]  {escape(name)}: being applied now by {escape(who)}", highlight=False)
+    elsewhere = elsewhere_warning(env.target().schema, result.history_elsewhere, env.target().variable)
+    if elsewhere is not None:
+        out.print(f"[yellow]warning:[/] {escape(elsewhere)}", highlight=False)
     for index, fix in result.invalid_indexes:
         out.print(f"[yellow]{'invalid index':>28}[/]  {escape(index)}: clean up with {escape(fix)}", highlight=False)
     if result.exit_code == 0:

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from pgrunbook.cli.app import cli, env_option, handle_errors, json_option, state
+from pgrunbook.cli.render import escape
 from pgrunbook.errors import EXIT_FAILURE
 
 

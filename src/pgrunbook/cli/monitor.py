@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from pgrunbook.cli.app import cli, handle_errors, json_option, known_secrets, state
+from pgrunbook.cli.render import escape
 from pgrunbook.errors import EXIT_USAGE, PgRunbookError
 from pgrunbook.postgres.redaction import redact
 
@@ -99,26 +99,44 @@ def serve(host: str | None, port: int | None) -> None:
     type=click.Choice(["cron", "systemd", "kubernetes"]),
     help="the platform to print a schedule for",
 )
+@click.option("--env", "env_name", metavar="NAME", help="only this environment's jobs (default: every environment)")
+@json_option
 @handle_errors
-def schedule(kind: str) -> None:
+def schedule(kind: str, env_name: str | None) -> None:
     """Print ready-to-use backup, prune and drill schedules ([schedule] in pgrunbook.toml)."""
     import shutil
 
-    from pgrunbook.monitor.schedule import config_jobs, render
+    from pgrunbook.monitor.schedule import command, config_jobs, render
 
     st = state()
     cfg = st.config
+    if env_name is not None:
+        st.env(env_name)  # an unknown name is refused here, with the names there are
     exe = shutil.which("pgrunbook") or "pgrunbook"
     config_path = str(cfg.source or (cfg.root / "pgrunbook.toml"))
+    jobs = config_jobs(cfg, env_name)
     try:
-        text = render(
-            kind,
-            config_jobs(cfg),
-            exe,
-            config_path,
-        )
+        text = render(kind, jobs, exe, config_path)
     except ValueError as exc:
         raise PgRunbookError(
             str(exc), hint="use 5-field cron expressions in [schedule]", exit_code=EXIT_USAGE
         ) from None
+    if st.json_mode:
+        st.output.emit_json(
+            {
+                "platform": kind,
+                "jobs": [
+                    {
+                        "environment": j.environment,
+                        "job": j.name,
+                        "cron": j.cron,
+                        "command": command(kind, j, exe, config_path),
+                        "url_variables": list(j.url_vars),
+                    }
+                    for j in jobs
+                ],
+                "text": text,
+            }
+        )
+        return
     click.echo(text, nl=False)

@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 import click
-from rich.markup import escape
 
 from pgrunbook.cli.app import (
     State,
@@ -22,6 +21,7 @@ from pgrunbook.cli.app import (
     restore_options,
     state,
 )
+from pgrunbook.cli.render import escape
 from pgrunbook.errors import EXIT_USAGE, PgRunbookError, Stopped
 
 
@@ -102,9 +102,18 @@ def rollback(
         st.output.emit_json(report.to_dict())
         return
     print_steps(st, report.steps)
-    if report.database:
+    for w in report.warnings:
+        st.output.out.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    if report.maintenance_window_s is not None:
+        st.output.out.print(f"maintenance window: {report.maintenance_window_s:.1f}s", highlight=False)
+    if report.database and report.replaced_database:
         st.output.out.print(
-            f"app now on {report.database} (backup {report.backup_id}); {report.replaced_database} kept untouched",
+            f"app now on {report.database} (backup {report.backup_id}); {report.replaced_database} kept",
+            highlight=False,
+        )
+    elif report.database:
+        st.output.out.print(
+            f"{report.database} holds backup {report.backup_id}, restored and verified; the app was not pointed at it",
             highlight=False,
         )
     if report.next_step:
@@ -136,6 +145,8 @@ def runs(env_name: str | None, limit: int) -> None:
             highlight=False,
         )
         print_steps(st, [s.to_dict() for s in r.steps])
+        if r.detail:  # why it failed, or what is next (as --json's detail): a refused run has no steps (trial11 F2)
+            st.output.out.print(f"      detail: {escape(r.detail)}", highlight=False)
         if r.outcome not in ("succeeded", "rolled_back") and r.recovery:
             st.output.out.print(f"      recovery: {escape(r.recovery)}", highlight=False)
 
@@ -222,10 +233,16 @@ def _print_deploy(st: State, report: Any) -> None:
         st.output.out.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     if report.maintenance_window_s is not None:
         st.output.out.print(f"maintenance window: {report.maintenance_window_s:.1f}s", highlight=False)
-    if report.database:
+    if report.database and report.replaced_database:  # pointed: replaced_database is set only then
         st.output.out.print(
             f"app now on {report.database} (pre-deploy backup {report.backup_id}); "
             f"{report.replaced_database} kept for forensics",
+            highlight=False,
+        )
+    elif report.database:  # restored and verified, but pointing the app failed (breaker13b N1)
+        st.output.out.print(
+            f"{report.database} holds pre-deploy backup {report.backup_id}, restored and verified; the app was "
+            "not pointed at it",
             highlight=False,
         )
     if report.next_step:

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.text import Text
-
-from pgrunbook.errors import printable
 from pgrunbook.progress import ProgressFn, Throttle, no_progress
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress
+
+    from pgrunbook.cli.console import SafeConsole as SafeConsole
 
 _MARKS = {
     "succeeded": ("ok", "green"),
@@ -38,33 +38,85 @@ def step_line(step: dict[str, Any]) -> str:
     return f"{head} ({step.get('duration_s') or 0:.1f}s)" + (f" {escape(detail)}" if detail else "")
 
 
-class SafeConsole(Console):
-    """A rich Console that shows, never obeys, control characters in the text it is given (a label
-    or table name from storage or the database could clear the screen or retitle the terminal); its
-    own colours are added after this, when the text is rendered."""
+def escape(text: str) -> str:
+    """rich's escaping of markup, loaded when first used (start-up time: see `Output`)."""
+    from rich.markup import escape as rich_escape
 
-    def __init__(self, **kwargs: Any):
-        # ":name:" in a database, table or file name is text, never an emoji (and rich's table of
-        # emoji codes, ~3,600 entries, is then never loaded: ~15 ms of every command's first line)
-        kwargs.setdefault("emoji", False)
-        super().__init__(**kwargs)
+    return rich_escape(text)
 
-    def render_str(self, text: str, **kwargs: Any) -> Text:
-        return super().render_str(printable(text), **kwargs)
+
+def __getattr__(name: str) -> Any:
+    if name == "SafeConsole":  # defined with rich, in pgrunbook.cli.console (start-up time: see `Output`)
+        from pgrunbook.cli.console import SafeConsole
+
+        return SafeConsole
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _may_be_terminal(stream: IO[str]) -> bool:
+    """False only where rich's ``Console.is_terminal`` is False too: no ``TTY_COMPATIBLE=1``, no
+    ``FORCE_COLOR`` and ``stream`` not a terminal. Lets a piped command decide without loading rich."""
+    if os.environ.get("TTY_COMPATIBLE") == "1" or os.environ.get("FORCE_COLOR") is not None:
+        return True
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 class Output:
+    """The consoles (rich) are made when first printed to: a command that prints nothing before its
+    work (``--help``, a piped backup until pg_dump runs) does not load rich for it."""
+
     def __init__(self, json_mode: bool = False):
         self.json_mode = json_mode
         self.live_steps = False  # steps were shown on the terminal as they ran (show_step)
         self._bars: tuple[Progress, dict[str, Any]] | None = None  # the live display, while progress() runs
-        # piped output is read by scripts and grep: never wrap a backup id across lines there
-        self.out: Console = SafeConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-        self.err: Console = SafeConsole(stderr=True, soft_wrap=True)
+        self._out: Console | None = None
+        self._err: Console | None = None
+        self._making = threading.Lock()  # a notice from another thread may print first
+
+    @property
+    def out(self) -> Console:
+        if self._out is None:
+            with self._making:
+                if self._out is None:
+                    from pgrunbook.cli.console import SafeConsole
+
+                    # piped output is read by scripts and grep: never wrap a backup id across lines there
+                    self._out = SafeConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+        return self._out
+
+    @out.setter
+    def out(self, console: Console) -> None:
+        self._out = console
+
+    @property
+    def err(self) -> Console:
+        if self._err is None:
+            with self._making:
+                if self._err is None:
+                    from pgrunbook.cli.console import SafeConsole
+
+                    self._err = SafeConsole(stderr=True, soft_wrap=True)
+        return self._err
+
+    @err.setter
+    def err(self, console: Console) -> None:
+        self._err = console
+
+    def prepare(self) -> None:
+        """Make the consoles now (loading rich): for a command to call while it waits anyway, so that
+        its first line later does not pay for it."""
+        _ = self.out, self.err
 
     @property
     def interactive(self) -> bool:
-        return not self.json_mode and self.err.is_terminal
+        if self.json_mode:
+            return False
+        if self._err is None and not _may_be_terminal(sys.stderr):
+            return False
+        return self.err.is_terminal
 
     def emit_json(self, data: Any) -> None:
         sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
@@ -84,7 +136,8 @@ class Output:
             sys.stderr.write(json.dumps({"event": kind, "message": message, **fields}, default=_default) + "\n")
             sys.stderr.flush()
             return
-        self.err.print(f"[yellow]note:[/] {escape(message)}", highlight=False)
+        label = "warning" if kind in WARNING_NOTICES else "note"
+        self.err.print(f"[yellow]{label}:[/] {escape(message)}", highlight=False)
 
     def show_step(self, step: dict[str, Any]) -> None:
         """A procedure's step as it starts and as it ends, on stderr above any live bar. The bars belong
@@ -142,6 +195,32 @@ class Output:
                 yield update
             finally:
                 self._bars = None
+
+
+def preparing(output: Output, progress: ProgressFn) -> ProgressFn:
+    """``progress``, or where nothing is drawn (`no_progress`) a callback that draws nothing either and
+    makes ``output``'s consoles at its first report (`Output.prepare`): a backup reports 0 bytes as
+    pg_dump starts, so rich loads while pg_dump reads the catalog, not before it starts or after the
+    stream. It says ``draws = False``: nothing is read only to be drawn (progress.draws)."""
+    if progress is not no_progress:
+        return progress
+    return _Preparing(output)
+
+
+class _Preparing:
+    draws = False
+
+    def __init__(self, output: Output):
+        self._output: Output | None = output
+
+    def __call__(self, stage: str, done: int, total: int | None, /, *, unit: str = "bytes", note: str = "") -> None:
+        if self._output is not None:
+            output, self._output = self._output, None
+            output.prepare()
+
+
+# notices that are warnings, not narration (a restore into an older major: break11 #7)
+WARNING_NOTICES = frozenset({"downgrade"})
 
 
 def _default(value: Any) -> Any:

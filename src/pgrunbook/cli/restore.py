@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import click
-from rich.markup import escape
 
 from pgrunbook.cli.app import (
     State,
@@ -20,6 +19,7 @@ from pgrunbook.cli.app import (
     restore_options,
     state,
 )
+from pgrunbook.cli.render import escape
 from pgrunbook.errors import EXIT_USAGE, PgRunbookError, Stopped
 
 if TYPE_CHECKING:
@@ -103,6 +103,8 @@ def _show(st: State, report: RestoreReport, run_id: str) -> None:
             st.output.info(f"owners and privileges: {check.detail}")
     if report.next_step:
         st.output.info(escape(f"next: {report.next_step}"))
+    for warning in report.warnings:
+        st.output.info(f"[yellow]warning:[/] {escape(warning)}")
     for line in report.skipped:
         st.output.info(f"left out: {line}")
     if report.replaced_database:

@@ -43,6 +43,14 @@ class Observed:
     # runs of this environment killed before they finished that no later run of their kind settled
     # (journal.unsettled): "<kind> <run id> at step <step>" (or "before its first step"), newest first
     interrupted_runs: list[str] = field(default_factory=list)
+    # a journaled run moved the app to another database and pgrunbook's URL still names the old one
+    # (monitor/moved.py): what happened, and what to do
+    app_moved: str | None = None
+    # of ``prune_would_remove``, those past retention for longer than the prune schedule allows (a
+    # scheduled prune should have removed them: monitor/check.py past_retention); None: not known, all count
+    prune_overdue: int | None = None
+    # when the backups past retention but not yet overdue become overdue (the next prune slot + grace)
+    prune_due: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -115,15 +123,7 @@ def evaluate(now: datetime, seen: Observed, limits: Limits) -> list[Finding]:
                 f"last successful drill {_age(age)} ago (limit {_age(limits.drill_max_age)})",
             )
         )
-    out.append(
-        Finding(
-            "retention",
-            "ok" if seen.prune_would_remove == 0 else "warning",
-            "retention satisfied"
-            if seen.prune_would_remove == 0
-            else f"{seen.prune_would_remove} backup(s) past retention: run pgrunbook backup prune",
-        )
-    )
+    out.append(_retention(seen))
     if seen.database_error:
         out.append(Finding("migrations", "warning", f"not checked: {seen.database_error}"))
     elif seen.failed_migrations:
@@ -142,7 +142,33 @@ def evaluate(now: datetime, seen: Observed, limits: Limits) -> list[Finding]:
                 "(a deploy resumes with pgrunbook deploy --resume RUN_ID)",
             )
         )
+    if seen.app_moved:  # backups and checks watch a database the app left: everything else here misleads
+        out.append(Finding("app database", "warning", seen.app_moved))
     return out
+
+
+def _retention(seen: Observed) -> Finding:
+    """Backups past retention are a warning only once a scheduled prune should have removed them: right
+    after a deploy's pre-deploy backup the morning's scheduled one is past retention at once, and
+    the next prune removes it; warning until then paged after every deploy (trial11 F19)."""
+    n = seen.prune_would_remove
+    if n == 0:
+        return Finding("retention", "ok", "retention satisfied")
+    overdue = n if seen.prune_overdue is None else seen.prune_overdue
+    if overdue == 0:
+        when = f" (by {seen.prune_due:%Y-%m-%d %H:%M} UTC)" if seen.prune_due else ""
+        return Finding(
+            "retention",
+            "ok",
+            f"{n} backup(s) past retention since a newer backup; the next scheduled prune removes them{when}",
+        )
+    return Finding(
+        "retention",
+        "warning",
+        f"{overdue} backup(s) past retention for longer than the prune schedule allows"
+        + (f" ({n} in all)" if n != overdue else "")
+        + ": is the prune job running? run pgrunbook backup prune",
+    )
 
 
 def _clock(now: datetime, seen: Observed) -> list[Finding]:

@@ -18,9 +18,13 @@ class Job:
     environment: str
     cron: str
     args: list[str]
+    #: the variables the environment reads its database URLs from (database_url_env, direct_url_env)
+    url_vars: tuple[str, ...] = ("DATABASE_URL",)
 
 
-def jobs(environments: list[str], backup: str, prune: str, drill: str) -> list[Job]:
+def jobs(
+    environments: list[str], backup: str, prune: str, drill: str, url_vars: tuple[str, ...] = ("DATABASE_URL",)
+) -> list[Job]:
     """The three jobs per environment; a schedule of "off" leaves that job out."""
     out = []
     for env in environments:
@@ -30,17 +34,37 @@ def jobs(environments: list[str], backup: str, prune: str, drill: str) -> list[J
             ("drill", drill, ["backup", "verify", "latest", "--drill", "--env", env]),
         ):
             if cron != "off":
-                out.append(Job(name, env, cron, args))
+                out.append(Job(name, env, cron, args, url_vars))
     return out
 
 
-def config_jobs(config: Config) -> list[Job]:
-    """Every environment's jobs; an environment's own [environments.X.schedule] wins over [schedule]."""
+def kubernetes_name(*parts: str) -> str:
+    """A Kubernetes object name (RFC 1123 label: lowercase alphanumerics and '-', at most 63, starting and
+    ending alphanumeric) made of ``parts``."""
+    name = re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower())[:52]
+    return name.strip("-") or "pgrunbook"
+
+
+def command(kind: str, job: Job, executable: str, config_path: str) -> list[str]:
+    """The command ``render`` schedules for ``job`` on platform ``kind``: this host's executable and
+    configuration for cron and systemd; the image's ``pgrunbook`` (its own configuration) for
+    Kubernetes."""
+    if kind == "kubernetes":
+        return ["pgrunbook", *job.args]
+    return [executable, "--config", config_path, *job.args]
+
+
+def config_jobs(config: Config, only: str | None = None) -> list[Job]:
+    """Every environment's jobs (``only``: that environment's alone); an environment's own
+    [environments.X.schedule] wins over [schedule]."""
     out = []
     for name in config.environment_names():
+        if only is not None and name != only:
+            continue
         env_cfg = config.environments.get(name)
         sched = (env_cfg.schedule if env_cfg else None) or config.schedule
-        out += jobs([name], sched.backup, sched.prune, sched.drill)
+        url_vars = (env_cfg.database_url_env, env_cfg.direct_url_env) if env_cfg else ("DATABASE_URL", None)
+        out += jobs([name], sched.backup, sched.prune, sched.drill, tuple(v for v in url_vars if v))
     return out
 
 
@@ -77,8 +101,7 @@ def cron_to_oncalendar(expr: str) -> str:
     )
 
 
-def render(kind: str, all_jobs: list[Job], executable: str, config_path: str, url_var: str = "DATABASE_URL") -> str:
-    base = [executable, "--config", config_path]
+def render(kind: str, all_jobs: list[Job], executable: str, config_path: str) -> str:
     for j in all_jobs:
         if j.cron.startswith("@every"):
             raise ValueError(
@@ -91,7 +114,7 @@ def render(kind: str, all_jobs: list[Job], executable: str, config_path: str, ur
             "# an EnvironmentFile-like wrapper; output goes to syslog through logger",
         ]
         for j in all_jobs:
-            cmd = shlex.join(base + j.args)
+            cmd = shlex.join(command(kind, j, executable, config_path))
             lines.append(f"{j.cron} {cmd} 2>&1 | logger -t pgrunbook-{j.name}-{j.environment}")
         return "\n".join(lines) + "\n"
     if kind == "systemd":
@@ -101,7 +124,7 @@ def render(kind: str, all_jobs: list[Job], executable: str, config_path: str, ur
             parts.append(
                 f"# /etc/systemd/system/{unit}.service\n[Unit]\nDescription=pgrunbook {j.name} "
                 f"({j.environment})\n\n[Service]\nType=oneshot\nEnvironmentFile=/etc/pgrunbook/"
-                f"{j.environment}.env\nExecStart={shlex.join(base + j.args)}\n"
+                f"{j.environment}.env\nExecStart={shlex.join(command(kind, j, executable, config_path))}\n"
             )
             parts.append(
                 f"# /etc/systemd/system/{unit}.timer\n[Unit]\nDescription=pgrunbook {j.name} "
@@ -112,8 +135,18 @@ def render(kind: str, all_jobs: list[Job], executable: str, config_path: str, ur
     if kind == "kubernetes":
         docs = []
         for j in all_jobs:
-            name = re.sub(r"[^a-z0-9-]", "-", f"pgrunbook-{j.name}-{j.environment}".lower())[:52]
-            args = "".join(f'\n                - "{a}"' for a in ["pgrunbook", *j.args])
+            name = kubernetes_name("pgrunbook", j.name, j.environment)
+            secret = kubernetes_name("pgrunbook", j.environment)
+            args = "".join(f'\n                - "{a}"' for a in command(kind, j, executable, config_path))
+            env = "".join(
+                f"""
+                - name: {var}
+                  valueFrom:
+                    secretKeyRef:
+                      name: {secret}
+                      key: {var}"""
+                for var in j.url_vars
+            )
             docs.append(f"""apiVersion: batch/v1
 kind: CronJob
 metadata:
@@ -132,12 +165,7 @@ spec:
             - name: pgrunbook
               image: your-registry/pgrunbook:latest
               args:{args}
-              env:
-                - name: {url_var}
-                  valueFrom:
-                    secretKeyRef:
-                      name: pgrunbook-{j.environment}
-                      key: {url_var}
+              env:{env}
 """)
         return "---\n".join(docs)
     raise ValueError(f"unknown schedule format {kind!r}: cron, systemd or kubernetes")

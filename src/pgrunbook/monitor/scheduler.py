@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 from pgrunbook.config import Config
 from pgrunbook.monitor.schedule import Job, config_jobs
+from pgrunbook.postgres.runner import popen_options
 from pgrunbook.postgres.url import redact
 from pgrunbook.timespec.cron import Schedule, due
 
@@ -418,32 +420,87 @@ class Scheduler:
         return not self.running()
 
 
-def subprocess_runner(config: Config, secrets: list[str]) -> Runner:
-    """Run a job as ``pgrunbook --config FILE --json ...``, the URL variables passed in the environment."""
-    base = [sys.executable, "-m", "pgrunbook"]
-    if config.source is not None:
-        base += ["--config", str(config.source)]
+class SubprocessRunner:
+    """Runs a job as a child ``pgrunbook --config FILE --json ...`` (the URL variables passed in the
+    environment) and keeps the live children, so that serve's stop hands each its cleanup.
 
-    def run(job: Job) -> JobResult:
+    The child gets SIGTERM from the kernel when the thread that started it dies, serve killed by
+    SIGKILL or the OOM killer included (``PR_SET_PDEATHSIG``, Linux): a job never runs on orphaned,
+    past its time limit, holding the backup lock for the next serve. SIGTERM, not SIGKILL, so that it
+    runs the same cleanup as for Ctrl-C (cli/main.py: a drill drops its scratch database)."""
+
+    def __init__(self, config: Config, secrets: list[str]):
+        self.config = config
+        self.secrets = secrets
+        self.base = [sys.executable, "-m", "pgrunbook"]
+        if config.source is not None:
+            self.base += ["--config", str(config.source)]
+        self._live: dict[int, tuple[Job, subprocess.Popen[str]]] = {}
+        self._lock = threading.Lock()
+        self.stopping = False
+
+    def __call__(self, job: Job) -> JobResult:
         t0 = time.monotonic()
         proc = subprocess.Popen(
-            [*base, "--json", *job.args],
+            [*self.base, "--json", *job.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            cwd=config.root,
+            cwd=self.config.root,
+            **popen_options(death_signal=signal.SIGTERM),
         )
+        with self._lock:
+            self._live[proc.pid] = (job, proc)
         try:
-            stdout, stderr = proc.communicate(timeout=config.serve.job_timeout_s)
+            return self._wait(proc, t0)
+        finally:
+            with self._lock:
+                self._live.pop(proc.pid, None)
+
+    def _wait(self, proc: subprocess.Popen[str], t0: float) -> JobResult:
+        limit = self.config.serve.job_timeout_s
+        try:
+            stdout, stderr = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             _stop_job(proc)
-            return JobResult(False, f"timed out after {config.serve.job_timeout_s:.0f} s", time.monotonic() - t0)
+            return JobResult(False, f"timed out after {limit:.0f} s", time.monotonic() - t0)
         elapsed = time.monotonic() - t0
         if proc.returncode == 0:
             return JobResult(True, _summary(stdout), elapsed)
-        return JobResult(False, redact(_failure(stderr, proc.returncode), secrets), elapsed)
+        failure = redact(_failure(stderr, proc.returncode), self.secrets)
+        if self.stopping:
+            failure = f"stopped because serve was stopping (SIGTERM, pid {proc.pid}): {failure}"
+        return JobResult(False, failure, elapsed)
 
-    return run
+    def live(self) -> list[tuple[str, int]]:
+        """The running jobs as (``environment/job``, pid)."""
+        with self._lock:
+            return [(_key(job), pid) for pid, (job, _) in self._live.items()]
+
+    def stop_all(self, grace_s: float = 60.0) -> list[tuple[str, int, str]]:
+        """SIGTERM to every running job, then up to ``grace_s`` seconds (in all) for their cleanup, then
+        SIGKILL to what is left. Returns (``environment/job``, pid, ``"stopped"`` or ``"killed"``)."""
+        self.stopping = True
+        with self._lock:
+            live = list(self._live.items())
+        for _, (_, proc) in live:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        deadline = time.monotonic() + grace_s
+        out = []
+        for pid, (job, proc) in live:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+                out.append((_key(job), pid, "stopped"))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out.append((_key(job), pid, "killed"))
+        return out
+
+
+def subprocess_runner(config: Config, secrets: list[str]) -> SubprocessRunner:
+    """The runner serve uses: each job a child process (SubprocessRunner)."""
+    return SubprocessRunner(config, secrets)
 
 
 # How long a timed-out job has to clean up after SIGTERM (drop its scratch database, turn maintenance

@@ -38,7 +38,7 @@ from pgrunbook.monitor.check import CheckCollector, CheckReport, notify_changes,
 from pgrunbook.monitor.notify import Notice, make_notice, resolve_channels, send
 from pgrunbook.monitor.page import JobView, error_page, gather, render_page
 from pgrunbook.monitor.schedule import Job
-from pgrunbook.monitor.scheduler import JobResult, Scheduler, backoff_s, subprocess_runner
+from pgrunbook.monitor.scheduler import JOB_STOP_GRACE_S, JobResult, Scheduler, backoff_s, subprocess_runner
 from pgrunbook.postgres.url import redact
 
 Log = Callable[[dict[str, Any]], None]
@@ -206,13 +206,22 @@ class Service:
             self._threads[name] = t
         return url
 
-    def stop(self, wait_jobs_s: float = 10.0) -> None:
+    def stop(self, wait_jobs_s: float = 10.0, grace_s: float = JOB_STOP_GRACE_S) -> None:
+        """Stop scheduling; let running jobs finish for ``wait_jobs_s`` seconds; then SIGTERM each (its
+        cleanup, as for Ctrl-C) and give them ``grace_s`` seconds in all before SIGKILL. Every job left
+        running is logged (``job stopped``, with its pid and whether it stopped or was killed); the last
+        event is ``stopped``. No job outlives serve."""
         self.stop_event.set()
         self._check_now.set()
         if self.httpd is not None:
             with contextlib.suppress(Exception):
                 self.httpd.close()
-        self.scheduler.wait_idle(wait_jobs_s)
+        if not self.scheduler.wait_idle(wait_jobs_s):
+            stop_all = getattr(self.scheduler.runner, "stop_all", None)
+            for key, pid, outcome in stop_all(grace_s) if stop_all else []:
+                self.log({"event": "job stopped", "job": key, "pid": pid, "outcome": outcome})
+            self.scheduler.wait_idle(5.0)  # their threads record the outcome in the state file
+        self.log({"event": "stopped", "running_jobs": self.scheduler.running()})
 
     def _schedule_loop(self) -> None:
         self.scheduler.run_forever(self.stop_event)
@@ -350,7 +359,7 @@ class Service:
 
     def page(self) -> str:
         """The status page; what cannot be read (storage, journal, state) is named in its place."""
-        name = self.config.root.name if self.config.source is None else self.config.source.parent.name
+        name = page_title(self.config)
         overall = self.report.status if self.report else "unknown"
         refresh = max(5, min(60, int(self.config.serve.check_interval_s)))
         try:
@@ -559,3 +568,11 @@ def _app(service: Service) -> Callable[[dict[str, Any], StartResponse], Iterable
             return reply(start, "500 Internal Server Error", text.encode(), "text/plain")
 
     return app
+
+
+def page_title(config: Config) -> str:
+    """What the status page is titled by: ``[project] name`` (init writes it), so several services'
+    pages open side by side are told apart (trial11 F22); the folder of pgrunbook.toml without one."""
+    if config.project.name:
+        return config.project.name
+    return config.root.name if config.source is None else config.source.parent.name

@@ -11,21 +11,47 @@ from psycopg import sql
 
 from pgrunbook.errors import LockBusy
 
-USER_TABLES = """
-SELECT n.nspname, c.relname
+# The tables whose data pg_dump writes: leaf tables outside the system schemas, not extension members.
+_DUMPED_TABLES = """
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-ORDER BY 1, 2
 """
+USER_TABLES = "SELECT n.nspname, c.relname" + _DUMPED_TABLES + "ORDER BY 1, 2"
 
 
 def user_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
     """Tables whose data pg_dump writes (leaf tables, not extension members)."""
     return [(r[0], r[1]) for r in conn.execute(USER_TABLES).fetchall()]
+
+
+UNREADABLE_TABLES = (
+    "SELECT n.nspname, c.relname, pg_get_userbyid(c.relowner), has_schema_privilege(n.oid, 'USAGE')"
+    + _DUMPED_TABLES
+    + "  AND NOT (has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT'))\nORDER BY 1, 2"
+)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A table whose data pg_dump must dump and this role cannot read: ``no_usage`` when the schema's
+    USAGE is missing (GRANT USAGE ON SCHEMA), else the table's SELECT (GRANT SELECT ON)."""
+
+    schema: str
+    table: str
+    owner: str
+    no_usage: bool
+
+
+def unreadable_tables(conn: psycopg.Connection) -> list[Unreadable]:
+    """The tables of :data:`USER_TABLES` the connected role may not read (catalog only, reads no data).
+    pg_dump takes ``LOCK TABLE … IN ACCESS SHARE MODE`` on each and copies its rows, both refused without
+    SELECT; when it fails there, its error is the secondary "could not import the requested snapshot"."""
+    rows = conn.execute(UNREADABLE_TABLES).fetchall()
+    return [Unreadable(r[0], r[1], r[2], not r[3]) for r in rows]
 
 
 def exact_row_counts(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
@@ -92,7 +118,18 @@ class LockHolder:
     since: datetime | None
     query: str
 
+    @property
+    def hidden(self) -> bool:
+        """pg_stat_activity hides another role's session details (client, start, query) from a role
+        without pg_read_all_stats: its query then reads ``<insufficient privilege>``."""
+        return self.query.endswith("<insufficient privilege>")
+
     def describe(self) -> str:
+        if self.hidden:  # client_addr is NULL then, which would read as a local socket (trial11 F16)
+            return (
+                f"pid {self.pid} ({self.application_name or 'no application_name'}; its client, start and "
+                "query are hidden from this role: grant it pg_read_all_stats to see them)"
+            )
         since = self.since.strftime("%Y-%m-%d %H:%M:%S %Z") if self.since else "unknown time"
         return (
             f"pid {self.pid} ({self.application_name or 'no application_name'}) "

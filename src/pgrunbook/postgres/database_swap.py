@@ -50,6 +50,9 @@ class DatabaseState:
     acl_is_default: bool
     grants: list[Grant] = field(default_factory=list)
     settings: list[tuple[str | None, str]] = field(default_factory=list)  # (role or None, "key=value")
+    #: after a swap: the carry-over statements the connected role was refused, each "<statement>
+    #: (<the server's reason>)", to be run by a superuser; the rest was carried
+    refused: list[str] = field(default_factory=list)
 
 
 def read_database(conn: psycopg.Connection, name: str) -> DatabaseState | None:
@@ -138,6 +141,39 @@ def carry_over(
     return out
 
 
+def _refusal(conn: psycopg.Connection, stmt: sql.Composed, exc: psycopg.Error) -> str:
+    return f"{stmt.as_string(conn)} ({str(exc).splitlines()[0]})"
+
+
+def carry_over_refusals(conn: psycopg.Connection, live: str) -> list[str]:
+    """Which carry-over statements of a swap the connected role would be refused, found before anything
+    changes: each is run against ``live`` itself (its own values, so nothing would change anyway) in a
+    transaction that is always rolled back, each in a savepoint so one refusal does not hide the next.
+    The staging database's owner change is checked by role membership (on ``live`` it is a no-op the
+    server does not check). E.g. ``ALTER ROLE app IN DATABASE … SET``: on PostgreSQL 16+ a CREATEROLE
+    admin needs ADMIN OPTION on ``app``; before 16, CREATEROLE. ``conn``: autocommit, on another
+    database. Returns them as ``swap`` reports them in ``DatabaseState.refused``."""
+    state = read_database(conn, live)
+    if state is None:
+        return []
+    refused: list[str] = []
+    row = conn.execute(
+        "SELECT rolsuper OR pg_has_role(current_user, %s, 'MEMBER') FROM pg_roles WHERE rolname = current_user",
+        (state.owner,),
+    ).fetchone()
+    statements = carry_over(state, live)
+    if row is not None and not row[0]:
+        refused.append(f"{statements[0].as_string(conn)} (the connected role is not a member of role {state.owner!r})")
+    with conn.transaction(force_rollback=True):
+        for stmt in statements[1:]:
+            try:
+                with conn.transaction():
+                    conn.execute(stmt)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                refused.append(_refusal(conn, stmt, exc))
+    return refused
+
+
 def copy_database_settings(conn: psycopg.Connection, source: str, to: str) -> tuple[DatabaseState | None, list[str]]:
     """Give database ``to`` what lives on database ``source`` itself (owner, database privileges,
     connection limit, ``ALTER DATABASE … SET``, ``ALTER ROLE … IN DATABASE … SET``); ``to`` keeps its
@@ -154,7 +190,7 @@ def copy_database_settings(conn: psycopg.Connection, source: str, to: str) -> tu
             with conn.transaction():
                 conn.execute(stmt)
         except psycopg.errors.InsufficientPrivilege as exc:
-            refused.append(f"{stmt.as_string(conn)} ({str(exc).splitlines()[0]})")
+            refused.append(_refusal(conn, stmt, exc))
     return state, refused
 
 
@@ -205,13 +241,19 @@ def describe(state: DatabaseState) -> str:
         parts.append(f"{len(state.settings)} setting(s)")
     if state.comment and not state.comment.startswith("pgrunbook:"):
         parts.append("its comment")
-    return ", ".join(parts)
+    done = ", ".join(parts)
+    if state.refused:
+        done += f"; NOT carried over, run as a superuser: {'; '.join(state.refused)}"
+    return done
 
 
 def swap(conn: psycopg.Connection, live: str, staging: str, replaced: str, *, attempts: int = 10) -> DatabaseState:
     """One transaction: disconnect the live database's clients, rename live → replaced and staging →
     live, and carry the live database's own settings over. ``conn`` is on another database, autocommit.
-    Returns what was carried over."""
+    Returns what was carried over; a carry-over statement the connected role is refused (another role's
+    per-database setting without ADMIN OPTION on it) is skipped in its own savepoint and listed in
+    ``refused``, as ``copy_database_settings`` does for a rollback: the restore is never lost to it.
+    Any other failure rolls the whole swap back (DatabaseError, "nothing was swapped")."""
     state = read_database(conn, live)
     if state is None:
         raise DatabaseError(f"database {live} does not exist; nothing was swapped")
@@ -227,18 +269,52 @@ def swap(conn: psycopg.Connection, live: str, staging: str, replaced: str, *, at
                 )
                 conn.execute(rename.format(sql.Identifier(live), sql.Identifier(replaced)))
                 conn.execute(rename.format(sql.Identifier(staging), sql.Identifier(live)))
+                state.refused = []
                 for stmt in carry_over(state, live):
-                    conn.execute(stmt)
+                    try:
+                        with conn.transaction():
+                            conn.execute(stmt)
+                    except psycopg.errors.InsufficientPrivilege as exc:
+                        state.refused.append(_refusal(conn, stmt, exc))
             return state
         except psycopg.errors.ObjectInUse as exc:
             last = exc
             time.sleep(0.3)
+        except psycopg.Error as exc:
+            why = re.sub(r"\s+", " ", str(exc)).strip() or type(exc).__name__
+            raise DatabaseError(
+                f"could not swap {staging} in for {live}: {why}; nothing was swapped",
+                hint="the swap renames both databases (their owner's right, with CREATEDB) and carries the live "
+                "database's settings over; run the restore as the databases' owner or a superuser",
+            ) from None
     for name in (live, staging):
         refuse_sessions_in_the_way(conn, name, "nothing was swapped")
     why = re.sub(r"\s+", " ", str(last)).strip()
     raise DatabaseError(
         f"could not swap {staging} in for {live}: {why}; nothing was swapped",
         hint=f"is the app really in maintenance, and nothing else connected to {live} or {staging}?",
+    )
+
+
+def rename_database(conn: psycopg.Connection, name: str, to: str, *, attempts: int = 10) -> None:
+    """``ALTER DATABASE name RENAME TO to``, ``conn`` on another database (autocommit), retried while a
+    session of ``name`` is still ending (ObjectInUse). Raises DatabaseError naming both databases: ``name``
+    is kept as it is (a database ``to`` created meanwhile, a role without the right)."""
+    stmt = sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(to))
+    why = ""
+    for _ in range(attempts):
+        try:
+            conn.execute(stmt)
+            return
+        except psycopg.errors.ObjectInUse as exc:
+            why = re.sub(r"\s+", " ", str(exc)).strip()
+            time.sleep(0.3)
+        except psycopg.Error as exc:
+            why = re.sub(r"\s+", " ", str(exc)).strip() or type(exc).__name__
+            break
+    raise DatabaseError(
+        f"could not rename {name} to {to}: {why}; {name} is kept as it is",
+        hint=f"once nothing is connected to it: ALTER DATABASE {quote_ident(name)} RENAME TO {quote_ident(to)};",
     )
 
 

@@ -8,6 +8,8 @@ base itself at a UTF-8 character boundary and marks the cut with a digest of the
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Collection, Iterable
+from datetime import datetime, timedelta
 
 MAX_NAME_BYTES = 63  # NAMEDATALEN - 1
 
@@ -39,4 +41,19 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-__all__ = ["MAX_NAME_BYTES", "derived_dbname", "quote_ident", "valid_dbname"]
+def first_free_stamp(
+    start: datetime, names_for: Callable[[str], Iterable[str]], taken: Collection[str], *, tries: int = 3600
+) -> str:
+    """The first UTC second from ``start`` (as ``YYYYmmddHHMMSS``) for which none of ``names_for(stamp)``
+    is in ``taken`` (the cluster's database names). Two runs within one second (a small database restored
+    in place twice, a rollback after a fast deploy) would otherwise pick the same derived names and the
+    second would fail at its very end, after the whole restore. Raises ValueError after ``tries`` seconds
+    all taken (an hour of names: something else makes them)."""
+    for step in range(tries):
+        stamp = f"{start + timedelta(seconds=step):%Y%m%d%H%M%S}"
+        if not any(name in taken for name in names_for(stamp)):
+            return stamp
+    raise ValueError(f"every name from {start:%Y%m%d%H%M%S} on for {tries} seconds is taken")
+
+
+__all__ = ["MAX_NAME_BYTES", "derived_dbname", "first_free_stamp", "quote_ident", "valid_dbname"]

@@ -34,8 +34,9 @@ _SECRET_PARAM = re.compile(
     r"[A-Za-z0-9_.-]*)=)([^&;#\s\"'<>]+)",
     re.IGNORECASE,
 )
-# postgres URLs keep their user name (it says who connected); only the password goes.
-_PG_USERINFO = re.compile(r"(postgres(?:ql)?://[^:/@\s]*):[^@\s/]*@")
+# postgres URLs keep their user name (it says who connected); only the password goes, up to the last @
+# before the path: Prisma reads an unencoded @ in a password as part of it.
+_PG_USERINFO = re.compile(r"(postgres(?:ql)?://[^:/@\s]*):[^/\s]*@")
 # Any other scheme: the whole userinfo may be a token (https://TOKEN@host, s3://KEY:SECRET@bucket).
 _URL_USERINFO = re.compile(r"\b((?!postgres(?:ql)?://)[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s\"'<>]+@")
 _KEYWORD_PASSWORD = re.compile(r"((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)

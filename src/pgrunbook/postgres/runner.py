@@ -8,7 +8,10 @@ What it guarantees, whoever calls it (backup create, verify, drill, restore):
   conninfo's ``service=``): anonymous memory on Linux (gone with the process, even killed), a 0600
   file elsewhere, removed when the tool is done.
 - the child's environment: the parent's, minus any inherited ``PGPASSWORD*``, plus ``PGAPPNAME`` and
-  the sessions' settings (``PGOPTIONS``).
+  the sessions' settings (``PGOPTIONS``). The password is the one pgrunbook's own connections log in
+  with: the URL's, else the ``PGPASSWORD`` pgrunbook inherited (break11 #8: stripped, every pg_dump
+  failed with "no password supplied" while pgrunbook itself connected); a ``.pgpass`` file
+  (``PGPASSFILE``) the tool reads by itself.
 - stderr captured (or handed to the caller, for pg_restore's ``--verbose`` progress) and every report
   from it redacted; its first ``ERROR:`` and the archive entry it concerns are read by
   `pgrunbook.postgres.tool_errors`, the one reader of the tools' stderr (`ToolProcess.failure`).
@@ -84,9 +87,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def popen_options(*, inherit_fds: Sequence[int] = (), die_with_parent: bool = True) -> dict[str, Any]:
+def popen_options(
+    *, inherit_fds: Sequence[int] = (), die_with_parent: bool = True, death_signal: int = signal.SIGKILL
+) -> dict[str, Any]:
     """The platform-dependent keyword arguments of `subprocess.Popen`: none at all on Windows; on Linux
-    the parent-death signal unless ``die_with_parent`` is False."""
+    the parent-death signal (``death_signal``, SIGKILL unless the child has a cleanup to run) unless
+    ``die_with_parent`` is False."""
     if is_windows():
         if inherit_fds:
             raise RuntimeError("inheriting descriptors is not available on Windows")  # callers check has_memfd
@@ -94,7 +100,7 @@ def popen_options(*, inherit_fds: Sequence[int] = (), die_with_parent: bool = Tr
     options: dict[str, Any] = {}
     if inherit_fds:
         options["pass_fds"] = tuple(inherit_fds)
-    if die_with_parent and (preexec := parent_death_preexec()) is not None:
+    if die_with_parent and (preexec := parent_death_preexec(death_signal)) is not None:
         options["preexec_fn"] = preexec
     return options
 
@@ -116,8 +122,9 @@ def _prctl() -> Callable[..., int] | None:
     return fn  # type: ignore[no-any-return]
 
 
-def parent_death_preexec() -> Callable[[], None] | None:
-    """A ``preexec_fn`` (Linux) that asks the kernel to SIGKILL the child when pgrunbook dies.
+def parent_death_preexec(signum: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` (Linux) that asks the kernel to send ``signum`` to the child when pgrunbook dies
+    (strictly: when the thread that started it ends, so the starting thread must wait for the child).
 
     Python's documentation calls ``preexec_fn`` unsafe in a threaded program because the child runs
     Python between fork and exec while other threads' locks are frozen. This one takes no lock: the
@@ -128,7 +135,7 @@ def parent_death_preexec() -> Callable[[], None] | None:
     if prctl is None:
         return None
     parent = os.getpid()
-    signum = int(signal.SIGKILL)
+    signum = int(signum)
 
     def preexec() -> None:
         prctl(_PR_SET_PDEATHSIG, signum)
@@ -158,12 +165,14 @@ class Connection:
 
 
 def connection(target: DatabaseTarget) -> Connection:
-    """The conninfo (no secret in it), ``PGPASSWORD`` and, for other secret keywords, a private service
+    """The conninfo (no secret in it), ``PGPASSWORD`` (the URL's, else the inherited one pgrunbook's own
+    connections use: `DatabaseTarget.inherited_password`) and, for other secret keywords, a private service
     file. Raises ConfigError when the URL itself names a ``service`` and holds such a secret (libpq
     reads one service per connection; put the secret into that service's file instead)."""
     env = {"PGAPPNAME": target.params.get("application_name", "pgrunbook")}
-    if target.password is not None:
-        env["PGPASSWORD"] = target.password
+    password = target.password if target.password is not None else target.inherited_password()
+    if password is not None:
+        env["PGPASSWORD"] = password
     extra = {k: v for k in sorted(SECRET_KEYWORDS - {"password"}) if (v := target.params.get(k))}
     conninfo = target.conninfo()
     if not extra:
@@ -391,3 +400,26 @@ def run(binary: Path, args: Sequence[str], *, inherit_fds: Sequence[int] = ()) -
         out = tool.stdout.read()
         rc = tool.wait()
         return rc, out, tool.lines()
+
+
+# A schema no database has: pg_dump looks its name up right after logging in and stops ("no matching
+# schemas were found"), before reading any catalog beyond that one query.
+_LOGIN_CHECK_SCHEMA = "pgrunbook_login_check_no_such_schema"
+_LOGIN_CHECK_OK = "no matching schemas were found"
+
+
+def login_check(binary: Path, target: DatabaseTarget, timeout: float = 30) -> Failure | None:
+    """Whether ``binary`` (a pg_dump) logs in to ``target`` the way a backup's will (same environment,
+    password, service file): None when it does, else its failure (doctor; break11 #8). It reads nothing
+    of the database: it asks for a schema that does not exist and stops there."""
+    args = ["--schema-only", f"--schema={_LOGIN_CHECK_SCHEMA}"]
+    with start(binary, args, target=target) as tool:
+        try:
+            tool.wait(timeout)
+        except subprocess.TimeoutExpired:
+            tool.cancel()
+            return Failure(tool.tool, f"did not log in within {timeout:g} s", exit_code=-1)
+        failure = tool.failure()
+    if failure is None or _LOGIN_CHECK_OK in failure.error:
+        return None
+    return failure

@@ -60,7 +60,7 @@ _SERVER_ERROR = re.compile(r"(?:^|: )(?:ERROR|FATAL|PANIC):  ?(.*)$")
 _FIELD = re.compile(r"^(DETAIL|HINT|CONTEXT|QUERY|LINE \d+):  ?(.*)$")
 _COMMAND = re.compile(r"^(?:Command|Query) was: (.*)$")
 _WORKER_DIED = "worker process died unexpectedly"
-_ERRORS_IGNORED = re.compile(r"warning: errors ignored on restore: \d+")  # anywhere: jobs interleave
+_ERRORS_IGNORED = re.compile(r"warning: errors ignored on restore: (\d+)")  # anywhere: jobs interleave
 # What a failure's cause may be read from: errors, warnings and their details, the entry being
 # processed ("from TOC entry …", with --verbose), and any line that is not the tool's (the server's
 # DETAIL/HINT/CONTEXT, "Command was: …"); not the progress and info lines of --verbose.
@@ -84,7 +84,14 @@ def concerns_failure(line: str) -> bool:
 
 def reports_errors_ignored(lines: Iterable[str]) -> bool:
     """pg_restore's closing "warning: errors ignored on restore: N" (it ran without --exit-on-error)."""
-    return any(_ERRORS_IGNORED.search(line) for line in lines)
+    return errors_ignored(lines) is not None
+
+
+def errors_ignored(lines: Iterable[str]) -> int | None:
+    """N of pg_restore's closing "warning: errors ignored on restore: N": every error of the run, its
+    parallel jobs' included (each job reports its count to the leader); None when it printed none."""
+    found = [int(m.group(1)) for line in lines if (m := _ERRORS_IGNORED.search(line))]
+    return found[-1] if found else None
 
 
 def error_message(line: str) -> str | None:
@@ -337,6 +344,9 @@ def explain(failure: Failure, *, role: str = "") -> Cause:
     at = f" at {entry.describe()}" if entry else ""
     where = entry.describe() if entry else ""
     who = f"role {role!r}" if role else "the connecting role"
+    login = login_failure(err)
+    if login is not None:
+        return Cause("login", "target", f"{failure.tool} could not log in to the server: {err}", login, where)
     m = re.search(r'query would be affected by row-level security policy for table "([^"]+)"', err)
     if m:
         return Cause(
@@ -434,6 +444,35 @@ def explain(failure: Failure, *, role: str = "") -> Cause:
         "target's setup (pgrunbook backup verify checks the archive itself)",
         where,
     )
+
+
+_NO_PASSWORD = re.compile(r"fe_sendauth: no password supplied|no password supplied")
+_LOGIN_REFUSED = re.compile(
+    r"password authentication failed|no pg_hba\.conf entry|pg_hba\.conf rejects connection"
+    r"|authentication failed for user|SCRAM authentication requires"
+)
+
+
+def login_failure(err: str) -> str | None:
+    """The hint for a tool that could not log in (break11 #8: read as "lost the server", the backup
+    blamed for nothing), or None when ``err`` is no login failure. The tool is given the password
+    pgrunbook's own connections log in with (the URL's, else PGPASSWORD) and reads the .pgpass file
+    (PGPASSFILE) as pgrunbook does, so what is left is a wrapper that drops its environment, or a
+    password changed or refused since."""
+    if _NO_PASSWORD.search(err):
+        return (
+            "the tool was given no password: put it in the database URL, PGPASSWORD or a .pgpass file "
+            "(PGPASSFILE), which pgrunbook hands on to pg_dump/pg_restore as its own connections use them; a "
+            "wrapper script in [postgres] bin_dir (docker exec, sudo, ssh) that drops the environment needs "
+            "a .pgpass of its own; pgrunbook doctor checks that pg_dump logs in; the backup is not at fault"
+        )
+    if _LOGIN_REFUSED.search(err):
+        return (
+            "the server refused the tool's login: check the password (database URL, PGPASSWORD or .pgpass) "
+            "and the server's pg_hba.conf for this user and host; pgrunbook doctor checks that pg_dump logs "
+            "in; the backup is not at fault"
+        )
+    return None
 
 
 def _needs_superuser(err: str, hint: str) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pgrunbook.errors import ToolError
-from pgrunbook.postgres.tool_errors import error_message, reports_errors_ignored
+from pgrunbook.postgres.tool_errors import error_message, errors_ignored, reports_errors_ignored
 
 EXE = ".exe" if sys.platform == "win32" else ""
 BIN_DIR_VAR = "PGRUNBOOK_POSTGRES__BIN_DIR"
@@ -59,7 +59,11 @@ class ToolVersion:
 
 @dataclass(frozen=True)
 class ClientTools:
-    """pg_dump and pg_restore of one folder (one PostgreSQL build)."""
+    """pg_dump and pg_restore of one folder. ``version`` is the version of the tool the entry serves:
+    each tool is asked its own (break11 #3: a folder of symbolic links or a half-upgraded package can
+    hold pg_dump 15 beside pg_restore 18), and a folder whose two tools differ in major, or that holds one
+    of them only, gives one entry per tool that runs (``dump_ok``/``restore_ok``: what it may be chosen
+    for)."""
 
     pg_dump: Path
     pg_restore: Path
@@ -67,6 +71,8 @@ class ClientTools:
     # the major of the server this pg_restore was chosen to restore into (restore_tools); None: not chosen
     # for a server, so no error is tolerated
     target_major: int | None = None
+    dump_ok: bool = True
+    restore_ok: bool = True
 
     @property
     def folder(self) -> Path:
@@ -101,6 +107,8 @@ class ClientTools:
         on restore: N' even when the only errors were the tolerated one."""
         lines = list(stderr_lines)
         unexpected = self.unexpected_errors(lines)
+        if unexpected and self._only_tolerated(rc, lines):
+            return None  # parallel jobs' lines interleaved: a context line read as an error of its own
         if unexpected:
             return unexpected[0]
         if rc == 0:
@@ -108,6 +116,17 @@ class ClientTools:
         if rc == 1 and reports_errors_ignored(lines) and "--exit-on-error" not in self.restore_flags():
             return None
         return f"exit code {rc}"
+
+    def _only_tolerated(self, rc: int, lines: list[str]) -> bool:
+        """Every error pg_restore counted ("errors ignored on restore: N") is a tolerated one: N equals
+        the tolerated messages found anywhere in its output. Its parallel jobs share one stderr and
+        write a message's prefix and text apart, so a line can read ``error: from TOC entry …`` with the
+        tolerated message on another line (a CI run's finding); the count does not interleave."""
+        if rc != 1 or not self.tolerated_errors():
+            return False
+        counted = errors_ignored(lines)
+        tolerated = sum(len(p.findall(line)) for p in self.tolerated_errors() for line in lines)
+        return counted is not None and counted == tolerated
 
 
 def parse_tool_version(output: str) -> ToolVersion:
@@ -128,14 +147,21 @@ def version_of(text: str) -> ToolVersion:
 
 
 def tool_version(path: Path) -> ToolVersion:
+    """What ``path --version`` says; ToolError naming the tool when it does not run or says no version."""
     try:
-        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=20, check=True).stdout
+        done = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise ToolError(f"{path} does not run: {exc}") from None
+        raise ToolError(f"{path} does not run ({path.name} --version: {exc})") from None
+    if done.returncode != 0:
+        said = next((ln.strip() for ln in (done.stderr + done.stdout).splitlines() if ln.strip()), "")
+        raise ToolError(
+            f"{path} does not run: {path.name} --version failed (exit code {done.returncode}"
+            + (f": {said[:200]})" if said else ")")
+        )
     try:
-        return parse_tool_version(out)
+        return parse_tool_version(done.stdout)
     except ValueError as exc:
-        raise ToolError(f"{path}: {exc}") from None
+        raise ToolError(f"{path} does not run as {path.name}: --version said {exc}") from None
 
 
 # --- what fits --------------------------------------------------------------------------------------
@@ -226,48 +252,122 @@ def _dir_version(path: Path) -> tuple[int, ...]:
 def installed_tools(bin_dir: str | None = None) -> list[ClientTools]:
     """Every pair of pg_dump/pg_restore found, one per major (the first folder of a major wins), newest
     major first. With ``bin_dir`` only that folder."""
+    _check_bin_dir(bin_dir)
     by_major: dict[int, ClientTools] = {}
     for batch in _candidate_batches(bin_dir):
-        for tools in _probe(batch):
-            by_major.setdefault(tools.major, tools)
+        for tools in _probe(batch)[0]:
+            if tools.dump_ok and tools.restore_ok:
+                by_major.setdefault(tools.major, tools)
     return sorted(by_major.values(), key=lambda t: (t.major, t.version.minor), reverse=True)
 
 
+Probed = tuple[list[ClientTools], list[tuple[Path, str]]]
+
+
+def probe_first_batch(bin_dir: str | None = None) -> Probed:
+    """The tools of the first folders `find_client_tools` looks in (``bin_dir``, else the versioned
+    folders), asked their versions (`_probe`: what runs, and what is present but does not): a caller can
+    start this before it knows the server's version (a process start per tool, beside its connection)
+    and hand the result to `find_client_tools`. An explicit ``bin_dir`` that is not a folder gives
+    nothing here; `find_client_tools` then says so."""
+    folder = Path(bin_dir).expanduser() if bin_dir else None
+    if folder is not None and not folder.is_dir():
+        return [], []
+    return _probe(_candidate_batches(bin_dir)[0])
+
+
+def _check_bin_dir(bin_dir: str | None) -> None:
+    """An explicit bin_dir that is not a folder is a typo to fix, not a client to install."""
+    if not bin_dir:
+        return
+    folder = Path(bin_dir).expanduser()
+    if folder.is_dir():
+        return
+    what = "is not a folder" if folder.exists() else "does not exist"
+    raise ToolError(
+        f"[postgres] bin_dir {folder} {what}",
+        hint=f"set [postgres] bin_dir (or {BIN_DIR_VAR}) to the folder holding pg_dump and pg_restore, "
+        "e.g. /usr/lib/postgresql/17/bin, or remove it to let pgrunbook look in the usual folders and PATH",
+    )
+
+
+@dataclass
+class _Seen:
+    """Every tool found while choosing: the entries that run, and the tools that do not (their error)."""
+
+    tools: list[ClientTools]
+    broken: list[tuple[Path, str]]  # a tool present that does not run, and why
+
+    def for_tool(self, tool: str) -> list[ClientTools]:
+        return [t for t in self.tools if (t.dump_ok if tool == "pg_dump" else t.restore_ok)]
+
+
 def _choose(
-    bin_dir: str | None, fits: Callable[[ClientTools], bool], rank: Callable[[ClientTools], tuple[int, ...]]
-) -> tuple[ClientTools | None, list[ClientTools]]:
-    """The best fitting tools (highest rank), and everything found. A versioned folder of rank's best
-    kind ends the search before PATH is asked."""
-    seen: list[ClientTools] = []
-    for batch in _candidate_batches(bin_dir):
-        seen.extend(_probe(batch))
-        fitting = [t for t in seen if fits(t)]
-        if fitting and rank(max(fitting, key=rank))[0] == 2:
+    bin_dir: str | None,
+    tool: str,
+    fits: Callable[[ClientTools], bool],
+    rank: Callable[[ClientTools], tuple[int, ...]],
+    first: Probed | None = None,
+) -> tuple[ClientTools | None, _Seen]:
+    """The best fitting entry for ``tool`` (highest rank), and everything found. A versioned folder of
+    rank's best kind ends the search before PATH is asked. ``first``: the first batch already probed
+    (`probe_first_batch`)."""
+    _check_bin_dir(bin_dir)
+    seen = _Seen([], [])
+
+    def fitting() -> list[ClientTools]:
+        return [t for t in seen.for_tool(tool) if fits(t)]
+
+    for i, batch in enumerate(_candidate_batches(bin_dir)):
+        found, broken = first if i == 0 and first is not None else _probe(batch)
+        seen.tools.extend(found)
+        seen.broken.extend(broken)
+        if fitting() and rank(max(fitting(), key=rank))[0] == 2:
             break
-    fitting = [t for t in seen if fits(t)]
-    return (max(fitting, key=rank) if fitting else None), seen
+    return (max(fitting(), key=rank) if fitting() else None), seen
 
 
-def find_client_tools(server_major: int, server_version: str, bin_dir: str | None = None) -> ClientTools:
-    """The pg_dump (and its pg_restore) for a backup of this server: its major, else the newest newer."""
+def _not_found(tool: str, bin_dir: str | None, seen: _Seen, why: str, hint: str) -> ToolError:
+    """No ``tool`` at all: which one is missing, and what was found instead (the other tool, one that
+    does not run)."""
+    broken = [why_not for path, why_not in seen.broken if path.name == f"{tool}{EXE}"]
+    if broken:
+        return ToolError(
+            f"{broken[0]}; {why}",
+            hint=f"reinstall it or point [postgres] bin_dir (or {BIN_DIR_VAR}) at a folder whose {tool} runs; " + hint,
+        )
+    other = "pg_restore" if tool == "pg_dump" else "pg_dump"
+    others = seen.for_tool(other)
+    if others:
+        found = ", ".join(f"{other} {t.version} at {t.pg_dump if other == 'pg_dump' else t.pg_restore}" for t in others)
+        return ToolError(f"{tool} not found in {_where(bin_dir)} (only {found}); {why}", hint=hint)
+    return ToolError(f"pg_dump and pg_restore not found in {_where(bin_dir)}; {why}", hint=hint)
+
+
+def find_client_tools(
+    server_major: int, server_version: str, bin_dir: str | None = None, *, first: Probed | None = None
+) -> ClientTools:
+    """The pg_dump (and its pg_restore) for a backup of this server: its major, else the newest newer.
+    ``first``: `probe_first_batch`'s answer for the same ``bin_dir``, when the caller asked it already."""
     best, seen = _choose(
         bin_dir,
+        "pg_dump",
         lambda t: t.major >= server_major,
         lambda t: (2 if t.major == server_major else 1, t.major, t.version.minor),
+        first,
     )
     if best is not None:
         return best
     need = f"pg_dump {_major_text(server_major)} or newer"
-    if seen:
-        newest = max(seen, key=lambda t: (t.major, t.version.minor))
+    dumps = seen.for_tool("pg_dump")
+    if dumps:
+        newest = max(dumps, key=lambda t: (t.major, t.version.minor))
         raise ToolError(
             f"pg_dump {newest.version} ({newest.pg_dump}) is older than the server (PostgreSQL {server_version}); "
             f"a backup needs {need}",
             hint=install_hint(server_major),
         )
-    raise ToolError(
-        f"pg_dump and pg_restore not found in {_where(bin_dir)}; a backup needs {need}", hint=install_hint(server_major)
-    )
+    raise _not_found("pg_dump", bin_dir, seen, f"a backup needs {need}", install_hint(server_major))
 
 
 dump_tools = find_client_tools
@@ -287,7 +387,7 @@ def restore_tools(
         same = server_major is not None and t.major == server_major
         return (2 if clean and (same or server_major is None) else 1, int(clean), int(same), t.major, t.version.minor)
 
-    best, seen = _choose(bin_dir, lambda t: t.major >= need, rank)
+    best, seen = _choose(bin_dir, "pg_restore", lambda t: t.major >= need, rank)
     if best is not None:
         return replace(best, target_major=server_major)
     why = (
@@ -299,13 +399,14 @@ def restore_tools(
     # advise the client of the archive's own major (or the server's, when newer): it reads the archive
     # and restores without tolerated errors; the oldest reader (``need``) would work but is a poor pick
     want = max(need, version_of(dump_version).major, server_major or 0)
-    if seen:
-        newest = max(seen, key=lambda t: (t.major, t.version.minor))
+    restores = seen.for_tool("pg_restore")
+    if restores:
+        newest = max(restores, key=lambda t: (t.major, t.version.minor))
         raise ToolError(
             f"pg_restore {newest.version} ({newest.pg_restore}) cannot read this backup: {why}",
             hint=install_hint(want),
         )
-    raise ToolError(f"pg_dump and pg_restore not found in {_where(bin_dir)}: {why}", hint=install_hint(want))
+    raise _not_found("pg_restore", bin_dir, seen, why, install_hint(want))
 
 
 def path_pg_restore() -> ClientTools | None:
@@ -317,7 +418,7 @@ def path_pg_restore() -> ClientTools | None:
         v = tool_version(Path(found))
     except ToolError:
         return None
-    return ClientTools(Path(found).with_name(f"pg_dump{EXE}"), Path(found), v)
+    return ClientTools(Path(found).with_name(f"pg_dump{EXE}"), Path(found), v, dump_ok=False)
 
 
 def _major_text(major: int) -> str:
@@ -368,25 +469,40 @@ def install_hint(major: int, system: str | None = None, os_release: str | None =
     return f"{get}; {point}"
 
 
-def _probe(folders: list[Path]) -> list[ClientTools]:
-    """Every folder's pg_dump asked its version at once, in folder order: each call is a process start,
-    paid by every command that runs pg_dump or pg_restore."""
+def _probe(folders: list[Path]) -> tuple[list[ClientTools], list[tuple[Path, str]]]:
+    """Every folder's pg_dump and pg_restore, each asked its own version, all at once, in folder order:
+    each call is a process start, paid by every command that runs pg_dump or pg_restore. A folder whose
+    two tools are of one major is one entry; otherwise one entry per tool that runs (``dump_ok``,
+    ``restore_ok``). Also returned: why each tool present but not running was left out."""
     from concurrent.futures import ThreadPoolExecutor
 
     pairs = [(f / f"pg_dump{EXE}", f / f"pg_restore{EXE}") for f in folders]
-    pairs = [(d, r) for d, r in pairs if d.is_file() and r.is_file()]
+    paths = [p for d, r in pairs for p in (d, r) if p.is_file()]
+    if not paths:
+        return [], []
 
-    def version(path: Path) -> ToolVersion | None:
+    def version(path: Path) -> ToolVersion | str:
         try:
             return tool_version(path)
-        except ToolError:
-            return None
+        except ToolError as exc:
+            return exc.message
 
-    if not pairs:
-        return []
-    with ThreadPoolExecutor(max_workers=min(len(pairs), 8)) as pool:
-        versions = list(pool.map(version, [d for d, _ in pairs]))
-    return [ClientTools(d, r, v) for (d, r), v in zip(pairs, versions, strict=True) if v is not None]
+    with ThreadPoolExecutor(max_workers=min(len(paths), 8)) as pool:
+        asked = dict(zip(paths, pool.map(version, paths), strict=True))
+    found: list[ClientTools] = []
+    broken = [(p, v) for p, v in asked.items() if isinstance(v, str)]
+    for d, r in pairs:
+        dv, rv = asked.get(d), asked.get(r)
+        dv = dv if isinstance(dv, ToolVersion) else None
+        rv = rv if isinstance(rv, ToolVersion) else None
+        if dv is not None and rv is not None and dv.major == rv.major:
+            found.append(ClientTools(d, r, dv))
+            continue
+        if dv is not None:
+            found.append(ClientTools(d, r, dv, restore_ok=False))
+        if rv is not None:
+            found.append(ClientTools(d, r, rv, dump_ok=False))
+    return found, broken
 
 
 def find_server_bin(bin_dir: str | None = None) -> Path:

@@ -7,6 +7,7 @@ so that argv, logs and messages can be built from the rest without a way to leak
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -173,13 +174,24 @@ class DatabaseTarget:
             kwargs["password"] = self.password
         return kwargs
 
+    def inherited_password(self) -> str | None:
+        """The password libpq takes from ``PGPASSWORD`` when the URL holds none: what pgrunbook's own
+        connections log in with, so the client tools' runner hands it on to pg_dump/pg_restore (in their
+        environment, never argv). None when the URL has a password (even an empty one: libpq then reads
+        the .pgpass file, as the tools do by themselves) or PGPASSWORD is unset or empty."""
+        if self.password is not None:
+            return None
+        return os.environ.get("PGPASSWORD") or None
+
     def secrets(self) -> list[str]:
-        """Strings that must never appear in any output. A password equal to the user or database
+        """Strings that must never appear in any output: the URL's password and sslpassword, or the
+        PGPASSWORD it logs in with. A password equal to the user or database
         name is shown with that name anyway and cannot be hidden: replacing it would only blank the
         name in every hint (``GRANT … TO "***"``); it is still removed where it stands as a password
         (URL userinfo, ``password=``: redaction.redact)."""
         public = {self.params.get("user"), self.params.get("dbname")}
-        return [s for s in (self.password, self.params.get("sslpassword")) if s and s not in public]
+        found = (self.password, self.params.get("sslpassword"), self.inherited_password())
+        return [s for s in found if s and s not in public]
 
 
 def _quote_conninfo(value: str) -> str:
@@ -198,6 +210,7 @@ def parse_database_url(url: str, *, source: str = "DATABASE_URL") -> DatabaseTar
     ConfigError (no secret in its text) for a key=value string, another scheme, or what libpq refuses.
     """
     text = url.strip()
+    _refuse_cut_userinfo(text, source)
     m = re.fullmatch(r"(postgres(?:ql)?://[^?#]*)(?:\?([^#]*))?(?:#.*)?", text)
     if not m:
         if "://" not in text and "=" in text:
@@ -229,7 +242,7 @@ def parse_database_url(url: str, *, source: str = "DATABASE_URL") -> DatabaseTar
                 )
         else:
             ignored.append(key)
-    libpq_url = base + ("?" + "&".join(kept) if kept else "")
+    libpq_url = _encode_userinfo(base) + ("?" + "&".join(kept) if kept else "")
     try:
         params = {k: str(v) for k, v in conninfo_to_dict(libpq_url).items() if v is not None}
     except psycopg.Error as exc:
@@ -240,6 +253,62 @@ def parse_database_url(url: str, *, source: str = "DATABASE_URL") -> DatabaseTar
     password = params.pop("password", None)
     pooler = any(p.search(text) for p in _POOLER_HINTS)
     return DatabaseTarget(params, password, schema, tuple(ignored), pooler, variable=source, url=text)
+
+
+def _encode_userinfo(base: str) -> str:
+    """``base`` (``scheme://authority/path``) with its user:password part percent-encoded the way the
+    WHATWG URL parser (Prisma's engines) encodes it before reading it: the last ``@`` ends it, and an
+    ``@``, a space or any character outside RFC 3986's userinfo set in it is a character of the name
+    or password. libpq stops at the first ``@`` and drops bare spaces, so without this it would read
+    ``app:p@ss@db`` as password ``p`` on host ``ss@db``."""
+    scheme, _, rest = base.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, hostport = authority.rpartition("@")
+    if not at:
+        return base
+    return f"{scheme}://{quote(userinfo, safe=_USERINFO_SAFE)}@{hostport}{slash}{path}"
+
+
+# RFC 3986 section 3.2.1: unreserved, sub-delims, ":" and the "%" of an existing escape.
+_USERINFO_SAFE = "-._~!$&'()*+,;=:%"
+
+_DELIMITER_NAMES = {"/": "/ is %2F", "?": "? is %3F", "#": "# is %23"}
+
+
+def _refuse_cut_userinfo(text: str, source: str) -> None:
+    """Refuse a URL whose ``user:password@`` part is cut short by an unencoded ``/``, ``?`` or ``#``.
+
+    A URL's authority ends at the first of those (RFC 3986 section 3.2, and the WHATWG URL parser
+    that Prisma's engines use), so ``postgresql://app:pa#ss@db/app`` names host ``app``, port
+    ``pa`` and no password: the password would reach connection errors as a host or port, and Prisma
+    reads the same URL the same wrong way. Recognised when the authority holds no ``@`` but one
+    follows, and the URL cannot be read otherwise: after a ``#`` (a postgres URL has no fragment),
+    after a host whose port is not a number, before any ``=`` of a query string, or before another
+    host-like part of a path. ``?user=me@corp`` and a database named ``my@db`` are left alone.
+    Raises ConfigError without any part of the URL in its text.
+    """
+    m = re.match(r"postgres(?:ql)?://([^/?#]*)([/?#])(.*)", text, re.DOTALL)
+    if not m or "@" in m.group(1) or "@" not in m.group(3):
+        return
+    authority, delimiter, rest = m.groups()
+    before_at, _, after_at = rest.rpartition("@")
+    ports = [h.rpartition(":")[2] for h in authority.split(",") if ":" in h and not h.endswith("]")]
+    cut = (
+        delimiter == "#"
+        or any(not p.isdigit() for p in ports)
+        or (delimiter == "?" and "=" not in before_at)
+        or (delimiter == "/" and re.search(r"[/:]", after_at) is not None)
+    )
+    if not cut:
+        return
+    raise ConfigError(
+        f"{source}: its user:password part holds an unencoded '{delimiter}', which ends the host part of "
+        "a URL, so the password would be read as a host, port or database name (Prisma reads it the same way)",
+        hint="percent-encode it in the password and user name ("
+        + ", ".join(_DELIMITER_NAMES.values())
+        + ", @ is %40); for example with python3 -c 'import urllib.parse,getpass; "
+        'print(urllib.parse.quote(getpass.getpass(), safe=""))\'',
+    )
 
 
 @cache

@@ -27,10 +27,10 @@ from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.ownership import current_role, is_member, schema_ownership, set_role
 from pgrunbook.postgres.url import redact
 from pgrunbook.prisma.history import PRISMA_LOCK_ID, History, HistoryRow
-from pgrunbook.prisma.logs import apply_migration_logs
+from pgrunbook.prisma.logs import apply_migration_logs, logs_error, said_by_postgres
 from pgrunbook.prisma.migrations_dir import LocalMigration, read_migrations
 from pgrunbook.prisma.splitter import config_splits, plan_script
-from pgrunbook.prisma.status import LocalScript, MigrationStatus, compute_status, resolve_hint
+from pgrunbook.prisma.status import LocalScript, MigrationStatus, compute_status, elsewhere_warning, resolve_hint
 from pgrunbook.progress import MigrationProgress, no_migration_progress
 
 
@@ -140,10 +140,14 @@ def migration_status(env: Environment) -> MigrationStatus:
         history = History(conn, env.target().schema)
         exists = history.exists()
         rows = history.rows() if exists else []
+        elsewhere = [] if exists else history.elsewhere()
         invalid = invalid_indexes(conn)
         holder = prisma_lock_holder(conn)
     status = compute_status(local_scripts(migrations), rows, history_table=exists, lock_held=holder is not None)
     status.invalid_indexes = invalid
+    status.history_elsewhere = elsewhere
+    newest_logs = {r.migration_name: r.logs for r in rows if r.failed}  # rows by started_at: the newest wins
+    status.errors = {n: e for n in status.failed if (e := logs_error(newest_logs.get(n)))}
     if status.running and holder is not None:
         status.running_by = {
             "pid": holder.pid,
@@ -152,6 +156,21 @@ def migration_status(env: Environment) -> MigrationStatus:
             "since": holder.since.isoformat() if holder.since else None,
         }
     return status
+
+
+def status_in(env: Environment, dbname: str) -> MigrationStatus:
+    """Migration status of database ``dbname`` (same server and schema as ``env``) against the local
+    folder: a restored copy's distance from the checkout's code (``pending``, ``failed``). Raises
+    ConfigError when the migrations folder cannot be read, PgRunbookError when the database cannot be
+    read."""
+    migrations = read_migrations(env.config.migrations_dir)
+    target = env.target(direct=True)
+    with connect(
+        target.with_dbname(dbname), purpose=f"status {env.name}", connect_timeout=env.config.postgres.connect_timeout
+    ) as conn:
+        history = History(conn, target.schema)
+        rows = history.rows() if history.exists() else []
+    return compute_status(local_scripts(migrations), rows)
 
 
 def invalid_indexes(conn: psycopg.Connection) -> list[tuple[str, str]]:
@@ -202,7 +221,11 @@ def acquire_prisma_lock(conn: psycopg.Connection, wait_s: float) -> None:
     if _wait_for_prisma_lock(conn, wait_s):
         return
     holder = prisma_lock_holder(conn)
-    who = holder.describe() + f", last query {holder.query!r}" if holder else "a session that has since ended"
+    who = (
+        holder.describe() + ("" if holder.hidden else f", last query {holder.query!r}")
+        if holder
+        else "a session that has since ended"
+    )
     hint = (
         "if that is a migrator that was killed or a pooler connection, end it: "
         f"SELECT pg_terminate_backend({holder.pid}); if it is a running deploy, wait for it"
@@ -266,6 +289,9 @@ def migrate_deploy(
                     hint="baseline it: pgrunbook migrate resolve --applied <each migration already in the "
                     "database> (https://pris.ly/d/migrate-baseline)",
                 )
+            note = elsewhere_warning(target.schema, history.elsewhere(), target.variable)
+            if note is not None:
+                report.warnings.append(note)
         rows = history.rows() if exists else []
         failed = [r for r in rows if r.failed]
         if failed:
@@ -363,6 +389,7 @@ def _apply_one(
         history.record_failure(row_id, logs)
         progress("failed", m.name, elapsed)
         message = (exc.diag.message_primary or str(exc)).strip().splitlines()[0]
+        said = said_by_postgres(exc.diag.sqlstate or "", message, exc.diag.message_detail, None)
         where = f" (statement {done + 1} of {len(plan.pieces)})" if plan.split else ""
         left = (
             f"the {done} statement(s) before it stayed applied (Prisma 7.4+ runs them one by one): undo them, then "
@@ -376,11 +403,14 @@ def _apply_one(
                 f'; it ran as {run_as} (SET ROLE, [migrate] role = "auto"): if it needs the connecting role\'s '
                 'own rights (CREATE EXTENSION, …), set [migrate] role = "none" in pgrunbook.toml'
             )
+        pg_hint = exc.diag.message_hint
         raise MigrationFailed(
-            f"migration {m.name} failed after {elapsed:.1f}s{where}: {exc.diag.sqlstate or ''} {message}".replace(
-                "  ", " "
+            redact(f"migration {m.name} failed after {elapsed:.1f}s{where}: {said}", secrets),
+            hint=redact(
+                (f"PostgreSQL says: {' '.join(pg_hint.split())}; " if pg_hint else "")
+                + f"its history row keeps the logs; {left}",
+                secrets,
             ),
-            hint=f"its history row keeps the logs; {left}",
         ) from None
     history.record_success(row_id)
     elapsed = time.monotonic() - t0

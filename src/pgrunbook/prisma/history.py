@@ -72,6 +72,17 @@ class History:
         ).fetchall()
         return [r[0] for r in rows if r[0] != TABLE]
 
+    def elsewhere(self) -> list[str]:
+        """The other schemas of this database that hold a ``_prisma_migrations`` table, sorted: read from
+        the catalog only, so a schema the role may not use is named too. One schema's history missing
+        while another has one is what a mistyped ``?schema=`` looks like (trial11 F11)."""
+        rows = self.conn.execute(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = %s AND c.relkind IN ('r', 'p') AND n.nspname <> %s ORDER BY 1",
+            (TABLE, self.schema),
+        ).fetchall()
+        return [r[0] for r in rows]
+
     def create(self) -> None:
         self.conn.execute(sql.SQL(DDL).format(table=self.table))
 

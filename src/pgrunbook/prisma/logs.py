@@ -169,3 +169,43 @@ def rust_str(text: str) -> str:
             out.append(ch)
     out.append('"')
     return "".join(out)
+
+
+def said_by_postgres(code: str, message: str, detail: str | None, hint: str | None) -> str:
+    """A failed migration's cause in one line: ``23505 could not create unique index "k"; detail: Key
+    (browser)=(firefox) is duplicated.; hint: …``: PostgreSQL's DETAIL says what to fix (trial11 F6)."""
+    text = f"{code} {message}".strip()
+    for label, value in (("detail", detail), ("hint", hint)):
+        if value and value.strip():
+            text += f"; {label}: {' '.join(value.split())}"
+    return text
+
+
+def logs_error(logs: str | None) -> str:
+    """The database error a failed migration's ``logs`` (Prisma's P3018 text, written by Prisma or by
+    pgrunbook) records, as `said_by_postgres` puts it; "" when the logs hold none (another Prisma error,
+    no logs at all)."""
+    if not logs:
+        return ""
+    code = ""
+    lines = logs.splitlines()
+    for line in lines:
+        if line.startswith("Database error code: "):
+            code = line.removeprefix("Database error code: ").strip()
+            break
+    try:
+        start = lines.index("Database error:") + 1
+    except ValueError:
+        return ""
+    message, detail, hint = "", None, None
+    for line in lines[start:]:
+        if not line.strip() or line.startswith(("Position:", "DbError {")):
+            break
+        head, _, rest = line.partition(": ")
+        if not message and head in _SEVERITIES:
+            message = rest.strip()
+        elif head == "DETAIL" and detail is None:
+            detail = rest
+        elif head == "HINT" and hint is None:
+            hint = rest
+    return said_by_postgres("" if code == "none" else code, message, detail, hint) if message else ""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from pgrunbook.errors import ConfigError
+from pgrunbook.errors import ConfigError, printable
 from pgrunbook.prisma.checksum import script_checksum
 
 
@@ -59,4 +59,11 @@ def read_migrations(folder: Path, *, provider: str = "postgresql") -> list[Local
                 hint="point [project] migrations at the PostgreSQL migrations",
             )
     dirs = [p for p in folder.iterdir() if p.is_dir()]
+    for p in dirs:
+        if printable(p.name, one_line=True) != p.name:
+            raise ConfigError(
+                f"migration folder '{printable(p.name, one_line=True)}' in {folder} holds a control character: "
+                "its name would print as another line (or reorder text) in every status and deploy",
+                hint="rename the folder without it (Prisma names them <timestamp>_<name>); nothing was applied",
+            )
     return [LocalMigration(p.name, p) for p in sorted(dirs, key=lambda p: p.name.encode())]

@@ -32,8 +32,13 @@ class MigrationStatus:
     history_table: bool = True
     #: failed names whose row has no logs: the run applying it ended without recording an outcome
     outcome_unknown: list[str] = field(default_factory=list)
+    #: failed name → the database error its newest row's logs record (code, message, detail, hint), if
+    #: any: filled in by the engine (prisma.logs.logs_error)
+    errors: dict[str, str] = field(default_factory=dict)
     #: (index, the statement that cleans it): left INVALID by a failed CREATE INDEX CONCURRENTLY
     invalid_indexes: list[tuple[str, str]] = field(default_factory=list)
+    #: no history table in the target schema, but these schemas of the same database hold one
+    history_elsewhere: list[str] = field(default_factory=list)
 
     @property
     def inconsistent(self) -> bool:
@@ -52,12 +57,14 @@ class MigrationStatus:
             "applied": self.applied,
             "pending": self.pending,
             "failed": self.failed,
+            "errors": self.errors,
             "outcome_unknown": self.outcome_unknown,
             "running": [{"name": n, **(self.running_by or {})} for n in self.running],
             "modified": self.modified,
             "missing_locally": self.missing_locally,
             "without_script": self.without_script,
             "history_table": self.history_table,
+            "history_elsewhere": self.history_elsewhere,
             "invalid_indexes": [{"index": i, "fix": fix} for i, fix in self.invalid_indexes],
             "up_to_date": self.exit_code == 0,
         }
@@ -87,9 +94,27 @@ def resolve_hint(name: str, *, outcome_unknown: bool) -> str:
             f"pgrunbook migrate resolve --applied {name} if all of it is there, or undo what is and "
             f"--rolled-back {name}"
         )
+    # true for every Prisma: before 7.4 a script without its own COMMIT leaves nothing, from 7.4 on the
+    # statements before the failing one stay applied (trial11 F15: "nothing applied" was said of both)
     return (
-        f"fix the cause, then pgrunbook migrate resolve --rolled-back {name} (nothing applied) or "
-        f"--applied {name} (completed by hand)"
+        f"fix the cause and undo what of {name} stayed applied (with Prisma 7.4+ the statements before the "
+        f"failing one do; pgrunbook drift shows them), then pgrunbook migrate resolve --rolled-back {name}, "
+        f"or finish it by hand and --applied {name}"
+    )
+
+
+def elsewhere_warning(schema: str, others: Sequence[str], variable: str) -> str | None:
+    """What to say when schema ``schema`` has no migration history but schemas ``others`` of the same
+    database have one (None when ``others`` is empty). Prisma takes the schema from the URL's
+    ``?schema=`` (default public) and would apply every migration again into the new schema, which is
+    right for a new tenant and wrong for a typo: said, not refused."""
+    if not others:
+        return None
+    shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+    return (
+        f"schema {schema} has no migration history, but {shown} in the same database "
+        f"{'has' if len(others) == 1 else 'have'} one: if the app's tables are there, ?schema= in {variable} "
+        f"names the wrong schema (Prisma uses ?schema=, public when it is left out)"
     )
 
 

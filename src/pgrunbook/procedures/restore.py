@@ -3,13 +3,19 @@ journaled as one run."""
 
 from __future__ import annotations
 
-from pgrunbook.backup.method import RestoreReport
+import shlex
+
+from pgrunbook.backup.method import RestoreReport, method_for
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment
-from pgrunbook.errors import BackupNotFound, Stopped
-from pgrunbook.journal import Journal
+from pgrunbook.errors import BackupNotFound, ConfigError, DatabaseError, PgRunbookError, Stopped
+from pgrunbook.journal import Journal, Run
+from pgrunbook.postgres.connect import connect_server, exists_on_server
+from pgrunbook.postgres.database_swap import rename_database, staging_name
+from pgrunbook.prisma.engine import status_in
 from pgrunbook.procedures.point_app import restore_into_and_point
 from pgrunbook.procedures.restore_in_place import restore_in_place
+from pgrunbook.procedures.steps import free_stamp
 from pgrunbook.progress import ProgressFn, no_progress
 
 
@@ -30,10 +36,16 @@ def restore(
     owners, roles and superuser objects (backup/preflight.py). Returns the
     report and the journal run's id. Any failure ends the run as failed (its recovery note stays in
     the journal) and is raised again."""
-    backup_id = resolve_backup(env, backup_id, in_place=into is None)
+    if into is None:
+        refuse_lost_database(env, backup_id)
+    lost = into is not None and lost_own_database(env, into, backup_id, point=point)
+    backup_id = resolve_backup(env, backup_id, in_place=into is None, recreate=lost)
     run = journal.start("restore", env.name, {"backup": backup_id, "into": into, "in_place": into is None})
     try:
-        if into is None:
+        if lost:
+            assert into is not None
+            report = recreate(env, backup_id, into, run=run, progress=progress, options=options)
+        elif into is None:
             report = restore_in_place(
                 env,
                 backup_id,
@@ -52,6 +64,10 @@ def restore(
         if isinstance(exc, Stopped) and into is not None:
             exc.note(hint=f"run the same restore again: pgrunbook restore {backup_id} --into {into} --env {env.name}")
         raise
+    if into is None or point or lost:  # the app now runs on what was restored
+        note = behind_note(env, report.database, url_moves=into is not None and not lost)
+        if note is not None:
+            report.warnings.append(note)
     try:
         run.finish("succeeded", report.next_step or "")
     except Stopped as exc:  # the journal write after the work: the run did succeed, and is recorded so
@@ -59,6 +75,94 @@ def restore(
         exc.note(*finished_note(report))
         raise
     return report, run.id
+
+
+def lost_own_database(env: Environment, into: str, backup_id: str, *, point: bool) -> bool:
+    """Is ``into`` the environment's own database, gone from its server (disaster recovery)? Then the
+    restore recreates it (``recreate``); ``--point-app`` is refused there (ConfigError): the app's URL
+    names that database already. Raises DatabaseError when the server cannot be reached."""
+    target = env.target(direct=True)
+    if into != target.dbname or exists_on_server(target, purpose=f"restore {env.name}"):
+        return False
+    if point:
+        raise ConfigError(
+            f"--point-app: {into} is the environment's own database, which does not exist: the restore recreates "
+            "it under the name the app's URL already names, so there is nothing to point; nothing was changed",
+            hint=f"pgrunbook restore {backup_id} --into {shlex.quote(into)} --env {env.name} (without --point-app)",
+        )
+    return True
+
+
+def recreate(
+    env: Environment,
+    backup_id: str,
+    dbname: str,
+    *,
+    run: Run,
+    progress: ProgressFn = no_progress,
+    options: RestoreOptions | None = None,
+) -> RestoreReport:
+    """Disaster recovery (trial11 F18): the environment's database ``dbname`` is gone. The backup is
+    restored and verified under a staging name, then renamed to ``dbname``, so the app never connects
+    to a half-restored database and a killed run leaves only the staging database (a leftover doctor
+    lists), never a partial one under the app's name (breaker13 F1). Raises DatabaseError when the
+    rename fails (the verified staging database is kept and named)."""
+    stamp = free_stamp(env, dbname, lambda s: [staging_name(dbname, s)])
+    staging = staging_name(dbname, stamp)
+    report = method_for(env).restore_into(env, backup_id, staging, progress=progress, run=run, options=options)
+    with run.step("rename") as info:
+        try:
+            with connect_server(env.target(direct=True), purpose=f"restore {env.name}") as conn:
+                rename_database(conn, staging, dbname)
+        except DatabaseError as exc:
+            exc.message += f" ({staging} holds backup {backup_id}, restored and verified)"
+            raise
+        info["detail"] = f"{staging} -> {dbname}"
+    report.database = dbname
+    return report
+
+
+def refuse_lost_database(env: Environment, backup_id: str) -> None:
+    """An in-place restore of a database that does not exist has nothing to replace (and no state to
+    keep a pre-restore backup of): refused before anything, pointing at the disaster-recovery path,
+    ``restore --into`` its own name, which recreates it. Raises DatabaseError."""
+    target = env.target(direct=True)
+    if exists_on_server(target, purpose=f"restore {env.name}"):
+        return
+    raise DatabaseError(
+        f"in-place restore replaces database {target.dbname!r}, which does not exist on {target.display}; "
+        "nothing was changed",
+        hint=f"recreate it from the backup: pgrunbook restore {backup_id} --into {shlex.quote(target.dbname)} "
+        f"--env {env.name}",
+    )
+
+
+def behind_note(env: Environment, dbname: str, *, url_moves: bool = False) -> str | None:
+    """When database ``dbname`` lacks migrations of this checkout: what the app pointed at it may miss
+    and the two ways forward (trial11 F21: a restore of an older backup, the app pointed at it, and not
+    a word that the running code expects newer tables). None when nothing is missing or when the history
+    cannot be read (the restore itself is done and verified: this note never fails it). ``url_moves``:
+    pgrunbook's own URL still names another database (restore --into --point-app)."""
+    try:
+        status = status_in(env, dbname)
+    except PgRunbookError:
+        return None
+    missing = status.pending + status.failed  # a failed one is not applied either (breaker13 F7)
+    if not missing:
+        return None
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    failed = (
+        f"; {', '.join(status.failed)} failed there: resolve it first (pgrunbook status shows how), or migrate "
+        "deploy stops with P3009"
+        if status.failed
+        else ""
+    )
+    return (
+        f"{dbname} has not applied {len(missing)} migration(s) of this checkout ({shown}){failed}: an app built "
+        f"with them may fail on it; roll the app back to a release of that time (pgrunbook rollback --app-only "
+        f"--env {env.name}) or apply them (pgrunbook migrate deploy --env {env.name}"
+        + (f", once pgrunbook's URL names {dbname})" if url_moves else ")")
+    )
 
 
 def finished_note(report: RestoreReport) -> tuple[str, str]:
@@ -71,16 +175,18 @@ def finished_note(report: RestoreReport) -> tuple[str, str]:
     )
 
 
-def resolve_backup(env: Environment, backup_id: str, *, in_place: bool) -> str:
+def resolve_backup(env: Environment, backup_id: str, *, in_place: bool, recreate: bool = False) -> str:
     """The fixed id a restore restores, resolved once before anything runs: an in-place restore takes a
     pre-restore backup first, which ``latest`` would name if it were resolved again later. For an
     in-place restore ``latest`` never names a pre-restore backup (the state before an earlier in-place
     restore: restoring it would undo that restore); named by its id, one is restored. Nor does it
     name a backup only presumed this database's (repository.ownership_doubt). Other ids are returned
-    as given (checked where they are read). Raises BackupNotFound."""
+    as given (checked where they are read). ``recreate`` (a lost database restored under its own
+    name) skips pre-restore backups too: the newest one may hold what an in-place restore replaced, or
+    an empty database (breaker13 F11). Raises BackupNotFound."""
     if backup_id != "latest":
         return backup_id
-    skip = ("pre-restore",) if in_place else ()
+    skip = ("pre-restore",) if in_place or recreate else ()
     chosen = env.repository.latest(skip_labels=skip).id
     doubt = env.repository.ownership_doubt() if in_place else None
     if doubt is not None:  # replacing the live database on a presumption: only when named by id

@@ -8,16 +8,25 @@ the swap it is untouched; after it, the replaced one is kept under another name.
 from __future__ import annotations
 
 import shlex
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from pgrunbook.backup.method import RestoreReport, VerifyResult, method_for
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment
-from pgrunbook.errors import ConfigError, DatabaseError, ManifestInconsistent, PgRunbookError, VerificationFailed
+from pgrunbook.errors import (
+    ConfigError,
+    DatabaseError,
+    LocalStateError,
+    ManifestInconsistent,
+    PgRunbookError,
+    VerificationFailed,
+)
 from pgrunbook.journal import Run
-from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.connect import connect_maintenance
 from pgrunbook.postgres.database_swap import (
+    carry_over_refusals,
     database_exists,
     drop_statement,
     refuse_sessions_in_the_way,
@@ -28,7 +37,13 @@ from pgrunbook.postgres.database_swap import describe as describe_carried
 from pgrunbook.postgres.database_swap import swap as swap_databases
 from pgrunbook.postgres.names import derived_dbname, quote_ident
 from pgrunbook.postgres.url import DatabaseTarget
-from pgrunbook.procedures.steps import maintenance_off, maintenance_on, verified_backup
+from pgrunbook.procedures.steps import (
+    free_stamp,
+    maintenance_off,
+    maintenance_off_command,
+    maintenance_on,
+    verified_backup,
+)
 from pgrunbook.progress import ProgressFn, no_progress
 
 
@@ -46,7 +61,7 @@ class _Leftovers:
     replaced: str
     backup_id: str
     maintenance: str = "off"  # off | turning on | on | kept on | turning off
-    stage: str = "before"  # before | restoring | swapping | swapped
+    stage: str = "before"  # before | restoring | restored | swapping | swapped
     safety: str | None = None
 
     def write(self) -> None:
@@ -77,8 +92,16 @@ class _Leftovers:
         drop = drop_statement(self.staging)
         if self.stage == "restoring":
             return f"leftover: staging database {self.staging} may hold a partial restore (it is not live): {drop}"
+        if self.stage == "restored":
+            return (
+                f"leftover: staging database {self.staging} holds the complete, verified restore of backup "
+                f"{self.backup_id} (it is not live); drop it once you no longer want it: {drop}"
+            )
         if self.stage == "swapping":
-            return f"leftover: if {self.staging} still exists the swap did not commit; it is not live: {drop}"
+            return (
+                f"leftover: if {self.staging} still exists the swap did not commit; it holds the complete, verified "
+                f"restore of backup {self.backup_id} and is not live: {drop}"
+            )
         return ""
 
     def _maintenance(self) -> str:
@@ -94,7 +117,8 @@ class _Leftovers:
             "turning on": f"maintenance: the maintenance_on hook was running, so maintenance may be on; {how}",
             "on": f"maintenance: on; {how}",
             "kept on": f"maintenance: on, kept on after the failure as asked; {how}",
-            "turning off": f"maintenance: the maintenance_off hook was running, so maintenance may still be on; {how}",
+            "turning off": "maintenance: the maintenance_off hook was about to run or running, so maintenance may "
+            f"still be on; {how}",
         }[self.maintenance]
 
     def _backup(self) -> str:
@@ -107,12 +131,13 @@ class _Leftovers:
             self.write()
             return
         try:
-            with connect(target.with_dbname(_maintenance_db(self.live)), purpose="restore leftovers") as admin:
+            with connect_maintenance(target, avoid=(self.live,), purpose="restore leftovers") as admin:
                 staging_left, swapped = database_exists(admin, self.staging), database_exists(admin, self.replaced)
         except PgRunbookError:
             self.write()  # cannot look: the note keeps both possibilities
             return
-        self.stage = "swapped" if swapped else "restoring" if staging_left else "before"
+        restored = self.stage == "swapping"  # the swap starts only after the restore was verified
+        self.stage = "swapped" if swapped else ("restored" if restored else "restoring") if staging_left else "before"
         self.write()
 
 
@@ -143,11 +168,20 @@ def restore_in_place(
     with run.step("check backup"):
         _require_intact(method.verify(env, backup_id, progress=progress, record=False))
     _refuse_sessions_in_the_way(target, live)
-    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    with run.step("check swap") as info:
+        refused = _swap_refusals(target, live)
+        info["detail"] = (
+            f"the swap will carry {live}'s own settings over"
+            if not refused
+            else f"the swap will NOT carry {len(refused)} of {live}'s own settings over (the runbook's role is "
+            f"refused them; the restore goes ahead without them), run as a superuser afterwards: {'; '.join(refused)}"
+        )
+    stamp = free_stamp(env, live, lambda s: (staging_name(live, s), replaced_name(live, s)))
     staging, replaced = staging_name(live, stamp), replaced_name(live, stamp)
     left = _Leftovers(env, run, live, staging, replaced, backup_id)
     left.write()
     ok = False
+    failure: BaseException | None = None
     try:
         left.set(maintenance="turning on")
         maintenance_on(env, run)
@@ -155,6 +189,7 @@ def restore_in_place(
         safety = verified_backup(env, run, "pre-restore backup", label="pre-restore", progress=progress, method=method)
         left.set(safety=safety.id, stage="restoring")
         report = method.restore_into(env, backup_id, staging, progress=progress, run=run, options=options)
+        left.set(stage="restored")
         report.pre_restore_backup = safety.id
         with run.step("swap databases") as info:
             left.set(stage="swapping")
@@ -176,18 +211,42 @@ def restore_in_place(
                 raise VerificationFailed(f"database {live} after the swap differs from the backup")
         ok = True
         return report
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
+        # every journal write here is best effort: a full journal disk never skips maintenance_off (break11 #10)
         keep = not ok and keep_maintenance_on_failure
         if keep:
             left.maintenance = "kept on"
         elif left.maintenance != "off":
-            left.set(maintenance="turning off")
+            _best_effort(left.set, maintenance="turning off")
         try:
             maintenance_off(env, run, keep=keep, why_kept="kept on after a failure, as asked")
             if left.maintenance == "turning off":
                 left.maintenance = "off"
+        except PgRunbookError as off_exc:
+            still = (
+                f"the application is still in maintenance: maintenance_off failed ({off_exc.message}); "
+                f"{maintenance_off_command(env)}"
+            )
+            if isinstance(failure, PgRunbookError):
+                failure.message += f"; {still}"
+            elif failure is None:
+                raise PgRunbookError(
+                    f"restore in place done ({live} holds backup {backup_id}), but {still}",
+                    hint=off_exc.hint,
+                ) from None
         finally:
-            left.write() if ok else left.settle(target)
+            _best_effort(left.write if ok else lambda: left.settle(target))
+
+
+def _best_effort(write: Callable[..., None], **kwargs: str | None) -> None:
+    """A recovery-note write that may fail (the journal's disk full): said on stderr, never fatal."""
+    try:
+        write(**kwargs)
+    except LocalStateError as exc:
+        print(f"warning: the recovery note could not be written: {exc.message}", file=sys.stderr, flush=True)
 
 
 def _require_intact(result: VerifyResult) -> None:
@@ -205,20 +264,23 @@ def _require_intact(result: VerifyResult) -> None:
         )
 
 
-def _maintenance_db(live: str) -> str:
-    return "postgres" if live != "postgres" else "template1"
-
-
 def _refuse_sessions_in_the_way(target: DatabaseTarget, live: str) -> None:
     """Before maintenance and the pre-restore backup: a session on the live database that the runbook's
     role may not end (a superuser's psql, a monitoring agent) would stop the swap at its very end."""
-    with connect(target.with_dbname(_maintenance_db(live)), purpose="restore swap") as admin:
+    with connect_maintenance(target, avoid=(live,), purpose="restore swap") as admin:
         refuse_sessions_in_the_way(admin, live, "nothing was changed", transient=False)
+
+
+def _swap_refusals(target: DatabaseTarget, live: str) -> list[str]:
+    """Before maintenance: the carry-over statements the swap would be refused (trial11 F9: found only at
+    the swap, after the pre-restore backup and the whole restore)."""
+    with connect_maintenance(target, avoid=(live,), purpose="restore swap") as admin:
+        return carry_over_refusals(admin, live)
 
 
 def _swap(target: DatabaseTarget, live: str, staging: str, replaced: str) -> str:
     """Rename live -> replaced and staging -> live in one transaction from a connection to another
     database, carrying the live database's own settings over (postgres/database_swap.py); returns a
     description of what was carried."""
-    with connect(target.with_dbname(_maintenance_db(live)), purpose="restore swap") as admin:
+    with connect_maintenance(target, avoid=(live, staging, replaced), purpose="restore swap") as admin:
         return describe_carried(swap_databases(admin, live, staging, replaced))

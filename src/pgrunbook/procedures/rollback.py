@@ -6,6 +6,7 @@ schema changes): rollback app only." The database that is replaced is kept, neve
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -17,10 +18,15 @@ from pgrunbook.environment import Environment
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.health import check_health
 from pgrunbook.journal import Journal, Run
-from pgrunbook.postgres.names import derived_dbname
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.point_app import check_app_url, point_app, runbook_url_note
-from pgrunbook.procedures.steps import carry_database_settings
+from pgrunbook.procedures.steps import (
+    carry_database_settings,
+    fresh_dbname,
+    maintenance_off,
+    maintenance_off_command,
+    maintenance_on,
+)
 from pgrunbook.progress import ProgressFn, no_progress
 
 Mode = Literal["app-only", "with-db"]
@@ -61,6 +67,9 @@ class RollbackReport:
     replaced_database: str | None = None
     #: after --with-db: set pgrunbook's own URL variable(s) to the new database
     next_step: str | None = None
+    maintenance_window_s: float | None = None
+    #: what the operator must know: the writes the restored backup does not have
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -71,8 +80,9 @@ class RollbackReport:
             "backup_id": self.backup_id,
             "database": self.database,
             "replaced_database": self.replaced_database,
-            "maintenance_window_s": None,
+            "maintenance_window_s": self.maintenance_window_s,
             "next_step": self.next_step,
+            "warnings": self.warnings,
         }
 
 
@@ -106,9 +116,16 @@ def rollback(
         check_app_url(env)  # never the admin's URL into the app's configuration; before anything runs
     run = journal.start("rollback", env.name, {"mode": mode, "backup": backup_id})
     report = RollbackReport(run.id, mode)
+    started: float | None = None
+    failure: BaseException | None = None
     try:
         if mode == "with-db":
-            _restore_and_point(env, run, report, backup_id, progress, options)
+            # the app stops writing to the database being replaced before the restore starts (trial11 F4):
+            # what it wrote during the restore would otherwise stay behind, silently, in the old one
+            live = _choose_backup(env, run, report, backup_id)  # a look-up: before maintenance
+            started = time.monotonic()
+            maintenance_on(env, run)
+            _restore_and_point(env, run, report, live, progress, options)
         with run.step("app rollback"):
             env_hook(env, "app_rollback", run.id)
         with run.step("health") as info:
@@ -123,35 +140,81 @@ def rollback(
         report.outcome = "rolled_back"
         if report.database and report.replaced_database:
             report.next_step = runbook_url_note(env, report.database, report.replaced_database)
+    except BaseException as exc:
+        failure = exc
+        report.outcome = "failed"
+    finally:
+        if started is not None:
+            try:
+                maintenance_off(env, run)  # also after a failure, as deploy does
+                report.maintenance_window_s = round(time.monotonic() - started, 3)
+            except PgRunbookError as off_exc:
+                still = (
+                    f"the application is still in maintenance: maintenance_off failed ({off_exc.message}); "
+                    f"{maintenance_off_command(env)}"
+                )
+                report.outcome = "failed"
+                if isinstance(failure, PgRunbookError):
+                    failure.message += f"; {still}"
+                elif failure is None:
+                    failure = PgRunbookError(f"rolled back to {report.database}, but {still}", hint=off_exc.hint)
+        report.steps = [dict(s) for s in run.steps]
+    if failure is None:
         run.finish("rolled_back", report.next_step or "")
         return report
-    except BaseException as exc:
-        report.outcome = "failed"
-        run.finish("failed", str(getattr(exc, "message", exc)))
-        if isinstance(exc, PgRunbookError):
-            exc.report = report  # --json: the failed run's report is the document, as deploy's is
-        raise
-    finally:
-        report.steps = [dict(s) for s in run.steps]
+    run.finish("failed", str(getattr(failure, "message", failure)))
+    if isinstance(failure, PgRunbookError):
+        failure.report = report  # --json: the failed run's report is the document, as deploy's is
+    raise failure
+
+
+def _backup_age(env: Environment, backup_id: str) -> str:
+    """``2026-12-02 00:11 UTC, 3h 2m ago`` for a backup, or "" when its manifest gives no time."""
+    try:
+        manifest = env.repository.read_manifest(backup_id)
+    except PgRunbookError:
+        return ""
+    created = manifest.started_at
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    minutes = max(int((datetime.now(UTC) - created).total_seconds() // 60), 0)
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    ago = f"{days}d {hours}h" if days else f"{hours}h {mins}m" if hours else f"{mins}m"
+    return f"{created:%Y-%m-%d %H:%M} UTC, {ago} ago"
+
+
+def _choose_backup(env: Environment, run: Run, report: RollbackReport, backup_id: str | None) -> str:
+    """The step "choose backup" (the newest verified pre-deploy one unless named), with its age and the
+    warning that what was written since stays behind (trial11 F4). Returns the app's database name."""
+    with run.step("choose backup") as info:
+        report.backup_id = backup_id or last_known_good(env)
+        live = env.target(direct=False).dbname
+        age = _backup_age(env, report.backup_id)
+        info["detail"] = f"{report.backup_id}{f' (taken {age})' if age else ''}"
+    report.warnings.append(
+        f"what the app wrote to {live} after backup {report.backup_id} was taken"
+        f"{f' ({age})' if age else ''} and before maintenance began is not in the restored database; "
+        f"it stays in {live}, which is kept"
+    )
+    return live
 
 
 def _restore_and_point(
     env: Environment,
     run: Run,
     report: RollbackReport,
-    backup_id: str | None,
+    live: str,
     progress: ProgressFn,
     options: RestoreOptions | None = None,
 ) -> None:
-    with run.step("choose backup") as info:
-        report.backup_id = backup_id or last_known_good(env)
-        info["detail"] = report.backup_id
-    live = env.target(direct=False).dbname
-    name = derived_dbname(live, f"_rollback_{datetime.now(UTC):%Y%m%d%H%M%S}")
+    assert report.backup_id is not None  # chosen by _choose_backup
+    name = fresh_dbname(env, live, "_rollback_")
     restored = method_for(env).restore_into(env, report.backup_id, name, run=run, progress=progress, options=options)
-    report.database, report.replaced_database = restored.database, live
-    run.set_recovery(f"the app's previous database {live} is kept untouched; {name} holds backup {report.backup_id}")
+    report.database = restored.database
+    run.set_recovery(f"the app's previous database {live} is kept as it was; {name} holds backup {report.backup_id}")
     with run.step("point app") as info:
         carried = carry_database_settings(env, live, name)
         pointed = point_app(env, restored, run.id)
         info["detail"] = f"app pointed at {pointed} (with {live}'s {carried}); {live} kept for forensics"
+    report.replaced_database = live  # set once the app points here: the output says "app now on" only then

@@ -3,16 +3,22 @@ maintenance on … off. Each records itself in the run's journal under its usual
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
 import psycopg
 
 from pgrunbook.backup.manifest import Manifest
 from pgrunbook.backup.method import BackupMethod, method_for
 from pgrunbook.environment import Environment
-from pgrunbook.errors import DatabaseError, VerificationFailed
+from pgrunbook.errors import DatabaseError, LocalStateError, VerificationFailed
 from pgrunbook.journal import Run
-from pgrunbook.postgres.connect import connect
+from pgrunbook.postgres.connect import connect_maintenance, connect_server
 from pgrunbook.postgres.database_swap import copy_database_settings
 from pgrunbook.postgres.database_swap import describe as describe_database
+from pgrunbook.postgres.names import derived_dbname, first_free_stamp
 from pgrunbook.postgres.url import redact
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.progress import ProgressFn, no_progress
@@ -48,9 +54,8 @@ def carry_database_settings(env: Environment, live: str, name: str) -> str:
     naming any statement the runbook's role was refused (to be run by a superuser). Raises
     DatabaseError when the server cannot be reached or read."""
     target = env.target(direct=True)
-    maint = "postgres" if "postgres" not in (live, name) else "template1"
     try:
-        with connect(target.with_dbname(maint), purpose="carry settings") as conn:
+        with connect_maintenance(target, avoid=(live, name), purpose="carry settings") as conn:
             state, refused = copy_database_settings(conn, live, name)
     except psycopg.Error as exc:
         why = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, target.secrets())
@@ -67,6 +72,21 @@ def carry_database_settings(env: Environment, live: str, name: str) -> str:
     return done
 
 
+def free_stamp(env: Environment, live: str, names_for: Callable[[str], Iterable[str]]) -> str:
+    """A UTC stamp (``YYYYmmddHHMMSS``, now or the first free second after) for which no database of
+    ``names_for(stamp)`` exists yet on the environment's server (postgres/names.py first_free_stamp).
+    Raises DatabaseError (via connect) when the server cannot be reached."""
+    with connect_server(env.target(direct=True), purpose="name databases") as conn:
+        taken = {str(row[0]) for row in conn.execute("SELECT datname FROM pg_database").fetchall()}
+    return first_free_stamp(datetime.now(UTC), names_for, taken)
+
+
+def fresh_dbname(env: Environment, live: str, infix: str) -> str:
+    """``<live><infix><stamp>`` (``infix`` such as ``_rollback_``) with the first free stamp from now:
+    a database of that name does not exist yet (free_stamp)."""
+    return derived_dbname(live, infix + free_stamp(env, live, lambda s: [derived_dbname(live, infix + s)]))
+
+
 def maintenance_on(env: Environment, run: Run) -> None:
     """The step "maintenance on": the environment's maintenance_on hook (nothing when none is set)."""
     with run.step("maintenance on"):
@@ -74,9 +94,44 @@ def maintenance_on(env: Environment, run: Run) -> None:
 
 
 def maintenance_off(env: Environment, run: Run, *, keep: bool = False, why_kept: str = "") -> None:
-    """The step "maintenance off", or with ``keep`` its skip (``why_kept`` says so in the journal)."""
+    """The step "maintenance off", or with ``keep`` its skip (``why_kept`` says so in the journal).
+
+    The journal never keeps the app in maintenance (break11 #10, its disk full): when the step cannot be
+    recorded the hook runs all the same, unrecorded, and stderr says so. Raises HookFailed when the hook
+    fails (the caller says the app is still in maintenance, with ``maintenance_off_command``)."""
     if keep:
-        run.skip("maintenance off", why_kept)
+        try:
+            run.skip("maintenance off", why_kept)
+        except LocalStateError as exc:
+            _say(f"warning: maintenance stays on ({why_kept}); the journal could not record it: {exc.message}")
         return
-    with run.step("maintenance off"):
+    ran: dict[str, BaseException | None] = {}
+    try:
+        with run.step("maintenance off"):
+            try:
+                env_hook(env, "maintenance_off", run.id)
+            except BaseException as exc:
+                ran["hook"] = exc
+                raise
+            ran["hook"] = None
+    except LocalStateError as exc:
+        if "hook" in ran:  # the hook ran; only its journal row could not be written
+            if ran["hook"] is not None:
+                raise ran["hook"] from None
+            _say(f"warning: maintenance_off ran, but the journal could not record it: {exc.message}")
+            return
+        _say(f"warning: the journal cannot be written ({exc.message}); running the maintenance_off hook anyway")
         env_hook(env, "maintenance_off", run.id)
+        _say("maintenance_off ran (not recorded in the journal)")
+
+
+def maintenance_off_command(env: Environment) -> str:
+    """How to end maintenance by hand: the maintenance_off hook's command, or that there is none."""
+    off = env.settings.hooks.get("maintenance_off")
+    return f"run the maintenance_off hook by hand: {off}" if off else "turn it off by hand (no maintenance_off hook)"
+
+
+def _say(line: str) -> None:
+    """A line on stderr from inside a procedure (never fatal: a closed stderr changes nothing)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)

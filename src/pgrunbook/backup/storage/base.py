@@ -23,15 +23,21 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from pgrunbook.config import BackupConfig
+from pgrunbook.config import BackupConfig, describe_problems
 from pgrunbook.errors import ConfigError, StorageError
 
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """One object of a listing: ``key`` relative to the storage root, ``size`` in bytes, ``modified``
+    (UTC). ``link``: a symbolic link on local storage, listed so that a folder holding one is never taken
+    for something it is not (a manifest that is a link is an unreadable manifest, not a missing one), but
+    never read, written or deleted through."""
+
     key: str
     size: int
     modified: datetime
+    link: bool = False
 
 
 class AtomicWriter(ABC):
@@ -172,13 +178,16 @@ def backend_for(location: str) -> Backend:
     )
 
 
-def parse_options(tables: Mapping[str, Any], origin_of: Callable[[str], str | None] | None = None) -> dict[str, Any]:
+def parse_options(
+    tables: Mapping[str, Any], origin_of: Callable[[str], str | None] | None = None, source: Path | None = None
+) -> dict[str, Any]:
     """Validate every backend's options table (``[backup.<name>]``) by that backend's own model.
 
     ``tables`` maps a backend name to its raw table; ``origin_of(name)`` names the override variable that
     set a table (``PGRUNBOOK_BACKUP__S3__SSE``), or None when it is the file's. Returns the name ->
     validated model instance. Raises ConfigError for a table no backend owns (a [backup] key misspelt,
-    most often) or a value its backend refuses, in one line naming the variable when one set it."""
+    most often) or a value its backend refuses, in one line naming the variable when one set it, else
+    ``source`` (the config file) when given."""
     known = backends()
     out: dict[str, Any] = {}
     for name, raw in tables.items():
@@ -189,21 +198,25 @@ def parse_options(tables: Mapping[str, Any], origin_of: Callable[[str], str | No
             owners = ", ".join(sorted(n for n, b in known.items() if b.options is not None))
             keys = ", ".join(n for n in BackupConfig.model_fields if n != "other_storage_options")
             raise ConfigError(
-                f"unknown key backup.{name}{where}: neither a [backup] key nor a storage backend's options table",
+                f"{source}: " * bool(source and not var)
+                + f"unknown key backup.{name}{where}: neither a [backup] key nor a storage backend's options table",
                 hint=f"keys of [backup]: {keys}; storage backends with options: {owners}"
                 + (f"; fix or unset {var}" if var else ""),
             )
         try:
             out[name] = backend.options.model_validate(raw or {})
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(x) for x in e['loc']) or name}: "
-                f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
-                for e in exc.errors()
-            )
+            overrides = {f"backup.{name}": var} if var else {}
+            problems, hints = describe_problems(exc, backend.options, overrides=overrides, prefix=("backup", name))
             raise ConfigError(
-                f"[backup.{name}]{where} {problems}",
-                hint=(f"fix or unset {var}; " if var else "") + "see docs/configuration.md",
+                f"{source}: {problems}" if source and not var else problems,
+                hint="; ".join(
+                    [
+                        *hints,
+                        *([f"fix or unset {var}"] if var else []),
+                        "docs/offsite.md describes [backup.s3]" if name == "s3" else "see docs/configuration.md",
+                    ]
+                ),
             ) from None
     return out
 
@@ -213,14 +226,15 @@ def open_storage(
     root: Path,
     options: Mapping[str, Any] | None = None,
     origin_of: Callable[[str], str | None] | None = None,
+    source: Path | None = None,
 ) -> Storage:
     """The storage at ``location``: a plain path (relative to ``root``, the config's folder),
     ``file:///path``, ``s3://bucket/prefix`` or any registered backend's scheme.
 
     ``options`` maps backend names to their raw options tables (``[backup.s3]`` …); all of them are
     validated, not only the one this location uses, so a mistake shows before the day a copy needs it;
-    ``origin_of``: see parse_options."""
-    parsed = parse_options(options or {}, origin_of)
+    ``origin_of``, ``source``: see parse_options."""
+    parsed = parse_options(options or {}, origin_of, source)
     backend = backend_for(location)
     chosen = parsed.get(backend.name)
     if chosen is None and backend.options is not None:

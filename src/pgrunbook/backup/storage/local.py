@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import threading
 import uuid
 from collections.abc import Iterator
@@ -39,6 +40,20 @@ def _storage_error(exc: OSError, what: str, where: Path, written: int = 0) -> St
     return StorageError(f"storage error: cannot {what} {where}: {exc.strerror or exc}")
 
 
+def _refuse_special(fd: int, path: Path) -> None:
+    """Close ``fd`` and raise StorageError unless it is a regular file: pgrunbook writes only files, and
+    a named pipe, device or socket with a backup's name would block a read (breaker trial 11 #16)."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode):
+        return
+    os.close(fd)
+    kind = "folder" if stat.S_ISDIR(mode) else "named pipe" if stat.S_ISFIFO(mode) else "special file"
+    raise StorageError(
+        f"storage path {path} is a {kind}, not a file; pgrunbook reads only the files it wrote, so it was not read",
+        hint=f"move {path} out of the storage folder: it is not a backup file pgrunbook wrote",
+    )
+
+
 def _fsync_dir(path: Path) -> None:
     if os.name != "posix":
         return
@@ -53,7 +68,8 @@ class LocalWriter(AtomicWriter):
     """Writes a temp file, then fsync, rename, fsync of the folder (`commit`). Every `SYNC_EVERY` bytes
     a background thread flushes what was written so far (fdatasync), one flush at a time, so the
     writing never waits for the device and the final fsync has only the last bytes left. ``synced``:
-    how many bytes a background flush has made durable. A failed flush fails the commit."""
+    how many bytes a background flush has made durable. A failed flush fails the next write (or the
+    commit): the file is removed and the error says why (a full device: "storage full")."""
 
     def __init__(self, storage: LocalStorage, key: str):
         self.key = key
@@ -83,6 +99,10 @@ class LocalWriter(AtomicWriter):
         except OSError as exc:
             self.abort()
             raise _storage_error(exc, "write", self.final, self.written) from None
+        failed = self._sync_error
+        if failed is not None:  # a background flush found the device full (NFS, thin volumes): stop now,
+            self.abort()  # not after writing the rest of the archive for nothing
+            raise _storage_error(failed, "write", self.final, self.written) from None
         if self.written - self._sync_started >= SYNC_EVERY and not (self._syncer and self._syncer.is_alive()):
             self._sync_started = self.written
             self._syncer = threading.Thread(target=self._sync, args=(self.written,), name="storage flush", daemon=True)
@@ -174,16 +194,15 @@ class LocalStorage(Storage):
             for dirpath, _dirs, files in os.walk(base):  # does not descend into linked folders
                 for name in files:
                     path = Path(dirpath) / name
-                    if path.is_symlink():  # not pgrunbook's: it writes files, never links
-                        continue
                     key = path.relative_to(self.root).as_posix()
                     if not key.startswith(prefix):
                         continue
                     try:
-                        st = path.stat()
+                        st = path.lstat()  # a link is listed as itself (never pgrunbook's: it writes files)
                     except FileNotFoundError:
                         continue
-                    out.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
+                    link = stat.S_ISLNK(st.st_mode)
+                    out.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC), link))
         except OSError as exc:
             raise _storage_error(exc, "list", base) from None
         return sorted(out, key=lambda o: o.key)
@@ -195,12 +214,16 @@ class LocalStorage(Storage):
         path = self.path_of(key)
         self._refuse_links(path)
         try:
-            f = open(path, "rb")  # noqa: SIM115 - closed by the generator
+            # O_NONBLOCK: opening a named pipe would otherwise wait for a writer forever, deaf to a stop
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
         except FileNotFoundError:
             raise ObjectMissing(f"{key} is missing from storage {self.display}") from None
         except OSError as exc:
             raise _storage_error(exc, "read", path) from None
-        return self._chunks(f, start, length)
+        _refuse_special(fd, path)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return self._chunks(os.fdopen(fd, "rb"), start, length)
 
     @staticmethod
     def _chunks(f: object, start: int, length: int | None) -> Iterator[bytes]:
