@@ -62,6 +62,19 @@ CONTEXT:  SQL function "helper" during inlining
 error: a worker process died unexpectedly
 """
 
+# the entry line's prefix written before another job's line: the entry line arrives without it
+ENTRY_LOST_PREFIX = """\
+pg_restore: pg_restore: launching item 3207 INDEX other app
+from TOC entry 3206; 1259 16406 INDEX cust_norm app
+pg_restore: error: could not execute query: ERROR:  function norm(text) does not exist
+"""
+# its newline written after another job's whole line: two lines glued into one
+ENTRY_GLUED = """\
+pg_restore: from TOC entry 3206; 1259 16406 INDEX cust_norm apppg_restore: finished item 3370 TABLE DATA account
+
+pg_restore: error: could not execute query: ERROR:  function norm(text) does not exist
+"""
+
 
 @pytest.mark.parametrize(
     ("stderr", "ignorable", "error", "server", "line", "entry", "command", "ignored"),
@@ -115,6 +128,19 @@ error: a worker process died unexpectedly
             "3206; 1259 16406 INDEX cust_norm app",
             "",
             0,
+        ),
+        *(
+            (
+                text,
+                [],
+                "function norm(text) does not exist",
+                True,
+                text.splitlines()[2],
+                "3206; 1259 16406 INDEX cust_norm app",
+                "",
+                0,
+            )
+            for text in (ENTRY_LOST_PREFIX, ENTRY_GLUED)
         ),
         (
             "pg_dump: error: connection to server failed: fe_sendauth: no password supplied\n",

@@ -55,7 +55,9 @@ _TOOL_LINE = re.compile(r"^(?:(pg_dump|pg_restore|pg_dumpall): ?)+(?:(error|deta
 _PREFIXES = re.compile(r"^(?:(pg_dump|pg_restore|pg_dumpall): ?)+")
 # An error line, with or without its prefix (an interleaved message can lose it).
 _ERROR_LINE = re.compile(r"^(?:(?:pg_dump|pg_restore|pg_dumpall): ?)*error: (.*)$")
-_FROM_ENTRY = re.compile(r"^from TOC entry (\d+); \d+ \d+ (.*)$")
+# Anywhere in a line: parallel jobs write a message's prefix, text and newline apart, so an entry
+# line can lose its prefix or be glued to another job's line (cut at the next tool prefix).
+_FROM_ENTRY = re.compile(r"from TOC entry (\d+); \d+ \d+ (.*?)(?=(?:pg_dump|pg_restore|pg_dumpall):|$)")
 _SERVER_ERROR = re.compile(r"(?:^|: )(?:ERROR|FATAL|PANIC):  ?(.*)$")
 _FIELD = re.compile(r"^(DETAIL|HINT|CONTEXT|QUERY|LINE \d+):  ?(.*)$")
 _COMMAND = re.compile(r"^(?:Command|Query) was: (.*)$")
@@ -282,12 +284,12 @@ def _first_error(items: list[_Line], skip: set[int]) -> tuple[int, bool]:
 def _entry_before(items: list[_Line], index: int, toc: Mapping[int, Entry] | None) -> tuple[str, Entry | None]:
     """The last "from TOC entry" line before ``index``: (as printed, parsed with the TOC's schema)."""
     for x in reversed(items[:index]):
-        e = _FROM_ENTRY.match(x.body) if x.level == "" else None
+        e = _FROM_ENTRY.search(x.text) if x.level in ("", None) else None
         if e:
             entry = parse_entry(e.group(2).strip(), int(e.group(1)))
             if toc and entry.dump_id in toc:
                 entry = toc[entry.dump_id]
-            return x.body.removeprefix("from TOC entry ").strip(), entry
+            return e.group(0).removeprefix("from TOC entry ").strip(), entry
     return "", None
 
 
