@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pgrunbook.journal import Journal, Run
-from tests.conftest import Project, age_backups, assert_clean_error
+from tests.conftest import PASSWORD, Project, age_backups, assert_clean_error
 from tests.evidence import fault
 
 pytestmark = pytest.mark.integration
@@ -139,6 +139,24 @@ def test_the_check_hint_names_the_variable_it_connected_with(seeded: Project) ->
     assert migrations["status"] == "warning"
     assert "connection refused" in migrations["detail"] and "APP_DIRECT_URL" in migrations["detail"], migrations
     assert "APP_POOLED_URL" not in migrations["detail"]
+
+
+def test_a_lost_database_is_critical_and_check_names_the_recovery(seeded: Project) -> None:
+    """The environment's database dropped (the disaster restore --into recovers from): check exits 2
+    with the command that recreates it, not a warning that migrations were not checked."""
+    import psycopg
+
+    assert seeded.cli("backup", "create").returncode == 0
+    live = seeded.url.rsplit("/", 1)[1]
+    with psycopg.connect(seeded.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{live}" WITH (FORCE)'.encode())
+    r = seeded.cli("--json", "check")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    [database] = [c for c in json.loads(r.stdout)["checks"] if c["name"] == "database"]
+    assert database["status"] == "critical"
+    assert "does not exist" in database["detail"]
+    assert f"pgrunbook restore latest --into {live} --env default recreates it" in database["detail"]
+    assert PASSWORD not in r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("where", ["in /proc", "under a file", "read-only folder"])

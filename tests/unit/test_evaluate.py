@@ -48,6 +48,18 @@ def test_drill_retention_migrations_storage() -> None:
     assert overall(evaluate(NOW, seen(1, storage_error="bucket gone"), Limits())) == "critical"
 
 
+def test_a_lost_database_is_critical_an_unreachable_one_a_warning() -> None:
+    """The server says the database does not exist: the app has nothing to run on (critical, with the
+    recovery command); a refused connection may be passing (a warning, as before)."""
+    lost = seen(1, database_missing="database 'shop' does not exist; if it was lost, pgrunbook restore …")
+    assert overall(evaluate(NOW, lost, Limits())) == "critical"
+    assert finding(lost, "database") == ("critical", lost.database_missing)
+    assert finding(lost, "migrations") is None  # not also "not checked": one finding, the real one
+    down = seen(1, database_error="cannot connect: connection refused")
+    assert overall(evaluate(NOW, down, Limits())) == "warning"
+    assert finding(down, "database") is None
+
+
 # (backup ages in hours, negative = in the future; expected freshness; expected clock finding)
 CLOCK_TABLE = [
     ((-24 * 365 * 20,), "critical", "warning"),  # the issue's example: one backup dated decades ahead

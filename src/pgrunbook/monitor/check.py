@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from pgrunbook.backup.prune import backup_infos, policy_of
 from pgrunbook.backup.retention import plan_retention
 from pgrunbook.config import Config
 from pgrunbook.environment import Environment
-from pgrunbook.errors import LocalStateError, PgRunbookError, StorageError
+from pgrunbook.errors import LocalStateError, MissingDatabase, PgRunbookError, StorageError
 from pgrunbook.journal import Journal, journal_path, unsettled, where_interrupted
 from pgrunbook.monitor.evaluate import (
     Finding,
@@ -101,7 +102,7 @@ def observe(env: Environment) -> Observed:
     problem = tried[-1][2] if tried else None
     would_remove, overdue, due = past_retention(env, manifests, datetime.now(UTC))
     failed: list[str] = []
-    db_error = None
+    db_error = missing = None
     try:
         target = env.target()
         with connect(target, purpose="check", connect_timeout=5) as conn:
@@ -110,6 +111,8 @@ def observe(env: Environment) -> Observed:
                 rows = history.rows()
                 running = running_row(rows, prisma_lock_holder(conn) is not None)  # being applied: not failed
                 failed = sorted({r.migration_name for r in rows if r.failed and r is not running})
+    except MissingDatabase as exc:  # the app's database is gone: nothing else here matters as much
+        missing = _missing_database(env, exc)
     except PgRunbookError as exc:  # the hint names the variable connected with (target.variable)
         db_error = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
     return Observed(
@@ -126,7 +129,17 @@ def observe(env: Environment) -> Observed:
         _app_moved(env),
         overdue,
         due,
+        missing,
     )
+
+
+def _missing_database(env: Environment, exc: MissingDatabase) -> str:
+    """What check says of an environment whose database the server does not have: the server's answer
+    and, when the URL names it, the disaster recovery command (procedures/restore.py, recreate)."""
+    if not exc.dbname:  # the maintenance databases refuse the role too: its hint says whom to ask
+        return f"{exc.message}; {exc.hint}" if exc.hint else exc.message
+    command = f"pgrunbook restore latest --into {shlex.quote(exc.dbname)} --env {shlex.quote(env.name)}"
+    return f"{exc.message}; if it was lost, {command} recreates it from the newest backup"
 
 
 #: How long after the prune slot that follows a backup's passing retention prune is given to run

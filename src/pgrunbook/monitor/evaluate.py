@@ -51,6 +51,9 @@ class Observed:
     prune_overdue: int | None = None
     # when the backups past retention but not yet overdue become overdue (the next prune slot + grace)
     prune_due: datetime | None = None
+    # the server answered that the environment's own database does not exist (dropped, lost): what it
+    # said and the command that recreates it; critical, unlike a database that cannot be reached
+    database_missing: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,9 @@ def evaluate(now: datetime, seen: Observed, limits: Limits) -> list[Finding]:
             )
         )
     out.append(_retention(seen))
-    if seen.database_error:
+    if seen.database_missing:
+        out.append(Finding("database", "critical", seen.database_missing))
+    elif seen.database_error:
         out.append(Finding("migrations", "warning", f"not checked: {seen.database_error}"))
     elif seen.failed_migrations:
         out.append(
