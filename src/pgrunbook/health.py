@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pgrunbook.environment import Environment
-from pgrunbook.errors import PgRunbookError
+from pgrunbook.errors import MissingDatabase, PgRunbookError
 from pgrunbook.postgres.catalog import run_read_query
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.redaction import redact_urls
@@ -25,6 +25,7 @@ FailureKind = Literal[
     "not JSON",
     "status not ok",
     "database unreachable",
+    "database does not exist",
     "read query failed",
     "http error",
 ]
@@ -102,6 +103,8 @@ def probe_database(target: DatabaseTarget, read_query: str, timeout_s: float) ->
                 run_read_query(conn, read_query, target.schema)
             except Exception as exc:
                 return HealthCheck("database", False, f"{read_query}: {str(exc).splitlines()[0]}", "read query failed")
+    except MissingDatabase as exc:
+        return HealthCheck("database", False, exc.message, "database does not exist")
     except PgRunbookError as exc:
         return HealthCheck("database", False, exc.message, "database unreachable")
     return HealthCheck("database", True, f"{target.display}: {read_query} ok")
@@ -115,7 +118,9 @@ def check_health(
     deadline_s: float | None = None,
     check_http: bool = True,
 ) -> HealthResult:
-    """Retry both checks until both pass or the deadline passes; the last failure is what is reported."""
+    """Retry both checks until both pass or the deadline passes; the last failure is what is reported.
+    A database the server says does not exist ends the retries at once: waiting does not bring it back
+    (a lost database, or a URL naming the wrong one), and the operator needs that answer now."""
     s = env.settings
     url = url or s.health_url
     deadline_s = s.health_deadline_s if deadline_s is None else deadline_s
@@ -130,6 +135,7 @@ def check_health(
         checks.append(probe_database(db_target, s.read_query, s.health_timeout_s))
         ok = all(c.ok for c in checks)
         elapsed = time.monotonic() - t0
-        if ok or elapsed + s.health_interval_s >= deadline_s:
+        lost = any(c.kind == "database does not exist" for c in checks)
+        if ok or lost or elapsed + s.health_interval_s >= deadline_s:
             return HealthResult(ok, checks, attempts, round(elapsed, 3))
         time.sleep(s.health_interval_s)

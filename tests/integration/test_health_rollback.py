@@ -210,6 +210,29 @@ def test_rollback_app_only_and_without_a_terminal(seeded: Project, app: tuple[st
     assert url_file.read_text() == seeded.url  # the app's database was not touched
 
 
+def test_a_lost_database_ends_health_at_once_and_refuses_an_app_only_rollback(
+    seeded: Project, app: tuple[str, Path]
+) -> None:
+    """The environment's database dropped: health says so on its first attempt instead of retrying
+    to its deadline, and rollback --app-only refuses before the app_rollback hook runs, naming the
+    command that recreates the database (breaker13 N9: it ran a 58 s health loop)."""
+    health, url_file = app
+    _rollback_config(seeded, health, url_file)
+    text = (seeded.root / "pgrunbook.toml").read_text().replace("health_deadline_s = 5", "health_deadline_s = 60")
+    (seeded.root / "pgrunbook.toml").write_text(text)
+    live = seeded.url.rsplit("/", 1)[1]
+    with psycopg.connect(seeded.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{live}" WITH (FORCE)'.encode())
+    started = time.monotonic()
+    data = json.loads(seeded.cli("--json", "health").stdout)
+    assert time.monotonic() - started < 30  # not the 60 s deadline
+    assert data["attempts"] == 1 and data["checks"][-1]["kind"] == "database does not exist"
+    r = seeded.cli("rollback", "--app-only")
+    assert_clean_error(r, 2, "does not exist")
+    assert f"pgrunbook restore latest --into {live} --env production recreates it" in r.stderr.split("hint: ")[1]
+    assert not (seeded.root / "app_rollback.log").exists()  # the release was not touched
+
+
 def test_rollback_with_db_without_a_known_good_backup(seeded: Project, app: tuple[str, Path]) -> None:
     health, url_file = app
     _rollback_config(seeded, health, url_file)

@@ -15,9 +15,10 @@ from pgrunbook.app_url import app_target
 from pgrunbook.backup.method import method_for
 from pgrunbook.backup.preflight import RestoreOptions
 from pgrunbook.environment import Environment
-from pgrunbook.errors import ConfigError, PgRunbookError
+from pgrunbook.errors import ConfigError, MissingDatabase, PgRunbookError
 from pgrunbook.health import check_health
 from pgrunbook.journal import Journal, Run
+from pgrunbook.postgres.connect import connect
 from pgrunbook.procedures.hooks import env_hook
 from pgrunbook.procedures.point_app import check_app_url, point_app, runbook_url_note
 from pgrunbook.procedures.steps import (
@@ -114,6 +115,8 @@ def rollback(
             )
     if mode == "with-db":
         check_app_url(env)  # never the admin's URL into the app's configuration; before anything runs
+    else:
+        _refuse_lost_database(env)
     run = journal.start("rollback", env.name, {"mode": mode, "backup": backup_id})
     report = RollbackReport(run.id, mode)
     started: float | None = None
@@ -166,6 +169,19 @@ def rollback(
     if isinstance(failure, PgRunbookError):
         failure.report = report  # --json: the failed run's report is the document, as deploy's is
     raise failure
+
+
+def _refuse_lost_database(env: Environment) -> None:
+    """An app-only rollback cannot make the app healthy when its database is gone: raises the server's
+    MissingDatabase (the CLI adds the recovery command) before the app_rollback hook changes the
+    release. Any other connection failure is left to the health check that follows the hook."""
+    try:
+        with connect(env.target(direct=False), purpose="rollback", connect_timeout=5):
+            pass
+    except MissingDatabase:
+        raise
+    except PgRunbookError:
+        return
 
 
 def _backup_age(env: Environment, backup_id: str) -> str:
