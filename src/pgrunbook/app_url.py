@@ -20,7 +20,7 @@ import os
 import psycopg
 
 from pgrunbook.environment import Environment
-from pgrunbook.errors import ConfigError, PgRunbookError
+from pgrunbook.errors import ConfigError, MissingDatabase, PgRunbookError
 from pgrunbook.postgres.connect import connect
 from pgrunbook.postgres.names import quote_ident
 from pgrunbook.postgres.ownership import is_member, schema_ownership
@@ -87,6 +87,10 @@ def try_app_login(env: Environment, app: DatabaseTarget, tail: str = "") -> None
             conn.execute("SET TRANSACTION READ ONLY")
             conn.execute("SELECT 1")
             conn.rollback()
+    except MissingDatabase:
+        # PostgreSQL authenticates before it looks the database up (InitPostgres: PerformAuthentication,
+        # then the database's row): the URL's role and password are right; its database is the one lost
+        return
     except (PgRunbookError, psycopg.Error) as exc:
         cause = exc.message if isinstance(exc, PgRunbookError) else str(exc).strip()
         user = app.params.get("user") or "its role"

@@ -25,7 +25,7 @@ from psycopg import sql
 from pgrunbook.postgres.cluster import LocalCluster
 from pgrunbook.postgres.database_swap import read_database
 from pgrunbook.postgres.tools import find_client_tools
-from tests.conftest import TOOLS_BIN, Project
+from tests.conftest import TOOLS_BIN, Project, assert_clean_error
 
 pytestmark = pytest.mark.integration
 
@@ -182,6 +182,37 @@ def test_restore_into_with_point_app_gives_the_app_a_usable_copy(shop: Shop) -> 
     with psycopg.connect(shop.admin_url("postgres")) as conn:
         owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (copy,)).fetchone()
     assert owner == (shop.app,)  # the database itself belongs to the app, as the source did
+    app_can_write(shop, copy)
+
+
+def test_point_app_while_the_database_is_lost_does_not_blame_the_apps_url(shop: Shop) -> None:
+    """breaker13 N9: the environment's database dropped, `restore latest --into COPY --point-app` with
+    app_url_env refused with "the application's URL … cannot log in … fix APP_DATABASE_URL": the URL was
+    right, its database was the one lost. PostgreSQL authenticates before it looks the database up, so
+    a "does not exist" answer proves the login; a wrong password is still refused, before anything."""
+    url_file = shop.project.root / "app.url"
+    shop.project.environ["APP_DATABASE_URL"] = shop.app_url(shop.dbname)
+    shop.project.write_config(
+        '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
+        'app_url_env = "APP_DATABASE_URL"\n'
+        'read_query = "SELECT count(*) FROM \\"Customer\\""\nhealth_deadline_s = 5\n'
+        "[environments.production.hooks]\n"
+        f"point_app = 'printf %s \"$PGRUNBOOK_DATABASE_URL\" > {url_file}'\n"
+    )
+    before = schema_dump(shop.admin_url(shop.dbname))
+    assert shop.project.cli("backup", "create").returncode == 0
+    admin(shop.cluster, f'DROP DATABASE "{shop.dbname}" WITH (FORCE)')
+    copy = f"{shop.dbname}_again"
+    wrong = shop.app_url(shop.dbname).replace(quote(APP_PASSWORD), "not-the-password")
+    refused = shop.project.cli(
+        "restore", "latest", "--into", copy, "--point-app", extra_env={"APP_DATABASE_URL": wrong}
+    )
+    assert_clean_error(refused, 3, "the application's URL in APP_DATABASE_URL cannot log in")
+    assert "authentication failed" in refused.stderr and not url_file.exists()
+    r = shop.project.cli("--json", "restore", "latest", "--into", copy, "--point-app")
+    assert r.returncode == 0, r.stderr
+    assert url_file.read_text().rsplit("/", 1)[1] == copy
+    assert schema_dump(shop.admin_url(copy)) == before
     app_can_write(shop, copy)
 
 
