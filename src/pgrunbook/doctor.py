@@ -354,10 +354,11 @@ def _ownership(env: Environment, conn: psycopg.Connection) -> DoctorCheck:
 
 
 def _leftovers(env: Environment, conn: psycopg.Connection) -> DoctorCheck:
-    """What killed restores left on this server (trial8 #10): staging databases of in-place restores
-    (``<db>_restore_<stamp>``) and databases of ``restore --into`` or drills whose marker names a
-    process gone from this host. Each holds a partial or unused copy and takes disk space; the live
-    database is never among them. Listed with the statement that drops it, never dropped here."""
+    """What killed restores left on this server (trial8 #10): staging databases of in-place restores and
+    of the recovery of a lost database (``<db>_restore_<stamp>``, both) and databases of ``restore
+    --into`` or drills whose marker names a process gone from this host. Each holds a partial or unused
+    copy and takes disk space; the live database is never among them. Listed with the statement that
+    drops it, never dropped here."""
     live = env.target().dbname
     staging = staging_databases(conn, live)
     unfinished = [(n, c) for n, c in dead_leftovers(conn) if n not in staging]  # each named once
@@ -366,7 +367,8 @@ def _leftovers(env: Environment, conn: psycopg.Connection) -> DoctorCheck:
     parts = []
     if staging:
         parts.append(
-            f"{len(staging)} staging database(s) of an interrupted in-place restore of {live}: {', '.join(staging)}"
+            f"{len(staging)} staging database(s) of an interrupted restore of {live} (in place, or recreating it "
+            f"after it was lost): {', '.join(staging)}"
         )
     if unfinished:
         parts.append(

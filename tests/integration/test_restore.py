@@ -893,6 +893,14 @@ def test_a_killed_recovery_of_a_lost_database_leaves_no_partial_database_under_i
     again = seeded.cli("--json", "restore", bid, "--into", live)
     assert again.returncode == 0, again.stderr
     assert fingerprint(seeded.url) == before
+    assert left  # killed while it restored under the staging name
+    checks = json.loads(seeded.cli("--json", "doctor").stdout)["checks"]
+    leftovers = next(c for c in checks if c["name"] == "leftovers")
+    assert leftovers["status"] == "warning", leftovers  # breaker13 N11: it said "in-place restore" alone
+    assert (
+        f"interrupted restore of {live} (in place, or recreating it after it was lost): {left[0]}"
+        in leftovers["detail"]
+    )
     with psycopg.connect(server, autocommit=True) as conn:
         for name in left:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
