@@ -639,6 +639,24 @@ def test_a_failing_read_query_blames_the_query_and_keeps_the_verified_copy(seede
             conn.execute('DROP DATABASE IF EXISTS "rq_copy" WITH (FORCE)')
 
 
+def test_a_recovery_whose_read_query_fails_names_the_rename_that_finishes_it(seeded: Project) -> None:
+    """breaker13 N8: recreating a lost database whose copy verifies but whose read query fails keeps the
+    copy under its staging name; the hint gave only the DROP. It now gives the ALTER DATABASE … RENAME
+    that finishes the recovery by hand, and that statement works."""
+    before = fingerprint(seeded.url)
+    seeded.write_config(READ_QUERY_CONFIG.format(query="SELECT count(*) FROM no_such_table"))
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    live, server = _lose(seeded)
+    r = seeded.cli("restore", bid, "--into", live)
+    assert_clean_error(r, 2, "read query", f"the recovery's staging copy of the lost database {live}")
+    hint = next(ln for ln in r.stderr.splitlines() if ln.startswith("hint: "))
+    rename = hint.split("as an admin: ", 1)[1].split("; or drop", 1)[0]
+    assert rename.startswith(f'ALTER DATABASE "{live}_restore_') and rename.endswith(f' RENAME TO "{live}"'), hint
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(rename.encode())
+    assert fingerprint(seeded.url) == before
+
+
 def test_a_drill_whose_read_query_fails_does_not_call_the_backup_damaged(seeded: Project) -> None:
     """trial8 #8, the drill: a read query with an SQL error is reported as such, never as damage."""
     seeded.write_config(READ_QUERY_CONFIG.format(query="SELEC 1"))

@@ -7,11 +7,13 @@ import shlex
 
 from pgrunbook.backup.method import RestoreReport, method_for
 from pgrunbook.backup.preflight import RestoreOptions
+from pgrunbook.backup.restore_verify import READ_QUERY_HINT
 from pgrunbook.environment import Environment
-from pgrunbook.errors import BackupNotFound, ConfigError, DatabaseError, PgRunbookError, Stopped
+from pgrunbook.errors import BackupNotFound, ConfigError, DatabaseError, PgRunbookError, ReadQueryFailed, Stopped
 from pgrunbook.journal import Journal, Run
 from pgrunbook.postgres.connect import connect_server, exists_on_server
 from pgrunbook.postgres.database_swap import rename_database, staging_name
+from pgrunbook.postgres.names import quote_ident
 from pgrunbook.prisma.engine import status_in
 from pgrunbook.procedures.point_app import restore_into_and_point
 from pgrunbook.procedures.restore_in_place import restore_in_place
@@ -109,7 +111,15 @@ def recreate(
     rename fails (the verified staging database is kept and named)."""
     stamp = free_stamp(env, dbname, lambda s: [staging_name(dbname, s)])
     staging = staging_name(dbname, stamp)
-    report = method_for(env).restore_into(env, backup_id, staging, progress=progress, run=run, options=options)
+    try:
+        report = method_for(env).restore_into(env, backup_id, staging, progress=progress, run=run, options=options)
+    except ReadQueryFailed as exc:  # verified but not put into use (trial8 #8): say how to finish by hand
+        exc.message += f"; it is the recovery's staging copy of the lost database {dbname}"
+        exc.hint = (
+            f"{READ_QUERY_HINT}; then, to finish the recovery, as an admin: ALTER DATABASE {quote_ident(staging)} "
+            f"RENAME TO {quote_ident(dbname)}; or drop the copy: DROP DATABASE {quote_ident(staging)}"
+        )
+        raise
     with run.step("rename") as info:
         try:
             with connect_server(env.target(direct=True), purpose=f"restore {env.name}") as conn:
