@@ -705,6 +705,12 @@ def test_resume_never_reuses_a_rollback_copy_that_lost_tables_or_rows_since(stag
     out = json.loads(r.stdout)
     assert r.returncode == 2 and out["outcome"] == "rolled_back", r.stderr
     assert "reuse restore" not in {s["name"] for s in out["steps"]} and out["database"] != copy
+    # breaker13 N6: and says why, naming the copy it leaves as it is and the one it restores into
+    said = next(s for s in out["steps"] if s["name"] == "copy not reused")["detail"]
+    why = "fewer rows than the backup in billing.invoice" if damage.startswith("DELETE") else "does not exist"
+    assert said.startswith(f"{copy}, restored from {out['backup_id']} and verified before the run was interrupted")
+    assert why in said and f"restored anew into {out['database']}" in said, said
+    assert said in out["warnings"]
     assert fingerprint(stage.url_file.read_text()) == before_damage  # the app is on an exact copy again
     with psycopg.connect(stage.project.url, autocommit=True) as conn:  # the damaged one is kept, not dropped
         assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (copy,)).fetchone() is not None

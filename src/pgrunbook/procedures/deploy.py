@@ -510,7 +510,11 @@ def _on_failure(
     try:
         if decision.mode == "with-db" and backup:
             live = env.target(direct=False).dbname
-            name, finished = _rollback_name(env, live, run.id, backup)
+            name, finished, abandoned = _rollback_name(env, live, run.id, backup)
+            if abandoned:  # breaker13 N6: restoring anew must say why, and which copy it leaves as it is
+                with run.step("copy not reused") as info:
+                    info["detail"] = abandoned
+                report.warnings.append(abandoned)
             if finished:  # --resume after the restore was verified: reused (the app may even write to it)
                 restored = RestoreReport(backup, name, verified=True, method="restored before the interruption")
                 with run.step("reuse restore") as info:
@@ -671,13 +675,14 @@ def _check_can_create_databases(env: Environment) -> None:
         )
 
 
-def _rollback_name(env: Environment, live: str, run_id: str, backup: str) -> tuple[str, bool]:
-    """``<live>_rollback_<the run's start>`` (its id begins ``20261201T013102Z``) and whether it already
-    holds ``backup``, verified: the same name when ``--resume`` continues a rollback that was killed, so
-    the restore replaces (and reports) that run's unfinished database instead of leaving it behind, and
-    a restore that had been verified is used as it is (True): restoring again would cost the downtime
-    twice and, once point_app had run, lose what the app wrote there. Another database of that name is
-    left alone: the rollback then takes the time of now."""
+def _rollback_name(env: Environment, live: str, run_id: str, backup: str) -> tuple[str, bool, str]:
+    """``<live>_rollback_<the run's start>`` (its id begins ``20261201T013102Z``), whether it already
+    holds ``backup``, verified, and why a verified copy there is not reused ("" when none is left aside).
+    The same name when ``--resume`` continues a rollback that was killed, so the restore replaces (and
+    reports) that run's unfinished database instead of leaving it behind, and a restore that had been
+    verified is used as it is (True): restoring again would cost the downtime twice and, once point_app
+    had run, lose what the app wrote there. Another database of that name, or a verified copy changed
+    since (_still_as_restored), is left alone: the rollback then takes the time of now."""
     digits = re.sub(r"\D", "", run_id.split("-", 1)[0])
     name = derived_dbname(live, f"_rollback_{digits if len(digits) == 14 else f'{datetime.now(UTC):%Y%m%d%H%M%S}'}")
     with connect_server(env.target(direct=True), purpose="rollback") as conn:
@@ -685,10 +690,21 @@ def _rollback_name(env: Environment, live: str, run_id: str, backup: str) -> tup
             "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s", (name,)
         ).fetchone()
     if row is None or str(row[0]).startswith(UNFINISHED):
-        return name, False
-    if restored_from(str(row[0])) == backup and _still_as_restored(env, name, backup) is None:
-        return name, True
-    return fresh_dbname(env, live, "_rollback_"), False
+        return name, False, ""
+    if restored_from(str(row[0])) != backup:
+        return fresh_dbname(env, live, "_rollback_"), False, ""
+    why = _still_as_restored(env, name, backup)
+    if why is None:
+        return name, True, ""
+    fresh = fresh_dbname(env, live, "_rollback_")
+    return (
+        fresh,
+        False,
+        (
+            f"{name}, restored from {backup} and verified before the run was interrupted, is not reused: {why}; it "
+            f"is kept as it is (the app may have written to it), and the backup is restored anew into {fresh}"
+        ),
+    )
 
 
 def _still_as_restored(env: Environment, name: str, backup: str) -> str | None:
