@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-import pytest
+import re
 
-from pgrunbook.monitor.schedule import cron_to_oncalendar, jobs, render
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pgrunbook.monitor.schedule import cron_to_oncalendar, jobs, kubernetes_name, render
 
 
 def test_cron_to_systemd() -> None:
@@ -66,7 +70,7 @@ def test_kubernetes_jobs_read_each_environments_own_variables_from_a_valid_secre
     js = jobs(["Prod_EU"], "0 2 * * *", "off", "off", ("STAGING_URL", "STAGING_DIRECT_URL"))
     k8s = render("kubernetes", js, "/usr/local/bin/pgrunbook", "/srv/app/pgrunbook.toml")
     assert "- name: STAGING_URL" in k8s and "key: STAGING_DIRECT_URL" in k8s and "DATABASE_URL\n" not in k8s
-    assert "name: pgrunbook-prod-eu\n" in k8s and "Prod_EU\n" not in k8s.split("args:")[0]
+    assert f"name: {kubernetes_name('pgrunbook', 'Prod_EU')}\n" in k8s and "Prod_EU\n" not in k8s.split("args:")[0]
     assert command("kubernetes", js[0], "/usr/local/bin/pgrunbook", "/srv/x.toml")[:3] == [
         "pgrunbook",
         "backup",
@@ -77,3 +81,37 @@ def test_kubernetes_jobs_read_each_environments_own_variables_from_a_valid_secre
         "--config",
         "/srv/x.toml",
     ]
+
+
+RFC1123 = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+
+
+@pytest.mark.parametrize(
+    ("parts", "name"),
+    [
+        (("pgrunbook", "backup", "prod"), "pgrunbook-backup-prod"),  # valid already: its own name
+        (("pgrunbook", "prod-eu"), "pgrunbook-prod-eu"),
+        (("pgrunbook", "Prod_EU"), None),  # another spelling: a digest keeps it apart
+        (("pgrunbook", "x" * 80), None),  # too long
+    ],
+)
+def test_kubernetes_names_are_valid_and_kept_when_valid(parts: tuple[str, ...], name: str | None) -> None:
+    got = kubernetes_name(*parts)
+    assert RFC1123.fullmatch(got) and len(got) <= 52, got
+    if name is not None:
+        assert got == name
+    else:
+        assert re.search(r"-[0-9a-f]{8}$", got), got
+
+
+@given(st.lists(st.text(min_size=1, max_size=70), min_size=2, max_size=6, unique=True))
+def test_environments_that_differ_only_in_case_or_punctuation_never_share_a_name(envs: list[str]) -> None:
+    """breaker13 N7: "Prod" and "prod", "prod_eu" and "prod-eu" got the same CronJob and Secret names."""
+    names = [kubernetes_name("pgrunbook", "backup", e) for e in envs]
+    assert all(RFC1123.fullmatch(n) and len(n) <= 52 for n in names), names
+    assert len(set(names)) == len(names), list(zip(envs, names, strict=True))
+
+
+def test_the_example_pairs_get_two_names() -> None:
+    for a, b in (("Prod", "prod"), ("prod_eu", "prod-eu"), ("prod.eu", "prod-eu")):
+        assert kubernetes_name("pgrunbook", a) != kubernetes_name("pgrunbook", b)

@@ -3,6 +3,7 @@ backups, prune and drills on their own platform. Pure text generation from the c
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 from dataclasses import dataclass
@@ -38,11 +39,23 @@ def jobs(
     return out
 
 
+#: a CronJob's name leaves 11 characters of the 63 for the Jobs it creates (Kubernetes documentation,
+#: "CronJob": "The name must be no longer than 52 characters")
+K8S_NAME_MAX = 52
+
+
 def kubernetes_name(*parts: str) -> str:
-    """A Kubernetes object name (RFC 1123 label: lowercase alphanumerics and '-', at most 63, starting and
-    ending alphanumeric) made of ``parts``."""
-    name = re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower())[:52]
-    return name.strip("-") or "pgrunbook"
+    """A Kubernetes object name (RFC 1123 label: lowercase alphanumerics and '-', starting and ending
+    alphanumeric; at most K8S_NAME_MAX) made of ``parts``. Parts that are valid already give their own
+    name; any other spelling (upper case, '_', '.', too long) also gets 8 hex digits of its SHA-256, so
+    two environments that differ only there ("Prod" and "prod", "prod_eu" and "prod-eu") never share a
+    CronJob or Secret (breaker13 N7)."""
+    raw = "-".join(parts)
+    name = re.sub(r"[^a-z0-9-]", "-", raw.lower()).strip("-")
+    if name == raw and len(name) <= K8S_NAME_MAX:
+        return name or "pgrunbook"
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+    return f"{name[: K8S_NAME_MAX - 9].strip('-')}-{digest}".lstrip("-")
 
 
 def command(kind: str, job: Job, executable: str, config_path: str) -> list[str]:
