@@ -833,6 +833,8 @@ def test_a_lost_database_is_recreated_by_restoring_into_its_own_name(seeded: Pro
         lost = seeded.cli(*args)
         assert_clean_error(lost, 2, f"database {live!r} does not exist")
         assert f"if it was lost, pgrunbook restore latest --into {live} --env default recreates it" in lost.stderr
+        # breaker13 N2: "or create it" alone led to an empty database under the name, not the recovery
+        assert "or create it if it is a new one; if it was lost, pgrunbook restore latest" in lost.stderr
     refused = seeded.cli("restore", bid, "--in-place", "--confirm", live)
     assert_clean_error(refused, 2, f"in-place restore replaces database {live!r}, which does not exist")
     assert f"hint: recreate it from the backup: pgrunbook restore {bid} --into {live} --env default" in refused.stderr

@@ -23,7 +23,7 @@ _KNOWN_FAILURES: list[tuple[str, str, str]] = [
     (
         r'database ".*" does not exist',
         "database {db!r} does not exist on {server}",
-        "check the database name in {var}, or create it",
+        "check the database name in {var}, or create it if it is a new one",
     ),
     (r"role \"[^\"]*\" does not exist", "role {user!r} does not exist on {server}", "check the user name in {var}"),
     (
