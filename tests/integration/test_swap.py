@@ -16,7 +16,7 @@ import pytest
 
 from pgrunbook.errors import DatabaseError
 from pgrunbook.postgres.cluster import LocalCluster
-from pgrunbook.postgres.database_swap import read_database, swap
+from pgrunbook.postgres.database_swap import read_database, rename_database, swap
 from tests.conftest import wait_for
 from tests.integration.test_owners import admin, drop_roles_and_databases
 
@@ -126,3 +126,18 @@ def test_a_kill_between_the_two_renames_leaves_the_live_database(
         time.sleep(0.1)
     assert {live, staging} <= names(cluster) and replaced not in names(cluster)
     assert marker(cluster, live) == "old" and marker(cluster, staging) == "new"
+
+
+def test_a_rename_onto_a_name_taken_meanwhile_offers_the_drop_not_the_rename(
+    cluster: LocalCluster, pair: tuple[str, str, str]
+) -> None:
+    """breaker13 N11: two recoveries of one lost database at once; the loser's rename found the name
+    taken and its hint offered the same rename, which cannot succeed while the winner's database
+    exists. It now says the name was taken meanwhile and gives the DROP of its own, extra copy."""
+    live, staging, _ = pair
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn, pytest.raises(DatabaseError) as caught:
+        rename_database(conn, staging, live)
+    assert f"a database {live} was created meanwhile" in caught.value.message
+    assert caught.value.hint is not None and f'DROP DATABASE "{staging}";' in caught.value.hint
+    assert "RENAME" not in caught.value.hint
+    assert (marker(cluster, live), marker(cluster, staging)) == ("old", "new")  # both kept as they were

@@ -309,6 +309,15 @@ def rename_database(conn: psycopg.Connection, name: str, to: str, *, attempts: i
         except psycopg.errors.ObjectInUse as exc:
             why = re.sub(r"\s+", " ", str(exc)).strip()
             time.sleep(0.3)
+        except psycopg.errors.DuplicateDatabase:
+            # another run (two recoveries at once) or an operator took the name meanwhile: renaming
+            # cannot succeed while it exists, so the hint must not offer the rename (breaker13 N11)
+            raise DatabaseError(
+                f"could not rename {name} to {to}: a database {to} was created meanwhile (another run, or by "
+                f"hand); {name} is kept as it is",
+                hint=f"check that {to} is the one to keep (pgrunbook runs shows what ran), then drop the extra copy "
+                f"once nothing is connected to it: DROP DATABASE {quote_ident(name)};",
+            ) from None
         except psycopg.Error as exc:
             why = re.sub(r"\s+", " ", str(exc)).strip() or type(exc).__name__
             break
