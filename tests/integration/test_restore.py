@@ -858,6 +858,21 @@ def test_a_lost_database_is_recreated_by_restoring_into_its_own_name(seeded: Pro
     assert_clean_error(seeded.cli("restore", bid, "--into", live), 3, "it is this environment's own database")
 
 
+def test_a_lost_database_made_again_empty_by_hand_is_restored_into(seeded: Project) -> None:
+    """breaker13 N2: the hint's "or create it" led to an empty database under the lost name, which the
+    recovery then refused as "this environment's own database". An own database holding no relation has
+    nothing to lose: `restore latest --into` its name restores into it."""
+    before = fingerprint(seeded.url)
+    bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
+    live, server = _lose(seeded)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{live}"'.encode())
+    r = seeded.cli("--json", "restore", "latest", "--into", live)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["backup_id"] == bid and json.loads(r.stdout)["database"] == live
+    assert fingerprint(seeded.url) == before
+
+
 def test_recreating_a_lost_database_takes_the_newest_backup_that_is_not_a_pre_restore_one(seeded: Project) -> None:
     """breaker13 F11: `restore latest --into <its own name>` took the newest backup of any label: the
     pre-restore backup an earlier in-place restore took, holding the very state that restore replaced

@@ -40,8 +40,9 @@ def restore(
     the journal) and is raised again."""
     if into is None:
         refuse_lost_database(env, backup_id)
-    lost = into is not None and lost_own_database(env, into, backup_id, point=point)
-    backup_id = resolve_backup(env, backup_id, in_place=into is None, recreate=lost)
+    own = into is not None and into == env.target(direct=True).dbname  # lost, or made again empty
+    lost = own and lost_own_database(env, into or "", backup_id, point=point)
+    backup_id = resolve_backup(env, backup_id, in_place=into is None, recreate=own)
     run = journal.start("restore", env.name, {"backup": backup_id, "into": into, "in_place": into is None})
     try:
         if lost:
@@ -66,8 +67,8 @@ def restore(
         if isinstance(exc, Stopped) and into is not None:
             exc.note(hint=f"run the same restore again: pgrunbook restore {backup_id} --into {into} --env {env.name}")
         raise
-    if into is None or point or lost:  # the app now runs on what was restored
-        note = behind_note(env, report.database, url_moves=into is not None and not lost)
+    if into is None or point or own:  # the app now runs on what was restored
+        note = behind_note(env, report.database, url_moves=into is not None and not own)
         if note is not None:
             report.warnings.append(note)
     try:
@@ -109,6 +110,7 @@ def recreate(
     to a half-restored database and a killed run leaves only the staging database (a leftover doctor
     lists), never a partial one under the app's name (breaker13 F1). Raises DatabaseError when the
     rename fails (the verified staging database is kept and named)."""
+    _refuse_without_createdb(env, dbname)
     stamp = free_stamp(env, dbname, lambda s: [staging_name(dbname, s)])
     staging = staging_name(dbname, stamp)
     try:
@@ -130,6 +132,23 @@ def recreate(
         info["detail"] = f"{staging} -> {dbname}"
     report.database = dbname
     return report
+
+
+def _refuse_without_createdb(env: Environment, dbname: str) -> None:
+    """The recovery creates its staging database: a role without CREATEDB is told, before anything, the
+    way that needs none (breaker13 N13): an admin creates the database empty, owned by the role, and the
+    same command restores into it (backup/targets.py, source_empty). Raises DatabaseError."""
+    with connect_server(env.target(direct=True), purpose=f"restore {env.name}") as conn:
+        row = conn.execute("SELECT current_user, rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user")
+        found = row.fetchone()
+    if found is None or found[1]:
+        return
+    role = str(found[0])
+    raise DatabaseError(
+        f"role {role} may not create databases, so the recovery cannot recreate {dbname}; nothing was changed",
+        hint=f"as an admin: CREATE DATABASE {quote_ident(dbname)} OWNER {quote_ident(role)}; then run the same "
+        f"command, which restores into the empty database (or ALTER ROLE {quote_ident(role)} CREATEDB)",
+    )
 
 
 def refuse_lost_database(env: Environment, backup_id: str) -> None:
