@@ -159,16 +159,23 @@ def test_in_place_restore_gives_the_app_its_database_back(shop: Shop) -> None:
     app_can_write(shop, shop.dbname)
 
 
-def test_restore_into_with_point_app_gives_the_app_a_usable_copy(shop: Shop) -> None:
+def _point_app_config(shop: Shop, hooks: str = "") -> Path:
+    """An environment whose point_app hook writes the app's new URL into a file (returned); the app's
+    own URL, which point_app gets, in APP_DATABASE_URL (``hooks``: more hook lines)."""
     url_file = shop.project.root / "app.url"
-    shop.project.environ["APP_DATABASE_URL"] = shop.app_url(shop.dbname)  # the app's own URL (point_app gets it)
+    shop.project.environ["APP_DATABASE_URL"] = shop.app_url(shop.dbname)
     shop.project.write_config(
         '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
         'app_url_env = "APP_DATABASE_URL"\n'
         'read_query = "SELECT count(*) FROM \\"Customer\\""\nhealth_deadline_s = 5\n'
         "[environments.production.hooks]\n"
-        f"point_app = 'printf %s \"$PGRUNBOOK_DATABASE_URL\" > {url_file}'\n"
+        f"point_app = 'printf %s \"$PGRUNBOOK_DATABASE_URL\" > {url_file}'\n" + hooks
     )
+    return url_file
+
+
+def test_restore_into_with_point_app_gives_the_app_a_usable_copy(shop: Shop) -> None:
+    url_file = _point_app_config(shop)
     before = schema_dump(shop.admin_url(shop.dbname))
     backup = json.loads(shop.project.cli("--json", "backup", "create").stdout)["id"]
     copy = f"{shop.dbname}_copy"
@@ -190,15 +197,7 @@ def test_point_app_while_the_database_is_lost_does_not_blame_the_apps_url(shop: 
     app_url_env refused with "the application's URL … cannot log in … fix APP_DATABASE_URL": the URL was
     right, its database was the one lost. PostgreSQL authenticates before it looks the database up, so
     a "does not exist" answer proves the login; a wrong password is still refused, before anything."""
-    url_file = shop.project.root / "app.url"
-    shop.project.environ["APP_DATABASE_URL"] = shop.app_url(shop.dbname)
-    shop.project.write_config(
-        '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
-        'app_url_env = "APP_DATABASE_URL"\n'
-        'read_query = "SELECT count(*) FROM \\"Customer\\""\nhealth_deadline_s = 5\n'
-        "[environments.production.hooks]\n"
-        f"point_app = 'printf %s \"$PGRUNBOOK_DATABASE_URL\" > {url_file}'\n"
-    )
+    url_file = _point_app_config(shop)
     before = schema_dump(shop.admin_url(shop.dbname))
     assert shop.project.cli("backup", "create").returncode == 0
     admin(shop.cluster, f'DROP DATABASE "{shop.dbname}" WITH (FORCE)')
@@ -217,16 +216,7 @@ def test_point_app_while_the_database_is_lost_does_not_blame_the_apps_url(shop: 
 
 
 def test_rollback_with_db_gives_the_app_a_usable_database(shop: Shop) -> None:
-    url_file = shop.project.root / "app.url"
-    shop.project.environ["APP_DATABASE_URL"] = shop.app_url(shop.dbname)  # the app's own URL (point_app gets it)
-    shop.project.write_config(
-        '[backup]\nstorage = "backups"\n[environments.production]\ndatabase_url_env = "DATABASE_URL"\n'
-        'app_url_env = "APP_DATABASE_URL"\n'
-        'read_query = "SELECT count(*) FROM \\"Customer\\""\nhealth_deadline_s = 5\n'
-        "[environments.production.hooks]\n"
-        f"point_app = 'printf %s \"$PGRUNBOOK_DATABASE_URL\" > {url_file}'\n"
-        "app_rollback = 'true'\n"
-    )
+    _point_app_config(shop, "app_rollback = 'true'\n")
     before = schema_dump(shop.admin_url(shop.dbname))
     r = shop.project.cli("--json", "backup", "create", "--label", "pre-deploy")
     backup = json.loads(r.stdout)["id"]
