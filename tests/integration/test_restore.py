@@ -438,6 +438,47 @@ def test_the_table_of_contents_is_read_from_the_first_frame_while_the_rest_decom
         archive.cleanup()
 
 
+@pytest.mark.parametrize("temp", ["memory", "disk"])
+def test_the_archive_is_emptied_once_pg_restore_has_read_every_table_and_the_restore_still_verifies(
+    seeded: Project, monkeypatch: pytest.MonkeyPatch, temp: str
+) -> None:
+    """A parallel restore held the whole decompressed archive (memory or disk) until pg_restore exited,
+    through the index builds that read nothing from it. It is now emptied as soon as every table's data
+    is in: once per restore, while pg_restore still runs, and the restore is as exact as before. The
+    real release is wrapped only to see when it ran and what it left."""
+    from pgrunbook.backup.restore_archive import CheckedArchive
+
+    seeded.write_config(FRAMES_CONFIG + f'temp = "{temp}"\n')
+    m = create_backup(seeded.env())
+    seen: list[tuple[int, bool]] = []
+    real = CheckedArchive.release_data
+
+    def watched(self: CheckedArchive) -> None:
+        real(self)
+        size = os.fstat(self.fd).st_size if self.fd is not None else os.stat(self.path).st_size
+        restoring = any(p.name == "pg_restore" for p in _children())
+        seen.append((size, restoring))
+
+    monkeypatch.setattr(CheckedArchive, "release_data", watched)
+    report = restore_into_new_database(seeded.env(), m.id, f"released_{temp}")
+    assert report.verified and seen == [(0, True)], seen
+    assert fingerprint(db_url(seeded, f"released_{temp}")) == fingerprint(seeded.url)
+
+
+def _children() -> list[Path]:
+    """The executables of this process's child processes (Linux /proc)."""
+    me = str(os.getpid())
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[1] == me:
+                found.append(Path(os.readlink(stat.parent / "exe")))
+        except OSError:
+            continue
+    return found
+
+
 def test_a_backup_from_before_frames_still_restores(seeded: Project) -> None:
     """Manifests written before the frame table have none: the archive is decompressed in one thread."""
     seeded.write_config(FRAMES_CONFIG.replace("zstd_frame_mb = 0.0625\n", ""))

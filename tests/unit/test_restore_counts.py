@@ -162,3 +162,41 @@ def test_tables_left_when_pg_restore_ends_are_left_to_the_verification(monkeypat
     _feed(counts, "launching item 3401 INDEX event_payload_idx", then=0)
     counts.finish()
     assert counts.taken == []  # pg_restore never had an idle job: the verification counts event
+
+
+# every TABLE DATA item of LISTING, and an index that follows them
+DATA_IDS = (3392, 3393, 3394, 3395, 3396)
+
+
+@pytest.mark.parametrize(
+    ("listing", "lines", "called"),
+    [
+        # every data item finished (in any order, lines interleaved as parallel jobs write them): once
+        (LISTING, [f"pg_restore: finished item {i} TABLE DATA x" for i in reversed(DATA_IDS)], 1),
+        (LISTING, [f"pg_restore:pg_restore: finished item {i} TABLE DATA x" for i in DATA_IDS], 1),
+        # one still loading, or only launched: not yet
+        (LISTING, [f"pg_restore: finished item {i} TABLE DATA x" for i in DATA_IDS[:-1]], 0),
+        (LISTING, [f"pg_restore: launching item {i} TABLE DATA x" for i in DATA_IDS], 0),
+        # finishing other items (the table's definition, an index) counts for nothing
+        (LISTING, ["pg_restore: finished item 3380 TABLE public event", "pg_restore: finished item 9 INDEX i"], 0),
+        # large objects: their data blocks are read by other items, so the file is never emptied early
+        (
+            LISTING + "3400; 2613 16500 BLOBS - BLOBS postgres\n",
+            [f"finished item {i} TABLE DATA x" for i in DATA_IDS],
+            0,
+        ),
+        (
+            LISTING + "3401; 0 0 LARGE OBJECTS 16501..16510 postgres\n",
+            [f"finished item {i} TABLE DATA" for i in DATA_IDS],
+            0,
+        ),
+        # no data at all: nothing to wait for, nothing to release
+        ("3380; 1259 16390 TABLE public event postgres\n", ["pg_restore: finished item 3380 TABLE public event"], 0),
+    ],
+)
+def test_the_archive_is_released_once_every_data_item_is_read(listing: str, lines: list[str], called: int) -> None:
+    calls: list[int] = []
+    reader = restore_counts.DataRead(listing, lambda: calls.append(1))
+    for line in lines + lines:  # a line seen twice never releases twice
+        reader.line(line)
+    assert len(calls) == called

@@ -292,6 +292,18 @@ class CheckedArchive:
             raise _temp_write_error(exc, os.path.dirname(self.dir or self.path), manifest) from None
         return ""
 
+    def release_data(self) -> None:
+        """pg_restore has read every data block it will read (restore_counts.DataRead): empty the file
+        now, while it still builds indexes, rather than once it exits. Its open descriptors stay valid,
+        and what it does from then on reads nothing from the file; the memory (or disk) freed is what
+        the server's index builds and write-ahead log take next. Never raises: the file is removed at
+        the end in any case."""
+        with contextlib.suppress(OSError):
+            if self.fd is not None:
+                os.ftruncate(self.fd, 0)
+            elif self.path:
+                os.truncate(self.path, 0)
+
     def release(self) -> None:
         """pg_restore is done with the file: remove it in a thread while the restore goes on (verifies).
         Freeing a large archive's memory takes a while (~0.1 s per GB, measured); ``cleanup()`` waits."""

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import IO, Protocol
 
 import psycopg
@@ -179,6 +180,38 @@ class LoadProgress:
         if len(note) > self.NOTE_MAX:
             note = note[: self.NOTE_MAX - 1] + "…"
         self.progress("restore", self.loaded, self.total, unit="rows", note=note)
+
+
+_TOC_ITEM = re.compile(r"^(\d+); \d+ \d+ (.*)$")
+# item types whose data blocks are read by other items than TABLE DATA: large objects (BLOBS up to
+# PostgreSQL 16; BLOB METADATA and LARGE OBJECTS from 17 on)
+_LARGE_OBJECTS = re.compile(r"^(?:BLOBS?|BLOB METADATA|LARGE OBJECTS?)\b")
+
+
+class DataRead:
+    """Calls ``done`` once, when pg_restore (``--verbose``) has reported every TABLE DATA item of
+    ``listing`` (``pg_restore --list``) finished: from then on it reads nothing more from the archive
+    file. In a custom-format archive only items with data blocks read the file after its table of
+    contents; the indexes, constraints, grants and comments still to come are SQL held in the table of
+    contents (PostgreSQL src/bin/pg_dump/pg_backup_custom.c, _PrintTocData). Never calls it for an
+    archive with large objects, or without any data."""
+
+    def __init__(self, listing: str, done: Callable[[], None]):
+        items = [m for line in listing.splitlines() if (m := _TOC_ITEM.match(line))]
+        self._waiting = {int(m.group(1)) for m in items if m.group(2).startswith("TABLE DATA ")}
+        lobs = any(_LARGE_OBJECTS.match(m.group(2)) for m in items)
+        self._done: Callable[[], None] | None = done if self._waiting and not lobs else None
+
+    def line(self, text: str) -> None:
+        if self._done is None:
+            return
+        m = _PROGRESS.search(text)
+        if m is None or m.group(1) != "finished":
+            return
+        self._waiting.discard(int(m.group(2)))
+        if not self._waiting:
+            done, self._done = self._done, None
+            done()
 
 
 class LineReader(Protocol):

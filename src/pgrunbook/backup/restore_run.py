@@ -14,7 +14,7 @@ from pgrunbook.backup.archive import archive_bytes, stored_bytes
 from pgrunbook.backup.manifest import Manifest
 from pgrunbook.backup.preflight import Preflight, RestoreOptions
 from pgrunbook.backup.restore_archive import CheckedArchive
-from pgrunbook.backup.restore_counts import EarlyCounts, LoadProgress, data_items, read_verbose
+from pgrunbook.backup.restore_counts import DataRead, EarlyCounts, LoadProgress, data_items, read_verbose
 from pgrunbook.environment import Environment
 from pgrunbook.errors import ConfigError, PgRunbookError
 from pgrunbook.postgres import runner
@@ -123,7 +123,8 @@ def restore_data(
             ) as restoring,
         ):
             every_error: list[str] = []  # all of them: one unexpected error anywhere fails the restore
-            kept = read_verbose(restoring.stderr, counts, load, errors=every_error)
+            data_read = DataRead(archive.listing, archive.release_data)  # the file, emptied once read
+            kept = read_verbose(restoring.stderr, counts, load, data_read, errors=every_error)
             for line in kept:
                 restoring.note(line)
             rc = restoring.wait()
