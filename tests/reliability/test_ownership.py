@@ -497,6 +497,38 @@ def test_a_restored_copy_the_app_now_uses_keeps_the_history(cluster: LocalCluste
 
 
 @pytest.mark.parametrize("project_id", [None, "shop"], ids=["no project id", "project id"])
+def test_a_prune_before_the_copys_first_backup_keeps_its_history(
+    cluster: LocalCluster, tmp_path: Path, project_id: str | None
+) -> None:
+    """newuser14: the app moved to a restored copy (a rollback at 02:30) and the scheduled prune ran
+    before the copy's first backup. Its marker was written without the copy's lineage, and from then on
+    the copy's list was empty, check critical, and `restore latest` refused, a later backup changing
+    nothing. The prune now writes the lineage, and a later claim adds it to a marker written without."""
+    shared = tmp_path / "nas"
+    p = _other_project(tmp_path, _new_db(cluster), _project_config(shared, project_id), "p")
+    seed(p.url, accounts=5, invoices=5)
+    old = p.cli("backup", "create").stdout.strip()
+    copy = f"r_{secrets.token_hex(3)}"
+    assert p.cli("restore", old, "--into", copy).returncode == 0
+    p.environ["DATABASE_URL"] = cluster.url(copy)
+    assert p.cli("backup", "prune").returncode == 0
+    assert [x["id"] for x in json.loads(p.cli("backup", "list", "--json").stdout)] == [old]
+    r = p.cli("restore", "latest", "--into", f"r_{secrets.token_hex(3)}", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["backup_id"] == old, r.stderr
+    # a marker written without it (by the prune of an earlier release) learns it at the next backup
+    folder = shared / "production" / ".pgrunbook-environment"
+    markers = [m for m in folder.glob("*.json") if json.loads(m.read_text())["database"]["name"] == copy]
+    assert markers and all(json.loads(m.read_text())["also"] for m in markers)  # written with the lineage
+    for marker in markers:
+        data = json.loads(marker.read_text())
+        data["also"], data["until"] = [], {}
+        marker.write_text(json.dumps(data))
+    assert [x["id"] for x in json.loads(p.cli("backup", "list", "--json").stdout)] == []  # the fault, as it was
+    new = p.cli("backup", "create").stdout.strip()
+    assert [x["id"] for x in json.loads(p.cli("backup", "list", "--json").stdout)] == [new, old]
+
+
+@pytest.mark.parametrize("project_id", [None, "shop"], ids=["no project id", "project id"])
 def test_a_restored_copy_backed_up_beside_its_live_source_never_takes_the_sources_newer_backups(
     cluster: LocalCluster, tmp_path: Path, project_id: str | None
 ) -> None:

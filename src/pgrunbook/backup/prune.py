@@ -126,7 +126,10 @@ def prune(env: Environment, *, dry_run: bool = False) -> PruneReport:
     """Decide first, then delete (manifest first, so an interrupted prune only leaves leftovers)."""
     repo = env.repository
     if not dry_run:  # the first write: refuses a folder that is not pgrunbook's, adopts older backups
-        repo.claim(env.owner.database, None)
+        # with the database's lineage, as a backup claims it: a restored copy never backed up yet keeps
+        # the history it continues (newuser14: the marker written here had none, and list showed nothing)
+        lineage_of = env.owner.restored_from_of
+        repo.claim(env.owner.database, None, lineage_of() if lineage_of is not None else None)
     scan = repo.scan()
     manifests = scan.ours
     try:

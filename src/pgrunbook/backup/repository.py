@@ -569,6 +569,8 @@ class BackupRepository:
         markers = self.markers()
         name = database or owner.database
         mine = [m for m in markers if m.project_id == owner.project_id and m.database == name]
+        if mine:
+            self._learn_lineage(mine, restored_from, name, markers)
         if mine and (system_identifier is None or any(m.system_identifier == system_identifier for m in mine)):
             return
         unset = next((m for m in mine if m.system_identifier is None), None)
@@ -591,6 +593,24 @@ class BackupRepository:
             until=lineage,
         )
         self.storage.write_bytes(f"{self.environment}/{ENVIRONMENT_MARKERS}/{key}.json", marker.to_json())
+
+    def _learn_lineage(
+        self,
+        mine: list[EnvironmentMarker],
+        restored_from: str | None,
+        name: str | None,
+        markers: list[EnvironmentMarker],
+    ) -> None:
+        """A marker written without the database's lineage (by a prune that could not read the database's
+        comment, or before lineages existed) gets it once a later claim knows it: without it, a restored
+        copy's list, check and ``restore latest`` would see none of the history it continues (newuser14)."""
+        lineage = self._lineage(restored_from, name, markers)
+        for m in mine:
+            missing = {n: cut for n, cut in lineage.items() if n not in m.also}
+            if missing:
+                m.also = sorted({*m.also, *missing})
+                m.until = {**missing, **m.until}
+                self.storage.write_bytes(m.key, m.to_json())
 
     def _lineage(self, restored_from: str | None, name: str | None, markers: list[EnvironmentMarker]) -> dict[str, str]:
         """Earlier names of this database, each with the last backup id of it that is this database's
