@@ -899,19 +899,38 @@ def test_a_lost_database_is_recreated_by_restoring_into_its_own_name(seeded: Pro
     assert_clean_error(seeded.cli("restore", bid, "--into", live), 3, "it is this environment's own database")
 
 
-def test_a_lost_database_made_again_empty_by_hand_is_restored_into(seeded: Project) -> None:
+@pytest.mark.parametrize("leftover", ["", "CREATE TYPE mood AS ENUM ('ok', 'sad')"], ids=["empty", "a type only"])
+def test_a_lost_database_made_again_empty_is_set_aside_never_restored_into(seeded: Project, leftover: str) -> None:
     """breaker13 N2: the hint's "or create it" led to an empty database under the lost name, which the
-    recovery then refused as "this environment's own database". An own database holding no relation has
-    nothing to lose: `restore latest --into` its name restores into it."""
+    recovery refused as "this environment's own database". breaker14: restoring straight into it left a
+    partial database under the app's name when killed, mixed in what the app wrote meanwhile, and failed
+    on a type made there. Now the recovery restores under its staging name as for a missing database and
+    then, in one transaction, sets the empty one aside (kept, with whatever it held) and takes the name."""
     before = fingerprint(seeded.url)
     bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
     live, server = _lose(seeded)
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{live}"'.encode())
+    if leftover:
+        with psycopg.connect(seeded.url, autocommit=True) as conn:
+            conn.execute(leftover.encode())
+    with psycopg.connect(seeded.url) as app:  # the app connected to the empty database: refused, nothing made
+        busy = seeded.cli("restore", "latest", "--into", live)
+        assert_clean_error(busy, 2, f"{live} exists, empty, and 1 session(s) use it")
+        app.rollback()
+    assert [n for n in databases(seeded) if n.startswith(f"{live}_")] == []
     r = seeded.cli("--json", "restore", "latest", "--into", live)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["backup_id"] == bid and json.loads(r.stdout)["database"] == live
+    out = json.loads(r.stdout)
+    assert out["backup_id"] == bid and out["database"] == live and out["verified"]
     assert fingerprint(seeded.url) == before
+    [aside] = [n for n in databases(seeded) if n.startswith(f"{live}_replaced_")]
+    assert f"the empty database that held the name {live} is kept as {aside}" in " ".join(out["warnings"])
+    if leftover:  # what the empty one held is kept with it
+        with psycopg.connect(db_url(seeded, aside)) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_type WHERE typname = 'mood'").fetchone() == (1,)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{aside}"'.encode())
 
 
 def test_recreating_a_lost_database_takes_the_newest_backup_that_is_not_a_pre_restore_one(seeded: Project) -> None:

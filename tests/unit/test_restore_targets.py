@@ -13,26 +13,24 @@ from pgrunbook.postgres.url import parse_database_url
 
 
 @pytest.mark.parametrize(
-    ("dbname", "source", "empty", "refused"),
+    ("dbname", "source", "refused"),
     [
-        ("template0", "app", False, "a template database"),
-        ("template1", "app", False, "every database created later would copy the backup"),
-        ("postgres", "app", False, "the server's maintenance database"),
-        ("postgres", "postgres", False, "the server's maintenance database"),
-        ("postgres", "postgres", True, "the server's maintenance database"),  # empty or not
-        ("app", "app", False, "it is this environment's own database"),
-        ("app", "app", True, None),  # made again empty after a loss: nothing in it to lose
-        ("app_copy", "app", False, None),
-        ("App", "app", False, None),  # names compare exactly, as PostgreSQL's do
-        ("app", None, False, None),
+        ("template0", "app", "a template database"),
+        ("template1", "app", "every database created later would copy the backup"),
+        ("postgres", "app", "the server's maintenance database"),
+        ("postgres", "postgres", "the server's maintenance database"),
+        ("app", "app", "it is this environment's own database"),
+        ("app_copy", "app", None),
+        ("App", "app", None),  # names compare exactly, as PostgreSQL's do
+        ("app", None, None),
     ],
 )
-def test_restore_targets(dbname: str, source: str | None, empty: bool, refused: str | None) -> None:
+def test_restore_targets(dbname: str, source: str | None, refused: str | None) -> None:
     if refused is None:
-        refuse_restore_target(dbname, source, source_empty=empty)
+        refuse_restore_target(dbname, source)
         return
     with pytest.raises(ConfigError) as caught:
-        refuse_restore_target(dbname, source, source_empty=empty)
+        refuse_restore_target(dbname, source)
     assert refused in caught.value.message and "nothing was changed" in caught.value.message
 
 

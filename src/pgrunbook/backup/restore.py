@@ -28,7 +28,6 @@ from pgrunbook.backup.restore_database import (
     LookedAt,
     comment_on_database,
     create_database,
-    database_state,
     drop_partial,
     leftover_hint,
     look_at_target,
@@ -99,19 +98,6 @@ def _source_dbname(env: Environment) -> str | None:
         return None
 
 
-def _own_database_empty(env: Environment) -> bool:
-    """Whether the environment's own database exists and holds no relation (database_state "empty"):
-    made again after it was lost, by hand or by an admin for a role without CREATEDB (breaker13 N2,
-    N13). False when it cannot be looked at."""
-    target = env.target(direct=True)
-    try:
-        with connect_server(target, purpose=f"restore {env.name}") as admin:
-            state, _ = database_state(admin, target, target.dbname)
-    except PgRunbookError:
-        return False
-    return state == "empty"
-
-
 # --- restoring into a new database ---------------------------------------------------------------------
 
 
@@ -129,8 +115,7 @@ def restore_into_new_database(
     t0 = time.monotonic()
     validate_dbname(dbname)
     options = options or RestoreOptions()
-    source = _source_dbname(env)  # a lost one is recreated by procedures/restore.py; an empty one restored into
-    refuse_restore_target(dbname, source, source_empty=dbname == source and _own_database_empty(env))
+    refuse_restore_target(dbname, _source_dbname(env))  # a lost one is recreated by procedures/restore.py
     manifest = env.repository.get(backup_id)
     # prune skips a backup while it is read (its in-use marker); one whose archive is gone is refused
     with env.repository.reading(manifest, f"restore --into {dbname}"):

@@ -56,10 +56,10 @@ def difference_hint(bad: Check) -> str:
 
 
 #: a failing read query is the query's (or the target's) problem: the backup is not in question
-READ_QUERY_HINT = (
-    "the query, not the backup: fix [environments] read_query (it runs with search_path set to the URL's "
-    "?schema=; try it with pgrunbook health against the live database)"
+READ_QUERY_FIX = (
+    "the query, not the backup: fix [environments] read_query (it runs with search_path set to the URL's ?schema="
 )
+READ_QUERY_HINT = f"{READ_QUERY_FIX}; try it with pgrunbook health against the live database)"
 
 
 def read_query_failed(dbname: str, query: Check, *, kept: bool) -> ReadQueryFailed:

@@ -17,12 +17,10 @@ from pgrunbook.postgres.names import derived_dbname
 MAINTENANCE_DATABASES = ("template0", "template1", "postgres")
 
 
-def refuse_restore_target(dbname: str, source: str | None, *, source_empty: bool = False) -> None:
+def refuse_restore_target(dbname: str, source: str | None) -> None:
     """Raise ConfigError (exit 3) when ``dbname`` must never receive a restore; ``source`` is the
     environment's own database (a lost one is recreated by procedures/restore.py under a staging name,
-    then renamed). ``source_empty``: the own database exists and holds no relation (created again by
-    hand, or by an admin for a role without CREATEDB after it was lost): it is restored into, there is
-    nothing in it to lose. Names compare exactly, as PostgreSQL's do."""
+    then renamed). Names compare exactly, as PostgreSQL's do."""
     if dbname in MAINTENANCE_DATABASES:
         kind = "a template database" if dbname.startswith("template") else "the server's maintenance database"
         raise ConfigError(
@@ -32,7 +30,7 @@ def refuse_restore_target(dbname: str, source: str | None, *, source_empty: bool
             hint="restore into a new database instead: --into "
             + shlex.quote(derived_dbname(source or "app", "_restored")),
         )
-    if source is not None and dbname == source and not source_empty:
+    if source is not None and dbname == source:
         raise ConfigError(
             f"refusing to restore into {dbname!r}: it is this environment's own database; nothing was changed",
             hint=f"restore into a new database (--into {shlex.quote(derived_dbname(dbname, '_restored'))}), "

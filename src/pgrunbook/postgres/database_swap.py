@@ -296,6 +296,45 @@ def swap(conn: psycopg.Connection, live: str, staging: str, replaced: str, *, at
     )
 
 
+def sessions_on(conn: psycopg.Connection, dbname: str) -> list[str]:
+    """The other sessions connected to database ``dbname``: "pid 123 (user app, application psql)"."""
+    rows = conn.execute(
+        "SELECT pid, usename, application_name FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+        "ORDER BY pid",
+        (dbname,),
+    ).fetchall()
+    return [f"pid {r[0]} (user {r[1]}" + (f", application {r[2]})" if r[2] else ")") for r in rows]
+
+
+def set_aside(conn: psycopg.Connection, live: str, staging: str, aside: str, *, attempts: int = 10) -> None:
+    """One transaction: rename ``live`` (an empty database made again under a lost database's name) to
+    ``aside`` and ``staging`` (the recovery's verified copy) to ``live``. Nobody's session is ended: one
+    on ``live`` means something uses it, so it is named and nothing is renamed. ``conn`` is on another
+    database, autocommit. Raises DatabaseError ("nothing was renamed")."""
+    rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
+    why = ""
+    for _ in range(attempts):
+        try:
+            with conn.transaction():
+                conn.execute(rename.format(sql.Identifier(live), sql.Identifier(aside)))
+                conn.execute(rename.format(sql.Identifier(staging), sql.Identifier(live)))
+            return
+        except psycopg.errors.ObjectInUse as exc:
+            why = re.sub(r"\s+", " ", str(exc)).strip()
+            time.sleep(0.3)
+        except psycopg.Error as exc:
+            why = re.sub(r"\s+", " ", str(exc)).strip() or type(exc).__name__
+            break
+    by_hand = (
+        f"ALTER DATABASE {quote_ident(live)} RENAME TO {quote_ident(aside)}; "
+        f"ALTER DATABASE {quote_ident(staging)} RENAME TO {quote_ident(live)};"
+    )
+    raise DatabaseError(
+        f"could not put {staging} in place of the empty database {live}: {why}; nothing was renamed",
+        hint=f"once nothing is connected to either: {by_hand}",
+    )
+
+
 def rename_database(conn: psycopg.Connection, name: str, to: str, *, attempts: int = 10) -> None:
     """``ALTER DATABASE name RENAME TO to``, ``conn`` on another database (autocommit), retried while a
     session of ``name`` is still ending (ObjectInUse). Raises DatabaseError naming both databases: ``name``

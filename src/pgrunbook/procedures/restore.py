@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import shlex
 
+import psycopg
+
 from pgrunbook.backup.method import RestoreReport, method_for
 from pgrunbook.backup.preflight import RestoreOptions
-from pgrunbook.backup.restore_verify import READ_QUERY_HINT
+from pgrunbook.backup.restore_database import database_state
+from pgrunbook.backup.restore_verify import READ_QUERY_FIX
 from pgrunbook.environment import Environment
 from pgrunbook.errors import BackupNotFound, ConfigError, DatabaseError, PgRunbookError, ReadQueryFailed, Stopped
 from pgrunbook.journal import Journal, Run
-from pgrunbook.postgres.connect import connect_server, exists_on_server
-from pgrunbook.postgres.database_swap import rename_database, staging_name
+from pgrunbook.postgres.connect import connect_maintenance, connect_server, exists_on_server
+from pgrunbook.postgres.database_swap import rename_database, replaced_name, sessions_on, set_aside, staging_name
 from pgrunbook.postgres.names import quote_ident
 from pgrunbook.prisma.engine import status_in
 from pgrunbook.procedures.point_app import restore_into_and_point
@@ -40,14 +43,13 @@ def restore(
     the journal) and is raised again."""
     if into is None:
         refuse_lost_database(env, backup_id)
-    own = into is not None and into == env.target(direct=True).dbname  # lost, or made again empty
-    lost = own and lost_own_database(env, into or "", backup_id, point=point)
-    backup_id = resolve_backup(env, backup_id, in_place=into is None, recreate=own)
+    lost = lost_own_database(env, into, backup_id, point=point) if into is not None else None
+    backup_id = resolve_backup(env, backup_id, in_place=into is None, recreate=lost is not None)
     run = journal.start("restore", env.name, {"backup": backup_id, "into": into, "in_place": into is None})
     try:
         if lost:
             assert into is not None
-            report = recreate(env, backup_id, into, run=run, progress=progress, options=options)
+            report = recreate(env, backup_id, into, run=run, progress=progress, options=options, aside=lost == "empty")
         elif into is None:
             report = restore_in_place(
                 env,
@@ -67,8 +69,8 @@ def restore(
         if isinstance(exc, Stopped) and into is not None:
             exc.note(hint=f"run the same restore again: pgrunbook restore {backup_id} --into {into} --env {env.name}")
         raise
-    if into is None or point or own:  # the app now runs on what was restored
-        note = behind_note(env, report.database, url_moves=into is not None and not own)
+    if into is None or point or lost:  # the app now runs on what was restored
+        note = behind_note(env, report.database, url_moves=into is not None and not lost)
         if note is not None:
             report.warnings.append(note)
     try:
@@ -80,20 +82,36 @@ def restore(
     return report, run.id
 
 
-def lost_own_database(env: Environment, into: str, backup_id: str, *, point: bool) -> bool:
-    """Is ``into`` the environment's own database, gone from its server (disaster recovery)? Then the
-    restore recreates it (``recreate``); ``--point-app`` is refused there (ConfigError): the app's URL
-    names that database already. Raises DatabaseError when the server cannot be reached."""
+def lost_own_database(env: Environment, into: str, backup_id: str, *, point: bool) -> str | None:
+    """Is ``into`` the environment's own database, gone from its server (disaster recovery)? "missing"
+    when gone; "empty" when a database of that name holds no relation (made again after the loss, by
+    hand or by an admin): the recovery sets it aside once its copy is verified (``recreate``); None
+    otherwise (another name, or a database with relations: refused later as the environment's own).
+    ``--point-app`` is refused for both (ConfigError: the app's URL names that database already), and
+    so is an empty one something is connected to (DatabaseError: it may be in use). Raises
+    DatabaseError when the server cannot be reached."""
     target = env.target(direct=True)
-    if into != target.dbname or exists_on_server(target, purpose=f"restore {env.name}"):
-        return False
+    if into != target.dbname:
+        return None
+    with connect_server(target, purpose=f"restore {env.name}") as conn:
+        state, _ = database_state(conn, target, into)
+        sessions = sessions_on(conn, into) if state == "empty" else []
+    if state not in ("missing", "empty"):
+        return None
+    said = "does not exist" if state == "missing" else "is empty"
     if point:
         raise ConfigError(
-            f"--point-app: {into} is the environment's own database, which does not exist: the restore recreates "
-            "it under the name the app's URL already names, so there is nothing to point; nothing was changed",
+            f"--point-app: {into} is the environment's own database, which {said}: the restore recreates it under "
+            "the name the app's URL already names, so there is nothing to point; nothing was changed",
             hint=f"pgrunbook restore {backup_id} --into {shlex.quote(into)} --env {env.name} (without --point-app)",
         )
-    return True
+    if sessions:
+        raise DatabaseError(
+            f"{into} exists, empty, and {len(sessions)} session(s) use it ({', '.join(sessions[:3])}); the "
+            "recovery puts its verified copy in place of an empty database nobody uses; nothing was changed",
+            hint=f"close them (is the app connected to the empty {into}?), then run the same command",
+        )
+    return state
 
 
 def recreate(
@@ -104,50 +122,87 @@ def recreate(
     run: Run,
     progress: ProgressFn = no_progress,
     options: RestoreOptions | None = None,
+    aside: bool = False,
 ) -> RestoreReport:
     """Disaster recovery (trial11 F18): the environment's database ``dbname`` is gone. The backup is
     restored and verified under a staging name, then renamed to ``dbname``, so the app never connects
     to a half-restored database and a killed run leaves only the staging database (a leftover doctor
-    lists), never a partial one under the app's name (breaker13 F1). Raises DatabaseError when the
-    rename fails (the verified staging database is kept and named)."""
+    lists), never a partial one under the app's name (breaker13 F1). ``aside``: an empty database made
+    again under the name is renamed to ``<db>_replaced_<stamp>`` in the same transaction (kept, named in
+    the report's warnings): nothing is ever restored into it (breaker14: a killed restore into it left a
+    partial database under the app's name, the app writing into it meanwhile). Raises DatabaseError when
+    the rename fails (the verified staging database is kept and named)."""
     _refuse_without_createdb(env, dbname)
-    stamp = free_stamp(env, dbname, lambda s: [staging_name(dbname, s)])
+    stamp = free_stamp(env, dbname, lambda s: [staging_name(dbname, s)] + ([replaced_name(dbname, s)] if aside else []))
     staging = staging_name(dbname, stamp)
     try:
         report = method_for(env).restore_into(env, backup_id, staging, progress=progress, run=run, options=options)
     except ReadQueryFailed as exc:  # verified but not put into use (trial8 #8): say how to finish by hand
         exc.message += f"; it is the recovery's staging copy of the lost database {dbname}"
+        finish = (
+            f"ALTER DATABASE {quote_ident(dbname)} RENAME TO {quote_ident(replaced_name(dbname, stamp))}; "
+            if aside
+            else ""
+        ) + f"ALTER DATABASE {quote_ident(staging)} RENAME TO {quote_ident(dbname)}"
         exc.hint = (
-            f"{READ_QUERY_HINT}; then, to finish the recovery, as an admin: ALTER DATABASE {quote_ident(staging)} "
-            f"RENAME TO {quote_ident(dbname)}; or drop the copy: DROP DATABASE {quote_ident(staging)}"
+            f"{READ_QUERY_FIX}); then, to finish the recovery, as an admin: {finish}; "
+            f"or drop the copy: DROP DATABASE {quote_ident(staging)}"
         )
         raise
     with run.step("rename") as info:
         try:
-            with connect_server(env.target(direct=True), purpose=f"restore {env.name}") as conn:
-                rename_database(conn, staging, dbname)
+            # never on the database about to be renamed: a session there would stop the rename
+            target = env.target(direct=True)
+            with connect_maintenance(target, avoid=(dbname, staging), purpose=f"restore {env.name}") as conn:
+                if aside:
+                    kept = replaced_name(dbname, stamp)
+                    info["detail"] = _put_in_place(env, conn, dbname, staging, kept)
+                    report.warnings.append(
+                        f"the empty database that held the name {dbname} is kept as {kept}; drop it once you have "
+                        f"looked at it: DROP DATABASE {quote_ident(kept)};"
+                    )
+                else:
+                    rename_database(conn, staging, dbname)
+                    info["detail"] = f"{staging} -> {dbname}"
         except DatabaseError as exc:
             exc.message += f" ({staging} holds backup {backup_id}, restored and verified)"
             raise
-        info["detail"] = f"{staging} -> {dbname}"
     report.database = dbname
     return report
 
 
+def _put_in_place(env: Environment, conn: psycopg.Connection, dbname: str, staging: str, aside: str) -> str:
+    """The empty database ``dbname`` set aside as ``aside`` and ``staging`` renamed to ``dbname`` in one
+    transaction, once more checked to be empty and unused (written to while the recovery ran: refused,
+    nothing renamed). Returns the step's detail. Raises DatabaseError."""
+    target = env.target(direct=True)
+    state, _ = database_state(conn, target, dbname)
+    if state != "empty":
+        raise DatabaseError(
+            f"{dbname} is no longer empty (something wrote to it while the recovery ran); nothing was renamed",
+            hint=f"look at what was written to {dbname}; to put the recovery's copy in its place anyway, once "
+            f"nobody uses either: ALTER DATABASE {quote_ident(dbname)} RENAME TO {quote_ident(aside)}; "
+            f"ALTER DATABASE {quote_ident(staging)} RENAME TO {quote_ident(dbname)};",
+        )
+    set_aside(conn, dbname, staging, aside)
+    return f"{dbname} (empty) -> {aside}; {staging} -> {dbname}"
+
+
 def _refuse_without_createdb(env: Environment, dbname: str) -> None:
-    """The recovery creates its staging database: a role without CREATEDB is told, before anything, the
-    way that needs none (breaker13 N13): an admin creates the database empty, owned by the role, and the
-    same command restores into it (backup/targets.py, source_empty). Raises DatabaseError."""
-    with connect_server(env.target(direct=True), purpose=f"restore {env.name}") as conn:
+    """The recovery creates its staging database: a role without CREATEDB is told so before anything
+    (breaker13 N13), with the two ways through. Raises DatabaseError."""
+    target = env.target(direct=True)
+    with connect_server(target, purpose=f"restore {env.name}") as conn:
         row = conn.execute("SELECT current_user, rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user")
         found = row.fetchone()
     if found is None or found[1]:
         return
     role = str(found[0])
     raise DatabaseError(
-        f"role {role} may not create databases, so the recovery cannot recreate {dbname}; nothing was changed",
-        hint=f"as an admin: CREATE DATABASE {quote_ident(dbname)} OWNER {quote_ident(role)}; then run the same "
-        f"command, which restores into the empty database (or ALTER ROLE {quote_ident(role)} CREATEDB)",
+        f"role {role} may not create databases, and the recovery of {dbname} restores into a new database before "
+        "it takes the name; nothing was changed",
+        hint=f"as an admin: ALTER ROLE {quote_ident(role)} CREATEDB (it may be revoked afterwards), or run the same "
+        f"command with an admin's URL in {target.variable}",
     )
 
 
