@@ -565,6 +565,20 @@ def test_a_restored_copy_backed_up_beside_its_live_source_never_takes_the_source
     assert decided[fork]["action"] == "keep" and "which still exists: its own prune decides" in str(decided[fork])
     assert all((shared / "production" / i / "manifest.json").exists() for i in (later, fork))
     assert later in [x["id"] for x in json.loads(src.cli("backup", "list", "--json").stdout)]
+    # breaker14 F5 (data loss): the source renamed outside pgrunbook looked dropped, and the copy's prune
+    # removed the backup it was restored from, which may be the renamed database's only one
+    source_name = src.url.rsplit("/", 1)[1]
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{source_name}" RENAME TO "{source_name}_renamed"'.encode())
+    try:
+        pruned = dup.cli("backup", "prune", "--json")
+        assert pruned.returncode == 0, pruned.stderr
+        decided = {row["id"]: row for row in json.loads(pruned.stdout)}
+        assert decided[fork]["action"] == "keep" and "no longer on the server under that name" in str(decided[fork])
+        assert (shared / "production" / fork / "manifest.json").exists()
+    finally:
+        with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{source_name}_renamed" RENAME TO "{source_name}"'.encode())
 
 
 def test_a_copy_of_a_copy_continues_each_history_only_up_to_its_own_fork(cluster: LocalCluster, tmp_path: Path) -> None:

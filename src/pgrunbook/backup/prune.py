@@ -91,9 +91,12 @@ def _unless_another_database_lives(
     env: Environment, manifests: list[Manifest], decisions: list[Decision]
 ) -> list[Decision]:
     """A backup of another database name that counts as this one's history (a restored copy's source up
-    to the backup it came from) is kept while that database still exists on the server, or when the
-    server cannot be asked: the source may need it, and its own prune decides (breaker13b N4: a copy's
-    prune deleted its live source's newest backup, the very one it was restored from)."""
+    to the backup it came from) is never removed by this database's prune. While that database exists,
+    it may need the backup and its own prune decides (breaker13b N4: a copy's prune deleted its live
+    source's newest backup). Once the name is gone it may have been dropped, or renamed outside
+    pgrunbook, and then the backup may be the live database's only one (breaker14 F5); a rename cannot
+    be told from a drop, so nothing is removed on that guess: it goes by hand, or by the prune of a
+    database under that name."""
     own = env.owner.database
     other = {m.id: m.database for m in manifests if own is not None and m.database != own}
     removing = [d for d in decisions if d.action == "remove" and d.id in other]
@@ -103,9 +106,17 @@ def _unless_another_database_lives(
     out = []
     for d in decisions:
         name = other.get(d.id)
-        if d.action == "remove" and name is not None and (there is None or name in there):
-            why = "still exists" if there is not None else "may still exist (the server could not be asked)"
-            d = Decision(d.id, "keep", (f"a backup of database {name}, which {why}: its own prune decides",))
+        if d.action == "remove" and name is not None:
+            if there is None:
+                why = "which may still exist (the server could not be asked): its own prune decides"
+            elif name in there:
+                why = "which still exists: its own prune decides"
+            else:
+                why = (
+                    "which is no longer on the server under that name (dropped, or renamed outside pgrunbook: "
+                    "then this may be its only backup): never removed on that guess; delete it by hand once sure"
+                )
+            d = Decision(d.id, "keep", (f"a backup of database {name}, {why}",))
         out.append(d)
     return out
 
