@@ -285,6 +285,8 @@ def test_a_database_renamed_outside_pgrunbook_is_pointed_at_its_backups_and_neve
     none = p.cli("restore", "latest", "--into", f"r_{secrets.token_hex(3)}")
     assert_clean_error(none, 2, "backup(s) of this project under another database name are there")
     assert "restore it by its id: pgrunbook restore " in none.stderr
+    # breaker14 F5: the database exists, so the hint names a new database, not its own (which is refused)
+    assert f"--into {new_name}_restored --env production" in none.stderr, none.stderr
     by_id = p.cli("restore", mine, "--into", f"r_{secrets.token_hex(3)}", "--json")
     assert by_id.returncode == 0 and json.loads(by_id.stdout)["backup_id"] == mine, by_id.stderr
     newer = p.cli("backup", "create").stdout.strip()

@@ -39,6 +39,7 @@ from pgrunbook.backup.identity import (
 from pgrunbook.backup.naming import IN_PROGRESS_NAME, MANIFEST_NAME
 from pgrunbook.backup.storage import ObjectInfo, Storage
 from pgrunbook.errors import BackupNotFound, ObjectMissing, PgRunbookError, StorageError, VerificationFailed
+from pgrunbook.postgres.names import derived_dbname
 from pgrunbook.postgres.runner import pid_alive
 
 if TYPE_CHECKING:
@@ -380,7 +381,11 @@ class BackupRepository:
         same = sorted(i for i, reason in self.scan().foreign if reason.startswith("database "))
         if not same:
             return error
-        db = shlex.quote(self.owner.database or "NAME")
+        db = self.owner.database or "NAME"
+        there = self.owner.databases_of() if self.owner.databases_of is not None else None
+        if there is not None and db in there:  # it exists: a restore --into its own name would be refused
+            db = derived_dbname(db, "_restored")
+        db = shlex.quote(db)
         return BackupNotFound(
             f"{error.message}; {len(same)} backup(s) of this project under another database name are there, "
             f"the newest {same[-1]}",
