@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgrunbook.monitor.schedule import cron_to_oncalendar, jobs, kubernetes_name, render
+from pgrunbook.monitor.schedule import cron_to_oncalendar, jobs, kubernetes_name, kubernetes_names, render
 
 
 def test_cron_to_systemd() -> None:
@@ -115,3 +115,25 @@ def test_environments_that_differ_only_in_case_or_punctuation_never_share_a_name
 def test_the_example_pairs_get_two_names() -> None:
     for a, b in (("Prod", "prod"), ("prod_eu", "prod-eu"), ("prod.eu", "prod-eu")):
         assert kubernetes_name("pgrunbook", a) != kubernetes_name("pgrunbook", b)
+
+
+def test_a_valid_name_equal_to_another_environments_digested_one_is_kept_apart() -> None:
+    """breaker14 F6: an environment named exactly like the digested name of another ("prod-b35a16c8" beside
+    "Prod") got the same CronJob, and another pair the same Secret."""
+    envs = ["Prod", "prod-b35a16c8", "prod-51b8af37", "pgrunbook-backup-prod-b35a16c8"]
+    for wanted in ([("pgrunbook", "backup", e) for e in envs], [("pgrunbook", e) for e in envs]):
+        names = kubernetes_names(wanted)
+        assert len(set(names.values())) == len(wanted), names
+        assert all(RFC1123.fullmatch(n) and len(n) <= 52 for n in names.values())
+    assert kubernetes_names([("pgrunbook", "prod")]) == {("pgrunbook", "prod"): "pgrunbook-prod"}  # unchanged alone
+    text = render("kubernetes", jobs(envs, "0 2 * * *", "off", "off"), "/usr/bin/pgrunbook", "/srv/p.toml")
+    cronjobs = re.findall(r"kind: CronJob\nmetadata:\n  name: (\S+)", text)
+    assert len(cronjobs) == len(set(cronjobs)) == len(envs), cronjobs
+    secrets = {m for m in re.findall(r"secretKeyRef:\n\s+name: (\S+)", text)}
+    assert len(secrets) == len(envs), secrets
+
+
+@given(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=5, unique=True))
+def test_every_environments_names_are_distinct(envs: list[str]) -> None:
+    for wanted in ([("pgrunbook", "backup", e) for e in envs], [("pgrunbook", e) for e in envs]):
+        assert len(set(kubernetes_names(wanted).values())) == len(wanted)

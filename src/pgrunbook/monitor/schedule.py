@@ -54,6 +54,28 @@ def kubernetes_name(*parts: str) -> str:
     name = re.sub(r"[^a-z0-9-]", "-", raw.lower()).strip("-")
     if name == raw and len(name) <= K8S_NAME_MAX:
         return name or "pgrunbook"
+    return _digested(parts)
+
+
+def kubernetes_names(wanted: list[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
+    """``kubernetes_name`` of each parts tuple, all distinct: where a name valid as written equals
+    another's digested one (an environment named ``prod-b35a16c8`` beside ``Prod``: breaker14 F6), each
+    of the names involved gets its own digest."""
+    names = {parts: kubernetes_name(*parts) for parts in wanted}
+    taken: dict[str, list[tuple[str, ...]]] = {}
+    for parts, name in names.items():
+        taken.setdefault(name, []).append(parts)
+    for same in (group for group in taken.values() if len(group) > 1):
+        for parts in same:
+            names[parts] = _digested(parts)
+    if len(set(names.values())) < len(names):  # crafted further still: every name digested
+        names = {parts: _digested(parts) for parts in wanted}
+    return names
+
+
+def _digested(parts: tuple[str, ...]) -> str:
+    raw = "-".join(parts)
+    name = re.sub(r"[^a-z0-9-]", "-", raw.lower()).strip("-")
     digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
     return f"{name[: K8S_NAME_MAX - 9].strip('-')}-{digest}".lstrip("-")
 
@@ -146,10 +168,13 @@ def render(kind: str, all_jobs: list[Job], executable: str, config_path: str) ->
             )
         return "\n".join(parts)
     if kind == "kubernetes":
+        # distinct per kind of object: a CronJob and a Secret may share a name
+        names = kubernetes_names([("pgrunbook", j.name, j.environment) for j in all_jobs])
+        names.update(kubernetes_names([("pgrunbook", j.environment) for j in all_jobs]))
         docs = []
         for j in all_jobs:
-            name = kubernetes_name("pgrunbook", j.name, j.environment)
-            secret = kubernetes_name("pgrunbook", j.environment)
+            name = names[("pgrunbook", j.name, j.environment)]
+            secret = names[("pgrunbook", j.environment)]
             args = "".join(f'\n                - "{a}"' for a in command(kind, j, executable, config_path))
             env = "".join(
                 f"""
