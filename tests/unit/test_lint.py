@@ -191,16 +191,18 @@ def test_a_multi_megabyte_seed_migration_lints_in_linear_time(monkeypatch: pytes
     assert len(large.encode()) > 3_500_000
 
     def timed(text: str) -> float:
-        t0 = time.perf_counter()
+        # this process's CPU time, not the wall clock: other processes' load on a shared 2-core machine
+        # stretched the ~80 ms small case enough to fail the ratio (newuser14 M7)
+        t0 = time.process_time()
         [f] = lint_text(text, "m.sql")
-        elapsed = time.perf_counter() - t0
+        elapsed = time.process_time() - t0
         assert f.rule == "ban-drop-column" and f.line == text.count("\n")  # the line after all the rows
         return elapsed
 
-    # interleaved, best of three each: a burst of load on a shared machine hits both sizes alike
-    pairs = [(timed(small), timed(large)) for _ in range(3)]
+    # interleaved, best of five each: a burst of load on a shared machine hits both sizes alike
+    pairs = [(timed(small), timed(large)) for _ in range(5)]
     t_small, t_large = min(p[0] for p in pairs), min(p[1] for p in pairs)
-    assert len(trees) == 12  # CREATE TABLE and ALTER TABLE, three runs of two files: no INSERT became a tree
+    assert len(trees) == 20  # CREATE TABLE and ALTER TABLE, five runs of two files: no INSERT became a tree
     assert t_large / t_small < 8, (t_small, t_large)
 
 

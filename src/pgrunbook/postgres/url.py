@@ -288,16 +288,20 @@ def _refuse_cut_userinfo(text: str, source: str) -> None:
     Raises ConfigError without any part of the URL in its text.
     """
     m = re.match(r"postgres(?:ql)?://([^/?#]*)([/?#])(.*)", text, re.DOTALL)
-    if not m or "@" in m.group(1) or "@" not in m.group(3):
+    if not m or "@" not in m.group(3):
         return
     authority, delimiter, rest = m.groups()
-    before_at, _, after_at = rest.rpartition("@")
-    ports = [h.rpartition(":")[2] for h in authority.split(",") if ":" in h and not h.endswith("]")]
+    _, at, hosts = authority.rpartition("@")
+    hosts = hosts if at else authority
+    path = rest.split("?", 1)[0] if delimiter == "/" else ""  # a query's values may hold @ and /
+    ports = [h.rpartition(":")[2] for h in hosts.split(",") if ":" in h and not h.endswith("]")]
     cut = (
         delimiter == "#"
-        or any(not p.isdigit() for p in ports)
-        or (delimiter == "?" and "=" not in before_at)
-        or (delimiter == "/" and re.search(r"[/:]", after_at) is not None)
+        or (at and not hosts)  # "app:@/@db/app": a password "@/" read as no host (hypothesis)
+        or (not at and any(not p.isdigit() for p in ports))
+        or (delimiter == "?" and "=" not in rest.rpartition("@")[0])  # no key=value before the @
+        # a host (and path) after an @ in the path: "app:@0/@db/app", a password "@0/" read as host "0"
+        or ("@" in path and re.search(r"[/:]", path.rpartition("@")[2]) is not None)
     )
     if not cut:
         return
