@@ -121,7 +121,8 @@ def test_a_valid_name_equal_to_another_environments_digested_one_is_kept_apart()
     """breaker14 F6: an environment named exactly like the digested name of another ("prod-b35a16c8" beside
     "Prod") got the same CronJob, and another pair the same Secret."""
     envs = ["Prod", "prod-b35a16c8", "prod-51b8af37", "pgrunbook-backup-prod-b35a16c8"]
-    for wanted in ([("pgrunbook", "backup", e) for e in envs], [("pgrunbook", e) for e in envs]):
+    kinds: list[list[tuple[str, ...]]] = [[("pgrunbook", "backup", e) for e in envs], [("pgrunbook", e) for e in envs]]
+    for wanted in kinds:
         names = kubernetes_names(wanted)
         assert len(set(names.values())) == len(wanted), names
         assert all(RFC1123.fullmatch(n) and len(n) <= 52 for n in names.values())
@@ -135,5 +136,6 @@ def test_a_valid_name_equal_to_another_environments_digested_one_is_kept_apart()
 
 @given(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=5, unique=True))
 def test_every_environments_names_are_distinct(envs: list[str]) -> None:
-    for wanted in ([("pgrunbook", "backup", e) for e in envs], [("pgrunbook", e) for e in envs]):
+    kinds: list[list[tuple[str, ...]]] = [[("pgrunbook", "backup", e) for e in envs], [("pgrunbook", e) for e in envs]]
+    for wanted in kinds:
         assert len(set(kubernetes_names(wanted).values())) == len(wanted)
