@@ -233,6 +233,28 @@ def test_a_lost_database_ends_health_at_once_and_refuses_an_app_only_rollback(
     assert not (seeded.root / "app_rollback.log").exists()  # the release was not touched
 
 
+def test_a_rollback_whose_last_health_check_fails_says_where_the_app_is_now(
+    seeded: Project, app: tuple[str, Path]
+) -> None:
+    """newuser14 W2: the app was pointed at the restored database, then health failed: the error said only
+    "health check failed", with neither the database the app is now on, nor what stays behind in the
+    old one, nor the URL pgrunbook itself must now use (its `health` still checked the old database)."""
+    _, url_file = app
+    _rollback_config(seeded, f"http://127.0.0.1:{free_port()}/api/health", url_file)
+    good = create_backup(seeded.env(), label="pre-deploy")
+    assert seeded.cli("backup", "verify", good.id).returncode == 0
+    r = seeded.cli("rollback", "--with-db")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    [error] = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert error.startswith("error: health check failed after the rollback: http: "), error
+    new = url_file.read_text().rsplit("/", 1)[1]
+    live = seeded.url.rsplit("/", 1)[1]
+    assert f"the app is on {new} (backup {good.id}, restored and verified), {live} is kept as it was" in r.stderr
+    hint = r.stderr.split("hint: ", 1)[1]
+    assert "set DATABASE_URL=" in hint and f"/{new} for pgrunbook too" in hint
+    assert f"what the app wrote to {live} after backup {good.id} was taken" in hint
+
+
 def test_rollback_with_db_without_a_known_good_backup(seeded: Project, app: tuple[str, Path]) -> None:
     health, url_file = app
     _rollback_config(seeded, health, url_file)

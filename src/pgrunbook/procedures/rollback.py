@@ -136,10 +136,7 @@ def rollback(
             result = check_health(env, target=target)
             info["detail"] = result.summary
             if not result.ok:
-                raise PgRunbookError(
-                    f"health check failed after the rollback: {result.summary}",
-                    hint="pgrunbook health shows the details; pgrunbook runs shows every step",
-                )
+                raise _unhealthy(env, report, result.summary)
         report.outcome = "rolled_back"
         if report.database and report.replaced_database:
             report.next_step = runbook_url_note(env, report.database, report.replaced_database)
@@ -169,6 +166,26 @@ def rollback(
     if isinstance(failure, PgRunbookError):
         failure.report = report  # --json: the failed run's report is the document, as deploy's is
     raise failure
+
+
+def _unhealthy(env: Environment, report: RollbackReport, summary: str) -> PgRunbookError:
+    """The error of a rollback whose last health check failed. Once the app was pointed at the restored
+    database it says so, with what stays behind and the URL pgrunbook itself must now use: pgrunbook's
+    own ``health`` still checks the database the app left (newuser14 W2: none of it was said)."""
+    if not (report.database and report.replaced_database):
+        return PgRunbookError(
+            f"health check failed after the rollback: {summary}",
+            hint="pgrunbook health shows the details; pgrunbook runs shows every step",
+        )
+    moved = runbook_url_note(env, report.database, report.replaced_database)
+    report.next_step = moved
+    behind = "; ".join(report.warnings)
+    return PgRunbookError(
+        f"health check failed after the rollback: {summary}; the app is on {report.database} (backup "
+        f"{report.backup_id}, restored and verified), {report.replaced_database} is kept as it was",
+        hint=f"fix the app or its app_rollback hook; {moved}, then pgrunbook health --env {env.name} checks the "
+        f"app's database" + (f"; {behind}" if behind else ""),
+    )
 
 
 def _refuse_lost_database(env: Environment) -> None:
