@@ -130,6 +130,18 @@ def test_good_deploy_follows_the_runbook(stage: Stage) -> None:
     assert dep["kind"] == "deploy" and dep["outcome"] == "succeeded" and len(dep["steps"]) == 6
 
 
+def test_a_deploy_without_maintenance_hooks_says_the_app_was_not_put_into_maintenance(stage: Stage) -> None:
+    """newuser14 U1: with no maintenance hooks the steps read "ok maintenance on", which at 2 a.m. reads
+    as "the app was stopped"; each step now says there was no hook."""
+    stage.config(hooks={"maintenance_on": None, "maintenance_off": None})
+    make_migrations(stage.project, {"02_add_col": "ALTER TABLE note ADD COLUMN body text;"})
+    r, out = stage.deploy()
+    assert r.returncode == 0, r.stderr
+    steps = {s["name"]: s for s in out["steps"]}
+    assert steps["maintenance on"]["detail"] == "no maintenance_on hook: the app was not put into maintenance"
+    assert steps["maintenance off"]["detail"] == "no maintenance_off hook: nothing to turn off"
+
+
 def test_nothing_pending_exits_at_once_without_maintenance(stage: Stage) -> None:
     r, out = stage.deploy()
     assert r.returncode == 0 and out["outcome"] == "succeeded"

@@ -89,7 +89,9 @@ def fresh_dbname(env: Environment, live: str, infix: str) -> str:
 
 def maintenance_on(env: Environment, run: Run) -> None:
     """The step "maintenance on": the environment's maintenance_on hook (nothing when none is set)."""
-    with run.step("maintenance on"):
+    with run.step("maintenance on") as info:
+        if "maintenance_on" not in env.settings.hooks:  # "ok" alone read as "the app was stopped" (newuser14)
+            info["detail"] = "no maintenance_on hook: the app was not put into maintenance"
         env_hook(env, "maintenance_on", run.id)
 
 
@@ -107,7 +109,9 @@ def maintenance_off(env: Environment, run: Run, *, keep: bool = False, why_kept:
         return
     ran: dict[str, BaseException | None] = {}
     try:
-        with run.step("maintenance off"):
+        with run.step("maintenance off") as info:
+            if "maintenance_off" not in env.settings.hooks:
+                info["detail"] = "no maintenance_off hook: nothing to turn off"
             try:
                 env_hook(env, "maintenance_off", run.id)
             except BaseException as exc:
