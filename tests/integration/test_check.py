@@ -61,6 +61,8 @@ def test_schedule_print_and_verify_latest(seeded: Project) -> None:
     bid = json.loads(seeded.cli("--json", "backup", "create").stdout)["id"]
     r = seeded.cli("--json", "backup", "verify", "latest", "--drill")
     assert r.returncode == 0 and json.loads(r.stdout)["id"] == bid
+    text = seeded.cli("backup", "verify", "latest")  # newuser14: the text named "latest" only
+    assert text.returncode == 0 and f"latest ({bid}): verified" in text.stdout, text.stdout
     seeded.write_config('[backup]\nstorage = "backups"\n[schedule]\nbackup = "0 2 L * *"\n')
     bad = seeded.cli("schedule", "--print", "systemd")
     assert bad.returncode == 3 and bad.stderr.startswith("error: ")

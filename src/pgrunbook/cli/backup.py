@@ -199,7 +199,9 @@ def backup_verify(
         for c in result.checks:
             mark = "[green]ok[/]" if c.ok else "[red]FAIL[/]"
             st.output.out.print(f"{mark:>14}  {escape(c.name)}: {escape(c.detail)}", highlight=False)
-        st.output.out.print(escape(result.headline(backup_id)), highlight=False)
+        # "latest" alone never said which backup it was (newuser14): the id it resolved to, beside it
+        label = backup_id if backup_id == result.id else f"{backup_id} ({result.id})"
+        st.output.out.print(escape(result.headline(label)), highlight=False)
     if not result.recorded:
         click.echo(
             f"warning: the result above was not recorded in the backup's manifest: {redact(result.not_recorded)}",
