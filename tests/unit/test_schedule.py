@@ -139,3 +139,9 @@ def test_every_environments_names_are_distinct(envs: list[str]) -> None:
     kinds: list[list[tuple[str, ...]]] = [[("pgrunbook", "backup", e) for e in envs], [("pgrunbook", e) for e in envs]]
     for wanted in kinds:
         assert len(set(kubernetes_names(wanted).values())) == len(wanted)
+
+
+def test_the_crontab_names_the_variables_cron_must_have() -> None:
+    """newuser14 U5: the comment said "the URL variables" without naming them."""
+    text = render("cron", jobs(["prod"], "0 2 * * *", "off", "off", ("APP_URL", "APP_DIRECT_URL")), "/p", "/c.toml")
+    assert text.startswith("# pgrunbook schedule (crontab -e); APP_DIRECT_URL, APP_URL must be in cron's")

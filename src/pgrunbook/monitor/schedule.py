@@ -144,9 +144,11 @@ def render(kind: str, all_jobs: list[Job], executable: str, config_path: str) ->
                 "platforms need a cron expression"
             )
     if kind == "cron":
+        needed = sorted({v for j in all_jobs for v in j.url_vars})
         lines = [
-            "# pgrunbook schedule (crontab -e); the URL variables must be in cron's environment, e.g. via",
-            "# an EnvironmentFile-like wrapper; output goes to syslog through logger",
+            f"# pgrunbook schedule (crontab -e); {', '.join(needed) or 'the URL variables'} must be in cron's",
+            "# environment (a wrapper that loads them, or the crontab's own NAME=value lines); output goes to",
+            "# syslog through logger, so a failed job shows there and in pgrunbook check, not in cron's mail",
         ]
         for j in all_jobs:
             cmd = shlex.join(command(kind, j, executable, config_path))
