@@ -305,7 +305,7 @@ def test_backups_past_retention_warn_only_once_a_scheduled_prune_should_have_rem
     checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
     assert checks["retention"]["status"] == "ok" and r.returncode == 0, checks
     assert (
-        "1 backup(s) past retention since a newer backup; the next scheduled prune removes them (by "
+        "1 backup(s) past retention since a newer backup; the next scheduled prune removes them (a warning if "
         in (checks["retention"]["detail"])
     )
     assert 'pgrunbook_backups_past_retention{environment="default"} 1.0' in (seeded.root / "m.prom").read_text()

@@ -140,7 +140,7 @@ def test_past_retention_is_a_warning_only_when_overdue() -> None:
     assert finding(waiting, "retention") == (
         "ok",
         "2 backup(s) past retention since a newer backup; the next scheduled prune removes them "
-        "(by 2026-11-25 03:00 UTC)",
+        "(a warning if still there at 2026-11-25 03:00 UTC)",
     )
     assert overall(evaluate(NOW, waiting, Limits())) == "ok"
     late = Observed((NOW,), (NOW,), 3, 2, prune_overdue=1)

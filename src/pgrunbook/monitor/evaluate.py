@@ -161,7 +161,8 @@ def _retention(seen: Observed) -> Finding:
         return Finding("retention", "ok", "retention satisfied")
     overdue = n if seen.prune_overdue is None else seen.prune_overdue
     if overdue == 0:
-        when = f" (by {seen.prune_due:%Y-%m-%d %H:%M} UTC)" if seen.prune_due else ""
+        # the slot plus its grace: said as when check starts warning, not as the prune's own time (newuser14)
+        when = f" (a warning if still there at {seen.prune_due:%Y-%m-%d %H:%M} UTC)" if seen.prune_due else ""
         return Finding(
             "retention",
             "ok",
