@@ -319,7 +319,11 @@ def test_protected_environment_needs_a_fresh_verified_backup_or_confirm(project:
     assert_clean_error(project.cli("migrate", "deploy", "--confirm", "wrong"), 3, "does not match")
     backup = json.loads(project.cli("--json", "backup", "create").stdout)["id"]
     assert project.cli("backup", "verify", backup).returncode == 0
-    assert project.cli("migrate", "deploy").returncode == 0
+    allowed = project.cli("migrate", "deploy")
+    assert allowed.returncode == 0, allowed.stderr
+    # newuser14 U3: which backup let the migration run on a protected environment is said
+    assert f"note: environment production is protected: verified backup {backup} (" in allowed.stderr
+    assert "min ago) is the restore point before this migration" in allowed.stderr
     make_migrations(project, {"02": "CREATE TABLE u (id int);"})
     assert project.cli("migrate", "deploy", "--confirm", dbname).returncode == 0
 

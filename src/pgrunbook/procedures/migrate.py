@@ -23,8 +23,16 @@ def require_safe_to_migrate(env: Environment, confirm: str | None, dbname: str) 
     database's name; raises ConfigError otherwise (nothing applied)."""
     if not env.settings.protected or confirm == dbname:
         return
-    recent = datetime.now(UTC) - RECENT
-    if any(m.verified and m.started_at >= recent for m in env.repository.list_backups()):
+    now = datetime.now(UTC)
+    covering = next((m for m in env.repository.list_backups() if m.verified and m.started_at >= now - RECENT), None)
+    if covering is not None:  # said, so the operator knows which restore point the migration relies on
+        minutes = max(int((now - covering.started_at).total_seconds() // 60), 0)
+        env.notice(
+            "protected",
+            f"environment {env.name} is protected: verified backup {covering.id} ({minutes} min ago) is the "
+            "restore point before this migration",
+            {"backup_id": covering.id},
+        )
         return
     if confirm is not None:
         raise ConfigError(f"--confirm {confirm!r} does not match the database name {dbname!r}")
