@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ from pgrunbook.config import database_target
 from pgrunbook.environment import Environment
 from pgrunbook.errors import PgRunbookError
 from pgrunbook.journal import Journal, journal_path, unsettled, where_interrupted
-from pgrunbook.monitor.moved import app_moved
+from pgrunbook.monitor.moved import app_moved, lost_database_note
 from pgrunbook.postgres.connect import connect, missing_database, server_version
 from pgrunbook.postgres.database_swap import drop_statement, staging_databases
 from pgrunbook.postgres.names import quote_ident
@@ -155,10 +154,7 @@ def _check_connection(env: Environment, checks: list[DoctorCheck]) -> psycopg.Co
     except PgRunbookError as exc:
         hint = exc.hint or ""
         if target is not None and missing_database(exc):  # the server answered: the database is gone, or misnamed
-            hint += (
-                f"; if it was lost, pgrunbook restore latest --into {shlex.quote(target.dbname)} --env {env.name} "
-                "recreates it from the newest backup"
-            )
+            hint += f"; {lost_database_note(env, target.dbname)}"
         checks.append(DoctorCheck("connection", "failed", exc.message, hint))
         return None
     _, _, version = server_version(conn)

@@ -443,3 +443,16 @@ def test_doctor_and_check_warn_while_pgrunbooks_url_names_the_database_a_rollbac
     # the URL followed the app: no warning any more
     line, found = warnings(env={"DATABASE_URL": url_file.read_text()})
     assert line["status"] == "ok" and not found, (line, found)
+    # newuser14 U2: the abandoned database then dropped: the recovery offered is pointing the URL at the
+    # app's database, not recreating the one it left
+    with psycopg.connect(seeded.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{old}" WITH (FORCE)'.encode())
+    doc = json.loads(seeded.cli("--json", "doctor", "--env", "production").stdout)
+    connection = next(c for c in doc["checks"] if c["name"] == "connection")
+    assert connection["status"] == "failed" and f"the app is not on it: {said}" in connection["hint"], connection
+    assert "restore latest" not in connection["hint"]
+    chk = json.loads(seeded.cli("--json", "check").stdout)
+    database = next(c for c in chk["checks"] if c["name"] == "database")
+    assert database["status"] == "critical" and f"point DATABASE_URL at {out['database']}" in database["detail"]
+    r = seeded.cli("backup", "create")
+    assert r.returncode == 2 and f"the app is not on it: {said}" in r.stderr, r.stderr

@@ -98,7 +98,15 @@ def _recovery_hint(state: State | None, exc: MissingDatabase, env_name: object) 
         names = [env_name]
     if len(names) != 1:
         return ""
-    return f"; if it was lost, pgrunbook restore latest --into {shlex.quote(exc.dbname)} --env {names[0]} recreates it"
+    from pgrunbook.environment import Environment
+    from pgrunbook.monitor.moved import lost_database_note
+
+    try:
+        return f"; {lost_database_note(Environment.resolve(config, names[0]), exc.dbname)}"
+    except PgRunbookError:
+        return (
+            f"; if it was lost, pgrunbook restore latest --into {shlex.quote(exc.dbname)} --env {names[0]} recreates it"
+        )
 
 
 def _report_stop(exc: Stopped) -> NoReturn:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from pgrunbook.monitor.evaluate import (
     newest_trusted,
     overall,
 )
-from pgrunbook.monitor.moved import app_moved
+from pgrunbook.monitor.moved import app_moved, lost_database_note
 from pgrunbook.monitor.notify import Notice, make_notice, resolve_channels, send
 from pgrunbook.postgres.connect import connect
 from pgrunbook.prisma.engine import prisma_lock_holder
@@ -138,8 +137,9 @@ def _missing_database(env: Environment, exc: MissingDatabase) -> str:
     and, when the URL names it, the disaster recovery command (procedures/restore.py, recreate)."""
     if not exc.dbname:  # the maintenance databases refuse the role too: its hint says whom to ask
         return f"{exc.message}; {exc.hint}" if exc.hint else exc.message
-    command = f"pgrunbook restore latest --into {shlex.quote(exc.dbname)} --env {shlex.quote(env.name)}"
-    return f"{exc.message}; if it was lost, {command} recreates it from the newest backup"
+    # the hint first ("check the database name in VAR"): a misspelt name must not be "recovered" into a
+    # second database (breaker14 F7)
+    return "; ".join(x for x in (exc.message, exc.hint, lost_database_note(env, exc.dbname)) if x)
 
 
 #: How long after the prune slot that follows a backup's passing retention prune is given to run

@@ -14,6 +14,7 @@ step detail names the new database ("app pointed at <url>…; <old> kept for for
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -96,3 +97,17 @@ def app_moved(env: Environment) -> AppMoved | None:
             return None  # the URL changed since, to something else: somebody chose it
         return AppMoved(run.id, run.kind, at, database, target.variable, target.dbname)
     return None
+
+
+def lost_database_note(env: Environment, dbname: str) -> str:
+    """What to do about the environment's database ``dbname``, which the server says does not exist.
+    When a journaled run moved the app away from it, where the app is and the variable to point there:
+    recreating the database the app left would be the wrong first move (newuser14 U2). Otherwise the
+    command that recreates it from the newest backup (procedures/restore.py, recreate)."""
+    moved = app_moved(env)
+    if moved is not None and moved.named == dbname:
+        return f"the app is not on it: {moved.message()}; {moved.hint()}"
+    return (
+        f"if it was lost, pgrunbook restore latest --into {shlex.quote(dbname)} --env {env.name} recreates it from "
+        "the newest backup"
+    )
