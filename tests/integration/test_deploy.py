@@ -142,6 +142,25 @@ def test_a_deploy_without_maintenance_hooks_says_the_app_was_not_put_into_mainte
     assert steps["maintenance off"]["detail"] == "no maintenance_off hook: nothing to turn off"
 
 
+def test_a_deploy_refused_with_p3005_before_any_migration_ran_rolls_nothing_back(stage: Stage) -> None:
+    """breaker14: `deploy --auto-rollback` on tables without a migration history stopped with P3005
+    (nothing applied), then restored the pre-deploy backup into a new database and pointed the app there,
+    its hint speaking of a failed migration's history row there was none of. Nothing changed: the deploy
+    ends maintenance, and the app stays where it was."""
+    with psycopg.connect(stage.project.url, autocommit=True) as conn:
+        conn.execute("DROP TABLE _prisma_migrations")
+    make_migrations(stage.project, {"02_add_col": "ALTER TABLE note ADD COLUMN body text;"})
+    r, out = stage.deploy("--auto-rollback")
+    assert r.returncode == 2 and "P3005" in out["error"], r.stderr
+    names = [s["name"] for s in out["steps"]]
+    assert "restore" not in names and "point app" not in names and names[-1] == "maintenance off", names
+    assert out["database"] is None and "history row" not in r.stderr + json.dumps(out)
+    live = stage.project.url.rsplit("/", 1)[1]
+    with psycopg.connect(stage.project.url) as conn:
+        rollbacks = conn.execute(ROLLBACK_DBS, (f"{live}_rollback_",)).fetchall()
+    assert rollbacks == []
+
+
 def test_nothing_pending_exits_at_once_without_maintenance(stage: Stage) -> None:
     r, out = stage.deploy()
     assert r.returncode == 0 and out["outcome"] == "succeeded"

@@ -38,6 +38,12 @@ class MigrationFailed(PgRunbookError):
     """A migration script failed; its history row holds the logs."""
 
 
+class MigrationRefused(MigrationFailed):
+    """Migrate deploy stopped before any migration ran (P3005: a schema with tables and no history): the
+    database is as it was, so a deploy has nothing to roll back (breaker14: it restored the pre-deploy
+    backup all the same, and spoke of a failed migration's history row there was none of)."""
+
+
 @dataclass
 class AppliedMigration:
     name: str
@@ -283,7 +289,7 @@ def migrate_deploy(
         if not exists:
             others = history.schema_tables()
             if others:
-                raise MigrationFailed(
+                raise MigrationRefused(
                     f"P3005: the database schema {target.schema!r} is not empty "
                     f"({', '.join(others[:5])}{' …' if len(others) > 5 else ''}) and has no migration history",
                     hint="baseline it: pgrunbook migrate resolve --applied <each migration already in the "

@@ -29,7 +29,7 @@ from pgrunbook.postgres.catalog import count_tables, try_session_lock
 from pgrunbook.postgres.connect import connect, connect_server
 from pgrunbook.postgres.database_swap import drop_statement
 from pgrunbook.postgres.names import derived_dbname
-from pgrunbook.prisma.engine import MigrationFailed, migrate_deploy, migration_status
+from pgrunbook.prisma.engine import MigrationFailed, MigrationRefused, migrate_deploy, migration_status
 from pgrunbook.prisma.history import History
 from pgrunbook.prisma.lint import lint_files
 from pgrunbook.prisma.migrations_dir import read_migrations
@@ -497,7 +497,7 @@ def _on_failure(
 ) -> None:
     """The decision tree: schema touched (migration failed, or applied and unhealthy) -> restore the
     pre-deploy backup into a new database, point the app, app_rollback; nothing applied -> app only."""
-    if not state.migrate_started:
+    if not state.migrate_started or isinstance(exc, MigrationRefused):
         return  # nothing changed: maintenance off is all that is needed
     schema_touched = isinstance(exc, MigrationFailed) or bool(report.applied)
     decision = decide(migration_failed_or_data_wrong=schema_touched, app_only_regression=not schema_touched)
