@@ -478,18 +478,27 @@ def test_a_database_moved_to_a_new_server_still_finds_its_backups(
     assert listed == ([new, old] if project_id else [new])
 
 
+def _app_on_a_restored_copy(
+    cluster: LocalCluster, tmp_path: Path, shared: Path, project_id: str | None
+) -> tuple[Project, str, str]:
+    """A project backed up once into ``shared``, restored into a copy, and its DATABASE_URL moved to the
+    copy (as after a rollback): (the project, the backup's id, the copy's name)."""
+    p = _other_project(tmp_path, _new_db(cluster), _project_config(shared, project_id), "p")
+    seed(p.url, accounts=5, invoices=5)
+    old = p.cli("backup", "create").stdout.strip()
+    copy = f"r_{secrets.token_hex(3)}"
+    assert p.cli("restore", old, "--into", copy).returncode == 0
+    p.environ["DATABASE_URL"] = cluster.url(copy)
+    return p, old, copy
+
+
 def test_a_restored_copy_the_app_now_uses_keeps_the_history(cluster: LocalCluster, tmp_path: Path) -> None:
     """After a rollback (or restore --into) the application runs on the restored copy and DATABASE_URL
     names it: the backups of the database it came from are still this project's, before and after the
     copy's own first backup (the copy's comment says which backup it came from). Another project's
     database of another name, never backed up here, sees none of them."""
     shared = tmp_path / "nas"
-    p = _other_project(tmp_path, _new_db(cluster), _project_config(shared, None), "p")
-    seed(p.url, accounts=5, invoices=5)
-    old = p.cli("backup", "create").stdout.strip()
-    copy = f"r_{secrets.token_hex(3)}"
-    assert p.cli("restore", old, "--into", copy).returncode == 0
-    p.environ["DATABASE_URL"] = cluster.url(copy)
+    p, old, _ = _app_on_a_restored_copy(cluster, tmp_path, shared, None)
     assert [x["id"] for x in json.loads(p.cli("backup", "list", "--json").stdout)] == [old]
     new = p.cli("backup", "create").stdout.strip()
     assert [x["id"] for x in json.loads(p.cli("backup", "list", "--json").stdout)] == [new, old]
@@ -507,12 +516,7 @@ def test_a_prune_before_the_copys_first_backup_keeps_its_history(
     the copy's list was empty, check critical, and `restore latest` refused, a later backup changing
     nothing. The prune now writes the lineage, and a later claim adds it to a marker written without."""
     shared = tmp_path / "nas"
-    p = _other_project(tmp_path, _new_db(cluster), _project_config(shared, project_id), "p")
-    seed(p.url, accounts=5, invoices=5)
-    old = p.cli("backup", "create").stdout.strip()
-    copy = f"r_{secrets.token_hex(3)}"
-    assert p.cli("restore", old, "--into", copy).returncode == 0
-    p.environ["DATABASE_URL"] = cluster.url(copy)
+    p, old, copy = _app_on_a_restored_copy(cluster, tmp_path, shared, project_id)
     assert p.cli("backup", "prune").returncode == 0
     assert [x["id"] for x in json.loads(p.cli("backup", "list", "--json").stdout)] == [old]
     r = p.cli("restore", "latest", "--into", f"r_{secrets.token_hex(3)}", "--json")
