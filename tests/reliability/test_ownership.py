@@ -13,6 +13,8 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -505,6 +507,44 @@ def test_a_restored_copy_the_app_now_uses_keeps_the_history(cluster: LocalCluste
     stranger = _other_project(tmp_path, _new_db(cluster), _project_config(shared, None), "stranger")
     listed = stranger.cli("backup", "list", "--json")
     assert json.loads(listed.stdout) == [] and "2 backups of another project/database ignored" in listed.stderr
+
+
+@pytest.mark.parametrize("project_id", [None, "shop"], ids=["no project id", "project id"])
+def test_a_prune_without_the_database_url_never_mixes_two_databases_backups(
+    cluster: LocalCluster, tmp_path: Path, project_id: str | None
+) -> None:
+    """breaker14b B1 (data loss): with DATABASE_URL unset, prune did not know which database was its
+    own and ran retention over a database's and its restored copy's backups together: it removed every
+    backup of the live database. It is refused, nothing removed and no marker written."""
+    shared = tmp_path / "nas"
+    config = _project_config(shared, project_id).replace(
+        "[environments.production]", "[backup.retention]\ndaily = 1\nweekly = 0\nmonthly = 0\n[environments.production]"
+    )
+    p = _other_project(tmp_path, _new_db(cluster), config, "p")
+    seed(p.url, accounts=5, invoices=5)
+    first = p.cli("backup", "create").stdout.strip()
+    copy = f"r_{secrets.token_hex(3)}"
+    assert p.cli("restore", first, "--into", copy).returncode == 0
+    second = p.cli("backup", "create").stdout.strip()
+    copy_env = {**p.environ, "DATABASE_URL": cluster.url(copy)}
+    own = subprocess.run(
+        [sys.executable, "-m", "pgrunbook", "backup", "create"],
+        cwd=p.root,
+        env=copy_env,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert first and second and own
+    markers_before = sorted((shared / "production").rglob(".pgrunbook-environment/*.json"))
+    evidence.data_loss_scenario("prune with the database URL unset over two databases' backups")
+    url = p.environ.pop("DATABASE_URL")
+    try:
+        refused = p.cli("backup", "prune")
+    finally:
+        p.environ["DATABASE_URL"] = url
+    assert_clean_error(refused, 2, "prune refused: DATABASE_URL is not set", "nothing was removed")
+    assert all((shared / "production" / i / "manifest.json").exists() for i in (first, second, own))
+    assert sorted((shared / "production").rglob(".pgrunbook-environment/*.json")) == markers_before
 
 
 @pytest.mark.parametrize("project_id", [None, "shop"], ids=["no project id", "project id"])

@@ -133,9 +133,28 @@ def _unless_in_use(repo: BackupRepository, d: Decision) -> Decision:
     return Decision(d.id, "keep", (f"in use by {holder}: kept this time (a later prune decides again)",))
 
 
+def _refuse_without_database(env: Environment, manifests: list[Manifest]) -> None:
+    """Without the environment's database URL, prune cannot tell its database's backups from another's:
+    over backups of several databases (a restored copy's, a project id two databases share) retention
+    would keep one database's newest and remove all of another's (breaker14b B1, data loss). Refused
+    then, before anything is written; with backups of one database only, nothing is mixed up."""
+    names = sorted({m.database or "?" for m in manifests})
+    if len(names) <= 1:
+        return
+    var = env.settings.database_url_env
+    raise PgRunbookError(
+        f"prune refused: {var} is not set, so which database's backups are this environment's is not known, "
+        f"and {env.storage.display}/{env.name} holds backups of {len(names)} databases ({', '.join(names[:4])}); "
+        "nothing was removed",
+        hint=f"set {var} to the environment's database URL, as for backup create, and run prune again",
+    )
+
+
 def prune(env: Environment, *, dry_run: bool = False) -> PruneReport:
     """Decide first, then delete (manifest first, so an interrupted prune only leaves leftovers)."""
     repo = env.repository
+    if env.owner.database is None:
+        _refuse_without_database(env, repo.scan().ours)
     if not dry_run:  # the first write: refuses a folder that is not pgrunbook's, adopts older backups
         # with the database's lineage, as a backup claims it: a restored copy never backed up yet keeps
         # the history it continues (newuser14: the marker written here had none, and list showed nothing)

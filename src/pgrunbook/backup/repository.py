@@ -573,6 +573,8 @@ class BackupRepository:
             self.storage.write_bytes(root_key, repository_marker(owner))
         markers = self.markers()
         name = database or owner.database
+        if name is None:  # which database writes here is not known: no marker is better than a nameless one
+            return
         mine = [m for m in markers if m.project_id == owner.project_id and m.database == name]
         if mine:
             self._learn_lineage(mine, restored_from, name, markers)
