@@ -469,6 +469,32 @@ def test_a_role_without_createdb_is_told_before_the_recovery_how_to_get_through(
     assert (schema_dump(cluster.url(db)), _rows(cluster.url(db))) == before
 
 
+def test_an_empty_database_made_again_by_another_role_is_refused_before_the_recovery(
+    cluster: LocalCluster, roles: Roles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """breaker14b B4: an admin re-created the lost database (owned by the admin): the whole restore ran,
+    then renaming the empty one aside failed ("must be owner"). It is refused before anything, with the
+    two ways through; after the admin hands it over, the same command recovers it."""
+    owner = roles.create("owner", "LOGIN CREATEDB")
+    db = f"nr_{roles.tag}"
+    new_db(cluster, db, owner)
+    with psycopg.connect(roles.url(owner, db), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+    project = project_on(tmp_path, roles.url(owner, db), monkeypatch)
+    bid = backup_id(project)
+    admin(cluster, f'DROP DATABASE "{db}" WITH (FORCE)', f'CREATE DATABASE "{db}"')  # by the admin, for it
+    r = project.cli("restore", "latest", "--into", db)
+    assert_clean_error(r, 2, f"{db} exists, empty, and belongs to postgres", "nothing was changed")
+    assert f'DROP DATABASE "{db}" (it holds no table), or ALTER DATABASE "{db}" OWNER TO' in r.stderr
+    with psycopg.connect(cluster.url("postgres")) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_database WHERE starts_with(datname, %s)", (f"{db}_",)).fetchone()
+    assert left == (0,)
+    admin(cluster, f'ALTER DATABASE "{db}" OWNER TO "{owner}"')
+    done = project.cli("--json", "restore", "latest", "--into", db)
+    assert done.returncode == 0 and json.loads(done.stdout)["backup_id"] == bid, done.stderr
+    assert _rows(cluster.url(db)) == [(1, "a"), (2, "b")]
+
+
 def _rows(url: str) -> list[tuple[object, ...]]:
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT id, v FROM t ORDER BY id").fetchall()

@@ -933,6 +933,45 @@ def test_a_lost_database_made_again_empty_is_set_aside_never_restored_into(seede
         conn.execute(f'DROP DATABASE "{aside}"'.encode())
 
 
+def test_a_database_set_aside_is_called_empty_only_when_it_still_is(
+    seeded: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """breaker14b B2: a session wrote into the empty database after the last check and before the rename
+    (it can: the rename waits for sessions to end); the warning called it empty and gave its DROP. The
+    database set aside is looked at after the rename. The late write is made here by wrapping the real
+    rename; everything else is the real recovery on the real server."""
+    import pgrunbook.procedures.restore as procedure
+    from pgrunbook.journal import Journal, journal_path
+
+    for key, value in seeded.environ.items():
+        monkeypatch.setenv(key, value)
+    json.loads(seeded.cli("--json", "backup", "create").stdout)
+    live, server = _lose(seeded)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{live}"'.encode())
+    real = procedure.set_aside
+
+    def late_write(conn: psycopg.Connection, name: str, staging: str, aside: str) -> None:
+        with psycopg.connect(seeded.url, autocommit=True) as app:
+            app.execute("CREATE TABLE written_late (id int); INSERT INTO written_late VALUES (1)")
+        real(conn, name, staging, aside)
+
+    monkeypatch.setattr(procedure, "set_aside", late_write)
+    env = seeded.env()
+    journal = Journal(journal_path(env.config))
+    try:
+        report, _ = procedure.restore(env, journal, "latest", into=live)
+    finally:
+        journal.close()
+    [aside] = [n for n in databases(seeded) if n.startswith(f"{live}_replaced_")]
+    [note] = [w for w in report.warnings if aside in w]
+    assert "it is NOT empty: something wrote to it while the recovery ran" in note and "DROP" not in note
+    with psycopg.connect(db_url(seeded, aside)) as conn:
+        assert conn.execute("SELECT count(*) FROM written_late").fetchone() == (1,)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{aside}"'.encode())
+
+
 def test_recreating_a_lost_database_takes_the_newest_backup_that_is_not_a_pre_restore_one(seeded: Project) -> None:
     """breaker13 F11: `restore latest --into <its own name>` took the newest backup of any label: the
     pre-restore backup an earlier in-place restore took, holding the very state that restore replaced

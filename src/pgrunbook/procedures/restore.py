@@ -4,6 +4,7 @@ journaled as one run."""
 from __future__ import annotations
 
 import shlex
+import time
 
 import psycopg
 
@@ -14,9 +15,11 @@ from pgrunbook.backup.restore_verify import READ_QUERY_FIX
 from pgrunbook.environment import Environment
 from pgrunbook.errors import BackupNotFound, ConfigError, DatabaseError, PgRunbookError, ReadQueryFailed, Stopped
 from pgrunbook.journal import Journal, Run
+from pgrunbook.monitor.moved import app_moved
 from pgrunbook.postgres.connect import connect_maintenance, connect_server, exists_on_server
 from pgrunbook.postgres.database_swap import rename_database, replaced_name, sessions_on, set_aside, staging_name
 from pgrunbook.postgres.names import quote_ident
+from pgrunbook.postgres.url import DatabaseTarget
 from pgrunbook.prisma.engine import status_in
 from pgrunbook.procedures.point_app import restore_into_and_point
 from pgrunbook.procedures.restore_in_place import restore_in_place
@@ -93,9 +96,12 @@ def lost_own_database(env: Environment, into: str, backup_id: str, *, point: boo
     target = env.target(direct=True)
     if into != target.dbname:
         return None
-    with connect_server(target, purpose=f"restore {env.name}") as conn:
+    with _beside(target, into, f"restore {env.name}") as conn:
+        # the sessions first: looking into the database opens one of pgrunbook's own, which lingers for a
+        # moment after it closes (breaker14b B3: a third of the runs refused themselves for it)
+        sessions = _settled_sessions(conn, into)
         state, _ = database_state(conn, target, into)
-        sessions = sessions_on(conn, into) if state == "empty" else []
+        rights = _may_rename(conn, into) if state == "empty" else None
     if state not in ("missing", "empty"):
         return None
     said = "does not exist" if state == "missing" else "is empty"
@@ -105,13 +111,49 @@ def lost_own_database(env: Environment, into: str, backup_id: str, *, point: boo
             "the name the app's URL already names, so there is nothing to point; nothing was changed",
             hint=f"pgrunbook restore {backup_id} --into {shlex.quote(into)} --env {env.name} (without --point-app)",
         )
-    if sessions:
+    if rights is not None:
+        raise DatabaseError(
+            f"{into} exists, empty, and belongs to {rights}: the recovery renames it aside once its copy is "
+            "verified, which only its owner (or a member of that role) or a superuser may; nothing was changed",
+            hint=f"as an admin: DROP DATABASE {quote_ident(into)} (it holds no table), or ALTER DATABASE "
+            f"{quote_ident(into)} OWNER TO the role in {target.variable}; then run the same command",
+        )
+    if sessions and state == "empty":
         raise DatabaseError(
             f"{into} exists, empty, and {len(sessions)} session(s) use it ({', '.join(sessions[:3])}); the "
             "recovery puts its verified copy in place of an empty database nobody uses; nothing was changed",
             hint=f"close them (is the app connected to the empty {into}?), then run the same command",
         )
     return state
+
+
+def _beside(target: DatabaseTarget, dbname: str, purpose: str) -> psycopg.Connection:
+    """A connection to ``target``'s server that is not a session of ``dbname`` (its maintenance
+    database), or, when the role may connect to none of them, one to the database itself."""
+    try:
+        return connect_maintenance(target, avoid=(dbname,), purpose=purpose)
+    except DatabaseError:
+        return connect_server(target, purpose=purpose)
+
+
+def _settled_sessions(conn: psycopg.Connection, dbname: str, *, wait_s: float = 2.0) -> list[str]:
+    """The sessions on ``dbname`` that are still there after up to ``wait_s`` seconds: a closed
+    connection's backend leaves pg_stat_activity a moment after its client has gone."""
+    deadline = time.monotonic() + wait_s
+    while (sessions := sessions_on(conn, dbname)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return sessions
+
+
+def _may_rename(conn: psycopg.Connection, dbname: str) -> str | None:
+    """None when the connected role may rename database ``dbname`` (its owner, a member of the owner's
+    role, or a superuser); else the owner's name."""
+    row = conn.execute(
+        "SELECT pg_get_userbyid(d.datdba), pg_has_role(d.datdba, 'MEMBER') OR r.rolsuper FROM pg_database d, "
+        "pg_roles r WHERE d.datname = %s AND r.rolname = current_user",
+        (dbname,),
+    ).fetchone()
+    return None if row is None or row[1] else str(row[0])
 
 
 def recreate(
@@ -157,10 +199,7 @@ def recreate(
                 if aside:
                     kept = replaced_name(dbname, stamp)
                     info["detail"] = _put_in_place(env, conn, dbname, staging, kept)
-                    report.warnings.append(
-                        f"the empty database that held the name {dbname} is kept as {kept}; drop it once you have "
-                        f"looked at it: DROP DATABASE {quote_ident(kept)};"
-                    )
+                    report.warnings.append(_aside_note(env, conn, dbname, kept))
                 else:
                     rename_database(conn, staging, dbname)
                     info["detail"] = f"{staging} -> {dbname}"
@@ -168,6 +207,9 @@ def recreate(
             exc.message += f" ({staging} holds backup {backup_id}, restored and verified)"
             raise
     report.database = dbname
+    moved = _moved_note(env, dbname)
+    if moved is not None:
+        report.warnings.append(moved)
     return report
 
 
@@ -186,6 +228,34 @@ def _put_in_place(env: Environment, conn: psycopg.Connection, dbname: str, stagi
         )
     set_aside(conn, dbname, staging, aside)
     return f"{dbname} (empty) -> {aside}; {staging} -> {dbname}"
+
+
+def _aside_note(env: Environment, conn: psycopg.Connection, dbname: str, kept: str) -> str:
+    """What became of the database set aside, looked at after the rename: a session may have written to
+    it between the last check and the rename (breaker14b B2), so "empty" is said only when it still is."""
+    target = env.target(direct=True)
+    try:
+        state, _ = database_state(conn, target, kept)
+    except PgRunbookError:
+        state = "unknown"
+    if state == "empty":
+        return (
+            f"the empty database that held the name {dbname} is kept as {kept}; drop it once you have looked at "
+            f"it: DROP DATABASE {quote_ident(kept)};"
+        )
+    return (
+        f"the database that held the name {dbname} is kept as {kept}, and it is NOT empty: something wrote to it "
+        "while the recovery ran; look at what it holds before you drop it"
+    )
+
+
+def _moved_note(env: Environment, dbname: str) -> str | None:
+    """When a journaled run moved the app away from ``dbname``: that the database recreated is not the
+    app's (breaker14b B5: the abandoned one was recreated without a word)."""
+    moved = app_moved(env)
+    if moved is None or moved.named != dbname:
+        return None
+    return f"the app is not on {dbname}: {moved.message()}; {moved.hint()}"
 
 
 def _refuse_without_createdb(env: Environment, dbname: str) -> None:
