@@ -13,8 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -526,14 +524,7 @@ def test_a_prune_without_the_database_url_never_mixes_two_databases_backups(
     copy = f"r_{secrets.token_hex(3)}"
     assert p.cli("restore", first, "--into", copy).returncode == 0
     second = p.cli("backup", "create").stdout.strip()
-    copy_env = {**p.environ, "DATABASE_URL": cluster.url(copy)}
-    own = subprocess.run(
-        [sys.executable, "-m", "pgrunbook", "backup", "create"],
-        cwd=p.root,
-        env=copy_env,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    own = p.cli("backup", "create", extra_env={"DATABASE_URL": cluster.url(copy)}).stdout.strip()
     assert first and second and own
     markers_before = sorted((shared / "production").rglob(".pgrunbook-environment/*.json"))
     evidence.data_loss_scenario("prune with the database URL unset over two databases' backups")
