@@ -521,7 +521,11 @@ def test_a_drill_refused_by_its_server_is_that_servers_problem_and_doctor_says_s
     bid = backup_id(project)
     r = project.cli("backup", "verify", "latest", "--drill")
     assert r.returncode == 2, r.stderr
-    assert "FAILED" not in r.stdout and "latest: drill could not run on postgresql://" in r.stdout, r.stdout
+    assert (
+        "FAILED" not in r.stdout
+        and "): drill could not run on postgresql://" in r.stdout
+        and r.stdout.count("latest (") == 1
+    ), r.stdout
     assert "a problem of that server, not of the backup" in r.stdout
     assert f"error: the drill could not restore latest: role {plain} may not create databases" in r.stderr
     assert "beforehand" not in r.stderr and "[backup] drill_database_url_env" in r.stderr
