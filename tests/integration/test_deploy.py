@@ -499,28 +499,7 @@ def test_sigkill_during_the_automatic_rollback_resume_finishes_the_rollback_befo
     traffic on the database whose migration failed. Now the note names all of it, and the resume
     finishes the rollback the run was started with (--auto-rollback, from the journal) before
     maintenance off."""
-    make_migrations(stage.project, {"02_bad": "ALTER TABLE note ADD COLUMN w int;\nSELECT 1/0;"})
-    before = fingerprint(stage.project.url)
-    live = stage.project.url.rsplit("/", 1)[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pgrunbook", "deploy", "--env", "production", "--auto-rollback"],
-        cwd=stage.project.root,
-        env=stage.project.environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    rollback_db = "SELECT datname FROM pg_database WHERE starts_with(datname, %s)"
-    try:
-        run_id = _wait_step(stage, "restore")
-        with psycopg.connect(stage.project.url, autocommit=True) as conn:  # killed once it is created
-            wait_for(lambda: conn.execute(rollback_db, (f"{live}_rollback_",)).fetchone(), what="rollback db")
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    with psycopg.connect(stage.project.url, autocommit=True) as conn:
-        killed = [r[0] for r in conn.execute(rollback_db, (f"{live}_rollback_",)).fetchall()]
-    assert len(killed) == 1
+    run_id, before, live, killed = _killed_during_the_rollback_restore(stage)
     assert stage.hooks() == ["on"]
     note = json.loads(stage.project.cli("--json", "runs", "--limit", "1").stdout)[0]["recovery"]
     assert note.startswith("Maintenance is on since "), note
@@ -541,7 +520,7 @@ def test_sigkill_during_the_automatic_rollback_resume_finishes_the_rollback_befo
     assert stage.hooks() == ["on", "point", "app_rollback", "off"]  # maintenance off only after the rollback
     assert fingerprint(stage.url_file.read_text()) == before
     with psycopg.connect(stage.project.url, autocommit=True) as conn:
-        rollback_dbs = [r[0] for r in conn.execute(rollback_db, (f"{live}_rollback_",)).fetchall()]
+        rollback_dbs = [r[0] for r in conn.execute(ROLLBACK_DBS, (f"{live}_rollback_",)).fetchall()]
     assert rollback_dbs == killed == [out["database"]]  # the dead leftover replaced, not left beside it
     evidence.fault("SIGKILL of deploy in its automatic rollback's restore, then a plain --resume")
 
@@ -580,10 +559,9 @@ def test_postgresql_restarted_mid_migration(stage: Stage, cluster) -> None:
     evidence.fault("PostgreSQL restarted (immediate stop) mid-migration during deploy")
 
 
-def test_sigkill_during_the_automatic_rollback_then_resume(stage: Stage) -> None:
-    """Killed while the automatic rollback restores: --resume continues with the rollback (the migration
-    is not run again into Prisma's P3009), reports the migration's own failure, and replaces the killed
-    restore's unfinished database instead of leaving it behind (trial 7 #21)."""
+def _killed_during_the_rollback_restore(stage: Stage) -> tuple[str, object, str, list[str]]:
+    """A deploy --auto-rollback whose migration fails, SIGKILLed once the rollback's restore has created
+    its database: (run id, the fingerprint before, the live database's name, the rollback databases)."""
     make_migrations(stage.project, {"02_bad": "ALTER TABLE note ADD COLUMN w int;\nSELECT 1/0;"})
     before = fingerprint(stage.project.url)
     live = stage.project.url.rsplit("/", 1)[1]
@@ -595,17 +573,24 @@ def test_sigkill_during_the_automatic_rollback_then_resume(stage: Stage) -> None
         stderr=subprocess.PIPE,
         text=True,
     )
-    rollback_db = "SELECT datname FROM pg_database WHERE starts_with(datname, %s)"
     try:
         run_id = _wait_step(stage, "restore")
         with psycopg.connect(stage.project.url, autocommit=True) as conn:  # killed once it is created
-            wait_for(lambda: conn.execute(rollback_db, (f"{live}_rollback_",)).fetchone(), what="rollback db")
+            wait_for(lambda: conn.execute(ROLLBACK_DBS, (f"{live}_rollback_",)).fetchone(), what="rollback db")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     with psycopg.connect(stage.project.url, autocommit=True) as conn:
-        killed = [r[0] for r in conn.execute(rollback_db, (f"{live}_rollback_",)).fetchall()]
+        killed = [r[0] for r in conn.execute(ROLLBACK_DBS, (f"{live}_rollback_",)).fetchall()]
     assert len(killed) == 1
+    return run_id, before, live, killed
+
+
+def test_sigkill_during_the_automatic_rollback_then_resume(stage: Stage) -> None:
+    """Killed while the automatic rollback restores: --resume continues with the rollback (the migration
+    is not run again into Prisma's P3009), reports the migration's own failure, and replaces the killed
+    restore's unfinished database instead of leaving it behind (trial 7 #21)."""
+    run_id, before, live, killed = _killed_during_the_rollback_restore(stage)
     r = stage.project.cli("--json", "deploy", "--env", "production", "--resume", run_id, "--auto-rollback")
     out = json.loads(r.stdout)
     assert r.returncode == 2 and out["outcome"] == "rolled_back", r.stderr
@@ -614,7 +599,7 @@ def test_sigkill_during_the_automatic_rollback_then_resume(stage: Stage) -> None
     assert "migrate" not in resumed and "restore" in resumed, resumed
     assert fingerprint(stage.url_file.read_text()) == before
     with psycopg.connect(stage.project.url, autocommit=True) as conn:
-        rollback_dbs = [r[0] for r in conn.execute(rollback_db, (f"{live}_rollback_",)).fetchall()]
+        rollback_dbs = [r[0] for r in conn.execute(ROLLBACK_DBS, (f"{live}_rollback_",)).fetchall()]
     assert rollback_dbs == killed == [out["database"]]  # the killed one replaced, not left beside it
 
 
